@@ -1,0 +1,55 @@
+# wsfixture — `make help` lists what is here.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUNS ?= 3
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help host venv demo test test-fast test-integration lint bench soak nixos-test gc clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+host: ## Install the Debian packages wsfixture needs (root, Debian 12)
+	@scripts/setup-host.sh
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP) ## Create .venv with wsfixture and its test tools
+
+demo: host venv ## Boot the example container and VM, verify them, tear them down
+	$(PY) -m wsfixture.demo examples/workspaces.toml
+
+test: host venv ## Install everything, then run the whole suite (unit, plugin, nix, integration, reliability)
+	$(PY) -m wsfixture.cli gc --quiet
+	$(PY) -m pytest -p no:cacheprovider tests $(PYTEST_ARGS)
+
+test-fast: venv ## Unit and plugin tests only (no root, nothing booted)
+	$(PY) -m pytest -p no:cacheprovider tests/unit tests/plugin -q $(PYTEST_ARGS)
+
+lint: venv ## ruff check, ruff format --check, mypy --strict
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: host venv ## Benchmarks against the raw baselines (RUNS=N repetitions)
+	$(PY) bench/run.py --runs $(RUNS)
+
+soak: host venv ## Long churn: 30 start/stop cycles of each kind
+	WSFIXTURE_SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/reliability -k churn $(PYTEST_ARGS)
+
+nixos-test: ## NixOS VM tests (needs nix with a binary cache)
+	@scripts/nixos-test.sh
+
+gc: venv ## Reap what crashed runs left behind
+	$(PY) -m wsfixture.cli gc
+
+clean: ## Remove the venv and caches (not the image cache)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
