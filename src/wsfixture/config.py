@@ -255,9 +255,7 @@ def _fields(
             spellings = known if "_" in str(key) else camel
             close = difflib.get_close_matches(str(key), spellings, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            issues.add(
-                f"{where}.{key}", f"unknown key{hint}", allowed=", ".join(camel)
-            )
+            issues.add(f"{where}.{key}", f"unknown key{hint}", allowed=", ".join(camel))
         elif norm in out:
             issues.add(f"{where}.{key}", "given twice (camelCase and snake_case)")
         elif value is not None:  # nix eval prints null for unset options: take the default

@@ -14,6 +14,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from wsfixture import system
+
 HOST_KEY_NAME = "ssh_host_ed25519_key"
 CLIENT_KEY_NAME = "id_ed25519"
 
@@ -35,13 +37,6 @@ class KeyPair:
         return " ".join(self.public_line().split()[:2])
 
 
-def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it 0700; return it."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
 def ensure_keypair(private: Path, comment: str) -> KeyPair:
     """Return the key pair at ``private``, generating it the first time only."""
     pair = KeyPair(private)
@@ -49,7 +44,7 @@ def ensure_keypair(private: Path, comment: str) -> KeyPair:
         if private.stat().st_mode & 0o077:
             private.chmod(0o600)
         return pair
-    private_dir(private.parent)
+    system.private_dir(private.parent)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,

@@ -1,0 +1,84 @@
+"""What every backend implements: a small surface; everything else lives in ``Workspace``."""
+
+from __future__ import annotations
+
+import abc
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsfixture import ledger, system
+from wsfixture.config import Config, WorkspaceSpec
+from wsfixture.lab import Lab
+
+
+@dataclass
+class BackendContext:
+    """What a backend gets from the workspace that drives it."""
+
+    config: Config
+    spec: WorkspaceSpec
+    lab: Lab
+    runtime_dir: Path  # ephemeral: removed at stop
+    state_dir: Path  # persistent: <state root>/<name>
+    record: ledger.Record
+    # Writes the shared base into a root directory (a container layer, a VM seed tree).
+    provision: Callable[[Path], None]
+
+
+class Backend(abc.ABC):
+    """Starts, watches and stops one workspace's machine."""
+
+    kind: str = ""
+
+    def __init__(self, ctx: BackendContext) -> None:
+        self.ctx = ctx
+        self.console_log = ctx.runtime_dir / "console.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Launch the machine; return without waiting for it to boot."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float) -> None:
+        """Orderly shutdown within ``timeout``, then force; release what start made."""
+
+    def is_up(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def failure(self) -> str | None:
+        """Why the machine is gone, if it is gone; None while it runs."""
+        if self.process is None:
+            return "not started"
+        rc = self.process.poll()
+        return None if rc is None else f"{self.kind} process exited with status {rc}"
+
+    def describe(self) -> dict[str, object]:
+        """Facts for status and reports."""
+        return {"kind": self.kind, "pid": self.process.pid if self.process else None}
+
+    def spawn(self, argv: list[str], cgroup: Path, env: dict[str, str] | None = None) -> None:
+        """Start the machine's process as our child, in its own cgroup, dying with us."""
+        self.ctx.record.add("cgroups", str(cgroup))
+        cgroup.mkdir(parents=True, exist_ok=True)
+        procs = cgroup / "cgroup.procs"
+
+        def child_setup() -> None:
+            procs.write_text(str(os.getpid()))
+            system.set_parent_death_signal()
+
+        with open(self.console_log, "ab") as console:
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                preexec_fn=child_setup,
+            )
+        ref = system.ProcessRef.of(self.process.pid)
+        if ref is not None:
+            self.ctx.record.add("processes", ref)

@@ -1,0 +1,103 @@
+"""Container workspaces on systemd-nspawn.
+
+The root is an overlay: the cached base image below, the workspace's own upper layer above,
+into which the shared base is written before boot. nspawn runs as our child inside the lab
+namespace (``nsenter --net``, not ``ip netns exec``: that remounts /sys and nspawn then
+cannot see the cgroup hierarchy), in a cgroup of its own so ``cgroup.kill`` can end it all.
+PID 1 on the host may not be systemd, hence ``--register=no --keep-unit``.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from wsfixture import derive, system
+from wsfixture.backends.base import Backend, BackendContext
+from wsfixture.image import Image
+from wsfixture.ledger import kill_cgroup
+
+GUEST_HOST_KEYS = "/etc/ssh/host-keys"
+
+
+class NspawnBackend(Backend):
+    kind = "container"
+
+    def __init__(self, ctx: BackendContext, image: Image) -> None:
+        super().__init__(ctx)
+        self.image = image
+        run = self.ctx.runtime_dir
+        self.upper, self.work, self.root = run / "upper", run / "work", run / "root"
+        self.cgroup = system.CGROUP_ROOT / f"{self.ctx.lab.name}-{self.ctx.spec.name}"
+
+    def argv(self) -> list[str]:
+        spec, lab = self.ctx.spec, self.ctx.lab
+        home = f"/home/{self.ctx.config.defaults.user.name}"
+        state = self.ctx.state_dir
+        binds = [
+            f"--bind={state / 'workspace'}:{home}/workspace",
+            f"--bind={state / 'claude-config'}:{home}/.claude",
+            f"--bind-ro={state / 'ssh-host-keys'}:{GUEST_HOST_KEYS}",
+        ]
+        for share in spec.shares:
+            flag = "--bind-ro" if share.read_only else "--bind"
+            binds.append(f"{flag}={share.source.expanduser()}:{share.target}")
+        nspawn = [
+            system.require_tool("systemd-nspawn"),
+            "--boot",
+            f"--directory={self.root}",
+            f"--machine={spec.name}",
+            "--register=no",
+            "--keep-unit",
+            f"--network-veth-extra={derive.veth_host_name(spec.name)}:host0",
+            "--console=pipe",
+            "--link-journal=no",
+            "--resolv-conf=off",
+            "--timezone=off",
+            "--kill-signal=SIGRTMIN+4",  # poweroff, not halt
+            *binds,
+            "--",
+            "--show-status=yes",
+        ]
+        return lab.exec_argv(nspawn)
+
+    def start(self) -> None:
+        record = self.ctx.record
+        for directory in (self.upper, self.work, self.root):
+            directory.mkdir(parents=True, exist_ok=True)
+        options = f"lowerdir={self.image.root},upperdir={self.upper},workdir={self.work}"
+        record.add("mounts", str(self.root))
+        system.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
+        self.ctx.provision(self.root)
+        self.spawn(self.argv(), self.cgroup, {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})
+        self._attach_veth()
+
+    def _attach_veth(self, timeout: float = 10.0) -> None:
+        """Put the host side of the container's veth on the lab bridge once nspawn made it."""
+        ifname = derive.veth_host_name(self.ctx.spec.name)
+        bridge = self.ctx.lab.network.bridge
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.ctx.lab.ip_batch(f"link set {ifname} master {bridge} up")
+                return
+            except system.HostCommandError:
+                if not self.is_up() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def stop(self, timeout: float) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # nspawn turns SIGTERM into the --kill-signal for the container's init.
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        kill_cgroup(str(self.cgroup))
+        self.ctx.record.drop("cgroups", str(self.cgroup))
+        if system.is_mounted(self.root):
+            system.run(["umount", str(self.root)])
+        self.ctx.record.drop("mounts", str(self.root))

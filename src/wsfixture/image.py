@@ -1,0 +1,200 @@
+"""The base root filesystem: Debian bookworm from Debian's packages, built once, cached.
+
+The cache key is content-addressed: suite, flavour, sorted package set and the builder
+version. A hit costs a stat. A miss builds with ``mmdebstrap`` under a file lock, so many
+processes (pytest-xdist workers) asking at once build it once. The tree is built under a
+temporary name and renamed into place, so a crash never leaves a half image that looks done.
+
+The image carries no SSH host keys and no machine-id: each workspace gets its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from wsfixture import system
+from wsfixture.errors import StartError
+
+BUILDER_VERSION = "3"
+SUITE = "bookworm"
+BASE_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "systemd-resolved",
+    "dbus",
+    "openssh-server",
+    "iproute2",
+    "iputils-ping",
+    "kmod",
+    "opendoas",
+    "python3",
+    "procps",
+)
+VM_PACKAGES = ("linux-image-amd64", "initramfs-tools", "zstd")
+# Units a throwaway workspace never needs; masking them shortens boot and shutdown.
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "e2scrub_all.timer",
+    "systemd-networkd-wait-online.service",
+    "systemd-pstore.service",
+    "getty@tty1.service",
+    "remote-fs.target",
+)
+ENABLED_UNITS = ("systemd-networkd.service", "systemd-resolved.service", "ssh.service")
+SSHD_CONFIG = """\
+# wsfixture: per-workspace host key, keys only, no passwords.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+UseDNS no
+"""
+RESOLVED_CONFIG = """\
+# wsfixture: the lab DNS on the gateway answers workspace names, single labels included.
+[Resolve]
+LLMNR=no
+MulticastDNS=no
+ResolveUnicastSingleLabel=yes
+"""
+JOURNALD_CONFIG = "[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n"
+
+Progress = Callable[[str], None]
+
+
+def _stderr_progress(line: str) -> None:
+    print(f"wsfixture: {line}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """What goes into a base image."""
+
+    packages: tuple[str, ...] = ()
+    flavour: str = "container"  # "vm" adds a kernel and an initramfs
+    suite: str = SUITE
+
+    @classmethod
+    def for_packages(cls, extra: Iterable[str], flavour: str = "container") -> ImageRecipe:
+        wanted = {*BASE_PACKAGES, *extra}
+        if flavour == "vm":
+            wanted |= set(VM_PACKAGES)
+        return cls(tuple(sorted(wanted)), flavour)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps([BUILDER_VERSION, self.suite, self.flavour, list(self.packages)])
+        return f"{self.suite}-{self.flavour}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class Image:
+    recipe: ImageRecipe
+    dir: Path
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def ready(self) -> bool:
+        return (self.dir / "ready").exists()
+
+
+def image_dir(recipe: ImageRecipe, cache_dir: Path | None = None) -> Path:
+    return (cache_dir or system.CACHE_DIR) / "images" / recipe.key
+
+
+def ensure_image(
+    recipe: ImageRecipe, cache_dir: Path | None = None, progress: Progress | None = None
+) -> Image:
+    """The cached image for ``recipe``, built first if it is not there."""
+    image = Image(recipe, image_dir(recipe, cache_dir))
+    if image.ready:
+        return image
+    system.require_root()
+    system.require_tool("mmdebstrap")
+    image.dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(image.dir) + ".lock"):
+        if not image.ready:  # another process may have built it while we waited
+            _build(image, progress or _stderr_progress)
+    return image
+
+
+def _build(image: Image, progress: Progress) -> None:
+    started = time.monotonic()
+    staging = image.dir.with_name(f"{image.dir.name}.building-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(image.dir, ignore_errors=True)
+    staging.mkdir(parents=True)
+    log = staging / "build.log"
+    progress(f"building base image {image.recipe.key} ({len(image.recipe.packages)} packages)")
+    argv = [
+        "mmdebstrap",
+        "--variant=apt",
+        "--mode=root",
+        f"--include={','.join(image.recipe.packages)}",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+        image.recipe.suite,
+        str(staging / "root"),
+    ]
+    # An explicit mirror for hosts whose apt reaches Debian through another address.
+    if mirror := os.environ.get("WSFIXTURE_MIRROR"):
+        argv.append(mirror)
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log_file.write(line)
+            if line.startswith("I: "):
+                progress(f"[{time.monotonic() - started:5.1f}s] {line[3:].strip()}")
+        rc = proc.wait()
+    if rc != 0:
+        tail = system.tail(log, 30)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StartError("base image", f"mmdebstrap exited {rc}", tail)
+    customise(staging / "root")
+    (staging / "recipe.json").write_text(json.dumps(image.recipe.__dict__, indent=1))
+    (staging / "ready").write_text(f"{time.time()}\n")
+    staging.rename(image.dir)
+    progress(f"base image ready in {time.monotonic() - started:.1f}s: {image.dir}")
+
+
+def customise(root: Path) -> None:
+    """What every workspace shares: no host keys, volatile journal, our units and configs."""
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/machine-id").write_text("")
+    (root / "etc/hostname").unlink(missing_ok=True)
+    _drop_in(root / "etc/ssh/sshd_config.d/wsfixture.conf", SSHD_CONFIG)
+    _drop_in(root / "etc/systemd/resolved.conf.d/wsfixture.conf", RESOLVED_CONFIG)
+    _drop_in(root / "etc/systemd/journald.conf.d/wsfixture.conf", JOURNALD_CONFIG)
+    resolv = root / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    systemctl = ["systemctl", f"--root={root}"]
+    system.run([*systemctl, "enable", *ENABLED_UNITS])
+    system.run([*systemctl, "mask", *MASKED_UNITS])
+
+
+def _drop_in(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

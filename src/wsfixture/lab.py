@@ -1,0 +1,317 @@
+"""The lab: a network namespace of our own that holds the bridge, the DNS and the workspaces.
+
+Nothing is added to the root namespace. The test process reaches a workspace through a
+socket opened inside the lab (``Lab.connect``); people reach it through the generated
+``ssh_config``, whose ProxyCommand relays into the lab.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from wsfixture import derive, ledger, system
+from wsfixture.config import NetworkSpec
+from wsfixture.errors import CleanupError, StartError
+
+NETNS_DIR = Path("/run/netns")
+# Neighbour resolution retries every second by default: a connect to an address that is
+# not up yet then stalls for a second or more. In our own namespace we retry fast instead.
+NEIGH_RETRANS_MS = 50
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """What the lab knows of one workspace: enough for DNS, known_hosts and ssh_config."""
+
+    name: str
+    ip: str
+    user: str
+    host_key: str  # "ssh-ed25519 AAAA..."
+
+
+def new_lab_name(prefix: str = "wsf") -> str:
+    """A fresh, unique lab name (also the netns name)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Lab:
+    """A network namespace with a bridge, DNS on the gateway, hosts file and ssh_config.
+
+    Use it as a context manager; closing it removes everything it made.
+    """
+
+    def __init__(
+        self, network: NetworkSpec, name: str | None = None, *, persistent: bool = False
+    ) -> None:
+        self.network = network
+        self.name = name or new_lab_name()
+        self.persistent = persistent
+        self.dir = system.LIB_DIR / "labs" / self.name
+        self.netns_path = NETNS_DIR / self.name
+        self.etc_dir = Path("/etc/netns") / self.name
+        self.hosts_file = self.etc_dir / "hosts"
+        self.known_hosts = self.dir / "known_hosts"
+        self.ssh_config = self.dir / "ssh_config"
+        self.client_key: Path | None = None
+        self.hosts: dict[str, LabHost] = {}
+        self._dnsmasq: subprocess.Popen[bytes] | None = None
+        self._record: ledger.Record | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> Lab:
+        system.require_root()
+        system.require_tool("ip")
+        if self.network.dns:
+            system.require_tool("dnsmasq")
+        if self.persistent and self.netns_path.exists():
+            return self._attach()
+        self._record = ledger.Record.create(f"lab-{self.name}", "lab", name=self.name)
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _create(self) -> None:
+        assert self._record is not None
+        self._record.add("dirs", str(self.dir))
+        system.private_dir(self.dir)
+        self._record.add("netns", self.name)
+        system.run(["ip", "netns", "add", self.name])
+        self.etc_dir.mkdir(parents=True, exist_ok=True)
+        self._write_hosts()
+        gw = f"{self.network.gateway}/{self.network.subnet.prefixlen}"
+        bridge = self.network.bridge
+        batch = "\n".join(
+            [
+                "link set lo up",
+                f"link add {bridge} type bridge forward_delay 0",
+                f"addr add {gw} dev {bridge}",
+                f"link set {bridge} up",
+            ]
+        )
+        self.ip_batch(batch)
+        self.sysctl(f"net.ipv4.neigh.{bridge}.retrans_time_ms", str(NEIGH_RETRANS_MS))
+        # Workspaces talk to each other through the bridge; the lab forwards nothing.
+        self.sysctl("net.ipv4.ip_forward", "0")
+        if self.network.dns:
+            self._start_dns()
+
+    def _attach(self) -> Lab:
+        """Reuse a persistent lab that a previous command created."""
+        for record in ledger.records():
+            if record.kind == "lab" and record.info.get("name") == self.name:
+                self._record = record
+        self._load_hosts()
+        return self
+
+    def close(self) -> None:
+        """Remove the namespace, DNS, hosts file and runtime directory."""
+        if self.persistent and self._record is not None and self.netns_path.exists():
+            return
+        self.destroy()
+
+    def destroy(self) -> None:
+        failures: list[tuple[str, BaseException]] = []
+        if self._dnsmasq is not None:
+            self._dnsmasq.terminate()
+            try:
+                self._dnsmasq.wait(5)
+            except subprocess.TimeoutExpired:
+                self._dnsmasq.kill()
+                self._dnsmasq.wait()
+            self._dnsmasq = None
+        if self._record is not None:
+            failures = ledger.release(self._record)
+            self._record = None
+        if failures:
+            raise CleanupError(failures)
+
+    def __enter__(self) -> Lab:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- inside the namespace ------------------------------------------------------------
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run in the lab's network namespace (keeps /sys and cgroups visible)."""
+        return ["nsenter", f"--net={self.netns_path}", "--", *argv]
+
+    def run(self, argv: list[str], check: bool = True) -> str:
+        return system.run(self.exec_argv(argv), check=check)
+
+    def ip_batch(self, commands: str) -> None:
+        system.run(["ip", "-netns", self.name, "-batch", "-"], input=commands + "\n")
+
+    def sysctl(self, key: str, value: str) -> None:
+        self.run(["sysctl", "-q", "-w", f"{key}={value}"])
+
+    def connect(self, ip: str, port: int, timeout: float) -> socket.socket:
+        """A TCP socket to ``ip:port`` inside the lab, connected, with TCP_NODELAY."""
+        holder: list[socket.socket | BaseException] = []
+
+        def make() -> None:
+            # setns applies to this thread only; the socket keeps the namespace it was
+            # born in, so it works from any thread afterwards.
+            try:
+                system.enter_netns(self.netns_path)
+                holder.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            except BaseException as exc:
+                holder.append(exc)
+
+        thread = threading.Thread(target=make, name=f"netns-{self.name}")
+        thread.start()
+        thread.join()
+        result = holder[0]
+        if isinstance(result, BaseException):
+            raise result
+        sock = result
+        sock.settimeout(timeout)
+        try:
+            sock.connect((ip, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        return sock
+
+    def port_open(self, ip: str, port: int, timeout: float = 0.2) -> bool:
+        try:
+            self.connect(ip, port, timeout).close()
+        except OSError:
+            return False
+        return True
+
+    def forget_neighbour(self, ip: str) -> None:
+        """Drop a stale neighbour entry so a reused address resolves afresh."""
+        self.run(["ip", "neigh", "flush", "to", ip], check=False)
+
+    # -- DNS, hosts, ssh_config ----------------------------------------------------------
+
+    def _start_dns(self) -> None:
+        assert self._record is not None
+        log = self.dir / "dnsmasq.log"
+        argv = [
+            system.require_tool("dnsmasq"),
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            f"--addn-hosts={self.hosts_file}",
+            f"--listen-address={self.network.gateway}",
+            "--bind-interfaces",
+            f"--pid-file={self.dir / 'dnsmasq.pid'}",
+            f"--log-facility={log}",
+            "--user=root",
+            "--cache-size=0",
+        ]
+        self._dnsmasq = subprocess.Popen(
+            self.exec_argv(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "ab"),  # noqa: SIM115 - the child keeps it
+            preexec_fn=system.set_parent_death_signal,
+        )
+        ref = system.ProcessRef.of(self._dnsmasq.pid)
+        if ref is not None:
+            self._record.add("processes", ref)
+        deadline = time.monotonic() + 5
+        while not self.port_open(str(self.network.gateway), 53, 0.1):
+            if self._dnsmasq.poll() is not None or time.monotonic() > deadline:
+                raise StartError(f"lab {self.name}", "dnsmasq did not start", system.tail(log))
+            time.sleep(0.02)
+
+    def _reload_dns(self) -> None:
+        if self._dnsmasq is not None and self._dnsmasq.poll() is None:
+            self._dnsmasq.send_signal(signal.SIGHUP)
+
+    def set_client_key(self, private_key: Path) -> None:
+        self.client_key = private_key
+
+    def add_host(self, host: LabHost) -> None:
+        with self._lock:
+            self.hosts[host.name] = host
+            self._write_hosts()
+        self._reload_dns()
+
+    def remove_host(self, name: str) -> None:
+        with self._lock:
+            host = self.hosts.pop(name, None)
+            self._write_hosts()
+        self._reload_dns()
+        if host is not None:
+            self.forget_neighbour(host.ip)
+
+    def _write_hosts(self) -> None:
+        """Rewrite hosts file, known_hosts and ssh_config from ``self.hosts``."""
+        hosts = sorted(self.hosts.values(), key=lambda h: h.name)
+        header = f"# wsfixture lab {self.name}: generated, rewritten on every change\n"
+        lines = [derive.hosts_line(h.name, h.ip) for h in hosts]
+        system.write_atomic(self.hosts_file, header + "".join(f"{line}\n" for line in lines))
+        if not self.dir.exists():
+            return
+        known = [f"{','.join([h.ip, *derive.hostnames(h.name)])} {h.host_key}" for h in hosts]
+        system.write_atomic(self.known_hosts, "".join(f"{k}\n" for k in known), 0o600)
+        system.write_atomic(self.ssh_config, self.render_ssh_config(hosts), 0o600)
+
+    def render_ssh_config(self, hosts: list[LabHost]) -> str:
+        relay = f"{self.netns_path} {sys.executable} -m wsfixture.relay %h %p"
+        blocks = [f"# wsfixture lab {self.name}: use with  ssh -F {self.ssh_config} <name>\n"]
+        for host in hosts:
+            blocks.append(
+                "\n".join(
+                    [
+                        f"Host {' '.join(derive.hostnames(host.name))}",
+                        f"  HostName {host.ip}",
+                        f"  User {host.user}",
+                        f"  IdentityFile {self.client_key}",
+                        "  IdentitiesOnly yes",
+                        f"  UserKnownHostsFile {self.known_hosts}",
+                        "  StrictHostKeyChecking yes",
+                        "  PasswordAuthentication no",
+                        "  ControlMaster auto",
+                        f"  ControlPath {self.dir}/cm-%C",
+                        "  ControlPersist 60s",
+                        f"  ProxyCommand nsenter --net={relay}",
+                        "",
+                    ]
+                )
+            )
+        return "\n".join(blocks)
+
+    def _load_hosts(self) -> None:
+        """Rebuild ``self.hosts`` from the files of a persistent lab."""
+        self.hosts.clear()
+        for record in ledger.records():
+            host = record.info.get("lab_host")
+            if record.kind == "workspace" and record.info.get("lab") == self.name and host:
+                self.hosts[host["name"]] = LabHost(**host)
+
+    def free_ip(self, taken: set[str]) -> str:
+        """The first usable address not in ``taken`` nor held by a workspace of this lab."""
+        used = taken | {h.ip for h in self.hosts.values()}
+        for address in self.network.usable():
+            if str(address) not in used:
+                return str(address)
+        raise StartError(f"lab {self.name}", f"no free address in {self.network.subnet}")

@@ -1,0 +1,143 @@
+"""The shared base every workspace gets, written into its own layer before it boots.
+
+Hostname, machine-id, systemd-networkd with the static address, the user with its authorized
+keys, passwordless doas for that user only, the persisted SSH host key. ``render`` is pure
+(it returns the files to write); ``write`` puts them into a root directory: a container's
+overlay, or the staging tree of a VM's seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsfixture import derive
+from wsfixture.config import Config, UserSpec, WorkspaceSpec
+
+
+@dataclass(frozen=True)
+class File:
+    content: str
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Everything that makes one workspace itself."""
+
+    name: str
+    type: str
+    ip: str
+    prefixlen: int
+    gateway: str
+    dns: bool
+    user: UserSpec
+    authorized_keys: tuple[str, ...]
+    host_key_private: str
+    host_key_public: str
+
+    @classmethod
+    def of(
+        cls, config: Config, spec: WorkspaceSpec, client_public: str, host_key: tuple[str, str]
+    ) -> Identity:
+        user = config.defaults.user
+        return cls(
+            name=spec.name,
+            type=spec.type,
+            ip=str(spec.ip),
+            prefixlen=config.network.subnet.prefixlen,
+            gateway=str(config.network.gateway),
+            dns=config.network.dns,
+            user=user,
+            authorized_keys=(client_public, *user.authorized_keys),
+            host_key_private=host_key[0],
+            host_key_public=host_key[1],
+        )
+
+    @property
+    def home(self) -> str:
+        return f"/home/{self.user.name}"
+
+
+def network_unit(identity: Identity) -> str:
+    """systemd-networkd: a container matches its veth by name and takes the derived MAC;
+    a VM matches its NIC by the MAC QEMU gives it."""
+    mac = derive.mac(identity.name)
+    if identity.type == "container":
+        match = "[Match]\nName=host0\n\n[Link]\nMACAddress=" + mac + "\n"
+    else:
+        match = f"[Match]\nMACAddress={mac}\n"
+    lines = [
+        "[Network]",
+        f"Address={identity.ip}/{identity.prefixlen}",
+        f"Gateway={identity.gateway}",
+        "LinkLocalAddressing=no",
+        "IPv6AcceptRA=no",
+    ]
+    if identity.dns:
+        lines += [f"DNS={identity.gateway}", "Domains=~."]
+    return match + "\n" + "\n".join(lines) + "\n"
+
+
+def render(identity: Identity) -> dict[str, File]:
+    """The files of the shared base, by absolute path inside the workspace."""
+    uid = identity.user.uid
+    ssh_dir = f"{identity.home}/.ssh"
+    return {
+        "/etc/hostname": File(identity.name + "\n"),
+        "/etc/machine-id": File(derive.digest(identity.name)[:32] + "\n", 0o444),
+        "/etc/hosts": File(
+            "127.0.0.1 localhost\n"
+            f"127.0.1.1 {' '.join(derive.hostnames(identity.name))}\n"
+            "::1 localhost ip6-localhost ip6-loopback\n"
+        ),
+        "/etc/systemd/network/10-wsfixture.network": File(network_unit(identity)),
+        "/etc/doas.conf": File(f"permit nopass {identity.user.name} as root\n", 0o400),
+        "/etc/ssh/ssh_host_ed25519_key": File(identity.host_key_private, 0o600),
+        "/etc/ssh/ssh_host_ed25519_key.pub": File(identity.host_key_public),
+        f"{ssh_dir}/authorized_keys": File(
+            "".join(f"{key}\n" for key in identity.authorized_keys), 0o600, uid, uid
+        ),
+    }
+
+
+def add_user(passwd: str, group: str, shadow: str, user: UserSpec) -> tuple[str, str, str]:
+    """The three account files with ``user`` added (unchanged if it is already there)."""
+    if any(line.split(":")[0] == user.name for line in passwd.splitlines()):
+        return passwd, group, shadow
+    name, uid = user.name, user.uid
+    # "*" (not "!"): no password can match, yet the account is not "locked" for key logins.
+    return (
+        passwd + f"{name}:x:{uid}:{uid}::/home/{name}:/bin/bash\n",
+        group + f"{name}:x:{uid}:\n",
+        shadow + f"{name}:*:19000:0:99999:7:::\n",
+    )
+
+
+def write(root: Path, identity: Identity) -> None:
+    """Write the shared base into ``root`` (a workspace's own layer)."""
+    etc = root / "etc"
+    texts = [(etc / n).read_text() for n in ("passwd", "group", "shadow")]
+    for name, text in zip(
+        ("passwd", "group", "shadow"), add_user(*texts, identity.user), strict=True
+    ):
+        (etc / name).write_text(text)
+    (etc / "shadow").chmod(0o640)
+    uid = identity.user.uid
+    home = root / identity.home.lstrip("/")
+    for directory in (home, home / ".ssh"):
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chown(directory, uid, uid)
+        directory.chmod(0o700)
+    for path, file in render(identity).items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file.mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(file.content)
+        os.chmod(target, file.mode)
+        os.chown(target, file.uid, file.gid)

@@ -1,0 +1,168 @@
+"""Talking to a workspace over SSH with its host key pinned.
+
+One paramiko connection per workspace, opened on a socket inside the lab namespace and
+reused by everything: ``Workspace.run``, the testinfra backend (``ws.host``) and the fabric
+connection (``ws.conn``). The host key is the persisted one; an unknown or changed key is
+refused (``RejectPolicy``), never added.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import fabric
+import paramiko
+import testinfra.host
+from testinfra.backend.base import BaseBackend, CommandResult
+
+if TYPE_CHECKING:
+    from wsfixture.lab import Lab
+
+SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One command run through the handle, kept for failure reports."""
+
+    command: str
+    rc: int
+    seconds: float
+
+
+class SshSession:
+    """A pinned, lazily (re)connected SSH connection to one workspace."""
+
+    def __init__(
+        self, lab: Lab, name: str, ip: str, user: str, client_key: Path, host_key: str
+    ) -> None:
+        self.lab = lab
+        self.name = name
+        self.ip = ip
+        self.user = user
+        self.client_key = client_key
+        self.host_key = host_key  # "ssh-ed25519 AAAA..."
+        self.history: collections.deque[Ran] = collections.deque(maxlen=200)
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self, timeout: float) -> paramiko.SSHClient:
+        key_type, key_data = self.host_key.split()[:2]
+        client = paramiko.SSHClient()
+        client.get_host_keys().add(
+            self.ip, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
+        )
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        sock = self.lab.connect(self.ip, SSH_PORT, timeout)
+        try:
+            client.connect(
+                hostname=self.ip,
+                port=SSH_PORT,
+                username=self.user,
+                pkey=paramiko.Ed25519Key.from_private_key_file(str(self.client_key)),
+                sock=sock,
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+            )
+        except BaseException:
+            client.close()
+            sock.close()
+            raise
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(30)
+        return client
+
+    def client(self, timeout: float = 10.0) -> paramiko.SSHClient:
+        """The connected client, connecting (again) when there is none or it dropped."""
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                self._client = self._connect(timeout)
+            return self._client
+
+    def run(self, command: str, timeout: float | None = None) -> tuple[int, bytes, bytes]:
+        """Run ``command`` with the login shell; return (rc, stdout, stderr)."""
+        started = time.monotonic()
+        transport = self.client().get_transport()
+        assert transport is not None
+        channel = transport.open_session()
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            stdout = channel.makefile("rb").read()
+            stderr = channel.makefile_stderr("rb").read()
+            rc = channel.recv_exit_status()
+        finally:
+            channel.close()
+        self.history.append(Ran(command, rc, time.monotonic() - started))
+        return rc, stdout, stderr
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class WorkspaceBackend(BaseBackend):  # type: ignore[misc]
+    """A testinfra backend over the workspace's pinned SSH session.
+
+    ``host.sudo()`` runs commands through doas, the workspace's privilege tool.
+    """
+
+    NAME = "wsfixture"
+
+    def __init__(self, session: SshSession, **kwargs: Any) -> None:
+        self.session = session
+        super().__init__(session.name, **kwargs)
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+        cmd = self.get_command(command, *args)
+        rc, stdout, stderr = self.session.run(cmd)
+        return self.result(rc, self.encode(cmd), stdout, stderr)
+
+    def get_sudo_command(self, command: str, sudo_user: str | None) -> str:
+        if sudo_user is None:
+            return self.quote("doas -n /bin/sh -c %s", command)
+        return self.quote("doas -n -u %s /bin/sh -c %s", sudo_user, command)
+
+
+def testinfra_host(session: SshSession) -> testinfra.host.Host:
+    backend = WorkspaceBackend(session)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host
+
+
+class PinnedConnection(fabric.Connection):  # type: ignore[misc]
+    """A fabric Connection that rides the workspace's pinned SSH session.
+
+    fabric's own client auto-adds unknown host keys; this one never opens a client of its
+    own: it takes the session's, which verified the persisted host key.
+    """
+
+    def __init__(self, session: SshSession) -> None:
+        config = fabric.Config(overrides={"load_ssh_configs": False})
+        super().__init__(host=session.ip, user=session.user, port=SSH_PORT, config=config)
+        self.session = session
+        self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+    def open(self) -> None:
+        if self.is_connected:
+            return
+        self.client = self.session.client()
+        self.transport = self.client.get_transport()
+
+    def close(self) -> None:
+        # The session owns the client; the workspace closes it at stop.
+        self.transport = None

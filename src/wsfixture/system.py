@@ -1,0 +1,176 @@
+"""Small system helpers shared by the modules that touch the host.
+
+Where things live, how a command is run with an error worth reading, how a process is
+identified without being fooled by PID reuse, and how a prerequisite is checked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsfixture.errors import PrerequisiteError, WsfixtureError
+
+RUN_DIR = Path(os.environ.get("WSFIXTURE_RUN_DIR", "/run/wsfixture"))
+LIB_DIR = Path(os.environ.get("WSFIXTURE_LIB_DIR", "/var/lib/wsfixture"))
+CACHE_DIR = Path(os.environ.get("WSFIXTURE_CACHE_DIR", "/var/cache/wsfixture"))
+CGROUP_ROOT = Path("/sys/fs/cgroup/unified/wsfixture")
+
+PR_SET_PDEATHSIG = 1
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# The Debian package that provides each tool we call.
+PACKAGES = {
+    "systemd-nspawn": "systemd-container",
+    "mmdebstrap": "mmdebstrap",
+    "dnsmasq": "dnsmasq-base",
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+    "ssh": "openssh-client",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "mkfs.ext4": "e2fsprogs",
+    "nix-instantiate": "nix-bin",
+}
+
+
+class HostCommandError(WsfixtureError):
+    """A host-side command failed (``ip``, ``mount``, ...)."""
+
+    def __init__(self, argv: Sequence[str], rc: int, output: str) -> None:
+        self.argv = list(argv)
+        self.rc = rc
+        self.output = output
+        super().__init__(f"{' '.join(argv)} exited {rc}: {output.strip()}")
+
+
+def run(argv: Sequence[str], *, check: bool = True, input: str | None = None) -> str:
+    """Run a host command; return its stdout; raise with its output when it fails."""
+    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise HostCommandError(argv, proc.returncode, proc.stderr + proc.stdout)
+    return proc.stdout
+
+
+def require_tool(tool: str) -> str:
+    """Path of ``tool``; a PrerequisiteError naming the package when it is missing."""
+    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/lib/qemu")
+    if path is None:
+        raise PrerequisiteError(f"{tool} not found", PACKAGES.get(tool, ""))
+    return path
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise PrerequisiteError(
+            "wsfixture needs root to create network namespaces, mounts and workspaces",
+            hint="run as root, e.g. with doas or sudo",
+        )
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """A process named by PID and start time, so a reused PID is never mistaken for it."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef | None:
+        start = process_start_time(pid)
+        return None if start is None else cls(pid, start)
+
+    @classmethod
+    def self(cls) -> ProcessRef:
+        ref = cls.of(os.getpid())
+        assert ref is not None
+        return ref
+
+    def alive(self) -> bool:
+        return process_start_time(self.pid) == self.start
+
+    def signal(self, signum: int) -> bool:
+        """Send ``signum`` if this very process still runs; True when sent."""
+        if not self.alive():
+            return False
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def to_json(self) -> list[int]:
+        return [self.pid, self.start]
+
+    @classmethod
+    def from_json(cls, data: list[int]) -> ProcessRef:
+        return cls(int(data[0]), int(data[1]))
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None if it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def set_parent_death_signal(signum: int = signal.SIGTERM) -> None:
+    """In a child before exec: get ``signum`` when the parent thread dies."""
+    _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+def enter_netns(path: Path) -> None:
+    """Move the calling thread into the network namespace at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` so readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)
+    tmp.replace(path)
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700; return it."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def is_mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo") as mounts:
+        return any(line.split()[4] == target for line in mounts)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log file, or a note that it does not exist."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return f"(no log at {path})"
+    text = data[-64 * 1024 :].decode(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,363 @@
+"""The workspace handle: the same for containers and VMs.
+
+``start()`` boots and waits until ready (the address answers, sshd listens, one SSH command
+succeeds with the pinned host key); ``stop()`` releases everything. Tests use ``run``,
+``succeed``, ``wait_for_unit``, ``wait_for_port``, ``logs``, ``host`` (a testinfra Host) and
+``conn`` (a fabric Connection). As a context manager it stops what it started, also when
+start fails half way.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import fabric
+import testinfra.host
+
+from wsfixture import keys, ledger, provision, system
+from wsfixture.backends.base import Backend, BackendContext
+from wsfixture.config import Config, WorkspaceSpec
+from wsfixture.errors import CleanupError, CommandError, ReadyTimeout, StartError
+from wsfixture.image import Image, ImageRecipe, Progress, ensure_image
+from wsfixture.lab import Lab, LabHost
+from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
+
+T = TypeVar("T")
+POLL_INTERVAL = 0.05
+DEFAULT_TIMEOUTS = {"container": 60.0, "vm": 240.0}
+STOP_TIMEOUTS = {"container": 10.0, "vm": 20.0}
+
+
+def retry_until(
+    check: Callable[[bool], T | None], timeout: float, interval: float = POLL_INTERVAL
+) -> T | None:
+    """Call ``check(last_try)`` until it returns something other than None, or time runs out.
+
+    ``last_try`` is True on the final call, so the check can gather diagnostics then.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last = time.monotonic() + interval >= deadline
+        result = check(last)
+        if result is not None or last:
+            return result
+        time.sleep(interval)
+
+
+class Workspace:
+    """One workspace: booted by ``start()``, released by ``stop()``."""
+
+    def __init__(
+        self,
+        spec: WorkspaceSpec,
+        config: Config,
+        lab: Lab,
+        *,
+        timeout: float | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.spec = spec
+        self.config = config
+        self.lab = lab
+        self.timeout = timeout or DEFAULT_TIMEOUTS[spec.type]
+        self.progress = progress
+        self.state_dir = config.state_dir(spec.name)
+        self.runtime_dir = lab.dir / spec.name
+        self.backend: Backend | None = None
+        self.session: SshSession | None = None
+        self.started_at: float | None = None
+        self.ready_seconds: float | None = None
+        self._record: ledger.Record | None = None
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def ip(self) -> str:
+        return str(self.spec.ip)
+
+    @property
+    def user(self) -> str:
+        return self.config.defaults.user.name
+
+    @property
+    def console_log(self) -> Path:
+        return self.runtime_dir / "console.log"
+
+    def __repr__(self) -> str:
+        return f"<Workspace {self.name} {self.spec.type} {self.ip} in lab {self.lab.name}>"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> Workspace:
+        """Boot the workspace and wait until it is ready; raise StartError/ReadyTimeout."""
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        """Everything up to the machine running; does not wait for it to boot.
+
+        Call from a thread that outlives the workspace: the machine gets a signal when the
+        thread that started it dies.
+        """
+        system.require_root()
+        if self._record is not None:
+            raise StartError(self.name, "already started")
+        self.started_at = time.monotonic()
+        self._record = ledger.Record.create(
+            f"ws-{self.lab.name}-{self.name}",
+            "workspace",
+            name=self.name,
+            lab=self.lab.name,
+            type=self.spec.type,
+        )
+        try:
+            self._launch(self._record)
+        except BaseException:
+            self._release()
+            raise
+
+    def _launch(self, record: ledger.Record) -> None:
+        shares = {
+            name: self.state_dir / name for name in ("workspace", "ssh-host-keys", "claude-config")
+        }
+        for path in shares.values():
+            system.private_dir(path)
+        uid = self.config.defaults.user.uid
+        for name in ("workspace", "claude-config"):
+            _chown_if_root_owned(shares[name], uid)
+        host_key = keys.host_key(shares["ssh-host-keys"], self.name)
+        client = keys.client_key(self.config.state_root())
+        self.lab.set_client_key(client.private)
+        identity = provision.Identity.of(
+            self.config,
+            self.spec,
+            client.public_line(),
+            (host_key.private.read_text(), host_key.public.read_text()),
+        )
+        recipe = ImageRecipe.for_packages(self.config.packages_for(self.spec), self.spec.type)
+        image = ensure_image(recipe, progress=self.progress)
+        record.add("dirs", str(self.runtime_dir))
+        system.private_dir(self.runtime_dir)
+        lab_host = LabHost(self.name, self.ip, self.user, host_key.public_key())
+        record.info["lab_host"] = lab_host.__dict__
+        record.save()
+        self.lab.add_host(lab_host)
+        ctx = BackendContext(
+            config=self.config,
+            spec=self.spec,
+            lab=self.lab,
+            runtime_dir=self.runtime_dir,
+            state_dir=self.state_dir,
+            record=record,
+            provision=functools.partial(provision.write, identity=identity),
+        )
+        self.backend = _backend_for(ctx, image)
+        self.session = SshSession(
+            self.lab, self.name, self.ip, self.user, client.private, host_key.public_key()
+        )
+        self.backend.start()
+
+    def wait_ready(self) -> None:
+        """Wait for the port, then one SSH command with the pinned key."""
+        assert self.backend is not None
+        assert self.session is not None
+        backend, session = self.backend, self.session
+        state = {"now": "waiting for the machine process"}
+
+        def port_open(last: bool) -> bool | None:
+            if (reason := backend.failure()) is not None:
+                raise StartError(self.name, reason, system.tail(self.console_log))
+            state["now"] = f"{self.ip}:{SSH_PORT} not accepting connections"
+            return True if self.lab.port_open(self.ip, SSH_PORT, 0.25) else None
+
+        def ssh_works(last: bool) -> bool | None:
+            try:
+                rc, _, _ = session.run("true")
+            except Exception as exc:
+                if backend.failure() is not None:
+                    raise StartError(
+                        self.name, str(backend.failure()), system.tail(self.console_log)
+                    ) from exc
+                state["now"] = f"ssh login failed: {type(exc).__name__}: {exc}"
+                session.close()
+                return None
+            return True if rc == 0 else None
+
+        assert self.started_at is not None
+        for check in (port_open, ssh_works):
+            remaining = self.timeout - (time.monotonic() - self.started_at)
+            if retry_until(check, max(remaining, 0.1)) is None:
+                awaited = f"sshd on {self.ip}:{SSH_PORT} to accept the pinned-key login"
+                raise ReadyTimeout(
+                    self.name, awaited, self.timeout, state["now"], system.tail(self.console_log)
+                )
+        self.ready_seconds = time.monotonic() - self.started_at
+
+    def stop(self) -> None:
+        """Shut down and release everything; the state directory stays."""
+        self._release()
+
+    def _release(self) -> None:
+        failures: list[tuple[str, BaseException]] = []
+
+        def attempt(what: str, action: Callable[[], Any]) -> None:
+            try:
+                action()
+            except Exception as exc:
+                failures.append((what, exc))
+
+        if self.session is not None:
+            attempt("close ssh", self.session.close)
+        if self.backend is not None:
+            backend = self.backend
+            attempt(f"stop {self.spec.type}", lambda: backend.stop(STOP_TIMEOUTS[self.spec.type]))
+        attempt("remove lab host", lambda: self.lab.remove_host(self.name))
+        if self._record is not None:
+            failures += ledger.release(self._record)
+            self._record = None
+        self.backend = None
+        self.__dict__.pop("host", None)
+        self.__dict__.pop("conn", None)
+        if failures:
+            raise CleanupError(failures)
+
+    def __enter__(self) -> Workspace:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def is_running(self) -> bool:
+        return self.backend is not None and self.backend.is_up()
+
+    # -- using it ------------------------------------------------------------------------
+
+    def _session(self) -> SshSession:
+        if self.session is None or self.backend is None:
+            raise StartError(self.name, "not started")
+        return self.session
+
+    def run(self, command: str, timeout: float | None = None) -> tuple[int, str, str]:
+        """Run a shell command as the workspace user; return (rc, stdout, stderr)."""
+        rc, out, err = self._session().run(command, timeout)
+        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def succeed(self, command: str, timeout: float | None = None) -> str:
+        """Run a command; return stdout; raise CommandError (with rc, stdout, stderr) if it fails."""
+        __tracebackhide__ = True
+        rc, out, err = self.run(command, timeout)
+        if rc != 0:
+            raise CommandError(self.name, command, rc, out, err)
+        return out
+
+    def fail(self, command: str, timeout: float | None = None) -> str:
+        """Run a command that must fail; return its stderr."""
+        __tracebackhide__ = True
+        rc, out, err = self.run(command, timeout)
+        if rc == 0:
+            raise CommandError(self.name, f"{command} (expected to fail)", rc, out, err)
+        return err
+
+    def wait_until_succeeds(self, command: str, timeout: float = 30.0) -> str:
+        """Retry ``command`` until it exits 0; ReadyTimeout with its last output if it never does."""
+        last: dict[str, str] = {}
+
+        def attempt(final: bool) -> str | None:
+            rc, out, err = self.run(command)
+            last["state"] = f"exit status {rc}: {(out + err).strip()[-500:]}"
+            return out if rc == 0 else None
+
+        result = retry_until(attempt, timeout, 0.1)
+        if result is None:
+            raise ReadyTimeout(self.name, f"`{command}` to succeed", timeout, last.get("state", ""))
+        return result
+
+    def wait_for_unit(self, unit: str, timeout: float = 30.0) -> None:
+        """Wait until a systemd unit is active; fail at once if it failed."""
+        quoted = shlex.quote(unit)
+        last: dict[str, str] = {}
+
+        def active(final: bool) -> bool | None:
+            _, out, _ = self.run(f"systemctl is-active {quoted}")
+            state = out.strip()
+            last["state"] = state
+            if state == "failed":
+                _, status, _ = self.run(f"systemctl status --no-pager {quoted}")
+                raise StartError(self.name, f"unit {unit} failed:\n{status}")
+            return True if state == "active" else None
+
+        if retry_until(active, timeout, 0.1) is None:
+            raise ReadyTimeout(
+                self.name, f"unit {unit} to be active", timeout, last.get("state", "")
+            )
+
+    def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
+        """Wait until something listens on ``port`` of the workspace (seen from the lab)."""
+        if (
+            retry_until(lambda final: True if self.lab.port_open(self.ip, port) else None, timeout)
+            is None
+        ):
+            raise ReadyTimeout(self.name, f"port {port} to accept connections", timeout, "closed")
+
+    def logs(self, lines: int = 200) -> str:
+        """The tail of the console log."""
+        return system.tail(self.console_log, lines)
+
+    def journal(self, lines: int = 100) -> str:
+        _, out, err = self.run(f"doas -n journalctl -b --no-pager -n {lines}")
+        return out or err
+
+    @functools.cached_property
+    def host(self) -> testinfra.host.Host:
+        """A testinfra Host over the pinned SSH session (``host.sudo()`` uses doas)."""
+        return testinfra_host(self._session())
+
+    @functools.cached_property
+    def conn(self) -> fabric.Connection:
+        """A fabric Connection over the pinned SSH session."""
+        return PinnedConnection(self._session())
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "type": self.spec.type,
+            "ip": self.ip,
+            "lab": self.lab.name,
+            "running": self.is_running,
+            "ready_seconds": self.ready_seconds,
+            **(self.backend.describe() if self.backend else {}),
+        }
+
+
+def _chown_if_root_owned(path: Path, uid: int) -> None:
+    """Give a fresh share to the workspace user; never touch one the user already owns."""
+    if path.stat().st_uid == 0:
+        os.chown(path, uid, uid)
+
+
+def _backend_for(ctx: BackendContext, image: Image) -> Backend:
+    if ctx.spec.type == "container":
+        from wsfixture.backends.nspawn import NspawnBackend
+
+        return NspawnBackend(ctx, image)
+    from wsfixture.backends.qemu import QemuBackend
+
+    return QemuBackend(ctx, image)
