@@ -72,6 +72,58 @@ ResolveUnicastSingleLabel=yes
 """
 JOURNALD_CONFIG = "[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n"
 
+# VM images: a small initramfs with exactly the modules a guest needs (the stock one lacks
+# virtiofs, 9p and fw_cfg), written before the kernel is installed so it is built once.
+VM_INITRAMFS_MODULES = (
+    "virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "ext4", "virtiofs",
+    "9p", "9pnet_virtio", "qemu_fw_cfg",
+)  # fmt: skip
+_MODULE_LINES = "\\n".join(VM_INITRAMFS_MODULES)
+VM_ESSENTIAL_HOOK = (
+    'mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d" && '
+    'printf "MODULES=list\\nCOMPRESS=zstd\\n" > "$1/etc/initramfs-tools/conf.d/wsfixture.conf" && '
+    f'printf "{_MODULE_LINES}\\n" > "$1/usr/share/initramfs-tools/modules.d/wsfixture"'
+)
+# Per-VM identity arrives as a tar through fw_cfg; this unit unpacks it before the network
+# and sshd start, so nothing depends on udev noticing a disk in time.
+SEED_FW_CFG = "opt/wsfixture/seed"
+SEED_SCRIPT = f"""\
+#!/bin/sh
+# wsfixture: install this VM's identity (hostname, network, keys, user) from fw_cfg.
+set -eu
+modprobe qemu_fw_cfg
+seed=/sys/firmware/qemu_fw_cfg/by_name/{SEED_FW_CFG}/raw
+tar -x --numeric-owner -p -f "$seed" -C /
+hostname "$(cat /etc/hostname)"
+# Shares: one "tag target options" line each.
+if [ -f /etc/wsfixture/mounts ]; then
+  while read -r tag target fstype options; do
+    mkdir -p "$target"
+    mount -t "$fstype" -o "$options" "$tag" "$target"
+  done < /etc/wsfixture/mounts
+fi
+"""
+SEED_UNIT = """\
+[Unit]
+Description=wsfixture: install this VM's identity from fw_cfg
+DefaultDependencies=no
+After=systemd-remount-fs.service local-fs.target
+Before=systemd-networkd.service ssh.service network-pre.target systemd-user-sessions.service
+Wants=network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/wsfixture-seed
+
+[Install]
+WantedBy=sysinit.target
+"""
+VM_FSTAB = "/dev/vda / ext4 rw,noatime,x-systemd.growfs 0 1\n"
+EXT4_SIZE = "3G"  # sparse; the per-VM qcow2 overlay and growfs take it to the spec's size
+
+VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
+
 Progress = Callable[[str], None]
 
 
@@ -108,6 +160,19 @@ class Image:
     @property
     def root(self) -> Path:
         return self.dir / "root"
+
+    @property
+    def disk(self) -> Path:
+        """The VM root disk (ext4), versioned by the image key: overlays record this path."""
+        return self.dir / VM_DISK_NAME
+
+    def kernel(self) -> tuple[Path, Path]:
+        """(vmlinuz, initrd) of the image's own kernel, so its modules are inside the guest."""
+        kernels = sorted((self.root / "boot").glob("vmlinuz-*"))
+        if not kernels:
+            raise StartError("base image", f"no kernel in {self.root / 'boot'}")
+        version = kernels[-1].name.removeprefix("vmlinuz-")
+        return kernels[-1], self.root / "boot" / f"initrd.img-{version}"
 
     @property
     def ready(self) -> bool:
@@ -154,6 +219,8 @@ def _build(image: Image, progress: Progress) -> None:
         image.recipe.suite,
         str(staging / "root"),
     ]
+    if image.recipe.flavour == "vm":
+        argv.insert(-2, f"--essential-hook={VM_ESSENTIAL_HOOK}")
     # An explicit mirror for hosts whose apt reaches Debian through another address.
     if mirror := os.environ.get("WSFIXTURE_MIRROR"):
         argv.append(mirror)
@@ -172,6 +239,10 @@ def _build(image: Image, progress: Progress) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         raise StartError("base image", f"mmdebstrap exited {rc}", tail)
     customise(staging / "root")
+    if image.recipe.flavour == "vm":
+        customise_vm(staging / "root")
+        progress("building the VM root disk (ext4)")
+        _make_ext4(staging / "root", staging / VM_DISK_NAME)
     (staging / "recipe.json").write_text(json.dumps(image.recipe.__dict__, indent=1))
     (staging / "ready").write_text(f"{time.time()}\n")
     staging.rename(image.dir)
@@ -193,6 +264,23 @@ def customise(root: Path) -> None:
     systemctl = ["systemctl", f"--root={root}"]
     system.run([*systemctl, "enable", *ENABLED_UNITS])
     system.run([*systemctl, "mask", *MASKED_UNITS])
+
+
+def customise_vm(root: Path) -> None:
+    """A VM boots its own kernel: fstab, the seed unit, serial console login off."""
+    (root / "etc/fstab").write_text(VM_FSTAB)
+    script = root / "usr/local/sbin/wsfixture-seed"
+    _drop_in(script, SEED_SCRIPT)
+    script.chmod(0o755)
+    _drop_in(root / "etc/systemd/system/wsfixture-seed.service", SEED_UNIT)
+    system.run(["systemctl", f"--root={root}", "enable", "wsfixture-seed.service"])
+    system.run(["systemctl", f"--root={root}", "mask", "serial-getty@ttyS0.service"])
+
+
+def _make_ext4(root: Path, target: Path) -> None:
+    system.require_tool("mkfs.ext4")
+    system.run(["mkfs.ext4", "-q", "-F", "-L", "wsroot", "-d", str(root), str(target), EXT4_SIZE])
+    target.chmod(0o444)  # the cached base is never written; overlays take the writes
 
 
 def _drop_in(path: Path, text: str) -> None:

@@ -133,8 +133,8 @@ class WorkspaceBackend(BaseBackend):  # type: ignore[misc]
 
     def get_sudo_command(self, command: str, sudo_user: str | None) -> str:
         if sudo_user is None:
-            return self.quote("doas -n /bin/sh -c %s", command)
-        return self.quote("doas -n -u %s /bin/sh -c %s", sudo_user, command)
+            return str(self.quote("doas -n /bin/sh -c %s", command))
+        return str(self.quote("doas -n -u %s /bin/sh -c %s", sudo_user, command))
 
 
 def testinfra_host(session: SshSession) -> testinfra.host.Host:

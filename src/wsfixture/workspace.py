@@ -261,7 +261,7 @@ class Workspace:
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
     def succeed(self, command: str, timeout: float | None = None) -> str:
-        """Run a command; return stdout; raise CommandError (with rc, stdout, stderr) if it fails."""
+        """Run a command; return stdout; raise CommandError (rc, stdout, stderr) if it fails."""
         __tracebackhide__ = True
         rc, out, err = self.run(command, timeout)
         if rc != 0:
@@ -277,7 +277,7 @@ class Workspace:
         return err
 
     def wait_until_succeeds(self, command: str, timeout: float = 30.0) -> str:
-        """Retry ``command`` until it exits 0; ReadyTimeout with its last output if it never does."""
+        """Retry ``command`` until it exits 0; ReadyTimeout with its last output if never."""
         last: dict[str, str] = {}
 
         def attempt(final: bool) -> str | None:

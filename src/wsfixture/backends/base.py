@@ -60,9 +60,16 @@ class Backend(abc.ABC):
         """Facts for status and reports."""
         return {"kind": self.kind, "pid": self.process.pid if self.process else None}
 
-    def spawn(self, argv: list[str], cgroup: Path, env: dict[str, str] | None = None) -> None:
-        """Start the machine's process as our child, in its own cgroup, dying with us."""
-        self.ctx.record.add("cgroups", str(cgroup))
+    def spawn(
+        self,
+        argv: list[str],
+        cgroup: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start a process as our child, in ``cgroup``, that gets SIGTERM when we die."""
+        if str(cgroup) not in self.ctx.record.cgroups:
+            self.ctx.record.add("cgroups", str(cgroup))
         cgroup.mkdir(parents=True, exist_ok=True)
         procs = cgroup / "cgroup.procs"
 
@@ -70,15 +77,27 @@ class Backend(abc.ABC):
             procs.write_text(str(os.getpid()))
             system.set_parent_death_signal()
 
-        with open(self.console_log, "ab") as console:
-            self.process = subprocess.Popen(
+        with open(log, "ab") as output:
+            process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=console,
+                stdout=output,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
                 preexec_fn=child_setup,
             )
-        ref = system.ProcessRef.of(self.process.pid)
+        ref = system.ProcessRef.of(process.pid)
         if ref is not None:
             self.ctx.record.add("processes", ref)
+        return process
+
+    def finish(self, cgroup: Path, timeout: float) -> None:
+        """Wait for the machine process to exit, kill it if it will not, then empty its cgroup."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        ledger.kill_cgroup(str(cgroup))
+        self.ctx.record.drop("cgroups", str(cgroup))

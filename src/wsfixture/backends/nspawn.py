@@ -10,13 +10,11 @@ PID 1 on the host may not be systemd, hence ``--register=no --keep-unit``.
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 
 from wsfixture import derive, system
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.image import Image
-from wsfixture.ledger import kill_cgroup
 
 GUEST_HOST_KEYS = "/etc/ssh/host-keys"
 
@@ -70,7 +68,8 @@ class NspawnBackend(Backend):
         record.add("mounts", str(self.root))
         system.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
         self.ctx.provision(self.root)
-        self.spawn(self.argv(), self.cgroup, {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})
+        env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+        self.process = self.spawn(self.argv(), self.cgroup, self.console_log, env)
         self._attach_veth()
 
     def _attach_veth(self, timeout: float = 10.0) -> None:
@@ -88,16 +87,11 @@ class NspawnBackend(Backend):
                 time.sleep(0.01)
 
     def stop(self, timeout: float) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.is_up():
             # nspawn turns SIGTERM into the --kill-signal for the container's init.
+            assert self.process is not None
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        kill_cgroup(str(self.cgroup))
-        self.ctx.record.drop("cgroups", str(self.cgroup))
+        self.finish(self.cgroup, timeout)
         if system.is_mounted(self.root):
             system.run(["umount", str(self.root)])
         self.ctx.record.drop("mounts", str(self.root))

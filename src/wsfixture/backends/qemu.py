@@ -1,0 +1,326 @@
+"""VM workspaces on QEMU, microvm style: direct kernel boot, TAP on the lab bridge, virtiofs.
+
+The root disk is a qcow2 overlay per VM over the cached ext4 base (never written). The VM's
+identity (hostname, network unit, host key, user) arrives as a tar through fw_cfg and is
+unpacked by a unit in the image before networkd and sshd start. QEMU runs inside the lab
+namespace, so its TAP device is there too, and in a cgroup of its own with its virtiofsd
+helpers. KVM is used where it really runs guests; otherwise TCG, and we say so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsfixture import derive, system
+from wsfixture.backends.base import Backend, BackendContext
+from wsfixture.backends.qmp import QmpClient
+from wsfixture.errors import PrerequisiteError
+from wsfixture.image import SEED_FW_CFG, Image
+
+log = logging.getLogger("wsfixture.qemu")
+
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+TCG_TB_SIZE_MIB = 128  # translation cache; QEMU's default (1 GiB) inflates every VM's RSS
+ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
+
+
+@dataclass(frozen=True)
+class Accel:
+    name: str  # "kvm" or "tcg"
+    reason: str
+
+
+def choose_accel(requested: str, kvm_opens: bool, cpu_flags: set[str]) -> Accel:
+    """Pick the accelerator without wasting a boot.
+
+    ``/dev/kvm`` opening is not enough: on a PVM hypervisor (a VM without vmx/svm) KVM
+    creates VMs, but stock kernels never boot under it. Require the CPU flags too.
+    """
+    hardware = bool({"vmx", "svm"} & cpu_flags)
+    if requested == "tcg":
+        return Accel("tcg", "TCG requested")
+    if requested == "kvm":
+        if not kvm_opens:
+            raise PrerequisiteError(
+                "accel = 'kvm' but /dev/kvm cannot be opened", "qemu-system-x86"
+            )
+        return Accel("kvm", "KVM requested")
+    if kvm_opens and hardware:
+        return Accel("kvm", "KVM with hardware virtualisation")
+    if kvm_opens:
+        return Accel("tcg", "/dev/kvm opens but the CPU has no vmx/svm (nested PVM): using TCG")
+    return Accel("tcg", "no usable /dev/kvm: using TCG")
+
+
+def host_accel(requested: str) -> Accel:
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+        kvm_opens = True
+    except OSError:
+        kvm_opens = False
+    return choose_accel(requested, kvm_opens, cpu_flags())
+
+
+def cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def host_memory_mib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+def clamp_resources(
+    vcpu: int, memory: int, host_cpus: int, host_mib: int
+) -> tuple[int, int, list[str]]:
+    """vcpu and memory the host can give; warnings for what was cut."""
+    warnings = []
+    cpus = min(vcpu, host_cpus)
+    if cpus < vcpu:
+        warnings.append(f"vcpu {vcpu} clamped to the host's {host_cpus} CPUs")
+    limit = max(256, host_mib // 2)
+    mib = min(memory, limit)
+    if mib < memory:
+        warnings.append(f"memory {memory} MiB clamped to half the host's memory ({limit} MiB)")
+    return cpus, mib, warnings
+
+
+def vsock_available() -> bool:
+    return Path("/dev/vhost-vsock").exists()
+
+
+class QemuBackend(Backend):
+    kind = "vm"
+
+    def __init__(self, ctx: BackendContext, image: Image) -> None:
+        super().__init__(ctx)
+        self.image = image
+        spec = ctx.spec
+        run = ctx.runtime_dir
+        self.overlay = run / "root.qcow2"
+        self.seed = run / "seed.tar"
+        self.qmp_socket = run / "qmp.sock"
+        self.serial_socket = run / "serial.sock"
+        self.cgroup = system.CGROUP_ROOT / f"{ctx.lab.name}-{spec.name}"
+        self.tap = derive.tap_name(spec.name)
+        self.accel = host_accel(spec.accel)
+        self.vcpu, self.memory, self.warnings = clamp_resources(
+            spec.vcpu, spec.memory, os.cpu_count() or 1, host_memory_mib()
+        )
+        if spec.vsock == "required" and not vsock_available():
+            raise PrerequisiteError(
+                f"workspace {spec.name!r} requires vsock but /dev/vhost-vsock does not exist",
+                hint="load vhost_vsock on the host, or set vsock = 'auto'",
+            )
+        self.vsock = spec.vsock != "off" and vsock_available()
+        self._qmp: QmpClient | None = None
+
+    # -- shares --------------------------------------------------------------------------
+
+    def shares(self) -> list[tuple[str, Path, str, bool]]:
+        """(tag, host dir, guest path, read-only) for the standard three and the extras."""
+        home = f"/home/{self.ctx.config.defaults.user.name}"
+        state = self.ctx.state_dir
+        standard = [
+            ("workspace", state / "workspace", f"{home}/workspace", False),
+            ("claude-config", state / "claude-config", f"{home}/.claude", False),
+            ("ssh-host-keys", state / "ssh-host-keys", "/etc/ssh/host-keys", True),
+        ]
+        extra = [
+            (f"share{i}", s.source.expanduser(), s.target, s.read_only)
+            for i, s in enumerate(self.ctx.spec.shares)
+        ]
+        return standard + extra
+
+    # -- argv ----------------------------------------------------------------------------
+
+    def kernel_cmdline(self) -> str:
+        args = [
+            "console=ttyS0",
+            "root=/dev/vda",
+            "rw",
+            "rootfstype=ext4",
+            "panic=-1",  # a panic reboots, and -no-reboot turns that into an exit we see
+            f"systemd.machine_id={derive.digest(self.ctx.spec.name)[:32]}",
+            "systemd.show_status=1",
+            "net.ifnames=0",
+        ]
+        if self.ctx.spec.machine == "microvm":
+            args.append(f"tsc_early_khz={tsc_khz()}")
+        return " ".join(args)
+
+    def argv(self) -> list[str]:
+        spec = self.ctx.spec
+        microvm = spec.machine == "microvm"
+        dev = "device" if microvm else "pci"  # virtio-mmio vs virtio-pci device names
+        kernel, initrd = self.image.kernel()
+        argv = [
+            system.require_tool("qemu-system-x86_64"),
+            "-name", f"{spec.name},debug-threads=on",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        ]  # fmt: skip
+        if microvm:
+            argv += ["-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on",
+                     "-global", "virtio-mmio.force-legacy=false"]  # fmt: skip
+        else:
+            argv += ["-M", "q35"]
+        if self.accel.name == "kvm":
+            argv += ["-accel", "kvm", "-cpu", "host"]
+        else:
+            argv += ["-accel", f"tcg,tb-size={TCG_TB_SIZE_MIB}"]
+        argv += [
+            "-smp", str(self.vcpu), "-m", f"{self.memory}M",
+            # virtiofs needs guest memory that virtiofsd can map
+            "-object", f"memory-backend-memfd,id=mem,size={self.memory}M,share=on",
+            "-numa", "node,memdev=mem",
+            "-kernel", str(kernel), "-initrd", str(initrd), "-append", self.kernel_cmdline(),
+            "-drive", f"file={self.overlay},if=none,id=root,format=qcow2,cache=writeback",
+            "-device", f"virtio-blk-{dev},drive=root",
+            "-netdev", f"tap,id=net0,ifname={self.tap},script=no,downscript=no",
+            "-device", f"virtio-net-{dev},netdev=net0,mac={derive.mac(spec.name)}",
+            "-device", f"virtio-rng-{dev}",
+            "-fw_cfg", f"name={SEED_FW_CFG},file={self.seed}",
+            "-chardev", f"socket,id=ser0,path={self.serial_socket},server=on,wait=off,"
+            f"logfile={self.console_log}",
+            "-serial", "chardev:ser0",
+            "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+        ]  # fmt: skip
+        for tag, _, _, _ in self.shares():
+            argv += [
+                "-chardev", f"socket,id=fs-{tag},path={self._fs_socket(tag)}",
+                "-device", f"vhost-user-fs-{dev},chardev=fs-{tag},tag={tag},queue-size=1024",
+            ]  # fmt: skip
+        if self.vsock:
+            argv += ["-device", f"vhost-vsock-{dev},guest-cid={derive.vsock_cid(spec.name)}"]
+        return self.ctx.lab.exec_argv(argv)
+
+    def _fs_socket(self, tag: str) -> Path:
+        return self.ctx.runtime_dir / f"fs-{tag}.sock"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for warning in self.warnings:
+            log.warning("%s: %s", self.ctx.spec.name, warning)
+        log.info("%s: %s", self.ctx.spec.name, self.accel.reason)
+        system.run(
+            [system.require_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw",
+             "-b", str(self.image.disk), str(self.overlay), f"{self.ctx.spec.disk}M"]
+        )  # fmt: skip
+        self._write_seed()
+        self.ctx.lab.ip_batch(
+            f"tuntap add dev {self.tap} mode tap\n"
+            f"link set {self.tap} master {self.ctx.lab.network.bridge} up"
+        )
+        for tag, source, _, read_only in self.shares():
+            source.mkdir(parents=True, exist_ok=True)
+            self._start_virtiofsd(tag, source, read_only)
+        self.process = self.spawn(self.argv(), self.cgroup, self.ctx.runtime_dir / "qemu.log")
+
+    def _start_virtiofsd(self, tag: str, source: Path, read_only: bool) -> None:
+        if not Path(VIRTIOFSD).exists():
+            raise PrerequisiteError(f"{VIRTIOFSD} not found", "qemu-system-common")
+        socket_path = self._fs_socket(tag)
+        argv = [VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={source}",
+                "-o", "cache=auto", "-o", "xattr"]  # fmt: skip
+        # QEMU 7.2's virtiofsd has no read-only switch: the guest mounts such shares ro.
+        del read_only
+        self.spawn(argv, self.cgroup, self.ctx.runtime_dir / f"virtiofsd-{tag}.log")
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():
+            if time.monotonic() > deadline:
+                raise PrerequisiteError(f"virtiofsd for {tag} did not create {socket_path}")
+            time.sleep(0.01)
+
+    def _write_seed(self) -> None:
+        """The VM's identity as a tar: the shared base plus the share mount table."""
+        staging = self.ctx.runtime_dir / "seed-root"
+        for name in ACCOUNT_FILES:
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self.image.root / name, target)
+        self.ctx.provision(staging)
+        mounts = staging / "etc/wsfixture/mounts"
+        mounts.parent.mkdir(parents=True, exist_ok=True)
+        mounts.write_text(
+            "".join(
+                f"{tag} {target} virtiofs {'ro' if ro else 'rw'},relatime\n"
+                for tag, _, target, ro in self.shares()
+            )
+        )
+        with tarfile.open(self.seed, "w", format=tarfile.GNU_FORMAT) as tar:
+            tar.add(staging, arcname=".", recursive=True)
+        shutil.rmtree(staging)
+
+    def qmp(self) -> QmpClient:
+        if self._qmp is None:
+            self._qmp = QmpClient.connect(self.qmp_socket)
+        return self._qmp
+
+    def failure(self) -> str | None:
+        reason = super().failure()
+        if reason is not None:
+            return f"{reason}\n{system.tail(self.ctx.runtime_dir / 'qemu.log', 10)}"
+        if not self.qmp_socket.exists():
+            return None
+        try:
+            status = self.qmp().command("query-status")
+        except (OSError, ConnectionError):
+            return None
+        if status.get("status") in ("internal-error", "guest-panicked", "shutdown"):
+            return f"the VM stopped in state {status['status']!r} (accelerator: {self.accel.name})"
+        return None
+
+    def describe(self) -> dict[str, object]:
+        return {
+            **super().describe(),
+            "accel": self.accel.name,
+            "accel_reason": self.accel.reason,
+            "vcpu": self.vcpu,
+            "memory_mib": self.memory,
+            "vsock": derive.vsock_cid(self.ctx.spec.name) if self.vsock else "unavailable",
+            "machine": self.ctx.spec.machine,
+        }
+
+    def stop(self, timeout: float) -> None:
+        if self.is_up():
+            try:
+                self.qmp().command("system_powerdown")
+                assert self.process is not None
+                self.process.wait(timeout)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self.qmp().command("quit")
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+        self.finish(self.cgroup, 5.0)
+        if _link_exists(self):
+            self.ctx.lab.ip_batch(f"link delete {self.tap}")
+        for path in (self.overlay, self.seed):
+            path.unlink(missing_ok=True)
+
+
+def _link_exists(backend: QemuBackend) -> bool:
+    out = backend.ctx.lab.run(["ip", "-o", "link", "show", backend.tap], check=False)
+    return bool(out.strip())
+
+
+def tsc_khz() -> int:
+    """The host TSC frequency in kHz; microvm guests under TCG hang calibrating without it."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("cpu MHz"):
+            return int(float(line.split(":")[1]) * 1000)
+    return 2_000_000

@@ -1,0 +1,68 @@
+"""A minimal QMP client: JSON lines over a UNIX socket, events set aside, one command at a time."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from wsfixture.errors import WsfixtureError
+
+
+class QmpError(WsfixtureError):
+    """QEMU answered a QMP command with an error."""
+
+
+class QmpClient:
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._file = sock.makefile("rwb")
+        self._lock = threading.Lock()
+        self.events: list[dict[str, Any]] = []
+        greeting = self._read()
+        if "QMP" not in greeting:
+            raise QmpError(f"not a QMP greeting: {greeting}")
+        self.command("qmp_capabilities")
+
+    @classmethod
+    def connect(cls, path: Path, timeout: float = 5.0) -> QmpClient:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            return cls(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _read(self) -> dict[str, Any]:
+        line = self._file.readline()
+        if not line:
+            raise ConnectionError("QMP connection closed")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def command(self, name: str, **arguments: Any) -> Any:
+        """Execute a command and return its ``return`` value; events are kept in ``events``."""
+        request: dict[str, Any] = {"execute": name}
+        if arguments:
+            request["arguments"] = arguments
+        with self._lock:
+            self._file.write(json.dumps(request).encode() + b"\n")
+            self._file.flush()
+            while True:
+                reply = self._read()
+                if "event" in reply:
+                    self.events.append(reply)
+                    continue
+                if "error" in reply:
+                    raise QmpError(f"{name}: {reply['error'].get('desc', reply['error'])}")
+                return reply.get("return")
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            self._sock.close()
