@@ -128,6 +128,27 @@ class WorkspaceSpec:
     def is_vm(self) -> bool:
         return self.type == "vm"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as config keys (camelCase), such that loading it gives it back."""
+        return {
+            "type": self.type,
+            "ip": str(self.ip),
+            "autoStart": self.auto_start,
+            "restartIfChanged": self.restart_if_changed,
+            "packages": list(self.packages),
+            "vcpu": self.vcpu,
+            "memory": self.memory,
+            "disk": self.disk,
+            "shares": [
+                {"source": str(s.source), "target": s.target, "readOnly": s.read_only}
+                for s in self.shares
+            ],
+            "accel": self.accel,
+            "machine": self.machine,
+            "vsock": self.vsock,
+            **({"config": self.config} if self.config is not None else {}),
+        }
+
 
 @dataclass(frozen=True)
 class Config:
@@ -211,6 +232,12 @@ def workspace_spec(config: Config | None = None, **fields: Any) -> WorkspaceSpec
     issues.raise_if_any(config.source or "<kwargs>")
     assert spec is not None
     return spec
+
+
+def override(config: Config, spec: WorkspaceSpec, **fields: Any) -> WorkspaceSpec:
+    """``spec`` with some fields replaced (either key spelling), validated again."""
+    merged = {**spec.to_dict(), **{_camel(key): value for key, value in fields.items()}}
+    return workspace_spec(config, name=spec.name, **merged)
 
 
 # ---------------------------------------------------------------------------------------

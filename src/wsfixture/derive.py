@@ -25,7 +25,6 @@ IFNAME_MAX = 15
 
 TAP_PREFIX = "wst-"
 VETH_HOST_PREFIX = "wsc-"
-VETH_GUEST_PREFIX = "wsg-"
 
 ALIAS_SUFFIXES = ("", "_start", "_stop", "_restart", "_status")
 
@@ -52,22 +51,13 @@ def tap_name(name: str) -> str:
 
 
 def veth_host_name(name: str) -> str:
-    """Host (bridge) side of a container's veth pair."""
+    """Host (bridge) side of a container's veth pair; inside, the container sees ``host0``."""
     return VETH_HOST_PREFIX + digest(name)[:8]
-
-
-def veth_guest_name(name: str) -> str:
-    """Container side of the veth pair; it keeps this name inside the container."""
-    return VETH_GUEST_PREFIX + digest(name)[:8]
 
 
 def interface_names(name: str) -> dict[str, str]:
     """Every interface name a workspace may own, by role."""
-    return {
-        "tap": tap_name(name),
-        "veth_host": veth_host_name(name),
-        "veth_guest": veth_guest_name(name),
-    }
+    return {"tap": tap_name(name), "veth": veth_host_name(name)}
 
 
 def hostnames(name: str) -> list[str]:

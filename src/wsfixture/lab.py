@@ -50,11 +50,17 @@ class Lab:
     """
 
     def __init__(
-        self, network: NetworkSpec, name: str | None = None, *, persistent: bool = False
+        self,
+        network: NetworkSpec,
+        name: str | None = None,
+        *,
+        reuse: bool = False,
+        die_with_owner: bool = True,
     ) -> None:
         self.network = network
         self.name = name or new_lab_name()
-        self.persistent = persistent
+        self.reuse = reuse  # attach to the lab of that name if it exists (the CLI's)
+        self.die_with_owner = die_with_owner
         self.dir = system.LIB_DIR / "labs" / self.name
         self.netns_path = NETNS_DIR / self.name
         self.etc_dir = Path("/etc/netns") / self.name
@@ -74,7 +80,7 @@ class Lab:
         system.require_tool("ip")
         if self.network.dns:
             system.require_tool("dnsmasq")
-        if self.persistent and self.netns_path.exists():
+        if self.reuse and self.netns_path.exists():
             return self._attach()
         self._record = ledger.Record.create(f"lab-{self.name}", "lab", name=self.name)
         try:
@@ -110,17 +116,25 @@ class Lab:
             self._start_dns()
 
     def _attach(self) -> Lab:
-        """Reuse a persistent lab that a previous command created."""
+        """Reuse a lab that a previous command created and left running."""
         for record in ledger.records():
             if record.kind == "lab" and record.info.get("name") == self.name:
                 self._record = record
         self._load_hosts()
         return self
 
+    def detach(self) -> None:
+        """Let the lab outlive this process (kept workspaces): dnsmasq becomes its owner."""
+        if self._record is not None and self._dnsmasq is not None:
+            dns = system.ProcessRef.of(self._dnsmasq.pid)
+            if dns is not None:
+                self._record.owner = dns
+                self._record.save()
+        self._record = None
+        self._dnsmasq = None
+
     def close(self) -> None:
         """Remove the namespace, DNS, hosts file and runtime directory."""
-        if self.persistent and self._record is not None and self.netns_path.exists():
-            return
         self.destroy()
 
     def destroy(self) -> None:
@@ -231,7 +245,8 @@ class Lab:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(log, "ab"),  # noqa: SIM115 - the child keeps it
-            preexec_fn=system.set_parent_death_signal,
+            preexec_fn=system.set_parent_death_signal if self.die_with_owner else None,
+            start_new_session=True,
         )
         ref = system.ProcessRef.of(self._dnsmasq.pid)
         if ref is not None:
@@ -301,7 +316,7 @@ class Lab:
         return "\n".join(blocks)
 
     def _load_hosts(self) -> None:
-        """Rebuild ``self.hosts`` from the files of a persistent lab."""
+        """Rebuild ``self.hosts`` from the ledger records of the lab's workspaces."""
         self.hosts.clear()
         for record in ledger.records():
             host = record.info.get("lab_host")

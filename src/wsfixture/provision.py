@@ -120,10 +120,9 @@ def add_user(passwd: str, group: str, shadow: str, user: UserSpec) -> tuple[str,
 def write(root: Path, identity: Identity) -> None:
     """Write the shared base into ``root`` (a workspace's own layer)."""
     etc = root / "etc"
-    texts = [(etc / n).read_text() for n in ("passwd", "group", "shadow")]
-    for name, text in zip(
-        ("passwd", "group", "shadow"), add_user(*texts, identity.user), strict=True
-    ):
+    names = ("passwd", "group", "shadow")
+    passwd, group, shadow = ((etc / name).read_text() for name in names)
+    for name, text in zip(names, add_user(passwd, group, shadow, identity.user), strict=True):
         (etc / name).write_text(text)
     (etc / "shadow").chmod(0o640)
     uid = identity.user.uid

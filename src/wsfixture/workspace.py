@@ -62,12 +62,14 @@ class Workspace:
         *,
         timeout: float | None = None,
         progress: Progress | None = None,
+        die_with_owner: bool = True,
     ) -> None:
         self.spec = spec
         self.config = config
         self.lab = lab
         self.timeout = timeout or DEFAULT_TIMEOUTS[spec.type]
         self.progress = progress
+        self.die_with_owner = die_with_owner
         self.state_dir = config.state_dir(spec.name)
         self.runtime_dir = lab.dir / spec.name
         self.backend: Backend | None = None
@@ -100,13 +102,24 @@ class Workspace:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> Workspace:
-        """Boot the workspace and wait until it is ready; raise StartError/ReadyTimeout."""
-        self.launch()
-        self.wait_ready()
+        """Boot the workspace and wait until it is ready; raise StartError/ReadyTimeout.
+
+        When it fails half way, whatever was started is released before the error goes on.
+        """
+        try:
+            self.launch()
+            self.wait_ready()
+        except BaseException as exc:
+            try:
+                self._release()
+            except CleanupError as cleanup:
+                exc.add_note(str(cleanup))
+            raise
         return self
 
     def launch(self) -> None:
-        """Everything up to the machine running; does not wait for it to boot.
+        """Everything up to the machine running; does not wait for it to boot. On failure,
+        call ``stop()`` to release what was made (``start()`` does).
 
         Call from a thread that outlives the workspace: the machine gets a signal when the
         thread that started it dies.
@@ -122,11 +135,7 @@ class Workspace:
             lab=self.lab.name,
             type=self.spec.type,
         )
-        try:
-            self._launch(self._record)
-        except BaseException:
-            self._release()
-            raise
+        self._launch(self._record)
 
     def _launch(self, record: ledger.Record) -> None:
         shares = {
@@ -162,6 +171,7 @@ class Workspace:
             state_dir=self.state_dir,
             record=record,
             provision=functools.partial(provision.write, identity=identity),
+            die_with_owner=self.die_with_owner,
         )
         self.backend = _backend_for(ctx, image)
         self.session = SshSession(
@@ -208,6 +218,20 @@ class Workspace:
     def stop(self) -> None:
         """Shut down and release everything; the state directory stays."""
         self._release()
+
+    def detach(self) -> None:
+        """Let the workspace outlive this process: its machine process becomes the owner in
+        the ledger, so ``gc`` reaps it only once that process is gone."""
+        if self._record is None or self.backend is None or self.backend.process is None:
+            return
+        machine = system.ProcessRef.of(self.backend.process.pid)
+        if machine is not None:
+            self._record.owner = machine
+            self._record.save()
+        if self.session is not None:
+            self.session.close()
+        self._record = None
+        self.backend = None
 
     def _release(self) -> None:
         failures: list[tuple[str, BaseException]] = []

@@ -26,6 +26,8 @@ class BackendContext:
     record: ledger.Record
     # Writes the shared base into a root directory (a container layer, a VM seed tree).
     provision: Callable[[Path], None]
+    # False for workspaces that may outlive this process (kept by pytest, started by the CLI).
+    die_with_owner: bool = True
 
 
 class Backend(abc.ABC):
@@ -67,15 +69,19 @@ class Backend(abc.ABC):
         log: Path,
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start a process as our child, in ``cgroup``, that gets SIGTERM when we die."""
+        """Start a process as our child, in ``cgroup``; it gets SIGTERM when we die, unless
+        the workspace is meant to outlive us."""
         if str(cgroup) not in self.ctx.record.cgroups:
             self.ctx.record.add("cgroups", str(cgroup))
         cgroup.mkdir(parents=True, exist_ok=True)
         procs = cgroup / "cgroup.procs"
 
+        die_with_owner = self.ctx.die_with_owner
+
         def child_setup() -> None:
             procs.write_text(str(os.getpid()))
-            system.set_parent_death_signal()
+            if die_with_owner:
+                system.set_parent_death_signal()
 
         with open(log, "ab") as output:
             process = subprocess.Popen(
@@ -85,6 +91,7 @@ class Backend(abc.ABC):
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
                 preexec_fn=child_setup,
+                start_new_session=True,  # a Ctrl-C meant for pytest is not meant for them
             )
         ref = system.ProcessRef.of(process.pid)
         if ref is not None:

@@ -1,0 +1,1 @@
+"""Repository-wide pytest setup: the suite's own helpers live in tests/conftest.py."""

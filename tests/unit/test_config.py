@@ -1,0 +1,255 @@
+import ipaddress
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wsfixture import ConfigError, config_from_dict, config_from_json, config_from_toml
+from wsfixture.config import load_config, override, workspace_spec
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
+
+
+def problems(data: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_example_loads() -> None:
+    config = load_config(EXAMPLE)
+    assert set(config.workspaces) == {"myproject", "sandbox"}
+    box = config.workspaces["sandbox"]
+    assert box.type == "vm"
+    assert box.ip == ipaddress.IPv4Address("192.168.83.11")
+    assert box.disk == 8192
+    assert config.workspaces["myproject"].auto_start is True
+    assert config.packages_for(config.workspaces["myproject"]) == ("curl", "git", "make")
+
+
+def test_defaults() -> None:
+    spec = workspace_spec(name="a", type="vm", ip="192.168.83.10")
+    assert (spec.vcpu, spec.memory, spec.disk) == (8, 4096, 8192)
+    assert spec.auto_start is False
+    assert spec.restart_if_changed is True
+
+
+def test_five_mistakes_reported_together() -> None:
+    found = problems(
+        {
+            "workspaces": {
+                "a": {"ip": "192.168.83.10"},  # 1: no type
+                "b": {"type": "box", "ip": "192.168.83.11"},  # 2: unknown type
+                "c": {"type": "vm", "ip": "10.1.1.1"},  # 3: outside subnet
+                "d": {"type": "vm", "ip": "192.168.83.12", "memroy": 512},  # 4: unknown key
+                "e": {"type": "vm", "ip": "192.168.83.13", "vcpu": 0},  # 5: absurd vcpu
+            }
+        }
+    )
+    assert len(found) == 5
+    assert any("workspaces.a.type: is required" in p for p in found)
+    assert any("'box'" in p and "'vm' or 'container'" in p for p in found)
+    assert any("outside the subnet 192.168.83.0/24" in p and "10.1.1.1" in p for p in found)
+    assert any("memroy" in p and "did you mean 'memory'" in p for p in found)
+    assert any("workspaces.e.vcpu" in p and "from 1 to 256" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("ip", "fragment"),
+    [
+        ("192.168.83.1", "gateway"),
+        ("192.168.83.5", "usable range"),
+        ("192.168.83.300", "not an IPv4 address"),
+        ("fe80::1", "not an IPv4 address"),
+    ],
+)
+def test_bad_ips(ip: str, fragment: str) -> None:
+    found = problems({"workspaces": {"a": {"type": "container", "ip": ip}}})
+    assert any(fragment in p and "workspaces.a.ip" in p for p in found)
+
+
+def test_duplicate_ip() -> None:
+    found = problems(
+        {
+            "workspaces": {
+                "a": {"type": "container", "ip": "192.168.83.10"},
+                "b": {"type": "vm", "ip": "192.168.83.10"},
+            }
+        }
+    )
+    assert any("already used by workspace 'a'" in p for p in found)
+
+
+@pytest.mark.parametrize("name", ["Upper", "has_underscore", "-lead", "trail-", "x" * 54, ""])
+def test_bad_names(name: str) -> None:
+    found = problems({"workspaces": {name: {"type": "container", "ip": "192.168.83.10"}}})
+    assert any("name" in p and repr(name) in p for p in found)
+
+
+def test_snake_and_camel_are_one_field() -> None:
+    a = workspace_spec(name="a", type="vm", ip="192.168.83.10", autoStart=True)
+    b = workspace_spec(name="a", type="vm", ip="192.168.83.10", auto_start=True)
+    assert a == b
+    found = problems(
+        {"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10", "autoStart": 1 == 1,
+                              "auto_start": True}}}
+    )  # fmt: skip
+    assert any("given twice" in p for p in found)
+
+
+def test_bool_is_not_a_number() -> None:
+    found = problems({"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10", "vcpu": True}}})
+    assert any("wrong type" in p for p in found)
+
+
+def test_disk_sizes() -> None:
+    assert workspace_spec(name="a", type="vm", ip="192.168.83.10", disk="2G").disk == 2048
+    assert workspace_spec(name="a", type="vm", ip="192.168.83.10", disk="512MiB").disk == 512
+    with pytest.raises(ConfigError, match="disk"):
+        workspace_spec(name="a", type="vm", ip="192.168.83.10", disk="lots")
+
+
+def test_shares() -> None:
+    spec = workspace_spec(
+        name="a", type="vm", ip="192.168.83.10",
+        shares=[{"source": "/srv/data", "target": "/mnt/data", "readOnly": True}],
+    )  # fmt: skip
+    assert spec.shares[0].target == "/mnt/data"
+    assert spec.shares[0].read_only
+    with pytest.raises(ConfigError, match="shares"):
+        workspace_spec(name="a", type="vm", ip="192.168.83.10",
+                       shares=[{"source": "rel", "target": "/x"}])  # fmt: skip
+
+
+def test_network_checks() -> None:
+    found = problems({"network": {"subnet": "10.0.0.0/33"}})
+    assert any("network.subnet" in p for p in found)
+    found = problems({"network": {"subnet": "10.20.0.0/24", "gateway": "10.30.0.1"}})
+    assert any("network.gateway" in p and "outside the subnet" in p for p in found)
+    found = problems({"network": {"bridge": "a-very-long-bridge-name"}})
+    assert any("network.bridge" in p for p in found)
+    config = config_from_dict({"network": {"subnet": "10.20.0.0/24"}})
+    assert str(config.network.gateway) == "10.20.0.1"
+    assert str(config.network.range_start) == "10.20.0.10"
+
+
+def test_user_checks() -> None:
+    found = problems({"defaults": {"user": {"name": "root", "uid": 0, "authorizedKeys": ["nope"]}}})
+    assert len(found) == 3
+
+
+def test_toml_syntax_error_has_position() -> None:
+    with pytest.raises(ConfigError, match=r"line 2, column"):
+        config_from_toml('[workspaces.a]\ntype = "vm\n')
+
+
+def test_json_syntax_error_has_position() -> None:
+    with pytest.raises(ConfigError, match=r"line 1, column 16"):
+        config_from_json('{"workspaces": }')
+
+
+def test_nix_eval_json_shape() -> None:
+    # What `nix eval --json .#nixosConfigurations.host.config.sandboxed-workspace` prints:
+    # every option with its value, null for unset ones, `config` as a store path.
+    text = json.dumps(
+        {
+            "enable": True,
+            "workspaces": {
+                "nixpkgs-contrib": {
+                    "type": "vm",
+                    "ip": "192.168.83.42",
+                    "autoStart": False,
+                    "restartIfChanged": True,
+                    "config": "/nix/store/abc-nixpkgs-contrib.nix",
+                    "packages": [],
+                    "vcpu": None,
+                }
+            },
+        }
+    )
+    config = config_from_json(text)
+    spec = config.workspaces["nixpkgs-contrib"]
+    assert spec.config == "/nix/store/abc-nixpkgs-contrib.nix"
+    assert spec.vcpu == 8
+
+
+def test_override_keeps_identity() -> None:
+    config = load_config(EXAMPLE)
+    spec = override(config, config.workspaces["sandbox"], memory=2048, auto_start=True)
+    assert spec.memory == 2048
+    assert spec.auto_start
+    assert spec.ip == config.workspaces["sandbox"].ip
+
+
+# -- properties ---------------------------------------------------------------------------
+
+names = st.from_regex(r"[a-z]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
+
+
+@st.composite
+def valid_configs(draw: st.DrawFn) -> dict[str, object]:
+    chosen = draw(st.lists(names, min_size=0, max_size=6, unique=True))
+    hosts = draw(st.lists(st.integers(10, 254), min_size=len(chosen), max_size=len(chosen),
+                          unique=True))  # fmt: skip
+    workspaces = {}
+    for name, host in zip(chosen, hosts, strict=True):
+        entry: dict[str, object] = {
+            "type": draw(st.sampled_from(["vm", "container"])),
+            "ip": f"192.168.83.{host}",
+        }
+        if draw(st.booleans()):
+            entry["vcpu"] = draw(st.integers(1, 256))
+        if draw(st.booleans()):
+            entry["autoStart"] = draw(st.booleans())
+        if draw(st.booleans()):
+            entry["packages"] = draw(st.lists(st.sampled_from(["git", "curl", "vim"]), max_size=3))
+        workspaces[name] = entry
+    return {"workspaces": workspaces}
+
+
+@given(valid_configs())
+def test_valid_configs_load_and_round_trip(data: dict[str, object]) -> None:
+    config = config_from_dict(data)
+    again = config_from_dict(
+        {"workspaces": {name: spec.to_dict() for name, spec in config.workspaces.items()}}
+    )
+    assert again.workspaces == config.workspaces
+
+
+corruptions = st.sampled_from(
+    [
+        ("type", "bogus"), ("type", None), ("ip", "999.1.1.1"), ("ip", 42), ("ip", "192.168.83.1"),
+        ("vcpu", -1), ("vcpu", "two"), ("memory", 10**9), ("disk", "huge"), ("packages", "git"),
+        ("packages", ["Not Valid"]), ("autoStart", "yes"), ("unknownKey", 1), ("shares", [1]),
+        ("machine", "pc-i440fx"), ("accel", "hvf"), ("config", 3),
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=150)
+@given(valid_configs().filter(lambda d: bool(d["workspaces"])), corruptions, st.data())
+def test_corruptions_always_raise_config_error(
+    data: dict[str, dict[str, dict[str, object]]],
+    corruption: tuple[str, object],
+    draw: st.DataObject,
+) -> None:
+    name = draw.draw(st.sampled_from(sorted(data["workspaces"])))
+    key, value = corruption
+    if value is None:
+        data["workspaces"][name].pop(key, None)
+    else:
+        data["workspaces"][name][key] = value
+    with pytest.raises(ConfigError):
+        config_from_dict(data)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12))  # fmt: skip
+def test_arbitrary_documents_never_crash(data: object) -> None:
+    try:
+        config_from_dict(data)
+    except ConfigError:
+        pass

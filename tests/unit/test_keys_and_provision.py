@@ -1,0 +1,76 @@
+import stat
+from pathlib import Path
+
+import pytest
+
+from wsfixture import keys, provision
+from wsfixture.config import UserSpec, config_from_dict
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_keypair_generated_once_with_private_modes(tmp_path: Path) -> None:
+    first = keys.host_key(tmp_path / "hk", "alpha")
+    assert mode(first.private) == 0o600
+    assert mode(tmp_path / "hk") == 0o700
+    assert first.public_key().startswith("ssh-ed25519 ")
+    assert first.private.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    again = keys.host_key(tmp_path / "hk", "alpha")
+    assert again.public_key() == first.public_key()
+
+
+def test_loose_private_key_is_tightened(tmp_path: Path) -> None:
+    pair = keys.client_key(tmp_path)
+    pair.private.chmod(0o644)
+    keys.client_key(tmp_path)
+    assert mode(pair.private) == 0o600
+
+
+def test_add_user_is_idempotent() -> None:
+    user = UserSpec("dev", 1000)
+    once = provision.add_user(
+        "root:x:0:0::/root:/bin/bash\n", "root:x:0:\n", "root:*:1::::::\n", user
+    )
+    assert "dev:x:1000:1000::/home/dev:/bin/bash" in once[0]
+    assert "dev:*:" in once[2]
+    assert provision.add_user(*once, user) == once
+
+
+@pytest.fixture
+def identity() -> provision.Identity:
+    config = config_from_dict(
+        {"workspaces": {"alpha": {"type": "container", "ip": "192.168.83.10"},
+                        "beta": {"type": "vm", "ip": "192.168.83.11"}}}
+    )  # fmt: skip
+    return provision.Identity.of(
+        config,
+        config.workspaces["alpha"],
+        "ssh-ed25519 AAAAclient c",
+        ("PRIV", "ssh-ed25519 AAAAhost h"),
+    )
+
+
+def test_rendered_base(identity: provision.Identity) -> None:
+    files = provision.render(identity)
+    assert files["/etc/hostname"].content == "alpha\n"
+    assert files["/etc/doas.conf"].content == "permit nopass dev as root\n"
+    assert files["/etc/ssh/ssh_host_ed25519_key"].mode == 0o600
+    keys_file = files["/home/dev/.ssh/authorized_keys"]
+    assert keys_file.content == "ssh-ed25519 AAAAclient c\n"
+    assert (keys_file.mode, keys_file.uid) == (0o600, 1000)
+    network = files["/etc/systemd/network/10-wsfixture.network"].content
+    assert "Name=host0" in network
+    assert "Address=192.168.83.10/24" in network
+    assert "Gateway=192.168.83.1" in network
+    assert "DNS=192.168.83.1" in network
+
+
+def test_vm_network_matches_mac(identity: provision.Identity) -> None:
+    from dataclasses import replace
+
+    from wsfixture import derive
+
+    unit = provision.network_unit(replace(identity, type="vm"))
+    assert f"MACAddress={derive.mac('alpha')}" in unit.split("[Network]")[0]

@@ -1,0 +1,62 @@
+import json
+import socket
+import threading
+
+import pytest
+
+from wsfixture.backends.qemu import choose_accel, clamp_resources
+from wsfixture.backends.qmp import QmpClient, QmpError
+from wsfixture.errors import PrerequisiteError
+
+
+def test_pvm_host_chooses_tcg_without_a_boot() -> None:
+    accel = choose_accel("auto", kvm_opens=True, cpu_flags={"sse2", "hypervisor"})
+    assert accel.name == "tcg"
+    assert "no vmx/svm" in accel.reason
+
+
+def test_real_kvm_is_used() -> None:
+    assert choose_accel("auto", True, {"vmx"}).name == "kvm"
+    assert choose_accel("auto", True, {"svm"}).name == "kvm"
+    assert choose_accel("auto", False, {"vmx"}).name == "tcg"
+
+
+def test_forced_accelerators() -> None:
+    assert choose_accel("tcg", True, {"vmx"}).name == "tcg"
+    assert choose_accel("kvm", True, set()).name == "kvm"
+    with pytest.raises(PrerequisiteError, match="/dev/kvm"):
+        choose_accel("kvm", False, {"vmx"})
+
+
+def test_clamp_resources() -> None:
+    assert clamp_resources(8, 4096, 2, 24000) == (2, 4096, ["vcpu 8 clamped to the host's 2 CPUs"])
+    cpus, mib, warnings = clamp_resources(1, 65536, 4, 8000)
+    assert (cpus, mib) == (1, 4000)
+    assert "memory" in warnings[0]
+
+
+def fake_qmp_server(sock: socket.socket, replies: dict[str, object]) -> None:
+    f = sock.makefile("rwb")
+    f.write(json.dumps({"QMP": {"version": {}, "capabilities": []}}).encode() + b"\n")
+    f.flush()
+    for line in f:
+        cmd = json.loads(line)["execute"]
+        f.write(json.dumps({"event": "SOMETHING", "data": {}}).encode() + b"\n")
+        reply = replies.get(cmd, {"error": {"desc": f"unknown {cmd}"}})
+        f.write(json.dumps(reply).encode() + b"\n")
+        f.flush()
+
+
+def test_qmp_client_against_fake_server() -> None:
+    ours, theirs = socket.socketpair()
+    replies = {
+        "qmp_capabilities": {"return": {}},
+        "query-status": {"return": {"status": "running"}},
+    }
+    threading.Thread(target=fake_qmp_server, args=(theirs, replies), daemon=True).start()
+    client = QmpClient(ours)
+    assert client.command("query-status") == {"status": "running"}
+    assert client.events
+    with pytest.raises(QmpError, match="unknown quit"):
+        client.command("quit")
+    client.close()
