@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsfixture import ConfigError, config_from_dict, config_from_json, config_from_toml
+from wsfixture import Config, ConfigError, config_from_dict, config_from_json, config_from_toml
 from wsfixture.config import load_config, override, workspace_spec
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
@@ -245,11 +245,20 @@ def test_corruptions_always_raise_config_error(
         config_from_dict(data)
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                    lambda inner: st.lists(inner, max_size=3)
-                    | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12))  # fmt: skip
-def test_arbitrary_documents_never_crash(data: object) -> None:
+documents = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(documents)
+def test_arbitrary_documents_raise_only_config_error(data: object) -> None:
     try:
-        config_from_dict(data)
-    except ConfigError:
-        pass
+        config = config_from_dict(data)
+    except ConfigError as exc:
+        assert exc.issues  # noqa: PT017 - either outcome is valid, never another error
+    else:
+        assert isinstance(config, Config)
