@@ -115,8 +115,9 @@ def check_hosts_file(ws: Workspace) -> None:
     for host in ws.lab.hosts.values():
         line = derive.hosts_line(host.name, host.ip)
         _expect(line in text.splitlines(), f"{line!r} missing from {ws.lab.hosts_file}")
-    out = ws.lab.run(["getent", "hosts", f"workspace-{ws.name}"], check=False)
-    _expect(out.split()[:1] == [ws.ip], f"lab side resolves workspace-{ws.name} to {out!r}")
+    for name in derive.hostnames(ws.name):
+        found = ws.lab.resolve(name)
+        _expect(found == ws.ip, f"lab side resolves {name} to {found!r}, expected {ws.ip}")
 
 
 # -- doas ---------------------------------------------------------------------------------

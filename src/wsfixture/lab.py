@@ -173,6 +173,12 @@ class Lab:
     def run(self, argv: list[str], check: bool = True) -> str:
         return system.run(self.exec_argv(argv), check=check)
 
+    def resolve(self, name: str) -> str:
+        """The address ``name`` has on the lab side: ``ip netns exec`` puts the lab's hosts
+        file in place of /etc/hosts, as it does for any program run that way."""
+        out = system.run(["ip", "netns", "exec", self.name, "getent", "hosts", name], check=False)
+        return out.split()[0] if out.strip() else ""
+
     def ip_batch(self, commands: str) -> None:
         system.run(["ip", "-netns", self.name, "-batch", "-"], input=commands + "\n")
 

@@ -91,7 +91,7 @@ def render(identity: Identity) -> dict[str, File]:
         "/etc/machine-id": File(derive.digest(identity.name)[:32] + "\n", 0o444),
         "/etc/hosts": File(
             "127.0.0.1 localhost\n"
-            f"127.0.1.1 {' '.join(derive.hostnames(identity.name))}\n"
+            f"{derive.hosts_line(identity.name, identity.ip)}\n"
             "::1 localhost ip6-localhost ip6-loopback\n"
         ),
         "/etc/systemd/network/10-wsfixture.network": File(network_unit(identity)),

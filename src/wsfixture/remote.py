@@ -152,7 +152,8 @@ class PinnedConnection(fabric.Connection):  # type: ignore[misc]
     """
 
     def __init__(self, session: SshSession) -> None:
-        config = fabric.Config(overrides={"load_ssh_configs": False})
+        # Tests run with stdin captured: commands read no input unless asked to.
+        config = fabric.Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
         super().__init__(host=session.ip, user=session.user, port=SSH_PORT, config=config)
         self.session = session
         self.client.set_missing_host_key_policy(paramiko.RejectPolicy())

@@ -1,0 +1,44 @@
+"""Fixtures for tests that boot real workspaces (root, systemd-nspawn, QEMU)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_root_and_tools
+from wsfixture.config import Config, config_from_dict
+from wsfixture.lab import Lab
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prerequisites() -> None:
+    require_root_and_tools("systemd-nspawn", "mmdebstrap", "dnsmasq", "ip", "qemu-system-x86_64")
+
+
+@pytest.fixture(scope="module")
+def state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="module")
+def config(state_root: Path) -> Config:
+    return config_from_dict(
+        {
+            "defaults": {"stateRoot": str(state_root)},
+            "workspaces": {
+                "alpha": {"type": "container", "ip": "192.168.83.10"},
+                "beta": {"type": "container", "ip": "192.168.83.11"},
+                "vmone": {"type": "vm", "ip": "192.168.83.20", "vcpu": 2, "memory": 1024},
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(config: Config) -> Iterator[Lab]:
+    with Lab(config.network) as lab:
+        yield lab

@@ -1,0 +1,55 @@
+"""Look at the machine for what a workspace or lab could leave behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wsfixture import ledger, system
+
+
+def netns_exists(name: str) -> bool:
+    return (Path("/run/netns") / name).exists()
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path)
+    with open("/proc/self/mountinfo") as mounts:
+        return [line.split()[4] for line in mounts if line.split()[4].startswith(prefix)]
+
+
+def processes_with_cmdline(fragment: str) -> list[int]:
+    """PIDs whose command line contains ``fragment`` (to look, never to kill)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if fragment in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def leftovers(lab_name: str) -> dict[str, object]:
+    """Everything of ``lab_name`` still on the machine; empty when clean."""
+    found: dict[str, object] = {}
+    if netns_exists(lab_name):
+        found["netns"] = lab_name
+    if mounts := mounts_under(system.LIB_DIR / "labs" / lab_name):
+        found["mounts"] = mounts
+    cgroups = sorted(p.name for p in system.CGROUP_ROOT.glob(f"{lab_name}-*"))
+    if cgroups:
+        found["cgroups"] = cgroups
+    if procs := processes_with_cmdline(lab_name):
+        found["processes"] = procs
+    if (system.LIB_DIR / "labs" / lab_name).exists():
+        found["dir"] = str(system.LIB_DIR / "labs" / lab_name)
+    if Path(f"/etc/netns/{lab_name}").exists():
+        found["etc"] = f"/etc/netns/{lab_name}"
+    records = [r.key for r in ledger.records() if lab_name in r.key]
+    if records:
+        found["ledger"] = records
+    return found

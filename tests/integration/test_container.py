@@ -1,0 +1,179 @@
+"""Container workspaces for real: systemd-nspawn in a lab namespace, checked over pinned SSH."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from tests.integration.leaks import leftovers
+from wsfixture import checks, ledger
+from wsfixture.config import Config, load_config, workspace_spec
+from wsfixture.lab import Lab
+from wsfixture.remote import SshSession
+from wsfixture.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
+
+
+@pytest.fixture(scope="module")
+def alpha(config: Config, lab: Lab) -> Iterator[Workspace]:
+    with Workspace(config.workspaces["alpha"], config, lab) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def beta(config: Config, lab: Lab) -> Iterator[Workspace]:
+    with Workspace(config.workspaces["beta"], config, lab) as ws:
+        yield ws
+
+
+def test_services_network_user_doas(alpha: Workspace) -> None:
+    host = alpha.host
+    assert host.service("ssh").is_running
+    assert host.service("systemd-networkd").is_running
+    assert host.service("systemd-resolved").is_running
+    assert host.interface("host0").addresses[0] == "192.168.83.10"
+    assert "default via 192.168.83.1" in host.check_output("ip route")
+    user = host.user("dev")
+    assert user.exists
+    assert (user.uid, user.home) == (1000, "/home/dev")
+    assert host.run("doas -n true").rc == 0
+    with host.sudo():
+        assert host.check_output("id -u") == "0"
+    assert alpha.conn.run("hostname", hide=True).stdout.strip() == "alpha"
+
+
+def test_every_builtin_check_passes(alpha: Workspace, beta: Workspace) -> None:
+    failed = [o for ws in (alpha, beta) for o in checks.verify(ws) if not o.ok]
+    assert failed == []
+
+
+def test_peers_ping_by_name(alpha: Workspace, beta: Workspace) -> None:
+    assert alpha.host.check_output("getent hosts beta").split()[0] == "192.168.83.11"
+    assert alpha.host.check_output("getent hosts workspace-beta").split()[0] == "192.168.83.11"
+    alpha.succeed("ping -c 1 -W 2 beta")
+    beta.succeed("ping -c 1 -W 2 workspace-alpha")
+
+
+def test_shares_are_mounted_and_owned(alpha: Workspace) -> None:
+    alpha.succeed("echo hello > ~/workspace/from-guest.txt")
+    made = alpha.state_dir / "workspace" / "from-guest.txt"
+    assert made.read_text() == "hello\n"
+    assert made.stat().st_uid == 1000
+    keys = alpha.host.file("/etc/ssh/host-keys/ssh_host_ed25519_key.pub")
+    assert not keys.exists, "the host key share is root's alone"
+    with alpha.host.sudo():
+        assert keys.exists
+
+
+def test_command_errors_carry_everything(alpha: Workspace) -> None:
+    from wsfixture import CommandError
+
+    with pytest.raises(CommandError) as info:
+        alpha.succeed("echo out; echo err >&2; exit 3")
+    assert (info.value.rc, info.value.stdout, info.value.stderr) == (3, "out\n", "err\n")
+
+
+def test_wait_helpers(alpha: Workspace) -> None:
+    alpha.wait_for_unit("systemd-resolved.service", timeout=10)
+    alpha.wait_for_port(22, timeout=5)
+    from wsfixture import ReadyTimeout
+
+    with pytest.raises(ReadyTimeout, match="port 2222"):
+        alpha.wait_for_port(2222, timeout=0.5)
+
+
+def test_wrong_pinned_key_is_refused(alpha: Workspace, lab: Lab, tmp_path: Path) -> None:
+    impostor = paramiko.Ed25519Key.generate() if hasattr(paramiko.Ed25519Key, "generate") else None
+    other = "ssh-ed25519 " + (impostor.get_base64() if impostor else _other_key(tmp_path))
+    assert alpha.session is not None
+    session = SshSession(lab, "alpha", alpha.ip, "dev", alpha.session.client_key, other)
+    with pytest.raises(paramiko.SSHException):
+        session.run("true")
+    session.close()
+
+
+def _other_key(tmp_path: Path) -> str:
+    from wsfixture import keys
+
+    return keys.host_key(tmp_path, "impostor").public_key().split()[1]
+
+
+def test_host_key_survives_restart_and_nothing_leaks(config: Config, tmp_path: Path) -> None:
+    spec = workspace_spec(config, name="gamma", type="container", ip="192.168.83.12")
+    with Lab(config.network) as lab:
+        ws = Workspace(spec, config, lab).start()
+        assert ws.session is not None
+        first = ws.session.client().get_transport().get_remote_server_key().get_base64()
+        ws.stop()
+        ws.start()
+        assert ws.session is not None
+        second = ws.session.client().get_transport().get_remote_server_key().get_base64()
+        ws.stop()
+        assert first == second
+        assert not (lab.dir / "gamma").exists()
+        name = lab.name
+    assert leftovers(name) == {}
+    assert (config.state_dir("gamma") / "ssh-host-keys").is_dir(), "state survives stop"
+
+
+def test_example_config_boots(tmp_path: Path) -> None:
+    base = load_config(EXAMPLE)
+    config = Config(
+        base.network,
+        base.defaults.__class__(base.defaults.user, base.defaults.packages, tmp_path),
+        base.workspaces,
+    )
+    with Lab(config.network) as lab, Workspace(config.workspaces["myproject"], config, lab) as ws:
+        for package in ("git", "curl", "make"):
+            assert ws.host.package(package).is_installed
+        assert [o for o in checks.verify(ws) if not o.ok] == []
+
+
+OWNER = textwrap.dedent(
+    """
+    import sys, time
+    from wsfixture.config import config_from_dict
+    from wsfixture.lab import Lab
+    from wsfixture.workspace import Workspace
+    config = config_from_dict({"defaults": {"stateRoot": sys.argv[1]},
+        "workspaces": {"orphan": {"type": "container", "ip": "192.168.83.30"}}})
+    lab = Lab(config.network).open()
+    Workspace(config.workspaces["orphan"], config, lab).start()
+    print(lab.name, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_kill_9_of_owner_is_reaped_by_gc(tmp_path: Path) -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        lab_name = owner.stdout.readline().strip()
+        assert lab_name, "the owner process did not start its workspace"
+        assert leftovers(lab_name)["netns"] == lab_name
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        reaped, failures = ledger.reap()
+        assert failures == []
+        if not leftovers(lab_name):
+            break
+        time.sleep(0.2)
+    assert leftovers(lab_name) == {}
+    assert os.path.exists(tmp_path / "orphan" / "ssh-host-keys"), "gc keeps the state dir"
