@@ -1,0 +1,118 @@
+"""VM workspaces for real: QEMU (TCG here, KVM where it works), same handle as containers.
+
+VM boots take ~20 s under TCG on this machine kind, so read-only tests share one VM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.leaks import leftovers, processes_with_cmdline
+from wsfixture import StartError, checks
+from wsfixture.backends import qemu
+from wsfixture.backends.qemu import host_accel, vsock_available
+from wsfixture.config import Config, workspace_spec
+from wsfixture.lab import Lab
+from wsfixture.workspace import Workspace
+
+pytestmark = [pytest.mark.integration, pytest.mark.vm]
+
+
+@pytest.fixture(scope="module")
+def vm(config: Config, lab: Lab) -> Iterator[Workspace]:
+    with Workspace(config.workspaces["vmone"], config, lab) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def peer(config: Config, lab: Lab) -> Iterator[Workspace]:
+    with Workspace(config.workspaces["alpha"], config, lab) as ws:
+        yield ws
+
+
+def test_vm_passes_every_builtin_check(vm: Workspace) -> None:
+    assert [o for o in checks.verify(vm) if not o.ok] == []
+
+
+def test_vm_looks_like_a_container_to_tests(vm: Workspace) -> None:
+    host = vm.host
+    assert host.service("ssh").is_running
+    assert host.interface("eth0").addresses[0] == "192.168.83.20"
+    assert host.user("dev").uid == 1000
+    assert host.run("doas -n true").rc == 0
+    assert vm.conn.run("hostname", hide=True).stdout.strip() == "vmone"
+    facts = vm.describe()
+    assert facts["accel"] == host_accel("auto").name
+    assert facts["vcpu"] == 2
+
+
+def test_container_and_vm_reach_each_other_by_name(vm: Workspace, peer: Workspace) -> None:
+    vm.succeed("ping -c 1 -W 3 alpha")
+    peer.succeed("ping -c 1 -W 3 workspace-vmone")
+
+
+def test_virtiofs_share_is_writable_with_right_owner(vm: Workspace) -> None:
+    assert "virtiofs" in vm.succeed("findmnt -n -o FSTYPE /home/dev/workspace")
+    vm.succeed("echo from-vm > ~/workspace/vm.txt")
+    made = vm.state_dir / "workspace" / "vm.txt"
+    assert made.read_text() == "from-vm\n"
+    assert made.stat().st_uid == 1000
+    assert "ro" in vm.succeed("findmnt -n -o OPTIONS /etc/ssh/host-keys").split(",")
+
+
+def test_vm_host_key_survives_restart_and_nothing_leaks(config: Config) -> None:
+    spec = workspace_spec(config, name="vmtwo", type="vm", ip="192.168.83.21", vcpu=2, memory=1024)
+    with Lab(config.network) as lab:
+        ws = Workspace(spec, config, lab).start()
+        assert ws.session is not None
+        first = ws.session.host_key
+        presented = ws.session.client().get_transport().get_remote_server_key().get_base64()
+        ws.stop()
+        ws.start()
+        assert ws.session is not None
+        again = ws.session.client().get_transport().get_remote_server_key().get_base64()
+        ws.stop()
+        assert presented == again == first.split()[1]
+        name = lab.name
+    assert leftovers(name) == {}
+    assert processes_with_cmdline(f"labs/{name}/") == [], "no qemu or virtiofsd left"
+
+
+def test_vm_that_dies_fails_fast_with_the_reason(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A root device that does not exist: the guest panics and QEMU exits (-no-reboot).
+    original = qemu.QemuBackend.kernel_cmdline
+    monkeypatch.setattr(
+        qemu.QemuBackend,
+        "kernel_cmdline",
+        lambda self: original(self).replace("root=/dev/vda", "root=/dev/nonexistent rootdelay=1"),
+    )
+    spec = workspace_spec(config, name="vmbad", type="vm", ip="192.168.83.22", vcpu=1, memory=512)
+    with Lab(config.network) as lab:
+        with pytest.raises(StartError) as info:
+            Workspace(spec, config, lab, timeout=120).start()
+        assert "exited" in info.value.reason or "state" in info.value.reason
+        assert "Kernel panic" in info.value.console_tail or "Gave up" in info.value.console_tail
+        name = lab.name
+    assert leftovers(name) == {}
+
+
+def test_kvm_acceleration() -> None:
+    accel = host_accel("auto")
+    if accel.name != "kvm":
+        pytest.skip(f"this machine kind cannot run KVM guests: {accel.reason}")
+    assert accel.reason
+
+
+def test_vsock_required_needs_the_device(config: Config, lab: Lab) -> None:
+    if vsock_available():
+        pytest.skip("this host has /dev/vhost-vsock; the refusal path cannot be shown here")
+    from wsfixture import PrerequisiteError
+
+    spec = workspace_spec(config, name="vsockvm", type="vm", ip="192.168.83.23", vsock="required")
+    with pytest.raises(PrerequisiteError, match="vhost-vsock"):
+        Workspace(spec, config, lab).start()
+    assert not (lab.dir / "vsockvm").exists()
