@@ -127,7 +127,6 @@ class Workspace:
         system.require_root()
         if self._record is not None:
             raise StartError(self.name, "already started")
-        self.started_at = time.monotonic()
         self._record = ledger.Record.create(
             f"ws-{self.lab.name}-{self.name}",
             "workspace",
@@ -177,6 +176,8 @@ class Workspace:
         self.session = SshSession(
             self.lab, self.name, self.ip, self.user, client.private, host_key.public_key()
         )
+        # Boot time (and the ready timeout) count from here: an image build is not a boot.
+        self.started_at = time.monotonic()
         self.backend.start()
 
     def wait_ready(self) -> None:
