@@ -34,7 +34,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    reaped, failures = ledger.reap()
+    reaped, failures = ledger.reap(args.lab)
     if args.json:
         print(
             json.dumps({"reaped": [r.key for r in reaped], "failures": [str(f) for f in failures]})
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("gc", cmd_gc, "reap what crashed runs left behind (dead owners only)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="print only when something was reaped")
+    p.add_argument("--lab", help="release everything of this lab, also kept workspaces")
     return parser
 
 

@@ -10,8 +10,8 @@
     ├── CommandError            a command in a workspace exited non-zero
     └── CleanupError            one or more resources could not be released
 
-Errors that concern a running workspace carry the tail of its console log as a note, so
-a failure report shows the evidence without another step.
+Errors that concern a workspace's start carry the tail of its console log in the message,
+so a failure report shows the evidence without another step.
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ class StartError(WsfixtureError):
         self.name = name
         self.reason = reason
         self.console_tail = console_tail
-        super().__init__(f"workspace {name!r} failed to start: {reason}")
+        text = f"workspace {name!r} failed to start: {reason}"
         if console_tail:
-            self.add_note(f"--- console of {name} (last lines) ---\n{console_tail}")
+            text += f"\n--- console of {name} (last lines) ---\n{console_tail}"
+        super().__init__(text)
 
 
 class ReadyTimeout(StartError):

@@ -160,11 +160,19 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
     return failures
 
 
-def reap(include_live_owner: bool = False) -> tuple[list[Record], list[tuple[str, BaseException]]]:
-    """Release every orphaned record (workspaces before labs). Returns what was reaped."""
+def lab_of(record: Record) -> str:
+    return str(record.info.get("lab") or record.info.get("name") or "")
+
+
+def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseException]]]:
+    """Release every orphaned record (workspaces before labs), or, given ``lab``, every
+    record of that lab whatever its owner (kept workspaces). Returns what was reaped."""
     reaped: list[Record] = []
     failures: list[tuple[str, BaseException]] = []
-    candidates = [r for r in records() if include_live_owner or r.orphaned()]
+    if lab is None:
+        candidates = [r for r in records() if r.orphaned()]
+    else:
+        candidates = [r for r in records() if lab_of(r) == lab]
     for record in sorted(candidates, key=lambda r: r.kind != "workspace"):
         if record.owner.pid == os.getpid():
             continue

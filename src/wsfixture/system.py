@@ -172,5 +172,7 @@ def tail(path: Path, lines: int = 40) -> str:
         data = path.read_bytes()
     except FileNotFoundError:
         return f"(no log at {path})"
+    if not data.strip():
+        return f"({path} is empty)"
     text = data[-64 * 1024 :].decode(errors="replace")
     return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,219 @@
+"""The pytest plugin, driven the way users drive it: pytest runs in a subprocess."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_root_and_tools
+from tests.integration.leaks import leftovers
+
+CONFIG = """
+[workspaces.alpha]
+type = "container"
+ip = "192.168.83.10"
+packages = []
+"""
+
+
+@pytest.fixture
+def real(pytester: pytest.Pytester) -> pytest.Pytester:
+    require_root_and_tools("systemd-nspawn", "mmdebstrap", "dnsmasq")
+    pytester.makefile(".toml", workspaces=CONFIG)
+    return pytester
+
+
+def labs_in(output: str) -> set[str]:
+    return set(re.findall(r"wsf-[0-9a-f]{10}-\w+", output))
+
+
+def test_fixtures_and_marker_forms(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        import pytest
+
+        def test_default(workspace):
+            assert workspace.spec.type == "container"
+            assert workspace.host.service("ssh").is_running
+            assert workspace.conn.run("id -un", hide=True).stdout.strip() == "dev"
+
+        @pytest.mark.workspace("alpha")
+        def test_by_name(workspace):
+            assert workspace.ip == "192.168.83.10"
+            assert workspace.succeed("hostname").strip() == "alpha"
+
+        @pytest.mark.workspace(packages=["curl"])
+        def test_inline(workspace):
+            assert workspace.host.package("curl").is_installed
+
+        @pytest.mark.parametrize("workspace", ["container"], indirect=True)
+        def test_indirect(workspace):
+            assert workspace.spec.type == "container"
+
+        SEEN = []
+
+        @pytest.mark.workspace(scope="module")
+        def test_shared_1(workspace):
+            SEEN.append(workspace)
+
+        @pytest.mark.workspace(scope="module")
+        def test_shared_2(workspace):
+            SEEN.append(workspace)
+            assert SEEN[0] is SEEN[1]
+
+        def test_factory(workspace_factory, ws_lab):
+            a = workspace_factory()
+            b = workspace_factory("alpha", packages=[])
+            c = workspace_factory("named")
+            assert len({a.ip, b.ip, c.ip}) == 3
+            a.succeed("ping -c 1 -W 2 alpha")
+            a.succeed("ping -c 1 -W 2 named")
+            assert ws_lab.ssh_config.exists()
+            print("LAB", ws_lab.name)
+        """
+    )
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "-s")
+    result.assert_outcomes(passed=7)
+    for lab in labs_in(result.stdout.str()):
+        assert leftovers(lab) == {}
+
+
+def test_unknown_marker_argument_is_a_usage_error(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.workspace(typo="vm")
+        def test_x(workspace):
+            pass
+        """
+    )
+    result = real.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown argument(s) ?'typo'?*"])
+
+
+def test_bad_field_value_is_a_setup_error_naming_it(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.workspace(type="box")
+        def test_x(workspace):
+            pass
+        """
+    )
+    result = real.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*workspace.type: is not one of the choices (got 'box')*"])
+
+
+def test_failure_report_has_workspace_sections(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        def test_fails(workspace):
+            workspace.run("echo marker-command")
+            assert workspace.run("false")[0] == 0
+        """
+    )
+    result = real.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*wsfixture ws*: console (tail)*",
+            "*wsfixture ws*: journal (tail)*",
+            "*wsfixture ws*: failed units*",
+            "*wsfixture ws*: network*",
+            "*wsfixture ws*: commands run*",
+            "*rc=0*echo marker-command*",
+            "*rc=1*false*",
+        ]
+    )
+
+
+def test_never_ready_is_a_setup_error_with_the_console(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        def test_x(workspace):
+            pass
+        """
+    )
+    result = real.runpytest_subprocess("--ws-timeout", "0.01")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ReadyTimeout*waiting for sshd*", "*console of ws*"])
+
+
+def test_keep_failed_keeps_only_the_failed_one(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        def test_ok(workspace):
+            pass
+
+        def test_bad(workspace):
+            assert False
+        """
+    )
+    result = real.runpytest_subprocess("--ws-keep", "failed")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["*kept workspaces*", "*ssh -F */ssh_config ws*", "*remove them all: wsfixture gc --lab*"]
+    )
+    kept = re.findall(r"^(ws\S+) \(container", out, re.M)
+    assert len(kept) == 1
+    lab = re.search(r"gc --lab (\S+)", out)
+    assert lab is not None
+    lab_name = lab.group(1)
+    try:
+        assert leftovers(lab_name).get("netns") == lab_name, "the kept workspace still runs"
+    finally:
+        from wsfixture.cli import main
+
+        assert main(["gc", "--lab", lab_name]) == 0
+    assert leftovers(lab_name) == {}
+
+
+def test_verify_collects_one_item_per_check(real: pytest.Pytester) -> None:
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "--ws-verify", "-v")
+    result.assert_outcomes(passed=10)
+    result.stdout.fnmatch_lines(["*verify?alpha:networking:dns? PASSED*"])
+
+
+def test_parallel_workers_get_their_own_labs(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        @pytest.mark.workspace("alpha")
+        def test_same_ip_everywhere(workspace, n, ws_lab):
+            assert workspace.ip == "192.168.83.10"
+            assert workspace.succeed("hostname").strip() == "alpha"
+            print("LAB", ws_lab.name)
+        """
+    )
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "-n", "2", "-s")
+    result.assert_outcomes(passed=4)
+
+
+def test_options_are_documented(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["*--ws-config*", "*--ws-keep*", "*--ws-timeout*", "*--ws-verify*"])
+    result = pytester.runpytest_subprocess("--fixtures")
+    result.stdout.fnmatch_lines(["*workspace -- *", "*workspace_factory -- *"])
+
+
+def test_bad_keep_ini_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nwsfixture_keep = sometimes\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_state_dir_is_used(real: pytest.Pytester, tmp_path: Path) -> None:
+    real.makepyfile("def test_x(workspace):\n    pass\n")
+    state = tmp_path / "state"
+    result = real.runpytest_subprocess("--ws-state-dir", str(state))
+    result.assert_outcomes(passed=1)
+    assert list(state.glob("*/ssh-host-keys/ssh_host_ed25519_key"))
