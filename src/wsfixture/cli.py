@@ -1,74 +1,470 @@
-"""``wsfixture``: plan, validate and reap workspaces from the command line.
+"""``wsfixture``: plan, start, inspect, verify and reap workspaces from the command line.
 
-Errors print without a traceback (``--debug`` shows it). Exit codes: 0 success, 1 a check or
-command failed, 2 bad input (usage or config), 3 a missing prerequisite.
+Workspaces started by ``up`` outlive the command: each has a supervisor process, and all of
+a config live in one persistent lab (``network.namespace``, default "wsfixture"). Later
+commands find them through the ledger.
+
+Errors print without a traceback (``--debug`` shows it). Exit codes: 0 success, 1 a check
+or a workspace failed, 2 bad input (usage or config), 3 a missing prerequisite.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from wsfixture import ledger
-from wsfixture.config import load_config
+from wsfixture import checks, derive, hostsfile, ledger, system
+from wsfixture.config import Config, load_config
 from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
+from wsfixture.lab import Lab
 from wsfixture.plan import plan, render_text
+from wsfixture.supervisor import config_hash, log_path
+from wsfixture.workspace import Workspace
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PREREQ = 1, 2, 3
+DEFAULT_CONFIG = "workspaces.toml"
+UP_TIMEOUT = {"container": 120.0, "vm": 600.0}
+
+
+class UsageError(WsfixtureError):
+    """The command line asks for something that cannot be."""
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain text table for people."""
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# -- what runs -------------------------------------------------------------------------------
+
+
+def running(lab: str) -> dict[str, ledger.Record]:
+    """Live workspace records of ``lab``, by workspace name."""
+    return {
+        str(r.info.get("name")): r
+        for r in ledger.records()
+        if r.kind == "workspace" and r.info.get("lab") == lab and not r.orphaned()
+    }
+
+
+def lab_record(lab: str) -> ledger.Record | None:
+    return next(
+        (r for r in ledger.records() if r.kind == "lab" and r.info.get("name") == lab), None
+    )
+
+
+def select(
+    config: Config, names: list[str], all_: bool, default: Callable[[str], bool]
+) -> list[str]:
+    unknown = [n for n in names if n not in config.workspaces]
+    if unknown:
+        known = ", ".join(config.workspaces) or "none"
+        raise UsageError(
+            f"no workspace named {', '.join(unknown)} in {config.source}; known: {known}"
+        )
+    if names:
+        return names
+    return [n for n in config.workspaces if all_ or default(n)]
+
+
+# -- commands -------------------------------------------------------------------------------
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    data = plan(config)
-    print(json.dumps(data, indent=2) if args.json else render_text(data))
+    data = plan(load_config(args.config_file or args.config))
+    say(json.dumps(data, indent=2) if args.json else render_text(data))
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    path = args.config_file or args.config
+    config = load_config(path)
     count = len(config.workspaces)
-    print(f"{args.config}: valid, {count} workspace{'s' if count != 1 else ''}")
+    say(f"{path}: valid, {count} workspace{'s' if count != 1 else ''}")
+    return 0
+
+
+def start_workspace(config: Config, name: str) -> tuple[bool, str]:
+    """Start a supervisor for ``name`` and wait for its READY/FAILED line."""
+    lab = config.network.namespace
+    log = log_path(lab, name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "wsfixture.supervisor", str(Path(config.source).resolve()), name]
+    with open(log, "ab") as stderr:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+            start_new_session=True,  # it outlives this command and the terminal
+        )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    proc.stdout.close()
+    if line.startswith("READY"):
+        return True, f"ready in {line.split()[1]}s"
+    proc.wait(UP_TIMEOUT[config.workspaces[name].type])
+    return False, line.removeprefix("FAILED ") or f"supervisor exited; see {log}"
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    names = select(config, args.names, args.all, lambda n: config.workspaces[n].auto_start)
+    live = running(config.network.namespace)
+    results: list[dict[str, Any]] = []
+    for name in names:
+        if name in live:
+            results.append({"name": name, "result": "already running"})
+            continue
+        if not args.json:
+            say(f"starting {name} ({config.workspaces[name].type}) ...")
+        ok, detail = start_workspace(config, name)
+        results.append({"name": name, "result": detail, "ok": ok})
+        if not args.json:
+            say(f"  {name}: {detail}")
+    if args.json:
+        say(json.dumps(results))
+    return 0 if all(r.get("ok", True) for r in results) else EXIT_FAILED
+
+
+def stop_record(record: ledger.Record, timeout: float = 60.0) -> None:
+    """Ask a workspace's supervisor to stop it; force it if it will not."""
+    record.owner.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while record.path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if record.path.exists():
+        record.owner.signal(signal.SIGKILL)
+        failures = ledger.release(record)
+        if failures:
+            raise WsfixtureError(f"could not release {record.key}: {failures}")
+
+
+def remove_lab_if_idle(lab: str) -> bool:
+    if running(lab):
+        return False
+    record = lab_record(lab)
+    if record is not None:
+        failures = ledger.release(record)
+        if failures:
+            raise WsfixtureError(f"could not remove lab {lab}: {failures}")
+    return True
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    lab = config.network.namespace
+    live = running(lab)
+    names = args.names or list(live)
+    for name in names:
+        if name not in live:
+            say(f"{name}: not running")
+            continue
+        stop_record(live[name])
+        say(f"{name}: stopped (state in {config.state_dir(name)} kept)")
+    if remove_lab_if_idle(lab):
+        say(f"lab {lab}: removed (no workspace left)")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    live = running(config.network.namespace)
+    names = select(config, args.names, True, lambda n: True)
+    for name in names:
+        if name in live:
+            stop_record(live[name])
+        ok, detail = start_workspace(config, name)
+        say(f"{name}: restarted, {detail}" if ok else f"{name}: FAILED: {detail}")
+        if not ok:
+            return EXIT_FAILED
+    return 0
+
+
+def status_rows(config: Config) -> list[dict[str, Any]]:
+    live = running(config.network.namespace)
+    rows = []
+    for name, spec in config.workspaces.items():
+        record = live.get(name)
+        row: dict[str, Any] = {"name": name, "type": spec.type, "ip": str(spec.ip)}
+        if record is None:
+            row.update(state="stopped", uptime="-", matches="-")
+        else:
+            started = float(record.info.get("started", time.time()))
+            same = record.info.get("config_hash") == config_hash(config, spec)
+            row.update(
+                state="running",
+                uptime=f"{int(time.time() - started)}s",
+                matches="yes" if same else "no: needs restart",
+            )
+        rows.append(row)
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    rows = status_rows(config)
+    say(
+        json.dumps(rows)
+        if args.json
+        else table(rows, ["name", "type", "ip", "state", "uptime", "matches"])
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [
+        {"lab": ledger.lab_of(r), "name": r.info.get("name"), "type": r.info.get("type"),
+         "ip": (r.info.get("lab_host") or {}).get("ip", ""), "owner": r.owner.pid}
+        for r in ledger.records()
+        if r.kind == "workspace" and not r.orphaned()
+    ]  # fmt: skip
+    say(json.dumps(rows) if args.json else table(rows, ["lab", "name", "type", "ip", "owner"]))
+    return 0
+
+
+def lab_dir(args: argparse.Namespace) -> tuple[str, Path]:
+    name = args.lab or load_config(args.config).network.namespace
+    return name, system.LIB_DIR / "labs" / name
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    lab, directory = lab_dir(args)
+    ssh_config = directory / "ssh_config"
+    if not ssh_config.exists():
+        raise UsageError(f"lab {lab} is not running (no {ssh_config})")
+    argv = ["ssh", "-F", str(ssh_config), args.name, *args.command]
+    os.execvp("ssh", argv)
+    return EXIT_FAILED  # not reached
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    lab, directory = lab_dir(args)
+    console = directory / args.name / "console.log"
+    if not console.exists():
+        raise UsageError(f"{args.name} has no console log in lab {lab} (not running?)")
+    if args.follow:
+        os.execvp("tail", ["tail", "-n", "100", "-F", str(console)])
+    say(system.tail(console, args.lines))
+    ssh_config = directory / "ssh_config"
+    remote = f"doas -n journalctl -b --no-pager -n {args.lines}"
+    journal = subprocess.run(
+        ["ssh", "-F", str(ssh_config), args.name, remote],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    say(f"--- journal of {args.name} ---\n{journal.stdout or journal.stderr}")
+    return 0
+
+
+def attached(config: Config, name: str) -> Workspace:
+    lab = Lab(config.network, config.network.namespace, reuse=True).open()
+    return Workspace(config.workspaces[name], config, lab).attach()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    live = running(config.network.namespace)
+    names = args.names or list(live)
+    outcomes: list[checks.Outcome] = []
+    for name in names:
+        if name not in live:
+            raise UsageError(f"{name} is not running; start it with `wsfixture up {name}`")
+        ws = attached(config, name)
+        try:
+            outcomes += checks.verify(ws)
+        finally:
+            ws.stop()
+    rows = [
+        {"workspace": o.workspace, "check": o.check.id, "result": "ok" if o.ok else "FAIL",
+         "detail": o.detail or o.check.doc}
+        for o in outcomes
+    ]  # fmt: skip
+    say(json.dumps(rows) if args.json else table(rows, ["workspace", "check", "result", "detail"]))
+    return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
+
+
+def alias_lines(config: Config, shell: str) -> list[str]:
+    """``workspace_<name>`` (ssh) and its _start/_stop/_restart/_status, for a shell."""
+    base = f"wsfixture -c {shlex.quote(str(Path(config.source).resolve()))}"
+    lines = []
+    for name in config.workspaces:
+        ssh, start, stop, restart, status = derive.alias_names(name)
+        commands = {
+            ssh: f"{base} ssh {name}",
+            start: f"{base} up {name}",
+            stop: f"{base} down {name}",
+            restart: f"{base} restart {name}",
+            status: f"{base} status",
+        }
+        for alias, command in commands.items():
+            if shell == "fish":
+                lines.append(f"alias {alias} {shlex.quote(command)}")
+            else:
+                lines.append(f"alias {alias}={shlex.quote(command)}")
+    return lines
+
+
+def cmd_aliases(args: argparse.Namespace) -> int:
+    say("\n".join(alias_lines(load_config(args.config), args.shell)))
+    return 0
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    entries = [derive.hosts_line(s.name, str(s.ip)) for s in config.workspaces.values()]
+    if not args.apply:
+        say("\n".join(entries))
+        return 0
+    if args.file:
+        target = Path(args.file)
+    elif args.root_namespace:
+        target = Path("/etc/hosts")
+    else:
+        target = Path("/etc/netns") / config.network.namespace / "hosts"
+    changed = hostsfile.write_block(target, entries)
+    say(f"{target}: {'updated' if changed else 'already up to date'} ({len(entries)} entries)")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    """Bring running workspaces in line with the config file."""
+    config = load_config(args.config)
+    lab = config.network.namespace
+    live = running(lab)
+    actions: list[dict[str, str]] = []
+    for name, spec in config.workspaces.items():
+        record = live.get(name)
+        if record is None:
+            if spec.auto_start:
+                ok, detail = start_workspace(config, name)
+                actions.append({"name": name, "action": "started" if ok else f"FAILED: {detail}"})
+            continue
+        if record.info.get("config_hash") == config_hash(config, spec):
+            actions.append({"name": name, "action": "unchanged"})
+        elif spec.restart_if_changed:
+            stop_record(record)
+            ok, detail = start_workspace(config, name)
+            actions.append({"name": name, "action": "restarted" if ok else f"FAILED: {detail}"})
+        else:
+            actions.append({"name": name, "action": "needs restart (restartIfChanged = false)"})
+    for name, record in live.items():
+        if name not in config.workspaces:
+            stop_record(record)
+            actions.append({"name": name, "action": "stopped (removed from config; state kept)"})
+    if not running(lab):
+        remove_lab_if_idle(lab)
+    say(json.dumps(actions) if args.json else table(actions, ["name", "action"]))
+    return EXIT_FAILED if any("FAILED" in a["action"] for a in actions) else 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.name not in config.workspaces:
+        raise UsageError(f"no workspace named {args.name} in {config.source}")
+    if args.name in running(config.network.namespace):
+        raise UsageError(f"{args.name} is running; `wsfixture down {args.name}` first")
+    state = config.state_dir(args.name)
+    if not state.exists():
+        say(f"{state}: nothing to delete")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("destroy deletes the workspace's files; confirm with --yes")
+        answer = input(f"delete {state} (workspace files, host keys)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            say("kept")
+            return EXIT_FAILED
+    shutil.rmtree(state)
+    say(f"{state}: deleted")
     return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
     reaped, failures = ledger.reap(args.lab)
     if args.json:
-        print(
-            json.dumps({"reaped": [r.key for r in reaped], "failures": [str(f) for f in failures]})
-        )
+        say(json.dumps({"reaped": [r.key for r in reaped], "failures": [str(f) for f in failures]}))
     elif not args.quiet or reaped:
-        print(
-            f"gc: reaped {len(reaped)} orphaned record(s)" + "".join(f"\n  {r.key}" for r in reaped)
-        )
+        say(f"gc: reaped {len(reaped)} record(s)" + "".join(f"\n  {r.key}" for r in reaped))
     for what, exc in failures:
         print(f"gc: could not {what}: {exc}", file=sys.stderr)
     return EXIT_FAILED if failures else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wsfixture", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+# -- parser ---------------------------------------------------------------------------------
 
-    def command(
-        name: str, func: Callable[[argparse.Namespace], int], help: str
-    ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+
+def build_parser() -> argparse.ArgumentParser:
+    doc = (__doc__ or "").splitlines()[0]
+    parser = argparse.ArgumentParser(prog="wsfixture", description=doc)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "-c", "--config", default=os.environ.get("WSFIXTURE_CONFIG", DEFAULT_CONFIG),
+        help=f"workspace config (default: $WSFIXTURE_CONFIG or ./{DEFAULT_CONFIG})",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], text: str,
+                json_out: bool = False) -> argparse.ArgumentParser:  # fmt: skip
+        p = sub.add_parser(name, help=text, description=text)
         p.set_defaults(func=func)
+        if json_out:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
-    p = command("plan", cmd_plan, "print every workspace's derived identity; boots nothing")
-    p.add_argument("config")
-    p.add_argument("--json", action="store_true")
+    p = command("plan", cmd_plan, "print every workspace's derived identity; boots nothing", True)
+    p.add_argument("config_file", nargs="?", help="config (default: -c)")
     p = command("validate", cmd_validate, "check a config; print every problem")
-    p.add_argument("config")
-    p = command("gc", cmd_gc, "reap what crashed runs left behind (dead owners only)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("config_file", nargs="?", help="config (default: -c)")
+    p = command("up", cmd_up, "start workspaces (default: those with autoStart)", True)
+    p.add_argument("names", nargs="*")
+    p.add_argument("--all", action="store_true", help="every workspace of the config")
+    p = command("down", cmd_down, "stop workspaces (default: all running); state is kept")
+    p.add_argument("names", nargs="*")
+    p = command("restart", cmd_restart, "stop and start workspaces")
+    p.add_argument("names", nargs="*")
+    command(
+        "status", cmd_status, "state, IP, uptime, type, and whether it matches the config", True
+    )
+    command("list", cmd_list, "running workspaces of every lab", True)
+    p = command("ssh", cmd_ssh, "ssh into a workspace (pinned host key)")
+    p.add_argument("name")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
+    p = command("logs", cmd_logs, "console log and journal of a workspace")
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
+    p = command("check", cmd_check, "run the verification suite on running workspaces", True)
+    p.add_argument("names", nargs="*")
+    p = command("aliases", cmd_aliases, 'shell aliases: eval "$(wsfixture aliases)"')
+    p.add_argument("--shell", choices=("bash", "zsh", "fish"), default="bash")
+    p = command("hosts", cmd_hosts, "print hosts entries, or --apply them to a hosts file")
+    p.add_argument("--apply", action="store_true")
+    p.add_argument("--file", help="hosts file to edit (default: the lab's)")
+    p.add_argument("--root-namespace", action="store_true", help="edit the real /etc/hosts")
+    command("apply", cmd_apply, "restart changed workspaces, start new autoStart ones", True)
+    p = command("destroy", cmd_destroy, "delete a stopped workspace's state directory")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    p = command("gc", cmd_gc, "reap what crashed runs left behind (dead owners only)", True)
     p.add_argument("--quiet", action="store_true", help="print only when something was reaped")
-    p.add_argument("--lab", help="release everything of this lab, also kept workspaces")
+    p.add_argument("--lab", help="release everything of this lab, kept workspaces too")
     return parser
 
 
@@ -78,10 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         if args.debug:
             raise
-        print(exc, file=sys.stderr)
+        print(f"wsfixture: {exc}" if isinstance(exc, UsageError) else exc, file=sys.stderr)
         return EXIT_USAGE
     except PrerequisiteError as exc:
         if args.debug:
@@ -92,8 +488,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"wsfixture: {exc}", file=sys.stderr)
-        for note in getattr(exc, "__notes__", []):
-            print(note, file=sys.stderr)
         return EXIT_FAILED
 
 

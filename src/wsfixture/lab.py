@@ -7,6 +7,7 @@ socket opened inside the lab (``Lab.connect``); people reach it through the gene
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -14,9 +15,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from filelock import FileLock
 
 from wsfixture import derive, ledger, system
 from wsfixture.config import NetworkSpec
@@ -72,6 +76,7 @@ class Lab:
         self._dnsmasq: subprocess.Popen[bytes] | None = None
         self._record: ledger.Record | None = None
         self._lock = threading.Lock()
+        self._detached = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -120,22 +125,26 @@ class Lab:
         for record in ledger.records():
             if record.kind == "lab" and record.info.get("name") == self.name:
                 self._record = record
+        self._detached = True  # another process made it; `wsfixture down` removes it
         self._load_hosts()
         return self
 
     def detach(self) -> None:
-        """Let the lab outlive this process (kept workspaces): dnsmasq becomes its owner."""
-        if self._record is not None and self._dnsmasq is not None:
-            dns = system.ProcessRef.of(self._dnsmasq.pid)
-            if dns is not None:
-                self._record.owner = dns
-                self._record.save()
-        self._record = None
-        self._dnsmasq = None
+        """Let the lab outlive this process: dnsmasq becomes its owner in the ledger, so
+        ``gc`` leaves it alone while it runs. ``close`` then removes nothing."""
+        if self._record is not None and self._record.processes:
+            self._record.owner = self._record.processes[0]
+            self._record.save()
+        self._detached = True
+
+    @property
+    def exists(self) -> bool:
+        return self.netns_path.exists()
 
     def close(self) -> None:
-        """Remove the namespace, DNS, hosts file and runtime directory."""
-        self.destroy()
+        """Remove the namespace, DNS, hosts file and runtime directory (unless detached)."""
+        if not self._detached:
+            self.destroy()
 
     def destroy(self) -> None:
         failures: list[tuple[str, BaseException]] = []
@@ -264,20 +273,35 @@ class Lab:
             time.sleep(0.02)
 
     def _reload_dns(self) -> None:
+        """Make dnsmasq re-read the hosts file (it may belong to another process)."""
         if self._dnsmasq is not None and self._dnsmasq.poll() is None:
             self._dnsmasq.send_signal(signal.SIGHUP)
+        elif self._record is not None and self._record.processes:
+            self._record.processes[0].signal(signal.SIGHUP)
 
     def set_client_key(self, private_key: Path) -> None:
         self.client_key = private_key
 
-    def add_host(self, host: LabHost) -> None:
+    @contextlib.contextmanager
+    def _hosts_locked(self) -> Iterator[None]:
+        """Serialise hosts changes; across processes for a shared (reused) lab, whose hosts
+        are whatever its workspaces' ledger records say."""
         with self._lock:
+            if not self.reuse:
+                yield
+                return
+            with FileLock(str(self.dir / "hosts.lock")):
+                self._load_hosts()
+                yield
+
+    def add_host(self, host: LabHost) -> None:
+        with self._hosts_locked():
             self.hosts[host.name] = host
             self._write_hosts()
         self._reload_dns()
 
     def remove_host(self, name: str) -> None:
-        with self._lock:
+        with self._hosts_locked():
             host = self.hosts.pop(name, None)
             self._write_hosts()
         self._reload_dns()

@@ -63,6 +63,7 @@ class Workspace:
         timeout: float | None = None,
         progress: Progress | None = None,
         die_with_owner: bool = True,
+        labels: dict[str, object] | None = None,
     ) -> None:
         self.spec = spec
         self.config = config
@@ -70,6 +71,7 @@ class Workspace:
         self.timeout = timeout or DEFAULT_TIMEOUTS[spec.type]
         self.progress = progress
         self.die_with_owner = die_with_owner
+        self.labels = labels or {}  # extra facts for the ledger record (CLI: config hash)
         self.state_dir = config.state_dir(spec.name)
         self.runtime_dir = lab.dir / spec.name
         self.backend: Backend | None = None
@@ -133,6 +135,7 @@ class Workspace:
             name=self.name,
             lab=self.lab.name,
             type=self.spec.type,
+            **self.labels,
         )
         self._launch(self._record)
 
@@ -248,8 +251,8 @@ class Workspace:
         if self.backend is not None:
             backend = self.backend
             attempt(f"stop {self.spec.type}", lambda: backend.stop(STOP_TIMEOUTS[self.spec.type]))
-        attempt("remove lab host", lambda: self.lab.remove_host(self.name))
-        if self._record is not None:
+        if self._record is not None:  # only what this handle started (not an attached one)
+            attempt("remove lab host", lambda: self.lab.remove_host(self.name))
             failures += ledger.release(self._record)
             self._record = None
         self.backend = None
@@ -275,8 +278,18 @@ class Workspace:
 
     # -- using it ------------------------------------------------------------------------
 
+    def attach(self) -> Workspace:
+        """Talk to a workspace that another process started (the CLI's): pinned SSH only,
+        from the persisted keys; ``stop`` then only closes the connection."""
+        host_key = keys.host_key(self.state_dir / "ssh-host-keys", self.name)
+        client = keys.client_key(self.config.state_root())
+        self.session = SshSession(
+            self.lab, self.name, self.ip, self.user, client.private, host_key.public_key()
+        )
+        return self
+
     def _session(self) -> SshSession:
-        if self.session is None or self.backend is None:
+        if self.session is None:
             raise StartError(self.name, "not started")
         return self.session
 

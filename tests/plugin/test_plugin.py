@@ -133,16 +133,38 @@ def test_failure_report_has_workspace_sections(real: pytest.Pytester) -> None:
     )
 
 
+BREAK_SSHD = """
+from wsfixture import provision
+
+_render = provision.render
+
+
+def render(identity):
+    files = _render(identity)
+    # An sshd that refuses its config never listens: the workspace never becomes ready.
+    files["/etc/ssh/sshd_config.d/zz-broken.conf"] = provision.File("NoSuchOption yes\\n")
+    return files
+
+
+provision.render = render
+"""
+
+
 def test_never_ready_is_a_setup_error_with_the_console(real: pytest.Pytester) -> None:
+    real.makeconftest(BREAK_SSHD)
     real.makepyfile(
         """
         def test_x(workspace):
             pass
         """
     )
-    result = real.runpytest_subprocess("--ws-timeout", "0.01")
+    result = real.runpytest_subprocess("--ws-timeout", "4")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*ReadyTimeout*waiting for sshd*", "*console of ws*"])
+    result.stdout.fnmatch_lines(
+        ["*ReadyTimeout*timed out after 4.0s waiting for sshd*", "*console of ws*"]
+    )
+    for lab in labs_in(result.stdout.str()):
+        assert leftovers(lab) == {}
 
 
 def test_keep_failed_keeps_only_the_failed_one(real: pytest.Pytester) -> None:

@@ -1,0 +1,164 @@
+"""The `wsfixture` command for real: up, status, ssh, check, apply, down, against a lab of
+its own (a namespace name unique to this test run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.leaks import leftovers
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+[network]
+namespace = "{ns}"
+
+[defaults]
+stateRoot = "{state}"
+
+[workspaces.one]
+type = "container"
+ip = "192.168.83.10"
+autoStart = true
+
+[workspaces.two]
+type = "container"
+ip = "192.168.83.11"
+autoStart = true
+restartIfChanged = false
+
+[workspaces.vmthree]
+type = "vm"
+ip = "192.168.83.12"
+vcpu = 2
+memory = 1024
+"""
+
+
+def wsf(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsfixture.cli", "-c", str(config), *args],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, (
+            f"{args}: rc {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture
+def cli_config(tmp_path: Path) -> Path:
+    ns = f"wsfcli-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "workspaces.toml"
+    path.write_text(CONFIG.format(ns=ns, state=tmp_path / "state"))
+    yield path
+    subprocess.run([sys.executable, "-m", "wsfixture.cli", "gc", "--lab", ns], check=False)
+    assert leftovers(ns) == {}
+
+
+def status(config: Path) -> dict[str, dict[str, str]]:
+    return {row["name"]: row for row in json.loads(wsf(config, "status", "--json").stdout)}
+
+
+def test_day_to_day(cli_config: Path) -> None:
+    ns = cli_config.read_text().split('namespace = "')[1].split('"')[0]
+    up = wsf(cli_config, "up")
+    assert "one: ready in" in up.stdout
+    assert "two: ready in" in up.stdout
+    rows = status(cli_config)
+    assert rows["one"]["state"] == rows["two"]["state"] == "running"
+    assert rows["vmthree"]["state"] == "stopped"
+    assert rows["one"]["matches"] == "yes"
+    listed = json.loads(wsf(cli_config, "list", "--json").stdout)
+    assert {r["name"] for r in listed if r["lab"] == ns} == {"one", "two"}
+
+    # OpenSSH through the generated ssh_config: ProxyCommand into the lab, pinned key.
+    assert wsf(cli_config, "ssh", "one", "hostname").stdout.strip() == "one"
+    assert (
+        wsf(cli_config, "ssh", "one", "getent", "hosts", "two").stdout.split()[0] == "192.168.83.11"
+    )
+    logs = wsf(cli_config, "logs", "one", "-n", "20").stdout
+    assert "journal of one" in logs
+
+    check = wsf(cli_config, "check", "--json")
+    outcomes = json.loads(check.stdout)
+    assert len(outcomes) == 20
+    assert all(o["result"] == "ok" for o in outcomes)
+
+    # Edit the config: one changes (restart), two changes but must not restart, three is
+    # new without autoStart, and a removed workspace would be stopped.
+    text = cli_config.read_text()
+    text = text.replace(
+        'ip = "192.168.83.10"\nautoStart = true',
+        'ip = "192.168.83.10"\nautoStart = true\npackages = ["curl"]',
+    )
+    text = text.replace("restartIfChanged = false", "restartIfChanged = false\nvcpu = 2")
+    cli_config.write_text(text)
+    assert status(cli_config)["one"]["matches"] == "no: needs restart"
+    actions = {
+        a["name"]: a["action"] for a in json.loads(wsf(cli_config, "apply", "--json").stdout)
+    }
+    assert actions == {"one": "restarted", "two": "needs restart (restartIfChanged = false)"}
+    assert wsf(cli_config, "ssh", "one", "command", "-v", "curl").returncode == 0
+    cli_config.write_text(text.split("[workspaces.two]")[0])
+    actions = {
+        a["name"]: a["action"] for a in json.loads(wsf(cli_config, "apply", "--json").stdout)
+    }
+    assert actions["two"].startswith("stopped")
+
+    down = wsf(cli_config, "down")
+    assert "removed" in down.stdout
+    assert leftovers(ns) == {}
+    state = cli_config.parent / "state" / "one"
+    assert (state / "ssh-host-keys").is_dir(), "down keeps the state"
+    assert wsf(cli_config, "destroy", "one", check=False).returncode == 2, "asks for --yes"
+    wsf(cli_config, "destroy", "one", "--yes")
+    assert not state.exists()
+
+
+def test_vm_through_the_cli(cli_config: Path) -> None:
+    wsf(cli_config, "up", "vmthree")
+    assert status(cli_config)["vmthree"]["state"] == "running"
+    assert wsf(cli_config, "ssh", "vmthree", "uname", "-r").stdout.strip().endswith("amd64")
+    assert all(
+        o["result"] == "ok"
+        for o in json.loads(wsf(cli_config, "check", "vmthree", "--json").stdout)
+    )
+    wsf(cli_config, "down", "vmthree")
+
+
+def test_aliases_and_hosts(cli_config: Path, tmp_path: Path) -> None:
+    bash = wsf(cli_config, "aliases").stdout.splitlines()
+    assert any(
+        line.startswith("alias workspace_one='wsfixture -c ") and line.endswith(" ssh one'")
+        for line in bash
+    )
+    assert any(line.startswith("alias workspace_two_restart=") for line in bash)
+    assert len(bash) == 15
+    fish = wsf(cli_config, "aliases", "--shell", "fish").stdout.splitlines()
+    assert fish[0].startswith("alias workspace_one 'wsfixture")
+    # Syntax check: bash accepts every line.
+    subprocess.run(["bash", "-n", "-c", "\n".join(bash)], check=True)
+
+    assert wsf(cli_config, "hosts").stdout.splitlines()[0] == "192.168.83.10 one workspace-one"
+    scratch = tmp_path / "hosts"
+    foreign = "127.0.0.1 localhost\n# keep me  exactly\n10.9.9.9 printer\n"
+    scratch.write_text(foreign)
+    assert "updated" in wsf(cli_config, "hosts", "--apply", "--file", str(scratch)).stdout
+    assert (
+        "already up to date" in wsf(cli_config, "hosts", "--apply", "--file", str(scratch)).stdout
+    )
+    text = scratch.read_text()
+    assert text.startswith(foreign)
+    assert "192.168.83.12 vmthree workspace-vmthree" in text
+    scratch.write_text(
+        text + "# BEGIN wsfixture: managed by `wsfixture hosts --apply`, do not edit\n"
+    )
+    assert wsf(cli_config, "hosts", "--apply", "--file", str(scratch), check=False).returncode != 0
