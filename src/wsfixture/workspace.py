@@ -78,6 +78,7 @@ class Workspace:
         self.session: SshSession | None = None
         self.started_at: float | None = None
         self.ready_seconds: float | None = None
+        self.stop_seconds: float | None = None
         self._record: ledger.Record | None = None
 
     # -- identity ------------------------------------------------------------------------
@@ -250,7 +251,9 @@ class Workspace:
             attempt("close ssh", self.session.close)
         if self.backend is not None:
             backend = self.backend
+            started = time.monotonic()
             attempt(f"stop {self.spec.type}", lambda: backend.stop(STOP_TIMEOUTS[self.spec.type]))
+            self.stop_seconds = time.monotonic() - started
         if self._record is not None:  # only what this handle started (not an attached one)
             attempt("remove lab host", lambda: self.lab.remove_host(self.name))
             failures += ledger.release(self._record)

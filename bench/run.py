@@ -1,0 +1,557 @@
+#!/usr/bin/env python3
+"""wsfixture benchmarks: medians, each beside a baseline measured in the same run.
+
+    make bench            # RUNS=3
+    make bench RUNS=1     # quick
+    .venv/bin/python bench/run.py --runs 5 --only container,latency
+
+Prints one table (metric, wsfixture, baseline, ratio, target) and writes
+bench/results/latest.json. Every loop is bounded in count and time; everything it starts
+lives in lab namespaces it creates, and it stops what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsfixture import system
+from wsfixture.config import Config, config_from_dict
+from wsfixture.image import ImageRecipe, ensure_image
+from wsfixture.lab import Lab
+from wsfixture.workspace import Workspace
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PEER_VENV = HERE / ".peer-venv"
+DEADLINE = 30 * 60  # the whole run stops starting new measurements after this
+
+
+@dataclass
+class Row:
+    metric: str
+    ours: float | None
+    baseline: float | None = None
+    baseline_name: str = ""
+    unit: str = "s"
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours is None or not self.baseline:
+            return None
+        return self.ours / self.baseline
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def make_config(state: Path, **workspaces: dict[str, Any]) -> Config:
+    return config_from_dict({"defaults": {"stateRoot": str(state)}, "workspaces": workspaces})
+
+
+def banner(lab: Lab, ip: str, timeout: float) -> float | None:
+    """Seconds until sshd at ``ip`` sends its banner (polled at 50 ms, as the handle does)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            sock = lab.connect(ip, 22, 0.25)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        try:
+            sock.settimeout(2)
+            if sock.recv(8).startswith(b"SSH-"):
+                return time.monotonic() - started
+        except OSError:
+            pass
+        finally:
+            sock.close()
+        time.sleep(0.05)
+    return None
+
+
+# -- start/stop against raw baselines ------------------------------------------------------
+
+
+def ours_start_stop(config: Config, name: str, runs: int) -> tuple[list[float], list[float]]:
+    ready, stop = [], []
+    with Lab(config.network) as lab:
+        for _ in range(runs):
+            ws = Workspace(config.workspaces[name], config, lab).start()
+            assert ws.ready_seconds is not None
+            ready.append(ws.ready_seconds)
+            ws.stop()
+            assert ws.stop_seconds is not None
+            stop.append(ws.stop_seconds)
+    return ready, stop
+
+
+def raw_start_stop(
+    config: Config, name: str, runs: int, raw_argv: Callable[[Workspace], list[str]], timeout: float
+) -> tuple[list[float], list[float]]:
+    """The same tree/disk booted by a bare process: prepared once by a workspace, whose
+    machine is then stopped, and the raw command started ``runs`` times on what it left."""
+    ready, stop = [], []
+    with Lab(config.network) as lab:
+        ws = Workspace(config.workspaces[name], config, lab).start()
+        assert ws.backend is not None
+        backend = ws.backend
+        argv = raw_argv(ws)
+        assert backend.process is not None
+        backend.process.send_signal(signal.SIGTERM)
+        backend.process.wait(60)
+        try:
+            for _ in range(runs):
+                started = time.monotonic()
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                try:
+                    seconds = banner(lab, ws.ip, timeout)
+                    if seconds is None:
+                        raise RuntimeError(f"raw baseline of {name} never answered")
+                    ready.append(time.monotonic() - started)
+                    begin = time.monotonic()
+                    raw_stop(proc, ws)
+                    stop.append(time.monotonic() - begin)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+        finally:
+            ws.stop()
+    return ready, stop
+
+
+def raw_stop(proc: subprocess.Popen[bytes], ws: Workspace) -> None:
+    if ws.spec.type == "container":
+        proc.send_signal(signal.SIGTERM)  # nspawn powers the container off
+    else:
+        qmp = ws.runtime_dir / "qmp.sock"
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(str(qmp))
+        sock.recv(4096)
+        sock.sendall(b'{"execute":"qmp_capabilities"}\n{"execute":"system_powerdown"}\n')
+        sock.close()
+    proc.wait(60)
+
+
+def raw_nspawn_argv(ws: Workspace) -> list[str]:
+    """What a person would run by hand: the same tree and flags, nspawn's own bridge veth."""
+    from wsfixture.backends.nspawn import NspawnBackend
+
+    assert isinstance(ws.backend, NspawnBackend)
+    argv = ws.backend.argv()
+    bridge = f"--network-bridge={ws.config.network.bridge}"
+    return [bridge if a.startswith("--network-veth-extra=") else a for a in argv]
+
+
+def raw_qemu_argv(ws: Workspace) -> list[str]:
+    """The same kernel, initrd, disk, seed, TAP, accelerator and flags; without the virtiofs
+    devices (their daemons exit with the VM), so the baseline does less than we do."""
+    from wsfixture.backends.qemu import QemuBackend
+
+    assert isinstance(ws.backend, QemuBackend)
+    argv = ws.backend.argv()
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg in ("-chardev", "-device") and ("fs-" in following or "vhost-user-fs" in following):
+            skip = True
+            continue
+        out.append(arg)
+    return out
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+def bench_container(state: Path, runs: int) -> list[Row]:
+    config = make_config(state, bc={"type": "container", "ip": "192.168.83.10"})
+    ours_ready, ours_stop = ours_start_stop(config, "bc", runs)
+    raw_ready, raw_stop_ = raw_start_stop(config, "bc", runs, raw_nspawn_argv, 60)
+    return [
+        Row(
+            "container start -> ready",
+            median(ours_ready),
+            median(raw_ready),
+            "raw nspawn -> sshd banner",
+            target="<= 1.10x",
+            met=median(ours_ready) <= 1.10 * median(raw_ready),
+        ),
+        Row(
+            "container stop -> gone",
+            median(ours_stop),
+            median(raw_stop_),
+            "raw nspawn SIGTERM -> exit",
+        ),
+    ]
+
+
+def bench_vm(state: Path, runs: int) -> list[Row]:
+    config = make_config(state, bv={"type": "vm", "ip": "192.168.83.11", "vcpu": 2, "memory": 1024})
+    ours_ready, ours_stop = ours_start_stop(config, "bv", runs)
+    raw_ready, raw_stop_ = raw_start_stop(config, "bv", runs, raw_qemu_argv, 300)
+    return [
+        Row(
+            "vm start -> ready (TCG here)",
+            median(ours_ready),
+            median(raw_ready),
+            "raw qemu -> sshd banner",
+            target="<= 1.10x",
+            met=median(ours_ready) <= 1.10 * median(raw_ready),
+        ),
+        Row("vm stop -> gone", median(ours_stop), median(raw_stop_), "raw qemu powerdown -> exit"),
+    ]
+
+
+def bench_parallel(state: Path, runs: int) -> list[Row]:
+    rows = []
+    for count in (4, 8):
+        config = make_config(
+            state,
+            **{f"p{i}": {"type": "container", "ip": f"192.168.83.{20 + i}"} for i in range(count)},
+        )
+        walls = []
+        for _ in range(runs):
+            with Lab(config.network) as lab:
+                wss = [Workspace(s, config, lab) for s in config.workspaces.values()]
+                started = time.monotonic()
+                try:
+                    for ws in wss:
+                        ws.launch()
+                    threads = [threading.Thread(target=ws.wait_ready) for ws in wss]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                    assert all(ws.ready_seconds is not None for ws in wss), "not all became ready"
+                    walls.append(time.monotonic() - started)
+                finally:
+                    for ws in wss:
+                        ws.stop()
+        target = "< 4 s" if count == 8 else ""
+        rows.append(
+            Row(
+                f"{count} containers at once -> all ready",
+                median(walls),
+                target=target,
+                met=median(walls) < 4 if count == 8 else None,
+            )
+        )
+    return rows
+
+
+def bench_latency(state: Path, runs: int) -> list[Row]:
+    config = make_config(state, lat={"type": "container", "ip": "192.168.83.12"})
+    calls = 100 * runs
+    with Lab(config.network) as lab, Workspace(config.workspaces["lat"], config, lab) as ws:
+        assert ws.session is not None
+        session = ws.session
+
+        def timed(action: Callable[[], object]) -> float:
+            action()  # warm
+            samples = []
+            for _ in range(calls):
+                begin = time.perf_counter()
+                action()
+                samples.append(time.perf_counter() - begin)
+            return median(samples) * 1000
+
+        raw = timed(lambda: session.run("true"))
+        host = timed(lambda: ws.host.run("true"))
+        conn = timed(lambda: ws.conn.run("true", hide=True))
+    return [
+        Row(
+            "command via ws.host.run (testinfra)",
+            host,
+            raw,
+            "raw paramiko exec",
+            "ms",
+            "< 15 ms",
+            host < 15,
+        ),
+        Row(
+            "command via ws.conn.run (fabric)",
+            conn,
+            raw,
+            "raw paramiko exec",
+            "ms",
+            "< 15 ms",
+            conn < 15,
+        ),
+    ]
+
+
+def bench_cold_warm(state: Path, runs: int) -> list[Row]:
+    cache = Path(tempfile.mkdtemp(prefix="wsf-bench-cache-", dir=system.CACHE_DIR.parent))
+    config = make_config(state, cw={"type": "container", "ip": "192.168.83.13"})
+    spec = config.workspaces["cw"]
+    try:
+        began = time.monotonic()
+        ensure_image(
+            ImageRecipe.for_packages(config.packages_for(spec)), cache, progress=lambda _: None
+        )
+        build = time.monotonic() - began
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    began = time.monotonic()
+    ensure_image(ImageRecipe.for_packages(config.packages_for(spec)))
+    hit = time.monotonic() - began
+    ready, _ = ours_start_stop(config, "cw", runs)
+    return [
+        Row(
+            "cold start (image build + boot)",
+            build + median(ready),
+            median(ready),
+            "warm start (cached image)",
+        ),
+        Row("image cache hit", hit * 1000, unit="ms"),
+    ]
+
+
+def run_suite(args: list[str], cwd: Path, env: dict[str, str], pytest: str) -> tuple[float, str]:
+    began = time.monotonic()
+    proc = subprocess.run(
+        [pytest, "-p", "no:cacheprovider", "-q", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    wall = time.monotonic() - began
+    if proc.returncode != 0 or "8 passed" not in proc.stdout:
+        raise RuntimeError(f"suite {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+    return wall, proc.stdout
+
+
+def bench_sessions(state: Path, runs: int) -> tuple[list[Row], dict[str, float]]:
+    rows = []
+    walls: dict[str, float] = {}
+    pytest = str(Path(sys.executable).with_name("pytest"))
+    for label, extra in (("serial", []), ("-n 2", ["-n", "2"]), ("-n 4", ["-n", "4"])):
+        samples, overheads = [], []
+        for _ in range(runs):
+            out = Path(tempfile.mkdtemp()) / "durations"
+            env = dict(os.environ, WSF_BENCH_OUT=str(out))
+            wall, _ = run_suite([*extra, "test_eight.py"], HERE / "suite", env, pytest)
+            samples.append(wall)
+            for path in glob.glob(f"{out}.*"):
+                for line in Path(path).read_text().splitlines():
+                    row = json.loads(line)
+                    if row.get("ready") is not None and row.get("stop") is not None:
+                        fixture = row.get("setup", 0) + row.get("teardown", 0)
+                        overheads.append(fixture - row["ready"] - row["stop"])
+            shutil.rmtree(out.parent, ignore_errors=True)
+        walls[label] = median(samples)
+        rows.append(Row(f"pytest, 8 workspace tests, {label}", median(samples)))
+        if overheads:
+            rows.append(
+                Row(f"  fixture overhead per test, {label}", median(overheads) * 1000, unit="ms")
+            )
+    return rows, walls
+
+
+# -- the peer -------------------------------------------------------------------------------
+
+
+def peer_ready() -> bool:
+    return shutil.which("podman") is not None and (PEER_VENV / "bin" / "pytest").exists()
+
+
+def setup_peer(state: Path) -> None:
+    """podman + runc from Debian, testcontainers in a venv of its own, our base image imported."""
+    if shutil.which("podman") is None or shutil.which("runc") is None:
+        say("peer: installing podman and runc (apt)")
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "podman", "runc"],
+            check=True,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+            stdout=subprocess.DEVNULL,
+        )
+    if not (PEER_VENV / "bin" / "pytest").exists():
+        say("peer: creating its venv (testcontainers, pytest-testinfra, pytest-xdist)")
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run(
+            [
+                str(PEER_VENV / "bin" / "pip"),
+                "install",
+                "-q",
+                "pytest",
+                "pytest-testinfra",
+                "pytest-xdist",
+                "testcontainers",
+            ],
+            check=True,
+        )
+    env = dict(os.environ, CONTAINERS_CONF=str(HERE / "peer" / "containers.conf"))
+    have = subprocess.run(["podman", "image", "exists", "localhost/wsbase"], env=env, check=False)
+    if have.returncode != 0:
+        say("peer: importing our container base image into podman")
+        image = ensure_image(ImageRecipe.for_packages(()))
+        tar = subprocess.Popen(["tar", "-C", str(image.root), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(
+            ["podman", "import", "-", "localhost/wsbase:latest"],
+            stdin=tar.stdout,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tar.wait()
+
+
+def bench_peer(state: Path, runs: int, ours: dict[str, float]) -> list[Row]:
+    setup_peer(state)
+    conf = str(HERE / "peer" / "containers.conf")
+    sock_dir = Path(tempfile.mkdtemp(prefix="wsf-peer-"))
+    sock = sock_dir / "podman.sock"
+    env = dict(
+        os.environ,
+        CONTAINERS_CONF=conf,
+        DOCKER_HOST=f"unix://{sock}",
+        TESTCONTAINERS_RYUK_DISABLED="true",
+    )
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rows = []
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        pytest = str(PEER_VENV / "bin" / "pytest")
+        for label, extra in (("serial", []), ("-n 2", ["-n", "2"])):
+            samples = [
+                run_suite([*extra, "test_peer.py"], HERE / "peer", env, pytest)[0]
+                for _ in range(runs)
+            ]
+            peer = median(samples)
+            mine = ours.get(label)
+            rows.append(
+                Row(
+                    f"8 tests {label}: wsfixture vs testcontainers+podman",
+                    mine,
+                    peer,
+                    "peer (bare container, podman exec)",
+                    target="<= 0.7x",
+                    met=None if mine is None else mine <= 0.7 * peer,
+                )
+            )
+    finally:
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(10)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    return rows
+
+
+# -- runner ---------------------------------------------------------------------------------
+
+SCENARIOS = ("container", "vm", "parallel", "latency", "coldwarm", "sessions", "peer")
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}ms" if unit == "ms" else f"{value:.3f}s"
+
+
+def render(rows: list[Row]) -> str:
+    header = (
+        f"{'metric':<56} {'wsfixture':>11} {'baseline':>11} {'ratio':>7}  "
+        f"{'target':<9} met  baseline is"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        met = "" if r.met is None else ("yes" if r.met else "NO")
+        lines.append(
+            f"{r.metric:<56} {fmt(r.ours, r.unit):>11} {fmt(r.baseline, r.unit):>11} {ratio:>7}  "
+            f"{r.target:<9} {met:<4} {r.baseline_name}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=",".join(SCENARIOS))
+    args = parser.parse_args()
+    runs = max(1, min(args.runs, 50))
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    state = Path(tempfile.mkdtemp(prefix="wsf-bench-state-"))
+    began = time.monotonic()
+    rows: list[Row] = []
+    session_walls: dict[str, float] = {}
+    try:
+        for scenario in chosen:
+            if time.monotonic() - began > DEADLINE:
+                say(f"bench: time limit reached; skipping {scenario}")
+                continue
+            say(f"bench: {scenario} ({runs} run(s)) ...")
+            if scenario == "sessions":
+                more, session_walls = bench_sessions(state, runs)
+            elif scenario == "peer":
+                more = bench_peer(state, runs, session_walls)
+            else:
+                more = globals()[f"bench_{scenario.replace('coldwarm', 'cold_warm')}"](state, runs)
+            rows += more
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    table = render(rows)
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    data = {
+        "runs": runs,
+        "seconds": time.monotonic() - began,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "rows": [{**r.__dict__, "ratio": r.ratio} for r in rows],
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(data, indent=1))
+    print(
+        f"\n{len(rows)} figures in {data['seconds']:.0f}s (medians of {runs}); "
+        f"written to {RESULTS / 'latest.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
