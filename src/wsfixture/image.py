@@ -26,7 +26,7 @@ from filelock import FileLock
 from wsfixture import system
 from wsfixture.errors import StartError
 
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 SUITE = "bookworm"
 BASE_PACKAGES = (
     "systemd",
@@ -258,6 +258,7 @@ def customise(root: Path) -> None:
     _drop_in(root / "etc/ssh/sshd_config.d/wsfixture.conf", SSHD_CONFIG)
     _drop_in(root / "etc/systemd/resolved.conf.d/wsfixture.conf", RESOLVED_CONFIG)
     _drop_in(root / "etc/systemd/journald.conf.d/wsfixture.conf", JOURNALD_CONFIG)
+    _trim_sshd_pam(root / "etc/pam.d/sshd")
     resolv = root / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
     resolv.symlink_to("../run/systemd/resolve/stub-resolv.conf")
@@ -281,6 +282,18 @@ def _make_ext4(root: Path, target: Path) -> None:
     system.require_tool("mkfs.ext4")
     system.run(["mkfs.ext4", "-q", "-F", "-L", "wsroot", "-d", str(root), str(target), EXT4_SIZE])
     target.chmod(0o444)  # the cached base is never written; overlays take the writes
+
+
+# Per-login PAM steps a workspace does not need: the motd scripts and mail check cost ~20 ms
+# per connection, and pam_nologin refuses the user until systemd-user-sessions has run,
+# which makes the first logins after sshd starts fail for nothing.
+SSHD_PAM_DROPPED = ("pam_motd.so", "pam_mail.so", "pam_nologin.so")
+
+
+def _trim_sshd_pam(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not any(module in line for module in SSHD_PAM_DROPPED)]
+    path.write_text("".join(kept))
 
 
 def _drop_in(path: Path, text: str) -> None:

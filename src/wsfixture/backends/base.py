@@ -76,21 +76,19 @@ class Backend(abc.ABC):
         cgroup.mkdir(parents=True, exist_ok=True)
         procs = cgroup / "cgroup.procs"
 
-        die_with_owner = self.ctx.die_with_owner
-
-        def child_setup() -> None:
-            procs.write_text(str(os.getpid()))
-            if die_with_owner:
-                system.set_parent_death_signal()
-
+        # No preexec_fn: it forces a slow fork of this (large) process. A shell joins the
+        # cgroup and execs setpriv, which sets the parent-death signal and execs the machine;
+        # one process throughout, so the PID we record is the machine's.
+        wrapper = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs)]
+        if self.ctx.die_with_owner:
+            wrapper += ["setpriv", "--pdeathsig", "TERM", "--"]
         with open(log, "ab") as output:
             process = subprocess.Popen(
-                argv,
+                [*wrapper, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
-                preexec_fn=child_setup,
                 start_new_session=True,  # a Ctrl-C meant for pytest is not meant for them
             )
         ref = system.ProcessRef.of(process.pid)

@@ -84,7 +84,7 @@ class NspawnBackend(Backend):
             except system.HostCommandError:
                 if not self.is_up() or time.monotonic() > deadline:
                     raise
-                time.sleep(0.01)
+                time.sleep(0.002)
 
     def stop(self, timeout: float) -> None:
         if self.is_up():
