@@ -26,7 +26,7 @@ from filelock import FileLock
 from wsfixture import system
 from wsfixture.errors import StartError
 
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 SUITE = "bookworm"
 BASE_PACKAGES = (
     "systemd",
@@ -52,6 +52,7 @@ MASKED_UNITS = (
     "systemd-networkd-wait-online.service",
     "systemd-pstore.service",
     "getty@tty1.service",
+    "console-getty.service",
     "remote-fs.target",
 )
 ENABLED_UNITS = ("systemd-networkd.service", "systemd-resolved.service", "ssh.service")
@@ -178,6 +179,19 @@ class Image:
     def ready(self) -> bool:
         return (self.dir / "ready").exists()
 
+    def verify(self) -> None:
+        """A cached image must still hold what every boot needs; say what is missing."""
+        needed = ["etc/passwd", "usr/lib/systemd/systemd", "usr/sbin/sshd"]
+        missing = [path for path in needed if not (self.root / path).exists()]
+        if self.recipe.flavour == "vm" and not self.disk.exists():
+            missing.append(self.disk.name)
+        if missing:
+            raise StartError(
+                "base image",
+                f"the cached image {self.dir} is corrupt: missing {', '.join(missing)}; "
+                f"remove that directory and it is rebuilt on next use",
+            )
+
 
 def image_dir(recipe: ImageRecipe, cache_dir: Path | None = None) -> Path:
     return (cache_dir or system.CACHE_DIR) / "images" / recipe.key
@@ -189,6 +203,7 @@ def ensure_image(
     """The cached image for ``recipe``, built first if it is not there."""
     image = Image(recipe, image_dir(recipe, cache_dir))
     if image.ready:
+        image.verify()
         return image
     system.require_root()
     system.require_tool("mmdebstrap")

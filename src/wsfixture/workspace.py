@@ -294,6 +294,11 @@ class Workspace:
     def _session(self) -> SshSession:
         if self.session is None:
             raise StartError(self.name, "not started")
+        if self.backend is not None and not self.backend.is_up():
+            # Also when the rest of the machine still answers (a killed nspawn leaves its
+            # container running): what this handle manages is gone, say so.
+            reason = self.backend.failure() or "the machine process is gone"
+            raise StartError(self.name, f"no longer running: {reason}", self.logs(40))
         return self.session
 
     def run(self, command: str, timeout: float | None = None) -> tuple[int, str, str]:

@@ -49,7 +49,7 @@ class NspawnBackend(Backend):
             "--register=no",
             "--keep-unit",
             f"--network-veth-extra={derive.veth_host_name(spec.name)}:host0",
-            "--console=pipe",
+            "--console=read-only",
             "--link-journal=no",
             "--resolv-conf=off",
             "--timezone=off",
@@ -68,7 +68,8 @@ class NspawnBackend(Backend):
         record.add("mounts", str(self.root))
         system.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
         self.ctx.provision(self.root)
-        env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+        # TERM=dumb: the console log is read as plain text, without colour escapes.
+        env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "TERM": "dumb"}
         self.process = self.spawn(self.argv(), self.cgroup, self.console_log, env)
         self._attach_veth()
 
