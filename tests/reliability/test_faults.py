@@ -49,7 +49,7 @@ def test_killed_machine_is_a_clear_error(config: Config, kind: str) -> None:
             os.kill(ws.backend.process.pid, signal.SIGKILL)  # our own child, by PID
             ws.backend.process.wait(10)
             assert not ws.is_running
-            with pytest.raises(StartError, match="no longer running: .*exited with status -9"):
+            with pytest.raises(StartError, match=r"no longer running: .*exited with status -9"):
                 ws.succeed("true")
         finally:
             ws.stop()
@@ -154,9 +154,12 @@ def test_corrupt_image_fails_with_the_cause(
 BROKEN_CONFIGS = {
     "missing type": '[workspaces.a]\nip = "192.168.83.10"\n',
     "syntax": "[workspaces.a\n",
-    "duplicate ip": '[workspaces.a]\ntype="vm"\nip="192.168.83.10"\n[workspaces.b]\ntype="vm"\nip="192.168.83.10"\n',
+    "duplicate ip": (
+        '[workspaces.a]\ntype="vm"\nip="192.168.83.10"\n'
+        '[workspaces.b]\ntype="vm"\nip="192.168.83.10"\n'
+    ),
     "gateway ip": '[workspaces.a]\ntype="container"\nip="192.168.83.1"\n',
-    "bad share": '[workspaces.a]\ntype="vm"\nip="192.168.83.10"\nshares=[{source="rel", target="x"}]\n',
+    "bad share": '[workspaces.a]\ntype="vm"\nip="192.168.83.10"\nshares=[{source="r", target="x"}]\n',
     "huge memory": '[workspaces.a]\ntype="vm"\nip="192.168.83.10"\nmemory=99999999\n',
     "unknown top key": "netwrok = {}\n",
 }
