@@ -159,7 +159,7 @@ BROKEN_CONFIGS = {
         '[workspaces.b]\ntype="vm"\nip="192.168.83.10"\n'
     ),
     "gateway ip": '[workspaces.a]\ntype="container"\nip="192.168.83.1"\n',
-    "bad share": '[workspaces.a]\ntype="vm"\nip="192.168.83.10"\nshares=[{source="r", target="x"}]\n',
+    "bad share": '[workspaces.a]\ntype="vm"\nip="192.168.83.10"\nshares=[{source="r"}]\n',
     "huge memory": '[workspaces.a]\ntype="vm"\nip="192.168.83.10"\nmemory=99999999\n',
     "unknown top key": "netwrok = {}\n",
 }
