@@ -1,0 +1,208 @@
+# NixOS module `sandboxed-workspace`: the seed's interface, realised with NixOS containers
+# (systemd-nspawn) and microvm.nix VMs. Option names, defaults and checks are those of the
+# Python config (src/wsfixture/config.py); identities come from ./derive.nix and the checks
+# from ./validate.nix, so Nix and Python agree by construction.
+#
+# VMs need microvm.nix's host module imported as well (the flake's nixosModules.default does).
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib) mkOption mkEnableOption mkIf types;
+  cfg = config.sandboxed-workspace;
+  derive = import ./derive.nix;
+  validate = import ./validate.nix;
+
+  prefixOf = subnet: lib.toInt (lib.last (lib.splitString "/" subnet));
+  user = cfg.defaults.user;
+  stateDir = name: "${cfg.defaults.stateRoot}/${name}";
+  home = "/home/${user.name}";
+
+  workspaceModule = { name, ... }: {
+    options = {
+      # Required; null by default so a missing one is reported by our assertion, by name.
+      type = mkOption {
+        type = types.nullOr (types.enum [ "vm" "container" ]);
+        default = null;
+        description = "Required: a QEMU VM (microvm.nix) or a systemd-nspawn container.";
+      };
+      config = mkOption {
+        type = types.deferredModule;
+        default = { };
+        description = "NixOS configuration of the workspace itself.";
+      };
+      ip = mkOption { type = types.nullOr types.str; default = null; description = "Required: static address on the bridge subnet."; };
+      autoStart = mkOption { type = types.bool; default = false; };
+      restartIfChanged = mkOption { type = types.bool; default = true; };
+      packages = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Package names (nixpkgs attributes here, Debian names in wsfixture's own images).";
+      };
+      vcpu = mkOption { type = types.ints.between 1 256; default = 8; };
+      memory = mkOption { type = types.ints.between 128 1048576; default = 4096; description = "MiB"; };
+      disk = mkOption { type = types.either types.ints.positive types.str; default = 8192; description = "MiB, or a size like \"8G\""; };
+      shares = mkOption {
+        default = [ ];
+        type = types.listOf (types.submodule {
+          options = {
+            source = mkOption { type = types.str; };
+            target = mkOption { type = types.str; };
+            readOnly = mkOption { type = types.bool; default = false; };
+          };
+        });
+      };
+      accel = mkOption { type = types.enum [ "auto" "kvm" "tcg" ]; default = "auto"; };
+      machine = mkOption { type = types.enum [ "q35" "microvm" ]; default = "q35"; };
+      vsock = mkOption { type = types.enum [ "auto" "required" "off" ]; default = "auto"; };
+    };
+  };
+
+  # What every workspace gets, container or VM.
+  sharedBase = name: ws: { ... }: {
+    networking.hostName = name;
+    networking.useNetworkd = true;
+    networking.useHostResolvConf = lib.mkForce false;
+    systemd.network.enable = true;
+    systemd.network.networks."10-wsfixture" = {
+      matchConfig = if ws.type == "vm" then { MACAddress = derive.mac name; } else { Name = "eth0"; };
+      address = [ "${ws.ip}/${toString (prefixOf cfg.network.subnet)}" ];
+      gateway = [ cfg.network.gateway ];
+      dns = lib.optional cfg.network.dns cfg.network.gateway;
+      networkConfig.LinkLocalAddressing = "no";
+    };
+    services.resolved = { enable = true; llmnr = "false"; extraConfig = "MulticastDNS=no\nResolveUnicastSingleLabel=yes\n"; };
+    services.openssh = {
+      enable = true;
+      settings = { PasswordAuthentication = false; KbdInteractiveAuthentication = false; PermitRootLogin = "no"; };
+      hostKeys = [{ path = "/etc/ssh/host-keys/ssh_host_ed25519_key"; type = "ed25519"; }];
+    };
+    users.users.${user.name} = {
+      isNormalUser = true;
+      uid = user.uid;
+      openssh.authorizedKeys.keys = user.authorizedKeys;
+    };
+    security.doas = { enable = true; extraRules = [{ users = [ user.name ]; noPass = true; }]; };
+    security.sudo.enable = false;
+    environment.systemPackages = map (p: pkgs.${p}) (cfg.defaults.packages ++ ws.packages);
+    services.journald.extraConfig = "Storage=volatile";
+    system.stateVersion = config.system.stateVersion;
+  };
+
+  standardShares = name: [
+    { tag = "workspace"; source = "${stateDir name}/workspace"; mountPoint = "${home}/workspace"; ro = false; }
+    { tag = "claude-config"; source = "${stateDir name}/claude-config"; mountPoint = "${home}/.claude"; ro = false; }
+    { tag = "ssh-host-keys"; source = "${stateDir name}/ssh-host-keys"; mountPoint = "/etc/ssh/host-keys"; ro = true; }
+  ];
+  sharesOf = name: ws: standardShares name
+    ++ lib.imap0 (i: s: { tag = "share${toString i}"; inherit (s) source; mountPoint = s.target; ro = s.readOnly; }) ws.shares;
+
+  containers = lib.filterAttrs (_: ws: ws.type == "container") cfg.workspaces;
+  vms = lib.filterAttrs (_: ws: ws.type == "vm") cfg.workspaces;
+  unitOf = name: ws: if ws.type == "vm" then "microvm@${name}.service" else "container@${name}.service";
+in
+{
+  options.sandboxed-workspace = {
+    enable = mkEnableOption "sandboxed workspaces (VMs and containers)";
+    network = {
+      subnet = mkOption { type = types.str; default = "192.168.83.0/24"; };
+      gateway = mkOption { type = types.str; default = "192.168.83.1"; };
+      rangeStart = mkOption { type = types.str; default = "192.168.83.10"; };
+      rangeEnd = mkOption { type = types.str; default = "192.168.83.254"; };
+      bridge = mkOption { type = types.str; default = "wsbr0"; };
+      dns = mkOption { type = types.bool; default = true; };
+      namespace = mkOption { type = types.str; default = "wsfixture"; description = "wsfixture CLI only."; };
+    };
+    defaults = {
+      user = {
+        name = mkOption { type = types.str; default = "dev"; };
+        uid = mkOption { type = types.int; default = 1000; };
+        authorizedKeys = mkOption { type = types.listOf types.str; default = [ ]; };
+      };
+      packages = mkOption { type = types.listOf types.str; default = [ ]; };
+      stateRoot = mkOption { type = types.str; default = "/home/${cfg.defaults.user.name}/sandboxed"; };
+    };
+    workspaces = mkOption {
+      type = types.attrsOf (types.submodule workspaceModule);
+      default = { };
+      description = "The workspaces, by name (the name becomes the hostname).";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = map
+      (p: { assertion = false; message = "sandboxed-workspace: ${p.where}: ${p.problem}"; })
+      (validate {
+        network = cfg.network or { };
+        workspaces = lib.mapAttrs (_: ws: { type = ws.type or null; ip = ws.ip or null; }) cfg.workspaces;
+      });
+
+    # The host bridge with the gateway address, and NAT out of it.
+    networking.bridges.${cfg.network.bridge}.interfaces = [ ];
+    networking.interfaces.${cfg.network.bridge}.ipv4.addresses = [{
+      address = cfg.network.gateway;
+      prefixLength = prefixOf cfg.network.subnet;
+    }];
+    networking.nat = { enable = true; internalInterfaces = [ cfg.network.bridge ]; };
+    networking.extraHosts = lib.concatStringsSep "\n"
+      (lib.mapAttrsToList (name: ws: derive.hostsLine name ws.ip) cfg.workspaces);
+    services.dnsmasq = mkIf cfg.network.dns {
+      enable = true;
+      settings = { interface = cfg.network.bridge; bind-interfaces = true; no-resolv = false; };
+    };
+
+    environment.shellAliases = lib.foldl' (acc: a: acc // a) { } (lib.mapAttrsToList (name: ws:
+      let
+        names = derive.aliasNames name;
+        unit = unitOf name ws;
+      in {
+        ${builtins.elemAt names 0} = "ssh ${user.name}@workspace-${name}";
+        ${builtins.elemAt names 1} = "doas systemctl start ${unit}";
+        ${builtins.elemAt names 2} = "doas systemctl stop ${unit}";
+        ${builtins.elemAt names 3} = "doas systemctl restart ${unit}";
+        ${builtins.elemAt names 4} = "systemctl status ${unit}";
+      }) cfg.workspaces);
+
+    # Host keys generated once and persisted in <stateRoot>/<name>/ssh-host-keys; the state
+    # directories are created 0700 before the workspace starts, and never removed.
+    systemd.services = lib.mapAttrs' (name: ws: lib.nameValuePair "sandboxed-workspace-keys-${name}" {
+      description = "wsfixture: state directories and persistent SSH host key of ${name}";
+      wantedBy = [ (unitOf name ws) ];
+      before = [ (unitOf name ws) ];
+      serviceConfig.Type = "oneshot";
+      script = ''
+        install -d -m 0700 ${stateDir name}/ssh-host-keys
+        install -d -m 0700 -o ${toString user.uid} -g ${toString user.uid} ${stateDir name}/workspace ${stateDir name}/claude-config
+        key=${stateDir name}/ssh-host-keys/ssh_host_ed25519_key
+        [ -f "$key" ] || ${pkgs.openssh}/bin/ssh-keygen -q -t ed25519 -N "" -C "root@${name}" -f "$key"
+      '';
+    }) cfg.workspaces;
+
+    containers = lib.mapAttrs (name: ws: {
+      autoStart = ws.autoStart;
+      restartIfChanged = ws.restartIfChanged;
+      privateNetwork = true;
+      hostBridge = cfg.network.bridge;
+      bindMounts = lib.listToAttrs (map (s: lib.nameValuePair s.mountPoint { hostPath = s.source; isReadOnly = s.ro; }) (sharesOf name ws));
+      config = { imports = [ ws.config (sharedBase name ws) ]; };
+    }) containers;
+
+    microvm.autostart = lib.attrNames (lib.filterAttrs (_: ws: ws.autoStart) vms);
+    microvm.vms = lib.mapAttrs (name: ws: {
+      restartIfChanged = ws.restartIfChanged;
+      config = {
+        imports = [ ws.config (sharedBase name ws) ];
+        microvm = {
+          hypervisor = "qemu";
+          vcpu = ws.vcpu;
+          mem = ws.memory;
+          interfaces = [{ type = "tap"; id = derive.tapName name; mac = derive.mac name; }];
+          shares = map (s: { proto = "virtiofs"; inherit (s) tag source mountPoint; }) (sharesOf name ws);
+          vsock.cid = derive.vsockCid name;
+        };
+      };
+    }) vms;
+    systemd.network.networks."11-wsfixture-taps" = mkIf (vms != { }) {
+      matchConfig.Name = "wst-*";
+      networkConfig.Bridge = cfg.network.bridge;
+    };
+  };
+}

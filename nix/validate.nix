@@ -1,0 +1,72 @@
+# The config checks of the NixOS module, with builtins only, so they run without nixpkgs.
+#
+# Input: the `sandboxed-workspace` option values (or the same shape as plain data):
+#   { network = { subnet; gateway; rangeStart; rangeEnd; }; workspaces = { <name> = { type; ip; }; }; }
+# Output: a list of problems, each { where; problem; }, where `where` is the same path the
+# Python validator (wsfixture.config) names: "workspaces.<name>.ip", "workspaces.<name>.type".
+# tests/nix compares the two on the same inputs.
+let
+  parseIp = s:
+    let m = if builtins.isString s then builtins.match "([0-9]+)\\.([0-9]+)\\.([0-9]+)\\.([0-9]+)" s else null;
+    in if m == null then null
+      else let octets = map builtins.fromJSON m;
+      in if builtins.any (o: o > 255) octets then null
+        else builtins.foldl' (acc: o: acc * 256 + o) 0 octets;
+
+  pow2 = n: builtins.foldl' (acc: _: acc * 2) 1 (builtins.genList (i: i) n);
+
+  parseSubnet = s:
+    let m = builtins.match "([0-9.]+)/([0-9]+)" s;
+    in if m == null then null else {
+      base = parseIp (builtins.elemAt m 0);
+      prefix = builtins.fromJSON (builtins.elemAt m 1);
+    };
+
+  nameOk = name: builtins.match "[a-z0-9]([a-z0-9-]*[a-z0-9])?" name != null
+    && builtins.stringLength name <= 53;
+
+  check = cfg:
+    let
+      network = cfg.network or { };
+      subnetText = network.subnet or "192.168.83.0/24";
+      subnet = parseSubnet subnetText;
+      size = pow2 (32 - subnet.prefix);
+      first = subnet.base;
+      orDefault = key: offset:
+        let v = network.${key} or null; in if v == null then first + offset else parseIp v;
+      gateway = orDefault "gateway" 1;
+      rangeStart = orDefault "rangeStart" 10;
+      rangeEnd = orDefault "rangeEnd" (size - 2);
+      workspaces = cfg.workspaces or { };
+      names = builtins.attrNames workspaces;
+
+      problemsOf = name:
+        let
+          ws = workspaces.${name};
+          type = ws.type or null;
+          ipText = ws.ip or null;
+          ip = parseIp ipText;
+          at = field: "workspaces.${name}.${field}";
+        in
+        (if nameOk name then [ ] else [{ where = "workspaces.${name} name"; problem = "is not a valid workspace name"; }])
+        ++ (if type == null then [{ where = at "type"; problem = "is required"; }]
+            else if builtins.elem type [ "vm" "container" ] then [ ]
+            else [{ where = at "type"; problem = "is not one of the choices"; }])
+        ++ (if ipText == null then [{ where = at "ip"; problem = "is required"; }]
+            else if ip == null then [{ where = at "ip"; problem = "is not an IPv4 address"; }]
+            else if ip < first || ip >= first + size then [{ where = at "ip"; problem = "is outside the subnet ${subnetText}"; }]
+            else if ip == gateway then [{ where = at "ip"; problem = "is the gateway's address"; }]
+            else if ip < rangeStart || ip > rangeEnd then [{ where = at "ip"; problem = "is outside the usable range"; }]
+            else [ ]);
+
+      # Duplicates: every workspace after the first that takes an address.
+      withIp = builtins.filter (n: parseIp (workspaces.${n}.ip or null) != null) names;
+      duplicates = builtins.filter
+        (n: builtins.any (m: m < n && workspaces.${m}.ip == workspaces.${n}.ip) withIp)
+        withIp;
+    in
+    (if subnet == null || subnet.base == null then [{ where = "network.subnet"; problem = "is not an IPv4 network"; }]
+     else builtins.concatMap problemsOf names
+       ++ map (n: { where = "workspaces.${n}.ip"; problem = "is already used by another workspace"; }) duplicates);
+in
+check
