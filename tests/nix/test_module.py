@@ -72,8 +72,9 @@ def test_workspace_options_match_python() -> None:
 
 
 def test_network_and_user_defaults_match_python() -> None:
+    module = module_with({"defaults": {"user": {"name": "dev"}}})
     options = nix_eval(
-        f"let o = ({module_with({'defaults': {'user': {'name': 'dev'}}})}).options.sandboxed-workspace; "
+        f"let o = ({module}).options.sandboxed-workspace; "
         "in { network = builtins.mapAttrs (n: v: v.default) o.network; "
         "user = builtins.mapAttrs (n: v: v.default) o.defaults.user; }"
     )
@@ -120,9 +121,8 @@ def python_problems(workspaces: dict[str, Any]) -> set[str]:
 
 @pytest.mark.parametrize("workspaces", CASES.values(), ids=CASES.keys())
 def test_assertions_agree_with_python(workspaces: dict[str, Any]) -> None:
-    messages = nix_eval(
-        f"map (a: a.message) ({module_with({'enable': True, 'workspaces': workspaces})}).config.assertions"
-    )
+    module = module_with({"enable": True, "workspaces": workspaces})
+    messages = nix_eval(f"map (a: a.message) ({module}).config.assertions")
     nix = {m.removeprefix("sandboxed-workspace: ").split(": ")[0] for m in messages}
     assert nix == python_problems(workspaces)
 
