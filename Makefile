@@ -7,7 +7,7 @@ RUNS ?= 3
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help host venv demo test test-fast test-integration lint bench soak nixos-test gc clean
+.PHONY: help host venv demo test test-fast lint bench soak nixos-test gc clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
