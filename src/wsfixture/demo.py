@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from wsfixture import checks
-from wsfixture.config import Config, Defaults, load_config
+from wsfixture.config import load_config
 from wsfixture.errors import WsfixtureError
 from wsfixture.lab import Lab
 from wsfixture.plan import plan, render_text
@@ -26,8 +26,7 @@ def say(text: str) -> None:
 def run_demo(path: str) -> int:
     base = load_config(path)
     state = Path(tempfile.mkdtemp(prefix="wsfixture-demo-"))
-    d = base.defaults
-    config = Config(base.network, Defaults(d.user, d.packages, state), base.workspaces)
+    config = base.with_state_root(state)
     say(f"== plan of {path}\n{render_text(plan(config))}\n")
     failures = 0
     with Lab(config.network) as lab:

@@ -92,10 +92,7 @@ class WsSession:
                 "wsfixture_config"
             )
             base = load_config(path) if path else Config()
-            defaults = base.defaults.__class__(
-                base.defaults.user, base.defaults.packages, self.state_root()
-            )
-            self._config = Config(base.network, defaults, base.workspaces, base.enable, base.source)
+            self._config = base.with_state_root(self.state_root())
         return self._config
 
     def state_root(self) -> Path:

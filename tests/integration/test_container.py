@@ -121,12 +121,7 @@ def test_host_key_survives_restart_and_nothing_leaks(config: Config, tmp_path: P
 
 
 def test_example_config_boots(tmp_path: Path) -> None:
-    base = load_config(EXAMPLE)
-    config = Config(
-        base.network,
-        base.defaults.__class__(base.defaults.user, base.defaults.packages, tmp_path),
-        base.workspaces,
-    )
+    config = load_config(EXAMPLE).with_state_root(tmp_path)
     with Lab(config.network) as lab, Workspace(config.workspaces["myproject"], config, lab) as ws:
         for package in ("git", "curl", "make"):
             assert ws.host.package(package).is_installed
