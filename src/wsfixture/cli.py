@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,14 +23,20 @@ from typing import Any
 from wsfixture import checks, derive, hostsfile, ledger, system
 from wsfixture.config import Config, load_config
 from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
-from wsfixture.lab import Lab
+from wsfixture.persistent import (
+    alias_lines,
+    attached,
+    config_hash,
+    remove_lab_if_idle,
+    running,
+    start_workspace,
+    status_rows,
+    stop_record,
+)
 from wsfixture.plan import plan, render_text
-from wsfixture.supervisor import config_hash, log_path
-from wsfixture.workspace import Workspace
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PREREQ = 1, 2, 3
 DEFAULT_CONFIG = "workspaces.toml"
-UP_TIMEOUT = {"container": 120.0, "vm": 600.0}
 
 
 class UsageError(WsfixtureError):
@@ -54,21 +57,6 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 # -- what runs -------------------------------------------------------------------------------
-
-
-def running(lab: str) -> dict[str, ledger.Record]:
-    """Live workspace records of ``lab``, by workspace name."""
-    return {
-        str(r.info.get("name")): r
-        for r in ledger.records()
-        if r.kind == "workspace" and r.info.get("lab") == lab and not r.orphaned()
-    }
-
-
-def lab_record(lab: str) -> ledger.Record | None:
-    return next(
-        (r for r in ledger.records() if r.kind == "lab" and r.info.get("name") == lab), None
-    )
 
 
 def select(
@@ -102,26 +90,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_workspace(config: Config, name: str) -> tuple[bool, str]:
-    """Start a supervisor for ``name`` and wait for its READY/FAILED line."""
-    lab = config.network.namespace
-    log = log_path(lab, name)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "wsfixture.supervisor", str(Path(config.source).resolve()), name]
-    with open(log, "ab") as stderr:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-            start_new_session=True,  # it outlives this command and the terminal
-        )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode().strip()
-    proc.stdout.close()
-    if line.startswith("READY"):
-        return True, f"ready in {line.split()[1]}s"
-    proc.wait(UP_TIMEOUT[config.workspaces[name].type])
-    return False, line.removeprefix("FAILED ") or f"supervisor exited; see {log}"
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     names = select(config, args.names, args.all, lambda n: config.workspaces[n].auto_start)
@@ -140,30 +108,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.json:
         say(json.dumps(results))
     return 0 if all(r.get("ok", True) for r in results) else EXIT_FAILED
-
-
-def stop_record(record: ledger.Record, timeout: float = 60.0) -> None:
-    """Ask a workspace's supervisor to stop it; force it if it will not."""
-    record.owner.signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while record.path.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if record.path.exists():
-        record.owner.signal(signal.SIGKILL)
-        failures = ledger.release(record)
-        if failures:
-            raise WsfixtureError(f"could not release {record.key}: {failures}")
-
-
-def remove_lab_if_idle(lab: str) -> bool:
-    if running(lab):
-        return False
-    record = lab_record(lab)
-    if record is not None:
-        failures = ledger.release(record)
-        if failures:
-            raise WsfixtureError(f"could not remove lab {lab}: {failures}")
-    return True
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -194,26 +138,6 @@ def cmd_restart(args: argparse.Namespace) -> int:
         if not ok:
             return EXIT_FAILED
     return 0
-
-
-def status_rows(config: Config) -> list[dict[str, Any]]:
-    live = running(config.network.namespace)
-    rows = []
-    for name, spec in config.workspaces.items():
-        record = live.get(name)
-        row: dict[str, Any] = {"name": name, "type": spec.type, "ip": str(spec.ip)}
-        if record is None:
-            row.update(state="stopped", uptime="-", matches="-")
-        else:
-            started = float(record.info.get("started", time.time()))
-            same = record.info.get("config_hash") == config_hash(config, spec)
-            row.update(
-                state="running",
-                uptime=f"{int(time.time() - started)}s",
-                matches="yes" if same else "no: needs restart",
-            )
-        rows.append(row)
-    return rows
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -271,11 +195,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def attached(config: Config, name: str) -> Workspace:
-    lab = Lab(config.network, config.network.namespace, reuse=True).open()
-    return Workspace(config.workspaces[name], config, lab).attach()
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     live = running(config.network.namespace)
@@ -296,27 +215,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     say(json.dumps(rows) if args.json else table(rows, ["workspace", "check", "result", "detail"]))
     return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
-
-
-def alias_lines(config: Config, shell: str) -> list[str]:
-    """``workspace_<name>`` (ssh) and its _start/_stop/_restart/_status, for a shell."""
-    base = f"wsfixture -c {shlex.quote(str(Path(config.source).resolve()))}"
-    lines = []
-    for name in config.workspaces:
-        ssh, start, stop, restart, status = derive.alias_names(name)
-        commands = {
-            ssh: f"{base} ssh {name}",
-            start: f"{base} up {name}",
-            stop: f"{base} down {name}",
-            restart: f"{base} restart {name}",
-            status: f"{base} status",
-        }
-        for alias, command in commands.items():
-            if shell == "fish":
-                lines.append(f"alias {alias} {shlex.quote(command)}")
-            else:
-                lines.append(f"alias {alias}={shlex.quote(command)}")
-    return lines
 
 
 def cmd_aliases(args: argparse.Namespace) -> int:

@@ -9,8 +9,6 @@ ledger, a supervisor that dies makes its workspace an orphan that ``gc`` reaps.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import sys
@@ -18,40 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from filelock import FileLock
-
-from wsfixture import system
-from wsfixture.config import Config, WorkspaceSpec, load_config
-from wsfixture.lab import Lab
+from wsfixture.config import load_config
+from wsfixture.persistent import config_hash, shared_lab
 from wsfixture.workspace import Workspace
-
-LOG_DIR = system.LIB_DIR / "supervisors"
-
-
-def config_hash(config: Config, spec: WorkspaceSpec) -> str:
-    """What a running workspace was started from; a change means it needs a restart."""
-    user = config.defaults.user
-    blob = {
-        "spec": spec.to_dict(),
-        "packages": list(config.packages_for(spec)),
-        "user": [user.name, user.uid, list(user.authorized_keys)],
-        "network": [str(config.network.subnet), str(config.network.gateway)],
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def shared_lab(config: Config) -> Lab:
-    """The config's persistent lab, created once even when several supervisors start."""
-    name = config.network.namespace
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(LOG_DIR / f"lab-{name}.lock")):
-        lab = Lab(config.network, name, reuse=True, die_with_owner=False).open()
-        lab.detach()
-    return lab
-
-
-def log_path(lab: str, name: str) -> Path:
-    return LOG_DIR / f"{lab}-{name}.log"
 
 
 def supervise(config_path: str, name: str) -> int:

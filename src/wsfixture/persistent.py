@@ -1,0 +1,160 @@
+"""Workspaces that outlive a command (the CLI's): find them, start them through a
+supervisor process, stop them, and compare them with the config.
+
+Each runs under ``python -m wsfixture.supervisor`` in the config's persistent lab; the
+ledger is where later commands find them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from wsfixture import derive, ledger, system
+from wsfixture.config import Config, WorkspaceSpec
+from wsfixture.errors import WsfixtureError
+from wsfixture.lab import Lab
+from wsfixture.workspace import Workspace
+
+LOG_DIR = system.LIB_DIR / "supervisors"
+UP_TIMEOUT = {"container": 120.0, "vm": 600.0}
+
+
+def log_path(lab: str, name: str) -> Path:
+    return LOG_DIR / f"{lab}-{name}.log"
+
+
+def shared_lab(config: Config) -> Lab:
+    """The config's persistent lab, created once even when several supervisors start."""
+    name = config.network.namespace
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(LOG_DIR / f"lab-{name}.lock")):
+        lab = Lab(config.network, name, reuse=True, die_with_owner=False).open()
+        lab.detach()
+    return lab
+
+
+def config_hash(config: Config, spec: WorkspaceSpec) -> str:
+    """What a running workspace was started from; a change means it needs a restart."""
+    user = config.defaults.user
+    blob = {
+        "spec": spec.to_dict(),
+        "packages": list(config.packages_for(spec)),
+        "user": [user.name, user.uid, list(user.authorized_keys)],
+        "network": [str(config.network.subnet), str(config.network.gateway)],
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def running(lab: str) -> dict[str, ledger.Record]:
+    """Live workspace records of ``lab``, by workspace name."""
+    return {
+        str(r.info.get("name")): r
+        for r in ledger.records()
+        if r.kind == "workspace" and r.info.get("lab") == lab and not r.orphaned()
+    }
+
+
+def lab_record(lab: str) -> ledger.Record | None:
+    return next(
+        (r for r in ledger.records() if r.kind == "lab" and r.info.get("name") == lab), None
+    )
+
+
+def start_workspace(config: Config, name: str) -> tuple[bool, str]:
+    """Start a supervisor for ``name`` and wait for its READY/FAILED line."""
+    lab = config.network.namespace
+    log = log_path(lab, name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "wsfixture.supervisor", str(Path(config.source).resolve()), name]
+    with open(log, "ab") as stderr:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+            start_new_session=True,  # it outlives this command and the terminal
+        )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    proc.stdout.close()
+    if line.startswith("READY"):
+        return True, f"ready in {line.split()[1]}s"
+    proc.wait(UP_TIMEOUT[config.workspaces[name].type])
+    return False, line.removeprefix("FAILED ") or f"supervisor exited; see {log}"
+
+
+def stop_record(record: ledger.Record, timeout: float = 60.0) -> None:
+    """Ask a workspace's supervisor to stop it; force it if it will not."""
+    record.owner.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while record.path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if record.path.exists():
+        record.owner.signal(signal.SIGKILL)
+        failures = ledger.release(record)
+        if failures:
+            raise WsfixtureError(f"could not release {record.key}: {failures}")
+
+
+def remove_lab_if_idle(lab: str) -> bool:
+    if running(lab):
+        return False
+    record = lab_record(lab)
+    if record is not None:
+        failures = ledger.release(record)
+        if failures:
+            raise WsfixtureError(f"could not remove lab {lab}: {failures}")
+    return True
+
+
+def status_rows(config: Config) -> list[dict[str, Any]]:
+    live = running(config.network.namespace)
+    rows = []
+    for name, spec in config.workspaces.items():
+        record = live.get(name)
+        row: dict[str, Any] = {"name": name, "type": spec.type, "ip": str(spec.ip)}
+        if record is None:
+            row.update(state="stopped", uptime="-", matches="-")
+        else:
+            started = float(record.info.get("started", time.time()))
+            same = record.info.get("config_hash") == config_hash(config, spec)
+            row.update(
+                state="running",
+                uptime=f"{int(time.time() - started)}s",
+                matches="yes" if same else "no: needs restart",
+            )
+        rows.append(row)
+    return rows
+
+
+def attached(config: Config, name: str) -> Workspace:
+    lab = Lab(config.network, config.network.namespace, reuse=True).open()
+    return Workspace(config.workspaces[name], config, lab).attach()
+
+
+def alias_lines(config: Config, shell: str) -> list[str]:
+    """``workspace_<name>`` (ssh) and its _start/_stop/_restart/_status, for a shell."""
+    base = f"wsfixture -c {shlex.quote(str(Path(config.source).resolve()))}"
+    lines = []
+    for name in config.workspaces:
+        ssh, start, stop, restart, status = derive.alias_names(name)
+        commands = {
+            ssh: f"{base} ssh {name}",
+            start: f"{base} up {name}",
+            stop: f"{base} down {name}",
+            restart: f"{base} restart {name}",
+            status: f"{base} status",
+        }
+        for alias, command in commands.items():
+            if shell == "fish":
+                lines.append(f"alias {alias} {shlex.quote(command)}")
+            else:
+                lines.append(f"alias {alias}={shlex.quote(command)}")
+    return lines
