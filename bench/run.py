@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from wsfixture import system
+from wsfixture.backends.qmp import QmpClient
 from wsfixture.config import Config, config_from_dict
 from wsfixture.image import ImageRecipe, ensure_image
 from wsfixture.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspace import STOP_TIMEOUTS, Workspace
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -149,16 +149,22 @@ def raw_start_stop(
 
 
 def raw_stop(proc: subprocess.Popen[bytes], ws: Workspace) -> None:
+    """What a person would do: SIGTERM for nspawn (it powers the container off); for QEMU,
+    an ACPI powerdown over QMP, and `quit` if the guest ignores it (as our stop does)."""
     if ws.spec.type == "container":
-        proc.send_signal(signal.SIGTERM)  # nspawn powers the container off
-    else:
-        qmp = ws.runtime_dir / "qmp.sock"
-        sock = socket.socket(socket.AF_UNIX)
-        sock.connect(str(qmp))
-        sock.recv(4096)
-        sock.sendall(b'{"execute":"qmp_capabilities"}\n{"execute":"system_powerdown"}\n')
-        sock.close()
-    proc.wait(60)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        return
+    qmp = QmpClient.connect(ws.runtime_dir / "qmp.sock")
+    try:
+        qmp.command("system_powerdown")
+        try:
+            proc.wait(STOP_TIMEOUTS["vm"])
+        except subprocess.TimeoutExpired:
+            qmp.command("quit")
+            proc.wait(10)
+    finally:
+        qmp.close()
 
 
 def raw_nspawn_argv(ws: Workspace) -> list[str]:

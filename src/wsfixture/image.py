@@ -26,7 +26,7 @@ from filelock import FileLock
 from wsfixture import system
 from wsfixture.errors import StartError
 
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "6"
 SUITE = "bookworm"
 BASE_PACKAGES = (
     "systemd",
@@ -53,8 +53,15 @@ MASKED_UNITS = (
     "systemd-pstore.service",
     "getty@tty1.service",
     "console-getty.service",
+    "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service",
+    "systemd-network-generator.service",
+    "systemd-journal-flush.service",
     "remote-fs.target",
 )
+# Containers also go without logind (nothing asks for seats or sessions there). VMs keep it:
+# it turns QMP's ACPI power button into an orderly poweroff.
+CONTAINER_MASKED_UNITS = ("systemd-logind.service", "dev-hugepages.mount")
 ENABLED_UNITS = ("systemd-networkd.service", "systemd-resolved.service", "ssh.service")
 SSHD_CONFIG = """\
 # wsfixture: per-workspace host key, keys only, no passwords.
@@ -76,7 +83,7 @@ JOURNALD_CONFIG = "[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n"
 # VM images: a small initramfs with exactly the modules a guest needs (the stock one lacks
 # virtiofs, 9p and fw_cfg), written before the kernel is installed so it is built once.
 VM_INITRAMFS_MODULES = (
-    "virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "ext4", "virtiofs",
+    "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "ext4", "virtiofs",
     "9p", "9pnet_virtio", "qemu_fw_cfg",
 )  # fmt: skip
 _MODULE_LINES = "\\n".join(VM_INITRAMFS_MODULES)
@@ -253,7 +260,7 @@ def _build(image: Image, progress: Progress) -> None:
         tail = system.tail(log, 30)
         shutil.rmtree(staging, ignore_errors=True)
         raise StartError("base image", f"mmdebstrap exited {rc}", tail)
-    customise(staging / "root")
+    customise(staging / "root", image.recipe.flavour)
     if image.recipe.flavour == "vm":
         customise_vm(staging / "root")
         progress("building the VM root disk (ext4)")
@@ -264,7 +271,7 @@ def _build(image: Image, progress: Progress) -> None:
     progress(f"base image ready in {time.monotonic() - started:.1f}s: {image.dir}")
 
 
-def customise(root: Path) -> None:
+def customise(root: Path, flavour: str) -> None:
     """What every workspace shares: no host keys, volatile journal, our units and configs."""
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
@@ -279,7 +286,8 @@ def customise(root: Path) -> None:
     resolv.symlink_to("../run/systemd/resolve/stub-resolv.conf")
     systemctl = ["systemctl", f"--root={root}"]
     system.run([*systemctl, "enable", *ENABLED_UNITS])
-    system.run([*systemctl, "mask", *MASKED_UNITS])
+    masked = MASKED_UNITS + (CONTAINER_MASKED_UNITS if flavour == "container" else ())
+    system.run([*systemctl, "mask", *masked])
 
 
 def customise_vm(root: Path) -> None:

@@ -15,15 +15,20 @@ import tempfile
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from wsfixture import checks, ledger
+from wsfixture import ledger
 from wsfixture.config import Config, WorkspaceSpec, load_config, override, workspace_spec
 from wsfixture.errors import CleanupError, ConfigError
 from wsfixture.lab import Lab, new_lab_name
-from wsfixture.workspace import Workspace
+
+# paramiko, fabric and testinfra load only when a test asks for a workspace: a plugin that
+# every pytest run loads should not cost every run (nor xdist's controller) their import.
+if TYPE_CHECKING:
+    from wsfixture.checks import Check
+    from wsfixture.workspace import Workspace
 
 KEEP_CHOICES = ("never", "failed", "always")
 SCOPES = ("function", "module", "session")
@@ -31,7 +36,7 @@ MARKER_FIELDS = (
     "name", "scope", "type", "ip", "packages", "vcpu", "memory", "disk", "shares", "accel",
     "machine", "vsock", "auto_start", "autoStart", "restart_if_changed", "restartIfChanged",
 )  # fmt: skip
-used_key = pytest.StashKey[list[Workspace]]()
+used_key = pytest.StashKey["list[Workspace]"]()
 failed_key = pytest.StashKey[bool]()
 
 
@@ -131,6 +136,8 @@ class WsSession:
         return workspace_spec(config, name=name or self.fresh_name(), **fields)
 
     def boot(self, spec: WorkspaceSpec) -> Workspace:
+        from wsfixture.workspace import Workspace
+
         ws = Workspace(
             spec,
             self.config,
@@ -334,7 +341,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 class VerifyItem(pytest.Item):
     """One built-in check on one workspace of the config."""
 
-    def __init__(self, *, ws_name: str, check: checks.Check, **kwargs: Any) -> None:
+    def __init__(self, *, ws_name: str, check: Check, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ws_name = ws_name
         self.check = check
@@ -376,6 +383,8 @@ def pytest_collection_modifyitems(
             )
     if not config.getoption("--ws-verify"):
         return
+    from wsfixture.checks import CHECKS
+
     try:
         ws_config = config.stash[session_key].config
     except ConfigError as exc:
@@ -383,7 +392,7 @@ def pytest_collection_modifyitems(
     if not ws_config.workspaces:
         raise pytest.UsageError("--ws-verify needs --ws-config with at least one workspace")
     for name in ws_config.workspaces:
-        for check in checks.CHECKS:
+        for check in CHECKS:
             items.append(
                 VerifyItem.from_parent(
                     session, name=f"verify[{name}:{check.id}]", ws_name=name, check=check

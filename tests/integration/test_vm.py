@@ -116,3 +116,22 @@ def test_vsock_required_needs_the_device(config: Config, lab: Lab) -> None:
     with pytest.raises(PrerequisiteError, match="vhost-vsock"):
         Workspace(spec, config, lab).start()
     assert not (lab.dir / "vsockvm").exists()
+
+
+def test_microvm_machine_with_9p_fallback(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One boot shows two options: `machine = "microvm"` (virtio-mmio, tsc_early_khz) and the
+    # 9p fallback taken when virtiofsd is not installed.
+    monkeypatch.setattr(qemu, "VIRTIOFSD", "/nonexistent/virtiofsd")
+    spec = workspace_spec(
+        config, name="vmmicro", type="vm", ip="192.168.83.24", vcpu=1, memory=768, machine="microvm"
+    )
+    with Lab(config.network) as lab, Workspace(spec, config, lab) as ws:
+        facts = ws.describe()
+        assert facts["machine"] == "microvm"
+        assert facts["shares"] == "9p"
+        assert ws.succeed("findmnt -n -o FSTYPE /home/dev/workspace").strip() == "9p"
+        ws.succeed("echo over-9p > ~/workspace/nine.txt")
+        made = ws.state_dir / "workspace" / "nine.txt"
+        assert made.read_text() == "over-9p\n"
+        assert made.stat().st_uid == 1000
+        assert [o for o in checks.verify(ws) if not o.ok] == []

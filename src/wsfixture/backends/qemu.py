@@ -125,6 +125,8 @@ class QemuBackend(Backend):
                 hint="load vhost_vsock on the host, or set vsock = 'auto'",
             )
         self.vsock = spec.vsock != "off" and vsock_available()
+        # virtiofs where its daemon exists; 9p (built into QEMU) otherwise, said in the log.
+        self.share_transport = "virtiofs" if Path(VIRTIOFSD).exists() else "9p"
         self._qmp: QmpClient | None = None
 
     # -- shares --------------------------------------------------------------------------
@@ -197,11 +199,18 @@ class QemuBackend(Backend):
             "-serial", "chardev:ser0",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
         ]  # fmt: skip
-        for tag, _, _, _ in self.shares():
-            argv += [
-                "-chardev", f"socket,id=fs-{tag},path={self._fs_socket(tag)}",
-                "-device", f"vhost-user-fs-{dev},chardev=fs-{tag},tag={tag},queue-size=1024",
-            ]  # fmt: skip
+        for tag, source, _, read_only in self.shares():
+            if self.share_transport == "virtiofs":
+                argv += [
+                    "-chardev", f"socket,id=fs-{tag},path={self._fs_socket(tag)}",
+                    "-device", f"vhost-user-fs-{dev},chardev=fs-{tag},tag={tag},queue-size=1024",
+                ]  # fmt: skip
+            else:
+                ro = ",readonly=on" if read_only else ""
+                argv += [
+                    "-fsdev", f"local,id=fs-{tag},path={source},security_model=passthrough{ro}",
+                    "-device", f"virtio-9p-{dev},fsdev=fs-{tag},mount_tag={tag}",
+                ]  # fmt: skip
         if self.vsock:
             argv += ["-device", f"vhost-vsock-{dev},guest-cid={derive.vsock_cid(spec.name)}"]
         return self.ctx.lab.exec_argv(argv)
@@ -224,19 +233,21 @@ class QemuBackend(Backend):
             f"tuntap add dev {self.tap} mode tap\n"
             f"link set {self.tap} master {self.ctx.lab.network.bridge} up"
         )
-        for tag, source, _, read_only in self.shares():
+        if self.share_transport == "9p":
+            log.warning(
+                "%s: %s not found: sharing over 9p (slower metadata)", self.ctx.spec.name, VIRTIOFSD
+            )
+        for tag, source, _, _ in self.shares():
             source.mkdir(parents=True, exist_ok=True)
-            self._start_virtiofsd(tag, source, read_only)
+            if self.share_transport == "virtiofs":
+                self._start_virtiofsd(tag, source)
         self.process = self.spawn(self.argv(), self.cgroup, self.ctx.runtime_dir / "qemu.log")
 
-    def _start_virtiofsd(self, tag: str, source: Path, read_only: bool) -> None:
-        if not Path(VIRTIOFSD).exists():
-            raise PrerequisiteError(f"{VIRTIOFSD} not found", "qemu-system-common")
+    def _start_virtiofsd(self, tag: str, source: Path) -> None:
+        # QEMU 7.2's virtiofsd has no read-only switch: the guest mounts such shares ro.
         socket_path = self._fs_socket(tag)
         argv = [VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={source}",
                 "-o", "cache=auto", "-o", "xattr"]  # fmt: skip
-        # QEMU 7.2's virtiofsd has no read-only switch: the guest mounts such shares ro.
-        del read_only
         self.spawn(argv, self.cgroup, self.ctx.runtime_dir / f"virtiofsd-{tag}.log")
         deadline = time.monotonic() + 10
         while not socket_path.exists():
@@ -254,9 +265,14 @@ class QemuBackend(Backend):
         self.ctx.provision(staging)
         mounts = staging / "etc/wsfixture/mounts"
         mounts.parent.mkdir(parents=True, exist_ok=True)
+        fstype, extra = (
+            ("virtiofs", "")
+            if self.share_transport == "virtiofs"
+            else ("9p", ",trans=virtio,version=9p2000.L")
+        )
         mounts.write_text(
             "".join(
-                f"{tag} {target} virtiofs {'ro' if ro else 'rw'},relatime\n"
+                f"{tag} {target} {fstype} {'ro' if ro else 'rw'},relatime{extra}\n"
                 for tag, _, target, ro in self.shares()
             )
         )
@@ -292,6 +308,7 @@ class QemuBackend(Backend):
             "memory_mib": self.memory,
             "vsock": derive.vsock_cid(self.ctx.spec.name) if self.vsock else "unavailable",
             "machine": self.ctx.spec.machine,
+            "shares": self.share_transport,
         }
 
     def stop(self, timeout: float) -> None:
