@@ -119,6 +119,8 @@ def raw_start_stop(
         assert ws.backend is not None
         backend = ws.backend
         argv = raw_argv(ws)
+        assert ws.session is not None
+        ws.session.close()  # the machine goes away under it
         assert backend.process is not None
         backend.process.send_signal(signal.SIGTERM)
         backend.process.wait(60)
