@@ -1,5 +1,6 @@
-"""Records, per test, fixture setup/teardown time and the workspace's own boot/stop time, so
-the runner can report the fixture's overhead (setup + teardown - boot - stop)."""
+"""Records, per test, fixture setup/teardown time and the workspace's own boot time, so the
+runner can report the fixture's overhead (setup + teardown - boot; the stop runs in the
+background after the test)."""
 
 import json
 import os
@@ -18,7 +19,7 @@ def pytest_runtest_makereport(item, call):
         row = dict(item.stash.get(_key, {}))
         ws = item.stash.get(_ws, None)
         if ws is not None:
-            row.update(ready=ws.ready_seconds, stop=ws.stop_seconds)
+            row.update(ready=ws.ready_seconds)
         with open(f"{OUT}.{os.getpid()}", "a") as handle:
             handle.write(json.dumps(row) + "\n")
     return report

@@ -26,7 +26,7 @@ from filelock import FileLock
 from wsfixture import system
 from wsfixture.errors import StartError
 
-BUILDER_VERSION = "6"
+BUILDER_VERSION = "8"
 SUITE = "bookworm"
 BASE_PACKAGES = (
     "systemd",
@@ -61,7 +61,11 @@ MASKED_UNITS = (
 )
 # Containers also go without logind (nothing asks for seats or sessions there). VMs keep it:
 # it turns QMP's ACPI power button into an orderly poweroff.
-CONTAINER_MASKED_UNITS = ("systemd-logind.service", "dev-hugepages.mount")
+CONTAINER_MASKED_UNITS = (
+    "systemd-logind.service",
+    "dev-hugepages.mount",
+    "systemd-sysusers.service",
+)
 ENABLED_UNITS = ("systemd-networkd.service", "systemd-resolved.service", "ssh.service")
 SSHD_CONFIG = """\
 # wsfixture: per-workspace host key, keys only, no passwords.

@@ -12,6 +12,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[session_key] = WsSession(config, keep)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Release everything before the summary; a cleanup failure fails the session."""
+    ws_session = session.config.stash.get(session_key, None)
+    if ws_session is None:
+        return
+    try:
+        ws_session.close()
+    except CleanupError as exc:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"wsfixture: {exc}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
@@ -86,6 +102,10 @@ class WsSession:
     lab: Lab | None = None
     kept: list[Workspace] = field(default_factory=list)
     shared: dict[tuple[str, str], Workspace] = field(default_factory=dict)
+    # Workspaces being stopped in the background: (thread, workspace, its errors).
+    stopping: list[tuple[threading.Thread, Workspace, list[BaseException]]] = field(
+        default_factory=list
+    )
     _config: Config | None = None
     _state_root: Path | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
@@ -138,6 +158,10 @@ class WsSession:
     def boot(self, spec: WorkspaceSpec) -> Workspace:
         from wsfixture.workspace import Workspace
 
+        # A workspace of the same name or address may still be shutting down.
+        failures = self.settle(spec.name, str(spec.ip))
+        if failures:
+            raise CleanupError(failures)
         ws = Workspace(
             spec,
             self.config,
@@ -147,15 +171,45 @@ class WsSession:
         )
         return ws.start()
 
-    def release(self, ws: Workspace, failed: bool) -> None:
+    def release(self, ws: Workspace, failed: bool, background: bool = False) -> None:
+        """Keep, or stop: ``background`` lets the test finish while its workspace shuts
+        down; ``settle`` (next boot of that name or address, session end) waits for it."""
         if self.keep == "always" or (self.keep == "failed" and failed):
             ws.detach()
             self.kept.append(ws)
+        elif background:
+            errors: list[BaseException] = []
+
+            def stop() -> None:
+                try:
+                    ws.stop()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            thread = threading.Thread(target=stop, name=f"wsfixture-stop-{ws.name}")
+            thread.start()
+            self.stopping.append((thread, ws, errors))
         else:
             ws.stop()
 
-    def close(self) -> None:
+    def settle(
+        self, name: str | None = None, ip: str | None = None
+    ) -> list[tuple[str, BaseException]]:
+        """Wait for background stops: of one name or address, or all of them."""
         failures: list[tuple[str, BaseException]] = []
+        waiting = []
+        for thread, ws, errors in self.stopping:
+            if name is None or ws.name == name or ws.ip == ip:
+                thread.join()
+                failures += [(f"stop {ws.name}", exc) for exc in errors]
+            else:
+                waiting.append((thread, ws, errors))
+        self.stopping = waiting
+        return failures
+
+    def close(self) -> None:
+        """Stop everything this process still holds; idempotent."""
+        failures = self.settle()
         for ws in list(self.shared.values()):
             try:
                 self.release(ws, failed=False)
@@ -170,6 +224,7 @@ class WsSession:
                     self.lab.close()
                 except Exception as exc:
                     failures.append((f"close lab {self.lab.name}", exc))
+                self.lab = None
         if (
             self._state_root is not None
             and not self.kept
@@ -235,7 +290,7 @@ def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
         ws = session.boot(session.spec(name, **fields))
         _track(request, ws)
         yield ws
-        session.release(ws, _failed(request))
+        session.release(ws, _failed(request), background=True)
         return
     key = (_scope_key(request, scope), repr((name, sorted(fields.items()))))
     if key not in session.shared:
