@@ -146,6 +146,16 @@ def _str_list(
     return tuple(good)
 
 
+def _matching(
+    value: object, where: str, pattern: re.Pattern[str], what: str, allowed: str, issues: Collector
+) -> str | None:
+    """``value`` if it is a string matching ``pattern``; otherwise an issue and None."""
+    if isinstance(value, str) and pattern.match(value):
+        return value
+    issues.add(where, f"is not a valid {what}", value, allowed)
+    return None
+
+
 def _choice(value: object, where: str, choices: tuple[str, ...], issues: Collector) -> str | None:
     if value not in choices:
         issues.add(where, "is not one of the choices", value, " or ".join(repr(c) for c in choices))
@@ -204,27 +214,17 @@ def _parse_network(data: object, issues: Collector) -> NetworkSpec:
         issues.add(
             "network.rangeStart", f"is after rangeEnd {end}", str(start), "rangeStart <= rangeEnd"
         )
-    bridge = raw.get("bridge", "wsbr0")
-    if not isinstance(bridge, str) or not IFNAME_RE.match(bridge):
-        issues.add(
-            "network.bridge",
-            "is not a valid interface name",
-            bridge,
-            "1-15 characters of letters, digits, '_', '.', '-'",
-        )
-        bridge = "wsbr0"
+    bridge = _matching(
+        raw.get("bridge", "wsbr0"), "network.bridge", IFNAME_RE, "interface name",
+        "1-15 characters of letters, digits, '_', '.', '-'", issues,
+    ) or "wsbr0"  # fmt: skip
     dns = raw.get("dns", True)
     if not _typed(dns, bool, "network.dns", issues, "true or false"):
         dns = True
-    namespace = raw.get("namespace", "wsfixture")
-    if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
-        issues.add(
-            "network.namespace",
-            "is not a valid namespace name",
-            namespace,
-            "1-31 characters of lowercase letters, digits and '-'",
-        )
-        namespace = "wsfixture"
+    namespace = _matching(
+        raw.get("namespace", "wsfixture"), "network.namespace", NAMESPACE_RE, "namespace name",
+        "1-31 characters of lowercase letters, digits and '-'", issues,
+    ) or "wsfixture"  # fmt: skip
     return NetworkSpec(subnet, gateway, start, end, bridge, bool(dns), namespace)
 
 
