@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import select
 import threading
 import time
 from dataclasses import dataclass
@@ -97,10 +98,8 @@ class SshSession:
         assert transport is not None
         channel = transport.open_session()
         try:
-            channel.settimeout(timeout)
             channel.exec_command(command)
-            stdout = channel.makefile("rb").read()
-            stderr = channel.makefile_stderr("rb").read()
+            stdout, stderr = _drain(channel, timeout)
             rc = channel.recv_exit_status()
         finally:
             channel.close()
@@ -112,6 +111,28 @@ class SshSession:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes]:
+    """Read stdout and stderr together until the command is done. Reading one to its end
+    first would hang once the other filled the SSH window (a few MiB of output)."""
+    out, err = bytearray(), bytearray()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        while channel.recv_ready():
+            out += channel.recv(65536)
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+        done = channel.closed or (channel.eof_received and channel.exit_status_ready())
+        if done and not channel.recv_ready() and not channel.recv_stderr_ready():
+            return bytes(out), bytes(err)
+        wait = 1.0
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError(f"command still running after {timeout}s")
+        # The channel's fileno wakes on data for either stream, EOF and close.
+        select.select([channel], [], [], min(wait, 1.0))
 
 
 class WorkspaceBackend(BaseBackend):  # type: ignore[misc]

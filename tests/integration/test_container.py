@@ -84,6 +84,23 @@ def test_command_errors_carry_everything(alpha: Workspace) -> None:
     assert (info.value.rc, info.value.stdout, info.value.stderr) == (3, "out\n", "err\n")
 
 
+def test_large_output_on_both_streams(alpha: Workspace) -> None:
+    # More than the SSH window (2 MiB) on stderr while stdout is also written.
+    rc, out, err = alpha.run(
+        "head -c 3000000 /dev/zero | tr '\\0' e >&2; head -c 3000000 /dev/zero | tr '\\0' o"
+    )
+    assert rc == 0
+    assert (len(out), len(err)) == (3000000, 3000000)
+    assert set(out) == {"o"}
+    assert set(err) == {"e"}
+
+
+def test_command_timeout(alpha: Workspace) -> None:
+    with pytest.raises(TimeoutError):
+        alpha.run("sleep 5", timeout=0.5)
+    assert alpha.succeed("echo still usable").strip() == "still usable"
+
+
 def test_wait_helpers(alpha: Workspace) -> None:
     alpha.wait_for_unit("systemd-resolved.service", timeout=10)
     alpha.wait_for_port(22, timeout=5)
