@@ -75,8 +75,3 @@ def client_key(state_root: Path) -> KeyPair:
 def host_key(host_key_dir: Path, name: str) -> KeyPair:
     """A workspace's persisted SSH host key (the seed's ``ssh-host-keys`` directory)."""
     return ensure_keypair(host_key_dir / HOST_KEY_NAME, f"root@{name}")
-
-
-def known_hosts_line(names: list[str], pair: KeyPair) -> str:
-    """One pinned known_hosts line for all names of a host."""
-    return f"{','.join(names)} {pair.public_key()}"

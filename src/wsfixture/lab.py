@@ -142,10 +142,6 @@ class Lab:
             self._record.save()
         self._detached = True
 
-    @property
-    def exists(self) -> bool:
-        return self.netns_path.exists()
-
     def close(self) -> None:
         """Remove the namespace, DNS, hosts file and runtime directory (unless detached)."""
         if not self._detached:

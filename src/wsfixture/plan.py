@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from wsfixture import derive
-from wsfixture.config import Config
+from wsfixture.config import STANDARD_SHARES, Config
 
 
 def plan(config: Config, accel: str | None = None) -> dict[str, Any]:
@@ -21,8 +21,7 @@ def plan(config: Config, accel: str | None = None) -> dict[str, Any]:
             "restartIfChanged": spec.restart_if_changed,
             "packages": list(config.packages_for(spec)),
             "stateDirs": {
-                share: str(config.state_dir(spec.name) / share)
-                for share in ("workspace", "ssh-host-keys", "claude-config")
+                share: str(config.state_dir(spec.name) / share) for share in STANDARD_SHARES
             },
         }
         if spec.is_vm:

@@ -23,7 +23,7 @@ import testinfra.host
 
 from wsfixture import keys, ledger, provision, system
 from wsfixture.backends.base import Backend, BackendContext
-from wsfixture.config import Config, WorkspaceSpec
+from wsfixture.config import STANDARD_SHARES, Config, WorkspaceSpec
 from wsfixture.errors import CleanupError, CommandError, ReadyTimeout, StartError
 from wsfixture.image import Image, ImageRecipe, Progress, ensure_image
 from wsfixture.lab import Lab, LabHost
@@ -141,9 +141,7 @@ class Workspace:
         self._launch(self._record)
 
     def _launch(self, record: ledger.Record) -> None:
-        shares = {
-            name: self.state_dir / name for name in ("workspace", "ssh-host-keys", "claude-config")
-        }
+        shares = {name: self.state_dir / name for name in STANDARD_SHARES}
         for path in shares.values():
             system.private_dir(path)
         uid = self.config.defaults.user.uid
@@ -201,10 +199,8 @@ class Workspace:
             try:
                 rc, _, _ = session.run("true")
             except Exception as exc:
-                if backend.failure() is not None:
-                    raise StartError(
-                        self.name, str(backend.failure()), system.tail(self.console_log)
-                    ) from exc
+                if (reason := backend.failure()) is not None:
+                    raise StartError(self.name, reason, system.tail(self.console_log)) from exc
                 state["now"] = f"ssh login failed: {type(exc).__name__}: {exc}"
                 session.close()
                 return None

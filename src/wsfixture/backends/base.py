@@ -39,6 +39,24 @@ class Backend(abc.ABC):
         self.ctx = ctx
         self.console_log = ctx.runtime_dir / "console.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # The machine and its helpers, so cgroup.kill can end them all.
+        self.cgroup = system.CGROUP_ROOT / f"{ctx.lab.name}-{ctx.spec.name}"
+
+    def shares(self) -> list[tuple[str, Path, str, bool]]:
+        """(tag, host dir, guest path, read-only): the seed's three standard directories
+        under ``<state root>/<name>``, then the spec's extra shares."""
+        home = f"/home/{self.ctx.config.defaults.user.name}"
+        state = self.ctx.state_dir
+        standard = [
+            ("workspace", state / "workspace", f"{home}/workspace", False),
+            ("claude-config", state / "claude-config", f"{home}/.claude", False),
+            ("ssh-host-keys", state / "ssh-host-keys", "/etc/ssh/host-keys", True),
+        ]
+        extra = [
+            (f"share{i}", s.source.expanduser(), s.target, s.read_only)
+            for i, s in enumerate(self.ctx.spec.shares)
+        ]
+        return standard + extra
 
     @abc.abstractmethod
     def start(self) -> None:

@@ -16,8 +16,6 @@ from wsfixture import derive, system
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.image import Image
 
-GUEST_HOST_KEYS = "/etc/ssh/host-keys"
-
 
 class NspawnBackend(Backend):
     kind = "container"
@@ -27,20 +25,13 @@ class NspawnBackend(Backend):
         self.image = image
         run = self.ctx.runtime_dir
         self.upper, self.work, self.root = run / "upper", run / "work", run / "root"
-        self.cgroup = system.CGROUP_ROOT / f"{self.ctx.lab.name}-{self.ctx.spec.name}"
 
     def argv(self) -> list[str]:
         spec, lab = self.ctx.spec, self.ctx.lab
-        home = f"/home/{self.ctx.config.defaults.user.name}"
-        state = self.ctx.state_dir
         binds = [
-            f"--bind={state / 'workspace'}:{home}/workspace",
-            f"--bind={state / 'claude-config'}:{home}/.claude",
-            f"--bind-ro={state / 'ssh-host-keys'}:{GUEST_HOST_KEYS}",
+            f"--bind{'-ro' if read_only else ''}={source}:{target}"
+            for _, source, target, read_only in self.shares()
         ]
-        for share in spec.shares:
-            flag = "--bind-ro" if share.read_only else "--bind"
-            binds.append(f"{flag}={share.source.expanduser()}:{share.target}")
         nspawn = [
             system.require_tool("systemd-nspawn"),
             "--boot",

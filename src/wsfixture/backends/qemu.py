@@ -113,7 +113,6 @@ class QemuBackend(Backend):
         self.seed = run / "seed.tar"
         self.qmp_socket = run / "qmp.sock"
         self.serial_socket = run / "serial.sock"
-        self.cgroup = system.CGROUP_ROOT / f"{ctx.lab.name}-{spec.name}"
         self.tap = derive.tap_name(spec.name)
         self.accel = host_accel(spec.accel)
         self.vcpu, self.memory, self.warnings = clamp_resources(
@@ -130,21 +129,6 @@ class QemuBackend(Backend):
         self._qmp: QmpClient | None = None
 
     # -- shares --------------------------------------------------------------------------
-
-    def shares(self) -> list[tuple[str, Path, str, bool]]:
-        """(tag, host dir, guest path, read-only) for the standard three and the extras."""
-        home = f"/home/{self.ctx.config.defaults.user.name}"
-        state = self.ctx.state_dir
-        standard = [
-            ("workspace", state / "workspace", f"{home}/workspace", False),
-            ("claude-config", state / "claude-config", f"{home}/.claude", False),
-            ("ssh-host-keys", state / "ssh-host-keys", "/etc/ssh/host-keys", True),
-        ]
-        extra = [
-            (f"share{i}", s.source.expanduser(), s.target, s.read_only)
-            for i, s in enumerate(self.ctx.spec.shares)
-        ]
-        return standard + extra
 
     # -- argv ----------------------------------------------------------------------------
 
