@@ -39,6 +39,7 @@ from wsfixture.workspace import STOP_TIMEOUTS, Workspace
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PEER_VENV = HERE / ".peer-venv"
+USER_VENV = HERE / ".user-venv"
 DEADLINE = 30 * 60  # the whole run stops starting new measurements after this
 
 
@@ -364,10 +365,27 @@ def run_suite(args: list[str], cwd: Path, env: dict[str, str], pytest: str) -> t
     return wall, proc.stdout
 
 
+def user_pytest() -> str:
+    """pytest from a venv holding only what a wsfixture user installs (wsfixture, editable,
+    and pytest-xdist), just as the peer's venv holds only its own stack. The dev venv also
+    carries hypothesis, whose pytest plugin costs ~0.5 s of import in every pytest process
+    (three of them under -n 2): that is our test tooling, not the user's bill."""
+    root = HERE.parent
+    stamp = USER_VENV / ".installed"
+    wanted = (root / "pyproject.toml").read_text()
+    if not stamp.exists() or stamp.read_text() != wanted:
+        say("bench: creating the user venv (wsfixture, pytest-xdist)")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(USER_VENV)], check=True)
+        pip = str(USER_VENV / "bin" / "pip")
+        subprocess.run([pip, "install", "-q", "-e", str(root), "pytest-xdist"], check=True)
+        stamp.write_text(wanted)
+    return str(USER_VENV / "bin" / "pytest")
+
+
 def bench_sessions(state: Path, runs: int) -> tuple[list[Row], dict[str, float]]:
     rows = []
     walls: dict[str, float] = {}
-    pytest = str(Path(sys.executable).with_name("pytest"))
+    pytest = user_pytest()
     for label, extra in (("serial", []), ("-n 2", ["-n", "2"]), ("-n 4", ["-n", "4"])):
         samples, overheads = [], []
         for _ in range(runs):
