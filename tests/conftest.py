@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,43 @@ def require_root_and_tools(*tools: str) -> None:
     for tool in tools:
         found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
         require(found is not None, tool)
+
+
+def footprint() -> set[str]:
+    """Everything wsfixture can leave on this machine: lab directories, namespaces, their
+    /etc/netns entries, cgroups and ledger records."""
+    from wsfixture import system
+
+    places = {
+        "lab dir": system.LIB_DIR / "labs",
+        "netns": Path("/run/netns"),
+        "/etc/netns": Path("/etc/netns"),
+        "cgroup": system.CGROUP_ROOT,
+        "ledger record": system.RUN_DIR / "ledger",
+    }
+    found = set()
+    for kind, place in places.items():
+        if place.is_dir():
+            entries = (p for p in place.iterdir() if kind != "cgroup" or p.is_dir())
+            found |= {f"{kind} {p.name}" for p in entries}
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.stash[footprint_key] = footprint()
+
+
+@pytest.hookimpl(trylast=True)  # after the plugin has released this session's workspaces
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The whole suite leaves nothing behind, whichever test would have leaked it."""
+    if hasattr(session.config, "workerinput"):
+        return  # under xdist the controller looks, once everything has ended
+    left = footprint() - session.stash.get(footprint_key, set())
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"the suite left behind: {', '.join(sorted(left))}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+footprint_key = pytest.StashKey[set[str]]()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -287,12 +286,18 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             say("kept")
             return EXIT_FAILED
-    shutil.rmtree(state)
+    system.remove_tree(state)  # what is mounted inside is detached, never emptied
     say(f"{state}: deleted")
     return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    if args.lab:
+        # A CLI workspace's supervisor stops it itself and exits; reaping under a live
+        # supervisor would leave it to tidy up a lab that is already gone.
+        for record in running(args.lab).values():
+            if record.info.get("supervised"):
+                stop_record(record)
     reaped, failures = ledger.reap(args.lab)
     if args.json:
         say(json.dumps({"reaped": [r.key for r in reaped], "failures": [str(f) for f in failures]}))

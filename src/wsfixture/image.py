@@ -26,7 +26,7 @@ from filelock import FileLock
 from wsfixture import system
 from wsfixture.errors import StartError
 
-BUILDER_VERSION = "8"
+BUILDER_VERSION = "9"
 SUITE = "bookworm"
 BASE_PACKAGES = (
     "systemd",
@@ -66,6 +66,16 @@ CONTAINER_MASKED_UNITS = (
     "dev-hugepages.mount",
     "systemd-sysusers.service",
 )
+# Generators PID 1 runs at every boot (each an exec that loads libsystemd-shared) which have
+# nothing to find in a container: disks, crypt/verity/integrity devices, hibernation,
+# consoles, kernel command line. Masking them cut a container boot's CPU by ~40 ms of ~360.
+# fstab, sysv and rc-local stay: a user's fstab, init script or rc.local still works.
+CONTAINER_MASKED_GENERATORS = (
+    "systemd-cryptsetup-generator", "systemd-debug-generator", "systemd-getty-generator",
+    "systemd-gpt-auto-generator", "systemd-hibernate-resume-generator",
+    "systemd-integritysetup-generator", "systemd-run-generator",
+    "systemd-system-update-generator", "systemd-veritysetup-generator",
+)  # fmt: skip
 ENABLED_UNITS = ("systemd-networkd.service", "systemd-resolved.service", "ssh.service")
 SSHD_CONFIG = """\
 # wsfixture: per-workspace host key, keys only, no passwords.
@@ -292,6 +302,11 @@ def customise(root: Path, flavour: str) -> None:
     system.run([*systemctl, "enable", *ENABLED_UNITS])
     masked = MASKED_UNITS + (CONTAINER_MASKED_UNITS if flavour == "container" else ())
     system.run([*systemctl, "mask", *masked])
+    if flavour == "container":
+        generators = root / "etc/systemd/system-generators"
+        generators.mkdir(parents=True, exist_ok=True)
+        for name in CONTAINER_MASKED_GENERATORS:  # a /dev/null link here masks one
+            (generators / name).symlink_to("/dev/null")
 
 
 def customise_vm(root: Path) -> None:

@@ -8,6 +8,8 @@ socket opened inside the lab (``Lab.connect``); people reach it through the gene
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import signal
 import socket
 import subprocess
@@ -19,8 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-
-from filelock import FileLock
 
 from wsfixture import derive, ledger, system
 from wsfixture.config import NetworkSpec
@@ -284,25 +284,42 @@ class Lab:
         self.client_key = private_key
 
     @contextlib.contextmanager
-    def _hosts_locked(self) -> Iterator[None]:
+    def _hosts_locked(self) -> Iterator[bool]:
         """Serialise hosts changes; across processes for a shared (reused) lab, whose hosts
-        are whatever its workspaces' ledger records say."""
+        are whatever its workspaces' ledger records say. Yields whether the lab still
+        exists: a shared lab can be gone already (the last ``down``, or ``gc --lab``)."""
         with self._lock:
             if not self.reuse:
-                yield
+                yield True
                 return
-            with FileLock(str(self.dir / "hosts.lock")):
-                self._load_hosts()
-                yield
+            # flock on the lab directory itself: a lock file would outlive the lab, and
+            # would even recreate its directory when the lab is already gone.
+            try:
+                fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                yield False
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                present = self.dir.exists() and self.etc_dir.exists()
+                if present:
+                    self._load_hosts()
+                yield present
+            finally:
+                os.close(fd)
 
     def add_host(self, host: LabHost) -> None:
-        with self._hosts_locked():
+        with self._hosts_locked() as present:
+            if not present:
+                raise StartError(host.name, f"lab {self.name} was removed meanwhile")
             self.hosts[host.name] = host
             self._write_hosts()
         self._reload_dns()
 
     def remove_host(self, name: str) -> None:
-        with self._hosts_locked():
+        with self._hosts_locked() as present:
+            if not present:
+                return  # the lab went first, and its hosts with it
             host = self.hosts.pop(name, None)
             self._write_hosts()
         self._reload_dns()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -152,9 +151,9 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
     for netns in reversed(record.netns):
         if (Path("/run/netns") / netns).exists():
             attempt(f"delete netns {netns}", system.run, ["ip", "netns", "delete", netns])
-        attempt(f"remove /etc/netns/{netns}", shutil.rmtree, f"/etc/netns/{netns}", True)
+        attempt(f"remove /etc/netns/{netns}", system.remove_tree, Path("/etc/netns") / netns)
     for directory in reversed(record.dirs):
-        attempt(f"remove {directory}", shutil.rmtree, directory, True)
+        attempt(f"remove {directory}", system.remove_tree, Path(directory))
     if not failures:
         record.forget()
     return failures

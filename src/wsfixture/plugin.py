@@ -37,6 +37,7 @@ MARKER_FIELDS = (
     "name", "scope", "type", "ip", "packages", "vcpu", "memory", "disk", "shares", "accel",
     "machine", "vsock", "auto_start", "autoStart", "restart_if_changed", "restartIfChanged",
 )  # fmt: skip
+WORKER_CLEANUP_KEY = "wsfixture_cleanup_failure"
 used_key = pytest.StashKey["list[Workspace]"]()
 failed_key = pytest.StashKey[bool]()
 
@@ -74,17 +75,35 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Release everything before the summary; a cleanup failure fails the session."""
+    """Release everything before the summary; a cleanup failure fails the session, also
+    when it happened on an xdist worker (whose own exit status the controller ignores)."""
     ws_session = session.config.stash.get(session_key, None)
     if ws_session is None:
         return
+    problems = list(ws_session.worker_cleanup_failures)
     try:
         ws_session.close()
     except CleanupError as exc:
+        problems.append(str(exc))
+        worker_output = getattr(session.config, "workeroutput", None)
+        if worker_output is not None:  # this is a worker: tell the controller
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "worker")
+            worker_output[WORKER_CLEANUP_KEY] = f"{worker}: {exc}"
+    if problems:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.write_line(f"wsfixture: {exc}", red=True)
+            for problem in problems:
+                reporter.write_line(f"wsfixture: {problem}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: collect a worker's cleanup failure for this session's end."""
+    problem = getattr(node, "workeroutput", {}).get(WORKER_CLEANUP_KEY)
+    ws_session = node.config.stash.get(session_key, None)
+    if problem and ws_session is not None:
+        ws_session.worker_cleanup_failures.append(problem)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -102,6 +121,8 @@ class WsSession:
     lab: Lab | None = None
     kept: list[Workspace] = field(default_factory=list)
     shared: dict[tuple[str, str], Workspace] = field(default_factory=dict)
+    # Cleanup failures reported by xdist workers (controller only).
+    worker_cleanup_failures: list[str] = field(default_factory=list)
     # Workspaces being stopped in the background: (thread, workspace, its errors).
     stopping: list[tuple[threading.Thread, Workspace, list[BaseException]]] = field(
         default_factory=list

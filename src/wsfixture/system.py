@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -160,10 +161,41 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def is_mounted(path: Path) -> bool:
-    target = str(path)
+def mount_points() -> list[Path]:
+    """Every mount point in this mount namespace, in mount order."""
     with open("/proc/self/mountinfo") as mounts:
-        return any(line.split()[4] == target for line in mounts)
+        # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+        return [Path(_unescape(line.split()[4])) for line in mounts]
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def is_mounted(path: Path) -> bool:
+    return path in mount_points()
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory wsfixture made. Whatever is mounted inside it is detached first
+    (lazily, deepest first): removing files through a mount would reach data that is not
+    ours. A file that cannot be removed raises; ignoring it would be a silent leak."""
+    inside = [m for m in mount_points() if m == path or path in m.parents]
+    for mount in sorted(inside, key=lambda m: len(m.parts), reverse=True):
+        run(["umount", "--lazy", str(mount)])
+    shutil.rmtree(path, onerror=_removal_failed)
+
+
+def _removal_failed(
+    _func: object, where: str, exc_info: tuple[object, BaseException, object]
+) -> None:
+    # rmtree works through directory fds, so its own error names only the last component.
+    error = exc_info[1]
+    if isinstance(error, FileNotFoundError):
+        return
+    if isinstance(error, OSError):
+        raise type(error)(error.errno, error.strerror, where) from error
+    raise error
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -13,9 +13,7 @@ def netns_exists(name: str) -> bool:
 
 
 def mounts_under(path: Path) -> list[str]:
-    prefix = str(path)
-    with open("/proc/self/mountinfo") as mounts:
-        return [line.split()[4] for line in mounts if line.split()[4].startswith(prefix)]
+    return [str(m) for m in system.mount_points() if m == path or path in m.parents]
 
 
 def processes_with_cmdline(fragment: str) -> list[int]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.integration.leaks import leftovers
+from wsfixture import ledger
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +123,20 @@ def test_day_to_day(cli_config: Path) -> None:
     assert wsf(cli_config, "destroy", "one", check=False).returncode == 2, "asks for --yes"
     wsf(cli_config, "destroy", "one", "--yes")
     assert not state.exists()
+
+
+def test_gc_lab_stops_supervisors_and_leaves_nothing(cli_config: Path) -> None:
+    ns = cli_config.read_text().split('namespace = "')[1].split('"')[0]
+    wsf(cli_config, "up", "one")
+    (record,) = [r for r in ledger.records() if r.kind == "workspace" and r.info.get("lab") == ns]
+    supervisor = record.owner
+    assert supervisor.alive()
+    wsf(cli_config, "gc", "--lab", ns)
+    deadline = time.monotonic() + 10
+    while supervisor.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not supervisor.alive(), "the supervisor stopped its workspace and exited"
+    assert leftovers(ns) == {}
 
 
 def test_vm_through_the_cli(cli_config: Path) -> None:

@@ -137,6 +137,24 @@ def test_host_key_survives_restart_and_nothing_leaks(config: Config, tmp_path: P
     assert (config.state_dir("gamma") / "ssh-host-keys").is_dir(), "state survives stop"
 
 
+def test_stop_detaches_a_mount_inside_and_keeps_its_data(config: Config, tmp_path: Path) -> None:
+    """A mount left inside a workspace's runtime directory (an operator's bind mount to look
+    at files, say) is detached at stop; the removal never reaches through it into data."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("keep me")
+    spec = workspace_spec(config, name="delta", type="container", ip="192.168.83.13")
+    with Lab(config.network) as lab:
+        ws = Workspace(spec, config, lab).start()
+        peek = ws.runtime_dir / "peek"
+        peek.mkdir()
+        subprocess.run(["mount", "--bind", str(precious), str(peek)], check=True)
+        ws.stop()
+        name = lab.name
+    assert (precious / "data.txt").read_text() == "keep me"
+    assert leftovers(name) == {}
+
+
 def test_example_config_boots(tmp_path: Path) -> None:
     config = load_config(EXAMPLE).with_state_root(tmp_path)
     with Lab(config.network) as lab, Workspace(config.workspaces["myproject"], config, lab) as ws:

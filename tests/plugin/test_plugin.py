@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,42 @@ def test_parallel_workers_get_their_own_labs(real: pytest.Pytester) -> None:
     )
     result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "-n", "2", "-s")
     result.assert_outcomes(passed=4)
+
+
+def test_cleanup_failure_on_a_worker_fails_the_run(real: pytest.Pytester) -> None:
+    """A workspace that cannot be released (an immutable file in its runtime directory)
+    fails the whole run with the reason, also from an xdist worker, whose own exit status
+    the controller ignores; once the file is freed, gc reaps what was left."""
+    where = real.path / "pinned-at"
+    real.makepyfile(
+        f"""
+        import subprocess
+
+        def test_pins_a_file(workspace, ws_lab):
+            pinned = workspace.runtime_dir / "pinned"
+            pinned.write_text("cannot be removed")
+            subprocess.run(["chattr", "+i", str(pinned)], check=True)
+            open({str(where)!r}, "w").write(ws_lab.name + " " + str(pinned))
+
+        def test_other():
+            pass
+        """
+    )
+    result = real.runpytest_subprocess("-n", "2")
+    lab_name, pinned = where.read_text().split()
+    try:
+        result.assert_outcomes(passed=2)
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        result.stdout.fnmatch_lines(
+            ["*wsfixture: gw?: * cleanup step(s) failed*", f"*Operation not permitted*{pinned}*"]
+        )
+    finally:
+        subprocess.run(["chattr", "-i", pinned], check=True)
+    assert leftovers(lab_name), "the unreleased workspace is still on record"
+    from wsfixture.cli import main
+
+    assert main(["gc"]) == 0
+    assert leftovers(lab_name) == {}
 
 
 def test_options_are_documented(pytester: pytest.Pytester) -> None:
