@@ -104,6 +104,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         results.append({"name": name, "result": detail, "ok": ok})
         if not args.json:
             say(f"  {name}: {detail}")
+    if remove_lab_if_idle(config.network.namespace) and not args.json:
+        say(f"lab {config.network.namespace}: removed (no workspace runs)")
     if args.json:
         say(json.dumps(results))
     return 0 if all(r.get("ok", True) for r in results) else EXIT_FAILED

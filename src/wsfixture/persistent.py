@@ -104,13 +104,13 @@ def stop_record(record: ledger.Record, timeout: float = 60.0) -> None:
 
 
 def remove_lab_if_idle(lab: str) -> bool:
-    if running(lab):
-        return False
+    """Remove the persistent lab when none of its workspaces runs; True if it was removed."""
     record = lab_record(lab)
-    if record is not None:
-        failures = ledger.release(record)
-        if failures:
-            raise WsfixtureError(f"could not remove lab {lab}: {failures}")
+    if record is None or running(lab):
+        return False
+    failures = ledger.release(record)
+    if failures:
+        raise WsfixtureError(f"could not remove lab {lab}: {failures}")
     return True
 
 

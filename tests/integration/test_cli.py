@@ -139,6 +139,18 @@ def test_gc_lab_stops_supervisors_and_leaves_nothing(cli_config: Path) -> None:
     assert leftovers(ns) == {}
 
 
+def test_failed_up_leaves_no_lab(cli_config: Path, tmp_path: Path) -> None:
+    ns = cli_config.read_text().split('namespace = "')[1].split('"')[0]
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the state root should be")
+    cli_config.write_text(cli_config.read_text().replace(str(tmp_path / "state"), str(blocker)))
+    up = wsf(cli_config, "up", "one", check=False)
+    assert up.returncode == 1
+    assert str(blocker) in up.stdout, up.stdout
+    assert f"lab {ns}: removed" in up.stdout
+    assert leftovers(ns) == {}
+
+
 def test_vm_through_the_cli(cli_config: Path) -> None:
     wsf(cli_config, "up", "vmthree")
     assert status(cli_config)["vmthree"]["state"] == "running"
