@@ -165,6 +165,13 @@ def testinfra_host(session: SshSession) -> testinfra.host.Host:
     return host
 
 
+class PromptRemote(fabric.runners.Remote):  # type: ignore[misc]
+    """fabric's runner, polling for the command's end every 1 ms instead of invoke's 10 ms:
+    that nap was most of ``conn.run``'s latency (12 ms for ``true``; raw paramiko 2.4 ms)."""
+
+    input_sleep = 0.001
+
+
 class PinnedConnection(fabric.Connection):  # type: ignore[misc]
     """A fabric Connection that rides the workspace's pinned SSH session.
 
@@ -174,7 +181,13 @@ class PinnedConnection(fabric.Connection):  # type: ignore[misc]
 
     def __init__(self, session: SshSession) -> None:
         # Tests run with stdin captured: commands read no input unless asked to.
-        config = fabric.Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
+        config = fabric.Config(
+            overrides={
+                "load_ssh_configs": False,
+                "run": {"in_stream": False},
+                "runners": {"remote": PromptRemote},
+            }
+        )
         super().__init__(host=session.ip, user=session.user, port=SSH_PORT, config=config)
         self.session = session
         self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
