@@ -183,16 +183,21 @@ def cmd_logs(args: argparse.Namespace) -> int:
     console = directory / args.name / "console.log"
     if not console.exists():
         raise UsageError(f"{args.name} has no console log in lab {lab} (not running?)")
+    ssh = ["ssh", "-F", str(directory / "ssh_config"), args.name]
+    journal = f"doas -n journalctl -b --no-pager -n {args.lines}"
     if args.follow:
-        os.execvp("tail", ["tail", "-n", "100", "-F", str(console)])
+        # The journal has every service's output; the console is there for a workspace
+        # that never got as far as sshd.
+        if args.console:
+            os.execvp("tail", ["tail", "-n", str(args.lines), "-F", str(console)])
+        os.execvp("ssh", [*ssh, f"{journal} --follow"])
     say(system.tail(console, args.lines))
-    ssh_config = directory / "ssh_config"
-    remote = f"doas -n journalctl -b --no-pager -n {args.lines}"
-    journal = subprocess.run(
-        ["ssh", "-F", str(ssh_config), args.name, remote],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    say(f"--- journal of {args.name} ---\n{journal.stdout or journal.stderr}")
+    if args.console:
+        return 0
+    result = subprocess.run(
+        [*ssh, journal], capture_output=True, text=True, timeout=60, check=False
+    )
+    say(f"--- journal of {args.name} ---\n{result.stdout or result.stderr}")
     return 0
 
 
@@ -352,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
     p = command("logs", cmd_logs, "console log and journal of a workspace")
     p.add_argument("name")
-    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-f", "--follow", action="store_true", help="follow the journal")
+    p.add_argument("--console", action="store_true", help="the console log only")
     p.add_argument("-n", "--lines", type=int, default=100)
     p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
     p = command("check", cmd_check, "run the verification suite on running workspaces", True)

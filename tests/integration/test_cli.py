@@ -4,10 +4,12 @@ its own (a namespace name unique to this test run)."""
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,33 @@ def cli_config(tmp_path: Path) -> Path:
     assert leftovers(ns) == {}
 
 
+def follow_logs(config: Path, name: str, action: Callable[[], object], wanted: str) -> str:
+    """Output of ``logs -f`` from its start until ``wanted`` shows up (10 s at most)."""
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "wsfixture.cli", "-c", str(config), "logs", "-f", "-n", "1", name],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert follower.stdout is not None
+    seen = ""
+    try:
+        deadline = time.monotonic() + 10
+        acted = False
+        while wanted not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([follower.stdout], [], [], 0.5)
+            if ready:
+                line = follower.stdout.readline()
+                if not line:
+                    break
+                seen += line
+            if not acted and seen:  # following has begun
+                action()
+                acted = True
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    return seen
+
+
 def status(config: Path) -> dict[str, dict[str, str]]:
     return {row["name"]: row for row in json.loads(wsf(config, "status", "--json").stdout)}
 
@@ -88,6 +117,11 @@ def test_day_to_day(cli_config: Path) -> None:
     )
     logs = wsf(cli_config, "logs", "one", "-n", "20").stdout
     assert "journal of one" in logs
+    assert "journal of one" not in wsf(cli_config, "logs", "one", "--console").stdout
+    marker = f"wsf-follow-{uuid.uuid4().hex[:8]}"
+    assert marker in follow_logs(
+        cli_config, "one", lambda: wsf(cli_config, "ssh", "one", "logger", marker), marker
+    )
 
     check = wsf(cli_config, "check", "--json")
     outcomes = json.loads(check.stdout)
