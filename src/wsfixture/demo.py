@@ -37,6 +37,10 @@ def run_demo(path: str) -> int:
             for spec in config.workspaces.values()
         ]
         try:
+            # Images first: a boot timed while another workspace's image builds would
+            # count the build, not the boot.
+            for ws in workspaces:
+                ws.prepare_image()
             for ws in workspaces:
                 say(f"== starting {ws.name} ({ws.spec.type}) ...")
                 ws.launch()

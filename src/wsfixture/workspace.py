@@ -140,6 +140,11 @@ class Workspace:
         )
         self._launch(self._record)
 
+    def prepare_image(self) -> Image:
+        """The base image this workspace boots from, built now if it is not cached."""
+        recipe = ImageRecipe.for_packages(self.config.packages_for(self.spec), self.spec.type)
+        return ensure_image(recipe, progress=self.progress)
+
     def _launch(self, record: ledger.Record) -> None:
         shares = {name: self.state_dir / name for name in STANDARD_SHARES}
         for path in shares.values():
@@ -156,8 +161,7 @@ class Workspace:
             client.public_line(),
             (host_key.private.read_text(), host_key.public.read_text()),
         )
-        recipe = ImageRecipe.for_packages(self.config.packages_for(self.spec), self.spec.type)
-        image = ensure_image(recipe, progress=self.progress)
+        image = self.prepare_image()
         record.add("dirs", str(self.runtime_dir))
         system.private_dir(self.runtime_dir)
         lab_host = LabHost(self.name, self.ip, self.user, host_key.public_key())
