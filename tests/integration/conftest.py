@@ -32,7 +32,13 @@ def config(state_root: Path) -> Config:
             "workspaces": {
                 "alpha": {"type": "container", "ip": "192.168.83.10"},
                 "beta": {"type": "container", "ip": "192.168.83.11"},
-                "vmone": {"type": "vm", "ip": "192.168.83.20", "vcpu": 2, "memory": 1024},
+                "vmone": {
+                    "type": "vm",
+                    "ip": "192.168.83.20",
+                    "vcpu": 2,
+                    "memory": 1024,
+                    "packages": ["curl"],  # a layered image
+                },
             },
         }
     )

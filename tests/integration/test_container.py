@@ -161,8 +161,11 @@ def test_stop_detaches_a_mount_inside_and_keeps_its_data(config: Config, tmp_pat
 def test_example_config_boots(tmp_path: Path) -> None:
     config = load_config(EXAMPLE).with_state_root(tmp_path)
     with Lab(config.network) as lab, Workspace(config.workspaces["myproject"], config, lab) as ws:
-        for package in ("git", "curl", "make"):
+        for package in ("git", "curl", "make"):  # a layer over the base image
             assert ws.host.package(package).is_installed
+        resolv = ws.host.file("/etc/resolv.conf")
+        assert resolv.linked_to == "/run/systemd/resolve/stub-resolv.conf"
+        assert ws.host.run("git --version").rc == 0
         assert [o for o in checks.verify(ws) if not o.ok] == []
 
 

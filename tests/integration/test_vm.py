@@ -48,6 +48,13 @@ def test_vm_looks_like_a_container_to_tests(vm: Workspace) -> None:
     assert facts["vcpu"] == 2
 
 
+def test_vm_from_a_package_layer(vm: Workspace) -> None:
+    """vmone asks for curl: its disk is the base plus a layer apt installed."""
+    assert vm.host.package("curl").is_installed
+    assert vm.host.file("/etc/resolv.conf").linked_to == "/run/systemd/resolve/stub-resolv.conf"
+    assert vm.host.run("curl --version").rc == 0
+
+
 def test_container_and_vm_reach_each_other_by_name(vm: Workspace, peer: Workspace) -> None:
     vm.succeed("ping -c 1 -W 3 alpha")
     peer.succeed("ping -c 1 -W 3 workspace-vmone")

@@ -55,7 +55,8 @@ class NspawnBackend(Backend):
         record = self.ctx.record
         for directory in (self.upper, self.work, self.root):
             directory.mkdir(parents=True, exist_ok=True)
-        options = f"lowerdir={self.image.root},upperdir={self.upper},workdir={self.work}"
+        lower = ":".join(str(layer) for layer in self.image.layers)
+        options = f"lowerdir={lower},upperdir={self.upper},workdir={self.work}"
         record.add("mounts", str(self.root))
         system.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
         self.ctx.provision(self.root)

@@ -245,7 +245,7 @@ class QemuBackend(Backend):
         for name in ACCOUNT_FILES:
             target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.image.root / name, target)
+            shutil.copy2(self.image.path(name), target)
         self.ctx.provision(staging)
         mounts = staging / "etc/wsfixture/mounts"
         mounts.parent.mkdir(parents=True, exist_ok=True)

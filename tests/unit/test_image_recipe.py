@@ -1,0 +1,53 @@
+"""Image recipes and layer lookup: pure logic, no image is built."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from wsfixture.image import BASE_PACKAGES, VM_PACKAGES, Image, ImageRecipe
+
+
+def test_no_extra_packages_is_the_base() -> None:
+    for flavour in ("container", "vm"):
+        recipe = ImageRecipe.for_packages((), flavour)
+        assert recipe.base is None
+        assert recipe == ImageRecipe.base_of(flavour)
+        assert recipe.added == ()
+    assert ImageRecipe.for_packages(["openssh-server"]).base is None  # already in the base
+    assert set(ImageRecipe.base_of("vm").packages) == {*BASE_PACKAGES, *VM_PACKAGES}
+
+
+def test_extra_packages_make_a_layer_over_the_base() -> None:
+    recipe = ImageRecipe.for_packages(["git", "curl", "git"], "vm")
+    assert recipe.base == ImageRecipe.base_of("vm")
+    assert recipe.added == ("curl", "git")
+    assert set(recipe.packages) == {*recipe.base.packages, "curl", "git"}
+    assert ImageRecipe.for_packages(["curl", "git"], "vm").key == recipe.key  # order-free
+    assert recipe.key != ImageRecipe.for_packages(["curl"], "vm").key
+    assert recipe.key != ImageRecipe.for_packages(["curl", "git"], "container").key
+    assert recipe.key.startswith("bookworm-vm-")
+
+
+def test_paths_resolve_through_layers_and_whiteouts(tmp_path: Path) -> None:
+    recipe = ImageRecipe.for_packages(["curl"])
+    image = Image(recipe, tmp_path / recipe.key)
+    assert recipe.base is not None
+    base_root = tmp_path / recipe.base.key / "root"
+    layer = tmp_path / recipe.key / "layer"
+    assert image.layers == [layer, base_root]
+    for tree in (base_root, layer):
+        (tree / "etc").mkdir(parents=True)
+    (base_root / "etc/passwd").write_text("base")
+    (base_root / "etc/gone").write_text("deleted by the layer")
+    (base_root / "etc/motd").write_text("base")
+    (layer / "etc/motd").write_text("layer")
+    os.mknod(layer / "etc/gone", 0o600 | 0o020000, os.makedev(0, 0))  # overlayfs whiteout
+    assert image.path("etc/passwd") == base_root / "etc/passwd"
+    assert image.path("etc/motd") == layer / "etc/motd"
+    assert not image.has("etc/gone")
+    with pytest.raises(FileNotFoundError, match="etc/gone"):
+        image.path("etc/gone")
+    assert not image.has("etc/nothing")
