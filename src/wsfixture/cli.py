@@ -15,11 +15,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsfixture import checks, derive, hostsfile, ledger, system
+from wsfixture import checks, derive, hostsfile, imagecache, ledger, system
 from wsfixture.config import Config, load_config
 from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
 from wsfixture.persistent import (
@@ -315,6 +316,38 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else 0
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    if args.prune:
+        removed = imagecache.prune(args.days, dry_run=args.dry_run)
+        freed = sum(size for _, size in removed)
+        if args.json:
+            say(json.dumps({"removed": [i.key for i, _ in removed], "bytes": freed}))
+            return 0
+        verb = "would remove" if args.dry_run else "removed"
+        for image, size in removed:
+            why = "older wsfixture" if not image.current else "unused"
+            say(f"{verb} {image.key} ({why}, {size / 2**20:.0f} MiB)")
+        say(f"images: {verb} {len(removed)}, {freed / 2**30:.1f} GiB")
+        return 0
+    images = imagecache.cached_images()
+    busy = imagecache.busy_keys(images)
+    now = time.time()
+    rows = [
+        {
+            "image": i.key,
+            "kind": "unreadable" if i.recipe is None else (
+                f"layer over {i.base_key}" if i.base_key else "base"),
+            "adds": " ".join(i.recipe.added) if i.recipe else "",
+            "last_used": f"{(now - i.last_used) / 3600:.0f}h ago",
+            "state": "in use" if i.key in busy else ("current" if i.current else "older wsfixture"),
+        }
+        for i in images
+    ]  # fmt: skip
+    columns = ["image", "kind", "adds", "last_used", "state"]
+    say(json.dumps(rows) if args.json else table(rows, columns))
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------
 
 
@@ -376,6 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("gc", cmd_gc, "reap what crashed runs left behind (dead owners only)", True)
     p.add_argument("--quiet", action="store_true", help="print only when something was reaped")
     p.add_argument("--lab", help="release everything of this lab, kept workspaces too")
+    p = command("images", cmd_images, "the image cache; --prune removes stale images", True)
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove images of an older wsfixture or unused for --days",
+    )
+    p.add_argument("--days", type=float, default=14.0, help="keep images used since (14)")
+    p.add_argument("--dry-run", action="store_true", help="say what --prune would remove")
     return parser
 
 

@@ -16,6 +16,7 @@ The image carries no SSH host keys and no machine-id: each workspace gets its ow
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -154,6 +156,7 @@ VM_FSTAB = "/dev/vda / ext4 rw,noatime,x-systemd.growfs 0 1\n"
 EXT4_SIZE = "3G"  # sparse; the per-VM qcow2 overlay and growfs take it to the spec's size
 
 VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
+USED_STAMP = "used"  # touched on every use
 
 Progress = Callable[[str], None]
 
@@ -184,6 +187,12 @@ class ImageRecipe:
         if len(wanted) == len(base.packages):
             return base
         return cls(tuple(sorted(wanted)), flavour, base=base)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageRecipe:
+        """The recipe as ``recipe.json`` holds it."""
+        base = cls.from_dict(data["base"]) if data.get("base") else None
+        return cls(tuple(data["packages"]), data["flavour"], data["suite"], base)
 
     @property
     def added(self) -> tuple[str, ...]:
@@ -290,13 +299,15 @@ def ensure_image(
     image = Image(recipe, image_dir(recipe, cache_dir))
     if image.ready:
         image.verify()
-        return image
-    system.require_root()
-    system.require_tool("mmdebstrap" if recipe.base is None else "systemd-nspawn")
-    image.dir.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(image.dir) + ".lock"):
-        if not image.ready:  # another process may have built it while we waited
-            _build(image, progress or _stderr_progress)
+    else:
+        system.require_root()
+        system.require_tool("mmdebstrap" if recipe.base is None else "systemd-nspawn")
+        image.dir.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(image.dir) + ".lock"):
+            if not image.ready:  # another process may have built it while we waited
+                _build(image, progress or _stderr_progress)
+    with contextlib.suppress(OSError):  # last use, for `wsfixture images --prune`
+        (image.dir / USED_STAMP).touch()
     return image
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.leaks import leftovers, processes_with_cmdline
-from wsfixture import StartError, checks
+from wsfixture import StartError, checks, imagecache
 from wsfixture.backends import qemu
 from wsfixture.backends.qemu import host_accel, vsock_available
 from wsfixture.config import Config, workspace_spec
@@ -53,6 +53,9 @@ def test_vm_from_a_package_layer(vm: Workspace) -> None:
     assert vm.host.package("curl").is_installed
     assert vm.host.file("/etc/resolv.conf").linked_to == "/run/systemd/resolve/stub-resolv.conf"
     assert vm.host.run("curl --version").rc == 0
+    # QEMU holds the layer's disk open: a prune leaves that image (and its base) alone.
+    assert isinstance(vm.backend, qemu.QemuBackend)
+    assert vm.backend.image.dir.name in imagecache.busy_keys(imagecache.cached_images())
 
 
 def test_container_and_vm_reach_each_other_by_name(vm: Workspace, peer: Workspace) -> None:

@@ -1,0 +1,135 @@
+"""The image cache on disk: what it holds, when each image was last used, and pruning.
+
+Every workspace start stamps its image (and the base under a layer) as used. ``prune``
+removes images an older wsfixture built (their key no longer matches their recipe) and
+images unused for a number of days, but never one a workspace stands on (an overlay lower
+directory, or a VM disk a process holds open), nor the base of a layer that stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from wsfixture import system
+from wsfixture.image import USED_STAMP, ImageRecipe
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    key: str
+    dir: Path
+    recipe: ImageRecipe | None  # None: a recipe.json this wsfixture cannot read
+    last_used: float  # seconds since the epoch
+
+    @property
+    def current(self) -> bool:
+        """Built by this wsfixture: the recipe still hashes to the directory's name."""
+        return self.recipe is not None and self.recipe.key == self.key
+
+    @property
+    def base_key(self) -> str | None:
+        return None if self.recipe is None or self.recipe.base is None else self.recipe.base.key
+
+
+def cached_images(cache_dir: Path | None = None) -> list[CachedImage]:
+    """Every finished image in the cache (half-built ones belong to their builder)."""
+    images_dir = (cache_dir or system.CACHE_DIR) / "images"
+    found = []
+    for entry in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
+        ready = entry / "ready"
+        if not entry.is_dir() or not ready.exists():
+            continue
+        try:
+            recipe: ImageRecipe | None = ImageRecipe.from_dict(
+                json.loads((entry / "recipe.json").read_text())
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            recipe = None
+        stamp = entry / USED_STAMP
+        used = (stamp if stamp.exists() else ready).stat().st_mtime
+        found.append(CachedImage(entry.name, entry, recipe, used))
+    return found
+
+
+def choose_prunable(
+    images: Iterable[CachedImage], now: float, keep_days: float, busy: set[str]
+) -> list[CachedImage]:
+    """The images to remove: from an older wsfixture, or unused for ``keep_days``; never a
+    busy one, nor the base of an image that stays."""
+    images = list(images)
+    by_key = {image.key: image for image in images}
+    busy = set(busy)
+    for key in list(busy):  # a busy layer keeps its base busy
+        base = by_key[key].base_key if key in by_key else None
+        if base:
+            busy.add(base)
+    stale = {
+        i.key
+        for i in images
+        if i.key not in busy and (not i.current or now - i.last_used > keep_days * DAY)
+    }
+    kept_bases = {i.base_key for i in images if i.key not in stale and i.base_key}
+    return [i for i in images if i.key in stale and i.key not in kept_bases]
+
+
+def busy_keys(images: Iterable[CachedImage]) -> set[str]:
+    """Images a running workspace stands on: named in an overlay mount's options (a
+    container's lower directories) or held open by a process (a VM's disk)."""
+    dirs = {str(image.dir) + "/": image.key for image in images}
+
+    def owner(path: str) -> str | None:
+        return next((key for prefix, key in dirs.items() if path.startswith(prefix)), None)
+
+    busy = set()
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            options = line.split(" - ", 1)[-1]
+            for word in options.replace(",", " ").replace(":", " ").replace("=", " ").split():
+                if key := owner(word.rstrip("/") + "/"):
+                    busy.add(key)
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            targets = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:
+            continue  # gone, or not ours to look at
+        busy.update(key for target in targets if (key := owner(target)))
+    return busy
+
+
+def size_of(directory: Path) -> int:
+    """Bytes on disk (sparse files count what they use)."""
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def prune(
+    keep_days: float, cache_dir: Path | None = None, dry_run: bool = False
+) -> list[tuple[CachedImage, int]]:
+    """Remove what ``choose_prunable`` picks; return each with the bytes it freed."""
+    images = cached_images(cache_dir)
+    chosen = choose_prunable(images, time.time(), keep_days, busy_keys(images))
+    removed = []
+    for image in chosen:
+        size = size_of(image.dir)
+        if not dry_run:
+            lock = Path(str(image.dir) + ".lock")
+            with FileLock(str(lock)):  # not while someone builds it
+                (image.dir / "ready").unlink(missing_ok=True)  # no longer looks done
+                system.remove_tree(image.dir)
+            lock.unlink(missing_ok=True)
+        removed.append((image, size))
+    return removed
