@@ -157,6 +157,7 @@ EXT4_SIZE = "3G"  # sparse; the per-VM qcow2 overlay and growfs take it to the s
 
 VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
 USED_STAMP = "used"  # touched on every use
+BASE_STAMP = "base-ready"  # a layer's copy of its base's "ready" stamp
 
 Progress = Callable[[str], None]
 
@@ -268,7 +269,16 @@ class Image:
 
     @property
     def ready(self) -> bool:
-        return (self.dir / "ready").exists()
+        """Built, and (a layer) over the very base build it was installed on: a layer over
+        a rebuilt base would hide the new base's dpkg database behind its own."""
+        if not (self.dir / "ready").exists():
+            return False
+        if self.base is None:
+            return True
+        try:
+            return (self.dir / BASE_STAMP).read_text() == (self.base.dir / "ready").read_text()
+        except OSError:
+            return False
 
     def verify(self) -> None:
         """A cached image must still hold what every boot needs; say what is missing."""
@@ -392,6 +402,7 @@ def _install_layer(image: Image, staging: Path, progress: Progress) -> None:
     layer, work, merged = staging / "layer", staging / "work", staging / "merged"
     for directory in (layer, work, merged):
         directory.mkdir()
+    (staging / BASE_STAMP).write_text((image.base.dir / "ready").read_text())
     lower = ":".join(str(path) for path in image.base.layers)
     system.run(["mount", "-t", "overlay", "overlay", "-o",
                 f"lowerdir={lower},upperdir={layer},workdir={work}", str(merged)])  # fmt: skip

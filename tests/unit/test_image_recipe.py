@@ -51,3 +51,18 @@ def test_paths_resolve_through_layers_and_whiteouts(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="etc/gone"):
         image.path("etc/gone")
     assert not image.has("etc/nothing")
+
+
+def test_a_layer_over_a_rebuilt_base_is_not_ready(tmp_path: Path) -> None:
+    recipe = ImageRecipe.for_packages(["curl"])
+    assert recipe.base is not None
+    layer = Image(recipe, tmp_path / recipe.key)
+    base_dir, layer_dir = tmp_path / recipe.base.key, tmp_path / recipe.key
+    for directory in (base_dir, layer_dir):
+        directory.mkdir()
+        (directory / "ready").write_text("1700000000.0\n")
+    assert not layer.ready, "no record of the base it was built on"
+    (layer_dir / "base-ready").write_text("1700000000.0\n")
+    assert layer.ready
+    (base_dir / "ready").write_text("1800000000.0\n")  # the base was built again
+    assert not layer.ready
