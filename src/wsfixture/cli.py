@@ -441,6 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"wsfixture: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `wsfixture images | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
