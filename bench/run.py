@@ -110,10 +110,16 @@ def ours_start_stop(config: Config, name: str, runs: int) -> tuple[list[float], 
 
 
 def raw_start_stop(
-    config: Config, name: str, runs: int, raw_argv: Callable[[Workspace], list[str]], timeout: float
+    config: Config,
+    name: str,
+    runs: int,
+    raw_argv: Callable[[Workspace], list[str]],
+    timeout: float,
+    before_each: Callable[[Workspace], None] | None = None,
 ) -> tuple[list[float], list[float]]:
     """The same tree/disk booted by a bare process: prepared once by a workspace, whose
-    machine is then stopped, and the raw command started ``runs`` times on what it left."""
+    machine is then stopped, and the raw command started ``runs`` times on what it left
+    (after ``before_each``, untimed)."""
     ready, stop = [], []
     with Lab(config.network) as lab:
         ws = Workspace(config.workspaces[name], config, lab).start()
@@ -127,6 +133,8 @@ def raw_start_stop(
         backend.process.wait(60)
         try:
             for _ in range(runs):
+                if before_each is not None:
+                    before_each(ws)
                 started = time.monotonic()
                 proc = subprocess.Popen(
                     argv,
@@ -180,6 +188,15 @@ def raw_nspawn_argv(ws: Workspace) -> list[str]:
     return [bridge if a.startswith("--network-veth-extra=") else a for a in argv]
 
 
+def fresh_disk(ws: Workspace) -> None:
+    """A workspace boots a new qcow2 overlay every time, first-boot work (growing the root
+    filesystem to the disk size) included; so does each raw run, on the same base disk."""
+    from wsfixture.backends.qemu import QemuBackend
+
+    assert isinstance(ws.backend, QemuBackend)
+    ws.backend.create_overlay()
+
+
 def raw_qemu_argv(ws: Workspace) -> list[str]:
     """The same kernel, initrd, disk, seed, TAP, accelerator and flags; without the virtiofs
     devices (their daemons exit with the VM), so the baseline does less than we do."""
@@ -229,7 +246,7 @@ def bench_container(state: Path, runs: int) -> list[Row]:
 def bench_vm(state: Path, runs: int) -> list[Row]:
     config = make_config(state, bv={"type": "vm", "ip": "192.168.83.11", "vcpu": 2, "memory": 1024})
     ours_ready, ours_stop = ours_start_stop(config, "bv", runs)
-    raw_ready, raw_stop_ = raw_start_stop(config, "bv", runs, raw_qemu_argv, 300)
+    raw_ready, raw_stop_ = raw_start_stop(config, "bv", runs, raw_qemu_argv, 300, fresh_disk)
     return [
         Row(
             "vm start -> ready (TCG here)",

@@ -204,14 +204,19 @@ class QemuBackend(Backend):
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        for warning in self.warnings:
-            log.warning("%s: %s", self.ctx.spec.name, warning)
-        log.info("%s: %s", self.ctx.spec.name, self.accel.reason)
+    def create_overlay(self) -> None:
+        """A new qcow2 overlay over the cached base disk: every boot starts from the image."""
+        self.overlay.unlink(missing_ok=True)
         system.run(
             [system.require_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw",
              "-b", str(self.image.disk), str(self.overlay), f"{self.ctx.spec.disk}M"]
         )  # fmt: skip
+
+    def start(self) -> None:
+        for warning in self.warnings:
+            log.warning("%s: %s", self.ctx.spec.name, warning)
+        log.info("%s: %s", self.ctx.spec.name, self.accel.reason)
+        self.create_overlay()
         self._write_seed()
         self.ctx.lab.ip_batch(
             f"tuntap add dev {self.tap} mode tap\n"
