@@ -178,6 +178,7 @@ EXT4_SIZE = "3G"  # sparse; the per-VM qcow2 overlay and growfs take it to the s
 
 VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
 USED_STAMP = "used"  # touched on every use
+STUB_RESOLV = "../run/systemd/resolve/stub-resolv.conf"  # resolved's stub, as the target
 BASE_STAMP = "base-ready"  # a layer's copy of its base's "ready" stamp
 
 Progress = Callable[[str], None]
@@ -412,7 +413,6 @@ apt-get clean
 rm -rf /var/lib/apt/lists/*
 """
 POLICY_RC_D = "usr/sbin/policy-rc.d"
-STUB_RESOLV = "../run/systemd/resolve/stub-resolv.conf"
 
 
 def _install_layer(image: Image, staging: Path, progress: Progress) -> None:
@@ -494,7 +494,7 @@ def customise(root: Path, flavour: str) -> None:
     _trim_sshd_pam(root / "etc/pam.d/sshd")
     resolv = root / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
-    resolv.symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    resolv.symlink_to(STUB_RESOLV)
     systemctl = ["systemctl", f"--root={root}"]
     system.run([*systemctl, "enable", *ENABLED_UNITS])
     masked = MASKED_UNITS + (CONTAINER_MASKED_UNITS if flavour == "container" else ())
