@@ -452,7 +452,6 @@ def _run_in_tree(tree: Path, script: str, log: Path, what: str) -> None:
     cgroup = system.CGROUP_ROOT / f"image-build-{os.getpid()}-{time.monotonic_ns()}"
     cgroup.mkdir(parents=True)
     argv = [
-        "/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup / "cgroup.procs"),
         "systemd-nspawn", "--quiet", f"--directory={tree}", "--register=no", "--keep-unit",
         "--as-pid2", "--resolv-conf=replace-host", "--timezone=off", "--link-journal=no",
         "--setenv=DEBIAN_FRONTEND=noninteractive", "/bin/sh", "-c", script,
@@ -460,7 +459,7 @@ def _run_in_tree(tree: Path, script: str, log: Path, what: str) -> None:
     try:
         with open(log, "ab") as output:
             rc = subprocess.run(
-                argv,
+                system.in_cgroup(cgroup, argv),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -161,6 +161,12 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def in_cgroup(cgroup: Path, argv: Sequence[str]) -> list[str]:
+    """``argv`` started inside ``cgroup``: a shell joins it and execs the program, so it
+    stays one process (no preexec_fn, which forces a slow fork of a large Python)."""
+    return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup / "cgroup.procs"), *argv]
+
+
 def mount_points() -> list[Path]:
     """Every mount point in this mount namespace, in mount order."""
     with open("/proc/self/mountinfo") as mounts:

@@ -92,17 +92,13 @@ class Backend(abc.ABC):
         if str(cgroup) not in self.ctx.record.cgroups:
             self.ctx.record.add("cgroups", str(cgroup))
         cgroup.mkdir(parents=True, exist_ok=True)
-        procs = cgroup / "cgroup.procs"
-
-        # No preexec_fn: it forces a slow fork of this (large) process. A shell joins the
-        # cgroup and execs setpriv, which sets the parent-death signal and execs the machine;
-        # one process throughout, so the PID we record is the machine's.
-        wrapper = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs)]
+        # setpriv sets the parent-death signal and execs the machine: one process
+        # throughout, so the PID we record is the machine's.
         if self.ctx.die_with_owner:
-            wrapper += ["setpriv", "--pdeathsig", "TERM", "--"]
+            argv = ["setpriv", "--pdeathsig", "TERM", "--", *argv]
         with open(log, "ab") as output:
             process = subprocess.Popen(
-                [*wrapper, *argv],
+                system.in_cgroup(cgroup, argv),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
