@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Create .venv with wsfixture and its test tools
 
 demo: host venv ## Boot the example container and VM, verify them, tear them down
-	$(PY) -m wsfixture.demo examples/workspaces.toml
+	$(PY) -m wsfixture.cli.demo examples/workspaces.toml
 
 test: host venv ## Install everything, then run the whole suite (unit, plugin, nix, integration, reliability)
 	$(PY) -m wsfixture.cli gc --quiet

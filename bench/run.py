@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsfixture import system
+from wsfixture.host import system
 from wsfixture.backends.qmp import QmpClient
-from wsfixture.config import Config, config_from_dict
-from wsfixture.image import ImageRecipe, ensure_image
-from wsfixture.lab import Lab
+from wsfixture.model.config import Config, config_from_dict
+from wsfixture.image.build import ImageRecipe, ensure_image
+from wsfixture.net.lab import Lab
 from wsfixture.workspace import STOP_TIMEOUTS, Workspace
 
 HERE = Path(__file__).resolve().parent

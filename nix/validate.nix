@@ -3,7 +3,7 @@
 # Input: the `sandboxed-workspace` option values (or the same shape as plain data):
 #   { network = { subnet; gateway; rangeStart; rangeEnd; }; workspaces = { <name> = { type; ip; }; }; }
 # Output: a list of problems, each { where; problem; }, where `where` is the same path the
-# Python validator (wsfixture.config) names: "workspaces.<name>.ip", "workspaces.<name>.type".
+# Python validator (wsfixture.model.config) names: "workspaces.<name>.ip", "workspaces.<name>.type".
 # tests/nix compares the two on the same inputs.
 let
   parseIp = s:

@@ -36,7 +36,7 @@ def require_root_and_tools(*tools: str) -> None:
 def footprint() -> set[str]:
     """Everything wsfixture can leave on this machine: lab directories, namespaces, their
     /etc/netns entries, cgroups and ledger records."""
-    from wsfixture import system
+    from wsfixture.host import system
 
     places = {
         "lab dir": system.LIB_DIR / "labs",

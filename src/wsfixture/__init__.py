@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from wsfixture.checks import CHECKS, CheckFailed, verify
-    from wsfixture.config import (
+    from wsfixture.model.config import (
         Config,
         Defaults,
         NetworkSpec,
@@ -33,12 +33,12 @@ if TYPE_CHECKING:
         StartError,
         WsfixtureError,
     )
-    from wsfixture.lab import Lab
+    from wsfixture.net.lab import Lab
     from wsfixture.workspace import Workspace
 
 _HOMES = {
     "checks": ("CHECKS", "CheckFailed", "verify"),
-    "config": (
+    "model.config": (
         "Config", "Defaults", "NetworkSpec", "ShareSpec", "UserSpec", "WorkspaceSpec",
         "config_from_dict", "config_from_json", "config_from_toml", "load_config",
         "workspace_spec",
@@ -47,7 +47,7 @@ _HOMES = {
         "CleanupError", "CommandError", "ConfigError", "PrerequisiteError", "ReadyTimeout",
         "StartError", "WsfixtureError",
     ),
-    "lab": ("Lab",),
+    "net.lab": ("Lab",),
     "workspace": ("Workspace",),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from wsfixture import derive
+from wsfixture.model import derive
 from wsfixture.errors import WsfixtureError
 from wsfixture.remote import SSH_PORT
 

@@ -23,7 +23,7 @@ import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
 if TYPE_CHECKING:
-    from wsfixture.lab import Lab
+    from wsfixture.net.lab import Lab
 
 SSH_PORT = 22
 

@@ -21,12 +21,15 @@ from typing import Any, TypeVar
 import fabric
 import testinfra.host
 
-from wsfixture import keys, ledger, provision, system
+from wsfixture.host import keys
+from wsfixture.host import ledger
+from wsfixture.guest import identity as provision
+from wsfixture.host import system
 from wsfixture.backends.base import Backend, BackendContext
-from wsfixture.config import STANDARD_SHARES, Config, WorkspaceSpec
+from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
 from wsfixture.errors import CleanupError, CommandError, ReadyTimeout, StartError
-from wsfixture.image import Image, ImageRecipe, Progress, ensure_image
-from wsfixture.lab import Lab, LabHost
+from wsfixture.image.build import Image, ImageRecipe, Progress, ensure_image
+from wsfixture.net.lab import Lab, LabHost
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 
 T = TypeVar("T")

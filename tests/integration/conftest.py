@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_root_and_tools
-from wsfixture.config import Config, config_from_dict
-from wsfixture.lab import Lab
+from wsfixture.model.config import Config, config_from_dict
+from wsfixture.net.lab import Lab
 
 pytestmark = pytest.mark.integration
 

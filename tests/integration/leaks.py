@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsfixture import ledger, system
+from wsfixture.host import ledger
+from wsfixture.host import system
 
 
 def netns_exists(name: str) -> bool:

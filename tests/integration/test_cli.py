@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.leaks import leftovers
-from wsfixture import ledger
+from wsfixture.host import ledger
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,11 @@ import paramiko
 import pytest
 
 from tests.integration.leaks import leftovers
-from wsfixture import checks, keys, ledger
-from wsfixture.config import Config, load_config, workspace_spec
-from wsfixture.lab import Lab
+from wsfixture import checks
+from wsfixture.host import keys
+from wsfixture.host import ledger
+from wsfixture.model.config import Config, load_config, workspace_spec
+from wsfixture.net.lab import Lab
 from wsfixture.remote import SshSession
 from wsfixture.workspace import Workspace
 
@@ -172,8 +174,8 @@ def test_example_config_boots(tmp_path: Path) -> None:
 OWNER = textwrap.dedent(
     """
     import sys, time
-    from wsfixture.config import config_from_dict
-    from wsfixture.lab import Lab
+    from wsfixture.model.config import config_from_dict
+    from wsfixture.net.lab import Lab
     from wsfixture.workspace import Workspace
     config = config_from_dict({"defaults": {"stateRoot": sys.argv[1]},
         "workspaces": {"orphan": {"type": "container", "ip": "192.168.83.30"}}})

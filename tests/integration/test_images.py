@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_root_and_tools
-from wsfixture import system
-from wsfixture.image import ImageRecipe
-from wsfixture.imagecache import DAY
+from wsfixture.host import system
+from wsfixture.image.build import ImageRecipe
+from wsfixture.image.cache import DAY
 
 pytestmark = pytest.mark.integration
 

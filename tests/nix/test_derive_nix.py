@@ -1,4 +1,4 @@
-"""nix/derive.nix and wsfixture.derive: one algorithm, two implementations, same answers."""
+"""nix/derive.nix and wsfixture.model.derive: one algorithm, two implementations, same answers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import require
-from wsfixture import derive
+from wsfixture.model import derive
 
 ROOT = Path(__file__).parents[2]
 DERIVE_NIX = ROOT / "nix" / "derive.nix"

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import require
 from wsfixture import ConfigError, config_from_dict
-from wsfixture.config import NetworkSpec, UserSpec, workspace_spec
+from wsfixture.model.config import NetworkSpec, UserSpec, workspace_spec
 
 ROOT = Path(__file__).parents[2]
 STUB = Path(__file__).with_name("stub-lib.nix")

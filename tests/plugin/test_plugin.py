@@ -135,7 +135,7 @@ def test_failure_report_has_workspace_sections(real: pytest.Pytester) -> None:
 
 
 BREAK_SSHD = """
-from wsfixture import provision
+from wsfixture.guest import identity as provision
 
 _render = provision.render
 

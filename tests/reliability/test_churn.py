@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers, processes_with_cmdline
-from wsfixture.config import config_from_dict
-from wsfixture.lab import Lab
+from wsfixture.model.config import config_from_dict
+from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,10 @@ import paramiko
 import pytest
 
 from tests.conftest import require_root_and_tools
-from wsfixture import checks, keys
-from wsfixture.config import Config, config_from_dict
-from wsfixture.lab import Lab
+from wsfixture import checks
+from wsfixture.host import keys
+from wsfixture.model.config import Config, config_from_dict
+from wsfixture.net.lab import Lab
 from wsfixture.remote import SshSession
 from wsfixture.workspace import Workspace
 

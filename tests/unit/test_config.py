@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsfixture import Config, ConfigError, config_from_dict, config_from_json, config_from_toml
-from wsfixture.config import load_config, override, workspace_spec
+from wsfixture.model.config import load_config, override, workspace_spec
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
 

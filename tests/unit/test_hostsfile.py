@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from wsfixture.hostsfile import BEGIN, END, HostsFileError, apply_block, write_block
+from wsfixture.cli.hostsfile import BEGIN, END, HostsFileError, apply_block, write_block
 
 FOREIGN = "127.0.0.1\tlocalhost\n# a comment   with  spaces\n::1 ip6-localhost\n10.0.0.1 router"
 

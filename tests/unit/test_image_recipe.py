@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wsfixture.image import BASE_PACKAGES, VM_PACKAGES, Image, ImageRecipe
+from wsfixture.image.build import BASE_PACKAGES, VM_PACKAGES, Image, ImageRecipe
 
 
 def test_no_extra_packages_is_the_base() -> None:

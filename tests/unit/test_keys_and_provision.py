@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from wsfixture import keys, provision
-from wsfixture.config import UserSpec, config_from_dict
+from wsfixture.host import keys
+from wsfixture.guest import identity as provision
+from wsfixture.model.config import UserSpec, config_from_dict
 
 
 def mode(path: Path) -> int:
@@ -70,7 +71,7 @@ def test_rendered_base(identity: provision.Identity) -> None:
 def test_vm_network_matches_mac(identity: provision.Identity) -> None:
     from dataclasses import replace
 
-    from wsfixture import derive
+    from wsfixture.model import derive
 
     unit = provision.network_unit(replace(identity, type="vm"))
     assert f"MACAddress={derive.mac('alpha')}" in unit.split("[Network]")[0]

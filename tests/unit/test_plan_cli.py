@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from wsfixture import cli
-from wsfixture.config import load_config
-from wsfixture.plan import plan
+from wsfixture.cli import main as cli
+from wsfixture.model.config import load_config
+from wsfixture.model.plan import plan
 
 EXAMPLE = str(Path(__file__).parents[2] / "examples" / "workspaces.toml")
 

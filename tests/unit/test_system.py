@@ -1,8 +1,8 @@
-"""Pure helpers of wsfixture.system."""
+"""Pure helpers of wsfixture.host.system."""
 
 from __future__ import annotations
 
-from wsfixture.system import _unescape
+from wsfixture.host.system import _unescape
 
 
 def test_mountinfo_escapes_are_decoded() -> None:

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture import ledger, system
-from wsfixture.config import Config, WorkspaceSpec
-from wsfixture.lab import Lab
+from wsfixture.host import ledger
+from wsfixture.host import system
+from wsfixture.model.config import Config, WorkspaceSpec
+from wsfixture.net.lab import Lab
 
 
 @dataclass

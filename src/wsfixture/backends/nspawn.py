@@ -12,9 +12,10 @@ from __future__ import annotations
 import signal
 import time
 
-from wsfixture import derive, system
+from wsfixture.model import derive
+from wsfixture.host import system
 from wsfixture.backends.base import Backend, BackendContext
-from wsfixture.image import Image
+from wsfixture.image.build import Image
 
 
 class NspawnBackend(Backend):

@@ -18,11 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture import derive, system
+from wsfixture.model import derive
+from wsfixture.host import system
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.backends.qmp import QmpClient
 from wsfixture.errors import PrerequisiteError
-from wsfixture.image import SEED_FW_CFG, Image
+from wsfixture.image.build import SEED_FW_CFG, Image
 
 log = logging.getLogger("wsfixture.qemu")
 

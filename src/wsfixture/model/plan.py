@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from wsfixture import derive
-from wsfixture.config import STANDARD_SHARES, Config
+from wsfixture.model import derive
+from wsfixture.model.config import STANDARD_SHARES, Config
 
 
 def plan(config: Config, accel: str | None = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Workspaces that outlive a command (the CLI's): find them, start them through a
 supervisor process, stop them, and compare them with the config.
 
-Each runs under ``python -m wsfixture.supervisor`` in the config's persistent lab; the
+Each runs under ``python -m wsfixture.cli.supervisor`` in the config's persistent lab; the
 ledger is where later commands find them.
 """
 
@@ -19,10 +19,12 @@ from typing import Any
 
 from filelock import FileLock
 
-from wsfixture import derive, ledger, system
-from wsfixture.config import Config, WorkspaceSpec
+from wsfixture.model import derive
+from wsfixture.host import ledger
+from wsfixture.host import system
+from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.errors import WsfixtureError
-from wsfixture.lab import Lab
+from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
 LOG_DIR = system.LIB_DIR / "supervisors"
@@ -75,7 +77,13 @@ def start_workspace(config: Config, name: str) -> tuple[bool, str]:
     lab = config.network.namespace
     log = log_path(lab, name)
     log.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "wsfixture.supervisor", str(Path(config.source).resolve()), name]
+    argv = [
+        sys.executable,
+        "-m",
+        "wsfixture.cli.supervisor",
+        str(Path(config.source).resolve()),
+        name,
+    ]
     with open(log, "ab") as stderr:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,

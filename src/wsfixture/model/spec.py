@@ -1,6 +1,6 @@
 """The workspace model: what a validated configuration is made of. Pure data.
 
-``wsfixture.config`` loads and validates it from TOML, ``nix eval --json`` output or
+``wsfixture.model.config`` loads and validates it from TOML, ``nix eval --json`` output or
 Python; everything else consumes these frozen dataclasses.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from wsfixture import derive
+from wsfixture.model import derive
 
 WorkspaceType = Literal["vm", "container"]
 WORKSPACE_TYPES: tuple[str, ...] = ("vm", "container")

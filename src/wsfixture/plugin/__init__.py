@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from wsfixture import ledger
-from wsfixture.config import Config, WorkspaceSpec, load_config, override, workspace_spec
+from wsfixture.host import ledger
+from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
 from wsfixture.errors import CleanupError, ConfigError
-from wsfixture.lab import Lab, new_lab_name
+from wsfixture.net.lab import Lab, new_lab_name
 
 # paramiko, fabric and testinfra load only when a test asks for a workspace: a plugin that
 # every pytest run loads should not cost every run (nor xdist's controller) their import.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wsfixture import system
+from wsfixture.host import system
 
 LEDGER_DIR = system.RUN_DIR / "ledger"
 

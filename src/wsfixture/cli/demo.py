@@ -1,4 +1,4 @@
-"""``python -m wsfixture.demo CONFIG``: boot every workspace of a config, verify, tear down.
+"""``python -m wsfixture.cli.demo CONFIG``: boot every workspace of a config, verify, tear down.
 
 What ``make demo`` runs. It uses a throwaway state root and its own lab, so it touches
 nothing of yours, and prints what it found: boot times, every check, the teardown.
@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from wsfixture import checks
-from wsfixture.config import load_config
+from wsfixture.model.config import load_config
 from wsfixture.errors import WsfixtureError
-from wsfixture.lab import Lab
-from wsfixture.plan import plan, render_text
+from wsfixture.net.lab import Lab
+from wsfixture.model.plan import plan, render_text
 from wsfixture.workspace import Workspace
 
 

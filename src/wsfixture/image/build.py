@@ -34,7 +34,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from wsfixture import ledger, system
+from wsfixture.host import ledger
+from wsfixture.host import system
 from wsfixture.errors import StartError
 
 BUILDER_VERSION = "11"

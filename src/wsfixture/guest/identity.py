@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture import derive
-from wsfixture.config import Config, UserSpec, WorkspaceSpec
+from wsfixture.model import derive
+from wsfixture.model.config import Config, UserSpec, WorkspaceSpec
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from wsfixture import derive
+from wsfixture.model import derive
 from wsfixture.errors import ConfigError, ConfigIssue
-from wsfixture.spec import (
+from wsfixture.model.spec import (
     ACCELERATORS,
     DISK_RANGE_MIB,
     IFNAME_RE,

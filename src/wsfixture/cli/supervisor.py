@@ -1,4 +1,4 @@
-"""``python -m wsfixture.supervisor CONFIG NAME``: keep one workspace running for the CLI.
+"""``python -m wsfixture.cli.supervisor CONFIG NAME``: keep one workspace running for the CLI.
 
 ``wsfixture up`` starts one supervisor per workspace, detached from the terminal. It boots
 the workspace in the config's persistent lab (created on first use, then owned by its
@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from wsfixture.config import load_config
-from wsfixture.persistent import config_hash, shared_lab
+from wsfixture.model.config import load_config
+from wsfixture.cli.persistent import config_hash, shared_lab
 from wsfixture.workspace import Workspace
 
 

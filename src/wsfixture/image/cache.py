@@ -18,8 +18,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from wsfixture import system
-from wsfixture.image import USED_STAMP, ImageRecipe
+from wsfixture.host import system
+from wsfixture.image.build import USED_STAMP, ImageRecipe
 
 DAY = 86400.0
 

@@ -20,10 +20,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsfixture import checks, derive, hostsfile, imagecache, ledger, system
-from wsfixture.config import Config, load_config
+from wsfixture import checks
+from wsfixture.model import derive
+from wsfixture.cli import hostsfile
+from wsfixture.image import cache as imagecache
+from wsfixture.host import ledger
+from wsfixture.host import system
+from wsfixture.model.config import Config, load_config
 from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
-from wsfixture.persistent import (
+from wsfixture.cli.persistent import (
     alias_lines,
     attached,
     config_hash,
@@ -33,7 +38,7 @@ from wsfixture.persistent import (
     status_rows,
     stop_record,
 )
-from wsfixture.plan import plan, render_text
+from wsfixture.model.plan import plan, render_text
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PREREQ = 1, 2, 3
 DEFAULT_CONFIG = "workspaces.toml"

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from wsfixture import derive, ledger, system
-from wsfixture.config import NetworkSpec
+from wsfixture.model import derive
+from wsfixture.host import ledger
+from wsfixture.host import system
+from wsfixture.model.config import NetworkSpec
 from wsfixture.errors import CleanupError, StartError
 
 NETNS_DIR = Path("/run/netns")

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from wsfixture import system
+from wsfixture.host import system
 from wsfixture.errors import WsfixtureError
 
 BEGIN = "# BEGIN wsfixture: managed by `wsfixture hosts --apply`, do not edit"

@@ -4,9 +4,9 @@ Sources: a TOML file, the JSON that ``nix eval --json .#...config.sandboxed-work
 prints, or Python dicts and keyword arguments. Keys may be camelCase, as in Nix
 (``autoStart``), or snake_case, as in Python (``auto_start``); both mean the same field.
 
-Validation (``wsfixture.validation``) is strict and complete: every problem of a document
+Validation (``wsfixture.model.validation``) is strict and complete: every problem of a document
 is raised together in one ``ConfigError`` before anything is created. Nothing here touches
-the system. The model itself lives in ``wsfixture.spec`` and is re-exported here.
+the system. The model itself lives in ``wsfixture.model.spec`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from wsfixture.errors import ConfigError, ConfigIssue
-from wsfixture.spec import (
+from wsfixture.model.spec import (
     STANDARD_SHARES,
     WORKSPACE_TYPES,
     Config,
@@ -28,7 +28,7 @@ from wsfixture.spec import (
     WorkspaceSpec,
     WorkspaceType,
 )
-from wsfixture.validation import Collector, camel, parse_config, parse_workspace
+from wsfixture.model.validation import Collector, camel, parse_config, parse_workspace
 
 __all__ = [
     "STANDARD_SHARES",

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from wsfixture import system
+from wsfixture.host import system
 
 HOST_KEY_NAME = "ssh_host_ed25519_key"
 CLIENT_KEY_NAME = "id_ed25519"
