@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsfixture.host import system
 from wsfixture.backends.qmp import QmpClient
-from wsfixture.model.config import Config, config_from_dict
+from wsfixture.host import system
 from wsfixture.image.build import ImageRecipe, ensure_image
+from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import STOP_TIMEOUTS, Workspace
 

@@ -11,6 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from wsfixture.checks import CHECKS, CheckFailed, verify
+    from wsfixture.errors import (
+        CleanupError,
+        CommandError,
+        ConfigError,
+        PrerequisiteError,
+        ReadyTimeout,
+        StartError,
+        WsfixtureError,
+    )
     from wsfixture.model.config import (
         Config,
         Defaults,
@@ -23,15 +32,6 @@ if TYPE_CHECKING:
         config_from_toml,
         load_config,
         workspace_spec,
-    )
-    from wsfixture.errors import (
-        CleanupError,
-        CommandError,
-        ConfigError,
-        PrerequisiteError,
-        ReadyTimeout,
-        StartError,
-        WsfixtureError,
     )
     from wsfixture.net.lab import Lab
     from wsfixture.workspace import Workspace

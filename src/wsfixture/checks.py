@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from wsfixture.model import derive
 from wsfixture.errors import WsfixtureError
+from wsfixture.model import derive
 from wsfixture.remote import SSH_PORT
 
 if TYPE_CHECKING:

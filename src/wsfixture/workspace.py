@@ -21,14 +21,12 @@ from typing import Any, TypeVar
 import fabric
 import testinfra.host
 
-from wsfixture.host import keys
-from wsfixture.host import ledger
-from wsfixture.guest import identity as provision
-from wsfixture.host import system
 from wsfixture.backends.base import Backend, BackendContext
-from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
 from wsfixture.errors import CleanupError, CommandError, ReadyTimeout, StartError
+from wsfixture.guest import identity as provision
+from wsfixture.host import keys, ledger, system
 from wsfixture.image.build import Image, ImageRecipe, Progress, ensure_image
+from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
 from wsfixture.net.lab import Lab, LabHost
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsfixture.host import ledger
-from wsfixture.host import system
+from wsfixture.host import ledger, system
 
 
 def netns_exists(name: str) -> bool:

@@ -16,8 +16,7 @@ import pytest
 
 from tests.integration.leaks import leftovers
 from wsfixture import checks
-from wsfixture.host import keys
-from wsfixture.host import ledger
+from wsfixture.host import keys, ledger
 from wsfixture.model.config import Config, load_config, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.remote import SshSession

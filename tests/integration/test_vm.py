@@ -11,9 +11,9 @@ import pytest
 
 from tests.integration.leaks import leftovers, processes_with_cmdline
 from wsfixture import StartError, checks
-from wsfixture.image import cache as imagecache
 from wsfixture.backends import qemu
 from wsfixture.backends.qemu import host_accel, vsock_available
+from wsfixture.image import cache as imagecache
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace

@@ -17,10 +17,10 @@ import wsfixture.workspace as workspace_module
 from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers, processes_with_cmdline
 from wsfixture import ConfigError, ReadyTimeout, StartError
-from wsfixture.host import ledger
 from wsfixture.guest import identity as provision
-from wsfixture.model.config import Config, config_from_dict, config_from_toml
+from wsfixture.host import ledger
 from wsfixture.image.build import ImageRecipe, ensure_image
+from wsfixture.model.config import Config, config_from_dict, config_from_toml
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from wsfixture.host import keys
 from wsfixture.guest import identity as provision
+from wsfixture.host import keys
 from wsfixture.model.config import UserSpec, config_from_dict
 
 

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture.host import ledger
-from wsfixture.host import system
+from wsfixture.host import ledger, system
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import signal
 import time
 
-from wsfixture.model import derive
-from wsfixture.host import system
 from wsfixture.backends.base import Backend, BackendContext
+from wsfixture.host import system
 from wsfixture.image.build import Image
+from wsfixture.model import derive
 
 
 class NspawnBackend(Backend):

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture.model import derive
-from wsfixture.host import system
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.backends.qmp import QmpClient
 from wsfixture.errors import PrerequisiteError
+from wsfixture.host import system
 from wsfixture.image.build import SEED_FW_CFG, Image
+from wsfixture.model import derive
 
 log = logging.getLogger("wsfixture.qemu")
 

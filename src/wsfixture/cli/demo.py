@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from wsfixture import checks
-from wsfixture.model.config import load_config
 from wsfixture.errors import WsfixtureError
-from wsfixture.net.lab import Lab
+from wsfixture.model.config import load_config
 from wsfixture.model.plan import plan, render_text
+from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
 

@@ -11,8 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from wsfixture.host import system
 from wsfixture.errors import WsfixtureError
+from wsfixture.host import system
 
 BEGIN = "# BEGIN wsfixture: managed by `wsfixture hosts --apply`, do not edit"
 END = "# END wsfixture"

@@ -21,13 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from wsfixture import checks
-from wsfixture.model import derive
 from wsfixture.cli import hostsfile
-from wsfixture.image import cache as imagecache
-from wsfixture.host import ledger
-from wsfixture.host import system
-from wsfixture.model.config import Config, load_config
-from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
 from wsfixture.cli.persistent import (
     alias_lines,
     attached,
@@ -38,6 +32,11 @@ from wsfixture.cli.persistent import (
     status_rows,
     stop_record,
 )
+from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
+from wsfixture.host import ledger, system
+from wsfixture.image import cache as imagecache
+from wsfixture.model import derive
+from wsfixture.model.config import Config, load_config
 from wsfixture.model.plan import plan, render_text
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PREREQ = 1, 2, 3

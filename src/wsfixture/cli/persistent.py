@@ -19,11 +19,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from wsfixture.model import derive
-from wsfixture.host import ledger
-from wsfixture.host import system
-from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.errors import WsfixtureError
+from wsfixture.host import ledger, system
+from wsfixture.model import derive
+from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 

@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from wsfixture.model.config import load_config
 from wsfixture.cli.persistent import config_hash, shared_lab
+from wsfixture.model.config import load_config
 from wsfixture.workspace import Workspace
 
 

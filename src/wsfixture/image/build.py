@@ -34,9 +34,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from wsfixture.host import ledger
-from wsfixture.host import system
 from wsfixture.errors import StartError
+from wsfixture.host import ledger, system
 
 BUILDER_VERSION = "11"
 SUITE = "bookworm"

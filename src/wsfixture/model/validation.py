@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from wsfixture.model import derive
 from wsfixture.errors import ConfigError, ConfigIssue
+from wsfixture.model import derive
 from wsfixture.model.spec import (
     ACCELERATORS,
     DISK_RANGE_MIB,

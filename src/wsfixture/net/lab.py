@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from wsfixture.model import derive
-from wsfixture.host import ledger
-from wsfixture.host import system
-from wsfixture.model.config import NetworkSpec
 from wsfixture.errors import CleanupError, StartError
+from wsfixture.host import ledger, system
+from wsfixture.model import derive
+from wsfixture.model.config import NetworkSpec
 
 NETNS_DIR = Path("/run/netns")
 # Neighbour resolution retries every second by default: a connect to an address that is

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from wsfixture.errors import CleanupError, ConfigError
 from wsfixture.host import ledger
 from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
-from wsfixture.errors import CleanupError, ConfigError
 from wsfixture.net.lab import Lab, new_lab_name
 
 # paramiko, fabric and testinfra load only when a test asks for a workspace: a plugin that
