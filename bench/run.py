@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from wsfixture.backends.qmp import QmpClient
-from wsfixture.host import system
+from wsfixture.host import settings
 from wsfixture.image.build import ImageRecipe, ensure_image
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
@@ -339,7 +339,9 @@ def bench_latency(state: Path, runs: int) -> list[Row]:
 
 
 def bench_cold_warm(state: Path, runs: int) -> list[Row]:
-    cache = Path(tempfile.mkdtemp(prefix="wsf-bench-cache-", dir=system.CACHE_DIR.parent))
+    cache = Path(
+        tempfile.mkdtemp(prefix="wsf-bench-cache-", dir=settings.current().cache_dir.parent)
+    )
     config = make_config(state, cw={"type": "container", "ip": "192.168.83.13"})
     spec = config.workspaces["cw"]
     try:

@@ -36,14 +36,14 @@ def require_root_and_tools(*tools: str) -> None:
 def footprint() -> set[str]:
     """Everything wsfixture can leave on this machine: lab directories, namespaces, their
     /etc/netns entries, cgroups and ledger records."""
-    from wsfixture.host import system
+    from wsfixture.host import settings
 
     places = {
-        "lab dir": system.LIB_DIR / "labs",
+        "lab dir": settings.current().labs_dir,
         "netns": Path("/run/netns"),
         "/etc/netns": Path("/etc/netns"),
-        "cgroup": system.CGROUP_ROOT,
-        "ledger record": system.RUN_DIR / "ledger",
+        "cgroup": settings.current().cgroup_root,
+        "ledger record": settings.current().ledger_dir,
     }
     found = set()
     for kind, place in places.items():

@@ -9,6 +9,7 @@ start fails half way.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shlex
@@ -64,7 +65,7 @@ class Workspace:
         timeout: float | None = None,
         progress: Progress | None = None,
         die_with_owner: bool = True,
-        labels: dict[str, object] | None = None,
+        supervisor: ledger.SupervisorInfo | None = None,
     ) -> None:
         self.spec = spec
         self.config = config
@@ -72,7 +73,7 @@ class Workspace:
         self.timeout = timeout or DEFAULT_TIMEOUTS[spec.type]
         self.progress = progress
         self.die_with_owner = die_with_owner
-        self.labels = labels or {}  # extra facts for the ledger record (CLI: config hash)
+        self.supervisor = supervisor  # a CLI workspace: what it was started from
         self.state_dir = config.state_dir(spec.name)
         self.runtime_dir = lab.dir / spec.name
         self.backend: Backend | None = None
@@ -133,11 +134,9 @@ class Workspace:
             raise StartError(self.name, "already started")
         self._record = ledger.Record.create(
             f"ws-{self.lab.name}-{self.name}",
-            "workspace",
-            name=self.name,
-            lab=self.lab.name,
-            type=self.spec.type,
-            **self.labels,
+            ledger.WorkspaceInfo(
+                self.name, self.lab.name, self.spec.type, supervisor=self.supervisor
+            ),
         )
         self._launch(self._record)
 
@@ -163,11 +162,17 @@ class Workspace:
             (host_key.private.read_text(), host_key.public.read_text()),
         )
         image = self.prepare_image()
-        record.add("dirs", str(self.runtime_dir))
+        record.add_dir(self.runtime_dir)
         system.private_dir(self.runtime_dir)
         lab_host = LabHost(self.name, self.ip, self.user, host_key.public_key())
-        record.info["lab_host"] = lab_host.__dict__
-        record.save()
+        record.update(
+            dataclasses.replace(
+                ledger.workspace_info(record),
+                ip=lab_host.ip,
+                user=lab_host.user,
+                host_key=lab_host.host_key,
+            )
+        )
         self.lab.add_host(lab_host)
         ctx = BackendContext(
             config=self.config,

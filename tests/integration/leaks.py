@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsfixture.host import ledger, system
+from wsfixture.host import ledger, settings, system
 
 
 def netns_exists(name: str) -> bool:
@@ -36,15 +36,15 @@ def leftovers(lab_name: str) -> dict[str, object]:
     found: dict[str, object] = {}
     if netns_exists(lab_name):
         found["netns"] = lab_name
-    if mounts := mounts_under(system.LIB_DIR / "labs" / lab_name):
+    if mounts := mounts_under(settings.current().labs_dir / lab_name):
         found["mounts"] = mounts
-    cgroups = sorted(p.name for p in system.CGROUP_ROOT.glob(f"{lab_name}-*"))
+    cgroups = sorted(p.name for p in settings.current().cgroup_root.glob(f"{lab_name}-*"))
     if cgroups:
         found["cgroups"] = cgroups
     if procs := processes_with_cmdline(lab_name):
         found["processes"] = procs
-    if (system.LIB_DIR / "labs" / lab_name).exists():
-        found["dir"] = str(system.LIB_DIR / "labs" / lab_name)
+    if (settings.current().labs_dir / lab_name).exists():
+        found["dir"] = str(settings.current().labs_dir / lab_name)
     if Path(f"/etc/netns/{lab_name}").exists():
         found["etc"] = f"/etc/netns/{lab_name}"
     records = [r.key for r in ledger.records() if lab_name in r.key]

@@ -162,7 +162,7 @@ def test_day_to_day(cli_config: Path) -> None:
 def test_gc_lab_stops_supervisors_and_leaves_nothing(cli_config: Path) -> None:
     ns = cli_config.read_text().split('namespace = "')[1].split('"')[0]
     wsf(cli_config, "up", "one")
-    (record,) = [r for r in ledger.records() if r.kind == "workspace" and r.info.get("lab") == ns]
+    (record,) = ledger.workspaces(ns).values()
     supervisor = record.owner
     assert supervisor.alive()
     wsf(cli_config, "gc", "--lab", ns)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture.host import ledger, system
+from wsfixture.host import ledger, settings, system
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
 
@@ -40,7 +40,7 @@ class Backend(abc.ABC):
         self.console_log = ctx.runtime_dir / "console.log"
         self.process: subprocess.Popen[bytes] | None = None
         # The machine and its helpers, so cgroup.kill can end them all.
-        self.cgroup = system.CGROUP_ROOT / f"{ctx.lab.name}-{ctx.spec.name}"
+        self.cgroup = settings.current().cgroup_root / f"{ctx.lab.name}-{ctx.spec.name}"
 
     def shares(self) -> list[tuple[str, Path, str, bool]]:
         """(tag, host dir, guest path, read-only): the seed's three standard directories
@@ -89,8 +89,7 @@ class Backend(abc.ABC):
     ) -> subprocess.Popen[bytes]:
         """Start a process as our child, in ``cgroup``; it gets SIGTERM when we die, unless
         the workspace is meant to outlive us."""
-        if str(cgroup) not in self.ctx.record.cgroups:
-            self.ctx.record.add("cgroups", str(cgroup))
+        self.ctx.record.add_cgroup(cgroup)
         cgroup.mkdir(parents=True, exist_ok=True)
         # setpriv sets the parent-death signal and execs the machine: one process
         # throughout, so the PID we record is the machine's.
@@ -107,7 +106,7 @@ class Backend(abc.ABC):
             )
         ref = system.ProcessRef.of(process.pid)
         if ref is not None:
-            self.ctx.record.add("processes", ref)
+            self.ctx.record.add_process(ref)
         return process
 
     def finish(self, cgroup: Path, timeout: float) -> None:
@@ -119,4 +118,4 @@ class Backend(abc.ABC):
                 self.process.kill()
                 self.process.wait()
         ledger.kill_cgroup(str(cgroup))
-        self.ctx.record.drop("cgroups", str(cgroup))
+        self.ctx.record.drop_cgroup(cgroup)

@@ -58,7 +58,7 @@ class NspawnBackend(Backend):
             directory.mkdir(parents=True, exist_ok=True)
         lower = ":".join(str(layer) for layer in self.image.layers)
         options = f"lowerdir={lower},upperdir={self.upper},workdir={self.work}"
-        record.add("mounts", str(self.root))
+        record.add_mount(self.root)
         system.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
         self.ctx.provision(self.root)
         # TERM=dumb: the console log is read as plain text, without colour escapes.
@@ -88,4 +88,4 @@ class NspawnBackend(Backend):
         self.finish(self.cgroup, timeout)
         if system.is_mounted(self.root):
             system.run(["umount", str(self.root)])
-        self.ctx.record.drop("mounts", str(self.root))
+        self.ctx.record.drop_mount(self.root)

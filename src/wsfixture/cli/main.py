@@ -27,13 +27,12 @@ from wsfixture.cli.persistent import (
     attached,
     config_hash,
     remove_lab_if_idle,
-    running,
     start_workspace,
     status_rows,
     stop_record,
 )
 from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
-from wsfixture.host import ledger, system
+from wsfixture.host import ledger, settings, system
 from wsfixture.image import cache as imagecache
 from wsfixture.model import derive
 from wsfixture.model.config import Config, load_config
@@ -97,7 +96,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     names = select(config, args.names, args.all, lambda n: config.workspaces[n].auto_start)
-    live = running(config.network.namespace)
+    live = ledger.workspaces(config.network.namespace, live=True)
     results: list[dict[str, Any]] = []
     for name in names:
         if name in live:
@@ -119,7 +118,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     lab = config.network.namespace
-    live = running(lab)
+    live = ledger.workspaces(lab, live=True)
     names = args.names or list(live)
     for name in names:
         if name not in live:
@@ -134,7 +133,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_restart(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    live = running(config.network.namespace)
+    live = ledger.workspaces(config.network.namespace, live=True)
     names = select(config, args.names, True, lambda n: True)
     for name in names:
         if name in live:
@@ -158,19 +157,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = [
-        {"lab": ledger.lab_of(r), "name": r.info.get("name"), "type": r.info.get("type"),
-         "ip": (r.info.get("lab_host") or {}).get("ip", ""), "owner": r.owner.pid}
-        for r in ledger.records()
-        if r.kind == "workspace" and not r.orphaned()
-    ]  # fmt: skip
+    rows = []
+    for record in ledger.workspaces(live=True).values():
+        info = ledger.workspace_info(record)
+        rows.append(
+            {"lab": info.lab, "name": info.name, "type": info.type, "ip": info.ip,
+             "owner": record.owner.pid}
+        )  # fmt: skip
     say(json.dumps(rows) if args.json else table(rows, ["lab", "name", "type", "ip", "owner"]))
     return 0
 
 
 def lab_dir(args: argparse.Namespace) -> tuple[str, Path]:
     name = args.lab or load_config(args.config).network.namespace
-    return name, system.LIB_DIR / "labs" / name
+    return name, settings.current().labs_dir / name
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
@@ -208,7 +208,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    live = running(config.network.namespace)
+    live = ledger.workspaces(config.network.namespace, live=True)
     names = args.names or list(live)
     outcomes: list[checks.Outcome] = []
     for name in names:
@@ -254,7 +254,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     """Bring running workspaces in line with the config file."""
     config = load_config(args.config)
     lab = config.network.namespace
-    live = running(lab)
+    live = ledger.workspaces(lab, live=True)
     actions: list[dict[str, str]] = []
     for name, spec in config.workspaces.items():
         record = live.get(name)
@@ -263,7 +263,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 ok, detail = start_workspace(config, name)
                 actions.append({"name": name, "action": "started" if ok else f"FAILED: {detail}"})
             continue
-        if record.info.get("config_hash") == config_hash(config, spec):
+        supervisor = ledger.workspace_info(record).supervisor
+        if supervisor is not None and supervisor.config_hash == config_hash(config, spec):
             actions.append({"name": name, "action": "unchanged"})
         elif spec.restart_if_changed:
             stop_record(record)
@@ -275,7 +276,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if name not in config.workspaces:
             stop_record(record)
             actions.append({"name": name, "action": "stopped (removed from config; state kept)"})
-    if not running(lab):
+    if not ledger.workspaces(lab, live=True):
         remove_lab_if_idle(lab)
     say(json.dumps(actions) if args.json else table(actions, ["name", "action"]))
     return EXIT_FAILED if any("FAILED" in a["action"] for a in actions) else 0
@@ -285,7 +286,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.name not in config.workspaces:
         raise UsageError(f"no workspace named {args.name} in {config.source}")
-    if args.name in running(config.network.namespace):
+    if args.name in ledger.workspaces(config.network.namespace, live=True):
         raise UsageError(f"{args.name} is running; `wsfixture down {args.name}` first")
     state = config.state_dir(args.name)
     if not state.exists():
@@ -307,8 +308,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if args.lab:
         # A CLI workspace's supervisor stops it itself and exits; reaping under a live
         # supervisor would leave it to tidy up a lab that is already gone.
-        for record in running(args.lab).values():
-            if record.info.get("supervised"):
+        for record in ledger.workspaces(args.lab, live=True).values():
+            if ledger.workspace_info(record).supervisor is not None:
                 stop_record(record)
     reaped, failures = ledger.reap(args.lab)
     if args.json:

@@ -20,25 +20,25 @@ from typing import Any
 from filelock import FileLock
 
 from wsfixture.errors import WsfixtureError
-from wsfixture.host import ledger, system
+from wsfixture.host import ledger, settings
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
-LOG_DIR = system.LIB_DIR / "supervisors"
 UP_TIMEOUT = {"container": 120.0, "vm": 600.0}
 
 
 def log_path(lab: str, name: str) -> Path:
-    return LOG_DIR / f"{lab}-{name}.log"
+    return settings.current().supervisor_logs / f"{lab}-{name}.log"
 
 
 def shared_lab(config: Config) -> Lab:
     """The config's persistent lab, created once even when several supervisors start."""
     name = config.network.namespace
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(LOG_DIR / f"lab-{name}.lock")):
+    logs = settings.current().supervisor_logs
+    logs.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(logs / f"lab-{name}.lock")):
         lab = Lab(config.network, name, reuse=True, die_with_owner=False).open()
         lab.detach()
     return lab
@@ -54,21 +54,6 @@ def config_hash(config: Config, spec: WorkspaceSpec) -> str:
         "network": [str(config.network.subnet), str(config.network.gateway)],
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def running(lab: str) -> dict[str, ledger.Record]:
-    """Live workspace records of ``lab``, by workspace name."""
-    return {
-        str(r.info.get("name")): r
-        for r in ledger.records()
-        if r.kind == "workspace" and r.info.get("lab") == lab and not r.orphaned()
-    }
-
-
-def lab_record(lab: str) -> ledger.Record | None:
-    return next(
-        (r for r in ledger.records() if r.kind == "lab" and r.info.get("name") == lab), None
-    )
 
 
 def start_workspace(config: Config, name: str) -> tuple[bool, str]:
@@ -112,8 +97,8 @@ def stop_record(record: ledger.Record, timeout: float = 60.0) -> None:
 
 def remove_lab_if_idle(lab: str) -> bool:
     """Remove the persistent lab when none of its workspaces runs; True if it was removed."""
-    record = lab_record(lab)
-    if record is None or running(lab):
+    record = ledger.lab_record(lab)
+    if record is None or ledger.workspaces(lab, live=True):
         return False
     failures = ledger.release(record)
     if failures:
@@ -122,16 +107,17 @@ def remove_lab_if_idle(lab: str) -> bool:
 
 
 def status_rows(config: Config) -> list[dict[str, Any]]:
-    live = running(config.network.namespace)
+    live = ledger.workspaces(config.network.namespace, live=True)
     rows = []
     for name, spec in config.workspaces.items():
         record = live.get(name)
         row: dict[str, Any] = {"name": name, "type": spec.type, "ip": str(spec.ip)}
+        supervisor = ledger.workspace_info(record).supervisor if record else None
         if record is None:
             row.update(state="stopped", uptime="-", matches="-")
         else:
-            started = float(record.info.get("started", time.time()))
-            same = record.info.get("config_hash") == config_hash(config, spec)
+            started = supervisor.started if supervisor else time.time()
+            same = supervisor is not None and supervisor.config_hash == config_hash(config, spec)
             row.update(
                 state="running",
                 uptime=f"{int(time.time() - started)}s",

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from wsfixture.cli.persistent import config_hash, shared_lab
+from wsfixture.host import ledger
 from wsfixture.model.config import load_config
 from wsfixture.workspace import Workspace
 
@@ -28,13 +29,12 @@ def supervise(config_path: str, name: str) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     lab = shared_lab(config)
-    labels = {
-        "config_path": str(Path(config_path).resolve()),
-        "config_hash": config_hash(config, spec),
-        "started": time.time(),
-        "supervised": True,
-    }
-    ws = Workspace(spec, config, lab, labels=labels)
+    supervisor = ledger.SupervisorInfo(
+        config_path=str(Path(config_path).resolve()),
+        config_hash=config_hash(config, spec),
+        started=time.time(),
+    )
+    ws = Workspace(spec, config, lab, supervisor=supervisor)
     try:
         ws.start()
     except Exception as exc:

@@ -1,10 +1,11 @@
 """Who owns what, so a crashed run's leftovers can be found and reaped.
 
 Every lab and workspace writes a record before it creates anything: its owner (PID and start
-time), and each resource as it is made — processes, cgroups, mounts, network namespaces,
-runtime directories. A record whose owner is dead is an orphan; ``reap`` releases what it
-lists, in reverse order, and removes it. Persistent workspaces (started by the CLI) are owned
-by their own supervisor process, so they are orphans only once that process is gone.
+time), what it is (``LabInfo`` or ``WorkspaceInfo``), and each resource as it is made —
+processes, cgroups, mounts, network namespaces, runtime directories. A record whose owner is
+dead is an orphan; ``reap`` releases what it lists, in reverse order, and removes it.
+Persistent workspaces (started by the CLI) are owned by their own supervisor process, so
+they are orphans only once that process is gone.
 """
 
 from __future__ import annotations
@@ -13,14 +14,48 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wsfixture.host import system
+from wsfixture.host import settings, system
 
-LEDGER_DIR = system.RUN_DIR / "ledger"
+
+@dataclass(frozen=True)
+class LabInfo:
+    """A lab: its name is also its network namespace's."""
+
+    name: str
+
+    @property
+    def lab(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class SupervisorInfo:
+    """A CLI workspace: what its supervisor started it from, and when."""
+
+    config_path: str
+    config_hash: str
+    started: float  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    """A workspace: where it runs and what the lab needs to reach it (DNS, known_hosts)."""
+
+    name: str
+    lab: str
+    type: str
+    ip: str = ""
+    user: str = ""
+    host_key: str = ""  # "ssh-ed25519 AAAA...", empty until the key is known
+    supervisor: SupervisorInfo | None = None
+
+
+Info = LabInfo | WorkspaceInfo
 
 
 @dataclass
@@ -28,48 +63,74 @@ class Record:
     """One owner's resources. Saved on every change."""
 
     key: str
-    kind: str  # "lab" or "workspace"
+    info: Info
     owner: system.ProcessRef
     processes: list[system.ProcessRef] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
-        return LEDGER_DIR / f"{self.key}.json"
+        return settings.current().ledger_dir / f"{self.key}.json"
+
+    @property
+    def lab(self) -> str:
+        return self.info.lab
 
     @classmethod
-    def create(cls, key: str, kind: str, **info: Any) -> Record:
-        record = cls(key, kind, system.ProcessRef.self(), info=dict(info))
+    def create(cls, key: str, info: Info) -> Record:
+        record = cls(key, info, system.ProcessRef.self())
         record.save()
         return record
 
     def save(self) -> None:
-        LEDGER_DIR.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "key": self.key,
-            "kind": self.kind,
+            "kind": "lab" if isinstance(self.info, LabInfo) else "workspace",
+            "info": asdict(self.info),
             "owner": self.owner.to_json(),
             "processes": [p.to_json() for p in self.processes],
             "cgroups": self.cgroups,
             "mounts": self.mounts,
             "netns": self.netns,
             "dirs": self.dirs,
-            "info": self.info,
         }
         system.write_atomic(self.path, json.dumps(data, indent=1), 0o600)
 
-    def add(self, what: str, value: Any) -> None:
-        items = getattr(self, what)
+    def update(self, info: Info) -> None:
+        self.info = info
+        self.save()
+
+    def add_process(self, process: system.ProcessRef) -> None:
+        self._add(self.processes, process)
+
+    def add_cgroup(self, path: Path) -> None:
+        self._add(self.cgroups, str(path))
+
+    def add_mount(self, path: Path) -> None:
+        self._add(self.mounts, str(path))
+
+    def add_netns(self, name: str) -> None:
+        self._add(self.netns, name)
+
+    def add_dir(self, path: Path) -> None:
+        self._add(self.dirs, str(path))
+
+    def drop_cgroup(self, path: Path) -> None:
+        self._drop(self.cgroups, str(path))
+
+    def drop_mount(self, path: Path) -> None:
+        self._drop(self.mounts, str(path))
+
+    def _add(self, items: list[Any], value: object) -> None:
         if value not in items:
             items.append(value)
         self.save()
 
-    def drop(self, what: str, value: Any) -> None:
-        items = getattr(self, what)
+    def _drop(self, items: list[Any], value: object) -> None:
         if value in items:
             items.remove(value)
         self.save()
@@ -81,31 +142,72 @@ class Record:
         return not self.owner.alive()
 
 
-def load(path: Path) -> Record | None:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return Record(
-        key=data["key"],
-        kind=data["kind"],
-        owner=system.ProcessRef.from_json(data["owner"]),
-        processes=[system.ProcessRef.from_json(p) for p in data["processes"]],
-        cgroups=data["cgroups"],
-        mounts=data["mounts"],
-        netns=data["netns"],
-        dirs=data["dirs"],
-        info=data.get("info", {}),
+def _info(kind: str, data: dict[str, Any]) -> Info:
+    if kind == "lab":
+        return LabInfo(data["name"])
+    if "lab_host" in data:  # written by wsfixture 0.1 (untyped): still reapable after an upgrade
+        host = data["lab_host"] or {}
+        return WorkspaceInfo(
+            data["name"], data["lab"], data["type"], host.get("ip", ""), host.get("user", "")
+        )
+    supervisor = data.get("supervisor")
+    return WorkspaceInfo(
+        **{**data, "supervisor": SupervisorInfo(**supervisor) if supervisor else None}
     )
 
 
+def load(path: Path) -> Record | None:
+    """The record at ``path``; None when it is gone, half written or of another format."""
+    try:
+        data = json.loads(path.read_text())
+        return Record(
+            key=data["key"],
+            info=_info(data["kind"], data["info"]),
+            owner=system.ProcessRef.from_json(data["owner"]),
+            processes=[system.ProcessRef.from_json(p) for p in data["processes"]],
+            cgroups=data["cgroups"],
+            mounts=data["mounts"],
+            netns=data["netns"],
+            dirs=data["dirs"],
+        )
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
 def records() -> Iterator[Record]:
-    if not LEDGER_DIR.is_dir():
+    ledger_dir = settings.current().ledger_dir
+    if not ledger_dir.is_dir():
         return
-    for path in sorted(LEDGER_DIR.glob("*.json")):
+    for path in sorted(ledger_dir.glob("*.json")):
         record = load(path)
         if record is not None:
             yield record
+
+
+def lab_record(lab: str) -> Record | None:
+    """The record of the lab named ``lab``, if it has one."""
+    return next((r for r in records() if isinstance(r.info, LabInfo) and r.lab == lab), None)
+
+
+def workspaces(lab: str | None = None, *, live: bool = False) -> dict[str, Record]:
+    """Workspace records of ``lab`` by workspace name (unique in a lab), or of every lab by
+    record key; ``live``: only those whose owner still runs."""
+    found: dict[str, Record] = {}
+    for record in records():
+        info = record.info
+        if not isinstance(info, WorkspaceInfo) or (live and record.orphaned()):
+            continue
+        if lab is None:
+            found[record.key] = record
+        elif info.lab == lab:
+            found[info.name] = record
+    return found
+
+
+def workspace_info(record: Record) -> WorkspaceInfo:
+    """A workspace record's info (a lab record here is a programming error)."""
+    assert isinstance(record.info, WorkspaceInfo), record.key
+    return record.info
 
 
 def kill_cgroup(path: str, timeout: float = 5.0) -> None:
@@ -135,7 +237,7 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
     """Release everything a record lists; return the failures, never stop at the first."""
     failures: list[tuple[str, BaseException]] = []
 
-    def attempt(what: str, action: Any, *args: Any) -> None:
+    def attempt(what: str, action: Callable[..., object], *args: Any) -> None:
         try:
             action(*args)
         except Exception as exc:
@@ -159,10 +261,6 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
     return failures
 
 
-def lab_of(record: Record) -> str:
-    return str(record.info.get("lab") or record.info.get("name") or "")
-
-
 def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseException]]]:
     """Release every orphaned record (workspaces before labs), or, given ``lab``, every
     record of that lab whatever its owner (kept workspaces). Returns what was reaped."""
@@ -171,8 +269,8 @@ def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseExce
     if lab is None:
         candidates = [r for r in records() if r.orphaned()]
     else:
-        candidates = [r for r in records() if lab_of(r) == lab]
-    for record in sorted(candidates, key=lambda r: r.kind != "workspace"):
+        candidates = [r for r in records() if r.lab == lab]
+    for record in sorted(candidates, key=lambda r: isinstance(r.info, LabInfo)):
         if record.owner.pid == os.getpid():
             continue
         problems = release(record)

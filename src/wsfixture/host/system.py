@@ -18,11 +18,6 @@ from pathlib import Path
 
 from wsfixture.errors import PrerequisiteError, WsfixtureError
 
-RUN_DIR = Path(os.environ.get("WSFIXTURE_RUN_DIR", "/run/wsfixture"))
-LIB_DIR = Path(os.environ.get("WSFIXTURE_LIB_DIR", "/var/lib/wsfixture"))
-CACHE_DIR = Path(os.environ.get("WSFIXTURE_CACHE_DIR", "/var/cache/wsfixture"))
-CGROUP_ROOT = Path("/sys/fs/cgroup/unified/wsfixture")
-
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -35,7 +35,7 @@ from typing import Any
 from filelock import FileLock
 
 from wsfixture.errors import StartError
-from wsfixture.host import ledger, system
+from wsfixture.host import ledger, settings, system
 
 BUILDER_VERSION = "11"
 SUITE = "bookworm"
@@ -319,7 +319,7 @@ class Image:
 
 
 def image_dir(recipe: ImageRecipe, cache_dir: Path | None = None) -> Path:
-    return (cache_dir or system.CACHE_DIR) / "images" / recipe.key
+    return (cache_dir or settings.current().cache_dir) / "images" / recipe.key
 
 
 def ensure_image(
@@ -382,7 +382,7 @@ def _bootstrap(image: Image, staging: Path, progress: Progress, started: float) 
     if image.recipe.flavour == "vm":
         argv.insert(-2, f"--essential-hook={VM_ESSENTIAL_HOOK}")
     # An explicit mirror for hosts whose apt reaches Debian through another address.
-    if mirror := os.environ.get("WSFIXTURE_MIRROR"):
+    if mirror := settings.current().mirror:
         argv.append(mirror)
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
@@ -449,7 +449,7 @@ def _install_layer(image: Image, staging: Path, progress: Progress) -> None:
 def _run_in_tree(tree: Path, script: str, log: Path, what: str) -> None:
     """Run ``script`` with ``tree`` as its root (systemd-nspawn, the host's network for
     apt), in a cgroup of its own that is emptied afterwards."""
-    cgroup = system.CGROUP_ROOT / f"image-build-{os.getpid()}-{time.monotonic_ns()}"
+    cgroup = settings.current().cgroup_root / f"image-build-{os.getpid()}-{time.monotonic_ns()}"
     cgroup.mkdir(parents=True)
     argv = [
         "systemd-nspawn", "--quiet", f"--directory={tree}", "--register=no", "--keep-unit",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from wsfixture.host import system
+from wsfixture.host import settings, system
 from wsfixture.image.build import USED_STAMP, ImageRecipe
 
 DAY = 86400.0
@@ -43,7 +43,7 @@ class CachedImage:
 
 def cached_images(cache_dir: Path | None = None) -> list[CachedImage]:
     """Every finished image in the cache (half-built ones belong to their builder)."""
-    images_dir = (cache_dir or system.CACHE_DIR) / "images"
+    images_dir = (cache_dir or settings.current().cache_dir) / "images"
     found = []
     for entry in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
         ready = entry / "ready"

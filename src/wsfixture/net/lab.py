@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from wsfixture.errors import CleanupError, StartError
-from wsfixture.host import ledger, system
+from wsfixture.host import ledger, settings, system
 from wsfixture.model import derive
 from wsfixture.model.config import NetworkSpec
 
@@ -66,7 +66,7 @@ class Lab:
         self.name = name or new_lab_name()
         self.reuse = reuse  # attach to the lab of that name if it exists (the CLI's)
         self.die_with_owner = die_with_owner
-        self.dir = system.LIB_DIR / "labs" / self.name
+        self.dir = settings.current().labs_dir / self.name
         self.netns_path = NETNS_DIR / self.name
         self.etc_dir = Path("/etc/netns") / self.name
         self.hosts_file = self.etc_dir / "hosts"
@@ -88,7 +88,7 @@ class Lab:
             system.require_tool("dnsmasq")
         if self.reuse and self.netns_path.exists():
             return self._attach()
-        self._record = ledger.Record.create(f"lab-{self.name}", "lab", name=self.name)
+        self._record = ledger.Record.create(f"lab-{self.name}", ledger.LabInfo(self.name))
         try:
             self._create()
         except BaseException:
@@ -98,9 +98,9 @@ class Lab:
 
     def _create(self) -> None:
         assert self._record is not None
-        self._record.add("dirs", str(self.dir))
+        self._record.add_dir(self.dir)
         system.private_dir(self.dir)
-        self._record.add("netns", self.name)
+        self._record.add_netns(self.name)
         system.run(["ip", "netns", "add", self.name])
         self.etc_dir.mkdir(parents=True, exist_ok=True)
         self._write_hosts()
@@ -128,9 +128,7 @@ class Lab:
 
     def _attach(self) -> Lab:
         """Reuse a lab that a previous command created and left running."""
-        for record in ledger.records():
-            if record.kind == "lab" and record.info.get("name") == self.name:
-                self._record = record
+        self._record = ledger.lab_record(self.name)
         self._detached = True  # another process made it; `wsfixture down` removes it
         self._load_hosts()
         return self
@@ -267,7 +265,7 @@ class Lab:
         )
         ref = system.ProcessRef.of(self._dnsmasq.pid)
         if ref is not None:
-            self._record.add("processes", ref)
+            self._record.add_process(ref)
         deadline = time.monotonic() + 5
         while not self.port_open(str(self.network.gateway), 53, 0.1):
             if self._dnsmasq.poll() is not None or time.monotonic() > deadline:
@@ -367,10 +365,10 @@ class Lab:
     def _load_hosts(self) -> None:
         """Rebuild ``self.hosts`` from the ledger records of the lab's workspaces."""
         self.hosts.clear()
-        for record in ledger.records():
-            host = record.info.get("lab_host")
-            if record.kind == "workspace" and record.info.get("lab") == self.name and host:
-                self.hosts[host["name"]] = LabHost(**host)
+        for name, record in ledger.workspaces(self.name).items():
+            info = ledger.workspace_info(record)
+            if info.host_key:
+                self.hosts[name] = LabHost(name, info.ip, info.user, info.host_key)
 
     def free_ip(self, taken: set[str]) -> str:
         """The first usable address not in ``taken`` nor held by a workspace of this lab."""

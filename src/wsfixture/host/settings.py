@@ -1,0 +1,81 @@
+"""Where wsfixture keeps things on the host, resolved once.
+
+The environment (``WSFIXTURE_RUN_DIR``, ``WSFIXTURE_LIB_DIR``, ``WSFIXTURE_CACHE_DIR``,
+``WSFIXTURE_MIRROR``) is read the first time ``current()`` is asked, never at import, and
+every module asks ``current()`` instead of keeping its own copy. A test or a benchmark that
+wants the cache elsewhere says so with ``use(...)`` for the length of a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The host paths wsfixture uses; everything else is derived from these."""
+
+    run_dir: Path = Path("/run/wsfixture")  # the ledger: gone with a reboot, as processes are
+    lib_dir: Path = Path("/var/lib/wsfixture")  # labs and supervisor logs
+    cache_dir: Path = Path("/var/cache/wsfixture")  # images
+    cgroup_root: Path = Path("/sys/fs/cgroup/unified/wsfixture")
+    # An explicit Debian mirror for image builds, for hosts whose apt reaches Debian through
+    # another address than mmdebstrap's default.
+    mirror: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        default = cls()
+        return cls(
+            run_dir=Path(environ.get("WSFIXTURE_RUN_DIR", default.run_dir)),
+            lib_dir=Path(environ.get("WSFIXTURE_LIB_DIR", default.lib_dir)),
+            cache_dir=Path(environ.get("WSFIXTURE_CACHE_DIR", default.cache_dir)),
+            mirror=environ.get("WSFIXTURE_MIRROR") or None,
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.run_dir / "ledger"
+
+    @property
+    def labs_dir(self) -> Path:
+        return self.lib_dir / "labs"
+
+    @property
+    def supervisor_logs(self) -> Path:
+        return self.lib_dir / "supervisors"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.cache_dir / "images"
+
+
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """The settings of this process: from the environment, read once."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env(os.environ)
+    return _current
+
+
+@contextlib.contextmanager
+def use(settings: Settings) -> Iterator[Settings]:
+    """``settings`` in force for the block (tests, benchmarks), then the previous ones."""
+    global _current
+    previous = _current
+    _current = settings
+    try:
+        yield settings
+    finally:
+        _current = previous

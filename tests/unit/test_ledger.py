@@ -1,0 +1,68 @@
+"""The ledger's records round-trip through their files, typed, and one query finds them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wsfixture.host import ledger, settings, system
+
+
+def test_settings_come_from_the_environment_once() -> None:
+    env = {"WSFIXTURE_CACHE_DIR": "/tmp/c", "WSFIXTURE_RUN_DIR": "/tmp/r"}
+    resolved = settings.Settings.from_env(env)
+    assert resolved.images_dir == Path("/tmp/c/images")
+    assert resolved.ledger_dir == Path("/tmp/r/ledger")
+    assert resolved.labs_dir == Path("/var/lib/wsfixture/labs")
+    assert settings.current() is settings.current()
+
+
+def test_records_round_trip_typed(tmp_path: Path) -> None:
+    with settings.use(settings.Settings(run_dir=tmp_path)):
+        lab = ledger.Record.create("lab-l1", ledger.LabInfo("l1"))
+        lab.add_netns("l1")
+        supervisor = ledger.SupervisorInfo("/c.toml", "abc", 12.5)
+        ws = ledger.Record.create(
+            "ws-l1-a", ledger.WorkspaceInfo("a", "l1", "vm", supervisor=supervisor)
+        )
+        ws.add_cgroup(Path("/sys/fs/cgroup/x"))
+        ws.add_cgroup(Path("/sys/fs/cgroup/x"))  # recorded once
+        ws.update(ledger.WorkspaceInfo("a", "l1", "vm", "192.168.83.10", "dev", "ssh-ed25519 K"))
+        other = ledger.Record.create("ws-l2-b", ledger.WorkspaceInfo("b", "l2", "container"))
+
+        loaded = {r.key: r for r in ledger.records()}
+        assert loaded["lab-l1"].info == ledger.LabInfo("l1")
+        assert loaded["lab-l1"].netns == ["l1"]
+        assert loaded["ws-l1-a"].cgroups == ["/sys/fs/cgroup/x"]
+        assert ledger.workspace_info(loaded["ws-l1-a"]).host_key == "ssh-ed25519 K"
+        assert ledger.lab_record("l1") is not None
+        assert ledger.lab_record("l2") is None
+        assert list(ledger.workspaces("l1")) == ["a"]
+        assert set(ledger.workspaces()) == {"ws-l1-a", "ws-l2-b"}
+        assert ledger.workspaces("l2", live=True)  # owned by this live process
+        other.owner = system.ProcessRef(other.owner.pid, other.owner.start + 1)  # a dead owner
+        other.save()
+        assert not ledger.workspaces("l2", live=True)
+        assert ledger.workspaces("l2")
+
+
+def test_a_record_of_another_format_is_not_loaded(tmp_path: Path) -> None:
+    with settings.use(settings.Settings(run_dir=tmp_path)):
+        (tmp_path / "ledger").mkdir()
+        (tmp_path / "ledger" / "old.json").write_text('{"key": "old", "kind": "lab"}')
+        assert list(ledger.records()) == []
+
+
+def test_an_untyped_record_of_wsfixture_0_1_is_still_reapable(tmp_path: Path) -> None:
+    old = {
+        "key": "ws-l-a", "kind": "workspace", "owner": [1, 1], "processes": [], "cgroups": [],
+        "mounts": [], "netns": [], "dirs": [],
+        "info": {"name": "a", "lab": "l", "type": "container", "config_hash": "x",
+                 "lab_host": {"name": "a", "ip": "192.168.83.10", "user": "dev", "host_key": "k"}},
+    }  # fmt: skip
+    with settings.use(settings.Settings(run_dir=tmp_path)):
+        (tmp_path / "ledger").mkdir()
+        (tmp_path / "ledger" / "ws-l-a.json").write_text(json.dumps(old))
+        (record,) = ledger.records()
+        assert ledger.workspace_info(record).ip == "192.168.83.10"
+        assert record.lab == "l"
