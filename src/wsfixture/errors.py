@@ -1,17 +1,29 @@
-"""Every error wsfixture raises, under one root.
+"""Every error wsfixture raises, under one root that is never raised itself.
 
 ::
 
-    WsfixtureError              never raised itself; catch it to catch them all
+    WsfixtureError              the root: catch it to catch them all
     ├── ConfigError             bad input, found before anything is created
     ├── PrerequisiteError       a tool or permission is missing; names what to install
-    ├── StartError              a workspace could not be started (process died, boot failed)
+    ├── HostCommandError        a host-side command (ip, mount, ...) failed  [host.system]
+    ├── ImageBuildError         an image or layer could not be built, or a cached one is corrupt
+    ├── LabError                the lab network could not be made or changed (DNS, addresses)
+    ├── StartError              a workspace could not be started (its machine failed to boot)
     │   └── ReadyTimeout        it started but never became ready in time
+    ├── WorkspaceGone           a workspace in use is not running (never started, or died)
     ├── CommandError            a command in a workspace exited non-zero
-    └── CleanupError            one or more resources could not be released
+    │   └── CommandTimeout      a command in a workspace ran past its timeout (a TimeoutError)
+    ├── WaitError               a wait_* in a running workspace ended without its condition
+    │   └── WaitTimeout         ... because time ran out (a TimeoutError)
+    ├── CheckFailed             a built-in check found the workspace wrong  [checks]
+    ├── CleanupError            one or more resources could not be released
+    ├── QmpError                QEMU's monitor refused a command or went away  [backends.qmp]
+    ├── UsageError              the command line asks for something that cannot be  [cli.main]
+    └── HostsFileError          a hosts file's wsfixture block is damaged  [cli.hostsfile]
 
 Errors that concern a workspace's start carry the tail of its console log in the message,
-so a failure report shows the evidence without another step.
+so a failure report shows the evidence without another step. tests/unit/test_errors.py
+holds this drawing and the classes together.
 """
 
 from __future__ import annotations
@@ -69,6 +81,32 @@ class PrerequisiteError(WsfixtureError):
         super().__init__(text)
 
 
+class ImageBuildError(WsfixtureError):
+    """An image or a layer could not be built, or a cached one no longer holds what a boot
+    needs. ``image`` names it (its key, and what it installs)."""
+
+    def __init__(self, image: str, reason: str, log_tail: str = "") -> None:
+        self.image = image
+        self.reason = reason
+        self.log_tail = log_tail
+        text = f"image {image}: {reason}"
+        if log_tail:
+            text += f"\n--- build log (last lines) ---\n{log_tail}"
+        super().__init__(text)
+
+
+class LabError(WsfixtureError):
+    """The lab network could not be made or changed."""
+
+    def __init__(self, lab: str, reason: str, log_tail: str = "") -> None:
+        self.lab = lab
+        self.reason = reason
+        text = f"lab {lab}: {reason}"
+        if log_tail:
+            text += f"\n{log_tail}"
+        super().__init__(text)
+
+
 class StartError(WsfixtureError):
     """A workspace failed to start."""
 
@@ -93,6 +131,37 @@ class ReadyTimeout(StartError):
         super().__init__(name, reason, console_tail)
 
 
+class WorkspaceGone(WsfixtureError):
+    """A workspace was used while it is not running: never started, stopped, or its
+    machine died. Carries the console tail when there is one."""
+
+    def __init__(self, name: str, reason: str, console_tail: str = "") -> None:
+        self.name = name
+        self.reason = reason
+        text = f"workspace {name!r} is not running: {reason}"
+        if console_tail:
+            text += f"\n--- console of {name} (last lines) ---\n{console_tail}"
+        super().__init__(text)
+
+
+class WaitError(WsfixtureError):
+    """A wait in a running workspace ended without its condition (a unit failed)."""
+
+    def __init__(self, name: str, awaited: str, state: str) -> None:
+        self.name = name
+        self.awaited = awaited
+        self.state = state
+        super().__init__(f"workspace {name!r}: gave up waiting for {awaited}; {state}")
+
+
+class WaitTimeout(WaitError, TimeoutError):
+    """A wait in a running workspace timed out."""
+
+    def __init__(self, name: str, awaited: str, timeout: float, state: str) -> None:
+        self.timeout = timeout
+        super().__init__(name, awaited, f"timed out after {timeout:.1f}s; last state: {state}")
+
+
 class CommandError(WsfixtureError):
     """A command run in a workspace exited non-zero."""
 
@@ -106,6 +175,14 @@ class CommandError(WsfixtureError):
             f"command failed in workspace {name!r} with exit status {rc}: {command}\n"
             f"--- stdout ---\n{stdout.rstrip()}\n--- stderr ---\n{stderr.rstrip()}"
         )
+
+
+class CommandTimeout(CommandError, TimeoutError):
+    """A command in a workspace ran past its timeout."""
+
+    def __init__(self, name: str, command: str, timeout: float, stdout: str, stderr: str) -> None:
+        self.timeout = timeout
+        super().__init__(name, f"{command} (timed out after {timeout}s)", -1, stdout, stderr)
 
 
 class CleanupError(WsfixtureError):

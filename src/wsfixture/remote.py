@@ -22,6 +22,8 @@ import paramiko
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
+from wsfixture.errors import CommandTimeout
+
 if TYPE_CHECKING:
     from wsfixture.net.lab import Lab
 
@@ -99,7 +101,13 @@ class SshSession:
         channel = transport.open_session()
         try:
             channel.exec_command(command)
-            stdout, stderr = _drain(channel, timeout)
+            stdout, stderr, finished = _drain(channel, timeout)
+            if not finished:
+                assert timeout is not None
+                raise CommandTimeout(
+                    self.name, command, timeout, stdout.decode(errors="replace"),
+                    stderr.decode(errors="replace"),
+                )  # fmt: skip
             rc = channel.recv_exit_status()
         finally:
             channel.close()
@@ -113,9 +121,10 @@ class SshSession:
                 self._client = None
 
 
-def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes]:
-    """Read stdout and stderr together until the command is done. Reading one to its end
-    first would hang once the other filled the SSH window (a few MiB of output)."""
+def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes, bool]:
+    """Read stdout and stderr together until the command is done or ``timeout`` passes;
+    return both and whether it finished. Reading one to its end first would hang once the
+    other filled the SSH window (a few MiB of output)."""
     out, err = bytearray(), bytearray()
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -125,12 +134,12 @@ def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, byt
             err += channel.recv_stderr(65536)
         done = channel.closed or (channel.eof_received and channel.exit_status_ready())
         if done and not channel.recv_ready() and not channel.recv_stderr_ready():
-            return bytes(out), bytes(err)
+            return bytes(out), bytes(err), True
         wait = 1.0
         if deadline is not None:
             wait = deadline - time.monotonic()
             if wait <= 0:
-                raise TimeoutError(f"command still running after {timeout}s")
+                return bytes(out), bytes(err), False
         # The channel's fileno wakes on data for either stream, EOF and close.
         select.select([channel], [], [], min(wait, 1.0))
 

@@ -23,7 +23,15 @@ import fabric
 import testinfra.host
 
 from wsfixture.backends.base import Backend, BackendContext
-from wsfixture.errors import CleanupError, CommandError, ReadyTimeout, StartError
+from wsfixture.errors import (
+    CleanupError,
+    CommandError,
+    ReadyTimeout,
+    StartError,
+    WaitError,
+    WaitTimeout,
+    WorkspaceGone,
+)
 from wsfixture.guest import identity as provision
 from wsfixture.host import keys, ledger, system
 from wsfixture.image.build import Image, ImageRecipe, Progress, ensure_image
@@ -299,12 +307,12 @@ class Workspace:
 
     def _session(self) -> SshSession:
         if self.session is None:
-            raise StartError(self.name, "not started")
+            raise WorkspaceGone(self.name, "never started, or stopped")
         if self.backend is not None and not self.backend.is_up():
             # Also when the rest of the machine still answers (a killed nspawn leaves its
             # container running): what this handle manages is gone, say so.
             reason = self.backend.failure() or "the machine process is gone"
-            raise StartError(self.name, f"no longer running: {reason}", self.logs(40))
+            raise WorkspaceGone(self.name, reason, self.logs(40))
         return self.session
 
     def run(self, command: str, timeout: float | None = None) -> tuple[int, str, str]:
@@ -329,7 +337,7 @@ class Workspace:
         return err
 
     def wait_until_succeeds(self, command: str, timeout: float = 30.0) -> str:
-        """Retry ``command`` until it exits 0; ReadyTimeout with its last output if never."""
+        """Retry ``command`` until it exits 0; WaitTimeout with its last output if never."""
         last: dict[str, str] = {}
 
         def attempt(final: bool) -> str | None:
@@ -339,7 +347,7 @@ class Workspace:
 
         result = retry_until(attempt, timeout, 0.1)
         if result is None:
-            raise ReadyTimeout(self.name, f"`{command}` to succeed", timeout, last.get("state", ""))
+            raise WaitTimeout(self.name, f"`{command}` to succeed", timeout, last.get("state", ""))
         return result
 
     def wait_for_unit(self, unit: str, timeout: float = 30.0) -> None:
@@ -353,11 +361,11 @@ class Workspace:
             last["state"] = state
             if state == "failed":
                 _, status, _ = self.run(f"systemctl status --no-pager {quoted}")
-                raise StartError(self.name, f"unit {unit} failed:\n{status}")
+                raise WaitError(self.name, f"unit {unit} to be active", f"it failed:\n{status}")
             return True if state == "active" else None
 
         if retry_until(active, timeout, 0.1) is None:
-            raise ReadyTimeout(
+            raise WaitTimeout(
                 self.name, f"unit {unit} to be active", timeout, last.get("state", "")
             )
 
@@ -367,7 +375,7 @@ class Workspace:
             retry_until(lambda final: True if self.lab.port_open(self.ip, port) else None, timeout)
             is None
         ):
-            raise ReadyTimeout(self.name, f"port {port} to accept connections", timeout, "closed")
+            raise WaitTimeout(self.name, f"port {port} to accept connections", timeout, "closed")
 
     def logs(self, lines: int = 200) -> str:
         """The tail of the console log."""

@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.leaks import leftovers
 from wsfixture import checks
+from wsfixture.errors import WaitTimeout
 from wsfixture.host import keys, ledger
 from wsfixture.model.config import Config, load_config, workspace_spec
 from wsfixture.net.lab import Lab
@@ -108,9 +109,8 @@ def test_command_timeout(alpha: Workspace) -> None:
 def test_wait_helpers(alpha: Workspace) -> None:
     alpha.wait_for_unit("systemd-resolved.service", timeout=10)
     alpha.wait_for_port(22, timeout=5)
-    from wsfixture import ReadyTimeout
 
-    with pytest.raises(ReadyTimeout, match="port 2222"):
+    with pytest.raises(WaitTimeout, match="port 2222"):
         alpha.wait_for_port(2222, timeout=0.5)
 
 

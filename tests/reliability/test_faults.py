@@ -16,7 +16,8 @@ import pytest
 import wsfixture.workspace as workspace_module
 from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers, processes_with_cmdline
-from wsfixture import ConfigError, ReadyTimeout, StartError
+from wsfixture import ConfigError, ReadyTimeout
+from wsfixture.errors import ImageBuildError, WorkspaceGone
 from wsfixture.guest import identity as provision
 from wsfixture.host import ledger
 from wsfixture.image.build import ImageRecipe, ensure_image
@@ -51,7 +52,7 @@ def test_killed_machine_is_a_clear_error(config: Config, kind: str) -> None:
             os.kill(ws.backend.process.pid, signal.SIGKILL)  # our own child, by PID
             ws.backend.process.wait(10)
             assert not ws.is_running
-            with pytest.raises(StartError, match=r"no longer running: .*exited with status -9"):
+            with pytest.raises(WorkspaceGone, match=r"is not running: .*exited with status -9"):
                 ws.succeed("true")
         finally:
             ws.stop()
@@ -147,7 +148,7 @@ def test_corrupt_image_fails_with_the_cause(
         lambda recipe, progress=None: ensure_image(recipe, tmp_path / "cache", progress),
     )
     with Lab(config.network) as lab:
-        with pytest.raises(StartError, match=r"corrupt: missing etc/passwd, .*usr/sbin/sshd"):
+        with pytest.raises(ImageBuildError, match=r"corrupt: missing etc/passwd, .*usr/sbin/sshd"):
             Workspace(config.workspaces["box"], config, lab, timeout=10).start()
         name = lab.name
     assert leftovers(name) == {}

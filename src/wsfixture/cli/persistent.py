@@ -19,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from wsfixture.errors import WsfixtureError
+from wsfixture.errors import CleanupError
 from wsfixture.host import ledger, settings
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
@@ -92,7 +92,7 @@ def stop_record(record: ledger.Record, timeout: float = 60.0) -> None:
         record.owner.signal(signal.SIGKILL)
         failures = ledger.release(record)
         if failures:
-            raise WsfixtureError(f"could not release {record.key}: {failures}")
+            raise CleanupError(failures)
 
 
 def remove_lab_if_idle(lab: str) -> bool:
@@ -102,7 +102,7 @@ def remove_lab_if_idle(lab: str) -> bool:
         return False
     failures = ledger.release(record)
     if failures:
-        raise WsfixtureError(f"could not remove lab {lab}: {failures}")
+        raise CleanupError(failures)
     return True
 
 

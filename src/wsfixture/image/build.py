@@ -34,7 +34,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from wsfixture.errors import StartError
+from wsfixture.errors import ImageBuildError
 from wsfixture.host import ledger, settings, system
 
 BUILDER_VERSION = "11"
@@ -224,6 +224,13 @@ class ImageRecipe:
         return tuple(p for p in self.packages if p not in below)
 
     @property
+    def label(self) -> str:
+        """The image for people: its key, and what it holds beyond its flavour's base."""
+        if self.base is None:
+            return f"{self.key} (the {self.flavour} base)"
+        return f"{self.key} ({', '.join(self.added)} over the {self.flavour} base)"
+
+    @property
     def key(self) -> str:
         parts: list[object] = [BUILDER_VERSION, self.suite, self.flavour, list(self.packages)]
         if self.base is not None:
@@ -286,7 +293,9 @@ class Image:
         version = kernels[-1].removeprefix("vmlinuz-") if kernels else "(none)"
         wanted = (f"boot/vmlinuz-{version}", f"boot/initrd.img-{version}")
         if not all(self.has(path) for path in wanted):
-            raise StartError("base image", f"no kernel and initrd {version} in {self.dir}/boot")
+            raise ImageBuildError(
+                self.recipe.label, f"no kernel and initrd {version} in {self.dir}/boot"
+            )
         return self.path(wanted[0]), self.path(wanted[1])
 
     @property
@@ -311,8 +320,8 @@ class Image:
         if self.base is not None and not (self.dir / "layer").is_dir():
             missing.append("layer")
         if missing:
-            raise StartError(
-                "base image",
+            raise ImageBuildError(
+                self.recipe.label,
                 f"the cached image {self.dir} is corrupt: missing {', '.join(missing)}; "
                 f"remove that directory and it is rebuilt on next use",
             )
@@ -395,7 +404,7 @@ def _bootstrap(image: Image, staging: Path, progress: Progress, started: float) 
                 progress(f"[{time.monotonic() - started:5.1f}s] {line[3:].strip()}")
         rc = proc.wait()
     if rc != 0:
-        raise StartError("base image", f"mmdebstrap exited {rc}", system.tail(log, 30))
+        raise ImageBuildError(image.recipe.label, f"mmdebstrap exited {rc}", system.tail(log, 30))
     customise(staging / "root", image.recipe.flavour)
     if image.recipe.flavour == "vm":
         customise_vm(staging / "root")
@@ -431,7 +440,13 @@ def _install_layer(image: Image, staging: Path, progress: Progress) -> None:
         _drop_in(merged / POLICY_RC_D, "#!/bin/sh\nexit 101\n")
         (merged / POLICY_RC_D).chmod(0o755)
         script = LAYER_SCRIPT.format(packages=" ".join(shlex.quote(p) for p in added))
-        _run_in_tree(merged, script, staging / "build.log", f"installing {', '.join(added)}")
+        _run_in_tree(
+            merged,
+            script,
+            staging / "build.log",
+            f"installing {', '.join(added)}",
+            image.recipe.label,
+        )
         (merged / POLICY_RC_D).unlink()
         # nspawn put the host's resolv.conf there for apt; the workspace uses resolved's.
         resolv = merged / "etc/resolv.conf"
@@ -446,7 +461,7 @@ def _install_layer(image: Image, staging: Path, progress: Progress) -> None:
     merged.rmdir()
 
 
-def _run_in_tree(tree: Path, script: str, log: Path, what: str) -> None:
+def _run_in_tree(tree: Path, script: str, log: Path, what: str, label: str) -> None:
     """Run ``script`` with ``tree`` as its root (systemd-nspawn, the host's network for
     apt), in a cgroup of its own that is emptied afterwards."""
     cgroup = settings.current().cgroup_root / f"image-build-{os.getpid()}-{time.monotonic_ns()}"
@@ -469,7 +484,7 @@ def _run_in_tree(tree: Path, script: str, log: Path, what: str) -> None:
     finally:
         ledger.kill_cgroup(str(cgroup))
     if rc != 0:
-        raise StartError("base image", f"{what} failed (exit {rc})", system.tail(log, 30))
+        raise ImageBuildError(label, f"{what} failed (exit {rc})", system.tail(log, 30))
 
 
 def _is_whiteout(path: Path) -> bool:

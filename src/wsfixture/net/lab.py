@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from wsfixture.errors import CleanupError, StartError
+from wsfixture.errors import CleanupError, LabError
 from wsfixture.host import ledger, settings, system
 from wsfixture.model import derive
 from wsfixture.model.config import NetworkSpec
@@ -269,7 +269,7 @@ class Lab:
         deadline = time.monotonic() + 5
         while not self.port_open(str(self.network.gateway), 53, 0.1):
             if self._dnsmasq.poll() is not None or time.monotonic() > deadline:
-                raise StartError(f"lab {self.name}", "dnsmasq did not start", system.tail(log))
+                raise LabError(self.name, "dnsmasq did not start", system.tail(log))
             time.sleep(0.02)
 
     def _reload_dns(self) -> None:
@@ -310,7 +310,7 @@ class Lab:
     def add_host(self, host: LabHost) -> None:
         with self._hosts_locked() as present:
             if not present:
-                raise StartError(host.name, f"lab {self.name} was removed meanwhile")
+                raise LabError(self.name, f"was removed meanwhile; cannot add {host.name}")
             self.hosts[host.name] = host
             self._write_hosts()
         self._reload_dns()
@@ -376,4 +376,4 @@ class Lab:
         for address in self.network.usable():
             if str(address) not in used:
                 return str(address)
-        raise StartError(f"lab {self.name}", f"no free address in {self.network.subnet}")
+        raise LabError(self.name, f"no free address in {self.network.subnet}")
