@@ -34,7 +34,7 @@ from wsfixture.cli.persistent import (
 from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import cache as imagecache
-from wsfixture.model import derive
+from wsfixture.model import derive, schema
 from wsfixture.model.config import Config, load_config
 from wsfixture.model.plan import plan, render_text
 
@@ -90,6 +90,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(path)
     count = len(config.workspaces)
     say(f"{path}: valid, {count} workspace{'s' if count != 1 else ''}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    say(schema.options_table() if args.markdown else json.dumps(schema.config_schema(), indent=2))
     return 0
 
 
@@ -378,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file", nargs="?", help="config (default: -c)")
     p = command("validate", cmd_validate, "check a config; print every problem")
     p.add_argument("config_file", nargs="?", help="config (default: -c)")
+    p = command("schema", cmd_schema, "the config's JSON Schema, for editors that check TOML")
+    p.add_argument("--markdown", action="store_true", help="the options as a Markdown table")
     p = command("up", cmd_up, "start workspaces (default: those with autoStart)", True)
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true", help="every workspace of the config")

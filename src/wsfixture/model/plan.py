@@ -1,48 +1,45 @@
-"""The plan of a config: everything derived for each workspace, before anything boots. Pure."""
+"""The plan of a config: everything derived for each workspace, before anything boots. Pure.
+
+Each workspace's fields come from the model's declarations (those only VMs use are shown
+for VMs), beside what is derived from its name.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from wsfixture.model import derive
-from wsfixture.model.config import STANDARD_SHARES, Config
+from wsfixture.model import derive, fields
+from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
+
+
+def _fields_of(spec: WorkspaceSpec) -> dict[str, Any]:
+    data = fields.to_data(spec)
+    for f, decl in fields.declarations(WorkspaceSpec):
+        if decl.vm_only and not spec.is_vm:
+            data.pop(fields.camel(f.name), None)
+    return data
 
 
 def plan(config: Config, accel: str | None = None) -> dict[str, Any]:
     """Plain data for ``wsfixture plan``: the network and, per workspace, its identity."""
-    network = config.network
     workspaces = []
     for spec in config.workspaces.values():
         entry: dict[str, Any] = {
-            "type": spec.type,
-            "ip": str(spec.ip),
             **derive.identity(spec.name, str(spec.ip)),
-            "autoStart": spec.auto_start,
-            "restartIfChanged": spec.restart_if_changed,
+            **_fields_of(spec),
             "packages": list(config.packages_for(spec)),
             "stateDirs": {
                 share: str(config.state_dir(spec.name) / share) for share in STANDARD_SHARES
             },
         }
-        if spec.is_vm:
-            entry.update(
-                vcpu=spec.vcpu,
-                memoryMiB=spec.memory,
-                diskMiB=spec.disk,
-                machine=spec.machine,
-                accel=accel or spec.accel,
-                vsock=spec.vsock,
-                shares=[{"source": str(s.source), "target": s.target} for s in spec.shares],
-            )
+        if spec.is_vm and accel:
+            entry["accel"] = accel
         workspaces.append(entry)
+    network = fields.to_data(config.network)
     return {
         "network": {
-            "subnet": str(network.subnet),
-            "gateway": str(network.gateway),
-            "range": f"{network.range_start}-{network.range_end}",
-            "bridge": network.bridge,
-            "dns": network.dns,
-            "namespace": network.namespace,
+            **network,
+            "range": f"{network['rangeStart']}-{network['rangeEnd']}",
         },
         "user": config.defaults.user.name,
         "workspaces": workspaces,
@@ -74,7 +71,7 @@ def render_text(data: dict[str, Any]) -> str:
             rows.append(
                 (
                     "resources",
-                    f"{ws['vcpu']} vcpu, {ws['memoryMiB']} MiB, disk {ws['diskMiB']} MiB, "
+                    f"{ws['vcpu']} vcpu, {ws['memory']} MiB, disk {ws['disk']} MiB, "
                     f"{ws['machine']}, accel {ws['accel']}, vsock {ws['vsock']}",
                 )
             )

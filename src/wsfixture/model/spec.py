@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from wsfixture.model import derive
+from wsfixture.model import derive, fields
 
 WorkspaceType = Literal["vm", "container"]
 WORKSPACE_TYPES: tuple[str, ...] = ("vm", "container")
@@ -25,12 +25,12 @@ STANDARD_SHARES: tuple[str, ...] = ("workspace", "ssh-host-keys", "claude-config
 # `workspace-<name>` must stay a valid DNS label (63 bytes).
 NAME_MAX = 63 - len("workspace-")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+USER_RE = re.compile(r"^(?!root$)[a-z_][a-z0-9_-]{0,31}$")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
-KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
-SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?B?|[KMGT])?$", re.IGNORECASE)
+KEY_RE = re.compile(r"^(ssh-|ecdsa-|sk-)")
+SUBNET_PREFIXES = (8, 29)
 
 VCPU_RANGE = (1, 256)
 MEMORY_RANGE_MIB = (128, 1024 * 1024)
@@ -39,36 +39,89 @@ UID_RANGE = (1000, 60000)
 DEFAULT_SUBNET = ipaddress.IPv4Network("192.168.83.0/24")
 
 
+def _guest_path(value: object, where: str, ctx: fields.Context) -> Any:
+    if not isinstance(value, str) or not value.startswith("/") or value == "/":
+        ctx.issues.add(where, "is not an absolute guest path", value, "a path like /mnt/data")
+        return fields.INVALID
+    return value.rstrip("/")
+
+
 @dataclass(frozen=True)
 class ShareSpec:
     """An extra host directory shared into the workspace."""
 
-    source: Path
-    target: str
-    read_only: bool = False
+    source: Path = fields.path(fields.NO_DEFAULT, "host directory to share", prefixes=("/", "~"))
+    target: str = fields.declared(
+        doc="where it appears inside the workspace",
+        parse=_guest_path,
+        schema={"type": "string", "pattern": "^/.+"},
+        allowed="a path like /mnt/data",
+    )
+    read_only: bool = fields.boolean(False, "the workspace may read it, not write it")
+
+
+def _distinct_targets(shares: tuple[ShareSpec, ...], where: str, ctx: fields.Context) -> None:
+    targets = [s.target for s in shares]
+    for target in sorted({t for t in targets if targets.count(t) > 1}):
+        ctx.issues.add(where, "mounts two shares at one target", target, "distinct targets")
 
 
 @dataclass(frozen=True)
 class UserSpec:
     """The workspace user: same name and uid in every workspace."""
 
-    name: str = "dev"
-    uid: int = 1000
-    authorized_keys: tuple[str, ...] = ()
+    name: str = fields.text(
+        "dev", "the workspace user's login name", USER_RE, "user name",
+        "a POSIX user name other than root: [a-z_][a-z0-9_-]{0,31}",
+    )  # fmt: skip
+    uid: int = fields.integer(1000, "the workspace user's uid (and gid)", *UID_RANGE)
+    authorized_keys: tuple[str, ...] = fields.string_list(
+        "more public keys that may log in (the client key of wsfixture always may)",
+        KEY_RE, "one line starting with ssh-, ecdsa- or sk-",
+        reject=lambda key: "\n" in key, problem="is not an SSH public key",
+    )  # fmt: skip
+
+
+def _first_host(parsed: Mapping[str, Any]) -> ipaddress.IPv4Address:
+    return fields.hosts_of(parsed.get("subnet", DEFAULT_SUBNET))[0]
+
+
+def _range_start(parsed: Mapping[str, Any]) -> ipaddress.IPv4Address:
+    subnet: ipaddress.IPv4Network = parsed.get("subnet", DEFAULT_SUBNET)
+    return min(subnet.network_address + 10, fields.hosts_of(subnet)[1])
+
+
+def _last_host(parsed: Mapping[str, Any]) -> ipaddress.IPv4Address:
+    return fields.hosts_of(parsed.get("subnet", DEFAULT_SUBNET))[1]
 
 
 @dataclass(frozen=True)
 class NetworkSpec:
     """The lab network every workspace of a config joins."""
 
-    subnet: ipaddress.IPv4Network = DEFAULT_SUBNET
-    gateway: ipaddress.IPv4Address = DEFAULT_SUBNET[1]
-    range_start: ipaddress.IPv4Address = DEFAULT_SUBNET[10]
-    range_end: ipaddress.IPv4Address = DEFAULT_SUBNET[254]
-    bridge: str = "wsbr0"
-    dns: bool = True
+    subnet: ipaddress.IPv4Network = fields.ipv4_network(
+        DEFAULT_SUBNET, "the lab's IPv4 subnet", SUBNET_PREFIXES
+    )
+    gateway: ipaddress.IPv4Address = fields.address_in_subnet(
+        DEFAULT_SUBNET[1], "the bridge's address (default: the subnet's first)", _first_host
+    )
+    range_start: ipaddress.IPv4Address = fields.address_in_subnet(
+        DEFAULT_SUBNET[10], "first address workspaces may take (default: .10)", _range_start
+    )
+    range_end: ipaddress.IPv4Address = fields.address_in_subnet(
+        DEFAULT_SUBNET[254], "last address workspaces may take (default: the subnet's last)",
+        _last_host,
+    )  # fmt: skip
+    bridge: str = fields.text(
+        "wsbr0", "the lab bridge's name", IFNAME_RE, "interface name",
+        "1-15 characters of letters, digits, '_', '.', '-'",
+    )  # fmt: skip
+    dns: bool = fields.boolean(True, "run a DNS server on the gateway for workspace names")
     # The network namespace of a persistent lab (the CLI's); tests make their own.
-    namespace: str = "wsfixture"
+    namespace: str = fields.text(
+        "wsfixture", "the network namespace of the CLI's persistent lab", NAMESPACE_RE,
+        "namespace name", "1-31 characters of lowercase letters, digits and '-'",
+    )  # fmt: skip
 
     def usable(self) -> Iterator[ipaddress.IPv4Address]:
         """Addresses a workspace may take, in order."""
@@ -78,34 +131,67 @@ class NetworkSpec:
                 yield address
 
 
+def _range_in_order(network: NetworkSpec, where: str, ctx: fields.Context) -> bool:
+    if network.range_start > network.range_end:
+        ctx.issues.add(
+            f"{where}.rangeStart", f"is after rangeEnd {network.range_end}",
+            str(network.range_start), "rangeStart <= rangeEnd",
+        )  # fmt: skip
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Defaults:
     """What every workspace gets unless it says otherwise."""
 
-    user: UserSpec = field(default_factory=UserSpec)
-    packages: tuple[str, ...] = ()
-    state_root: Path = Path("~/sandboxed")
+    user: UserSpec = fields.section(UserSpec, "the workspace user, the same in every workspace")
+    packages: tuple[str, ...] = fields.string_list(
+        "Debian packages every workspace gets", PACKAGE_RE, "Debian package names"
+    )
+    state_root: Path = fields.path(
+        Path("~/sandboxed"), "where each workspace keeps <name>/{workspace,ssh-host-keys,...}"
+    )
 
 
 @dataclass(frozen=True)
 class WorkspaceSpec:
-    """One workspace, as the user declared it."""
+    """One workspace, as the user declared it. ``name`` is its key in the config."""
 
     name: str
-    type: WorkspaceType
-    ip: ipaddress.IPv4Address
-    auto_start: bool = False
-    restart_if_changed: bool = True
-    packages: tuple[str, ...] = ()
-    vcpu: int = 8
-    memory: int = 4096
-    disk: int = 8192
-    shares: tuple[ShareSpec, ...] = ()
-    accel: str = "auto"
-    machine: str = "q35"
-    vsock: str = "auto"
+    type: WorkspaceType = fields.choice(
+        fields.NO_DEFAULT, "what boots: a systemd-nspawn container or a QEMU VM",
+        WORKSPACE_TYPES,
+    )  # fmt: skip
+    ip: ipaddress.IPv4Address = fields.workspace_address(
+        "its address on the lab bridge, unique in the config"
+    )
+    auto_start: bool = fields.boolean(False, "`wsfixture up` without names starts it")
+    restart_if_changed: bool = fields.boolean(
+        True, "`wsfixture apply` restarts it when its config changed"
+    )
+    packages: tuple[str, ...] = fields.string_list(
+        "Debian packages beyond the defaults' (an image layer)", PACKAGE_RE,
+        "Debian package names",
+    )  # fmt: skip
+    vcpu: int = fields.integer(8, "virtual CPUs (clamped to the host's)", *VCPU_RANGE, vm_only=True)
+    memory: int = fields.integer(
+        4096, "memory in MiB (clamped to the host's)", *MEMORY_RANGE_MIB, unit=" MiB",
+        vm_only=True,
+    )  # fmt: skip
+    disk: int = fields.size_mib(8192, "root disk size in MiB, or like \"8G\"", *DISK_RANGE_MIB,
+                                vm_only=True)  # fmt: skip
+    shares: tuple[ShareSpec, ...] = fields.section_list(
+        ShareSpec, "extra host directories to share in", _distinct_targets
+    )
+    accel: str = fields.choice("auto", "VM acceleration", ACCELERATORS, vm_only=True)
+    machine: str = fields.choice("q35", "QEMU machine type", MACHINES, vm_only=True)
+    vsock: str = fields.choice("auto", "a vsock device with the derived CID", VSOCK_MODES,
+                               vm_only=True)  # fmt: skip
     # The seed's per-workspace NixOS module; opaque here, meaningful to the Nix side only.
-    config: str | None = None
+    config: str | None = fields.opaque_string(
+        "the workspace's own NixOS module (the Nix side only)", "a Nix module path"
+    )
 
     @property
     def mac(self) -> str:
@@ -121,35 +207,19 @@ class WorkspaceSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as config keys (camelCase), such that loading it gives it back."""
-        return {
-            "type": self.type,
-            "ip": str(self.ip),
-            "autoStart": self.auto_start,
-            "restartIfChanged": self.restart_if_changed,
-            "packages": list(self.packages),
-            "vcpu": self.vcpu,
-            "memory": self.memory,
-            "disk": self.disk,
-            "shares": [
-                {"source": str(s.source), "target": s.target, "readOnly": s.read_only}
-                for s in self.shares
-            ],
-            "accel": self.accel,
-            "machine": self.machine,
-            "vsock": self.vsock,
-            **({"config": self.config} if self.config is not None else {}),
-        }
+        return fields.to_data(self)
 
 
 @dataclass(frozen=True)
 class Config:
     """A validated configuration."""
 
-    network: NetworkSpec = field(default_factory=NetworkSpec)
-    defaults: Defaults = field(default_factory=Defaults)
+    network: NetworkSpec = fields.section(NetworkSpec, "the lab network", _range_in_order)
+    defaults: Defaults = fields.section(Defaults, "what every workspace gets")
+    # Checked by wsfixture.model.validation: each entry is a WorkspaceSpec's fields.
     workspaces: Mapping[str, WorkspaceSpec] = field(default_factory=dict)
-    enable: bool = True
-    source: str = ""
+    enable: bool = fields.boolean(True, "the NixOS module's switch (read, not acted on here)")
+    source: str = ""  # where it was loaded from, for messages
 
     def state_root(self) -> Path:
         return self.defaults.state_root.expanduser()

@@ -23,6 +23,7 @@ import pytest
 from wsfixture.errors import CleanupError, ConfigError
 from wsfixture.host import ledger
 from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
+from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net.lab import Lab, new_lab_name
 
 # paramiko, fabric and testinfra load only when a test asks for a workspace: a plugin that
@@ -33,9 +34,11 @@ if TYPE_CHECKING:
 
 KEEP_CHOICES = ("never", "failed", "always")
 SCOPES = ("function", "module", "session")
+# The marker's and the factory's keywords: a name, a scope, and every workspace field in
+# either spelling, as the model declares them.
 MARKER_FIELDS = (
-    "name", "scope", "type", "ip", "packages", "vcpu", "memory", "disk", "shares", "accel",
-    "machine", "vsock", "auto_start", "autoStart", "restart_if_changed", "restartIfChanged",
+    "name", "scope",
+    *dict.fromkeys(spelling for key in WORKSPACE_KEYS[1:] for spelling in (key, camel(key))),
 )  # fmt: skip
 WORKER_CLEANUP_KEY = "wsfixture_cleanup_failure"
 used_key = pytest.StashKey["list[Workspace]"]()

@@ -1,0 +1,524 @@
+"""Declaring a config field once.
+
+Each field of the model's dataclasses (``wsfixture.model.spec``) is declared with one of the
+helpers below: its key (the attribute name; the camelCase alias follows from it), its
+default, its kind with its range or choices, and a one-line description. From that one
+declaration come:
+
+- validation (``wsfixture.model.validation`` parses a section by walking its fields),
+- ``to_data`` (a spec back to config keys, such that loading gives it back),
+- the marker and factory keywords of the pytest plugin,
+- the plan (``wsfixture plan``),
+- the JSON Schema (``wsfixture schema``) and the docs' option table.
+
+Adding a field is one line in a dataclass, plus its tests. Pure: nothing here touches the
+system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wsfixture.errors import ConfigError, ConfigIssue
+
+DECL = "wsfixture"  # the dataclass field metadata key of a declaration
+INVALID = object()  # what a parser returns for a value it reported as wrong
+NO_DEFAULT: Any = dataclasses.MISSING  # a required field's default
+REQUIRED = object()  # what a required field's parser is given when the field is missing
+_OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?B?|[KMGT])?$", re.IGNORECASE)
+
+
+def camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def snake(key: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", lambda m: "_" + m.group(1).lower(), key)
+
+
+class Collector:
+    """Gathers every issue so a document's problems are reported together."""
+
+    def __init__(self) -> None:
+        self.issues: list[ConfigIssue] = []
+
+    def add(self, where: str, problem: str, value: object = None, allowed: str = "") -> None:
+        self.issues.append(ConfigIssue(where, problem, value, allowed))
+
+    def raise_if_any(self, source: str) -> None:
+        if self.issues:
+            raise ConfigError(self.issues, source)
+
+
+@dataclass
+class Context:
+    """What a parser may consult: the issues so far, the fields of its section parsed before
+    it (a gateway needs its subnet), and the lab network (a workspace's address needs it)."""
+
+    issues: Collector
+    parsed: dict[str, Any] = field(default_factory=dict)
+    network: Any = None  # a NetworkSpec once the network section is parsed
+
+
+Parser = Callable[[object, str, Context], Any]
+
+
+@dataclass(frozen=True)
+class Decl:
+    """One field's declaration. ``parse`` returns the model value or INVALID (after adding
+    an issue); ``to_data`` turns a model value back into config data."""
+
+    doc: str
+    parse: Parser
+    schema: Mapping[str, Any]
+    to_data: Callable[[Any], Any] = lambda value: value
+    # Only meaningful for VMs: the plan shows it for VMs only.
+    vm_only: bool = False
+    # A default computed from the fields parsed before this one (a gateway from a subnet).
+    default_from: Callable[[Mapping[str, Any]], Any] | None = None
+
+
+def declared(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    parse: Parser,
+    schema: Mapping[str, Any],
+    to_data: Callable[[Any], Any] | None = None,
+    vm_only: bool = False,
+    default_from: Callable[[Mapping[str, Any]], Any] | None = None,
+    factory: Callable[[], Any] | None = None,
+    allowed: str | None = None,
+) -> Any:
+    """A dataclass field carrying its declaration. A required field's missing value is
+    reported with ``allowed``; without it, the parser is handed REQUIRED to say so itself."""
+    if allowed is not None:
+        given = parse
+
+        def parse(value: object, where: str, ctx: Context) -> Any:
+            if value is REQUIRED:
+                ctx.issues.add(where, "is required", allowed=allowed)
+                return INVALID
+            return given(value, where, ctx)
+
+    decl = Decl(doc, parse, schema, to_data or (lambda value: value), vm_only, default_from)
+    if factory is not None:
+        return field(default_factory=factory, metadata={DECL: decl})
+    return field(default=default, metadata={DECL: decl})
+
+
+def declarations(cls: type) -> list[tuple[dataclasses.Field[Any], Decl]]:
+    """The declared fields of a model class, in declaration order."""
+    return [(f, f.metadata[DECL]) for f in dataclasses.fields(cls) if DECL in f.metadata]
+
+
+def keys(cls: type) -> tuple[str, ...]:
+    """Every declared key of ``cls``, snake_case."""
+    return tuple(f.name for f, _ in declarations(cls))
+
+
+def is_required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def to_data(obj: Any) -> dict[str, Any]:
+    """A model object as config data (camelCase keys); None values are left out."""
+    out = {}
+    for f, decl in declarations(type(obj)):
+        value = getattr(obj, f.name)
+        if value is not None:
+            out[camel(f.name)] = decl.to_data(value)
+    return out
+
+
+# -- the kinds of field --------------------------------------------------------------------
+
+
+def _wrong_type(value: object, kind: type) -> bool:
+    # bool is an int in Python; a `true` where a number belongs is a mistake.
+    return (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind)
+
+
+def boolean(default: bool, doc: str, **extra: Any) -> Any:
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        if _wrong_type(value, bool):
+            ctx.issues.add(where, "has the wrong type", value, "true or false")
+            return INVALID
+        return value
+
+    return declared(default, doc=doc, parse=parse, schema={"type": "boolean"}, **extra)
+
+
+def integer(default: int, doc: str, low: int, high: int, unit: str = "", **extra: Any) -> Any:
+    allowed = f"an integer from {low} to {high}{unit}"
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        if _wrong_type(value, int):
+            ctx.issues.add(where, "has the wrong type", value, allowed)
+            return INVALID
+        assert isinstance(value, int)
+        if not low <= value <= high:
+            ctx.issues.add(where, "is out of range", value, allowed)
+            return INVALID
+        return value
+
+    schema = {"type": "integer", "minimum": low, "maximum": high}
+    return declared(default, doc=doc, parse=parse, schema=schema, **extra)
+
+
+def size_mib(default: int, doc: str, low: int, high: int, **extra: Any) -> Any:
+    """MiB as an integer, or a string like "8G" or "512MiB"."""
+    allowed = f'MiB as an integer, or a string like "8G" or "512M", from {low} MiB to 16 TiB'
+    factors = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        shown = value
+        if isinstance(value, str):
+            match = SIZE_RE.match(value.strip())
+            if not match:
+                ctx.issues.add(where, "is not a size", value, allowed)
+                return INVALID
+            shown = match.group(0)
+            value = int(int(match.group(1)) * factors[(match.group(2) or "M")[0].upper()])
+        elif _wrong_type(value, int):
+            ctx.issues.add(where, "has the wrong type", value, allowed)
+            return INVALID
+        assert isinstance(value, int)
+        if not low <= value <= high:
+            ctx.issues.add(where, "is out of range", shown, allowed)
+            return INVALID
+        return value
+
+    schema = {
+        "oneOf": [
+            {"type": "integer", "minimum": low, "maximum": high},
+            {"type": "string", "pattern": r"^\s*\d+\s*([KMGTkmgt][iI]?[bB]?)?\s*$"},
+        ]
+    }
+    return declared(default, doc=doc, parse=parse, schema=schema, **extra)
+
+
+def choice(default: Any, doc: str, choices: tuple[str, ...], **extra: Any) -> Any:
+    allowed = " or ".join(repr(c) for c in choices)
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        if value not in choices:
+            ctx.issues.add(where, "is not one of the choices", value, allowed)
+            return INVALID
+        return value
+
+    required = " or ".join(f'"{c}"' for c in choices)
+    schema = {"enum": list(choices)}
+    return declared(default, doc=doc, parse=parse, schema=schema, allowed=required, **extra)
+
+
+def text(
+    default: Any, doc: str, pattern: re.Pattern[str], what: str, allowed: str, **extra: Any
+) -> Any:
+    """A string matching ``pattern`` (``what`` names it in the problem)."""
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        if isinstance(value, str) and pattern.match(value):
+            return value
+        ctx.issues.add(where, f"is not a valid {what}", value, allowed)
+        return INVALID
+
+    schema = {"type": "string", "pattern": pattern.pattern}
+    return declared(default, doc=doc, parse=parse, schema=schema, **extra)
+
+
+def string_list(
+    doc: str,
+    pattern: re.Pattern[str],
+    what: str,
+    reject: Callable[[str], bool] = lambda item: False,
+    problem: str = "is not valid",
+    **extra: Any,
+) -> Any:
+    """A list of strings matching ``pattern`` (default: empty). The good items are kept, so
+    one bad item does not hide the others' problems."""
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        if not isinstance(value, list | tuple):
+            ctx.issues.add(where, "must be a list", value, f"a list of {what}")
+            return INVALID
+        good = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not pattern.match(item) or reject(item):
+                ctx.issues.add(f"{where}[{index}]", problem, item, what)
+            else:
+                good.append(item)
+        return tuple(good)
+
+    schema = {"type": "array", "items": {"type": "string", "pattern": pattern.pattern}}
+    return declared((), doc=doc, parse=parse, schema=schema, to_data=list, **extra)
+
+
+def path(default: Path, doc: str, prefixes: tuple[str, ...] = (), **extra: Any) -> Any:
+    """A host path; ``prefixes``: what it must start with (an absolute path, ~)."""
+    allowed = f"a path starting with {' or '.join(prefixes)}" if prefixes else "a directory path"
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        ok = isinstance(value, str) and value.strip() and value.startswith(prefixes or "")
+        if not ok:
+            problem = "is not an absolute host path" if prefixes else "is not a path"
+            ctx.issues.add(where, problem, value, allowed)
+            return INVALID
+        assert isinstance(value, str)
+        return Path(value)
+
+    schema: dict[str, Any] = {"type": "string", "pattern": r"\S"}
+    if prefixes:
+        schema["pattern"] = "^(" + "|".join(re.escape(p) for p in prefixes) + ")"
+    return declared(
+        default, doc=doc, parse=parse, schema=schema, to_data=str, allowed=allowed, **extra
+    )
+
+
+def ipv4_network(default: ipaddress.IPv4Network, doc: str, prefixes: tuple[int, int]) -> Any:
+    low, high = prefixes
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        try:
+            subnet = ipaddress.IPv4Network(value, strict=True)  # type: ignore[arg-type,unused-ignore]
+        except (ValueError, TypeError) as exc:
+            ctx.issues.add(
+                where, f"is not an IPv4 network ({exc})", value, 'a network like "192.168.83.0/24"'
+            )
+            return INVALID
+        if not low <= subnet.prefixlen <= high:
+            ctx.issues.add(
+                where,
+                "has an unusable prefix length",
+                str(subnet),
+                f"a prefix from /{low} to /{high}",
+            )
+            return INVALID
+        return subnet
+
+    prefix = "|".join(str(n) for n in range(high, low - 1, -1))
+    schema = {"type": "string", "pattern": IPV4_PATTERN[:-1] + f"/({prefix})$"}
+    return declared(default, doc=doc, parse=parse, schema=schema, to_data=str)
+
+
+def hosts_of(subnet: ipaddress.IPv4Network) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    """The first and last host address of ``subnet``."""
+    return subnet.network_address + 1, subnet.broadcast_address - 1
+
+
+def address_in_subnet(
+    default: ipaddress.IPv4Address,
+    doc: str,
+    default_from: Callable[[Mapping[str, Any]], Any],
+) -> Any:
+    """An address inside the section's ``subnet`` (parsed before it)."""
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        subnet = ctx.parsed.get("subnet")
+        try:
+            parsed = ipaddress.IPv4Address(value)  # type: ignore[arg-type,unused-ignore]
+        except (ValueError, TypeError):
+            ctx.issues.add(where, "is not an IPv4 address", value, f"an address in {subnet}")
+            return INVALID
+        if subnet is not None:
+            first, last = hosts_of(subnet)
+            if not first <= parsed <= last:
+                ctx.issues.add(
+                    where, f"is outside the subnet {subnet}", value, f"{first} to {last}"
+                )
+                return INVALID
+        return parsed
+
+    schema = {"type": "string", "pattern": IPV4_PATTERN}
+    return declared(
+        default, doc=doc, parse=parse, schema=schema, to_data=str, default_from=default_from
+    )
+
+
+def workspace_address(doc: str) -> Any:
+    """A workspace's address: in the lab's usable range, not the gateway's. Required."""
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        network = ctx.network
+        allowed = (
+            f"an address from {network.range_start} to {network.range_end}, "
+            f"not the gateway {network.gateway}"
+        )
+        if value is REQUIRED:
+            ctx.issues.add(where, "is required", allowed=allowed)
+            return INVALID
+        try:
+            ip = ipaddress.IPv4Address(value if isinstance(value, str) else "")
+        except ValueError:
+            ctx.issues.add(where, "is not an IPv4 address", value, allowed)
+            return INVALID
+        if ip not in network.subnet:
+            ctx.issues.add(where, f"is outside the subnet {network.subnet}", value, allowed)
+        elif ip == network.gateway:
+            ctx.issues.add(where, "is the gateway's address", value, allowed)
+        elif not network.range_start <= ip <= network.range_end:
+            ctx.issues.add(where, "is outside the usable range", value, allowed)
+        else:
+            return ip
+        return INVALID
+
+    schema = {"type": "string", "pattern": IPV4_PATTERN}
+    return declared(doc=doc, parse=parse, schema=schema, to_data=str)
+
+
+def opaque_string(doc: str, allowed: str) -> Any:
+    """A string wsfixture keeps as it is (meaningful to another tool); default: absent."""
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        if not isinstance(value, str):
+            ctx.issues.add(where, "must be a path string", value, allowed)
+            return INVALID
+        return value
+
+    return declared(None, doc=doc, parse=parse, schema={"type": "string"})
+
+
+# -- sections: a table of declared fields -------------------------------------------------
+
+
+def table_keys(
+    data: object, where: str, known: tuple[str, ...], issues: Collector
+) -> dict[str, Any] | None:
+    """Normalise keys to snake_case; reject non-mappings, unknown and doubled keys."""
+    import difflib
+
+    if not isinstance(data, Mapping):
+        issues.add(where, "must be a table/object", data, "a mapping of keys to values")
+        return None
+    out: dict[str, Any] = {}
+    camel_keys = [camel(k) for k in known]
+    for key, value in data.items():
+        norm = snake(str(key))
+        if norm not in known:
+            spellings = known if "_" in str(key) else camel_keys
+            close = difflib.get_close_matches(str(key), spellings, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            issues.add(f"{where}.{key}", f"unknown key{hint}", allowed=", ".join(camel_keys))
+        elif norm in out:
+            issues.add(f"{where}.{key}", "given twice (camelCase and snake_case)")
+        elif value is not None:  # nix eval prints null for unset options: take the default
+            out[norm] = value
+    return out
+
+
+def parse_fields(
+    cls: type, raw: Mapping[str, Any], where: str, ctx: Context
+) -> tuple[dict[str, Any], bool]:
+    """The declared fields of ``cls`` parsed from ``raw`` (already key-normalised): the
+    values given, the defaults computed from earlier fields; and whether all were valid.
+    Fields left out take the dataclass default."""
+    ctx = dataclasses.replace(ctx, parsed={})
+    ok = True
+    for f, decl in declarations(cls):
+        here = f"{where}.{camel(f.name)}"
+        if f.name in raw:
+            value = decl.parse(raw[f.name], here, ctx)
+            if value is INVALID:
+                ok = False
+                continue
+            ctx.parsed[f.name] = value
+        elif is_required(f):
+            decl.parse(REQUIRED, here, ctx)  # the parser says what is allowed
+            ok = False
+        elif decl.default_from is not None:
+            ctx.parsed[f.name] = decl.default_from(ctx.parsed)
+    return ctx.parsed, ok
+
+
+def section(cls: type, doc: str, check: Callable[[Any, str, Context], bool] | None = None) -> Any:
+    """A nested table of ``cls``'s declared fields; ``check`` looks across its fields."""
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        raw = table_keys(value, where, keys(cls), ctx.issues)
+        if raw is None:
+            return INVALID
+        fields_, ok = parse_fields(cls, raw, where, ctx)
+        if not ok:
+            return INVALID
+        made = cls(**fields_)
+        return made if check is None or check(made, where, ctx) else INVALID
+
+    return declared(doc=doc, parse=parse, schema=schema_of(cls), to_data=to_data, factory=cls)
+
+
+def section_list(
+    cls: type, doc: str, check: Callable[[tuple[Any, ...], str, Context], None] | None = None
+) -> Any:
+    """A list of tables of ``cls``; the good ones are kept. ``check`` looks across them."""
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        what = ", ".join(camel(k) for k in keys(cls))
+        if not isinstance(value, list):
+            ctx.issues.add(where, "must be a list", value, f"a list of {{{what}}} tables")
+            return INVALID
+        items = []
+        for index, item in enumerate(value):
+            here = f"{where}[{index}]"
+            raw = table_keys(item, here, keys(cls), ctx.issues)
+            if raw is None:
+                continue
+            fields_, ok = parse_fields(cls, raw, here, ctx)
+            if ok:
+                items.append(cls(**fields_))
+        made = tuple(items)
+        if check is not None:
+            check(made, where, ctx)
+        return made
+
+    schema = {"type": "array", "items": schema_of(cls)}
+    return declared(
+        (), doc=doc, parse=parse, schema=schema, to_data=lambda v: [to_data(i) for i in v]
+    )
+
+
+# -- JSON Schema ----------------------------------------------------------------------------
+
+
+def schema_of(cls: type) -> dict[str, Any]:
+    """A JSON Schema object for ``cls``'s declared fields. Both spellings of a key are
+    accepted, as the validator accepts them, but not both at once; null means "the default",
+    as in ``nix eval`` output, except for a required field."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    exclusive: list[dict[str, Any]] = []
+    for f, decl in declarations(cls):
+        alias = camel(f.name)
+        schema: dict[str, Any] = {"description": decl.doc}
+        if is_required(f):
+            schema.update(decl.schema)
+            required.append(alias)
+        else:
+            schema["anyOf"] = [dict(decl.schema), {"type": "null"}]
+            if default_of(f) is not None and decl.default_from is None:
+                schema["default"] = decl.to_data(default_of(f))
+        properties[alias] = schema
+        if alias != f.name:
+            properties[f.name] = {**schema, "description": f"{decl.doc} (same as {alias})"}
+            exclusive.append({"not": {"required": [alias, f.name]}})
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    out["additionalProperties"] = False
+    # Required under either spelling; never both spellings at once.
+    either = [{"anyOf": [{"required": [key]}, {"required": [snake(key)]}]} for key in required]
+    if either or exclusive:
+        out["allOf"] = either + exclusive
+    return out
