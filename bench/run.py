@@ -31,7 +31,8 @@ from typing import Any
 
 from wsfixture.backends.qmp import QmpClient
 from wsfixture.host import settings
-from wsfixture.image.build import ImageRecipe, ensure_image
+from wsfixture.image.build import ensure_image
+from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import STOP_TIMEOUTS, Workspace

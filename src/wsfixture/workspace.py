@@ -34,7 +34,8 @@ from wsfixture.errors import (
 )
 from wsfixture.guest import identity as provision
 from wsfixture.host import keys, ledger, system
-from wsfixture.image.build import Image, ImageRecipe, Progress, ensure_image
+from wsfixture.image.build import Progress, ensure_image
+from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
 from wsfixture.net.lab import Lab, LabHost
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host

@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import require_root_and_tools
 from wsfixture.host import system
-from wsfixture.image.build import ImageRecipe
 from wsfixture.image.cache import DAY
+from wsfixture.image.recipe import ImageRecipe
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,8 @@ from wsfixture import ConfigError, ReadyTimeout
 from wsfixture.errors import ImageBuildError, WorkspaceGone
 from wsfixture.guest import identity as provision
 from wsfixture.host import ledger
-from wsfixture.image.build import ImageRecipe, ensure_image
+from wsfixture.image.build import ensure_image
+from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config, config_from_dict, config_from_toml
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from wsfixture.image.build import BASE_PACKAGES, VM_PACKAGES, Image, ImageRecipe
+from wsfixture.guest.osconfig import BASE_PACKAGES, VM_PACKAGES
+from wsfixture.image.recipe import Image, ImageRecipe
 
 
 def test_no_extra_packages_is_the_base() -> None:
@@ -66,3 +67,54 @@ def test_a_layer_over_a_rebuilt_base_is_not_ready(tmp_path: Path) -> None:
     assert layer.ready
     (base_dir / "ready").write_text("1800000000.0\n")  # the base was built again
     assert not layer.ready
+
+
+@pytest.mark.parametrize(
+    ("module", "constant"),
+    [
+        ("osconfig", "SSHD_CONFIG"),
+        ("osconfig", "MASKED_UNITS"),
+        ("osconfig", "SSHD_PAM_DROPPED"),
+        ("seed", "SEED_SCRIPT"),
+        ("seed", "SEED_FW_CFG"),
+    ],
+)
+def test_a_changed_guest_constant_makes_a_new_key(
+    module: str, constant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsfixture.guest import osconfig, seed
+
+    target = {"osconfig": osconfig, "seed": seed}[module]
+    layer = ImageRecipe.for_packages(["git"])
+    before = (ImageRecipe.base_of("vm").key, layer.key)
+    value = getattr(target, constant)
+    monkeypatch.setattr(
+        target, constant, (*value, "x") if isinstance(value, tuple) else value + "#"
+    )
+    after = (ImageRecipe.base_of("vm").key, layer.key)
+    assert before[0] != after[0]
+    assert before[1] != after[1]  # a layer's key covers its base's
+
+
+def test_the_seed_carries_the_mount_table(tmp_path: Path) -> None:
+    import tarfile
+
+    from wsfixture.guest import seed
+
+    staging = tmp_path / "staging"
+    (staging / "etc").mkdir(parents=True)
+    (staging / "etc/hostname").write_text("box\n")
+    table = seed.mount_table([("workspace", "/home/dev/workspace", False), ("keys", "/k", True)],
+                             "virtiofs")  # fmt: skip
+    assert table == (
+        "workspace /home/dev/workspace virtiofs rw,relatime\nkeys /k virtiofs ro,relatime\n"
+    )
+    assert "trans=virtio" in seed.mount_table([("a", "/a", False)], "9p")
+    seed.pack(staging, table, tmp_path / "seed.tar")
+    assert not staging.exists()
+    with tarfile.open(tmp_path / "seed.tar") as tar:
+        names = tar.getnames()
+        assert "./etc/hostname" in names
+        mounts = tar.extractfile(f"./{seed.MOUNTS_FILE}")
+        assert mounts is not None
+        assert mounts.read().decode() == table

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsfixture.image.build import ImageRecipe
 from wsfixture.image.cache import DAY, CachedImage, choose_prunable
+from wsfixture.image.recipe import ImageRecipe
 
 NOW = 1_800_000_000.0
 BASE = ImageRecipe.base_of("container")

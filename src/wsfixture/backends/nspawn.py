@@ -14,7 +14,7 @@ import time
 
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.host import system
-from wsfixture.image.build import Image
+from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 
 

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.backends.qmp import QmpClient
 from wsfixture.errors import PrerequisiteError
+from wsfixture.guest import seed
 from wsfixture.host import system
-from wsfixture.image.build import SEED_FW_CFG, Image
+from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 
 log = logging.getLogger("wsfixture.qemu")
@@ -178,7 +178,7 @@ class QemuBackend(Backend):
             "-netdev", f"tap,id=net0,ifname={self.tap},script=no,downscript=no",
             "-device", f"virtio-net-{dev},netdev=net0,mac={derive.mac(spec.name)}",
             "-device", f"virtio-rng-{dev}",
-            "-fw_cfg", f"name={SEED_FW_CFG},file={self.seed}",
+            "-fw_cfg", f"name={seed.SEED_FW_CFG},file={self.seed}",
             "-chardev", f"socket,id=ser0,path={self.serial_socket},server=on,wait=off,"
             f"logfile={self.console_log}",
             "-serial", "chardev:ser0",
@@ -253,22 +253,8 @@ class QemuBackend(Backend):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(self.image.path(name), target)
         self.ctx.provision(staging)
-        mounts = staging / "etc/wsfixture/mounts"
-        mounts.parent.mkdir(parents=True, exist_ok=True)
-        fstype, extra = (
-            ("virtiofs", "")
-            if self.share_transport == "virtiofs"
-            else ("9p", ",trans=virtio,version=9p2000.L")
-        )
-        mounts.write_text(
-            "".join(
-                f"{tag} {target} {fstype} {'ro' if ro else 'rw'},relatime{extra}\n"
-                for tag, _, target, ro in self.shares()
-            )
-        )
-        with tarfile.open(self.seed, "w", format=tarfile.GNU_FORMAT) as tar:
-            tar.add(staging, arcname=".", recursive=True)
-        shutil.rmtree(staging)
+        shares = [(tag, target, ro) for tag, _, target, ro in self.shares()]
+        seed.pack(staging, seed.mount_table(shares, self.share_transport), self.seed)
 
     def qmp(self) -> QmpClient:
         if self._qmp is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from wsfixture.host import settings, system
-from wsfixture.image.build import USED_STAMP, ImageRecipe
+from wsfixture.image.recipe import USED_STAMP, ImageRecipe
 
 DAY = 86400.0
 

@@ -1,0 +1,185 @@
+"""The guest's operating system configuration: what every workspace image is made of and
+how its tree is set up, in one place.
+
+Its content (every constant here and in ``wsfixture.guest.seed``, and the code of the
+functions that apply them) is hashed into each image's key (``fingerprint``), so changing
+any of it builds new images instead of silently booting old ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from types import ModuleType
+
+from wsfixture.guest import seed
+from wsfixture.host import system
+
+BASE_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "systemd-resolved",
+    "dbus",
+    "openssh-server",
+    "iproute2",
+    "iputils-ping",
+    "kmod",
+    "opendoas",
+    "python3",
+    "procps",
+)
+VM_PACKAGES = ("linux-image-amd64", "initramfs-tools", "zstd")
+# Units a throwaway workspace never needs; masking them shortens boot and shutdown.
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "e2scrub_all.timer",
+    "systemd-networkd-wait-online.service",
+    "systemd-pstore.service",
+    "getty@tty1.service",
+    "console-getty.service",
+    "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service",
+    "systemd-network-generator.service",
+    "systemd-journal-flush.service",
+    "remote-fs.target",
+    # Every user exists from the build on; in a VM it sat on sshd's path, 0.46 s under TCG.
+    "systemd-sysusers.service",
+)
+# Containers also go without logind (nothing asks for seats or sessions there). VMs keep it:
+# it turns QMP's ACPI power button into an orderly poweroff.
+CONTAINER_MASKED_UNITS = (
+    "systemd-logind.service",
+    "dev-hugepages.mount",
+)
+# Generators PID 1 runs at every boot (each an exec that loads libsystemd-shared) which have
+# nothing to find in a container: disks, crypt/verity/integrity devices, hibernation,
+# consoles, kernel command line. Masking them cut a container boot's CPU by ~40 ms of ~360.
+# fstab, sysv and rc-local stay: a user's fstab, init script or rc.local still works.
+CONTAINER_MASKED_GENERATORS = (
+    "systemd-cryptsetup-generator", "systemd-debug-generator", "systemd-getty-generator",
+    "systemd-gpt-auto-generator", "systemd-hibernate-resume-generator",
+    "systemd-integritysetup-generator", "systemd-run-generator",
+    "systemd-system-update-generator", "systemd-veritysetup-generator",
+)  # fmt: skip
+ENABLED_UNITS = ("systemd-networkd.service", "systemd-resolved.service", "ssh.service")
+SSHD_CONFIG = """\
+# wsfixture: per-workspace host key, keys only, no passwords.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+UseDNS no
+"""
+RESOLVED_CONFIG = """\
+# wsfixture: the lab DNS on the gateway answers workspace names, single labels included.
+[Resolve]
+LLMNR=no
+MulticastDNS=no
+ResolveUnicastSingleLabel=yes
+"""
+JOURNALD_CONFIG = "[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n"
+
+# VM images: a small initramfs with exactly the modules a guest needs (the stock one lacks
+# virtiofs, 9p and fw_cfg), written before the kernel is installed so it is built once.
+VM_INITRAMFS_MODULES = (
+    "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "ext4", "virtiofs",
+    "9p", "9pnet_virtio", "qemu_fw_cfg",
+)  # fmt: skip
+_MODULE_LINES = "\\n".join(VM_INITRAMFS_MODULES)
+VM_ESSENTIAL_HOOK = (
+    'mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d" && '
+    'printf "MODULES=list\\nCOMPRESS=zstd\\n" > "$1/etc/initramfs-tools/conf.d/wsfixture.conf" && '
+    f'printf "{_MODULE_LINES}\\n" > "$1/usr/share/initramfs-tools/modules.d/wsfixture"'
+)
+VM_FSTAB = "/dev/vda / ext4 rw,noatime,x-systemd.growfs 0 1\n"
+
+STUB_RESOLV = "../run/systemd/resolve/stub-resolv.conf"  # resolved's stub, as the target
+
+
+def customise(root: Path, flavour: str) -> None:
+    """What every workspace shares: no host keys, volatile journal, our units and configs."""
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/machine-id").write_text("")
+    (root / "etc/hostname").unlink(missing_ok=True)
+    drop_in(root / "etc/ssh/sshd_config.d/wsfixture.conf", SSHD_CONFIG)
+    drop_in(root / "etc/systemd/resolved.conf.d/wsfixture.conf", RESOLVED_CONFIG)
+    drop_in(root / "etc/systemd/journald.conf.d/wsfixture.conf", JOURNALD_CONFIG)
+    _trim_sshd_pam(root / "etc/pam.d/sshd")
+    resolv = root / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.symlink_to(STUB_RESOLV)
+    systemctl = ["systemctl", f"--root={root}"]
+    system.run([*systemctl, "enable", *ENABLED_UNITS])
+    masked = MASKED_UNITS + (CONTAINER_MASKED_UNITS if flavour == "container" else ())
+    system.run([*systemctl, "mask", *masked])
+    if flavour == "container":
+        generators = root / "etc/systemd/system-generators"
+        generators.mkdir(parents=True, exist_ok=True)
+        for name in CONTAINER_MASKED_GENERATORS:  # a /dev/null link here masks one
+            (generators / name).symlink_to("/dev/null")
+
+
+def customise_vm(root: Path) -> None:
+    """A VM boots its own kernel: fstab, the seed unit, serial console login off."""
+    (root / "etc/fstab").write_text(VM_FSTAB)
+    script = root / "usr/local/sbin/wsfixture-seed"
+    drop_in(script, seed.SEED_SCRIPT)
+    script.chmod(0o755)
+    drop_in(root / "etc/systemd/system/wsfixture-seed.service", seed.SEED_UNIT)
+    drop_in(root / "etc/systemd/system/wsfixture-shares.service", seed.SHARES_UNIT)
+    system.run(["systemctl", f"--root={root}", "enable",
+                "wsfixture-seed.service", "wsfixture-shares.service"])  # fmt: skip
+    system.run(["systemctl", f"--root={root}", "mask", "serial-getty@ttyS0.service"])
+
+
+# Per-login PAM steps a workspace does not need: the motd scripts and mail check cost ~20 ms
+# per connection, and pam_nologin refuses the user until systemd-user-sessions has run,
+# which makes the first logins after sshd starts fail for nothing.
+SSHD_PAM_DROPPED = ("pam_motd.so", "pam_mail.so", "pam_nologin.so")
+
+
+def _trim_sshd_pam(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not any(module in line for module in SSHD_PAM_DROPPED)]
+    path.write_text("".join(kept))
+
+
+def drop_in(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _content(module: ModuleType) -> dict[str, object]:
+    """A module's constants (upper-case names), read each time, and its functions' source."""
+    constants = {
+        name: value
+        for name, value in vars(module).items()
+        if name.isupper() and isinstance(value, str | tuple | int)
+    }
+    return {**constants, **_sources(module)}
+
+
+@functools.cache
+def _sources(module: ModuleType) -> dict[str, str]:
+    # Code does not change while a process runs; reading it is the slow part (~2 ms).
+    return {
+        name: inspect.getsource(value)
+        for name, value in vars(module).items()
+        if inspect.isfunction(value) and value.__module__ == module.__name__
+    }
+
+
+def fingerprint() -> str:
+    """A digest of everything the guest configuration puts into an image."""
+    import sys
+
+    here = sys.modules[__name__]
+    blob = json.dumps({"osconfig": _content(here), "seed": _content(seed)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

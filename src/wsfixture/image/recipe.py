@@ -1,0 +1,188 @@
+"""What an image is: its recipe (packages, flavour, suite, the base it is layered on) and
+its content-addressed key, and the cached image on disk (its layers, kernel, VM disk).
+
+The key hashes the builder version, the suite, the flavour, the packages, the base's key
+and the guest configuration's fingerprint (``wsfixture.guest.osconfig``). Pure but for
+reading the cache directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsfixture.errors import ImageBuildError
+from wsfixture.guest import osconfig
+from wsfixture.host import settings
+
+# The build procedure's own version (mmdebstrap options, the layer script); the guest
+# configuration needs no bump: its fingerprint is in every key.
+BUILDER_VERSION = "12"
+SUITE = "bookworm"
+VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
+USED_STAMP = "used"  # touched on every use
+BASE_STAMP = "base-ready"  # a layer's copy of its base's "ready" stamp
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """What goes into an image: every package in it, and the base it is layered on (none
+    for a base, which is bootstrapped)."""
+
+    packages: tuple[str, ...] = ()
+    flavour: str = "container"  # "vm" adds a kernel and an initramfs
+    suite: str = SUITE
+    base: ImageRecipe | None = None
+
+    @classmethod
+    def base_of(cls, flavour: str = "container") -> ImageRecipe:
+        wanted = {*osconfig.BASE_PACKAGES, *(osconfig.VM_PACKAGES if flavour == "vm" else ())}
+        return cls(tuple(sorted(wanted)), flavour)
+
+    @classmethod
+    def for_packages(cls, extra: Iterable[str], flavour: str = "container") -> ImageRecipe:
+        base = cls.base_of(flavour)
+        wanted = {*base.packages, *extra}
+        if len(wanted) == len(base.packages):
+            return base
+        return cls(tuple(sorted(wanted)), flavour, base=base)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageRecipe:
+        """The recipe as ``recipe.json`` holds it."""
+        base = cls.from_dict(data["base"]) if data.get("base") else None
+        return cls(tuple(data["packages"]), data["flavour"], data["suite"], base)
+
+    @property
+    def added(self) -> tuple[str, ...]:
+        """What the layer installs over its base."""
+        below = set(self.base.packages) if self.base is not None else set(self.packages)
+        return tuple(p for p in self.packages if p not in below)
+
+    @property
+    def label(self) -> str:
+        """The image for people: its key, and what it holds beyond its flavour's base."""
+        if self.base is None:
+            return f"{self.key} (the {self.flavour} base)"
+        return f"{self.key} ({', '.join(self.added)} over the {self.flavour} base)"
+
+    @property
+    def key(self) -> str:
+        parts: list[object] = [
+            BUILDER_VERSION,
+            osconfig.fingerprint(),
+            self.suite,
+            self.flavour,
+            list(self.packages),
+        ]
+        if self.base is not None:
+            parts.append(self.base.key)
+        digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+        return f"{self.suite}-{self.flavour}-{digest}"
+
+
+@dataclass(frozen=True)
+class Image:
+    recipe: ImageRecipe
+    dir: Path
+
+    @property
+    def root(self) -> Path:
+        """A base image's tree (a layered image keeps only its ``layer`` here)."""
+        return self.dir / "root"
+
+    @property
+    def base(self) -> Image | None:
+        if self.recipe.base is None:
+            return None
+        return Image(self.recipe.base, self.dir.with_name(self.recipe.base.key))
+
+    @property
+    def layers(self) -> list[Path]:
+        """The image's trees, top first: the overlayfs lower directories, in that order."""
+        if self.base is None:
+            return [self.root]
+        return [self.dir / "layer", *self.base.layers]
+
+    def path(self, relative: str) -> Path:
+        """Where ``relative`` is in the merged tree: the topmost layer that has it.
+        FileNotFoundError when no layer has it, or a layer deleted it."""
+        for layer in self.layers:
+            candidate = layer / relative
+            if _is_whiteout(candidate):
+                break  # deleted by this layer, whatever the ones below hold
+            if candidate.is_symlink() or candidate.exists():
+                return candidate
+        raise FileNotFoundError(errno.ENOENT, "not in the image", f"{self.dir}:/{relative}")
+
+    def has(self, relative: str) -> bool:
+        try:
+            self.path(relative)
+        except FileNotFoundError:
+            return False
+        return True
+
+    @property
+    def disk(self) -> Path:
+        """The VM root disk (ext4), versioned by the image key: overlays record this path."""
+        return self.dir / VM_DISK_NAME
+
+    def kernel(self) -> tuple[Path, Path]:
+        """(vmlinuz, initrd) of the image's own kernel, so its modules are inside the guest."""
+        kernels = sorted(
+            {p.name for layer in self.layers for p in (layer / "boot").glob("vmlinuz-*")}
+        )
+        version = kernels[-1].removeprefix("vmlinuz-") if kernels else "(none)"
+        wanted = (f"boot/vmlinuz-{version}", f"boot/initrd.img-{version}")
+        if not all(self.has(path) for path in wanted):
+            raise ImageBuildError(
+                self.recipe.label, f"no kernel and initrd {version} in {self.dir}/boot"
+            )
+        return self.path(wanted[0]), self.path(wanted[1])
+
+    @property
+    def ready(self) -> bool:
+        """Built, and (a layer) over the very base build it was installed on: a layer over
+        a rebuilt base would hide the new base's dpkg database behind its own."""
+        if not (self.dir / "ready").exists():
+            return False
+        if self.base is None:
+            return True
+        try:
+            return (self.dir / BASE_STAMP).read_text() == (self.base.dir / "ready").read_text()
+        except OSError:
+            return False
+
+    def verify(self) -> None:
+        """A cached image must still hold what every boot needs; say what is missing."""
+        needed = ["etc/passwd", "usr/lib/systemd/systemd", "usr/sbin/sshd"]
+        missing = [path for path in needed if not self.has(path)]
+        if self.recipe.flavour == "vm" and not self.disk.exists():
+            missing.append(self.disk.name)
+        if self.base is not None and not (self.dir / "layer").is_dir():
+            missing.append("layer")
+        if missing:
+            raise ImageBuildError(
+                self.recipe.label,
+                f"the cached image {self.dir} is corrupt: missing {', '.join(missing)}; "
+                f"remove that directory and it is rebuilt on next use",
+            )
+
+
+def image_dir(recipe: ImageRecipe, cache_dir: Path | None = None) -> Path:
+    return (cache_dir or settings.current().cache_dir) / "images" / recipe.key
+
+
+def _is_whiteout(path: Path) -> bool:
+    """overlayfs marks a file deleted by an upper layer with a 0:0 character device."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
