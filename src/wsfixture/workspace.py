@@ -10,6 +10,7 @@ start fails half way.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import os
 import shlex
@@ -62,6 +63,16 @@ def retry_until(
         time.sleep(interval)
 
 
+class WorkspaceState(enum.Enum):
+    """Where a ``Workspace`` handle stands, and so what ``stop()`` releases."""
+
+    NEW = "new"  # nothing started
+    OWNED = "owned"  # this handle started it (ledger record, machine): stop() releases it all
+    ATTACHED = "attached"  # another process runs it (the CLI's): stop() closes the connection
+    DETACHED = "detached"  # started here, then left to outlive this process (kept)
+    STOPPED = "stopped"  # released
+
+
 class Workspace:
     """One workspace: booted by ``start()``, released by ``stop()``."""
 
@@ -91,6 +102,7 @@ class Workspace:
         self.ready_seconds: float | None = None
         self.stop_seconds: float | None = None
         self._record: ledger.Record | None = None
+        self.state = WorkspaceState.NEW
 
     # -- identity ------------------------------------------------------------------------
 
@@ -139,8 +151,9 @@ class Workspace:
         thread that started it dies.
         """
         system.require_root()
-        if self._record is not None:
-            raise StartError(self.name, "already started")
+        if self.state not in (WorkspaceState.NEW, WorkspaceState.STOPPED):
+            raise StartError(self.name, f"this handle is {self.state.value} already")
+        self.state = WorkspaceState.OWNED
         self._record = ledger.Record.create(
             f"ws-{self.lab.name}-{self.name}",
             ledger.WorkspaceInfo(
@@ -242,7 +255,11 @@ class Workspace:
     def detach(self) -> None:
         """Let the workspace outlive this process: its machine process becomes the owner in
         the ledger, so ``gc`` reaps it only once that process is gone."""
-        if self._record is None or self.backend is None or self.backend.process is None:
+        if self.state is not WorkspaceState.OWNED:
+            return
+        assert self._record is not None
+        assert self.backend is not None
+        if self.backend.process is None:
             return
         machine = system.ProcessRef.of(self.backend.process.pid)
         if machine is not None:
@@ -252,6 +269,7 @@ class Workspace:
             self.session.close()
         self._record = None
         self.backend = None
+        self.state = WorkspaceState.DETACHED
 
     def _release(self) -> None:
         failures: list[tuple[str, BaseException]] = []
@@ -269,11 +287,13 @@ class Workspace:
             started = time.monotonic()
             attempt(f"stop {self.spec.type}", lambda: backend.stop(STOP_TIMEOUTS[self.spec.type]))
             self.stop_seconds = time.monotonic() - started
-        if self._record is not None:  # only what this handle started (not an attached one)
+        if self.state is WorkspaceState.OWNED and self._record is not None:
             attempt("remove lab host", lambda: self.lab.remove_host(self.name))
             failures += ledger.release(self._record)
-            self._record = None
+        self._record = None
         self.backend = None
+        if self.state is not WorkspaceState.DETACHED:
+            self.state = WorkspaceState.STOPPED
         self.__dict__.pop("host", None)
         self.__dict__.pop("conn", None)
         if failures:
@@ -304,11 +324,14 @@ class Workspace:
         self.session = SshSession(
             self.lab, self.name, self.ip, self.user, client.private, host_key.public_key()
         )
+        self.state = WorkspaceState.ATTACHED
         return self
 
     def _session(self) -> SshSession:
+        if self.state not in (WorkspaceState.OWNED, WorkspaceState.ATTACHED):
+            raise WorkspaceGone(self.name, f"this handle is {self.state.value}")
         if self.session is None:
-            raise WorkspaceGone(self.name, "never started, or stopped")
+            raise WorkspaceGone(self.name, "it is still starting")
         if self.backend is not None and not self.backend.is_up():
             # Also when the rest of the machine still answers (a killed nspawn leaves its
             # container running): what this handle manages is gone, say so.

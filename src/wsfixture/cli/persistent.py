@@ -39,7 +39,7 @@ def shared_lab(config: Config) -> Lab:
     logs = settings.current().supervisor_logs
     logs.mkdir(parents=True, exist_ok=True)
     with FileLock(str(logs / f"lab-{name}.lock")):
-        lab = Lab(config.network, name, reuse=True, die_with_owner=False).open()
+        lab = Lab(config.network, name, shared=True, die_with_owner=False).open()
         lab.detach()
     return lab
 
@@ -128,7 +128,7 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
 
 
 def attached(config: Config, name: str) -> Workspace:
-    lab = Lab(config.network, config.network.namespace, reuse=True).open()
+    lab = Lab(config.network, config.network.namespace, shared=True).open()
     return Workspace(config.workspaces[name], config, lab).attach()
 
 

@@ -8,6 +8,7 @@ socket opened inside the lab (``Lab.connect``); people reach it through the gene
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import os
 import signal
@@ -43,6 +44,16 @@ class LabHost:
     host_key: str  # "ssh-ed25519 AAAA..."
 
 
+class LabState(enum.Enum):
+    """Where a ``Lab`` handle stands, and so what ``close()`` does."""
+
+    NEW = "new"  # nothing made yet
+    OWNED = "owned"  # this handle made it: close() removes it
+    ATTACHED = "attached"  # another process made it (a shared lab found by name): left be
+    DETACHED = "detached"  # made here, then left to outlive this process: left be
+    CLOSED = "closed"  # removed, or let go
+
+
 def new_lab_name(prefix: str = "wsf") -> str:
     """A fresh, unique lab name (also the netns name)."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
@@ -59,12 +70,14 @@ class Lab:
         network: NetworkSpec,
         name: str | None = None,
         *,
-        reuse: bool = False,
+        shared: bool = False,
         die_with_owner: bool = True,
     ) -> None:
         self.network = network
         self.name = name or new_lab_name()
-        self.reuse = reuse  # attach to the lab of that name if it exists (the CLI's)
+        # Shared by several processes (the CLI's persistent lab): opening finds it by name
+        # if it exists, and its hosts are its workspaces' ledger records, changed under a lock.
+        self.shared = shared
         self.die_with_owner = die_with_owner
         self.dir = settings.current().labs_dir / self.name
         self.netns_path = NETNS_DIR / self.name
@@ -77,7 +90,7 @@ class Lab:
         self._dnsmasq: subprocess.Popen[bytes] | None = None
         self._record: ledger.Record | None = None
         self._lock = threading.Lock()
-        self._detached = False
+        self.state = LabState.NEW
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -86,9 +99,12 @@ class Lab:
         system.require_tool("ip")
         if self.network.dns:
             system.require_tool("dnsmasq")
-        if self.reuse and self.netns_path.exists():
+        if self.state is not LabState.NEW:
+            raise LabError(self.name, f"cannot open a lab handle that is {self.state.value}")
+        if self.shared and self.netns_path.exists():
             return self._attach()
         self._record = ledger.Record.create(f"lab-{self.name}", ledger.LabInfo(self.name))
+        self.state = LabState.OWNED
         try:
             self._create()
         except BaseException:
@@ -129,22 +145,26 @@ class Lab:
     def _attach(self) -> Lab:
         """Reuse a lab that a previous command created and left running."""
         self._record = ledger.lab_record(self.name)
-        self._detached = True  # another process made it; `wsfixture down` removes it
+        self.state = LabState.ATTACHED  # another process made it; `wsfixture down` removes it
         self._load_hosts()
         return self
 
     def detach(self) -> None:
         """Let the lab outlive this process: dnsmasq becomes its owner in the ledger, so
         ``gc`` leaves it alone while it runs. ``close`` then removes nothing."""
+        if self.state is not LabState.OWNED:
+            return
         if self._record is not None and self._record.processes:
             self._record.owner = self._record.processes[0]
             self._record.save()
-        self._detached = True
+        self.state = LabState.DETACHED
 
     def close(self) -> None:
-        """Remove the namespace, DNS, hosts file and runtime directory (unless detached)."""
-        if not self._detached:
+        """Remove the namespace, DNS, hosts file and runtime directory if this handle owns
+        the lab; let go of it otherwise."""
+        if self.state is LabState.OWNED:
             self.destroy()
+        self.state = LabState.CLOSED
 
     def destroy(self) -> None:
         failures: list[tuple[str, BaseException]] = []
@@ -159,6 +179,7 @@ class Lab:
         if self._record is not None:
             failures = ledger.release(self._record)
             self._record = None
+        self.state = LabState.CLOSED
         if failures:
             raise CleanupError(failures)
 
@@ -284,11 +305,11 @@ class Lab:
 
     @contextlib.contextmanager
     def _hosts_locked(self) -> Iterator[bool]:
-        """Serialise hosts changes; across processes for a shared (reused) lab, whose hosts
+        """Serialise hosts changes; across processes for a shared lab, whose hosts
         are whatever its workspaces' ledger records say. Yields whether the lab still
         exists: a shared lab can be gone already (the last ``down``, or ``gc --lab``)."""
         with self._lock:
-            if not self.reuse:
+            if not self.shared:
                 yield True
                 return
             # flock on the lab directory itself: a lock file would outlive the lab, and
