@@ -169,30 +169,43 @@ def test_never_ready_is_a_setup_error_with_the_console(real: pytest.Pytester) ->
 
 
 def test_keep_failed_keeps_only_the_failed_one(real: pytest.Pytester) -> None:
+    """Whatever its scope: a module-scoped workspace a failed test used is kept too."""
     real.makepyfile(
         """
+        import pytest
+
         def test_ok(workspace):
             pass
 
         def test_bad(workspace):
             assert False
+
+        @pytest.mark.workspace("modbad", scope="module")
+        def test_module_bad(workspace):
+            assert False
+
+        @pytest.mark.workspace("modok", scope="module")
+        def test_module_ok(workspace):
+            pass
         """
     )
     result = real.runpytest_subprocess("--ws-keep", "failed")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=2)
     out = result.stdout.str()
     result.stdout.fnmatch_lines(
         ["*kept workspaces*", "*ssh -F */ssh_config ws*", "*remove them all: wsfixture gc --lab*"]
     )
-    kept = re.findall(r"^(ws\S+) \(container", out, re.M)
-    assert len(kept) == 1
+    kept = re.findall(r"^(\S+) \(container", out, re.M)
+    assert len(kept) == 2
+    assert kept[0].startswith("ws")
+    assert kept[1] == "modbad"
     lab = re.search(r"gc --lab (\S+)", out)
     assert lab is not None
     lab_name = lab.group(1)
     try:
         assert leftovers(lab_name).get("netns") == lab_name, "the kept workspace still runs"
     finally:
-        from wsfixture.cli import main
+        from wsfixture.cli.main import main
 
         assert main(["gc", "--lab", lab_name]) == 0
     assert leftovers(lab_name) == {}
@@ -251,7 +264,7 @@ def test_cleanup_failure_on_a_worker_fails_the_run(real: pytest.Pytester) -> Non
     finally:
         subprocess.run(["chattr", "-i", pinned], check=True)
     assert leftovers(lab_name), "the unreleased workspace is still on record"
-    from wsfixture.cli import main
+    from wsfixture.cli.main import main
 
     assert main(["gc"]) == 0
     assert leftovers(lab_name) == {}

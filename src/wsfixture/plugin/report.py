@@ -1,0 +1,64 @@
+"""What a failed test's report shows of the workspaces it used, and the summary of kept ones."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from wsfixture.plugin.session import session_key, used_key
+
+if TYPE_CHECKING:
+    from wsfixture.workspace import Workspace
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call" and report.failed:
+        used = item.stash.get(used_key, [])
+        session = item.config.stash.get(session_key, None)
+        if session is not None:
+            session.mark_failed(used)
+        for ws in used:
+            for title, text in diagnostics(ws):
+                report.sections.append((f"wsfixture {ws.name}: {title}", text))
+    return report
+
+
+def diagnostics(ws: Workspace) -> list[tuple[str, str]]:
+    """What a failure report shows of a workspace; each part gathered on its own."""
+    parts: list[tuple[str, str]] = [("console (tail)", ws.logs(40))]
+    commands = {
+        "journal (tail)": "doas -n journalctl -b --no-pager -n 60",
+        "failed units": "systemctl --failed --no-pager --no-legend",
+        "network": "networkctl status --no-pager 2>&1 | head -30; ip -br addr; ip route",
+    }
+    for title, command in commands.items():
+        try:
+            _, out, err = ws.run(command, timeout=15)
+            parts.append((title, (out + err).strip() or "(empty)"))
+        except Exception as exc:
+            parts.append((title, f"(could not run: {type(exc).__name__}: {exc})"))
+    if ws.session is not None:
+        history = "\n".join(
+            f"[rc={r.rc} {r.seconds * 1000:.0f}ms] {r.command}" for r in ws.session.history
+        )
+        parts.append(("commands run", history or "(none)"))
+    return parts
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    session = config.stash.get(session_key, None)
+    if session is None or not session.kept or session.lab is None:
+        return
+    lab = session.lab
+    terminalreporter.section("wsfixture: kept workspaces")
+    for ws in session.kept:
+        terminalreporter.write_line(f"{ws.name} ({ws.spec.type}, {ws.ip}) in lab {lab.name}:")
+        terminalreporter.write_line(f"    ssh -F {lab.ssh_config} {ws.name}")
+        terminalreporter.write_line(f"    wsfixture ssh --lab {lab.name} {ws.name}")
+    terminalreporter.write_line(f"remove them all: wsfixture gc --lab {lab.name}")

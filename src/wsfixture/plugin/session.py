@@ -1,0 +1,189 @@
+"""One pytest process's wsfixture state: its config, its lab, the workspaces it shares
+between tests, and those it stops in the background or keeps.
+
+Each pytest process (each xdist worker too) has its own lab namespace, so the same config
+addresses never collide. Whether a workspace is kept at the end follows ``--ws-keep`` and
+whether any test that used it failed, whatever its scope.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from wsfixture.errors import CleanupError
+from wsfixture.host import ledger
+from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
+from wsfixture.net.lab import Lab, new_lab_name
+
+if TYPE_CHECKING:
+    from wsfixture.workspace import Workspace
+
+KEEP_CHOICES = ("never", "failed", "always")
+
+
+@dataclass
+class WsSession:
+    """This process's lab, config and the workspaces it keeps."""
+
+    pytest_config: pytest.Config
+    keep: str
+    lab: Lab | None = None
+    kept: list[Workspace] = field(default_factory=list)
+    shared: dict[tuple[str, str], Workspace] = field(default_factory=dict)
+    # Names of workspaces a failed test used: kept under --ws-keep=failed, whatever scope.
+    failed: set[str] = field(default_factory=set)
+    # Cleanup failures reported by xdist workers (controller only).
+    worker_cleanup_failures: list[str] = field(default_factory=list)
+    # Workspaces being stopped in the background: (thread, workspace, its errors).
+    stopping: list[tuple[threading.Thread, Workspace, list[BaseException]]] = field(
+        default_factory=list
+    )
+    _config: Config | None = None
+    _state_root: Path | None = None
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            path = self.pytest_config.getoption("--ws-config") or self.pytest_config.getini(
+                "wsfixture_config"
+            )
+            base = load_config(path) if path else Config()
+            self._config = base.with_state_root(self.state_root())
+        return self._config
+
+    def state_root(self) -> Path:
+        if self._state_root is None:
+            given = self.pytest_config.getoption("--ws-state-dir")
+            self._state_root = Path(given) if given else Path(tempfile.mkdtemp(prefix="wsstate-"))
+        return self._state_root
+
+    @property
+    def timeout(self) -> float | None:
+        value: float | None = self.pytest_config.getoption("--ws-timeout")
+        return value
+
+    def open_lab(self) -> Lab:
+        if self.lab is None:
+            ledger.reap()  # leftovers of crashed runs (dead owners only)
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            name = f"{new_lab_name()}-{worker}"
+            self.lab = Lab(self.config.network, name, die_with_owner=self.keep == "never").open()
+        return self.lab
+
+    def fresh_name(self) -> str:
+        return f"ws{os.getpid() % 100000}-{next(self._names)}"
+
+    def spec(self, name: str | None = None, **fields: Any) -> WorkspaceSpec:
+        """A spec from the config by name (fields override it), or inline."""
+        lab = self.open_lab()
+        config = self.config
+        if name is not None and name in config.workspaces:
+            return override(config, config.workspaces[name], **fields)
+        fields.setdefault("type", "container")
+        if "ip" not in fields:
+            declared = {str(s.ip) for s in config.workspaces.values()}
+            running = {w.ip for w in self.shared.values()}
+            fields["ip"] = lab.free_ip(declared | running)
+        return workspace_spec(config, name=name or self.fresh_name(), **fields)
+
+    def boot(self, spec: WorkspaceSpec) -> Workspace:
+        from wsfixture.workspace import Workspace
+
+        # A workspace of the same name or address may still be shutting down.
+        failures = self.settle(spec.name, str(spec.ip))
+        if failures:
+            raise CleanupError(failures)
+        ws = Workspace(
+            spec,
+            self.config,
+            self.open_lab(),
+            timeout=self.timeout,
+            die_with_owner=self.keep == "never",
+        )
+        return ws.start()
+
+    def mark_failed(self, workspaces: list[Workspace]) -> None:
+        """A test that used these failed."""
+        self.failed.update(ws.name for ws in workspaces)
+
+    def release(self, ws: Workspace, background: bool = False) -> None:
+        """Keep, or stop: ``background`` lets the test finish while its workspace shuts
+        down; ``settle`` (next boot of that name or address, session end) waits for it."""
+        if self.keep == "always" or (self.keep == "failed" and ws.name in self.failed):
+            ws.detach()
+            self.kept.append(ws)
+        elif background:
+            errors: list[BaseException] = []
+
+            def stop() -> None:
+                try:
+                    ws.stop()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            thread = threading.Thread(target=stop, name=f"wsfixture-stop-{ws.name}")
+            thread.start()
+            self.stopping.append((thread, ws, errors))
+        else:
+            ws.stop()
+
+    def settle(
+        self, name: str | None = None, ip: str | None = None
+    ) -> list[tuple[str, BaseException]]:
+        """Wait for background stops: of one name or address, or all of them."""
+        failures: list[tuple[str, BaseException]] = []
+        waiting = []
+        for thread, ws, errors in self.stopping:
+            if name is None or ws.name == name or ws.ip == ip:
+                thread.join()
+                failures += [(f"stop {ws.name}", exc) for exc in errors]
+            else:
+                waiting.append((thread, ws, errors))
+        self.stopping = waiting
+        return failures
+
+    def close(self) -> None:
+        """Stop everything this process still holds; idempotent."""
+        failures = self.settle()
+        for ws in list(self.shared.values()):
+            try:
+                self.release(ws)
+            except Exception as exc:
+                failures.append((f"stop {ws.name}", exc))
+        self.shared.clear()
+        if self.lab is not None:
+            if self.kept:
+                self.lab.detach()
+            else:
+                try:
+                    self.lab.close()
+                except Exception as exc:
+                    failures.append((f"close lab {self.lab.name}", exc))
+                self.lab = None
+        if (
+            self._state_root is not None
+            and not self.kept
+            and not self.pytest_config.getoption("--ws-state-dir")
+        ):
+            shutil.rmtree(self._state_root, ignore_errors=True)
+        if failures:
+            raise CleanupError(failures)
+
+
+session_key = pytest.StashKey[WsSession]()
+used_key = pytest.StashKey["list[Workspace]"]()
+
+
+def ws_session(config: pytest.Config) -> WsSession:
+    return config.stash[session_key]
