@@ -29,10 +29,10 @@ demo: host venv ## Boot the example container and VM, verify them, tear them dow
 
 test: host venv ## Install everything, then run the whole suite (unit, plugin, nix, integration, reliability)
 	$(PY) -m wsfixture.cli gc --quiet
-	$(PY) -m pytest -p no:cacheprovider tests $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -m "" tests $(PYTEST_ARGS)
 
-test-fast: venv ## Unit and plugin tests only (no root, nothing booted)
-	$(PY) -m pytest -p no:cacheprovider tests/unit tests/plugin -q $(PYTEST_ARGS)
+test-fast: venv ## Everything that boots nothing (unit, schema, Nix, plugin options): seconds
+	$(PY) -m pytest -p no:cacheprovider -m "not integration" tests -q $(PYTEST_ARGS)
 
 lint: venv ## ruff check, ruff format --check, mypy --strict
 	$(VENV)/bin/ruff check src tests bench
@@ -43,7 +43,7 @@ bench: host venv ## Benchmarks against the raw baselines (RUNS=N repetitions)
 	$(PY) bench/run.py --runs $(RUNS)
 
 soak: host venv ## Long churn: 30 start/stop cycles of each kind
-	WSFIXTURE_SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/reliability -k churn $(PYTEST_ARGS)
+	WSFIXTURE_SOAK=1 $(PY) -m pytest -p no:cacheprovider -m "" tests/reliability -k churn $(PYTEST_ARGS)
 
 nixos-test: ## NixOS VM tests (needs nix with a binary cache)
 	@scripts/nixos-test.sh

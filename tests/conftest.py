@@ -33,6 +33,19 @@ def require_root_and_tools(*tools: str) -> None:
         require(found is not None, tool)
 
 
+# Fixtures that boot (or drive a pytest that boots) real workspaces as root.
+BOOTING_FIXTURES = {"real", "workspace", "workspace_factory", "ws_lab"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that boots is marked `integration` by rule, so the fast lane (`make
+    test-fast`, a bare `pytest`: -m "not integration") cannot pick one up by accident."""
+    for item in items:
+        if BOOTING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def footprint() -> set[str]:
     """Everything wsfixture can leave on this machine: lab directories, namespaces, their
     /etc/netns entries, cgroups and ledger records."""
