@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 
-import wsfixture.workspace as workspace_module
 from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers, processes_with_cmdline
 from wsfixture import ConfigError, ReadyTimeout
 from wsfixture.errors import ImageBuildError, WorkspaceGone
 from wsfixture.guest import identity as provision
-from wsfixture.host import ledger
-from wsfixture.image.build import ensure_image
+from wsfixture.host import ledger, settings
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config, config_from_dict, config_from_toml
 from wsfixture.net.lab import Lab
@@ -136,19 +134,15 @@ def test_misconfigured_network_times_out_naming_the_address(
     assert leftovers(name) == {}
 
 
-def test_corrupt_image_fails_with_the_cause(
-    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_corrupt_image_fails_with_the_cause(config: Config, tmp_path: Path) -> None:
     recipe = ImageRecipe.for_packages(())
     broken = tmp_path / "cache" / "images" / recipe.key
     (broken / "root" / "etc").mkdir(parents=True)
     (broken / "ready").write_text("an image whose tree lost its files\n")
-    monkeypatch.setattr(
-        workspace_module,
-        "ensure_image",
-        lambda recipe, progress=None: ensure_image(recipe, tmp_path / "cache", progress),
-    )
-    with Lab(config.network) as lab:
+    with (
+        settings.use(settings.current().replace(cache_dir=tmp_path / "cache")),
+        Lab(config.network) as lab,
+    ):
         with pytest.raises(ImageBuildError, match=r"corrupt: missing etc/passwd, .*usr/sbin/sshd"):
             Workspace(config.workspaces["box"], config, lab, timeout=10).start()
         name = lab.name
