@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from wsfixture.model import fields
+from wsfixture.model import fields, tables
 from wsfixture.model.spec import (
     NAME_MAX,
     NAME_RE,
@@ -28,7 +28,7 @@ SCHEMA_ID = "https://wsfixture.invalid/workspaces.schema.json"  # a name, never 
 
 
 def workspace_schema() -> dict[str, Any]:
-    schema = fields.schema_of(WorkspaceSpec)
+    schema = tables.schema_of(WorkspaceSpec)
     schema["properties"]["name"] = {
         "type": "string",
         "pattern": NAME_RE.pattern,
@@ -40,7 +40,7 @@ def workspace_schema() -> dict[str, Any]:
 
 def config_schema() -> dict[str, Any]:
     """The whole config document."""
-    schema = fields.schema_of(Config)
+    schema = tables.schema_of(Config)
     schema["properties"]["workspaces"] = {
         "description": "the workspaces, by name",
         "anyOf": [

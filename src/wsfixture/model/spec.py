@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from wsfixture.model import derive, fields
+from wsfixture.model import derive, fields, tables
 
 WorkspaceType = Literal["vm", "container"]
 WORKSPACE_TYPES: tuple[str, ...] = ("vm", "container")
@@ -145,7 +145,7 @@ def _range_in_order(network: NetworkSpec, where: str, ctx: fields.Context) -> bo
 class Defaults:
     """What every workspace gets unless it says otherwise."""
 
-    user: UserSpec = fields.section(UserSpec, "the workspace user, the same in every workspace")
+    user: UserSpec = tables.section(UserSpec, "the workspace user, the same in every workspace")
     packages: tuple[str, ...] = fields.string_list(
         "Debian packages every workspace gets", PACKAGE_RE, "Debian package names"
     )
@@ -181,7 +181,7 @@ class WorkspaceSpec:
     )  # fmt: skip
     disk: int = fields.size_mib(8192, "root disk size in MiB, or like \"8G\"", *DISK_RANGE_MIB,
                                 vm_only=True)  # fmt: skip
-    shares: tuple[ShareSpec, ...] = fields.section_list(
+    shares: tuple[ShareSpec, ...] = tables.section_list(
         ShareSpec, "extra host directories to share in", _distinct_targets
     )
     accel: str = fields.choice("auto", "VM acceleration", ACCELERATORS, vm_only=True)
@@ -214,8 +214,8 @@ class WorkspaceSpec:
 class Config:
     """A validated configuration."""
 
-    network: NetworkSpec = fields.section(NetworkSpec, "the lab network", _range_in_order)
-    defaults: Defaults = fields.section(Defaults, "what every workspace gets")
+    network: NetworkSpec = tables.section(NetworkSpec, "the lab network", _range_in_order)
+    defaults: Defaults = tables.section(Defaults, "what every workspace gets")
     # Checked by wsfixture.model.validation: each entry is a WorkspaceSpec's fields.
     workspaces: Mapping[str, WorkspaceSpec] = field(default_factory=dict)
     enable: bool = fields.boolean(True, "the NixOS module's switch (read, not acted on here)")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from wsfixture.model import derive, fields
+from wsfixture.model import derive, fields, tables
 from wsfixture.model.fields import Collector, Context, camel
 from wsfixture.model.spec import NAME_MAX, NAME_RE, Config, NetworkSpec, WorkspaceSpec
 
@@ -46,14 +46,14 @@ class _Parsed:
 def _parse(
     name: object, data: object, network: NetworkSpec, issues: Collector, where: str
 ) -> _Parsed:
-    raw = fields.table_keys(data, where, WORKSPACE_KEYS, issues)
+    raw = tables.table_keys(data, where, WORKSPACE_KEYS, issues)
     if raw is None:
         return _Parsed(None, None, None)
     if "name" in raw and name is not None and raw["name"] != name:
         issues.add(f"{where}.name", "differs from the workspace's key", raw["name"], repr(name))
     name = raw.pop("name", name)
     name_ok = _check_name(name, f"{where} name", issues)
-    parsed, ok = fields.parse_fields(WorkspaceSpec, raw, where, Context(issues, network=network))
+    parsed, ok = tables.parse_fields(WorkspaceSpec, raw, where, Context(issues, network=network))
     valid_name = name if name_ok and isinstance(name, str) else None
     spec = WorkspaceSpec(name=valid_name, **parsed) if ok and valid_name else None
     return _Parsed(spec, valid_name, parsed.get("ip"))
@@ -95,7 +95,7 @@ def _check_collisions(workspaces: list[_Parsed], issues: Collector) -> None:
 
 def parse_config(data: object, issues: Collector, source: str) -> Config | None:
     top = (*fields.keys(Config), "workspaces")
-    raw = fields.table_keys(data, "config", top, issues)
+    raw = tables.table_keys(data, "config", top, issues)
     if raw is None:
         return None
     ctx = Context(issues)
