@@ -173,8 +173,14 @@ class CommandError(WsfixtureError):
         self.stderr = stderr
         super().__init__(
             f"command failed in workspace {name!r} with exit status {rc}: {command}\n"
-            f"--- stdout ---\n{stdout.rstrip()}\n--- stderr ---\n{stderr.rstrip()}"
+            f"--- stdout ---\n{_tail(stdout)}\n--- stderr ---\n{_tail(stderr)}"
         )
+
+
+def _tail(text: str, limit: int = 4096) -> str:
+    """The end of a command's output, for a message; the error keeps all of it."""
+    text = text.rstrip()
+    return text if len(text) <= limit else f"[... {len(text) - limit} characters]{text[-limit:]}"
 
 
 class CommandTimeout(CommandError, TimeoutError):

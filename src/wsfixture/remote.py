@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import collections
 import select
+import shlex
 import threading
 import time
 from dataclasses import dataclass
@@ -22,12 +23,13 @@ import paramiko
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
-from wsfixture.errors import CommandTimeout
+from wsfixture.errors import CommandError, CommandTimeout
 
 if TYPE_CHECKING:
     from wsfixture.net.lab import Lab
 
 SSH_PORT = 22
+DEFAULT_MAX_OUTPUT = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class SshSession:
         self.client_key = client_key
         self.host_key = host_key  # "ssh-ed25519 AAAA..."
         self.history: collections.deque[Ran] = collections.deque(maxlen=200)
+        # Bytes a command may write to either stream before it is killed: output is kept in
+        # memory, and a runaway command must not take the test process down with it.
+        self.max_output = DEFAULT_MAX_OUTPUT
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
@@ -93,26 +98,63 @@ class SshSession:
                 self._client = self._connect(timeout)
             return self._client
 
-    def run(self, command: str, timeout: float | None = None) -> tuple[int, bytes, bytes]:
-        """Run ``command`` with the login shell; return (rc, stdout, stderr)."""
+    def run(
+        self, command: str, timeout: float | None = None, max_output: int | None = None
+    ) -> tuple[int, bytes, bytes]:
+        """Run ``command`` with the login shell; return (rc, stdout, stderr).
+
+        Bounded: past ``timeout`` seconds, or past ``max_output`` bytes on either stream
+        (default ``self.max_output``), the command's whole process group is killed in the
+        workspace and CommandTimeout / CommandError says which bound it hit.
+        """
         started = time.monotonic()
+        cap = self.max_output if max_output is None else max_output
         transport = self.client().get_transport()
         assert transport is not None
         channel = transport.open_session()
         try:
-            channel.exec_command(command)
-            stdout, stderr, finished = _drain(channel, timeout)
-            if not finished:
-                assert timeout is not None
-                raise CommandTimeout(
-                    self.name, command, timeout, stdout.decode(errors="replace"),
-                    stderr.decode(errors="replace"),
-                )  # fmt: skip
+            # The shell says its PID first (it leads the command's session and process
+            # group), then runs the command itself: a bound can then end the whole group.
+            channel.exec_command(f"printf '%s\\n' $$ >&2; eval {shlex.quote(command)}")
+            drained = _drain(channel, timeout, cap)
+            if drained.over is not None:
+                killed = self._kill_group(drained.pid)
+                self.history.append(Ran(command, -1, time.monotonic() - started))
+                out = drained.out.decode(errors="replace")
+                err = drained.err.decode(errors="replace")
+                if drained.over == "time":
+                    assert timeout is not None
+                    error: CommandError = CommandTimeout(self.name, command, timeout, out, err)
+                else:
+                    error = CommandError(
+                        self.name, f"{command} (its {drained.over} passed the output cap of "
+                        f"{_size(cap)})", -1, out, err,
+                    )  # fmt: skip
+                error.add_note(killed)
+                raise error
             rc = channel.recv_exit_status()
         finally:
             channel.close()
         self.history.append(Ran(command, rc, time.monotonic() - started))
-        return rc, stdout, stderr
+        return rc, drained.out, drained.err
+
+    def _kill_group(self, pid: int | None) -> str:
+        """End a bounded command's process group in the workspace (through doas, for what
+        the command started as root); say what happened."""
+        if pid is None:
+            return "its shell had not started yet: nothing to kill"
+        kill = f"kill -KILL -- -{pid}"
+        transport = self.client().get_transport()
+        assert transport is not None
+        channel = transport.open_session()
+        try:
+            channel.exec_command(f"doas -n {kill} 2>/dev/null || {kill}")
+            rc = channel.recv_exit_status()
+        finally:
+            channel.close()
+        if rc != 0:
+            return f"its process group {pid} was already gone"
+        return f"its process group {pid} was killed in the workspace"
 
     def close(self) -> None:
         with self._lock:
@@ -121,27 +163,54 @@ class SshSession:
                 self._client = None
 
 
-def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes, bool]:
-    """Read stdout and stderr together until the command is done or ``timeout`` passes;
-    return both and whether it finished. Reading one to its end first would hang once the
-    other filled the SSH window (a few MiB of output)."""
+@dataclass
+class _Drained:
+    out: bytes
+    err: bytes
+    pid: int | None  # of the command's shell, from the first line of stderr
+    over: str | None  # which bound ended it: "time", "stdout", "stderr"; None: it finished
+
+
+def _drain(channel: paramiko.Channel, timeout: float | None, cap: int) -> _Drained:
+    """Read stdout and stderr together until the command is done or a bound is passed.
+    Reading one to its end first would hang once the other filled the SSH window (a few
+    MiB of output)."""
     out, err = bytearray(), bytearray()
+    pid: int | None = None
+    header = True  # the shell's PID line is still to come on stderr
     deadline = None if timeout is None else time.monotonic() + timeout
+
+    def result(over: str | None) -> _Drained:
+        return _Drained(bytes(out), bytes(err), pid, over)
+
     while True:
-        while channel.recv_ready():
+        while channel.recv_ready() and len(out) <= cap:
             out += channel.recv(65536)
-        while channel.recv_stderr_ready():
+        while channel.recv_stderr_ready() and len(err) <= cap:
             err += channel.recv_stderr(65536)
+        if header and b"\n" in err:
+            first = err[: err.index(b"\n")]
+            pid = int(first) if first.isdigit() else None
+            del err[: len(first) + 1]
+            header = False
+        if len(out) > cap:
+            return result("stdout")
+        if len(err) > cap:
+            return result("stderr")
         done = channel.closed or (channel.eof_received and channel.exit_status_ready())
         if done and not channel.recv_ready() and not channel.recv_stderr_ready():
-            return bytes(out), bytes(err), True
+            return result(None)
         wait = 1.0
         if deadline is not None:
             wait = deadline - time.monotonic()
             if wait <= 0:
-                return bytes(out), bytes(err), False
+                return result("time")
         # The channel's fileno wakes on data for either stream, EOF and close.
         select.select([channel], [], [], min(wait, 1.0))
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 class WorkspaceBackend(BaseBackend):  # type: ignore[misc]

@@ -73,6 +73,14 @@ class WorkspaceState(enum.Enum):
     STOPPED = "stopped"  # released
 
 
+class _Default(enum.Enum):
+    SESSION = "the handle's command_timeout"
+
+
+SESSION_DEFAULT = _Default.SESSION
+Timeout = float | None | _Default
+
+
 class Workspace:
     """One workspace: booted by ``start()``, released by ``stop()``."""
 
@@ -86,6 +94,7 @@ class Workspace:
         progress: Progress | None = None,
         die_with_owner: bool = True,
         supervisor: ledger.SupervisorInfo | None = None,
+        command_timeout: float | None = None,
     ) -> None:
         self.spec = spec
         self.config = config
@@ -94,6 +103,7 @@ class Workspace:
         self.progress = progress
         self.die_with_owner = die_with_owner
         self.supervisor = supervisor  # a CLI workspace: what it was started from
+        self.command_timeout = command_timeout  # run()'s default; None: commands may run on
         self.state_dir = config.state_dir(spec.name)
         self.runtime_dir = lab.dir / spec.name
         self.backend: Backend | None = None
@@ -339,12 +349,21 @@ class Workspace:
             raise WorkspaceGone(self.name, reason, self.logs(40))
         return self.session
 
-    def run(self, command: str, timeout: float | None = None) -> tuple[int, str, str]:
-        """Run a shell command as the workspace user; return (rc, stdout, stderr)."""
-        rc, out, err = self._session().run(command, timeout)
+    def run(
+        self, command: str, timeout: Timeout = SESSION_DEFAULT, max_output: int | None = None
+    ) -> tuple[int, str, str]:
+        """Run a shell command as the workspace user; return (rc, stdout, stderr).
+
+        ``timeout``: seconds, None for none, or (left out) the handle's ``command_timeout``.
+        Past it, or past ``max_output`` bytes on a stream (64 MiB unless given), the
+        command's process group is killed in the workspace and CommandTimeout or
+        CommandError says so.
+        """
+        seconds = self.command_timeout if timeout is SESSION_DEFAULT else timeout
+        rc, out, err = self._session().run(command, seconds, max_output)
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
-    def succeed(self, command: str, timeout: float | None = None) -> str:
+    def succeed(self, command: str, timeout: Timeout = SESSION_DEFAULT) -> str:
         """Run a command; return stdout; raise CommandError (rc, stdout, stderr) if it fails."""
         __tracebackhide__ = True
         rc, out, err = self.run(command, timeout)
@@ -352,7 +371,7 @@ class Workspace:
             raise CommandError(self.name, command, rc, out, err)
         return out
 
-    def fail(self, command: str, timeout: float | None = None) -> str:
+    def fail(self, command: str, timeout: Timeout = SESSION_DEFAULT) -> str:
         """Run a command that must fail; return its stderr."""
         __tracebackhide__ = True
         rc, out, err = self.run(command, timeout)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration.leaks import leftovers
 from wsfixture import checks
-from wsfixture.errors import WaitTimeout
+from wsfixture.errors import CommandError, CommandTimeout, WaitTimeout
 from wsfixture.host import keys, ledger
 from wsfixture.model.config import Config, load_config, workspace_spec
 from wsfixture.net.lab import Lab
@@ -100,10 +100,46 @@ def test_large_output_on_both_streams(alpha: Workspace) -> None:
     assert (result.exited, result.stdout.count("\n"), result.stderr) == (3, 200000, "done\n")
 
 
-def test_command_timeout(alpha: Workspace) -> None:
-    with pytest.raises(TimeoutError):
-        alpha.run("sleep 5", timeout=0.5)
+def test_a_timed_out_command_is_killed_in_the_workspace(alpha: Workspace) -> None:
+    # A child of the command, and one it started as root through doas: the group goes.
+    command = "echo started; sleep 1001 & doas -n sleep 1002 & sleep 1003"
+    with pytest.raises(CommandTimeout) as info:
+        alpha.run(command, timeout=1.0)
+    assert isinstance(info.value, TimeoutError)
+    assert info.value.stdout == "started\n"
+    assert "timed out after 1.0s" in str(info.value)
+    assert any("was killed in the workspace" in note for note in info.value.__notes__)
+    assert alpha.run("pgrep -x sleep")[0] == 1, "no sleep survives its command"
     assert alpha.succeed("echo still usable").strip() == "still usable"
+
+
+def test_output_past_the_cap_kills_the_command(alpha: Workspace) -> None:
+    with pytest.raises(CommandError, match=r"stdout passed the output cap of 1 MiB") as info:
+        alpha.run("cat /dev/zero", timeout=30, max_output=2**20)
+    assert 2**20 < len(info.value.stdout) < 2**20 + 2**18  # stopped right after the cap
+    assert len(str(info.value)) < 10_000, "the message shows a tail, not a MiB"
+    assert alpha.run("pgrep -x cat")[0] == 1
+    with pytest.raises(CommandError, match="stderr passed the output cap of 1000 bytes"):
+        alpha.run("yes >&2", max_output=1000)
+    assert alpha.session is not None
+    assert alpha.session.max_output == 64 * 2**20  # the default cap
+
+
+def test_the_handle_default_timeout_applies_and_none_lifts_it(alpha: Workspace) -> None:
+    alpha.command_timeout = 0.5
+    try:
+        with pytest.raises(CommandTimeout):
+            alpha.succeed("sleep 3")
+        assert alpha.run("sleep 1; echo late", timeout=None)[1] == "late\n"
+        assert alpha.run("echo soon", timeout=5)[1] == "soon\n"
+    finally:
+        alpha.command_timeout = None
+
+
+def test_the_pid_line_never_reaches_stderr(alpha: Workspace) -> None:
+    assert alpha.run("echo a >&2; echo b")[1:] == ("b\n", "a\n")
+    assert alpha.run("true") == (0, "", "")
+    assert alpha.host.run("echo x >&2").stderr == "x\n"  # testinfra rides the same run
 
 
 def test_wait_helpers(alpha: Workspace) -> None:

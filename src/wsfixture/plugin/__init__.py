@@ -19,7 +19,13 @@ from wsfixture.errors import CleanupError
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net.lab import Lab
 from wsfixture.plugin.report import pytest_runtest_makereport, pytest_terminal_summary
-from wsfixture.plugin.session import KEEP_CHOICES, WsSession, session_key, used_key
+from wsfixture.plugin.session import (
+    COMMAND_TIMEOUT,
+    KEEP_CHOICES,
+    WsSession,
+    session_key,
+    used_key,
+)
 from wsfixture.plugin.verify import verify_items
 
 # paramiko, fabric and testinfra load only when a test asks for a workspace: a plugin that
@@ -51,6 +57,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("wsfixture_keep", "never, failed or always", default="never")
     group.addoption("--ws-timeout", type=float, help="seconds a workspace may take to be ready")
+    group.addoption(
+        "--ws-command-timeout",
+        type=float,
+        help=f"seconds a command may run unless the call says (default {COMMAND_TIMEOUT:g}; "
+        "0: no limit)",
+    )
+    parser.addini("wsfixture_command_timeout", "the same as --ws-command-timeout")
     group.addoption("--ws-state-dir", help="state root for workspaces (default: a temp dir)")
     group.addoption(
         "--ws-verify",

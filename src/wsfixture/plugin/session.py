@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
 
 KEEP_CHOICES = ("never", "failed", "always")
+# A command that never ends must not hold a whole test session: its bound unless a test
+# asks for another (``timeout=None`` per call lifts it).
+COMMAND_TIMEOUT = 600.0
 
 
 @dataclass
@@ -73,6 +76,19 @@ class WsSession:
         value: float | None = self.pytest_config.getoption("--ws-timeout")
         return value
 
+    @property
+    def command_timeout(self) -> float | None:
+        given = self.pytest_config.getoption("--ws-command-timeout")
+        if given is None:
+            ini = self.pytest_config.getini("wsfixture_command_timeout")
+            try:
+                given = float(ini) if ini else COMMAND_TIMEOUT
+            except ValueError as exc:
+                raise pytest.UsageError(
+                    f"wsfixture_command_timeout = {ini!r}; allowed: seconds (0: no limit)"
+                ) from exc
+        return None if given == 0 else float(given)
+
     def open_lab(self) -> Lab:
         if self.lab is None:
             ledger.reap()  # leftovers of crashed runs (dead owners only)
@@ -110,6 +126,7 @@ class WsSession:
             self.open_lab(),
             timeout=self.timeout,
             die_with_owner=self.keep == "never",
+            command_timeout=self.command_timeout,
         )
         return ws.start()
 
