@@ -163,6 +163,7 @@ class Workspace:
         system.require_root()
         if self.state not in (WorkspaceState.NEW, WorkspaceState.STOPPED):
             raise StartError(self.name, f"this handle is {self.state.value} already")
+        self.lab.ensure_free(self.name, self.ip)
         self.state = WorkspaceState.OWNED
         self._record = ledger.Record.create(
             f"ws-{self.lab.name}-{self.name}",

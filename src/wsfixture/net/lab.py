@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from wsfixture.errors import CleanupError, LabError
+from wsfixture.errors import CleanupError, ConfigError, ConfigIssue, LabError
 from wsfixture.host import ledger, settings, system
 from wsfixture.model import derive
 from wsfixture.model.config import NetworkSpec
@@ -327,6 +327,28 @@ class Lab:
                 yield present
             finally:
                 os.close(fd)
+
+    def ensure_free(self, name: str, ip: str) -> None:
+        """ConfigError, before anything is made, when a live workspace of this lab already
+        has ``name`` or ``ip``: booting it would fail only after the whole ready timeout."""
+        with self._hosts_locked():
+            hosts = list(self.hosts.values())
+        issues = [
+            ConfigIssue(
+                "workspace.name", f"is already used by a running workspace in lab {self.name}", name
+            )
+            for host in hosts
+            if host.name == name
+        ]
+        issues += [
+            ConfigIssue(
+                "workspace.ip", f"is already used by workspace {host.name} in lab {self.name}", ip
+            )
+            for host in hosts
+            if host.ip == ip and host.name != name
+        ]
+        if issues:
+            raise ConfigError(issues)
 
     def add_host(self, host: LabHost) -> None:
         with self._hosts_locked() as present:
