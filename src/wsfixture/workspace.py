@@ -147,7 +147,9 @@ class Workspace:
             self.wait_ready()
         except BaseException as exc:
             try:
-                self._release()
+                # No orderly shutdown of a machine that never became ready: a VM half way
+                # through its boot ignores the ACPI button, and a Ctrl-C would wait for it.
+                self._release(orderly=False)
             except CleanupError as cleanup:
                 exc.add_note(str(cleanup))
             raise
@@ -282,7 +284,7 @@ class Workspace:
         self.backend = None
         self.state = WorkspaceState.DETACHED
 
-    def _release(self) -> None:
+    def _release(self, orderly: bool = True) -> None:
         failures: list[tuple[str, BaseException]] = []
 
         def attempt(what: str, action: Callable[[], Any]) -> None:
@@ -296,7 +298,8 @@ class Workspace:
         if self.backend is not None:
             backend = self.backend
             started = time.monotonic()
-            attempt(f"stop {self.spec.type}", lambda: backend.stop(STOP_TIMEOUTS[self.spec.type]))
+            grace = STOP_TIMEOUTS[self.spec.type] if orderly else 0.0
+            attempt(f"stop {self.spec.type}", lambda: backend.stop(grace))
             self.stop_seconds = time.monotonic() - started
         if self.state is WorkspaceState.OWNED and self._record is not None:
             attempt("remove lab host", lambda: self.lab.remove_host(self.name))

@@ -27,7 +27,9 @@ def test_older_wsfixture_and_long_unused_go_recent_current_stays() -> None:
     recent = cached(BASE, days_ago=1)
     assert not old.current
     chosen = choose_prunable([old, unreadable, recent], NOW, 14, set())
-    assert keys(chosen) == {old.key, unreadable.key}
+    assert keys(chosen) == {old.key}
+    assert unreadable.state == "unknown"
+    assert old.state == "older wsfixture"
     assert keys(choose_prunable([recent], NOW, 0.5, set())) == {recent.key}
 
 
@@ -42,3 +44,9 @@ def test_busy_images_and_the_bases_under_them_stay() -> None:
     base, layer = cached(BASE, days_ago=30), cached(LAYER, days_ago=30)
     old = cached(BASE, key="bookworm-container-0123456789abcdef")
     assert choose_prunable([base, layer, old], NOW, 14, {layer.key, old.key}) == []
+
+
+def test_an_image_whose_recipe_cannot_be_read_is_never_pruned() -> None:
+    unknown = cached(None, days_ago=400)
+    assert choose_prunable([unknown], NOW, 14, set()) == []
+    assert choose_prunable([unknown], NOW, 14, {unknown.key}) == []

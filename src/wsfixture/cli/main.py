@@ -335,7 +335,7 @@ def cmd_images(args: argparse.Namespace) -> int:
             return 0
         verb = "would remove" if args.dry_run else "removed"
         for image, size in removed:
-            why = "older wsfixture" if not image.current else "unused"
+            why = image.state if image.outdated else "unused"
             say(f"{verb} {image.key} ({why}, {size / 2**20:.0f} MiB)")
         say(f"images: {verb} {len(removed)}, {freed / 2**30:.1f} GiB")
         return 0
@@ -349,9 +349,14 @@ def cmd_images(args: argparse.Namespace) -> int:
                 f"layer over {i.base_key}" if i.base_key else "base"),
             "adds": " ".join(i.recipe.added) if i.recipe else "",
             "last_used": f"{(now - i.last_used) / 3600:.0f}h ago",
-            "state": "in use" if i.key in busy else ("current" if i.current else "older wsfixture"),
+            "state": "in use" if i.key in busy else i.state,
         }
         for i in images
+    ]  # fmt: skip
+    rows += [
+        {"image": staging.name, "kind": "half built", "adds": "", "last_used": "-",
+         "state": "building" if alive else "abandoned: `wsfixture gc` removes it"}
+        for staging, alive in imagecache.builds()
     ]  # fmt: skip
     columns = ["image", "kind", "adds", "last_used", "state"]
     say(json.dumps(rows) if args.json else table(rows, columns))

@@ -10,6 +10,7 @@ they are orphans only once that process is gone.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -55,7 +56,20 @@ class WorkspaceInfo:
     supervisor: SupervisorInfo | None = None
 
 
-Info = LabInfo | WorkspaceInfo
+@dataclass(frozen=True)
+class BuildInfo:
+    """An image build: its key, and the staging directory it builds in."""
+
+    key: str
+    staging: str
+
+    @property
+    def lab(self) -> str:
+        return ""  # of no lab
+
+
+Info = LabInfo | WorkspaceInfo | BuildInfo
+KINDS: dict[type, str] = {LabInfo: "lab", WorkspaceInfo: "workspace", BuildInfo: "build"}
 
 
 @dataclass
@@ -89,7 +103,7 @@ class Record:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "key": self.key,
-            "kind": "lab" if isinstance(self.info, LabInfo) else "workspace",
+            "kind": KINDS[type(self.info)],
             "info": asdict(self.info),
             "owner": self.owner.to_json(),
             "processes": [p.to_json() for p in self.processes],
@@ -145,6 +159,8 @@ class Record:
 def _info(kind: str, data: dict[str, Any]) -> Info:
     if kind == "lab":
         return LabInfo(data["name"])
+    if kind == "build":
+        return BuildInfo(**data)
     if "lab_host" in data:  # written by wsfixture 0.1 (untyped): still reapable after an upgrade
         host = data["lab_host"] or {}
         return WorkspaceInfo(
@@ -211,15 +227,25 @@ def workspace_info(record: Record) -> WorkspaceInfo:
 
 
 def kill_cgroup(path: str, timeout: float = 5.0) -> None:
-    """Kill every process in a cgroup v2 subtree and remove the (now empty) cgroups."""
+    """Kill every process in a cgroup v2 subtree and remove the (now empty) cgroups, and
+    their mirror in the v1 name=systemd hierarchy."""
     root = Path(path)
+    if root.exists():
+        kill = root / "cgroup.kill"
+        if kill.exists():
+            kill.write_text("1")
+        _remove_tree_of_cgroups(root, time.monotonic() + timeout)
+    where = settings.current()
+    if root.is_relative_to(where.cgroup_root):
+        mirror = where.cgroup_v1_root / root.relative_to(where.cgroup_root)
+        _remove_tree_of_cgroups(mirror, time.monotonic() + timeout)
+
+
+def _remove_tree_of_cgroups(root: Path, deadline: float) -> None:
+    """rmdir a cgroup subtree, children first (rmdir only works on an empty leaf),
+    retrying while its last processes exit."""
     if not root.exists():
         return
-    kill = root / "cgroup.kill"
-    if kill.exists():
-        kill.write_text("1")
-    deadline = time.monotonic() + timeout
-    # Children first: rmdir only works on an empty leaf.
     for directory in [*sorted((d for d in root.rglob("*") if d.is_dir()), reverse=True), root]:
         while True:
             try:
@@ -231,6 +257,39 @@ def kill_cgroup(path: str, timeout: float = 5.0) -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
+
+
+def sweep_cgroups() -> list[tuple[str, BaseException]]:
+    """Remove our empty cgroups that no record names, in both hierarchies: what a crash or
+    a kill left (a record names each cgroup before it is made). One that still holds a
+    process stays: its record, when reaped, ends it."""
+    where = settings.current()
+
+    def named() -> set[str]:
+        return {
+            Path(c).relative_to(where.cgroup_root).parts[0]
+            for r in records()
+            for c in r.cgroups
+            if Path(c).is_relative_to(where.cgroup_root)
+        }
+
+    failures: list[tuple[str, BaseException]] = []
+    for root in (where.cgroup_root, where.cgroup_v1_root):
+        if not root.is_dir():
+            continue
+        candidates = [d for d in root.iterdir() if d.is_dir() and d.name not in named()]
+        in_use = named()  # read again: one may have been recorded meanwhile
+        for directory in candidates:
+            if directory.name in in_use:
+                continue
+            for cgroup in [*sorted(directory.rglob("*"), reverse=True), directory]:
+                try:
+                    if cgroup.is_dir():
+                        cgroup.rmdir()
+                except OSError as exc:
+                    if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.ENOENT):
+                        failures.append((f"remove cgroup {cgroup}", exc))
+    return failures
 
 
 def release(record: Record) -> list[tuple[str, BaseException]]:
@@ -269,7 +328,8 @@ def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseExce
     if lab is None:
         candidates = [r for r in records() if r.orphaned()]
     else:
-        candidates = [r for r in records() if r.lab == lab]
+        candidates = [r for r in records() if r.lab == lab and r.lab]
+    # Workspaces and builds before the labs they may stand in.
     for record in sorted(candidates, key=lambda r: isinstance(r.info, LabInfo)):
         if record.owner.pid == os.getpid():
             continue
@@ -277,4 +337,6 @@ def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseExce
         failures += problems
         if not problems:
             reaped.append(record)
+    if lab is None:
+        failures += sweep_cgroups()
     return reaped, failures

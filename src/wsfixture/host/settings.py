@@ -24,6 +24,9 @@ class Settings:
     lib_dir: Path = Path("/var/lib/wsfixture")  # labs and supervisor logs
     cache_dir: Path = Path("/var/cache/wsfixture")  # images
     cgroup_root: Path = Path("/sys/fs/cgroup/unified/wsfixture")
+    # systemd-nspawn mirrors each of our cgroups in the v1 name=systemd hierarchy, where
+    # the host has one (a hybrid layout); those mirrors are ours to remove too.
+    cgroup_v1_root: Path = Path("/sys/fs/cgroup/systemd/wsfixture")
     # An explicit Debian mirror for image builds, for hosts whose apt reaches Debian through
     # another address than mmdebstrap's default.
     mirror: str | None = None

@@ -22,11 +22,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
 
-from wsfixture.errors import ImageBuildError
+from wsfixture.errors import CleanupError, ImageBuildError
 from wsfixture.guest import osconfig
 from wsfixture.host import ledger, settings, system
 from wsfixture.image.recipe import (
@@ -68,30 +69,78 @@ def ensure_image(
     return image
 
 
+@dataclass
+class _Build:
+    """One image build in progress: its staging directory, the cgroup every process of
+    the build runs in, and the ledger record that lets ``gc`` reap a killed build (its
+    processes, a layer's overlay mount, the staging directory)."""
+
+    image: Image
+    staging: Path
+    cgroup: Path
+    record: ledger.Record
+    progress: Progress
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def log(self) -> Path:
+        return self.staging / "build.log"
+
+    def fail(self, reason: str) -> ImageBuildError:
+        return ImageBuildError(self.image.recipe.label, reason, system.tail(self.log, 30))
+
+    def run(self, argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
+        """``argv`` in the build's cgroup, its output in the log; ImageBuildError if it fails."""
+        with open(self.log, "ab") as output:
+            rc = subprocess.run(
+                system.in_cgroup(self.cgroup, argv),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                check=False,
+            ).returncode
+        if rc != 0:
+            raise self.fail(f"{what} failed (exit {rc})")
+
+
 def _build(image: Image, progress: Progress) -> None:
-    started = time.monotonic()
     staging = image.dir.with_name(f"{image.dir.name}.building-{os.getpid()}")
     system.remove_tree(staging)
     system.remove_tree(image.dir)
-    staging.mkdir(parents=True)
+    record = ledger.Record.create(
+        f"build-{image.dir.name}-{os.getpid()}", ledger.BuildInfo(image.recipe.key, str(staging))
+    )
+    cgroup = settings.current().cgroup_root / f"image-build-{os.getpid()}-{time.monotonic_ns()}"
+    record.add_dir(staging)
+    record.add_cgroup(cgroup)
     try:
+        staging.mkdir(parents=True)
+        cgroup.mkdir(parents=True)
+        build = _Build(image, staging, cgroup, record, progress)
         if image.recipe.base is None:
-            _bootstrap(image, staging, progress, started)
+            _bootstrap(build)
         else:
-            _install_layer(image, staging, progress)
-    except BaseException:
-        system.remove_tree(staging)  # also detaches a layer's overlay if it is still up
+            _install_layer(build)
+        recipe = dataclasses.asdict(image.recipe)
+        (staging / "recipe.json").write_text(json.dumps(recipe, indent=1))
+        (staging / "ready").write_text(f"{time.time()}\n")
+        staging.rename(image.dir)
+    except BaseException as exc:
+        # No process, mount, cgroup or staging directory outlives a failed build.
+        if failures := ledger.release(record):
+            exc.add_note(str(CleanupError(failures)))
         raise
-    recipe = dataclasses.asdict(image.recipe)
-    (staging / "recipe.json").write_text(json.dumps(recipe, indent=1))
-    (staging / "ready").write_text(f"{time.time()}\n")
-    staging.rename(image.dir)
-    progress(f"image ready in {time.monotonic() - started:.1f}s: {image.dir}")
+    if failures := ledger.release(record):  # the cgroup; the staging dir is the image now
+        raise CleanupError(failures)
+    progress(f"image ready in {time.monotonic() - build.started:.1f}s: {image.dir}")
 
 
-def _bootstrap(image: Image, staging: Path, progress: Progress, started: float) -> None:
-    log = staging / "build.log"
-    progress(f"building base image {image.recipe.key} ({len(image.recipe.packages)} packages)")
+def _bootstrap(build: _Build) -> None:
+    image, staging = build.image, build.staging
+    build.progress(
+        f"building base image {image.recipe.key} ({len(image.recipe.packages)} packages)"
+    )
     argv = [
         "mmdebstrap",
         "--variant=apt",
@@ -109,23 +158,25 @@ def _bootstrap(image: Image, staging: Path, progress: Progress, started: float) 
     # An explicit mirror for hosts whose apt reaches Debian through another address.
     if mirror := settings.current().mirror:
         argv.append(mirror)
-    with open(log, "w") as log_file:
+    with open(build.log, "w") as log_file:
         proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
+            system.in_cgroup(build.cgroup, argv),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1,
+        )  # fmt: skip
         assert proc.stdout is not None
         for line in proc.stdout:
             log_file.write(line)
             if line.startswith("I: "):
-                progress(f"[{time.monotonic() - started:5.1f}s] {line[3:].strip()}")
+                build.progress(f"[{time.monotonic() - build.started:5.1f}s] {line[3:].strip()}")
         rc = proc.wait()
     if rc != 0:
-        raise ImageBuildError(image.recipe.label, f"mmdebstrap exited {rc}", system.tail(log, 30))
+        raise build.fail(f"mmdebstrap exited {rc}")
     osconfig.customise(staging / "root", image.recipe.flavour)
     if image.recipe.flavour == "vm":
         osconfig.customise_vm(staging / "root")
-        progress("building the VM root disk (ext4)")
-        _make_ext4(staging / "root", staging / VM_DISK_NAME)
+        build.progress("building the VM root disk (ext4)")
+        _make_ext4(build, staging / "root")
 
 
 # Run by apt inside the overlay. No daemon starts during the install (policy-rc.d), and the
@@ -140,70 +191,51 @@ rm -rf /var/lib/apt/lists/*
 POLICY_RC_D = "usr/sbin/policy-rc.d"
 
 
-def _install_layer(image: Image, staging: Path, progress: Progress) -> None:
+def _install_layer(build: _Build) -> None:
     """apt-get install the added packages into an overlay over the base; keep its upper."""
+    image, staging = build.image, build.staging
     assert image.base is not None
     added = image.recipe.added
-    progress(f"building layer {image.recipe.key}: {' '.join(added)} over {image.base.dir.name}")
+    build.progress(
+        f"building layer {image.recipe.key}: {' '.join(added)} over {image.base.dir.name}"
+    )
     layer, work, merged = staging / "layer", staging / "work", staging / "merged"
     for directory in (layer, work, merged):
         directory.mkdir()
     (staging / BASE_STAMP).write_text((image.base.dir / "ready").read_text())
     lower = ":".join(str(path) for path in image.base.layers)
+    build.record.add_mount(merged)
     system.run(["mount", "-t", "overlay", "overlay", "-o",
                 f"lowerdir={lower},upperdir={layer},workdir={work}", str(merged)])  # fmt: skip
-    try:
-        osconfig.drop_in(merged / POLICY_RC_D, "#!/bin/sh\nexit 101\n")
-        (merged / POLICY_RC_D).chmod(0o755)
-        script = LAYER_SCRIPT.format(packages=" ".join(shlex.quote(p) for p in added))
-        _run_in_tree(
-            merged,
-            script,
-            staging / "build.log",
-            f"installing {', '.join(added)}",
-            image.recipe.label,
-        )
-        (merged / POLICY_RC_D).unlink()
-        # nspawn put the host's resolv.conf there for apt; the workspace uses resolved's.
-        resolv = merged / "etc/resolv.conf"
-        resolv.unlink(missing_ok=True)
-        resolv.symlink_to(osconfig.STUB_RESOLV)
-        if image.recipe.flavour == "vm":
-            progress("building the VM root disk (ext4)")
-            _make_ext4(merged, staging / VM_DISK_NAME)
-    finally:
-        system.run(["umount", str(merged)])
+    osconfig.drop_in(merged / POLICY_RC_D, "#!/bin/sh\nexit 101\n")
+    (merged / POLICY_RC_D).chmod(0o755)
+    script = LAYER_SCRIPT.format(packages=" ".join(shlex.quote(p) for p in added))
+    # systemd-nspawn with the tree as its root and the host's network, for apt.
+    nspawn = [
+        "systemd-nspawn", "--quiet", f"--directory={merged}", "--register=no", "--keep-unit",
+        "--as-pid2", "--resolv-conf=replace-host", "--timezone=off", "--link-journal=no",
+        "--setenv=DEBIAN_FRONTEND=noninteractive", "/bin/sh", "-c", script,
+    ]  # fmt: skip
+    build.run(nspawn, f"installing {', '.join(added)}", {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})
+    (merged / POLICY_RC_D).unlink()
+    # nspawn put the host's resolv.conf there for apt; the workspace uses resolved's.
+    resolv = merged / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.symlink_to(osconfig.STUB_RESOLV)
+    if image.recipe.flavour == "vm":
+        build.progress("building the VM root disk (ext4)")
+        _make_ext4(build, merged)
+    system.run(["umount", str(merged)])
+    build.record.drop_mount(merged)
     system.remove_tree(work)
     merged.rmdir()
 
 
-def _run_in_tree(tree: Path, script: str, log: Path, what: str, label: str) -> None:
-    """Run ``script`` with ``tree`` as its root (systemd-nspawn, the host's network for
-    apt), in a cgroup of its own that is emptied afterwards."""
-    cgroup = settings.current().cgroup_root / f"image-build-{os.getpid()}-{time.monotonic_ns()}"
-    cgroup.mkdir(parents=True)
-    argv = [
-        "systemd-nspawn", "--quiet", f"--directory={tree}", "--register=no", "--keep-unit",
-        "--as-pid2", "--resolv-conf=replace-host", "--timezone=off", "--link-journal=no",
-        "--setenv=DEBIAN_FRONTEND=noninteractive", "/bin/sh", "-c", script,
-    ]  # fmt: skip
-    try:
-        with open(log, "ab") as output:
-            rc = subprocess.run(
-                system.in_cgroup(cgroup, argv),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
-                check=False,
-            ).returncode
-    finally:
-        ledger.kill_cgroup(str(cgroup))
-    if rc != 0:
-        raise ImageBuildError(label, f"{what} failed (exit {rc})", system.tail(log, 30))
-
-
-def _make_ext4(root: Path, target: Path) -> None:
+def _make_ext4(build: _Build, root: Path) -> None:
     system.require_tool("mkfs.ext4")
-    system.run(["mkfs.ext4", "-q", "-F", "-L", "wsroot", "-d", str(root), str(target), EXT4_SIZE])
+    target = build.staging / VM_DISK_NAME
+    build.run(
+        ["mkfs.ext4", "-q", "-F", "-L", "wsroot", "-d", str(root), str(target), EXT4_SIZE],
+        "mkfs.ext4",
+    )
     target.chmod(0o444)  # the cached base is never written; overlays take the writes

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from wsfixture.host import settings, system
+from wsfixture.host import ledger, settings, system
 from wsfixture.image.recipe import USED_STAMP, ImageRecipe
 
 DAY = 86400.0
@@ -35,6 +35,17 @@ class CachedImage:
     def current(self) -> bool:
         """Built by this wsfixture: the recipe still hashes to the directory's name."""
         return self.recipe is not None and self.recipe.key == self.key
+
+    @property
+    def outdated(self) -> bool:
+        """Built by another wsfixture: its recipe hashes to another key now."""
+        return self.recipe is not None and self.recipe.key != self.key
+
+    @property
+    def state(self) -> str:
+        if self.recipe is None:
+            return "unknown"
+        return "current" if self.current else "older wsfixture"
 
     @property
     def base_key(self) -> str | None:
@@ -61,11 +72,28 @@ def cached_images(cache_dir: Path | None = None) -> list[CachedImage]:
     return found
 
 
+def builds(cache_dir: Path | None = None) -> list[tuple[Path, bool]]:
+    """Half-built images (``<key>.building-<pid>``), each with whether its builder still
+    runs; an abandoned one is reaped by ``wsfixture gc`` through its build record."""
+    images_dir = (cache_dir or settings.current().cache_dir) / "images"
+    live = {
+        r.info.staging
+        for r in ledger.records()
+        if isinstance(r.info, ledger.BuildInfo) and not r.orphaned()
+    }
+    return [
+        (entry, str(entry) in live)
+        for entry in (sorted(images_dir.glob("*.building-*")) if images_dir.is_dir() else [])
+        if entry.is_dir()
+    ]
+
+
 def choose_prunable(
     images: Iterable[CachedImage], now: float, keep_days: float, busy: set[str]
 ) -> list[CachedImage]:
     """The images to remove: from an older wsfixture, or unused for ``keep_days``; never a
-    busy one, nor the base of an image that stays."""
+    busy one, nor the base of an image that stays, nor one whose recipe cannot be read
+    (what it is, and what stands on it, is unknown)."""
     images = list(images)
     by_key = {image.key: image for image in images}
     busy = set(busy)
@@ -76,7 +104,9 @@ def choose_prunable(
     stale = {
         i.key
         for i in images
-        if i.key not in busy and (not i.current or now - i.last_used > keep_days * DAY)
+        if i.key not in busy
+        and i.recipe is not None
+        and (i.outdated or now - i.last_used > keep_days * DAY)
     }
     kept_bases = {i.base_key for i in images if i.key not in stale and i.base_key}
     return [i for i in images if i.key in stale and i.key not in kept_bases]

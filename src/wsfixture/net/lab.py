@@ -159,6 +159,12 @@ class Lab:
             self._record.save()
         self.state = LabState.DETACHED
 
+    def adopt_dir(self, path: Path) -> None:
+        """``path`` goes with the lab: removed when the lab is, by ``gc`` too (a test
+        session's temporary state root, private keys included)."""
+        assert self._record is not None, "only a lab this handle made adopts directories"
+        self._record.add_dir(path)
+
     def close(self) -> None:
         """Remove the namespace, DNS, hosts file and runtime directory if this handle owns
         the lab; let go of it otherwise."""

@@ -10,6 +10,8 @@ lab). The rest lives beside it: ``session`` (this process's lab, config and work
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +84,27 @@ def pytest_configure(config: pytest.Config) -> None:
     if keep not in KEEP_CHOICES:
         raise pytest.UsageError(f"wsfixture_keep = {keep!r}; allowed: {', '.join(KEEP_CHOICES)}")
     config.stash[session_key] = WsSession(config, keep)
+    _interrupt_on_termination(config)
+
+
+# How CI systems cancel a job (SIGTERM) and a closed terminal (SIGHUP) end a test session
+# the way Ctrl-C does: pytest tears down, and every workspace, lab and mount goes with it.
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+signals_key = pytest.StashKey["dict[int, Any]"]()  # the handlers they had before
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"wsfixture: got {signal.Signals(signum).name}")
+
+
+def _interrupt_on_termination(config: pytest.Config) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous: dict[int, Any] = {}
+    for signum in TERMINATION_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_DFL:  # never over someone else's handler
+            previous[signum] = signal.signal(signum, _interrupt)
+    config.stash[signals_key] = previous
 
 
 @pytest.hookimpl(trylast=True)
@@ -121,6 +144,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
         session.close()
+    for signum, handler in config.stash.get(signals_key, {}).items():
+        signal.signal(signum, handler)
 
 
 def _session(request: pytest.FixtureRequest) -> WsSession:

@@ -95,6 +95,8 @@ class WsSession:
             worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
             name = f"{new_lab_name()}-{worker}"
             self.lab = Lab(self.config.network, name, die_with_owner=self.keep == "never").open()
+            if not self.pytest_config.getoption("--ws-state-dir"):
+                self.lab.adopt_dir(self.state_root())  # a killed session's keys go with gc
         return self.lab
 
     def fresh_name(self) -> str:
