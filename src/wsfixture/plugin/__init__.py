@@ -123,12 +123,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if worker_output is not None:  # this is a worker: tell the controller
             worker = os.environ.get("PYTEST_XDIST_WORKER", "worker")
             worker_output[WORKER_CLEANUP_KEY] = f"{worker}: {exc}"
+    if ws_session.interrupted:
+        problems.append("interrupted during teardown; the teardown finished first")
     if problems:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             for problem in problems:
                 reporter.write_line(f"wsfixture: {problem}", red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        interrupted = ws_session.interrupted and len(problems) == 1
+        session.exitstatus = (
+            pytest.ExitCode.INTERRUPTED if interrupted else pytest.ExitCode.TESTS_FAILED
+        )
 
 
 @pytest.hookimpl(optionalhook=True)

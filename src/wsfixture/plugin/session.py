@@ -35,6 +35,42 @@ COMMAND_TIMEOUT = 600.0
 
 
 @dataclass
+class BackgroundStop:
+    """A workspace stopping in a thread of its own while the next test runs."""
+
+    ws: Workspace
+    done: threading.Event = field(default_factory=threading.Event)
+    errors: list[BaseException] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, ws: Workspace) -> BackgroundStop:
+        stop = cls(ws)
+        threading.Thread(target=stop._run, name=f"wsfixture-stop-{ws.name}").start()
+        return stop
+
+    def _run(self) -> None:
+        try:
+            self.ws.stop()
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            self.done.set()
+
+    def wait(self) -> bool:
+        """Wait for the stop to end (it is bounded by the stop timeouts); return whether an
+        interrupt came meanwhile. It is noted, not obeyed: leaving now would leak the
+        workspace. (An Event, not Thread.join: an interrupted join can mark a running
+        thread as finished, and the interpreter then exits under it.)"""
+        interrupted = False
+        while not self.done.is_set():
+            try:
+                self.done.wait()
+            except KeyboardInterrupt:
+                interrupted = True
+        return interrupted
+
+
+@dataclass
 class WsSession:
     """This process's lab, config and the workspaces it keeps."""
 
@@ -45,12 +81,13 @@ class WsSession:
     shared: dict[tuple[str, str], Workspace] = field(default_factory=dict)
     # Names of workspaces a failed test used: kept under --ws-keep=failed, whatever scope.
     failed: set[str] = field(default_factory=set)
+    # An interrupt (Ctrl-C, SIGTERM, SIGHUP) came while this session was tearing down:
+    # the teardown went on to its end, and the run must not pass for a clean one.
+    interrupted: bool = False
     # Cleanup failures reported by xdist workers (controller only).
     worker_cleanup_failures: list[str] = field(default_factory=list)
-    # Workspaces being stopped in the background: (thread, workspace, its errors).
-    stopping: list[tuple[threading.Thread, Workspace, list[BaseException]]] = field(
-        default_factory=list
-    )
+    # Workspaces being stopped in the background.
+    stopping: list[BackgroundStop] = field(default_factory=list)
     _config: Config | None = None
     _state_root: Path | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
@@ -143,17 +180,7 @@ class WsSession:
             ws.detach()
             self.kept.append(ws)
         elif background:
-            errors: list[BaseException] = []
-
-            def stop() -> None:
-                try:
-                    ws.stop()
-                except BaseException as exc:
-                    errors.append(exc)
-
-            thread = threading.Thread(target=stop, name=f"wsfixture-stop-{ws.name}")
-            thread.start()
-            self.stopping.append((thread, ws, errors))
+            self.stopping.append(BackgroundStop.start(ws))
         else:
             ws.stop()
 
@@ -163,12 +190,12 @@ class WsSession:
         """Wait for background stops: of one name or address, or all of them."""
         failures: list[tuple[str, BaseException]] = []
         waiting = []
-        for thread, ws, errors in self.stopping:
-            if name is None or ws.name == name or ws.ip == ip:
-                thread.join()
-                failures += [(f"stop {ws.name}", exc) for exc in errors]
+        for stop in self.stopping:
+            if name is None or stop.ws.name == name or stop.ws.ip == ip:
+                self.interrupted |= stop.wait()
+                failures += [(f"stop {stop.ws.name}", exc) for exc in stop.errors]
             else:
-                waiting.append((thread, ws, errors))
+                waiting.append(stop)
         self.stopping = waiting
         return failures
 
