@@ -42,8 +42,8 @@ lint: venv ## ruff check, ruff format --check, mypy --strict
 bench: host venv ## Benchmarks against the raw baselines (RUNS=N repetitions)
 	$(PY) bench/run.py --runs $(RUNS)
 
-soak: host venv ## Long churn: 30 start/stop cycles of each kind
-	WSFIXTURE_SOAK=1 $(PY) -m pytest -p no:cacheprovider -m "" tests/reliability -k churn $(PYTEST_ARGS)
+soak: host venv ## Long churn (30 start/stop cycles of each kind) and every kill-matrix cell 3 times
+	WSFIXTURE_SOAK=1 $(PY) -m pytest -p no:cacheprovider -m "" tests/reliability -k "churn or kill" $(PYTEST_ARGS)
 
 nixos-test: ## NixOS VM tests (needs nix with a binary cache)
 	@scripts/nixos-test.sh

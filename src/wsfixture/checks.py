@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
 
 
+class CheckSkipped(Exception):  # an outcome, not an error: not under WsfixtureError
+    """The check does not apply to this workspace; the message says why."""
+
+
 class CheckFailed(WsfixtureError, AssertionError):
     """A verification check found the workspace not as promised."""
 
@@ -59,7 +63,7 @@ def check_route(ws: Workspace) -> None:
 def check_dns(ws: Workspace) -> None:
     """Every workspace of the lab resolves by both its names through the lab DNS."""
     if not ws.config.network.dns:
-        return
+        raise CheckSkipped("the lab has no DNS (network.dns = false)")
     for host in ws.lab.hosts.values():
         for name in derive.hostnames(host.name):
             _, out = _out(ws, f"getent hosts {shlex.quote(name)}")
@@ -185,8 +189,13 @@ CHECKS: tuple[Check, ...] = (
 class Outcome:
     workspace: str
     check: Check
-    ok: bool
+    result: str  # "ok", "FAIL" or "skipped"
     detail: str
+
+    @property
+    def ok(self) -> bool:
+        """Nothing wrong: passed, or not applicable (skipped, with the reason)."""
+        return self.result != "FAIL"
 
 
 def verify(ws: Workspace) -> list[Outcome]:
@@ -195,7 +204,9 @@ def verify(ws: Workspace) -> list[Outcome]:
     for check in CHECKS:
         try:
             check.run(ws)
-            outcomes.append(Outcome(ws.name, check, True, ""))
+            outcomes.append(Outcome(ws.name, check, "ok", ""))
+        except CheckSkipped as skipped:
+            outcomes.append(Outcome(ws.name, check, "skipped", str(skipped)))
         except Exception as exc:
-            outcomes.append(Outcome(ws.name, check, False, f"{type(exc).__name__}: {exc}"))
+            outcomes.append(Outcome(ws.name, check, "FAIL", f"{type(exc).__name__}: {exc}"))
     return outcomes

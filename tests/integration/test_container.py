@@ -18,7 +18,7 @@ from tests.integration.leaks import leftovers
 from wsfixture import checks
 from wsfixture.errors import CommandError, CommandTimeout, ConfigError, WaitTimeout
 from wsfixture.host import keys, ledger
-from wsfixture.model.config import Config, load_config, workspace_spec
+from wsfixture.model.config import Config, config_from_dict, load_config, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.remote import SshSession
 from wsfixture.workspace import Workspace
@@ -258,3 +258,18 @@ def test_a_taken_name_or_address_is_refused_before_anything_is_made(
     assert {r.key for r in ledger.records()} == records
     assert not (lab.dir / "twin").exists()
     assert alpha.succeed("hostname").strip() == "alpha"  # the running one is untouched
+
+
+def test_the_dns_check_is_skipped_without_lab_dns(state_root: Path) -> None:
+    config = config_from_dict(
+        {
+            "network": {"dns": False},
+            "defaults": {"stateRoot": str(state_root)},
+            "workspaces": {"nodns": {"type": "container", "ip": "192.168.83.30"}},
+        }
+    )
+    with Lab(config.network) as lab, Workspace(config.workspaces["nodns"], config, lab) as ws:
+        outcomes = {o.check.id: o for o in checks.verify(ws)}
+    assert outcomes["networking:dns"].result == "skipped"
+    assert "network.dns = false" in outcomes["networking:dns"].detail
+    assert [o.check.id for o in outcomes.values() if o.result != "ok"] == ["networking:dns"]

@@ -111,11 +111,12 @@ def test_vm_that_dies_fails_fast_with_the_reason(
     assert leftovers(name) == {}
 
 
-def test_kvm_acceleration() -> None:
+def test_a_vm_runs_under_kvm_where_the_host_can(vm: Workspace) -> None:
     accel = host_accel("auto")
     if accel.name != "kvm":
         pytest.skip(f"this machine kind cannot run KVM guests: {accel.reason}")
-    assert accel.reason
+    assert vm.describe()["accel"] == "kvm"
+    assert vm.succeed("systemd-detect-virt").strip() == "kvm"
 
 
 def test_vsock_required_needs_the_device(config: Config, lab: Lab) -> None:

@@ -77,7 +77,9 @@ def test_fixtures_and_marker_forms(real: pytest.Pytester) -> None:
     )
     result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "-s")
     result.assert_outcomes(passed=7)
-    for lab in labs_in(result.stdout.str()):
+    labs = labs_in(result.stdout.str())
+    assert len(labs) == 1, "one lab for the session, and the test saw it"
+    for lab in labs:
         assert leftovers(lab) == {}
 
 
@@ -155,16 +157,23 @@ def test_never_ready_is_a_setup_error_with_the_console(real: pytest.Pytester) ->
     real.makeconftest(BREAK_SSHD)
     real.makepyfile(
         """
-        def test_x(workspace):
+        def test_x(ws_lab, workspace):
             pass
         """
     )
-    result = real.runpytest_subprocess("--ws-timeout", "4")
+    (real.path / "conftest.py").write_text(
+        (real.path / "conftest.py").read_text()
+        + "\nimport pytest\n\n@pytest.fixture\ndef ws_lab(ws_lab):\n"
+        "    print('LAB', ws_lab.name)\n    return ws_lab\n"
+    )
+    result = real.runpytest_subprocess("--ws-timeout", "4", "-s")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         ["*ReadyTimeout*timed out after 4.0s waiting for sshd*", "*console of ws*"]
     )
-    for lab in labs_in(result.stdout.str()):
+    labs = labs_in(result.stdout.str())
+    assert len(labs) == 1, "the lab the session opened"
+    for lab in labs:
         assert leftovers(lab) == {}
 
 
@@ -227,11 +236,18 @@ def test_parallel_workers_get_their_own_labs(real: pytest.Pytester) -> None:
         def test_same_ip_everywhere(workspace, n, ws_lab):
             assert workspace.ip == "192.168.83.10"
             assert workspace.succeed("hostname").strip() == "alpha"
-            print("LAB", ws_lab.name)
+            with open("labs.txt", "a") as labs:
+                labs.write(ws_lab.name + "\\n")
         """
     )
-    result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "-n", "2", "-s")
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "-n", "2")
     result.assert_outcomes(passed=4)
+    labs = (real.path / "labs.txt").read_text().split()
+    assert len(labs) == 4
+    assert len(set(labs)) == 2, f"two workers, two labs: {labs}"
+    assert {lab.rsplit("-", 1)[1] for lab in labs} == {"gw0", "gw1"}
+    for lab in set(labs):
+        assert leftovers(lab) == {}
 
 
 def test_cleanup_failure_on_a_worker_fails_the_run(real: pytest.Pytester) -> None:

@@ -163,9 +163,57 @@ BROKEN_CONFIGS = {
 }
 
 
+def footprint() -> tuple[set[str], set[str]]:
+    return {r.key for r in ledger.records()}, set(os.listdir("/run/netns"))
+
+
 @pytest.mark.parametrize("text", BROKEN_CONFIGS.values(), ids=BROKEN_CONFIGS.keys())
-def test_broken_configs_are_rejected_before_anything_exists(text: str) -> None:
-    before = {r.key for r in ledger.records()}
+def test_broken_configs_are_rejected_before_anything_exists(text: str, tmp_path: Path) -> None:
+    """`up` and the plugin refuse the config with exit 2 / a usage error, and nothing was
+    made: no ledger record, no namespace, no state directory."""
+    require_root_and_tools("systemd-nspawn", "dnsmasq")
+    state = tmp_path / "state"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'{text}\n[defaults]\nstateRoot = "{state}"\n')
     with pytest.raises(ConfigError):
-        config_from_toml(text)
-    assert {r.key for r in ledger.records()} == before
+        config_from_toml(bad.read_text())
+    before = footprint()
+    up = subprocess.run(
+        [sys.executable, "-m", "wsfixture.cli", "-c", str(bad), "up", "--all"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "invalid wsfixture config" in up.stderr
+    (tmp_path / "test_x.py").write_text("def test_x(workspace):\n    pass\n")
+    plugin = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--ws-config", str(bad),
+         "--ws-state-dir", str(state), "test_x.py"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert plugin.returncode != 0
+    assert "invalid wsfixture config" in plugin.stdout + plugin.stderr
+    assert footprint() == before
+    assert not state.exists()
+
+
+def test_a_bad_factory_field_makes_nothing(tmp_path: Path) -> None:
+    require_root_and_tools("systemd-nspawn", "dnsmasq")
+    (tmp_path / "test_x.py").write_text(
+        "def test_x(workspace_factory, ws_lab):\n"
+        "    import pathlib\n"
+        "    from wsfixture.host import ledger\n"
+        "    before = {r.key for r in ledger.records()}\n"
+        "    try:\n"
+        "        workspace_factory('bad', type='vm', vcpu=0)\n"
+        "    except Exception as exc:\n"
+        "        assert 'vcpu' in str(exc)\n"
+        "    else:\n"
+        "        raise AssertionError('vcpu=0 was accepted')\n"
+        "    assert {r.key for r in ledger.records()} == before\n"
+        "    assert not (ws_lab.dir / 'bad').exists()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_x.py"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout

@@ -52,7 +52,7 @@ def run_demo(path: str) -> int:
             for ws in workspaces:
                 say(f"== checks of {ws.name}")
                 for outcome in checks.verify(ws):
-                    mark = "ok  " if outcome.ok else "FAIL"
+                    mark = f"{outcome.result:<4}"
                     say(f"   {mark} {outcome.check.id:<26} {outcome.detail or outcome.check.doc}")
                     failures += not outcome.ok
                 say(f"   uname: {ws.succeed('uname -sr').strip()}")

@@ -225,7 +225,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         finally:
             ws.stop()
     rows = [
-        {"workspace": o.workspace, "check": o.check.id, "result": "ok" if o.ok else "FAIL",
+        {"workspace": o.workspace, "check": o.check.id, "result": o.result,
          "detail": o.detail or o.check.doc}
         for o in outcomes
     ]  # fmt: skip

@@ -29,7 +29,12 @@ class VerifyItem(pytest.Item):
             session.shared[key] = session.boot(session.spec(self.ws_name))
         ws = session.shared[key]
         self.stash[used_key] = [ws]
-        self.check.run(ws)
+        from wsfixture.checks import CheckSkipped
+
+        try:
+            self.check.run(ws)
+        except CheckSkipped as skipped:
+            pytest.skip(f"{self.check.id} on {self.ws_name}: {skipped}")
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return Path(self.config.getoption("--ws-config") or "."), None, self.name
