@@ -198,8 +198,10 @@ def test_keep_failed_keeps_only_the_failed_one(real: pytest.Pytester) -> None:
             pass
         """
     )
+    states_before = set(Path("/tmp").glob("wsstate-*"))
     result = real.runpytest_subprocess("--ws-keep", "failed")
     result.assert_outcomes(passed=2, failed=2)
+    (state,) = set(Path("/tmp").glob("wsstate-*")) - states_before  # kept: keys in use
     out = result.stdout.str()
     result.stdout.fnmatch_lines(
         ["*kept workspaces*", "*ssh -F */ssh_config ws*", "*remove them all: wsfixture gc --lab*"]
@@ -218,6 +220,7 @@ def test_keep_failed_keeps_only_the_failed_one(real: pytest.Pytester) -> None:
 
         assert main(["gc", "--lab", lab_name]) == 0
     assert leftovers(lab_name) == {}
+    assert not state.exists(), "gc --lab removes the kept session's state dir, keys included"
 
 
 def test_verify_collects_one_item_per_check(real: pytest.Pytester) -> None:

@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers
 from wsfixture.host import ledger, settings, system
+from wsfixture.image.build import ensure_image
 from wsfixture.image.recipe import ImageRecipe
 
 pytestmark = pytest.mark.integration
@@ -174,3 +175,8 @@ def test_killed_session_leaves_nothing_after_gc(
     if signum != signal.SIGKILL:
         # A handled signal: the session itself tore down; gc found nothing of it to reap.
         assert "reaped 0 record(s)" in gc.stdout, (gc.stdout, log.read_text())
+    if phase == "build" and signum == signal.SIGKILL:
+        # What a killed build left is gone for good: the next session builds the layer.
+        recipe = ImageRecipe.for_packages(LAYER_PACKAGES, kind)
+        assert ensure_image(recipe, progress=lambda line: None).ready
+        unbuilt(kind)
