@@ -80,6 +80,8 @@ def cells() -> list[tuple[str, str, signal.Signals]]:
                 full = SOAK or kind == "container" or phase in ("build", "boot")
                 if full or (phase == "body" and signum == signal.SIGTERM):
                     chosen.append((kind, phase, signum))
+    # A closed terminal (SIGHUP) is handled like SIGTERM; one cell shows it.
+    chosen.append(("container", "body", signal.SIGHUP))
     return chosen * (3 if SOAK else 1)
 
 

@@ -262,3 +262,19 @@ def test_arbitrary_documents_raise_only_config_error(data: object) -> None:
         assert exc.issues  # noqa: PT017 - either outcome is valid, never another error
     else:
         assert isinstance(config, Config)
+
+
+def test_a_workspace_with_a_bad_field_still_takes_part_in_the_uniqueness_checks() -> None:
+    found = problems(
+        {
+            "workspaces": {
+                "a": {"type": "vm", "ip": "192.168.83.10", "vcpu": 0},
+                "b": {"type": "container", "ip": "192.168.83.10"},
+                "c": {"type": "boat", "ip": "192.168.83.10"},
+            }
+        }
+    )
+    assert any("workspaces.a.vcpu" in p for p in found)
+    assert any("workspaces.c.type" in p for p in found)
+    duplicates = [p for p in found if "is already used by workspace 'a'" in p]
+    assert {p.split(":")[0] for p in duplicates} == {"workspaces.b.ip", "workspaces.c.ip"}
