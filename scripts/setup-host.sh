@@ -37,3 +37,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   echo "setup-host: all Debian packages present"
 fi
+
+# QEMU drops to this system user once it has opened what it needs (-runas).
+if ! getent passwd wsfixture-qemu >/dev/null; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin wsfixture-qemu
+  echo "setup-host: created the system user wsfixture-qemu"
+fi

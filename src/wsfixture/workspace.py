@@ -216,7 +216,7 @@ class Workspace:
             runtime_dir=self.runtime_dir,
             state_dir=self.state_dir,
             record=record,
-            provision=functools.partial(provision.write, identity=identity),
+            provision=lambda root, uid_offset: provision.write(root, identity, uid_offset),
             die_with_owner=self.die_with_owner,
         )
         self.backend = _backend_for(ctx, image)

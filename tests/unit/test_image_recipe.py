@@ -118,3 +118,14 @@ def test_the_seed_carries_the_mount_table(tmp_path: Path) -> None:
         mounts = tar.extractfile(f"./{seed.MOUNTS_FILE}")
         assert mounts is not None
         assert mounts.read().decode() == table
+
+
+def test_shifted_file_capabilities_belong_to_the_namespace_root() -> None:
+    import struct
+
+    from wsfixture.guest.osconfig import _caps_owned_by
+
+    v2 = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)  # cap_net_raw, effective
+    v3 = _caps_owned_by(v2, 1 << 30)
+    assert struct.unpack("<6I", v3) == (0x03000001, 1 << 13, 0, 0, 0, 1 << 30)
+    assert struct.unpack("<6I", _caps_owned_by(v3, 5))[-1] == (1 << 30) + 5

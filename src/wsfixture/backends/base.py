@@ -24,8 +24,9 @@ class BackendContext:
     runtime_dir: Path  # ephemeral: removed at stop
     state_dir: Path  # persistent: <state root>/<name>
     record: ledger.Record
-    # Writes the shared base into a root directory (a container layer, a VM seed tree).
-    provision: Callable[[Path], None]
+    # Writes the shared base into a root directory (a container layer, a VM seed tree),
+    # owners shifted by the given offset (a container's user namespace).
+    provision: Callable[[Path, int], None]
     # False for workspaces that may outlive this process (kept by pytest, started by the CLI).
     die_with_owner: bool = True
 

@@ -9,10 +9,12 @@ PID 1 on the host may not be systemd, hence ``--register=no --keep-unit``.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
 from wsfixture.backends.base import Backend, BackendContext
+from wsfixture.guest import osconfig
 from wsfixture.host import system
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
@@ -29,8 +31,10 @@ class NspawnBackend(Backend):
 
     def argv(self) -> list[str]:
         spec, lab = self.ctx.spec, self.ctx.lab
+        # idmap: a share's files keep their owners inside (host uid 1000 is the workspace
+        # user's 1000), where without it they would show as nobody in the user namespace.
         binds = [
-            f"--bind{'-ro' if read_only else ''}={source}:{target}"
+            f"--bind{'-ro' if read_only else ''}={source}:{target}:idmap"
             for _, source, target, read_only in self.shares()
         ]
         nspawn = [
@@ -46,6 +50,7 @@ class NspawnBackend(Backend):
             "--resolv-conf=off",
             "--timezone=off",
             "--kill-signal=SIGRTMIN+4",  # poweroff, not halt
+            *osconfig.NSPAWN_USER_NAMESPACE,
             *binds,
             "--",
             "--show-status=yes",
@@ -56,11 +61,13 @@ class NspawnBackend(Backend):
         record = self.ctx.record
         for directory in (self.upper, self.work, self.root):
             directory.mkdir(parents=True, exist_ok=True)
+        # The merged root directory takes the upper's owner: the containers' root.
+        os.chown(self.upper, osconfig.CONTAINER_UID_BASE, osconfig.CONTAINER_UID_BASE)
         lower = ":".join(str(layer) for layer in self.image.layers)
         options = f"lowerdir={lower},upperdir={self.upper},workdir={self.work}"
         record.add_mount(self.root)
         system.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
-        self.ctx.provision(self.root)
+        self.ctx.provision(self.root, osconfig.CONTAINER_UID_BASE)
         # TERM=dumb: the console log is read as plain text, without colour escapes.
         env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "TERM": "dumb"}
         self.process = self.spawn(self.argv(), self.cgroup, self.console_log, env)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,6 +31,14 @@ log = logging.getLogger("wsfixture.qemu")
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 TCG_TB_SIZE_MIB = 128  # translation cache; QEMU's default (1 GiB) inflates every VM's RSS
 ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
+# QEMU drops to this system user (made by `wsfixture setup-host` / scripts/setup-host.sh)
+# once it has opened its disks, TAP, sockets and logs as root.
+QEMU_USER = "wsfixture-qemu"
+# elevateprivileges stays "allow": QEMU 7.2 switches to -runas's user after installing the
+# filter, and with "deny" (or "children") the switch is refused and QEMU silently stays
+# root (measured). After the switch every uid is the unprivileged user's and no capability
+# is left, so no set*id call can raise it again. spawn=deny: no fork or exec at all.
+SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,8 @@ class QemuBackend(Backend):
         self.vsock = spec.vsock != "off" and vsock_available()
         # virtiofs where its daemon exists; 9p (built into QEMU) otherwise, said in the log.
         self.share_transport = "virtiofs" if Path(VIRTIOFSD).exists() else "9p"
+        if self.share_transport == "virtiofs":
+            require_qemu_user()
         self._qmp: QmpClient | None = None
 
     # -- shares --------------------------------------------------------------------------
@@ -183,7 +194,12 @@ class QemuBackend(Backend):
             f"logfile={self.console_log}",
             "-serial", "chardev:ser0",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+            "-sandbox", SANDBOX,
         ]  # fmt: skip
+        if self.share_transport == "virtiofs":
+            # 9p is served by QEMU itself, with the host's permissions (passthrough owners):
+            # as an unprivileged user it cannot reach the state dirs, so 9p keeps root.
+            argv += ["-runas", QEMU_USER]
         for tag, source, _, read_only in self.shares():
             if self.share_transport == "virtiofs":
                 argv += [
@@ -225,19 +241,23 @@ class QemuBackend(Backend):
         )
         if self.share_transport == "9p":
             log.warning(
-                "%s: %s not found: sharing over 9p (slower metadata)", self.ctx.spec.name, VIRTIOFSD
-            )
-        for tag, source, _, _ in self.shares():
+                "%s: %s not found: sharing over 9p (slower metadata; QEMU keeps root to serve "
+                "it)", self.ctx.spec.name, VIRTIOFSD,
+            )  # fmt: skip
+        for tag, source, _, read_only in self.shares():
             source.mkdir(parents=True, exist_ok=True)
             if self.share_transport == "virtiofs":
-                self._start_virtiofsd(tag, source)
+                self._start_virtiofsd(tag, source, read_only)
         self.process = self.spawn(self.argv(), self.cgroup, self.ctx.runtime_dir / "qemu.log")
 
-    def _start_virtiofsd(self, tag: str, source: Path) -> None:
-        # QEMU 7.2's virtiofsd has no read-only switch: the guest mounts such shares ro.
+    def _start_virtiofsd(self, tag: str, source: Path, read_only: bool) -> None:
         socket_path = self._fs_socket(tag)
         argv = [VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={source}",
                 "-o", "cache=auto", "-o", "xattr"]  # fmt: skip
+        if read_only:
+            # QEMU 7.2's virtiofsd has no read-only switch, and the guest's root could
+            # remount a share rw: serve it a read-only view, in a mount namespace of its own.
+            argv = [*read_only_view(source), *argv]
         self.spawn(argv, self.cgroup, self.ctx.runtime_dir / f"virtiofsd-{tag}.log")
         deadline = time.monotonic() + 10
         while not socket_path.exists():
@@ -252,7 +272,7 @@ class QemuBackend(Backend):
             target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(self.image.path(name), target)
-        self.ctx.provision(staging)
+        self.ctx.provision(staging, 0)
         shares = [(tag, target, ro) for tag, _, target, ro in self.shares()]
         seed.pack(staging, seed.mount_table(shares, self.share_transport), self.seed)
 
@@ -304,6 +324,26 @@ class QemuBackend(Backend):
             self.ctx.lab.ip_batch(f"link delete {self.tap}")
         for path in (self.overlay, self.seed):
             path.unlink(missing_ok=True)
+
+
+def require_qemu_user() -> None:
+    try:
+        pwd.getpwnam(QEMU_USER)
+    except KeyError:
+        raise PrerequisiteError(
+            f"the system user {QEMU_USER} (QEMU runs as it) does not exist",
+            hint="make host, or: useradd --system --no-create-home --shell "
+            f"/usr/sbin/nologin {QEMU_USER}",
+        ) from None
+
+
+def read_only_view(path: Path) -> list[str]:
+    """A prefix for an argv that runs it in a private mount namespace where ``path`` is a
+    read-only bind mount of itself (virtiofsd's own namespace inherits it)."""
+    return [
+        "unshare", "--mount", "--propagation", "private", "--",
+        "/bin/sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(path),
+    ]  # fmt: skip
 
 
 def _link_exists(backend: QemuBackend) -> bool:

@@ -117,8 +117,9 @@ def add_user(passwd: str, group: str, shadow: str, user: UserSpec) -> tuple[str,
     )
 
 
-def write(root: Path, identity: Identity) -> None:
-    """Write the shared base into ``root`` (a workspace's own layer)."""
+def write(root: Path, identity: Identity, uid_offset: int = 0) -> None:
+    """Write the shared base into ``root`` (a workspace's own layer); owners are shifted by
+    ``uid_offset``: a container's uids live at an offset on the host (its user namespace)."""
     etc = root / "etc"
     names = ("passwd", "group", "shadow")
     passwd, group, shadow = ((etc / name).read_text() for name in names)
@@ -129,14 +130,17 @@ def write(root: Path, identity: Identity) -> None:
     home = root / identity.home.lstrip("/")
     for directory in (home, home / ".ssh"):
         directory.mkdir(parents=True, exist_ok=True)
-        os.chown(directory, uid, uid)
+        os.chown(directory, uid + uid_offset, uid + uid_offset)
         directory.chmod(0o700)
     for path, file in render(identity).items():
         target = root / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        missing = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
+        for directory in reversed(missing):  # made by root, as the image's own
+            directory.mkdir()
+            os.chown(directory, uid_offset, uid_offset)
         target.unlink(missing_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file.mode)
         with os.fdopen(fd, "w") as handle:
             handle.write(file.content)
         os.chmod(target, file.mode)
-        os.chown(target, file.uid, file.gid)
+        os.chown(target, file.uid + uid_offset, file.gid + uid_offset)

@@ -12,6 +12,9 @@ import functools
 import hashlib
 import inspect
 import json
+import os
+import stat
+import struct
 from pathlib import Path
 from types import ModuleType
 
@@ -100,6 +103,53 @@ VM_ESSENTIAL_HOOK = (
 VM_FSTAB = "/dev/vda / ext4 rw,noatime,x-systemd.growfs 0 1\n"
 
 STUB_RESOLV = "../run/systemd/resolve/stub-resolv.conf"  # resolved's stub, as the target
+
+
+# Container workspaces run in a user namespace: container uid N is host uid BASE + N, for N
+# below COUNT. One range for every container, so images are stored shifted once and shared
+# (no chown at boot; systemd 252 cannot idmap an overlayfs root). Containers then share
+# host uids with each other, but not a mount, PID or network namespace, nor any file but
+# their own shares. The range sits high above any login's and systemd's dynamic users.
+CONTAINER_UID_BASE = 1 << 30
+CONTAINER_UID_COUNT = 65536
+# systemd-nspawn's options for that namespace, over a tree already shifted into it.
+NSPAWN_USER_NAMESPACE = (
+    f"--private-users={CONTAINER_UID_BASE}:{CONTAINER_UID_COUNT}",
+    "--private-users-ownership=off",
+)
+
+
+def shift_ownership(root: Path, offset: int = CONTAINER_UID_BASE) -> None:
+    """Every file under ``root`` (and ``root``) owned ``offset`` higher: a tree made as host
+    root becomes the tree a container's root owns. chown clears setuid and setgid bits and
+    file capabilities, so they are put back; capabilities as belonging to the namespace's
+    root (``ping`` needs cap_net_raw, and a host root's capabilities mean nothing there)."""
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        link = stat.S_ISLNK(st.st_mode)
+        caps = None if link else _file_caps(path)
+        os.lchown(path, st.st_uid + offset, st.st_gid + offset)
+        if not link and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+            path.chmod(stat.S_IMODE(st.st_mode))
+        if caps is not None:
+            os.setxattr(path, CAPS_XATTR, _caps_owned_by(caps, offset))
+
+
+CAPS_XATTR = "security.capability"
+
+
+def _file_caps(path: Path) -> bytes | None:
+    try:
+        return os.getxattr(path, CAPS_XATTR)
+    except OSError:
+        return None  # none set (ENODATA), or a filesystem without xattrs
+
+
+def _caps_owned_by(caps: bytes, offset: int) -> bytes:
+    """File capabilities (v2 or v3) as v3 whose root is uid ``offset`` (+ its old root)."""
+    magic, *data = struct.unpack_from("<5I", caps)
+    root = struct.unpack_from("<I", caps, 20)[0] if len(caps) >= 24 else 0
+    return struct.pack("<6I", (magic & 0x00FFFFFF) | 0x03000000, *data, root + offset)
 
 
 def customise(root: Path, flavour: str) -> None:

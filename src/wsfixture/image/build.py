@@ -177,6 +177,8 @@ def _bootstrap(build: _Build) -> None:
         osconfig.customise_vm(staging / "root")
         build.progress("building the VM root disk (ext4)")
         _make_ext4(build, staging / "root")
+    else:
+        osconfig.shift_ownership(staging / "root")  # owned by the containers' root
 
 
 # Run by apt inside the overlay. No daemon starts during the install (policy-rc.d), and the
@@ -202,6 +204,10 @@ def _install_layer(build: _Build) -> None:
     layer, work, merged = staging / "layer", staging / "work", staging / "merged"
     for directory in (layer, work, merged):
         directory.mkdir()
+    # A container image belongs to the containers' root (osconfig.CONTAINER_UID_BASE): apt
+    # runs in the same user namespace, and what the host writes here is shifted likewise.
+    shift = 0 if image.recipe.flavour == "vm" else osconfig.CONTAINER_UID_BASE
+    os.chown(layer, shift, shift)  # the merged tree's root directory
     (staging / BASE_STAMP).write_text((image.base.dir / "ready").read_text())
     lower = ":".join(str(path) for path in image.base.layers)
     build.record.add_mount(merged)
@@ -209,12 +215,14 @@ def _install_layer(build: _Build) -> None:
                 f"lowerdir={lower},upperdir={layer},workdir={work}", str(merged)])  # fmt: skip
     osconfig.drop_in(merged / POLICY_RC_D, "#!/bin/sh\nexit 101\n")
     (merged / POLICY_RC_D).chmod(0o755)
+    os.chown(merged / POLICY_RC_D, shift, shift)
     script = LAYER_SCRIPT.format(packages=" ".join(shlex.quote(p) for p in added))
     # systemd-nspawn with the tree as its root and the host's network, for apt.
     nspawn = [
         "systemd-nspawn", "--quiet", f"--directory={merged}", "--register=no", "--keep-unit",
         "--as-pid2", "--resolv-conf=replace-host", "--timezone=off", "--link-journal=no",
-        "--setenv=DEBIAN_FRONTEND=noninteractive", "/bin/sh", "-c", script,
+        "--setenv=DEBIAN_FRONTEND=noninteractive",
+        *(osconfig.NSPAWN_USER_NAMESPACE if shift else ()), "/bin/sh", "-c", script,
     ]  # fmt: skip
     build.run(nspawn, f"installing {', '.join(added)}", {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})
     (merged / POLICY_RC_D).unlink()
@@ -222,6 +230,7 @@ def _install_layer(build: _Build) -> None:
     resolv = merged / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
     resolv.symlink_to(osconfig.STUB_RESOLV)
+    os.lchown(resolv, shift, shift)
     if image.recipe.flavour == "vm":
         build.progress("building the VM root disk (ext4)")
         _make_ext4(build, merged)
