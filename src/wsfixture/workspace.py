@@ -181,6 +181,9 @@ class Workspace:
         return ensure_image(recipe, progress=self.progress)
 
     def _launch(self, record: ledger.Record) -> None:
+        # The state root and each workspace's dir hold keys: private, as the README promises.
+        system.private_dir(self.config.state_root())
+        system.private_dir(self.state_dir)
         shares = {name: self.state_dir / name for name in STANDARD_SHARES}
         for path in shares.values():
             system.private_dir(path)

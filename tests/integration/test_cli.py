@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.leaks import leftovers
-from wsfixture.host import ledger
+from wsfixture.host import ledger, settings
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +115,29 @@ def test_day_to_day(cli_config: Path) -> None:
     assert (
         wsf(cli_config, "ssh", "one", "getent", "hosts", "two").stdout.split()[0] == "192.168.83.11"
     )
+    # Only this lab's workspaces: an unknown name is a usage error, a stopped one says how
+    # to start it, and ssh_config refuses any other name or address outright.
+    nope = wsf(cli_config, "ssh", "nope", "true", check=False)
+    assert (nope.returncode, nope.stderr.strip()) == (
+        2,
+        "wsfixture: no workspace named nope; known: one, two, vmthree",
+    )
+    stopped = wsf(cli_config, "ssh", "vmthree", "true", check=False)
+    assert stopped.returncode == 1
+    assert "'vmthree' is not running: start it with `wsfixture up vmthree`" in stopped.stderr
+    ssh_config = settings.current().labs_dir / ns / "ssh_config"
+    for target in ("nope", "localhost", "192.168.83.99"):
+        refused = subprocess.run(
+            ["ssh", "-F", str(ssh_config), target, "true"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 255
+        assert f"wsfixture: {target} is not a workspace of lab {ns}" in refused.stderr
+    by_address = subprocess.run(
+        ["ssh", "-F", str(ssh_config), "192.168.83.10", "hostname"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert by_address.stdout.strip() == "one"
     logs = wsf(cli_config, "logs", "one", "-n", "20").stdout
     assert "journal of one" in logs
     assert "journal of one" not in wsf(cli_config, "logs", "one", "--console").stdout

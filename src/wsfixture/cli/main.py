@@ -31,7 +31,7 @@ from wsfixture.cli.persistent import (
     status_rows,
     stop_record,
 )
-from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
+from wsfixture.errors import ConfigError, PrerequisiteError, WorkspaceGone, WsfixtureError
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import cache as imagecache
 from wsfixture.model import derive, schema
@@ -180,9 +180,19 @@ def lab_dir(args: argparse.Namespace) -> tuple[str, Path]:
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     lab, directory = lab_dir(args)
+    if args.lab:  # a lab kept by pytest: its workspaces are in the ledger
+        known = sorted(ledger.workspaces(lab))
+        where = f" in lab {lab}"
+    else:
+        known = list(load_config(args.config).workspaces)
+        where = ""
+    if args.name not in known:
+        raise UsageError(
+            f"no workspace named {args.name}{where}; known: {', '.join(known) or 'none'}"
+        )
+    if args.name not in ledger.workspaces(lab, live=True):
+        raise WorkspaceGone(args.name, f"start it with `wsfixture up {args.name}`")
     ssh_config = directory / "ssh_config"
-    if not ssh_config.exists():
-        raise UsageError(f"lab {lab} is not running (no {ssh_config})")
     argv = ["ssh", "-F", str(ssh_config), args.name, *args.command]
     os.execvp("ssh", argv)
     return EXIT_FAILED  # not reached

@@ -393,7 +393,7 @@ class Lab:
             blocks.append(
                 "\n".join(
                     [
-                        f"Host {' '.join(derive.hostnames(host.name))}",
+                        f"Host {' '.join([*derive.hostnames(host.name), host.ip])}",
                         f"  HostName {host.ip}",
                         f"  User {host.user}",
                         f"  IdentityFile {self.client_key}",
@@ -409,6 +409,10 @@ class Lab:
                     ]
                 )
             )
+        # Any other name or address is not a workspace of this lab: refuse it, rather than
+        # let OpenSSH resolve it the usual way and connect to whatever answers.
+        refusal = f"echo 'wsfixture: %n is not a workspace of lab {self.name}' >&2; exit 1"
+        blocks.append(f'Host *\n  ProxyCommand /bin/sh -c "{refusal}"\n')
         return "\n".join(blocks)
 
     def _load_hosts(self) -> None:
