@@ -1,0 +1,326 @@
+"""Attacks from inside, as root there (through doas), against the host.
+
+Each attack reads what it aims at on the host before and after. An attack that changed
+anything is undone here first (the host must not stay changed), and then the test fails.
+Containers get every attack; VMs those that apply: a guest may change its own kernel, and
+the test asserts only that the host is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_root_and_tools
+from wsfixture.backends.qemu import QEMU_USER
+from wsfixture.host import settings
+from wsfixture.model.config import Config, config_from_dict, workspace_spec
+from wsfixture.net.lab import Lab
+from wsfixture.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class HostValue:
+    """Something on the host an attack aims at: how to read it, and to put it back."""
+
+    read: Callable[[], str]
+    restore: Callable[[str], None]
+    same: Callable[[str, str], bool] = lambda before, after: before == after
+
+
+def proc_sys(key: str) -> HostValue:
+    path = Path("/proc/sys") / key.replace(".", "/")
+    return HostValue(lambda: path.read_text(), lambda value: path.write_text(value))
+
+
+def sys_file(path: str) -> HostValue:
+    file = Path(path)
+
+    def restore(value: str) -> None:
+        chosen = value.split("[")[1].split("]")[0] if "[" in value else value.strip()
+        file.write_text(chosen)
+
+    return HostValue(lambda: file.read_text(), restore)
+
+
+def listing(*paths: str) -> HostValue:
+    def read() -> str:
+        return "\n".join(
+            f"{p}: {sorted(e.name for e in Path(p).iterdir() if e.is_dir())}" for p in paths
+        )
+
+    def restore(_: str) -> None:
+        raise AssertionError("an attack added a host cgroup; remove it by hand: " + read())
+
+    return HostValue(read, restore)
+
+
+def modules() -> HostValue:
+    def read() -> str:
+        # /sys/module lists built-in and loaded modules alike (this machine kind's kernel
+        # has no loadable modules at all, and so no /proc/modules).
+        return "\n".join(sorted(p.name for p in Path("/sys/module").iterdir()))
+
+    def restore(before: str) -> None:
+        for name in set(read().split()) - set(before.split()):
+            subprocess.run(["rmmod", name], check=False)
+
+    return HostValue(read, restore)
+
+
+def clock() -> HostValue:
+    def read() -> str:
+        # Wall clock minus monotonic clock: constant unless someone sets the clock.
+        return str(time.time() - time.monotonic())
+
+    def restore(before: str) -> None:
+        subprocess.run(["date", "-s", f"@{time.monotonic() + float(before)}"], check=True)
+
+    return HostValue(read, restore, lambda a, b: abs(float(a) - float(b)) < 5)
+
+
+PROC = "mkdir -p /tmp/p && mount -t proc proc /tmp/p"
+# (id, command run as root inside, what on the host it aims at, applies to VMs too)
+ATTACKS: list[tuple[str, str, Callable[[], HostValue], bool]] = [
+    ("swappiness", f"{PROC} && echo 61 > /tmp/p/sys/vm/swappiness",
+     lambda: proc_sys("vm.swappiness"), True),
+    ("core-pattern", f"{PROC} && echo '|/bin/false' > /tmp/p/sys/kernel/core_pattern",
+     lambda: proc_sys("kernel.core_pattern"), True),
+    ("hostname", f"{PROC} && echo evil > /tmp/p/sys/kernel/hostname",
+     lambda: proc_sys("kernel.hostname"), True),
+    ("remount-proc-sys", "mount -o remount,rw /proc/sys; echo 62 > /proc/sys/vm/swappiness",
+     lambda: proc_sys("vm.swappiness"), True),
+    ("sys-write", "echo never > /sys/kernel/mm/transparent_hugepage/enabled",
+     lambda: sys_file("/sys/kernel/mm/transparent_hugepage/enabled"), True),
+    ("module-load", "modprobe dummy || insmod $(find / -name 'dummy.ko*' 2>/dev/null | head -1)",
+     modules, True),
+    ("set-clock", "date -s '2001-01-01 00:00:00'", clock, True),
+    ("cgroup-mount",
+     "mkdir -p /tmp/cg /tmp/cgm; mount -t cgroup2 none /tmp/cg && mkdir /tmp/cg/wsf-escape;"
+     " mount -t cgroup -o memory none /tmp/cgm && mkdir /tmp/cgm/wsf-escape",
+     lambda: listing("/sys/fs/cgroup/unified", "/sys/fs/cgroup/memory"), True),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    require_root_and_tools("systemd-nspawn", "qemu-system-x86_64", "dnsmasq")
+    data = tmp_path_factory.mktemp("shared-data")
+    data.chmod(0o755)  # readable by the workspace user, as a shared source usually is
+    (data / "precious.txt").write_text("host data the workspace may read, never write\n")
+    return config_from_dict(
+        {
+            "defaults": {"stateRoot": str(tmp_path_factory.mktemp("sandbox"))},
+            "workspaces": {
+                "box": {
+                    "type": "container", "ip": "192.168.83.70",
+                    "shares": [{"source": str(data), "target": "/mnt/data", "readOnly": True}],
+                },
+                "other": {"type": "container", "ip": "192.168.83.71"},
+                "vmbox": {
+                    "type": "vm", "ip": "192.168.83.72", "vcpu": 1, "memory": 768,
+                    "shares": [{"source": str(data), "target": "/mnt/data", "readOnly": True}],
+                },
+            },
+        }
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab(config: Config) -> Iterator[Lab]:
+    with Lab(config.network) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def box(config: Config, lab: Lab) -> Iterator[Workspace]:
+    with Workspace(config.workspaces["box"], config, lab) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def other(config: Config, lab: Lab) -> Iterator[Workspace]:
+    with Workspace(config.workspaces["other"], config, lab) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def vmbox(config: Config, lab: Lab) -> Iterator[Workspace]:
+    with Workspace(config.workspaces["vmbox"], config, lab) as ws:
+        yield ws
+
+
+def as_root(ws: Workspace, command: str) -> tuple[int, str]:
+    rc, out, err = ws.run(f"doas -n sh -c {shlex.quote(command)}", timeout=60)
+    return rc, out + err
+
+
+def attack(ws: Workspace, command: str, target: HostValue) -> None:
+    __tracebackhide__ = True
+    before = target.read()
+    _, said = as_root(ws, command)
+    after = target.read()
+    if not target.same(before, after):
+        target.restore(before)
+        assert target.read() == before, "the host could not be restored"
+        pytest.fail(f"{command!r} changed the host: {before!r} -> {after!r}\n{said}")
+
+
+def container_attacks() -> list[tuple[str, Callable[[], HostValue]]]:
+    return [(command, target) for _, command, target, _ in ATTACKS]
+
+
+@pytest.mark.parametrize(("command", "target"), container_attacks(),
+                         ids=[a[0] for a in ATTACKS])  # fmt: skip
+def test_root_in_a_container_cannot_change_the_host(
+    box: Workspace, command: str, target: Callable[[], HostValue]
+) -> None:
+    attack(box, command, target())
+
+
+VM_ATTACKS = [a for a in ATTACKS if a[3]]
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize(("command", "target"), [(a[1], a[2]) for a in VM_ATTACKS],
+                         ids=[a[0] for a in VM_ATTACKS])  # fmt: skip
+def test_root_in_a_vm_cannot_change_the_host(
+    vmbox: Workspace, command: str, target: Callable[[], HostValue]
+) -> None:
+    attack(vmbox, command, target())
+
+
+def test_container_root_is_not_host_root(box: Workspace) -> None:
+    rc, uid_map = as_root(box, "cat /proc/self/uid_map")
+    assert rc == 0
+    inside, outside, count = (int(n) for n in uid_map.split())
+    assert (inside, outside, count) == (0, 1 << 30, 65536)
+    # The container's processes are that uid on the host, every one of them.
+    assert box.backend is not None
+    cgroup = box.backend.cgroup
+    pids = [
+        int(p) for f in (cgroup / "payload").rglob("cgroup.procs") for p in f.read_text().split()
+    ]
+    assert pids
+    owners = {Path(f"/proc/{pid}").stat().st_uid for pid in pids}
+    assert all(owner >= 1 << 30 for owner in owners), owners
+
+
+def host_disk() -> tuple[int, int]:
+    device = os.stat("/").st_dev
+    return os.major(device), os.minor(device)
+
+
+def test_devices_are_out_of_reach(box: Workspace) -> None:
+    major, minor = host_disk()
+    for name, kind, numbers in (
+        ("disk", "b", f"{major} {minor}"),
+        ("kvm", "c", "10 232"),
+        ("mem", "c", "1 1"),
+    ):
+        rc, said = as_root(box, f"mknod /tmp/{name} {kind} {numbers} && head -c 16 /tmp/{name}")
+        assert rc != 0, f"{name} opened: {said!r}"
+    assert as_root(box, "dmesg > /dev/null")[0] != 0, "the kernel log is the host's"
+
+
+def test_host_processes_are_invisible(box: Workspace) -> None:
+    _, said = as_root(box, "grep -l 'py[t]est' /proc/[0-9]*/cmdline 2>/dev/null; ps -e | wc -l")
+    assert "cmdline" not in said, f"a host process is visible: {said}"
+    assert int(said.split()[-1]) < 40, "only the container's own processes"
+    assert as_root(box, "readlink /proc/1/exe")[1].strip().endswith("systemd"), "its own init"
+
+
+def test_keys_outside_the_workspace_are_unreadable(box: Workspace, other: Workspace) -> None:
+    client_key = box.config.state_root() / ".wsfixture" / "id_ed25519"
+    other_host_key = other.state_dir / "ssh-host-keys" / "ssh_host_ed25519_key"
+    for path in (client_key, other_host_key, box.lab.dir / "ssh_config"):
+        assert path.exists()
+        rc, said = as_root(box, f"cat {shlex.quote(str(path))}")
+        assert rc != 0, path
+        assert "PRIVATE KEY" not in said, path
+
+
+def test_other_labs_are_unreachable(box: Workspace, config: Config) -> None:
+    spec = workspace_spec(config, name="far", type="container", ip="192.168.83.73")
+    with Lab(config.network) as elsewhere, Workspace(spec, config, elsewhere) as far:
+        assert far.succeed("hostname").strip() == "far"
+        assert box.run("ping -c 1 -W 1 192.168.83.73")[0] != 0, "another lab's address"
+        assert box.run("getent hosts far")[0] != 0, "another lab's name"
+
+
+def digest(directory: Path) -> str:
+    entries = sorted(p for p in directory.rglob("*"))
+    blob = "".join(
+        f"{p.relative_to(directory)}:{stat.S_IMODE(p.lstat().st_mode)}:"
+        f"{hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ''}\n"
+        for p in entries
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def try_to_write_read_only_shares(ws: Workspace, data: Path, kind: str) -> None:
+    keys = ws.state_dir / "ssh-host-keys"
+    before = (digest(data), digest(keys))
+    for target in ("/mnt/data", "/etc/ssh/host-keys"):
+        remount = "mount -o remount,bind,rw" if kind == "container" else "mount -o remount,rw"
+        first = f"{target}/$(ls {target} | head -1)"
+        _, said = as_root(
+            ws, f"{remount} {target}; echo evil > {target}/planted; echo more >> {first}"
+        )
+        assert as_root(ws, f"test -e {target}/planted")[0] != 0, f"{target}: {said}"
+    after = (digest(data), digest(keys))
+    for directory in (data, keys):
+        (directory / "planted").unlink(missing_ok=True)
+    assert after == before, "a read-only share changed on the host"
+
+
+def test_read_only_shares_hold_against_root_in_a_container(box: Workspace, config: Config) -> None:
+    data = config.workspaces["box"].shares[0].source
+    assert box.succeed("cat /mnt/data/precious.txt").startswith("host data")
+    try_to_write_read_only_shares(box, data, "container")
+
+
+@pytest.mark.vm
+def test_read_only_shares_hold_against_root_in_a_vm(vmbox: Workspace, config: Config) -> None:
+    data = config.workspaces["vmbox"].shares[0].source
+    assert vmbox.succeed("cat /mnt/data/precious.txt").startswith("host data")
+    try_to_write_read_only_shares(vmbox, data, "vm")
+
+
+@pytest.mark.vm
+def test_qemu_is_confined(vmbox: Workspace) -> None:
+    assert vmbox.backend is not None
+    assert vmbox.backend.process is not None
+    qemu = vmbox.backend.process.pid
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{qemu}/status").read_text().splitlines()
+    )
+    import pwd
+
+    user = pwd.getpwnam(QEMU_USER)
+    assert status["Uid"].split() == [str(user.pw_uid)] * 4
+    assert status["Gid"].split() == [str(user.pw_gid)] * 4
+    assert status["Seccomp"].strip() == "2", "a seccomp filter (-sandbox) is in force"
+    assert int(status["CapEff"], 16) == 0
+
+
+def test_state_is_private(box: Workspace) -> None:
+    mode = lambda path: stat.S_IMODE(path.stat().st_mode)  # noqa: E731
+    assert mode(box.config.state_root()) == 0o700
+    assert mode(box.state_dir) == 0o700
+    assert mode(box.state_dir / "ssh-host-keys" / "ssh_host_ed25519_key") == 0o600
+    assert mode(box.config.state_root() / ".wsfixture" / "id_ed25519") == 0o600
+    records = list(settings.current().ledger_dir.glob("*.json"))
+    assert records
+    assert {mode(record) for record in records} == {0o600}
