@@ -189,6 +189,22 @@ def raw_nspawn_argv(ws: Workspace) -> list[str]:
     return [bridge if a.startswith("--network-veth-extra=") else a for a in argv]
 
 
+def raw_nspawn_argv_without_userns(ws: Workspace) -> list[str]:
+    """The same container without the user namespace, to show what the namespace itself
+    costs: on a copy of its provisioned tree with the ownership shifted back (untimed)."""
+    from wsfixture.backends.nspawn import NspawnBackend
+    from wsfixture.guest.osconfig import CONTAINER_UID_BASE, NSPAWN_USER_NAMESPACE, shift_ownership
+
+    assert isinstance(ws.backend, NspawnBackend)
+    plain = ws.runtime_dir.parent / f"{ws.name}-plain-root"
+    subprocess.run(["cp", "-a", str(ws.backend.root), str(plain)], check=True)
+    shift_ownership(plain, -CONTAINER_UID_BASE)
+    ws.lab.adopt_dir(plain)  # goes with the lab
+    argv = [a for a in raw_nspawn_argv(ws) if a not in NSPAWN_USER_NAMESPACE]
+    argv = [f"--directory={plain}" if a.startswith("--directory=") else a for a in argv]
+    return [a.removesuffix(":idmap") if a.startswith("--bind") else a for a in argv]
+
+
 def fresh_disk(ws: Workspace) -> None:
     """A workspace boots a new qcow2 overlay every time, first-boot work (growing the root
     filesystem to the disk size) included; so does each raw run, on the same base disk."""
@@ -226,6 +242,7 @@ def bench_container(state: Path, runs: int) -> list[Row]:
     config = make_config(state, bc={"type": "container", "ip": "192.168.83.10"})
     ours_ready, ours_stop = ours_start_stop(config, "bc", runs)
     raw_ready, raw_stop_ = raw_start_stop(config, "bc", runs, raw_nspawn_argv, 60)
+    plain_ready, _ = raw_start_stop(config, "bc", runs, raw_nspawn_argv_without_userns, 60)
     return [
         Row(
             "container start -> ready",
@@ -240,6 +257,12 @@ def bench_container(state: Path, runs: int) -> list[Row]:
             median(ours_stop),
             median(raw_stop_),
             "raw nspawn SIGTERM -> exit",
+        ),
+        Row(
+            "raw nspawn with user namespace -> banner",
+            median(raw_ready),
+            median(plain_ready),
+            "raw nspawn without one",
         ),
     ]
 

@@ -128,11 +128,16 @@ def shift_ownership(root: Path, offset: int = CONTAINER_UID_BASE) -> None:
         st = path.lstat()
         link = stat.S_ISLNK(st.st_mode)
         caps = None if link else _file_caps(path)
-        os.lchown(path, st.st_uid + offset, st.st_gid + offset)
+        os.lchown(path, _shifted(st.st_uid, offset), _shifted(st.st_gid, offset))
         if not link and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
             path.chmod(stat.S_IMODE(st.st_mode))
         if caps is not None:
             os.setxattr(path, CAPS_XATTR, _caps_owned_by(caps, offset))
+
+
+def _shifted(number: int, offset: int) -> int:
+    # Shifting back (a negative offset) leaves alone an id that is not in the range.
+    return number + offset if number + offset >= 0 else number
 
 
 CAPS_XATTR = "security.capability"
@@ -149,7 +154,7 @@ def _caps_owned_by(caps: bytes, offset: int) -> bytes:
     """File capabilities (v2 or v3) as v3 whose root is uid ``offset`` (+ its old root)."""
     magic, *data = struct.unpack_from("<5I", caps)
     root = struct.unpack_from("<I", caps, 20)[0] if len(caps) >= 24 else 0
-    return struct.pack("<6I", (magic & 0x00FFFFFF) | 0x03000000, *data, root + offset)
+    return struct.pack("<6I", (magic & 0x00FFFFFF) | 0x03000000, *data, _shifted(root, offset))
 
 
 def customise(root: Path, flavour: str) -> None:
