@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from wsfixture.host import ledger, settings, system
@@ -66,3 +67,16 @@ def test_an_untyped_record_of_wsfixture_0_1_is_still_reapable(tmp_path: Path) ->
         (record,) = ledger.records()
         assert ledger.workspace_info(record).ip == "192.168.83.10"
         assert record.lab == "l"
+
+
+def test_gc_removes_what_a_killed_writer_half_wrote(tmp_path: Path) -> None:
+    with settings.use(settings.Settings(run_dir=tmp_path)):
+        ledger.Record.create("lab-l", ledger.LabInfo("l"))
+        dead = 2**22 + 12345  # above pid_max: no such process
+        stale = tmp_path / "ledger" / f".ws-l-a.json.{dead}.tmp"
+        live = tmp_path / "ledger" / f".ws-l-b.json.{os.getpid()}.tmp"
+        stale.write_text("{")
+        live.write_text("{")
+        ledger.sweep_half_written()
+        assert not stale.exists()
+        assert live.exists(), "a writer that still runs keeps its file"

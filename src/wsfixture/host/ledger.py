@@ -339,4 +339,15 @@ def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseExce
             reaped.append(record)
     if lab is None:
         failures += sweep_cgroups()
+        sweep_half_written()
     return reaped, failures
+
+
+def sweep_half_written() -> None:
+    """Remove record files a killed writer left half written (``system.write_atomic``'s
+    ``.<name>.<pid>.tmp``, never renamed into place)."""
+    ledger_dir = settings.current().ledger_dir
+    for path in ledger_dir.glob(".*.tmp") if ledger_dir.is_dir() else []:
+        pid = path.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and system.process_start_time(int(pid)) is None:
+            path.unlink(missing_ok=True)
