@@ -11,6 +11,7 @@ PACKAGES=(
   dnsmasq-base                    # DNS for the lab network
   openssh-client                  # ssh, ssh-keygen
   iproute2                        # ip netns, bridges, veth, tap
+  slirp4netns nftables            # internet for a lab: a userspace uplink, NAT inside the lab
   qemu-system-x86 qemu-utils      # VM workspaces (qemu-img, virtiofsd)
   e2fsprogs                       # mkfs.ext4 -d for the VM root image
   cpio zstd                       # the VM initrd

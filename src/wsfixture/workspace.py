@@ -38,6 +38,7 @@ from wsfixture.host import keys, ledger, system
 from wsfixture.image.build import Progress, ensure_image
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
+from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab, LabHost
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 
@@ -113,6 +114,8 @@ class Workspace:
         self.stop_seconds: float | None = None
         self._record: ledger.Record | None = None
         self.state = WorkspaceState.NEW
+        self.online = False  # whether it may use its lab's internet (decided at launch)
+        self.forwards: list[PortForward] = []
 
     # -- identity ------------------------------------------------------------------------
 
@@ -166,6 +169,7 @@ class Workspace:
         if self.state not in (WorkspaceState.NEW, WorkspaceState.STOPPED):
             raise StartError(self.name, f"this handle is {self.state.value} already")
         self.lab.ensure_free(self.name, self.ip)
+        self.online = self.lab.check_internet(self.name, self.spec.internet)
         self.state = WorkspaceState.OWNED
         self._record = ledger.Record.create(
             f"ws-{self.lab.name}-{self.name}",
@@ -211,7 +215,7 @@ class Workspace:
                 host_key=lab_host.host_key,
             )
         )
-        self.lab.add_host(lab_host)
+        self.lab.add_host(lab_host, online=self.online)
         ctx = BackendContext(
             config=self.config,
             spec=self.spec,
@@ -296,6 +300,9 @@ class Workspace:
             except Exception as exc:
                 failures.append((what, exc))
 
+        for forward in self.forwards:
+            attempt(f"close {forward!r}", forward.close)
+        self.forwards.clear()
         if self.session is not None:
             attempt("close ssh", self.session.close)
         if self.backend is not None:
@@ -426,6 +433,15 @@ class Workspace:
             is None
         ):
             raise WaitTimeout(self.name, f"port {port} to accept connections", timeout, "closed")
+
+    def forward(self, port: int, local: int = 0) -> tuple[str, int]:
+        """Relay ``127.0.0.1:<local>`` on the host (a free port unless given) to ``port`` of
+        the workspace, until the workspace stops; return the host side's (address, port).
+        ``requests.get(f"http://{host}:{port}/")`` then reaches a server inside."""
+        self._session()  # a running workspace only
+        forward = PortForward(self.lab, self.ip, port, local)
+        self.forwards.append(forward)
+        return forward.address
 
     def logs(self, lines: int = 200) -> str:
         """The tail of the console log."""

@@ -39,7 +39,10 @@ def shared_lab(config: Config) -> Lab:
     logs = settings.current().supervisor_logs
     logs.mkdir(parents=True, exist_ok=True)
     with FileLock(str(logs / f"lab-{name}.lock")):
-        lab = Lab(config.network, name, shared=True, die_with_owner=False).open()
+        # Day-to-day workspaces get the internet unless the config says no.
+        internet = config.network.internet is not False
+        lab = Lab(config.network, name, shared=True, die_with_owner=False, internet=internet)
+        lab.open()
         lab.detach()
     return lab
 

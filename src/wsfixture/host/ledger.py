@@ -25,9 +25,10 @@ from wsfixture.host import settings, system
 
 @dataclass(frozen=True)
 class LabInfo:
-    """A lab: its name is also its network namespace's."""
+    """A lab: its name is also its network namespace's; whether it has an uplink."""
 
     name: str
+    internet: bool = False
 
     @property
     def lab(self) -> str:
@@ -158,7 +159,7 @@ class Record:
 
 def _info(kind: str, data: dict[str, Any]) -> Info:
     if kind == "lab":
-        return LabInfo(data["name"])
+        return LabInfo(data["name"], data.get("internet", False))
     if kind == "build":
         return BuildInfo(**data)
     if "lab_host" in data:  # written by wsfixture 0.1 (untyped): still reapable after an upgrade

@@ -33,6 +33,10 @@ NO_DEFAULT: Any = dataclasses.MISSING  # a required field's default
 REQUIRED = object()  # what a required field's parser is given when the field is missing
 _OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+# 1 to 65535, as JSON Schema can say it of a table's keys.
+PORT_PATTERN = (
+    "^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+)
 SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?B?|[KMGT])?$", re.IGNORECASE)
 
 
@@ -154,7 +158,7 @@ def _wrong_type(value: object, kind: type) -> bool:
     return (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind)
 
 
-def boolean(default: bool, doc: str, **extra: Any) -> Any:
+def boolean(default: bool | None, doc: str, **extra: Any) -> Any:
     def parse(value: object, where: str, ctx: Context) -> Any:
         if _wrong_type(value, bool):
             ctx.issues.add(where, "has the wrong type", value, "true or false")
@@ -379,6 +383,41 @@ def workspace_address(doc: str) -> Any:
 
     schema = {"type": "string", "pattern": IPV4_PATTERN}
     return declared(doc=doc, parse=parse, schema=schema, to_data=str)
+
+
+def port_map(doc: str) -> Any:
+    """A table of host port -> workspace port (TOML keys are strings): ((host, ws), ...)."""
+    allowed = "a table like { 8080 = 80 }: host port = workspace port, each 1 to 65535"
+
+    def port(value: object) -> int | None:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+            return value
+        return None
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        if not isinstance(value, Mapping):
+            ctx.issues.add(where, "must be a table", value, allowed)
+            return INVALID
+        pairs = []
+        for key, target in value.items():
+            local, remote = port(key), port(target)
+            if local is None or remote is None:
+                ctx.issues.add(f"{where}.{key}", "is not a port forward", target, allowed)
+                return INVALID
+            pairs.append((local, remote))
+        return tuple(sorted(pairs))
+
+    schema = {
+        "type": "object",
+        "propertyNames": {"pattern": PORT_PATTERN},
+        "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 65535},
+    }
+    return declared(
+        (), doc=doc, parse=parse, schema=schema,
+        to_data=lambda pairs: {str(local): remote for local, remote in pairs},
+    )  # fmt: skip
 
 
 def opaque_string(doc: str, allowed: str) -> Any:

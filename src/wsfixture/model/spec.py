@@ -117,6 +117,10 @@ class NetworkSpec:
         "1-15 characters of letters, digits, '_', '.', '-'",
     )  # fmt: skip
     dns: bool = fields.boolean(True, "run a DNS server on the gateway for workspace names")
+    internet: bool | None = fields.boolean(
+        None, "egress through NAT and the host's DNS (default: on for `wsfixture up`'s lab, "
+        "off in pytest labs)",
+    )  # fmt: skip
     # The network namespace of a persistent lab (the CLI's); tests make their own.
     namespace: str = fields.text(
         "wsfixture", "the network namespace of the CLI's persistent lab", NAMESPACE_RE,
@@ -188,6 +192,12 @@ class WorkspaceSpec:
     machine: str = fields.choice("q35", "QEMU machine type", MACHINES, vm_only=True)
     vsock: str = fields.choice("auto", "a vsock device with the derived CID", VSOCK_MODES,
                                vm_only=True)  # fmt: skip
+    internet: bool | None = fields.boolean(
+        None, "false keeps this workspace off the internet in a lab that has it"
+    )
+    forwards: tuple[tuple[int, int], ...] = fields.port_map(
+        "host port -> workspace port on 127.0.0.1 (`wsfixture up` workspaces)"
+    )
     # The seed's per-workspace NixOS module; opaque here, meaningful to the Nix side only.
     config: str | None = fields.opaque_string(
         "the workspace's own NixOS module (the Nix side only)", "a Nix module path"

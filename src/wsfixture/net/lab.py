@@ -27,6 +27,7 @@ from wsfixture.errors import CleanupError, ConfigError, ConfigIssue, LabError
 from wsfixture.host import ledger, settings, system
 from wsfixture.model import derive
 from wsfixture.model.config import NetworkSpec
+from wsfixture.net import uplink
 
 NETNS_DIR = Path("/run/netns")
 # Neighbour resolution retries every second by default: a connect to an address that is
@@ -72,6 +73,8 @@ class Lab:
         *,
         shared: bool = False,
         die_with_owner: bool = True,
+        internet: bool = False,
+        uplink_via: str | None = None,
     ) -> None:
         self.network = network
         self.name = name or new_lab_name()
@@ -79,6 +82,11 @@ class Lab:
         # if it exists, and its hosts are its workspaces' ledger records, changed under a lock.
         self.shared = shared
         self.die_with_owner = die_with_owner
+        # Egress through a userspace uplink (net.uplink); it runs in the root namespace, or
+        # in ``uplink_via`` (a test's own world namespace).
+        self.internet = internet
+        self.uplink_via = uplink_via
+        self.uplink = uplink.plan(network.subnet) if internet else None
         self.dir = settings.current().labs_dir / self.name
         self.netns_path = NETNS_DIR / self.name
         self.etc_dir = Path("/etc/netns") / self.name
@@ -88,6 +96,7 @@ class Lab:
         self.client_key: Path | None = None
         self.hosts: dict[str, LabHost] = {}
         self._dnsmasq: subprocess.Popen[bytes] | None = None
+        self._uplink: subprocess.Popen[bytes] | None = None
         self._record: ledger.Record | None = None
         self._lock = threading.Lock()
         self.state = LabState.NEW
@@ -103,7 +112,9 @@ class Lab:
             raise LabError(self.name, f"cannot open a lab handle that is {self.state.value}")
         if self.shared and self.netns_path.exists():
             return self._attach()
-        self._record = ledger.Record.create(f"lab-{self.name}", ledger.LabInfo(self.name))
+        self._record = ledger.Record.create(
+            f"lab-{self.name}", ledger.LabInfo(self.name, self.internet)
+        )
         self.state = LabState.OWNED
         try:
             self._create()
@@ -137,14 +148,34 @@ class Lab:
         )
         self.ip_batch(batch)
         self.sysctl(f"net.ipv4.neigh.{bridge}.retrans_time_ms", str(NEIGH_RETRANS_MS))
-        # Workspaces talk to each other through the bridge; the lab forwards nothing.
-        self.sysctl("net.ipv4.ip_forward", "0")
+        # Without internet the lab forwards nothing: workspaces reach each other on the bridge.
+        self.sysctl("net.ipv4.ip_forward", "1" if self.uplink else "0")
+        # dnsmasq first: a shared lab's other users find it as the record's first process.
         if self.network.dns:
             self._start_dns()
+        if self.uplink is not None:
+            self._start_uplink(self.uplink)
+
+    def _start_uplink(self, plan: uplink.Uplink) -> None:
+        assert self._record is not None
+        system.require_tool("nft")
+        self.run(
+            ["nft", "-f", "-"], input=uplink.nat_rules(self.network.subnet, self.network.bridge)
+        )
+        process = uplink.start(
+            self.netns_path, plan, self.dir / "uplink.log", self.uplink_via, self.die_with_owner
+        )
+        ref = system.ProcessRef.of(process.pid)
+        if ref is not None:
+            self._record.add_process(ref)
+        self._uplink = process
 
     def _attach(self) -> Lab:
         """Reuse a lab that a previous command created and left running."""
         self._record = ledger.lab_record(self.name)
+        if self._record is not None and isinstance(self._record.info, ledger.LabInfo):
+            self.internet = self._record.info.internet  # as its maker opened it
+            self.uplink = uplink.plan(self.network.subnet) if self.internet else None
         self.state = LabState.ATTACHED  # another process made it; `wsfixture down` removes it
         self._load_hosts()
         return self
@@ -174,14 +205,15 @@ class Lab:
 
     def destroy(self) -> None:
         failures: list[tuple[str, BaseException]] = []
-        if self._dnsmasq is not None:
-            self._dnsmasq.terminate()
-            try:
-                self._dnsmasq.wait(5)
-            except subprocess.TimeoutExpired:
-                self._dnsmasq.kill()
-                self._dnsmasq.wait()
-            self._dnsmasq = None
+        for process in (self._dnsmasq, self._uplink):  # our children: end and reap them
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self._dnsmasq = self._uplink = None
         if self._record is not None:
             failures = ledger.release(self._record)
             self._record = None
@@ -206,8 +238,8 @@ class Lab:
         """``argv`` run in the lab's network namespace (keeps /sys and cgroups visible)."""
         return ["nsenter", f"--net={self.netns_path}", "--", *argv]
 
-    def run(self, argv: list[str], check: bool = True) -> str:
-        return system.run(self.exec_argv(argv), check=check)
+    def run(self, argv: list[str], check: bool = True, input: str | None = None) -> str:
+        return system.run(self.exec_argv(argv), check=check, input=input)
 
     def resolve(self, name: str) -> str:
         """The address ``name`` has on the lab side: ``ip netns exec`` puts the lab's hosts
@@ -271,7 +303,8 @@ class Lab:
             system.require_tool("dnsmasq"),
             "--keep-in-foreground",
             "--conf-file=/dev/null",
-            "--no-resolv",
+            "--no-resolv",  # no upstream but the uplink's: without one, outside names are refused
+            *([f"--server={self.uplink.dns}"] if self.uplink else []),
             "--no-hosts",
             "--no-poll",
             f"--addn-hosts={self.hosts_file}",
@@ -301,6 +334,8 @@ class Lab:
 
     def _reload_dns(self) -> None:
         """Make dnsmasq re-read the hosts file (it may belong to another process)."""
+        if not self.network.dns:
+            return
         if self._dnsmasq is not None and self._dnsmasq.poll() is None:
             self._dnsmasq.send_signal(signal.SIGHUP)
         elif self._record is not None and self._record.processes:
@@ -356,13 +391,27 @@ class Lab:
         if issues:
             raise ConfigError(issues)
 
-    def add_host(self, host: LabHost) -> None:
+    def add_host(self, host: LabHost, online: bool = True) -> None:
+        """Let the lab know a workspace: DNS, known_hosts, ssh_config; and, in a lab with
+        internet, whether it may use it (``online``)."""
         with self._hosts_locked() as present:
             if not present:
                 raise LabError(self.name, f"was removed meanwhile; cannot add {host.name}")
             self.hosts[host.name] = host
             self._write_hosts()
         self._reload_dns()
+        if self.uplink is not None and not online:
+            self.run(["nft", uplink.offline_change(host.ip, offline=True)])
+
+    def check_internet(self, name: str, wanted: bool | None) -> bool:
+        """Whether workspace ``name`` gets the internet: as it asks, or as its lab has it.
+        Asking for it where the lab has none is a ConfigError, before anything is made."""
+        if wanted and not self.internet:
+            raise ConfigError([ConfigIssue(
+                f"workspaces.{name}.internet", f"is true, but lab {self.name} has no internet",
+                True, "network.internet = true (pytest labs are off unless they ask)",
+            )])  # fmt: skip
+        return self.internet if wanted is None else wanted
 
     def remove_host(self, name: str) -> None:
         with self._hosts_locked() as present:
@@ -373,6 +422,8 @@ class Lab:
         self._reload_dns()
         if host is not None:
             self.forget_neighbour(host.ip)
+            if self.uplink is not None:
+                self.run(["nft", uplink.offline_change(host.ip, offline=False)], check=False)
 
     def _write_hosts(self) -> None:
         """Rewrite hosts file, known_hosts and ssh_config from ``self.hosts``."""

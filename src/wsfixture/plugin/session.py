@@ -131,7 +131,11 @@ class WsSession:
             ledger.reap()  # leftovers of crashed runs (dead owners only)
             worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
             name = f"{new_lab_name()}-{worker}"
-            self.lab = Lab(self.config.network, name, die_with_owner=self.keep == "never").open()
+            # A test's lab has internet only when its config asks: tests stay hermetic.
+            self.lab = Lab(
+                self.config.network, name, die_with_owner=self.keep == "never",
+                internet=bool(self.config.network.internet),
+            ).open()  # fmt: skip
             if not self.pytest_config.getoption("--ws-state-dir"):
                 self.lab.adopt_dir(self.state_root())  # a killed session's keys go with gc
         return self.lab

@@ -1,0 +1,129 @@
+"""The way out: a lab's internet through a userspace network stack, slirp4netns.
+
+slirp4netns (1.2.0 in Debian 12; what podman uses) gives the lab namespace a TAP device
+whose far end is a process: what leaves the lab leaves as that process's own sockets, in
+the namespace the process runs in. So there is no change to the root namespace at all: no
+ip_forward, no firewall rule, no route there. Inside the lab, the workspace subnet is
+masqueraded to the TAP and forwarded; workspaces that must stay off are in an nftables set
+that is dropped. `--disable-host-loopback` keeps the host's 127.0.0.0/8 out of reach.
+Chosen over pasta (passt) because it is the packaged, settled one here and has that switch
+and a ready signal; pasta's Debian 12 build is a 2023 snapshot.
+
+In production the process runs in the root namespace (the host's network and resolv.conf);
+a test runs it in a "world" namespace of its own (`ip netns exec`, which also puts that
+namespace's resolv.conf in place), so no test packet leaves the machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import select
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsfixture.errors import LabError
+from wsfixture.host import system
+
+INTERFACE = "wsup0"
+# slirp4netns's own network inside the lab: the first that does not overlap the lab's.
+CANDIDATE_CIDRS = ("10.0.2.0/24", "10.0.3.0/24", "100.64.2.0/24")
+READY_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """Where the uplink sits inside the lab: its subnet, its gateway and its DNS."""
+
+    cidr: ipaddress.IPv4Network
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self.cidr[2]
+
+    @property
+    def dns(self) -> ipaddress.IPv4Address:
+        return self.cidr[3]  # slirp4netns forwards it to the resolvers its process sees
+
+
+def plan(subnet: ipaddress.IPv4Network) -> Uplink:
+    for candidate in CANDIDATE_CIDRS:
+        cidr = ipaddress.IPv4Network(candidate)
+        if not cidr.overlaps(subnet):
+            return Uplink(cidr)
+    raise LabError(str(subnet), "no uplink subnet left that does not overlap the lab's")
+
+
+def nat_rules(subnet: ipaddress.IPv4Network, bridge: str) -> str:
+    """The lab's nftables ruleset: masquerade the workspaces to the uplink, forward what
+    they start (and its replies), drop the workspaces in the ``offline`` set."""
+    return f"""\
+table ip wsfixture {{
+  set offline {{ type ipv4_addr; }}
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+    iifname "{bridge}" oifname "{INTERFACE}" ip saddr @offline drop
+    iifname "{bridge}" oifname "{INTERFACE}" ip saddr {subnet} accept
+    iifname "{INTERFACE}" oifname "{bridge}" ct state established,related accept
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "{INTERFACE}" ip saddr {subnet} masquerade
+  }}
+}}
+"""
+
+
+def offline_change(ip: str, offline: bool) -> str:
+    """The nft command that puts a workspace's address into the offline set, or out."""
+    verb = "add" if offline else "delete"
+    return f"{verb} element ip wsfixture offline {{ {ip} }}"
+
+
+def argv(netns_path: Path, uplink: Uplink, ready_fd: int, via: str | None) -> list[str]:
+    """slirp4netns for the lab at ``netns_path``; ``via``: the namespace it runs in."""
+    command = [
+        system.require_tool("slirp4netns"),
+        "--configure", "--mtu=65520", "--disable-host-loopback",
+        "--enable-sandbox", "--enable-seccomp",
+        f"--cidr={uplink.cidr}", f"--ready-fd={ready_fd}",
+        "--netns-type=path", str(netns_path), INTERFACE,
+    ]  # fmt: skip
+    return command if via is None else ["ip", "netns", "exec", via, *command]
+
+
+def start(
+    netns_path: Path,
+    uplink: Uplink,
+    log: Path,
+    via: str | None,
+    die_with_owner: bool,
+) -> subprocess.Popen[bytes]:
+    """Start the uplink and wait until it has configured the lab's end (its ready fd)."""
+    read_end, write_end = os.pipe()
+    try:
+        with open(log, "ab") as output:
+            process = subprocess.Popen(
+                argv(netns_path, uplink, write_end, via),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_end,),
+                preexec_fn=system.set_parent_death_signal if die_with_owner else None,
+                start_new_session=True,
+            )
+        os.close(write_end)
+        write_end = -1
+        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
+        said = os.read(read_end, 1) if ready else b""
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    if said != b"1":
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        raise LabError(str(netns_path), "the uplink (slirp4netns) did not start", system.tail(log))
+    return process

@@ -1,0 +1,219 @@
+"""The way out, tested without leaving the machine: the test builds a "world" network
+namespace with an HTTP server and a DNS server on addresses of its own (TEST-NET-2,
+198.51.100.0/24), and the lab's uplink runs inside it, as it would run in the root
+namespace in production. Then: egress by name with internet on; a fast failure with it off;
+workspace names still resolve; a workspace with `internet = false` stays off; the root
+namespace is unchanged. Port forwarding is tested with an HTTP client in this process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_root_and_tools
+from tests.integration.leaks import leftovers
+from wsfixture.errors import ConfigError
+from wsfixture.host import system
+from wsfixture.model.config import Config, config_from_dict, workspace_spec
+from wsfixture.net.lab import Lab
+from wsfixture.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+WORLD_HTTP = "198.51.100.10"
+WORLD_DNS = "198.51.100.53"
+WORLD_NAME = "world.test"
+FETCH = (
+    'python3 -c "import urllib.request,sys; '
+    'print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())" '
+)
+
+
+@dataclass
+class World:
+    netns: str
+    processes: list[subprocess.Popen[bytes]]
+
+
+def root_namespace_state() -> str:
+    """What must not change in the root namespace: addresses, routes, forwarding, nftables."""
+    parts = [
+        subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True, check=True).stdout,
+        subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout,
+        Path("/proc/sys/net/ipv4/ip_forward").read_text(),
+        subprocess.run(
+            ["nft", "list", "ruleset"], capture_output=True, text=True, check=True
+        ).stdout,
+    ]
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    require_root_and_tools("systemd-nspawn", "dnsmasq", "slirp4netns", "nft")
+    name = f"wsft-world-{uuid.uuid4().hex[:6]}"
+    root = tmp_path_factory.mktemp("world")
+    (root / "index.html").write_text("hello from the world\n")
+    etc = Path("/etc/netns") / name
+    system.run(["ip", "netns", "add", name])
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        batch = f"link set lo up\naddr add {WORLD_HTTP}/32 dev lo\naddr add {WORLD_DNS}/32 dev lo\n"
+        system.run(["ip", "-netns", name, "-batch", "-"], input=batch)
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text(f"nameserver {WORLD_DNS}\n")
+        inside = ["ip", "netns", "exec", name]
+        processes.append(subprocess.Popen(
+            [*inside, sys.executable, "-m", "http.server", "--bind", WORLD_HTTP,
+             "--directory", str(root), "80"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        processes.append(subprocess.Popen(
+            [*inside, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+             "--no-hosts", f"--address=/{WORLD_NAME}/{WORLD_HTTP}",
+             f"--listen-address={WORLD_DNS}", "--bind-interfaces", "--user=root"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        deadline = time.monotonic() + 10
+        while subprocess.run(
+            [*inside, sys.executable, "-c",
+             f"import socket; socket.create_connection(('{WORLD_HTTP}', 80), 1)"],
+            capture_output=True, check=False,
+        ).returncode:  # fmt: skip
+            assert time.monotonic() < deadline, "the world's HTTP server never listened"
+            time.sleep(0.1)
+        yield World(name, processes)
+    finally:
+        for process in processes:  # our own children, by PID
+            process.terminate()
+            process.wait(10)
+        system.run(["ip", "netns", "delete", name], check=False)
+        system.remove_tree(etc)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    return config_from_dict(
+        {
+            "network": {"internet": True},
+            "defaults": {"stateRoot": str(tmp_path_factory.mktemp("net"))},
+            "workspaces": {
+                "online": {"type": "container", "ip": "192.168.83.80"},
+                "offline": {"type": "container", "ip": "192.168.83.81", "internet": False},
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def root_before() -> str:
+    return root_namespace_state()
+
+
+@pytest.fixture(scope="module")
+def lab(config: Config, world: World, root_before: str) -> Iterator[Lab]:
+    with Lab(config.network, internet=True, uplink_via=world.netns) as lab:
+        yield lab
+    assert leftovers(lab.name) == {}
+
+
+@pytest.fixture(scope="module")
+def online(config: Config, lab: Lab) -> Iterator[Workspace]:
+    with Workspace(config.workspaces["online"], config, lab) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def offline(config: Config, lab: Lab) -> Iterator[Workspace]:
+    with Workspace(config.workspaces["offline"], config, lab) as ws:
+        yield ws
+
+
+def test_egress_by_name_through_the_uplink(online: Workspace) -> None:
+    assert online.succeed(f"{FETCH} http://{WORLD_NAME}/").strip() == "hello from the world"
+    assert online.succeed(f"getent hosts {WORLD_NAME}").split()[0] == WORLD_HTTP
+
+
+def test_workspace_names_still_resolve(online: Workspace, offline: Workspace) -> None:
+    assert online.succeed("getent hosts offline").split()[0] == "192.168.83.81"
+    assert offline.succeed("getent hosts online").split()[0] == "192.168.83.80"
+
+
+def test_a_workspace_with_internet_false_stays_off(offline: Workspace) -> None:
+    rc, _, err = offline.run(f"{FETCH} http://{WORLD_HTTP}/", timeout=30)
+    assert rc != 0
+    assert "timed out" in err or "unreachable" in err or "refused" in err.lower()
+
+
+def test_the_root_namespace_is_unchanged(online: Workspace, root_before: str) -> None:
+    online.succeed(f"{FETCH} http://{WORLD_NAME}/")
+    assert root_namespace_state() == root_before
+
+
+def test_without_internet_outside_names_fail_fast(config: Config, world: World) -> None:
+    spec = workspace_spec(config, name="hermit", type="container", ip="192.168.83.82")
+    with Lab(config.network) as lab, Workspace(spec, config, lab) as ws:
+        rc, out, err = ws.run(f"resolvectl query {WORLD_NAME}", timeout=10)
+        assert rc != 0
+        assert "refused" in (out + err).lower() or "not found" in (out + err).lower()
+        # ... and the address does not answer: no uplink, nothing forwards.
+        assert ws.run(f"{FETCH} http://{WORLD_HTTP}/", timeout=15)[0] != 0
+        uplinks = lab.run(["ip", "-o", "link"], check=True)
+        assert "wsup0" not in uplinks
+
+
+def test_internet_asked_in_a_lab_without_it_is_refused(config: Config) -> None:
+    spec = workspace_spec(config, name="eager", type="container", ip="192.168.83.83", internet=True)
+    with Lab(config.network) as lab:
+        with pytest.raises(ConfigError, match=r"workspaces\.eager\.internet: is true, but lab"):
+            Workspace(spec, config, lab).start()
+        assert not (lab.dir / "eager").exists()
+
+
+def serve_http(ws: Workspace, port: int) -> None:
+    ws.succeed(f"mkdir -p /tmp/www && echo 'hello from {ws.name}' > /tmp/www/index.html")
+    # A simple command in the background, every stream redirected: the SSH channel closes.
+    ws.succeed(
+        f"python3 -m http.server --directory /tmp/www {port} </dev/null >/dev/null 2>&1 &",
+        timeout=30,
+    )
+    ws.wait_for_port(port, timeout=15)
+
+
+def test_a_forwarded_port_answers_a_client_on_the_host(online: Workspace) -> None:
+    serve_http(online, 8000)
+    host, port = online.forward(8000)
+    assert host == "127.0.0.1"
+    body = urllib.request.urlopen(f"http://{host}:{port}/", timeout=10).read().decode()
+    assert body == "hello from online\n"
+    many = [urllib.request.urlopen(f"http://{host}:{port}/", timeout=10).read() for _ in range(20)]
+    assert set(many) == {b"hello from online\n"}
+
+
+def test_a_taken_local_port_is_a_clear_error(online: Workspace) -> None:
+    _, taken = online.forward(8000)
+    with pytest.raises(ConfigError, match=rf"forward\.local: cannot be bound.*{taken}"):
+        online.forward(8000, local=taken)
+    with pytest.raises(ConfigError, match=r"forward\.port: is not a port"):
+        online.forward(70000)
+
+
+@pytest.mark.vm
+def test_a_forwarded_port_of_a_vm(config: Config, lab: Lab) -> None:
+    spec = workspace_spec(config, name="vmweb", type="vm", ip="192.168.83.84", vcpu=1, memory=768)
+    with Workspace(spec, config, lab) as vm:
+        serve_http(vm, 8080)
+        host, port = vm.forward(8080)
+        body = urllib.request.urlopen(f"http://{host}:{port}/", timeout=10).read().decode()
+        assert body == "hello from vmweb\n"
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):  # gone with it
+        urllib.request.urlopen(f"http://{host}:{port}/", timeout=5)
