@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import select
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.leaks import leftovers
+from tests.integration.world import world as make_world
 from wsfixture.host import ledger, settings
 
 pytestmark = pytest.mark.integration
@@ -22,6 +26,7 @@ pytestmark = pytest.mark.integration
 CONFIG = """
 [network]
 namespace = "{ns}"
+internet = false  # the CLI's default is on; this test has no world to reach
 
 [defaults]
 stateRoot = "{state}"
@@ -247,3 +252,64 @@ def test_aliases_and_hosts(cli_config: Path, tmp_path: Path) -> None:
         text + "# BEGIN wsfixture: managed by `wsfixture hosts --apply`, do not edit\n"
     )
     assert wsf(cli_config, "hosts", "--apply", "--file", str(scratch), check=False).returncode != 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_up_gives_internet_and_forwards_by_default(tmp_path: Path) -> None:
+    """A day-to-day lab has the internet unless the config says no (here the uplink runs
+    in a world namespace the test builds), and `forwards` are held while it runs."""
+    local = free_port()
+    with make_world(tmp_path / "www") as world:
+        ns = f"wsfcli-{uuid.uuid4().hex[:6]}"
+        config = tmp_path / "workspaces.toml"
+        config.write_text(
+            f'[network]\nnamespace = "{ns}"\nuplinkNamespace = "{world.netns}"\n'
+            f'[defaults]\nstateRoot = "{tmp_path / "state"}"\n'
+            f'[workspaces.web]\ntype = "container"\nip = "192.168.83.10"\n'
+            f"forwards = {{ {local} = 8000 }}\n"
+        )
+        try:
+            wsf(config, "up", "web")
+            fetch = (
+                "python3 -c 'import urllib.request as u; "
+                'print(u.urlopen("http://world.test/").read().decode())\''
+            )
+            assert wsf(config, "ssh", "web", fetch).stdout == "hello from the world\n\n"
+            wsf(config, "ssh", "web", "echo hi > /tmp/i")
+            serve = "python3 -m http.server --directory /tmp 8000 </dev/null >/dev/null 2>&1 &"
+            wsf(config, "ssh", "web", serve)
+            rows = {r["name"]: r for r in json.loads(wsf(config, "status", "--json").stdout)}
+            assert rows["web"]["forwards"] == f"127.0.0.1:{local}->8000"
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    body = urllib.request.urlopen(f"http://127.0.0.1:{local}/i", timeout=5).read()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the held forward never answered"
+                    time.sleep(0.2)
+            assert body == b"hi\n"
+            # `wsfixture forward` in the foreground, until Ctrl-C.
+            forward = ["forward", "web", "8000"]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "wsfixture.cli", "-c", str(config), *forward],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            host_port = line.split()[0]
+            assert line.strip().endswith("-> web:8000 (Ctrl-C to stop)")
+            assert urllib.request.urlopen(f"http://{host_port}/i", timeout=5).read() == b"hi\n"
+            proc.send_signal(signal.SIGINT)  # our own child, by PID
+            assert proc.wait(15) == 0
+            taken = wsf(config, "forward", "web", "8000", "--local", str(local), check=False)
+            assert taken.returncode == 2
+            assert "forward.local: cannot be bound" in taken.stderr
+        finally:
+            subprocess.run([sys.executable, "-m", "wsfixture.cli", "gc", "--lab", ns], check=False)
+        assert leftovers(ns) == {}

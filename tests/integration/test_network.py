@@ -9,39 +9,27 @@ namespace is unchanged. Port forwarding is tested with an HTTP client in this pr
 from __future__ import annotations
 
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers
+from tests.integration.world import WORLD_HTTP, WORLD_NAME, World
+from tests.integration.world import world as make_world
 from wsfixture.errors import ConfigError
-from wsfixture.host import system
 from wsfixture.model.config import Config, config_from_dict, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
 pytestmark = pytest.mark.integration
-WORLD_HTTP = "198.51.100.10"
-WORLD_DNS = "198.51.100.53"
-WORLD_NAME = "world.test"
 FETCH = (
     'python3 -c "import urllib.request,sys; '
     'print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())" '
 )
-
-
-@dataclass
-class World:
-    netns: str
-    processes: list[subprocess.Popen[bytes]]
 
 
 def root_namespace_state() -> str:
@@ -60,51 +48,15 @@ def root_namespace_state() -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     require_root_and_tools("systemd-nspawn", "dnsmasq", "slirp4netns", "nft")
-    name = f"wsft-world-{uuid.uuid4().hex[:6]}"
-    root = tmp_path_factory.mktemp("world")
-    (root / "index.html").write_text("hello from the world\n")
-    etc = Path("/etc/netns") / name
-    system.run(["ip", "netns", "add", name])
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        batch = f"link set lo up\naddr add {WORLD_HTTP}/32 dev lo\naddr add {WORLD_DNS}/32 dev lo\n"
-        system.run(["ip", "-netns", name, "-batch", "-"], input=batch)
-        etc.mkdir(parents=True)
-        (etc / "resolv.conf").write_text(f"nameserver {WORLD_DNS}\n")
-        inside = ["ip", "netns", "exec", name]
-        processes.append(subprocess.Popen(
-            [*inside, sys.executable, "-m", "http.server", "--bind", WORLD_HTTP,
-             "--directory", str(root), "80"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))  # fmt: skip
-        processes.append(subprocess.Popen(
-            [*inside, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-             "--no-hosts", f"--address=/{WORLD_NAME}/{WORLD_HTTP}",
-             f"--listen-address={WORLD_DNS}", "--bind-interfaces", "--user=root"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))  # fmt: skip
-        deadline = time.monotonic() + 10
-        while subprocess.run(
-            [*inside, sys.executable, "-c",
-             f"import socket; socket.create_connection(('{WORLD_HTTP}', 80), 1)"],
-            capture_output=True, check=False,
-        ).returncode:  # fmt: skip
-            assert time.monotonic() < deadline, "the world's HTTP server never listened"
-            time.sleep(0.1)
-        yield World(name, processes)
-    finally:
-        for process in processes:  # our own children, by PID
-            process.terminate()
-            process.wait(10)
-        system.run(["ip", "netns", "delete", name], check=False)
-        system.remove_tree(etc)
+    with make_world(tmp_path_factory.mktemp("world")) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+def config(tmp_path_factory: pytest.TempPathFactory, world: World) -> Config:
     return config_from_dict(
         {
-            "network": {"internet": True},
+            "network": {"internet": True, "uplinkNamespace": world.netns},
             "defaults": {"stateRoot": str(tmp_path_factory.mktemp("net"))},
             "workspaces": {
                 "online": {"type": "container", "ip": "192.168.83.80"},
@@ -121,7 +73,7 @@ def root_before() -> str:
 
 @pytest.fixture(scope="module")
 def lab(config: Config, world: World, root_before: str) -> Iterator[Lab]:
-    with Lab(config.network, internet=True, uplink_via=world.netns) as lab:
+    with Lab(config.network, internet=True) as lab:
         yield lab
     assert leftovers(lab.name) == {}
 

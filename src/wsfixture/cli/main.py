@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -156,7 +157,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     say(
         json.dumps(rows)
         if args.json
-        else table(rows, ["name", "type", "ip", "state", "uptime", "matches"])
+        else table(rows, ["name", "type", "ip", "state", "uptime", "matches", "forwards"])
     )
     return 0
 
@@ -241,6 +242,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     say(json.dumps(rows) if args.json else table(rows, ["workspace", "check", "result", "detail"]))
     return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.name not in config.workspaces:
+        known = ", ".join(config.workspaces) or "none"
+        raise UsageError(f"no workspace named {args.name}; known: {known}")
+    if args.name not in ledger.workspaces(config.network.namespace, live=True):
+        raise WorkspaceGone(args.name, f"start it with `wsfixture up {args.name}`")
+    ws = attached(config, args.name)
+    try:
+        host, port = ws.forward(args.port, args.local)
+        say(f"{host}:{port} -> {args.name}:{args.port} (Ctrl-C to stop)")
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        say("")
+    finally:
+        ws.stop()  # closes the forward and the connection; the workspace keeps running
+    return 0
 
 
 def cmd_aliases(args: argparse.Namespace) -> int:
@@ -423,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
     p = command("check", cmd_check, "run the verification suite on running workspaces", True)
     p.add_argument("names", nargs="*")
+    p = command("forward", cmd_forward, "relay 127.0.0.1:<local> to a workspace's port")
+    p.add_argument("name")
+    p.add_argument("port", type=int)
+    p.add_argument("--local", type=int, default=0, help="the host port (default: a free one)")
     p = command("aliases", cmd_aliases, 'shell aliases: eval "$(wsfixture aliases)"')
     p.add_argument("--shell", choices=("bash", "zsh", "fish"), default="bash")
     p = command("hosts", cmd_hosts, "print hosts entries, or --apply them to a hosts file")

@@ -114,7 +114,10 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
     rows = []
     for name, spec in config.workspaces.items():
         record = live.get(name)
-        row: dict[str, Any] = {"name": name, "type": spec.type, "ip": str(spec.ip)}
+        row: dict[str, Any] = {
+            "name": name, "type": spec.type, "ip": str(spec.ip),
+            "forwards": " ".join(f"127.0.0.1:{local}->{port}" for local, port in spec.forwards),
+        }  # fmt: skip
         supervisor = ledger.workspace_info(record).supervisor if record else None
         if record is None:
             row.update(state="stopped", uptime="-", matches="-")

@@ -19,6 +19,7 @@ from pathlib import Path
 from wsfixture.cli.persistent import config_hash, shared_lab
 from wsfixture.host import ledger
 from wsfixture.model.config import load_config
+from wsfixture.net.forward import PortForward
 from wsfixture.workspace import Workspace
 
 
@@ -35,9 +36,15 @@ def supervise(config_path: str, name: str) -> int:
         started=time.time(),
     )
     ws = Workspace(spec, config, lab, supervisor=supervisor)
+    forwards: list[PortForward] = []
     try:
+        # The host ports first: one already taken fails before the workspace is made.
+        for local, port in spec.forwards:
+            forwards.append(PortForward(lab, ws.ip, port, local))
         ws.start()
     except Exception as exc:
+        for forward in forwards:
+            forward.close()
         reason = " ".join(str(exc).split())[:2000]
         print(f"FAILED {reason}", flush=True)
         print(str(exc), file=sys.stderr)
@@ -48,6 +55,8 @@ def supervise(config_path: str, name: str) -> int:
     os.dup2(devnull, sys.stdout.fileno())
     while not stop.is_set() and ws.is_running:
         stop.wait(1.0)
+    for forward in forwards:
+        forward.close()
     ws.stop()
     return 0
 

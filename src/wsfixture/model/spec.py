@@ -121,6 +121,11 @@ class NetworkSpec:
         None, "egress through NAT and the host's DNS (default: on for `wsfixture up`'s lab, "
         "off in pytest labs)",
     )  # fmt: skip
+    uplink_namespace: str | None = fields.text(
+        None, "run the uplink in this network namespace, not the host's (a VPN's; a test's)",
+        NAMESPACE_RE, "namespace name", "an existing network namespace: 1-31 characters of "
+        "lowercase letters, digits and '-'",
+    )  # fmt: skip
     # The network namespace of a persistent lab (the CLI's); tests make their own.
     namespace: str = fields.text(
         "wsfixture", "the network namespace of the CLI's persistent lab", NAMESPACE_RE,

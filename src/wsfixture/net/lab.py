@@ -74,7 +74,6 @@ class Lab:
         shared: bool = False,
         die_with_owner: bool = True,
         internet: bool = False,
-        uplink_via: str | None = None,
     ) -> None:
         self.network = network
         self.name = name or new_lab_name()
@@ -82,10 +81,9 @@ class Lab:
         # if it exists, and its hosts are its workspaces' ledger records, changed under a lock.
         self.shared = shared
         self.die_with_owner = die_with_owner
-        # Egress through a userspace uplink (net.uplink); it runs in the root namespace, or
-        # in ``uplink_via`` (a test's own world namespace).
+        # Egress through a userspace uplink (net.uplink), which runs in the root namespace
+        # or in network.uplink_namespace.
         self.internet = internet
-        self.uplink_via = uplink_via
         self.uplink = uplink.plan(network.subnet) if internet else None
         self.dir = settings.current().labs_dir / self.name
         self.netns_path = NETNS_DIR / self.name
@@ -162,8 +160,11 @@ class Lab:
         self.run(
             ["nft", "-f", "-"], input=uplink.nat_rules(self.network.subnet, self.network.bridge)
         )
+        via = self.network.uplink_namespace
+        if via is not None and not (NETNS_DIR / via).exists():
+            raise LabError(self.name, f"network.uplinkNamespace {via!r} does not exist")
         process = uplink.start(
-            self.netns_path, plan, self.dir / "uplink.log", self.uplink_via, self.die_with_owner
+            self.netns_path, plan, self.dir / "uplink.log", via, self.die_with_owner
         )
         ref = system.ProcessRef.of(process.pid)
         if ref is not None:
