@@ -321,6 +321,101 @@ def bench_parallel(state: Path, runs: int) -> list[Row]:
     return rows
 
 
+DOWNLOAD_MIB = 32
+TIMED_GET = (
+    "python3 -c 'import sys, time, urllib.request as u; b = time.perf_counter(); "
+    "n = len(u.urlopen(sys.argv[1], timeout=60).read()); "
+    "print(n, time.perf_counter() - b)' "
+)
+
+
+def timed_get(ws: Workspace, url: str) -> float:
+    """Seconds a workspace takes to GET ``url`` (all of it), measured inside it."""
+    size, seconds = ws.succeed(TIMED_GET + url, timeout=120).split()
+    assert int(size) == DOWNLOAD_MIB * 2**20, size
+    return float(seconds)
+
+
+def http_get_from_host(address: tuple[str, int], path: str = "/") -> float:
+    """One small GET from this process over a fresh connection to ``address``."""
+    import urllib.request
+
+    begin = time.perf_counter()
+    urllib.request.urlopen(f"http://{address[0]}:{address[1]}{path}", timeout=10).read()
+    return time.perf_counter() - begin
+
+
+def http_get_in_lab(lab: Lab, ip: str, port: int, path: str = "/") -> float:
+    """The same GET, made from this process on a socket inside the lab (no relay)."""
+    import http.client
+
+    begin = time.perf_counter()
+    connection = http.client.HTTPConnection(ip, port, timeout=10)
+    connection.sock = lab.connect(ip, port, 10)
+    connection.request("GET", path)
+    connection.getresponse().read()
+    connection.close()
+    return time.perf_counter() - begin
+
+
+def bench_network(state: Path, runs: int) -> list[Row]:
+    """The uplink against the lab itself, ws.forward against a request made in the lab, and
+    a lab with internet against one without. The world is a namespace of this machine."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.integration.world import WORLD_HTTP
+    from tests.integration.world import world as make_world
+
+    with make_world(state / "www") as world:
+        blob = f"blob-{DOWNLOAD_MIB}m"
+        (state / "www" / blob).write_bytes(os.urandom(DOWNLOAD_MIB * 2**20))
+        config = config_from_dict({
+            "network": {"internet": True, "uplinkNamespace": world.netns},
+            "defaults": {"stateRoot": str(state)},
+            "workspaces": {
+                "nc": {"type": "container", "ip": "192.168.83.13"},
+                "ns": {"type": "container", "ip": "192.168.83.14"},
+            },
+        })  # fmt: skip
+        on, off = [], []
+        for _ in range(max(runs, 5)):
+            for internet, samples in ((True, on), (False, off)):
+                begin = time.perf_counter()
+                Lab(config.network, internet=internet).open().close()
+                samples.append(time.perf_counter() - begin)
+        with (
+            Lab(config.network, internet=True) as lab,
+            Workspace(config.workspaces["nc"], config, lab) as client,
+            Workspace(config.workspaces["ns"], config, lab) as server,
+        ):
+            server.succeed(f"head -c {DOWNLOAD_MIB * 2**20} /dev/urandom > /tmp/{blob}")
+            server.succeed(
+                "python3 -m http.server --directory /tmp 8000 </dev/null >/dev/null 2>&1 &"
+            )
+            server.wait_for_port(8000)
+            uplink = [timed_get(client, f"http://{WORLD_HTTP}/{blob}") for _ in range(runs)]
+            in_lab = [timed_get(client, f"http://{server.ip}:8000/{blob}") for _ in range(runs)]
+            address = server.forward(8000)
+            server.succeed("echo small > /tmp/small")
+            forwarded = [http_get_from_host(address, "/small") for _ in range(50 * runs)]
+            direct = [http_get_in_lab(lab, server.ip, 8000, "/small") for _ in range(50 * runs)]
+    mib = float(DOWNLOAD_MIB)
+    return [
+        Row(
+            f"HTTP GET {DOWNLOAD_MIB} MiB via the uplink (MiB/s)",
+            mib / median(uplink), mib / median(in_lab), "the same from a workspace in the lab",
+            unit="MiB/s",
+        ),
+        Row(
+            "HTTP GET via ws.forward (127.0.0.1)", median(forwarded) * 1000,
+            median(direct) * 1000, "the same request made in the lab", unit="ms",
+        ),
+        Row(
+            "lab creation with internet", median(on), median(off), "lab creation without",
+            target="<= +50 ms", met=median(on) - median(off) <= 0.050,
+        ),
+    ]  # fmt: skip
+
+
 def bench_latency(state: Path, runs: int) -> list[Row]:
     config = make_config(state, lat={"type": "container", "ip": "192.168.83.12"})
     calls = 100 * runs
@@ -561,12 +656,16 @@ def bench_peer(state: Path, runs: int, ours: dict[str, float]) -> list[Row]:
 
 # -- runner ---------------------------------------------------------------------------------
 
-SCENARIOS = ("container", "vm", "parallel", "latency", "coldwarm", "sessions", "peer")
+SCENARIOS = (
+    "container", "vm", "parallel", "latency", "network", "coldwarm", "sessions", "peer",
+)  # fmt: skip
 
 
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
+    if unit == "MiB/s":
+        return f"{value:.0f}MiB/s"
     return f"{value:.1f}ms" if unit == "ms" else f"{value:.3f}s"
 
 

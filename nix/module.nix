@@ -53,6 +53,16 @@ let
       accel = mkOption { type = types.enum [ "auto" "kvm" "tcg" ]; default = "auto"; };
       machine = mkOption { type = types.enum [ "q35" "microvm" ]; default = "q35"; };
       vsock = mkOption { type = types.enum [ "auto" "required" "off" ]; default = "auto"; };
+      internet = mkOption {
+        type = types.nullOr types.bool;
+        default = null;
+        description = "false keeps this workspace off the internet (its forwarding is dropped).";
+      };
+      forwards = mkOption {
+        type = types.attrsOf types.port;
+        default = { };
+        description = "wsfixture CLI only: host port (on 127.0.0.1) -> workspace port.";
+      };
     };
   };
 
@@ -110,6 +120,12 @@ in
       bridge = mkOption { type = types.str; default = "wsbr0"; };
       dns = mkOption { type = types.bool; default = true; };
       namespace = mkOption { type = types.str; default = "wsfixture"; description = "wsfixture CLI only."; };
+      internet = mkOption {
+        type = types.nullOr types.bool;
+        default = null;
+        description = "NAT out of the bridge (the seed's); null means on, as for wsfixture up.";
+      };
+      uplinkNamespace = mkOption { type = types.nullOr types.str; default = null; description = "wsfixture CLI only."; };
     };
     defaults = {
       user = {
@@ -141,7 +157,9 @@ in
       address = cfg.network.gateway;
       prefixLength = prefixOf cfg.network.subnet;
     }];
-    networking.nat = { enable = true; internalInterfaces = [ cfg.network.bridge ]; };
+    networking.nat = { enable = cfg.network.internet != false; internalInterfaces = [ cfg.network.bridge ]; };
+    networking.firewall.extraCommands = lib.concatMapStrings (ws: "iptables -I FORWARD -s ${ws.ip} -j DROP\n")
+      (lib.attrValues (lib.filterAttrs (_: ws: ws.internet == false) cfg.workspaces));
     networking.extraHosts = lib.concatStringsSep "\n"
       (lib.mapAttrsToList (name: ws: derive.hostsLine name ws.ip) cfg.workspaces);
     services.dnsmasq = mkIf cfg.network.dns {

@@ -95,9 +95,12 @@ def test_egress_by_name_through_the_uplink(online: Workspace) -> None:
     assert online.succeed(f"getent hosts {WORLD_NAME}").split()[0] == WORLD_HTTP
 
 
-def test_workspace_names_still_resolve(online: Workspace, offline: Workspace) -> None:
+def test_workspaces_still_reach_each_other(online: Workspace, offline: Workspace) -> None:
     assert online.succeed("getent hosts offline").split()[0] == "192.168.83.81"
     assert offline.succeed("getent hosts online").split()[0] == "192.168.83.80"
+    # By TCP too: with internet on the lab forwards, and its filter must let the bridge be.
+    serve_http(offline, 8001)
+    assert online.succeed(f"{FETCH} http://offline:8001/").strip() == "hello from offline"
 
 
 def test_a_workspace_with_internet_false_stays_off(offline: Workspace) -> None:

@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import require
 from wsfixture import ConfigError, config_from_dict
-from wsfixture.model.config import NetworkSpec, UserSpec, workspace_spec
+from wsfixture.model import fields
+from wsfixture.model.config import NetworkSpec, UserSpec, WorkspaceSpec
 
 ROOT = Path(__file__).parents[2]
 STUB = Path(__file__).with_name("stub-lib.nix")
@@ -62,13 +63,15 @@ def test_workspace_options_match_python() -> None:
         f"(({module_with({'defaults': {'user': {'name': 'dev'}}})}).options"
         f'.sandboxed-workspace.workspaces.type.value.value {{ name = "x"; }}).options'
     )
-    python = workspace_spec(name="x", type="vm", ip="192.168.83.10").to_dict()
-    assert set(options) == set(python) | {"config"}
-    for key, value in python.items():
-        if key not in ("type", "ip"):
-            assert options[key] == value, key
-    assert options["type"] is None, "type is required in Nix too"
-    assert options["ip"] is None, "ip is required in Nix too"
+    declared = dict(fields.declarations(WorkspaceSpec))
+    assert set(options) == {fields.camel(f.name) for f in declared}
+    for f, decl in declared.items():
+        key = fields.camel(f.name)
+        if fields.is_required(f):
+            assert options[key] is None, f"{key} is required in Nix too"
+        elif key != "config":  # a NixOS module there, an opaque path here
+            default = fields.default_of(f)
+            assert options[key] == (None if default is None else decl.to_data(default)), key
 
 
 def test_network_and_user_defaults_match_python() -> None:
@@ -87,6 +90,8 @@ def test_network_and_user_defaults_match_python() -> None:
         "bridge": network.bridge,
         "dns": network.dns,
         "namespace": network.namespace,
+        "internet": network.internet,
+        "uplinkNamespace": network.uplink_namespace,
     }
     user = UserSpec()
     assert options["user"] == {"name": user.name, "uid": user.uid, "authorizedKeys": []}

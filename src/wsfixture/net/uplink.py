@@ -57,12 +57,15 @@ def plan(subnet: ipaddress.IPv4Network) -> Uplink:
 
 def nat_rules(subnet: ipaddress.IPv4Network, bridge: str) -> str:
     """The lab's nftables ruleset: masquerade the workspaces to the uplink, forward what
-    they start (and its replies), drop the workspaces in the ``offline`` set."""
+    they start (and its replies), drop the workspaces in the ``offline`` set. Traffic
+    between workspaces is bridged, but where br_netfilter is loaded it passes this hook as
+    well: it is accepted first."""
     return f"""\
 table ip wsfixture {{
   set offline {{ type ipv4_addr; }}
   chain forward {{
     type filter hook forward priority filter; policy drop;
+    iifname "{bridge}" oifname "{bridge}" accept
     iifname "{bridge}" oifname "{INTERFACE}" ip saddr @offline drop
     iifname "{bridge}" oifname "{INTERFACE}" ip saddr {subnet} accept
     iifname "{INTERFACE}" oifname "{bridge}" ct state established,related accept
