@@ -29,9 +29,10 @@ def run_demo(path: str) -> int:
     config = base.with_state_root(state)
     say(f"== plan of {path}\n{render_text(plan(config))}\n")
     failures = 0
+    # The demo checks workspaces; its lab has no internet (no packet leaves this machine).
     with Lab(config.network) as lab:
         say(f"== lab {lab.name}: network namespace with bridge {config.network.bridge}, "
-            f"DNS on {config.network.gateway}")  # fmt: skip
+            f"DNS on {config.network.gateway}, no internet")  # fmt: skip
         workspaces = [
             Workspace(spec, config, lab, progress=lambda line: say(f"   {line}"))
             for spec in config.workspaces.values()
