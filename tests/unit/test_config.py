@@ -278,3 +278,18 @@ def test_a_workspace_with_a_bad_field_still_takes_part_in_the_uniqueness_checks(
     assert any("workspaces.c.type" in p for p in found)
     duplicates = [p for p in found if "is already used by workspace 'a'" in p]
     assert {p.split(":")[0] for p in duplicates} == {"workspaces.b.ip", "workspaces.c.ip"}
+
+
+def test_network_and_forward_options() -> None:
+    found = problems({"network": {"internet": "maybe"}})
+    assert any("network.internet: has the wrong type" in p for p in found)
+    found = problems(
+        {"workspaces": {"a": {"type": "container", "ip": "192.168.83.10",
+                              "forwards": {"8080": 70000}}}}
+    )  # fmt: skip
+    assert any("workspaces.a.forwards.8080: is not a port forward (got 70000)" in p for p in found)
+    spec = workspace_spec(name="a", type="container", ip="192.168.83.10",
+                          forwards={"8080": 80, "2222": 22}, internet=False)  # fmt: skip
+    assert spec.forwards == ((2222, 22), (8080, 80))
+    assert spec.to_dict()["forwards"] == {"2222": 22, "8080": 80}
+    assert spec.internet is False

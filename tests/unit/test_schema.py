@@ -72,6 +72,9 @@ GOOD: list[dict[str, Any]] = [
      "workspaces": {"a": {"type": "vm", "ip": "10.20.0.50"}}},
     {"defaults": {"user": {"name": "alice", "uid": 1500}, "packages": ["git"]}},
     {"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10", "memory": None}}},
+    {"network": {"internet": True, "uplinkNamespace": "vpn"},
+     "workspaces": {"a": {"type": "container", "ip": "192.168.83.10", "internet": False,
+                          "forwards": {"8080": 80, "2222": 22}}}},
     {"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10",
                           "shares": [{"source": "/srv", "target": "/mnt/srv", "readOnly": True}]}}},
 ]  # fmt: skip
@@ -89,6 +92,10 @@ BAD: list[dict[str, Any]] = [
     {"network": {"subnet": "10.0.0.0/33"}},
     {"network": {"bridge": "a-very-long-bridge-name"}},
     {"enable": "yes"},
+    {"network": {"internet": "maybe"}},
+    {"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10", "forwards": {"8080": 70000}}}},
+    {"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10", "forwards": {"0": 80}}}},
+    {"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10", "internet": 1}}},
     {"workspaces": []},
 ]  # fmt: skip
 
