@@ -111,7 +111,15 @@ def test_day_to_day(cli_config: Path) -> None:
     rows = status(cli_config)
     assert rows["one"]["state"] == rows["two"]["state"] == "running"
     assert rows["vmthree"]["state"] == "stopped"
-    assert rows["one"]["matches"] == "yes"
+    assert rows["one"]["matches"] is True
+    assert isinstance(rows["one"]["uptime"], int)
+    assert rows["vmthree"]["uptime"] is None
+    assert wsf(cli_config, "up", "one").stdout.strip() == "one: already running"
+    just_one = json.loads(wsf(cli_config, "status", "one", "--json").stdout)
+    assert [row["name"] for row in just_one] == ["one"]
+    assert "two" not in wsf(cli_config, "status", "one").stdout
+    unknown = wsf(cli_config, "status", "nope", check=False)
+    assert unknown.returncode == 2
     listed = json.loads(wsf(cli_config, "list", "--json").stdout)
     assert {r["name"] for r in listed if r["lab"] == ns} == {"one", "two"}
 
@@ -165,7 +173,17 @@ def test_day_to_day(cli_config: Path) -> None:
     )
     text = text.replace("restartIfChanged = false", "restartIfChanged = false\nvcpu = 2")
     cli_config.write_text(text)
-    assert status(cli_config)["one"]["matches"] == "no: needs restart"
+    assert status(cli_config)["one"]["matches"] is False
+    assert "no: needs restart" in wsf(cli_config, "status").stdout
+    planned = {
+        a["name"]: a["action"]
+        for a in json.loads(wsf(cli_config, "apply", "--dry-run", "--json").stdout)
+    }
+    assert planned == {
+        "one": "would be restarted",
+        "two": "needs restart (restartIfChanged = false)",
+    }
+    assert status(cli_config)["one"]["matches"] is False, "a dry run changes nothing"
     actions = {
         a["name"]: a["action"] for a in json.loads(wsf(cli_config, "apply", "--json").stdout)
     }
@@ -221,19 +239,27 @@ def test_vm_through_the_cli(cli_config: Path) -> None:
         o["result"] == "ok"
         for o in json.loads(wsf(cli_config, "check", "vmthree", "--json").stdout)
     )
+    # A VM's serial console is coloured; `logs --console` into a pipe is plain text.
+    ns = cli_config.read_text().split('namespace = "')[1].split('"')[0]
+    raw = (settings.current().labs_dir / ns / "vmthree" / "console.log").read_bytes()
+    assert b"\x1b[" in raw
+    console = wsf(cli_config, "logs", "vmthree", "--console", "-n", "200").stdout
+    assert "\x1b[" not in console
+    assert "Debian GNU/Linux" in console or "Started" in console
     wsf(cli_config, "down", "vmthree")
 
 
 def test_aliases_and_hosts(cli_config: Path, tmp_path: Path) -> None:
     bash = wsf(cli_config, "aliases").stdout.splitlines()
     assert any(
-        line.startswith("alias workspace_one='wsfixture -c ") and line.endswith(" ssh one'")
+        line.startswith(f"alias workspace_one='{sys.executable} -m wsfixture.cli -c ")
+        and line.endswith(" ssh one'")
         for line in bash
     )
     assert any(line.startswith("alias workspace_two_restart=") for line in bash)
     assert len(bash) == 15
     fish = wsf(cli_config, "aliases", "--shell", "fish").stdout.splitlines()
-    assert fish[0].startswith("alias workspace_one 'wsfixture")
+    assert fish[0].startswith(f"alias workspace_one '{sys.executable} -m wsfixture.cli")
     # Syntax check: bash accepts every line.
     subprocess.run(["bash", "-n", "-c", "\n".join(bash)], check=True)
 

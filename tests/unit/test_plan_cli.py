@@ -43,3 +43,40 @@ def test_plan_matches_derivations() -> None:
     data = plan(load_config(EXAMPLE))
     for entry in data["workspaces"]:
         assert entry["hostsLine"] == f"{entry['ip']} {entry['name']} workspace-{entry['name']}"
+
+
+def test_global_options_on_both_sides_and_a_positional_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["validate", "-c", EXAMPLE]) == 0
+    assert cli.main(["-c", EXAMPLE, "validate"]) == 0
+    assert cli.main(["validate", EXAMPLE]) == 0
+    assert cli.main(["plan", "--config", EXAMPLE]) == 0
+    assert capsys.readouterr().out.count("valid, 2 workspaces") == 3
+
+
+def test_version_completion_and_restart_needs_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as version:
+        cli.main(["--version"])
+    assert version.value.code == 0
+    assert capsys.readouterr().out.startswith("wsfixture ")
+    for shell, marker in (("bash", "complete "), ("zsh", "compdef"), ("fish", "complete ")):
+        assert cli.main(["completion", shell]) == 0
+        assert marker in capsys.readouterr().out
+    with pytest.raises(SystemExit) as restart:
+        cli.main(["restart"])
+    assert restart.value.code == 2
+    assert "the following arguments are required: names" in capsys.readouterr().err
+
+
+def test_aliases_call_this_very_wsfixture(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    assert cli.main(["-c", EXAMPLE, "aliases"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ssh = next(line for line in lines if line.startswith("alias workspace_myproject="))
+    assert ssh.startswith(f"alias workspace_myproject='{sys.executable} -m wsfixture.cli -c /")
+    status = next(line for line in lines if line.startswith("alias workspace_myproject_status="))
+    assert status.endswith(" status myproject'")

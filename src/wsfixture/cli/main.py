@@ -11,8 +11,10 @@ or a workspace failed, 2 bad input (usage or config), 3 a missing prerequisite.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -40,6 +42,9 @@ from wsfixture.model.config import Config, load_config
 from wsfixture.model.plan import plan, render_text
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PREREQ = 1, 2, 3
+# Colours and cursor moves of a console; a serial console also has broken ones (ESC[ cut
+# short where systemd shortened a line), which go as well.
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]?|[()][0-9A-Za-z]|[@-Z\\-_])?")
 DEFAULT_CONFIG = "workspaces.toml"
 
 
@@ -107,6 +112,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     for name in names:
         if name in live:
             results.append({"name": name, "result": "already running"})
+            if not args.json:
+                say(f"{name}: already running")
             continue
         if not args.json:
             say(f"starting {name} ({config.workspaces[name].type}) ...")
@@ -153,12 +160,17 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    rows = status_rows(config)
-    say(
-        json.dumps(rows)
-        if args.json
-        else table(rows, ["name", "type", "ip", "state", "uptime", "matches", "forwards"])
-    )
+    select(config, args.names, True, lambda n: True)  # unknown names: a usage error
+    rows = [r for r in status_rows(config) if not args.names or r["name"] in args.names]
+    if args.json:
+        say(json.dumps(rows))
+        return 0
+    shown = [
+        {**r, "uptime": "-" if r["uptime"] is None else f"{r['uptime']}s",
+         "matches": {None: "-", True: "yes", False: "no: needs restart"}[r["matches"]]}
+        for r in rows
+    ]  # fmt: skip
+    say(table(shown, ["name", "type", "ip", "state", "uptime", "matches", "forwards"]))
     return 0
 
 
@@ -212,7 +224,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         if args.console:
             os.execvp("tail", ["tail", "-n", str(args.lines), "-F", str(console)])
         os.execvp("ssh", [*ssh, f"{journal} --follow"])
-    say(system.tail(console, args.lines))
+    tail = system.tail(console, args.lines)
+    say(tail if sys.stdout.isatty() else ANSI_ESCAPE.sub("", tail))
     if args.console:
         return 0
     result = subprocess.run(
@@ -291,27 +304,36 @@ def cmd_apply(args: argparse.Namespace) -> int:
     lab = config.network.namespace
     live = ledger.workspaces(lab, live=True)
     actions: list[dict[str, str]] = []
+    dry = args.dry_run
+
+    def start(name: str, done: str) -> str:
+        if dry:
+            return f"would be {done}"
+        ok, detail = start_workspace(config, name)
+        return done if ok else f"FAILED: {detail}"
+
     for name, spec in config.workspaces.items():
         record = live.get(name)
         if record is None:
             if spec.auto_start:
-                ok, detail = start_workspace(config, name)
-                actions.append({"name": name, "action": "started" if ok else f"FAILED: {detail}"})
+                actions.append({"name": name, "action": start(name, "started")})
             continue
         supervisor = ledger.workspace_info(record).supervisor
         if supervisor is not None and supervisor.config_hash == config_hash(config, spec):
             actions.append({"name": name, "action": "unchanged"})
         elif spec.restart_if_changed:
-            stop_record(record)
-            ok, detail = start_workspace(config, name)
-            actions.append({"name": name, "action": "restarted" if ok else f"FAILED: {detail}"})
+            if not dry:
+                stop_record(record)
+            actions.append({"name": name, "action": start(name, "restarted")})
         else:
             actions.append({"name": name, "action": "needs restart (restartIfChanged = false)"})
     for name, record in live.items():
         if name not in config.workspaces:
-            stop_record(record)
-            actions.append({"name": name, "action": "stopped (removed from config; state kept)"})
-    if not ledger.workspaces(lab, live=True):
+            if not dry:
+                stop_record(record)
+            verb = "would be stopped" if dry else "stopped"
+            actions.append({"name": name, "action": f"{verb} (removed from config; state kept)"})
+    if not dry and not ledger.workspaces(lab, live=True):
         remove_lab_if_idle(lab)
     say(json.dumps(actions) if args.json else table(actions, ["name", "action"]))
     return EXIT_FAILED if any("FAILED" in a["action"] for a in actions) else 0
@@ -396,19 +418,33 @@ def cmd_images(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------------
 
 
+def global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """-c and --debug, before the command (with their defaults) and after it (without, so
+    they override only when given there)."""
+    config_default = os.environ.get("WSFIXTURE_CONFIG", DEFAULT_CONFIG)
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks",
+        default=False if defaults else argparse.SUPPRESS,
+    )  # fmt: skip
+    parser.add_argument(
+        "-c", "--config",
+        help=f"workspace config (default: $WSFIXTURE_CONFIG or ./{DEFAULT_CONFIG})",
+        default=config_default if defaults else argparse.SUPPRESS,
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     doc = (__doc__ or "").splitlines()[0]
     parser = argparse.ArgumentParser(prog="wsfixture", description=doc)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument(
-        "-c", "--config", default=os.environ.get("WSFIXTURE_CONFIG", DEFAULT_CONFIG),
-        help=f"workspace config (default: $WSFIXTURE_CONFIG or ./{DEFAULT_CONFIG})",
-    )  # fmt: skip
+    global_options(parser, defaults=True)
+    parser.add_argument("--version", action="version", version=f"wsfixture {version()}")
+    after = argparse.ArgumentParser(add_help=False)
+    global_options(after, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[[argparse.Namespace], int], text: str,
                 json_out: bool = False) -> argparse.ArgumentParser:  # fmt: skip
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text, description=text, parents=[after])
         p.set_defaults(func=func)
         if json_out:
             p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -426,10 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("down", cmd_down, "stop workspaces (default: all running); state is kept")
     p.add_argument("names", nargs="*")
     p = command("restart", cmd_restart, "stop and start workspaces")
-    p.add_argument("names", nargs="*")
-    command(
+    p.add_argument("names", nargs="+")
+    p = command(
         "status", cmd_status, "state, IP, uptime, type, and whether it matches the config", True
     )
+    p.add_argument("names", nargs="*", help="just these (default: all)")
     command("list", cmd_list, "running workspaces of every lab", True)
     p = command("ssh", cmd_ssh, "ssh into a workspace (pinned host key)")
     p.add_argument("name")
@@ -453,7 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true")
     p.add_argument("--file", help="hosts file to edit (default: the lab's)")
     p.add_argument("--root-namespace", action="store_true", help="edit the real /etc/hosts")
-    command("apply", cmd_apply, "restart changed workspaces, start new autoStart ones", True)
+    p = command("apply", cmd_apply, "restart changed workspaces, start new autoStart ones", True)
+    p.add_argument("--dry-run", action="store_true", help="say what it would do; do nothing")
+    p = command("completion", cmd_completion, 'shell completion: eval "$(wsfixture completion)"')
+    p.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"), default="bash")
     p = command("destroy", cmd_destroy, "delete a stopped workspace's state directory")
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="do not ask")
@@ -471,8 +511,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("wsfixture")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    say(argcomplete.shellcode(["wsfixture"], shell=args.shell))  # type: ignore[attr-defined]
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if argv is None:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)  # answers a completing shell, then exits
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)

@@ -120,15 +120,11 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
         }  # fmt: skip
         supervisor = ledger.workspace_info(record).supervisor if record else None
         if record is None:
-            row.update(state="stopped", uptime="-", matches="-")
+            row.update(state="stopped", uptime=None, matches=None)
         else:
             started = supervisor.started if supervisor else time.time()
             same = supervisor is not None and supervisor.config_hash == config_hash(config, spec)
-            row.update(
-                state="running",
-                uptime=f"{int(time.time() - started)}s",
-                matches="yes" if same else "no: needs restart",
-            )
+            row.update(state="running", uptime=int(time.time() - started), matches=same)
         rows.append(row)
     return rows
 
@@ -138,9 +134,18 @@ def attached(config: Config, name: str) -> Workspace:
     return Workspace(config.workspaces[name], config, lab).attach()
 
 
+def own_command() -> list[str]:
+    """How to run this very wsfixture again: its script by absolute path, or (run as a
+    module) this Python with -m; an alias then works after ``deactivate`` too."""
+    script = Path(sys.argv[0]).resolve()
+    if script.name == "wsfixture" and script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "wsfixture.cli"]
+
+
 def alias_lines(config: Config, shell: str) -> list[str]:
     """``workspace_<name>`` (ssh) and its _start/_stop/_restart/_status, for a shell."""
-    base = f"wsfixture -c {shlex.quote(str(Path(config.source).resolve()))}"
+    base = f"{shlex.join(own_command())} -c {shlex.quote(str(Path(config.source).resolve()))}"
     lines = []
     for name in config.workspaces:
         ssh, start, stop, restart, status = derive.alias_names(name)
@@ -149,7 +154,7 @@ def alias_lines(config: Config, shell: str) -> list[str]:
             start: f"{base} up {name}",
             stop: f"{base} down {name}",
             restart: f"{base} restart {name}",
-            status: f"{base} status",
+            status: f"{base} status {name}",
         }
         for alias, command in commands.items():
             if shell == "fish":
