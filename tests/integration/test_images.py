@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_root_and_tools
-from wsfixture.host import system
+from wsfixture.errors import ImageBuildError
+from wsfixture.host import settings, system
+from wsfixture.image.build import ensure_image
 from wsfixture.image.cache import DAY
 from wsfixture.image.recipe import ImageRecipe
 
@@ -70,3 +72,16 @@ def test_prune_keeps_what_is_used_or_mounted(tmp_path: Path) -> None:
         system.run(["umount", str(overlay / "merged")])
     assert prune(cache) == [mounted.name]
     assert prune(cache) == []
+
+
+def test_a_package_that_does_not_exist_names_the_layer_and_apts_error() -> None:
+    recipe = ImageRecipe.for_packages(["curl", "ngnix"])
+    with pytest.raises(ImageBuildError) as info:
+        ensure_image(recipe, progress=lambda line: None)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith(f"image {recipe.key} (curl, ngnix over the container base): ")
+    assert first.endswith("E: Unable to locate package ngnix")
+    assert "Attempted to remove disk file system" not in str(info.value)
+    images = settings.current().images_dir
+    assert not (images / recipe.key).exists()
+    assert not list(images.glob(f"{recipe.key}.building-*")), "nothing half made"

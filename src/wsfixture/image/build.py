@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -69,6 +70,10 @@ def ensure_image(
     return image
 
 
+# What systemd-nspawn says while it tears a throwaway tree down: nothing about the failure.
+NSPAWN_NOISE = re.compile(r"Attempted to remove disk file system|and we can't allow that")
+
+
 @dataclass
 class _Build:
     """One image build in progress: its staging directory, the cgroup every process of
@@ -87,7 +92,14 @@ class _Build:
         return self.staging / "build.log"
 
     def fail(self, reason: str) -> ImageBuildError:
-        return ImageBuildError(self.image.recipe.label, reason, system.tail(self.log, 30))
+        """The error for a failed step: apt's own error line first, then the log's tail
+        without systemd-nspawn's teardown noise."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        lines = [line for line in text.splitlines() if not NSPAWN_NOISE.search(line)]
+        errors = [line for line in lines if line.startswith("E: ")]
+        if errors:
+            reason = f"{reason}: {errors[0]}"
+        return ImageBuildError(self.image.recipe.label, reason, "\n".join(lines[-30:]))
 
     def run(self, argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
         """``argv`` in the build's cgroup, its output in the log; ImageBuildError if it fails."""

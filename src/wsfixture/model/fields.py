@@ -18,6 +18,7 @@ system.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -222,7 +223,9 @@ def choice(default: Any, doc: str, choices: tuple[str, ...], **extra: Any) -> An
 
     def parse(value: object, where: str, ctx: Context) -> Any:
         if value not in choices:
-            ctx.issues.add(where, "is not one of the choices", value, allowed)
+            close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            ctx.issues.add(where, "is not one of the choices", value, allowed + hint)
             return INVALID
         return value
 
