@@ -88,29 +88,75 @@ def test_unknown_marker_argument_is_a_usage_error(real: pytest.Pytester) -> None
         """
         import pytest
 
-        @pytest.mark.workspace(typo="vm")
+        @pytest.mark.workspace(tpye="vm")
         def test_x(workspace):
             pass
         """
     )
     result = real.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown argument(s) ?'typo'?*"])
+    result.stderr.fnmatch_lines(
+        [
+            "*test_x: @pytest.mark.workspace(tpye='vm'): unknown argument 'tpye';"
+            " did you mean 'type'?"
+        ]
+    )
 
 
-def test_bad_field_value_is_a_setup_error_naming_it(real: pytest.Pytester) -> None:
+def test_a_marker_mistake_names_the_test_and_the_marker(real: pytest.Pytester) -> None:
+    """A bad field value, or a name the config does not have, is a usage error at collection
+    that names the test and the marker and suggests the fix; no wsfixture traceback."""
     real.makepyfile(
         """
         import pytest
 
-        @pytest.mark.workspace(type="box")
-        def test_x(workspace):
+        @pytest.mark.workspace(type="contianer")
+        def test_typo(workspace):
             pass
         """
     )
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "*test_typo: @pytest.mark.workspace(type='contianer'): type: is not one of the choices"
+        " (got 'contianer'); allowed: 'vm' or 'container'; did you mean 'container'?"
+    ])  # fmt: skip
+    assert "workspaces.toml" not in result.stderr.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+    real.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.workspace("alpah")
+        def test_name(workspace):
+            pass
+        """
+    )
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "*test_name: @pytest.mark.workspace('alpah'): no workspace named 'alpah' in"
+        " workspaces.toml; did you mean 'alpha'? known: alpha*"
+    ])  # fmt: skip
+
+
+def test_a_factory_mistake_names_the_test_and_the_call(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        def test_factory(workspace_factory):
+            workspace_factory("web", type="contianer", memroy=512)
+        """
+    )
     result = real.runpytest_subprocess()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*workspace.type: is not one of the choices (got 'box')*"])
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*invalid wsfixture config in test_a_factory_mistake_names_the_test_and_the_call.py::"
+        "test_factory: workspace_factory('web', type='contianer', memroy=512): 2 problems*",
+        "*workspace.memroy: unknown key; did you mean 'memory'?*",
+        "*did you mean 'container'?*",
+    ])  # fmt: skip
+    assert "src/wsfixture" not in out, "no wsfixture-internal frames"
 
 
 def test_failure_report_has_workspace_sections(real: pytest.Pytester) -> None:
@@ -189,11 +235,11 @@ def test_keep_failed_keeps_only_the_failed_one(real: pytest.Pytester) -> None:
         def test_bad(workspace):
             assert False
 
-        @pytest.mark.workspace("modbad", scope="module")
+        @pytest.mark.workspace(name="modbad", scope="module")
         def test_module_bad(workspace):
             assert False
 
-        @pytest.mark.workspace("modok", scope="module")
+        @pytest.mark.workspace(name="modok", scope="module")
         def test_module_ok(workspace):
             pass
         """

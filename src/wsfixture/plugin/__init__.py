@@ -9,6 +9,7 @@ lab). The rest lives beside it: ``session`` (this process's lab, config and work
 
 from __future__ import annotations
 
+import difflib
 import os
 import signal
 import threading
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from wsfixture.errors import CleanupError
+from wsfixture.errors import CleanupError, ConfigError
+from wsfixture.model.config import override, workspace_spec
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net.lab import Lab
 from wsfixture.plugin.report import pytest_runtest_makereport, pytest_terminal_summary
@@ -233,7 +235,16 @@ def workspace_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., 
     made: list[Workspace] = []
 
     def factory(name: str | None = None, **fields: Any) -> Workspace:
-        ws = session.boot(session.spec(name, **fields))
+        __tracebackhide__ = True
+        try:
+            spec = session.spec(name, **fields)
+        except ConfigError as exc:
+            call = ", ".join([*([repr(name)] if name else []),
+                              *(f"{k}={v!r}" for k, v in fields.items())])  # fmt: skip
+            raise ConfigError(
+                exc.issues, f"{request.node.nodeid}: workspace_factory({call})"
+            ) from None
+        ws = session.boot(spec)
         made.append(ws)
         _track(request, ws)
         return ws
@@ -254,17 +265,57 @@ def pytest_collection_modifyitems(
 ) -> None:
     for item in items:
         marker = item.get_closest_marker("workspace")
-        if marker is None:
-            continue
-        unknown = sorted(set(marker.kwargs) - set(MARKER_FIELDS))
-        if unknown or len(marker.args) > 1:
-            raise pytest.UsageError(
-                f"{item.nodeid}: @pytest.mark.workspace got unknown argument(s) "
-                f"{unknown or marker.args[1:]}; allowed: one name, then {', '.join(MARKER_FIELDS)}"
-            )
-        if marker.kwargs.get("scope", "function") not in SCOPES:
-            raise pytest.UsageError(
-                f"{item.nodeid}: scope={marker.kwargs['scope']!r}; allowed: {', '.join(SCOPES)}"
-            )
+        if marker is not None:
+            _check_marker(item, marker, config)
     if config.getoption("--ws-verify"):
         items.extend(verify_items(session, config))
+
+
+def _check_marker(item: pytest.Item, marker: pytest.Mark, config: pytest.Config) -> None:
+    """A marker's mistakes are usage errors at collection, naming the test and the marker,
+    with a "did you mean": not a default workspace booted, nor wsfixture's traceback."""
+    shown = ", ".join(
+        [*(repr(a) for a in marker.args), *(f"{k}={v!r}" for k, v in marker.kwargs.items())]
+    )
+    where = f"{item.nodeid}: @pytest.mark.workspace({shown})"
+    problems = []
+    for key in sorted(set(marker.kwargs) - set(MARKER_FIELDS)):
+        close = difflib.get_close_matches(key, MARKER_FIELDS, n=1, cutoff=0.6)
+        problems.append(
+            f"unknown argument {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+        )
+    if len(marker.args) > 1:
+        problems.append(f"one name only, got {len(marker.args)} positional arguments")
+    scope = marker.kwargs.get("scope", "function")
+    if scope not in SCOPES:
+        problems.append(f"scope={scope!r}; allowed: {', '.join(SCOPES)}")
+    if problems:
+        raise pytest.UsageError(f"{where}: {'; '.join(problems)}")
+    try:
+        ws_config = config.stash[session_key].config
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    fields = {k: v for k, v in marker.kwargs.items() if k not in ("name", "scope")}
+    name = marker.args[0] if marker.args else None
+    try:
+        if name is not None and name not in ws_config.workspaces:
+            known = list(ws_config.workspaces)
+            close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            source = ws_config.source or "no --ws-config given"
+            raise pytest.UsageError(
+                f"{where}: no workspace named {name!r} in {source}; {hint}"
+                f"known: {', '.join(known) or 'none'} (an inline workspace takes name=...)"
+            )
+        if name is not None:
+            override(ws_config, ws_config.workspaces[name], **fields)
+        else:
+            # The address comes from the free range when the test runs; any usable one
+            # stands in for it here.
+            placeholder = {"type": "container", "ip": str(ws_config.network.range_start)}
+            workspace_spec(
+                ws_config, name=marker.kwargs.get("name", "x"), **{**placeholder, **fields}
+            )
+    except ConfigError as exc:
+        problems = [str(issue).removeprefix("workspace.") for issue in exc.issues]
+        raise pytest.UsageError(f"{where}: " + "; ".join(problems)) from None
