@@ -13,8 +13,8 @@ help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
 
-host: ## Install the Debian packages wsfixture needs (root, Debian 12)
-	@scripts/setup-host.sh
+host: ## Install the Debian packages and the system user wsfixture needs (root, Debian 12)
+	@PYTHONPATH=src python3 -m wsfixture.host.setup
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)

@@ -80,3 +80,17 @@ def test_aliases_call_this_very_wsfixture(capsys: pytest.CaptureFixture[str]) ->
     assert ssh.startswith(f"alias workspace_myproject='{sys.executable} -m wsfixture.cli -c /")
     status = next(line for line in lines if line.startswith("alias workspace_myproject_status="))
     assert status.endswith(" status myproject'")
+
+
+def test_doctor_names_what_is_missing_and_exits_3(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsfixture.host import setup
+
+    real = setup.find_tool
+    monkeypatch.setattr(setup, "find_tool", lambda tool: None if tool == "nft" else real(tool))
+    code = cli.main(["doctor", "--json"])
+    rows = {row["check"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["tool nft"]["result"] == "MISSING"
+    assert rows["tool nft"]["fix"].startswith("apt-get install nftables")
+    assert code == cli.EXIT_PREREQ

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from wsfixture.backends.qmp import QmpClient
 from wsfixture.errors import PrerequisiteError
 from wsfixture.guest import seed
 from wsfixture.host import system
+from wsfixture.host.setup import QEMU_USER, has_qemu_user
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 
@@ -31,9 +31,6 @@ log = logging.getLogger("wsfixture.qemu")
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 TCG_TB_SIZE_MIB = 128  # translation cache; QEMU's default (1 GiB) inflates every VM's RSS
 ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
-# QEMU drops to this system user (made by `wsfixture setup-host` / scripts/setup-host.sh)
-# once it has opened its disks, TAP, sockets and logs as root.
-QEMU_USER = "wsfixture-qemu"
 # elevateprivileges stays "allow": QEMU 7.2 switches to -runas's user after installing the
 # filter, and with "deny" (or "children") the switch is refused and QEMU silently stays
 # root (measured). After the switch every uid is the unprivileged user's and no capability
@@ -327,14 +324,11 @@ class QemuBackend(Backend):
 
 
 def require_qemu_user() -> None:
-    try:
-        pwd.getpwnam(QEMU_USER)
-    except KeyError:
+    if not has_qemu_user():
         raise PrerequisiteError(
-            f"the system user {QEMU_USER} (QEMU runs as it) does not exist",
-            hint="make host, or: useradd --system --no-create-home --shell "
-            f"/usr/sbin/nologin {QEMU_USER}",
-        ) from None
+            f"the system user {QEMU_USER} (QEMU drops to it) does not exist",
+            hint="run `wsfixture setup-host` (or make host)",
+        )
 
 
 def read_only_view(path: Path) -> list[str]:

@@ -104,6 +104,25 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from wsfixture.host import doctor
+
+    findings = doctor.examine()
+    rows = [
+        {"check": f.check, "result": "ok" if f.ok else ("MISSING" if f.required else "no"),
+         "detail": f.detail, "fix": "" if f.ok else f.fix}
+        for f in findings
+    ]  # fmt: skip
+    say(json.dumps(rows) if args.json else table(rows, ["check", "result", "detail", "fix"]))
+    return EXIT_PREREQ if any(f.required and not f.ok for f in findings) else 0
+
+
+def cmd_setup_host(args: argparse.Namespace) -> int:
+    from wsfixture.host import setup
+
+    return setup.setup_host(say)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     names = select(config, args.names, args.all, lambda n: config.workspaces[n].auto_start)
@@ -454,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file", nargs="?", help="config (default: -c)")
     p = command("validate", cmd_validate, "check a config; print every problem")
     p.add_argument("config_file", nargs="?", help="config (default: -c)")
+    command("doctor", cmd_doctor, "is this host ready? what to install if not (exit 3)", True)
+    command("setup-host", cmd_setup_host, "install what wsfixture needs (Debian/Ubuntu, root)")
     p = command("schema", cmd_schema, "the config's JSON Schema, for editors that check TOML")
     p.add_argument("--markdown", action="store_true", help="the options as a Markdown table")
     p = command("up", cmd_up, "start workspaces (default: those with autoStart)", True)

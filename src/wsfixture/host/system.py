@@ -17,24 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsfixture.errors import PrerequisiteError, WsfixtureError
+from wsfixture.host import setup
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
-
-# The Debian package that provides each tool we call.
-PACKAGES = {
-    "systemd-nspawn": "systemd-container",
-    "mmdebstrap": "mmdebstrap",
-    "dnsmasq": "dnsmasq-base",
-    "ip": "iproute2",
-    "nsenter": "util-linux",
-    "ssh": "openssh-client",
-    "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-img": "qemu-utils",
-    "mkfs.ext4": "e2fsprogs",
-    "nix-instantiate": "nix-bin",
-}
 
 
 class HostCommandError(WsfixtureError):
@@ -57,9 +44,9 @@ def run(argv: Sequence[str], *, check: bool = True, input: str | None = None) ->
 
 def require_tool(tool: str) -> str:
     """Path of ``tool``; a PrerequisiteError naming the package when it is missing."""
-    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/lib/qemu")
+    path = setup.find_tool(tool)
     if path is None:
-        raise PrerequisiteError(f"{tool} not found", PACKAGES.get(tool, ""))
+        raise PrerequisiteError(f"{tool} not found", setup.package_of(tool))
     return path
 
 
