@@ -39,6 +39,8 @@ class Ran:
     command: str
     rc: int
     seconds: float
+    tail: str = ""  # the last lines of its output (stdout, then stderr)
+    probe: bool = False  # wsfixture's own (readiness, diagnostics), not the test's
 
 
 class SshSession:
@@ -99,7 +101,11 @@ class SshSession:
             return self._client
 
     def run(
-        self, command: str, timeout: float | None = None, max_output: int | None = None
+        self,
+        command: str,
+        timeout: float | None = None,
+        max_output: int | None = None,
+        probe: bool = False,
     ) -> tuple[int, bytes, bytes]:
         """Run ``command`` with the login shell; return (rc, stdout, stderr).
 
@@ -119,7 +125,10 @@ class SshSession:
             drained = _drain(channel, timeout, cap)
             if drained.over is not None:
                 killed = self._kill_group(drained.pid)
-                self.history.append(Ran(command, -1, time.monotonic() - started))
+                self.history.append(
+                    Ran(command, -1, time.monotonic() - started,
+                        _tail(drained.out, drained.err), probe)
+                )  # fmt: skip
                 out = drained.out.decode(errors="replace")
                 err = drained.err.decode(errors="replace")
                 if drained.over == "time":
@@ -135,7 +144,9 @@ class SshSession:
             rc = channel.recv_exit_status()
         finally:
             channel.close()
-        self.history.append(Ran(command, rc, time.monotonic() - started))
+        self.history.append(
+            Ran(command, rc, time.monotonic() - started, _tail(drained.out, drained.err), probe)
+        )
         return rc, drained.out, drained.err
 
     def _kill_group(self, pid: int | None) -> str:
@@ -207,6 +218,11 @@ def _drain(channel: paramiko.Channel, timeout: float | None, cap: int) -> _Drain
                 return result("time")
         # The channel's fileno wakes on data for either stream, EOF and close.
         select.select([channel], [], [], min(wait, 1.0))
+
+
+def _tail(out: bytes, err: bytes, lines: int = 5) -> str:
+    text = (out[-4096:] + err[-4096:]).decode(errors="replace")
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def _size(n: int) -> str:

@@ -249,7 +249,7 @@ class Workspace:
 
         def ssh_works(last: bool) -> bool | None:
             try:
-                rc, _, _ = session.run("true")
+                rc, _, _ = session.run("true", probe=True)
             except Exception as exc:
                 if (reason := backend.failure()) is not None:
                     raise StartError(self.name, reason, system.tail(self.console_log)) from exc
@@ -364,7 +364,11 @@ class Workspace:
         return self.session
 
     def run(
-        self, command: str, timeout: Timeout = SESSION_DEFAULT, max_output: int | None = None
+        self,
+        command: str,
+        timeout: Timeout = SESSION_DEFAULT,
+        max_output: int | None = None,
+        probe: bool = False,
     ) -> tuple[int, str, str]:
         """Run a shell command as the workspace user; return (rc, stdout, stderr).
 
@@ -374,7 +378,7 @@ class Workspace:
         CommandError says so.
         """
         seconds = self.command_timeout if timeout is SESSION_DEFAULT else timeout
-        rc, out, err = self._session().run(command, seconds, max_output)
+        rc, out, err = self._session().run(command, seconds, max_output, probe)
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
     def succeed(self, command: str, timeout: Timeout = SESSION_DEFAULT) -> str:

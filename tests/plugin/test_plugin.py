@@ -159,27 +159,48 @@ def test_a_factory_mistake_names_the_test_and_the_call(real: pytest.Pytester) ->
     assert "src/wsfixture" not in out, "no wsfixture-internal frames"
 
 
-def test_failure_report_has_workspace_sections(real: pytest.Pytester) -> None:
+def test_failure_report_short_full_and_off(real: pytest.Pytester) -> None:
+    """short (the default): the test's commands with their last lines, no probes, no
+    diagnostics; full: console, journal, units, network, every command; off: nothing."""
     real.makepyfile(
         """
         def test_fails(workspace):
-            workspace.run("echo marker-command")
+            workspace.run("echo marker-output; echo marker-error >&2")
             assert workspace.run("false")[0] == 0
         """
     )
-    result = real.runpytest_subprocess()
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
+    short = real.runpytest_subprocess()
+    short.assert_outcomes(failed=1)
+    short.stdout.fnmatch_lines(
+        [
+            "*wsfixture ws*: commands (last lines of each)*",
+            "$ echo marker-output; echo marker-error >&2  [[]exit 0, * ms[]]",
+            "    marker-output",
+            "    marker-error",
+            "$ false  [[]exit 1, * ms[]]",
+        ]
+    )
+    text = short.stdout.str()
+    assert "journal (tail)" not in text
+    assert "$ true " not in text, "the readiness probe is not the test's"
+    report_lines = text.split("commands (last lines of each)")[1].split("short test summary")[0]
+    assert len(report_lines.strip().splitlines()) < 15
+
+    full = real.runpytest_subprocess("--ws-report", "full")
+    full.stdout.fnmatch_lines(
         [
             "*wsfixture ws*: console (tail)*",
             "*wsfixture ws*: journal (tail)*",
             "*wsfixture ws*: failed units*",
             "*wsfixture ws*: network*",
             "*wsfixture ws*: commands run*",
-            "*rc=0*echo marker-command*",
+            "*rc=0*echo marker-output*",
             "*rc=1*false*",
         ]
     )
+    off = real.runpytest_subprocess("--ws-report", "off")
+    off.assert_outcomes(failed=1)
+    assert "wsfixture ws" not in off.stdout.str()
 
 
 BREAK_SSHD = """

@@ -22,7 +22,11 @@ from wsfixture.errors import CleanupError, ConfigError
 from wsfixture.model.config import override, workspace_spec
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net.lab import Lab
-from wsfixture.plugin.report import pytest_runtest_makereport, pytest_terminal_summary
+from wsfixture.plugin.report import (
+    REPORT_CHOICES,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+)
 from wsfixture.plugin.session import (
     COMMAND_TIMEOUT,
     KEEP_CHOICES,
@@ -68,6 +72,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "0: no limit)",
     )
     parser.addini("wsfixture_command_timeout", "the same as --ws-command-timeout")
+    group.addoption(
+        "--ws-report",
+        choices=REPORT_CHOICES,
+        help="what a failed test's report shows of its workspaces: short (default: the "
+        "test's commands with their last lines), full (console, journal, units, network, "
+        "every command), off",
+    )
+    parser.addini("wsfixture_report", "short, full or off", default="short")
     group.addoption("--ws-state-dir", help="state root for workspaces (default: a temp dir)")
     group.addoption(
         "--ws-verify",

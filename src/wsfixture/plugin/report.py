@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
 
 
+REPORT_CHOICES = ("short", "full", "off")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -23,14 +26,39 @@ def pytest_runtest_makereport(
         session = item.config.stash.get(session_key, None)
         if session is not None:
             session.mark_failed(used)
-        for ws in used:
-            for title, text in diagnostics(ws):
+        style = report_style(item.config)
+        for ws in used if style != "off" else []:
+            parts = diagnostics(ws) if style == "full" else commands_run(ws)
+            for title, text in parts:
                 report.sections.append((f"wsfixture {ws.name}: {title}", text))
     return report
 
 
+def report_style(config: pytest.Config) -> str:
+    style = config.getoption("--ws-report") or config.getini("wsfixture_report") or "short"
+    if style not in REPORT_CHOICES:
+        raise pytest.UsageError(
+            f"wsfixture_report = {style!r}; allowed: {', '.join(REPORT_CHOICES)}"
+        )
+    return str(style)
+
+
+def commands_run(ws: Workspace) -> list[tuple[str, str]]:
+    """The short report: the test's own commands, each with its status and last lines."""
+    if ws.session is None:
+        return [("console (tail)", ws.logs(20))]
+    ran = [r for r in ws.session.history if not r.probe]
+    text = "\n".join(
+        f"$ {r.command}  [exit {r.rc}, {r.seconds * 1000:.0f} ms]"
+        + "".join(f"\n    {line}" for line in r.tail.splitlines())
+        for r in ran
+    )
+    return [("commands (last lines of each)", text or "(none)")]
+
+
 def diagnostics(ws: Workspace) -> list[tuple[str, str]]:
-    """What a failure report shows of a workspace; each part gathered on its own."""
+    """The full report: what a failure report shows of a workspace; each part gathered on
+    its own."""
     parts: list[tuple[str, str]] = [("console (tail)", ws.logs(40))]
     commands = {
         "journal (tail)": "doas -n journalctl -b --no-pager -n 60",
@@ -39,7 +67,7 @@ def diagnostics(ws: Workspace) -> list[tuple[str, str]]:
     }
     for title, command in commands.items():
         try:
-            _, out, err = ws.run(command, timeout=15)
+            _, out, err = ws.run(command, timeout=15, probe=True)
             parts.append((title, (out + err).strip() or "(empty)"))
         except Exception as exc:
             parts.append((title, f"(could not run: {type(exc).__name__}: {exc})"))
