@@ -273,3 +273,14 @@ def test_the_dns_check_is_skipped_without_lab_dns(state_root: Path) -> None:
     assert outcomes["networking:dns"].result == "skipped"
     assert "network.dns = false" in outcomes["networking:dns"].detail
     assert [o.check.id for o in outcomes.values() if o.result != "ok"] == ["networking:dns"]
+
+
+def test_the_workspace_user_edits_what_the_host_user_put_in_the_share(alpha: Workspace) -> None:
+    dropped = alpha.state_dir / "workspace" / "from-host.txt"
+    dropped.write_text("written on the host\n")
+    os.chown(dropped, 1000, 1000)  # the host user whose uid the workspace user has
+    inside = "/home/dev/workspace/from-host.txt"
+    assert alpha.succeed(f"stat -c %U:%G {inside}").strip() == "dev:dev"
+    alpha.succeed(f"echo edited inside >> {inside}")
+    assert dropped.read_text() == "written on the host\nedited inside\n"
+    assert dropped.stat().st_uid == 1000

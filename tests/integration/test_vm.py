@@ -147,3 +147,15 @@ def test_microvm_machine_with_9p_fallback(config: Config, monkeypatch: pytest.Mo
         assert made.read_text() == "over-9p\n"
         assert made.stat().st_uid == 1000
         assert [o for o in checks.verify(ws) if not o.ok] == []
+
+
+def test_the_vm_user_edits_what_the_host_user_put_in_the_share(vm: Workspace) -> None:
+    import os
+
+    dropped = vm.state_dir / "workspace" / "from-host.txt"
+    dropped.write_text("written on the host\n")
+    os.chown(dropped, 1000, 1000)
+    inside = "/home/dev/workspace/from-host.txt"
+    assert vm.succeed(f"stat -c %U:%G {inside}").strip() == "dev:dev"
+    vm.succeed(f"echo edited inside >> {inside}")
+    assert dropped.read_text() == "written on the host\nedited inside\n"

@@ -60,3 +60,12 @@ def test_qmp_client_against_fake_server() -> None:
     with pytest.raises(QmpError, match="unknown quit"):
         client.command("quit")
     client.close()
+
+
+def test_a_host_fact_is_said_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    from wsfixture.backends import qemu
+
+    caplog.set_level("INFO", logger="wsfixture.qemu")
+    for _ in range(3):
+        qemu.say_once(30, "vcpu 8 clamped to the host's 2 CPUs (a test's own message)")
+    assert caplog.text.count("clamped to the host's 2 CPUs (a test's own message)") == 1

@@ -104,6 +104,16 @@ def clamp_resources(
     return cpus, mib, warnings
 
 
+_said: set[str] = set()
+
+
+def say_once(level: int, message: str) -> None:
+    """Log what is true of every VM of this process once, not in every test's log."""
+    if message not in _said:
+        _said.add(message)
+        log.log(level, "%s", message)
+
+
 def vsock_available() -> bool:
     return Path("/dev/vhost-vsock").exists()
 
@@ -227,9 +237,9 @@ class QemuBackend(Backend):
         )  # fmt: skip
 
     def start(self) -> None:
-        for warning in self.warnings:
-            log.warning("%s: %s", self.ctx.spec.name, warning)
-        log.info("%s: %s", self.ctx.spec.name, self.accel.reason)
+        for note in self.warnings:
+            say_once(logging.WARNING, note)  # the seed's 8 vCPUs, 4 GiB, clamped to the host
+        say_once(logging.INFO, self.accel.reason)
         self.create_overlay()
         self._write_seed()
         self.ctx.lab.ip_batch(
