@@ -41,6 +41,11 @@ def test_the_readme_install_path_works(tmp_path: Path) -> None:
     assert setup.returncode == 0, setup.stdout + setup.stderr
     doctor = subprocess.run([wsfixture, "doctor"], capture_output=True, text=True, check=False)
     assert doctor.returncode == 0, doctor.stdout
+    aliases = subprocess.run(
+        [wsfixture, "-c", str(ROOT / "examples" / "workspaces.toml"), "aliases"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"alias workspace_myproject='{wsfixture} -c " in aliases, "works after deactivate"
     (tmp_path / "test_first.py").write_text(readme_block("Install with pip", "python"))
     first = subprocess.run(
         [venv / "bin" / "pytest", "-q", "-p", "no:cacheprovider", "test_first.py"],
