@@ -227,9 +227,11 @@ def workspace_info(record: Record) -> WorkspaceInfo:
     return record.info
 
 
-def kill_cgroup(path: str, timeout: float = 5.0) -> None:
+def kill_cgroup(path: str, timeout: float = 15.0) -> None:
     """Kill every process in a cgroup v2 subtree and remove the (now empty) cgroups, and
-    their mirror in the v1 name=systemd hierarchy."""
+    their mirror in the v1 name=systemd hierarchy. ``timeout`` bounds the wait for the
+    killed to be gone: an apt or dpkg in the middle of a write on a loaded machine took
+    more than 5 s once (the kill matrix saw it)."""
     root = Path(path)
     if root.exists():
         kill = root / "cgroup.kill"
