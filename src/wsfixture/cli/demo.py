@@ -13,6 +13,7 @@ from pathlib import Path
 
 from wsfixture import checks
 from wsfixture.errors import WsfixtureError
+from wsfixture.host import system
 from wsfixture.model.config import load_config
 from wsfixture.model.plan import plan, render_text
 from wsfixture.net.lab import Lab
@@ -62,7 +63,8 @@ def run_demo(path: str) -> int:
                 started = time.monotonic()
                 ws.stop()
                 say(f"== stopped {ws.name} in {time.monotonic() - started:.2f}s")
-    say(f"== lab removed; state (host keys) was in {state}")
+    system.remove_tree(state)  # a throwaway state root: its keys go with it
+    say(f"== lab removed; the throwaway state root {state} (host keys) removed")
     say("demo: all checks passed" if failures == 0 else f"demo: {failures} check(s) FAILED")
     return 0 if failures == 0 else 1
 
