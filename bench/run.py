@@ -336,6 +336,20 @@ def timed_get(ws: Workspace, url: str) -> float:
     return float(seconds)
 
 
+SMALL_GETS = (
+    "python3 -c 'import statistics, sys, time, urllib.request as u\n"
+    "def one():\n b = time.perf_counter(); u.urlopen(sys.argv[1], timeout=10).read()\n"
+    " return time.perf_counter() - b\n"
+    "one(); print(statistics.median(one() for _ in range(int(sys.argv[2]))))' "
+)
+
+
+def small_get_latency(ws: Workspace, url: str, count: int) -> float:
+    """Median seconds of ``count`` small GETs of ``url``, each on a fresh connection,
+    measured inside the workspace."""
+    return float(ws.succeed(f"{SMALL_GETS} {url} {count}", timeout=120))
+
+
 def http_get_from_host(address: tuple[str, int], path: str = "/") -> float:
     """One small GET from this process over a fresh connection to ``address``."""
     import urllib.request
@@ -377,11 +391,12 @@ def bench_network(state: Path, runs: int) -> list[Row]:
             },
         })  # fmt: skip
         on, off = [], []
-        for _ in range(max(runs, 5)):
+        for _ in range(max(runs, 10)):
             for internet, samples in ((True, on), (False, off)):
                 begin = time.perf_counter()
-                Lab(config.network, internet=internet).open().close()
-                samples.append(time.perf_counter() - begin)
+                lab = Lab(config.network, internet=internet).open()
+                samples.append(time.perf_counter() - begin)  # creation only: close untimed
+                lab.close()
         with (
             Lab(config.network, internet=True) as lab,
             Workspace(config.workspaces["nc"], config, lab) as client,
@@ -394,8 +409,15 @@ def bench_network(state: Path, runs: int) -> list[Row]:
             server.wait_for_port(8000)
             uplink = [timed_get(client, f"http://{WORLD_HTTP}/{blob}") for _ in range(runs)]
             in_lab = [timed_get(client, f"http://{server.ip}:8000/{blob}") for _ in range(runs)]
-            address = server.forward(8000)
+            (state / "www" / "small").write_text("small\n")
             server.succeed("echo small > /tmp/small")
+            uplink_rtt = [
+                small_get_latency(client, f"http://{WORLD_HTTP}/small", 20) for _ in range(runs)
+            ]
+            lab_rtt = [
+                small_get_latency(client, f"http://{server.ip}:8000/small", 20) for _ in range(runs)
+            ]
+            address = server.forward(8000)
             forwarded = [http_get_from_host(address, "/small") for _ in range(50 * runs)]
             direct = [http_get_in_lab(lab, server.ip, 8000, "/small") for _ in range(50 * runs)]
     mib = float(DOWNLOAD_MIB)
@@ -404,6 +426,10 @@ def bench_network(state: Path, runs: int) -> list[Row]:
             f"HTTP GET {DOWNLOAD_MIB} MiB via the uplink (MiB/s)",
             mib / median(uplink), mib / median(in_lab), "the same from a workspace in the lab",
             unit="MiB/s",
+        ),
+        Row(
+            "small HTTP GET via the uplink", median(uplink_rtt) * 1000, median(lab_rtt) * 1000,
+            "the same from a workspace in the lab", unit="ms",
         ),
         Row(
             "HTTP GET via ws.forward (127.0.0.1)", median(forwarded) * 1000,

@@ -157,19 +157,21 @@ class Lab:
     def _start_uplink(self, plan: uplink.Uplink) -> None:
         assert self._record is not None
         system.require_tool("nft")
-        self.run(
-            ["nft", "-f", "-"], input=uplink.nat_rules(self.network.subnet, self.network.bridge)
-        )
         via = self.network.uplink_namespace
         if via is not None and not (NETNS_DIR / via).exists():
             raise LabError(self.name, f"network.uplinkNamespace {via!r} does not exist")
-        process = uplink.start(
-            self.netns_path, plan, self.dir / "uplink.log", via, self.die_with_owner
-        )
+        log = self.dir / "uplink.log"
+        process, ready = uplink.launch(self.netns_path, plan, log, via, self.die_with_owner)
+        self._uplink = process
         ref = system.ProcessRef.of(process.pid)
         if ref is not None:
             self._record.add_process(ref)
-        self._uplink = process
+        # The lab's NAT rules while slirp4netns starts: both take milliseconds.
+        rules = uplink.nat_rules(self.network.subnet, self.network.bridge)
+        try:
+            self.run(["nft", "-f", "-"], input=rules)
+        finally:
+            uplink.wait_ready(process, ready, log)
 
     def _attach(self) -> Lab:
         """Reuse a lab that a previous command created and left running."""

@@ -96,14 +96,11 @@ def argv(netns_path: Path, uplink: Uplink, ready_fd: int, via: str | None) -> li
     return command if via is None else ["ip", "netns", "exec", via, *command]
 
 
-def start(
-    netns_path: Path,
-    uplink: Uplink,
-    log: Path,
-    via: str | None,
-    die_with_owner: bool,
-) -> subprocess.Popen[bytes]:
-    """Start the uplink and wait until it has configured the lab's end (its ready fd)."""
+def launch(
+    netns_path: Path, uplink: Uplink, log: Path, via: str | None, die_with_owner: bool
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the uplink; return it and the fd its ready signal comes on (``wait_ready``).
+    Whatever the caller does meanwhile overlaps slirp4netns's start."""
     read_end, write_end = os.pipe()
     try:
         with open(log, "ab") as output:
@@ -116,17 +113,24 @@ def start(
                 preexec_fn=system.set_parent_death_signal if die_with_owner else None,
                 start_new_session=True,
             )
-        os.close(write_end)
-        write_end = -1
-        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
-        said = os.read(read_end, 1) if ready else b""
-    finally:
+    except BaseException:
         os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
+        raise
+    finally:
+        os.close(write_end)
+    return process, read_end
+
+
+def wait_ready(process: subprocess.Popen[bytes], ready_fd: int, log: Path) -> None:
+    """Wait until the uplink has configured the lab's end; LabError if it never does."""
+    try:
+        ready, _, _ = select.select([ready_fd], [], [], READY_TIMEOUT)
+        said = os.read(ready_fd, 1) if ready else b""
+    finally:
+        os.close(ready_fd)
     if said != b"1":
         if process.poll() is None:
             process.kill()
             process.wait()
-        raise LabError(str(netns_path), "the uplink (slirp4netns) did not start", system.tail(log))
-    return process
+        raise LabError(str(log.parent.name), "the uplink (slirp4netns) did not start",
+                       system.tail(log))  # fmt: skip
