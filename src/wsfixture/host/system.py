@@ -7,11 +7,13 @@ identified without being fooled by PID reuse, and how a prerequisite is checked.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +173,17 @@ def remove_tree(path: Path) -> None:
     inside = [m for m in mount_points() if m == path or path in m.parents]
     for mount in sorted(inside, key=lambda m: len(m.parts), reverse=True):
         run(["umount", "--lazy", str(mount)])
-    shutil.rmtree(path, onerror=_removal_failed)
+    # A lazily detached overlayfs can still be tidying its work directory for a moment
+    # (seen after an interrupted layer build): "not empty" is retried, briefly.
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            shutil.rmtree(path, onerror=_removal_failed)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _removal_failed(

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -104,16 +105,32 @@ class _Build:
     def run(self, argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
         """``argv`` in the build's cgroup, its output in the log; ImageBuildError if it fails."""
         with open(self.log, "ab") as output:
-            rc = subprocess.run(
+            process = subprocess.Popen(
                 system.in_cgroup(self.cgroup, argv),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
-                check=False,
-            ).returncode
+            )
+            rc = finish(process)
         if rc != 0:
             raise self.fail(f"{what} failed (exit {rc})")
+
+
+def finish(process: subprocess.Popen[Any]) -> int:
+    """Wait for a build step; interrupted, end it with SIGTERM and wait for it, so that
+    systemd-nspawn reaps its own payload (killed outright, it would leave its children to a
+    PID 1 that may reap them late, and their cgroup busy until then)."""
+    try:
+        return process.wait()
+    except BaseException:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
 
 
 def _build(image: Image, progress: Progress) -> None:
@@ -177,11 +194,13 @@ def _bootstrap(build: _Build) -> None:
             text=True, bufsize=1,
         )  # fmt: skip
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log_file.write(line)
-            if line.startswith("I: "):
-                build.progress(f"[{time.monotonic() - build.started:5.1f}s] {line[3:].strip()}")
-        rc = proc.wait()
+        try:
+            for line in proc.stdout:
+                log_file.write(line)
+                if line.startswith("I: "):
+                    build.progress(f"[{time.monotonic() - build.started:5.1f}s] {line[3:].strip()}")
+        finally:
+            rc = finish(proc)
     if rc != 0:
         raise build.fail(f"mmdebstrap exited {rc}")
     osconfig.customise(staging / "root", image.recipe.flavour)
