@@ -210,6 +210,15 @@ def lab_dir(args: argparse.Namespace) -> tuple[str, Path]:
     return name, settings.current().labs_dir / name
 
 
+def require_running(name: str, known: list[str], lab: str, where: str = "") -> None:
+    """A usage error for a name that is not a workspace (exit 2), WorkspaceGone for one
+    that is not running (exit 1)."""
+    if name not in known:
+        raise UsageError(f"no workspace named {name}{where}; known: {', '.join(known) or 'none'}")
+    if name not in ledger.workspaces(lab, live=True):
+        raise WorkspaceGone(name, f"start it with `wsfixture up {name}`")
+
+
 def cmd_ssh(args: argparse.Namespace) -> int:
     lab, directory = lab_dir(args)
     if args.lab:  # a lab kept by pytest: its workspaces are in the ledger
@@ -218,12 +227,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     else:
         known = list(load_config(args.config).workspaces)
         where = ""
-    if args.name not in known:
-        raise UsageError(
-            f"no workspace named {args.name}{where}; known: {', '.join(known) or 'none'}"
-        )
-    if args.name not in ledger.workspaces(lab, live=True):
-        raise WorkspaceGone(args.name, f"start it with `wsfixture up {args.name}`")
+    require_running(args.name, known, lab, where)
     ssh_config = directory / "ssh_config"
     argv = ["ssh", "-F", str(ssh_config), args.name, *args.command]
     os.execvp("ssh", argv)
@@ -278,11 +282,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_forward(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if args.name not in config.workspaces:
-        known = ", ".join(config.workspaces) or "none"
-        raise UsageError(f"no workspace named {args.name}; known: {known}")
-    if args.name not in ledger.workspaces(config.network.namespace, live=True):
-        raise WorkspaceGone(args.name, f"start it with `wsfixture up {args.name}`")
+    require_running(args.name, list(config.workspaces), config.network.namespace)
     ws = attached(config, args.name)
     try:
         host, port = ws.forward(args.port, args.local)

@@ -233,7 +233,3 @@ class WsSession:
 
 session_key = pytest.StashKey[WsSession]()
 used_key = pytest.StashKey["list[Workspace]"]()
-
-
-def ws_session(config: pytest.Config) -> WsSession:
-    return config.stash[session_key]
