@@ -53,6 +53,9 @@ let
       accel = mkOption { type = types.enum [ "auto" "kvm" "tcg" ]; default = "auto"; };
       machine = mkOption { type = types.enum [ "q35" "microvm" ]; default = "q35"; };
       vsock = mkOption { type = types.enum [ "auto" "required" "off" ]; default = "auto"; };
+      # Python-side only: how a test VM starts (restore a template or boot cold); a NixOS
+      # host boots its microvm.nix VMs itself.
+      snapshot = mkOption { type = types.nullOr (types.enum [ "auto" "off" ]); default = null; };
       internet = mkOption {
         type = types.nullOr types.bool;
         default = null;
@@ -135,6 +138,7 @@ in
       };
       packages = mkOption { type = types.listOf types.str; default = [ ]; };
       stateRoot = mkOption { type = types.str; default = "/home/${cfg.defaults.user.name}/sandboxed"; };
+      snapshot = mkOption { type = types.enum [ "auto" "off" ]; default = "auto"; };
     };
     workspaces = mkOption {
       type = types.attrsOf (types.submodule workspaceModule);

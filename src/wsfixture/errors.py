@@ -7,6 +7,8 @@
     ├── PrerequisiteError       a tool or permission is missing; names what to install
     ├── HostCommandError        a host-side command (ip, mount, ...) failed  [host.system]
     ├── ImageBuildError         an image or layer could not be built, or a cached one is corrupt
+    ├── TemplateError           a VM template could not be made or restored: the VM boots cold
+    │   └── CorruptTemplateError  a template's files are not what was saved: it is made anew
     ├── LabError                the lab network could not be made or changed (DNS, addresses)
     ├── StartError              a workspace could not be started (its machine failed to boot)
     │   └── ReadyTimeout        it started but never became ready in time
@@ -93,6 +95,14 @@ class ImageBuildError(WsfixtureError):
         if log_tail:
             text += f"\n--- build log (last lines) ---\n{log_tail}"
         super().__init__(text)
+
+
+class TemplateError(WsfixtureError):
+    """A VM template could not be made or restored; the VM boots cold instead."""
+
+
+class CorruptTemplateError(TemplateError):
+    """A template's files are not what was saved (truncated, changed, another QEMU's)."""
 
 
 class LabError(WsfixtureError):

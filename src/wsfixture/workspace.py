@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import logging
 import os
 import shlex
 import time
@@ -43,6 +44,7 @@ from wsfixture.net.lab import Lab, LabHost
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 
 T = TypeVar("T")
+log = logging.getLogger("wsfixture.workspace")
 POLL_INTERVAL = 0.05
 DEFAULT_TIMEOUTS = {"container": 60.0, "vm": 240.0}
 STOP_TIMEOUTS = {"container": 10.0, "vm": 20.0}
@@ -225,6 +227,8 @@ class Workspace:
             record=record,
             provision=lambda root, uid_offset: provision.write(root, identity, uid_offset),
             die_with_owner=self.die_with_owner,
+            snapshot=self.config.snapshot_for(self.spec),
+            progress=self.progress,
         )
         self.backend = _backend_for(ctx, image)
         self.session = SshSession(
@@ -259,6 +263,7 @@ class Workspace:
             return True if rc == 0 else None
 
         assert self.started_at is not None
+        reached = []
         for check in (port_open, ssh_works):
             remaining = self.timeout - (time.monotonic() - self.started_at)
             if retry_until(check, max(remaining, 0.1)) is None:
@@ -266,7 +271,9 @@ class Workspace:
                 raise ReadyTimeout(
                     self.name, awaited, self.timeout, state["now"], system.tail(self.console_log)
                 )
+            reached.append(f"{check.__name__} at {time.monotonic() - self.started_at:.2f}s")
         self.ready_seconds = time.monotonic() - self.started_at
+        log.debug("%s ready: %s", self.name, ", ".join(reached))
 
     def stop(self) -> None:
         """Shut down and release everything; the state directory stays."""

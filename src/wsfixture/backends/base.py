@@ -29,6 +29,9 @@ class BackendContext:
     provision: Callable[[Path, int], None]
     # False for workspaces that may outlive this process (kept by pytest, started by the CLI).
     die_with_owner: bool = True
+    # "auto": a VM restores a template where it can; "off": it always boots cold.
+    snapshot: str = "auto"
+    progress: Callable[[str], None] | None = None  # what takes long (a template's first boot)
 
 
 class Backend(abc.ABC):
@@ -87,10 +90,14 @@ class Backend(abc.ABC):
         cgroup: Path,
         log: Path,
         env: dict[str, str] | None = None,
+        record: ledger.Record | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> subprocess.Popen[bytes]:
-        """Start a process as our child, in ``cgroup``; it gets SIGTERM when we die, unless
-        the workspace is meant to outlive us."""
-        self.ctx.record.add_cgroup(cgroup)
+        """Start a process as our child, in ``cgroup``, listed in ``record`` (the
+        workspace's by default); it gets SIGTERM when we die, unless the workspace is meant
+        to outlive us."""
+        record = record or self.ctx.record
+        record.add_cgroup(cgroup)
         cgroup.mkdir(parents=True, exist_ok=True)
         # setpriv sets the parent-death signal and execs the machine: one process
         # throughout, so the PID we record is the machine's.
@@ -104,10 +111,11 @@ class Backend(abc.ABC):
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,  # a Ctrl-C meant for pytest is not meant for them
+                pass_fds=pass_fds,
             )
         ref = system.ProcessRef.of(process.pid)
         if ref is not None:
-            self.ctx.record.add_process(ref)
+            record.add_process(ref)
         return process
 
     def finish(self, cgroup: Path, timeout: float) -> None:

@@ -17,11 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsfixture.backends import snapshot
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.backends.qmp import QmpClient
+from wsfixture.backends.snapshot import IDENTITY_SOCKET, Boot, disk_argv, restorable_devices
 from wsfixture.errors import PrerequisiteError
 from wsfixture.guest import seed
-from wsfixture.host import system
+from wsfixture.host import ledger, system
 from wsfixture.host.setup import QEMU_USER, has_qemu_user
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
@@ -36,6 +38,12 @@ ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
 # root (measured). After the switch every uid is the unprivileged user's and no capability
 # is left, so no set*id call can raise it again. spawn=deny: no fork or exec at all.
 SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
+
+
+def accel_argv(accel: str) -> list[str]:
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    return ["-accel", f"tcg,tb-size={TCG_TB_SIZE_MIB}"]
 
 
 @dataclass(frozen=True)
@@ -146,19 +154,18 @@ class QemuBackend(Backend):
         if self.share_transport == "virtiofs":
             require_qemu_user()
         self._qmp: QmpClient | None = None
-
-    # -- shares --------------------------------------------------------------------------
+        self.boot_mode = "not started"
 
     # -- argv ----------------------------------------------------------------------------
 
-    def kernel_cmdline(self) -> str:
+    def kernel_cmdline(self, machine_id_of: str) -> str:
         args = [
             "console=ttyS0",
             "root=/dev/vda",
             "rw",
             "rootfstype=ext4",
             "panic=-1",  # a panic reboots, and -no-reboot turns that into an exit we see
-            f"systemd.machine_id={derive.digest(self.ctx.spec.name)[:32]}",
+            f"systemd.machine_id={derive.machine_id(machine_id_of)}",
             "systemd.show_status=1",
             "net.ifnames=0",
         ]
@@ -166,11 +173,20 @@ class QemuBackend(Backend):
             args.append(f"tsc_early_khz={tsc_khz()}")
         return " ".join(args)
 
-    def argv(self) -> list[str]:
+    def cold_boot(self) -> Boot:
+        kernel, initrd = self.image.kernel()
+        return Boot(
+            kernel, initrd, self.kernel_cmdline(self.ctx.spec.name), self.overlay, self.seed,
+            derive.mac(self.ctx.spec.name), self.tap, self.ctx.runtime_dir,
+        )  # fmt: skip
+
+    def argv(self, boot: Boot) -> list[str]:
+        """QEMU's command line. A restorable boot (a template, and its clones) declares
+        the same devices on both sides of a save, and no shares: they are hot-plugged."""
         spec = self.ctx.spec
         microvm = spec.machine == "microvm"
         dev = "device" if microvm else "pci"  # virtio-mmio vs virtio-pci device names
-        kernel, initrd = self.image.kernel()
+        sockets = boot.sockets
         argv = [
             system.require_tool("qemu-system-x86_64"),
             "-name", f"{spec.name},debug-threads=on",
@@ -181,36 +197,36 @@ class QemuBackend(Backend):
                      "-global", "virtio-mmio.force-legacy=false"]  # fmt: skip
         else:
             argv += ["-M", "q35"]
-        if self.accel.name == "kvm":
-            argv += ["-accel", "kvm", "-cpu", "host"]
-        else:
-            argv += ["-accel", f"tcg,tb-size={TCG_TB_SIZE_MIB}"]
+        argv += accel_argv(self.accel.name)
         argv += [
             "-smp", str(self.vcpu), "-m", f"{self.memory}M",
             # virtiofs needs guest memory that virtiofsd can map
             "-object", f"memory-backend-memfd,id=mem,size={self.memory}M,share=on",
             "-numa", "node,memdev=mem",
-            "-kernel", str(kernel), "-initrd", str(initrd), "-append", self.kernel_cmdline(),
-            "-drive", f"file={self.overlay},if=none,id=root,format=qcow2,cache=writeback",
+            "-kernel", str(boot.kernel), "-initrd", str(boot.initrd), "-append", boot.cmdline,
+            *disk_argv(boot),
             "-device", f"virtio-blk-{dev},drive=root",
-            "-netdev", f"tap,id=net0,ifname={self.tap},script=no,downscript=no",
-            "-device", f"virtio-net-{dev},netdev=net0,mac={derive.mac(spec.name)}",
+            "-netdev", f"tap,id=net0,ifname={boot.tap},script=no,downscript=no",
+            "-device", f"virtio-net-{dev},netdev=net0,mac={boot.mac}",
             "-device", f"virtio-rng-{dev}",
-            "-fw_cfg", f"name={seed.SEED_FW_CFG},file={self.seed}",
-            "-chardev", f"socket,id=ser0,path={self.serial_socket},server=on,wait=off,"
-            f"logfile={self.console_log}",
+            "-fw_cfg", f"name={seed.SEED_FW_CFG},file={boot.seed}",
+            "-chardev", f"socket,id=ser0,path={sockets / 'serial.sock'},server=on,wait=off,"
+            f"logfile={boot.console_log or self.console_log}",
             "-serial", "chardev:ser0",
-            "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+            "-qmp", f"unix:{sockets / 'qmp.sock'},server=on,wait=off",
             "-sandbox", SANDBOX,
         ]  # fmt: skip
-        if self.share_transport == "virtiofs":
-            # 9p is served by QEMU itself, with the host's permissions (passthrough owners):
-            # as an unprivileged user it cannot reach the state dirs, so 9p keeps root.
+        if self.runs_as_qemu_user:
             argv += ["-runas", QEMU_USER]
+        if boot.restorable:
+            argv += restorable_devices(sockets / IDENTITY_SOCKET)
+            if boot.incoming:
+                argv += ["-incoming", "defer"]
+            return argv
         for tag, source, _, read_only in self.shares():
             if self.share_transport == "virtiofs":
                 argv += [
-                    "-chardev", f"socket,id=fs-{tag},path={self._fs_socket(tag)}",
+                    "-chardev", f"socket,id=fs-{tag},path={self.fs_socket(tag)}",
                     "-device", f"vhost-user-fs-{dev},chardev=fs-{tag},tag={tag},queue-size=1024",
                 ]  # fmt: skip
             else:
@@ -221,9 +237,16 @@ class QemuBackend(Backend):
                 ]  # fmt: skip
         if self.vsock:
             argv += ["-device", f"vhost-vsock-{dev},guest-cid={derive.vsock_cid(spec.name)}"]
-        return self.ctx.lab.exec_argv(argv)
+        return argv
 
-    def _fs_socket(self, tag: str) -> Path:
+    @property
+    def runs_as_qemu_user(self) -> bool:
+        """QEMU drops root once it has opened what it needs. Not with 9p: QEMU serves that
+        itself, with the host's permissions (passthrough owners), and as an unprivileged
+        user it could not reach the state dirs."""
+        return self.share_transport == "virtiofs"
+
+    def fs_socket(self, tag: str) -> Path:
         return self.ctx.runtime_dir / f"fs-{tag}.sock"
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -240,7 +263,6 @@ class QemuBackend(Backend):
         for note in self.warnings:
             say_once(logging.WARNING, note)  # the seed's 8 vCPUs, 4 GiB, clamped to the host
         say_once(logging.INFO, self.accel.reason)
-        self.create_overlay()
         self._write_seed()
         self.ctx.lab.ip_batch(
             f"tuntap add dev {self.tap} mode tap\n"
@@ -251,14 +273,49 @@ class QemuBackend(Backend):
                 "%s: %s not found: sharing over 9p (slower metadata; QEMU keeps root to serve "
                 "it)", self.ctx.spec.name, VIRTIOFSD,
             )  # fmt: skip
+        self._start_share_daemons()
+        blocker = restore_blocker(
+            self.ctx.snapshot, self.ctx.spec.machine, self.share_transport, self.vsock,
+            len(self.shares()),
+        )  # fmt: skip
+        if blocker is None:
+            try:
+                self.boot_mode = snapshot.start_by_restore(self)
+                return
+            except Exception as exc:  # a cold boot still gives a working VM
+                log.warning("%s: restore failed, booting cold: %s", self.ctx.spec.name, exc)
+                self.boot_mode = f"cold boot (restore failed: {str(exc).splitlines()[0]})"
+                self.reset()
+        else:
+            say_once(logging.INFO, f"VM cold boot: {blocker}")
+            self.boot_mode = f"cold boot ({blocker})"
+        self.create_overlay()
+        self.process = self.spawn(
+            self.ctx.lab.exec_argv(self.argv(self.cold_boot())), self.cgroup,
+            self.ctx.runtime_dir / "qemu.log",
+        )  # fmt: skip
+
+    def _start_share_daemons(self) -> None:
         for tag, source, _, read_only in self.shares():
             source.mkdir(parents=True, exist_ok=True)
             if self.share_transport == "virtiofs":
                 self._start_virtiofsd(tag, source, read_only)
-        self.process = self.spawn(self.argv(), self.cgroup, self.ctx.runtime_dir / "qemu.log")
+
+    def reset(self) -> None:
+        """Undo a failed restore: its QEMU and share daemons gone, daemons started anew
+        (each serves one connection)."""
+        if self._qmp is not None:
+            with contextlib.suppress(OSError):
+                self._qmp.close()
+            self._qmp = None
+        ledger.kill_cgroup(str(self.cgroup))
+        self.process = None
+        for path in self.ctx.runtime_dir.glob("*.sock"):
+            path.unlink()
+        self._start_share_daemons()
 
     def _start_virtiofsd(self, tag: str, source: Path, read_only: bool) -> None:
-        socket_path = self._fs_socket(tag)
+        socket_path = self.fs_socket(tag)
         argv = [VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={source}",
                 "-o", "cache=auto", "-o", "xattr"]  # fmt: skip
         if read_only:
@@ -312,6 +369,7 @@ class QemuBackend(Backend):
             "vsock": derive.vsock_cid(self.ctx.spec.name) if self.vsock else "unavailable",
             "machine": self.ctx.spec.machine,
             "shares": self.share_transport,
+            "boot": self.boot_mode,
         }
 
     def stop(self, timeout: float) -> None:
@@ -331,6 +389,23 @@ class QemuBackend(Backend):
             self.ctx.lab.ip_batch(f"link delete {self.tap}")
         for path in (self.overlay, self.seed):
             path.unlink(missing_ok=True)
+
+
+def restore_blocker(
+    snapshot_mode: str, machine: str, share_transport: str, vsock: bool, shares: int
+) -> str | None:
+    """Why this VM boots cold instead of restoring a template; None if it can restore."""
+    if snapshot_mode == "off":
+        return "snapshot = 'off'"
+    if machine != "q35":
+        return f"machine {machine!r} has no PCIe slots to hot-plug shares into (q35 has)"
+    if share_transport != "virtiofs":
+        return "shares over 9p cannot be added to a restored VM (virtiofs can)"
+    if vsock:
+        return "a vsock device's CID is fixed at boot"
+    if shares > snapshot.SPARE_ROOT_PORTS:
+        return f"{shares} shares, a restored VM takes at most {snapshot.SPARE_ROOT_PORTS}"
+    return None
 
 
 def require_qemu_user() -> None:

@@ -46,12 +46,25 @@ class QmpClient:
 
     def command(self, name: str, **arguments: Any) -> Any:
         """Execute a command and return its ``return`` value; events are kept in ``events``."""
+        return self._execute(name, arguments, None)
+
+    def send_fd(self, name: str, fd: int) -> None:
+        """Give QEMU an open file descriptor under ``name`` (``getfd``, SCM_RIGHTS): how a
+        QEMU that may not open files or start programs (``-runas``, ``-sandbox``) gets a
+        migration stream or a connected socket."""
+        self._execute("getfd", {"fdname": name}, fd)
+
+    def _execute(self, name: str, arguments: dict[str, Any], fd: int | None) -> Any:
         request: dict[str, Any] = {"execute": name}
         if arguments:
             request["arguments"] = arguments
+        data = json.dumps(request).encode() + b"\n"
         with self._lock:
-            self._file.write(json.dumps(request).encode() + b"\n")
-            self._file.flush()
+            if fd is None:
+                self._file.write(data)
+                self._file.flush()
+            else:
+                socket.send_fds(self._sock, [data], [fd])
             while True:
                 reply = self._read()
                 if "event" in reply:

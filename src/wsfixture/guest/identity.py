@@ -88,7 +88,7 @@ def render(identity: Identity) -> dict[str, File]:
     ssh_dir = f"{identity.home}/.ssh"
     return {
         "/etc/hostname": File(identity.name + "\n"),
-        "/etc/machine-id": File(derive.digest(identity.name)[:32] + "\n", 0o444),
+        "/etc/machine-id": File(derive.machine_id(identity.name) + "\n", 0o444),
         "/etc/hosts": File(
             "127.0.0.1 localhost\n"
             f"{derive.hosts_line(identity.name, identity.ip)}\n"

@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 MOUNTS_FILE = "etc/wsfixture/mounts"
+# Units the seed asks to start once it is unpacked (one per line): how a VM template's
+# restore agent (``wsfixture.guest.restore``) runs without being part of the image.
+START_UNITS_FILE = "etc/wsfixture/start-units"
 # Per-VM identity arrives as a tar through fw_cfg; one unit unpacks it before the network
 # and sshd start, so nothing depends on udev noticing a disk in time. Another mounts the
 # shares, before sshd but beside networkd's start: under TCG each took a second or two on
@@ -31,12 +34,26 @@ if [ "$1" = identity ]; then
   seed=/sys/firmware/qemu_fw_cfg/by_name/{SEED_FW_CFG}/raw
   tar -x --numeric-owner -p -f "$seed" -C /
   hostname "$(cat /etc/hostname)"
+  if [ -f /{START_UNITS_FILE} ]; then
+    xargs -r systemctl --no-block start < /{START_UNITS_FILE}
+  fi
 elif [ -f /{MOUNTS_FILE} ]; then
-  # One "tag target fstype options" line each.
+  # One "tag target fstype options" line each, mounted side by side. A share hot-plugged
+  # into a restored VM may take a moment to appear: WSFIXTURE_MOUNT_TRIES tries, 50 ms apart.
+  pids=""
   while read -r tag target fstype options; do
-    mkdir -p "$target"
-    mount -t "$fstype" -o "$options" "$tag" "$target"
+    (
+      [ -d "$target" ] || mkdir -p "$target"
+      tries=${{WSFIXTURE_MOUNT_TRIES:-1}}
+      until mount -t "$fstype" -o "$options" "$tag" "$target"; do
+        tries=$((tries - 1))
+        [ "$tries" -gt 0 ] || exit 1
+        sleep 0.05
+      done
+    ) &
+    pids="$pids $!"
   done < /{MOUNTS_FILE}
+  for pid in $pids; do wait "$pid"; done
 fi
 """
 SEED_UNIT = """\
@@ -91,6 +108,8 @@ def pack(staging: Path, mounts: str, seed: Path) -> None:
     table = staging / MOUNTS_FILE
     table.parent.mkdir(parents=True, exist_ok=True)
     table.write_text(mounts)
+    for line in mounts.splitlines():  # mount points made here spare the guest a mkdir each
+        (staging / line.split()[1].lstrip("/")).mkdir(parents=True, exist_ok=True)
     with tarfile.open(seed, "w", format=tarfile.GNU_FORMAT) as tar:
         tar.add(staging, arcname=".", recursive=True)
     shutil.rmtree(staging)

@@ -46,7 +46,7 @@ EXT4_SIZE = "3G"  # sparse; the per-VM qcow2 overlay and growfs take it to the s
 Progress = Callable[[str], None]
 
 
-def _stderr_progress(line: str) -> None:
+def stderr_progress(line: str) -> None:
     print(f"wsfixture: {line}", file=sys.stderr, flush=True)
 
 
@@ -65,7 +65,7 @@ def ensure_image(
         image.dir.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(image.dir) + ".lock"):
             if not image.ready:  # another process may have built it while we waited
-                _build(image, progress or _stderr_progress)
+                _build(image, progress or stderr_progress)
     with contextlib.suppress(OSError):  # last use, for `wsfixture images --prune`
         (image.dir / USED_STAMP).touch()
     return image

@@ -34,6 +34,11 @@ def digest(name: str) -> str:
     return hashlib.sha256((DIGEST_PREFIX + name).encode()).hexdigest()
 
 
+def machine_id(name: str) -> str:
+    """``/etc/machine-id``'s 32 hex digits."""
+    return digest(name)[:32]
+
+
 def mac(name: str) -> str:
     """Locally administered unicast MAC, stable for the name."""
     hexes = digest(name)[:10]

@@ -20,6 +20,7 @@ WORKSPACE_TYPES: tuple[str, ...] = ("vm", "container")
 ACCELERATORS: tuple[str, ...] = ("auto", "kvm", "tcg")
 MACHINES: tuple[str, ...] = ("q35", "microvm")
 VSOCK_MODES: tuple[str, ...] = ("auto", "required", "off")
+SNAPSHOT_MODES: tuple[str, ...] = ("auto", "off")
 STANDARD_SHARES: tuple[str, ...] = ("workspace", "ssh-host-keys", "claude-config")
 
 # `workspace-<name>` must stay a valid DNS label (63 bytes).
@@ -161,6 +162,10 @@ class Defaults:
     state_root: Path = fields.path(
         Path("~/sandboxed"), "where each workspace keeps <name>/{workspace,ssh-host-keys,...}"
     )
+    snapshot: str = fields.choice(
+        "auto", "VMs: \"auto\" restores a booted template where it can, \"off\" boots cold",
+        SNAPSHOT_MODES,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,10 @@ class WorkspaceSpec:
     machine: str = fields.choice("q35", "QEMU machine type", MACHINES, vm_only=True)
     vsock: str = fields.choice("auto", "a vsock device with the derived CID", VSOCK_MODES,
                                vm_only=True)  # fmt: skip
+    snapshot: str | None = fields.choice(
+        None, "\"auto\" or \"off\" for this VM (default: the defaults' snapshot)",
+        SNAPSHOT_MODES, vm_only=True,
+    )  # fmt: skip
     internet: bool | None = fields.boolean(
         None, "false keeps this workspace off the internet in a lab that has it"
     )
@@ -242,6 +251,10 @@ class Config:
     def state_dir(self, name: str) -> Path:
         """``<state root>/<name>``, the seed's per-workspace directory."""
         return self.state_root() / name
+
+    def snapshot_for(self, spec: WorkspaceSpec) -> str:
+        """Whether a VM may restore a template: its own setting, else the defaults'."""
+        return spec.snapshot or self.defaults.snapshot
 
     def packages_for(self, spec: WorkspaceSpec) -> tuple[str, ...]:
         """Every package a workspace gets: the defaults plus its own, sorted, unique."""

@@ -1,0 +1,165 @@
+"""VM restore, both sides of the protocol: how a template waits for its identity, and how a
+restored clone receives it.
+
+A template is a VM booted with ``template_seed``: a throwaway hostname and host key, no
+network, no user, and this agent, which the image's seed script starts (``START_UNITS``).
+The agent waits until the boot has settled, says ``waiting <system state>`` on a
+virtio-serial port, and blocks reading it. The host saves the VM there.
+
+A clone restored from that state continues inside the same read. The host sends one header
+line, ``HEADER_MAGIC <epoch> <tar size> <mac> <entropy hex>``, and the identity tar (the
+same tar a cold boot reads from fw_cfg). The agent sets the clock, mixes the entropy in
+(the vmgenid device reseeds the kernel's generator as well), takes the MAC, unpacks the
+identity, gives sshd its host key, mounts the shares (hot-plugged by the host) and only then
+lets networkd give the NIC its address: nothing reaches sshd before it is the workspace's.
+It answers ``ok`` or ``error <why>``.
+
+``/etc/machine-id``: each clone gets its own (the identity tar carries it, derived from the
+name, as a cold boot's). PID 1 and journald keep the template's in memory until the next
+boot: journald goes on filing the journal under the template's id, and a link named after
+the clone's id (``/run/log/journal/<clone id>``) lets ``journalctl``, which looks for the
+machine's own directory, find it. Restarting journald instead cost the first login ~0.5 s
+of the guest's one CPU under TCG.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+from wsfixture.guest import seed
+
+PORT_NAME = "org.wsfixture.identity"
+HEADER_MAGIC = "WSFIXTURE-IDENTITY-1"
+AGENT_PATH = "usr/local/sbin/wsfixture-restore"
+AGENT_UNIT_NAME = "wsfixture-restore.service"
+TEMPLATE_HOSTNAME = "wsfixture-template"
+# Bounds inside the guest: how long the template waits for its boot to settle, and how long
+# a clone waits for a hot-plugged share to appear.
+SETTLE_SECONDS = 120
+SHARE_WAIT_TRIES = 200  # x 0.05 s
+AGENT_SCRIPT = f"""\
+#!/bin/sh
+# wsfixture: wait (in a template) for this VM's identity, then take it (in a clone).
+set -u
+port=/dev/virtio-ports/{PORT_NAME}
+exec 3<>"$port"
+fail() {{ echo "error $*" >&3; echo "wsfixture-restore: $*" >&2; exit 1; }}
+state=$(timeout {SETTLE_SECONDS} systemctl is-system-running --wait 2>/dev/null)
+echo "waiting ${{state:-unknown}}" >&3
+# ---- the template is saved here; a restored clone goes on from this read ----
+read -r magic now size mac address gateway entropy <&3 || fail "no identity header"
+[ "$magic" = {HEADER_MAGIC} ] || fail "unknown identity header $magic"
+date -s "@$now" >/dev/null &
+clock=$!
+printf '%s' "$entropy" >/dev/urandom
+# GNU tar stops at the archive's end (reading 512-byte records, -b 1): the port stays
+# ours for the answer.
+tar -x -m -b 1 --numeric-owner -p -f - -C / <&3 || fail "unpacking the identity"
+# The shares, hot-plugged while the VM was paused, appear while the rest is done.
+WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares &
+shares=$!
+read -r name </etc/hostname && echo "$name" >/proc/sys/kernel/hostname || fail "hostname"
+# sshd reads the host key for each connection (it re-executes itself): no reload needed.
+wait "$clock" || fail "setting the clock"
+wait "$shares" || fail "mounting the shares"
+# The address last: nothing reaches sshd before the VM is the workspace. Set here, at
+# once; networkd, reloaded after, takes the link over as its unit says (and gives
+# resolved the DNS server).
+ip -batch - <<EOF || fail "configuring eth0"
+link set dev eth0 address $mac up
+address add $address dev eth0
+route add default via $gateway dev eth0
+EOF
+echo ok >&3
+networkctl reload
+"""
+AGENT_UNIT = f"""\
+[Unit]
+Description=wsfixture: wait for this VM's identity, take it after a restore
+After=multi-user.target
+
+[Service]
+Type=simple
+ExecStart=/{AGENT_PATH}
+StandardOutput=journal+console
+StandardError=journal+console
+"""
+
+
+def message(
+    mac: str,
+    address: str,
+    gateway: str,
+    seed_tar: bytes,
+    journal: tuple[str, str],
+    now: float | None = None,
+) -> bytes:
+    """What a clone reads: the header line, then the identity (the cold boot's seed).
+    ``address`` is the NIC's, with its prefix length ("10.0.0.2/24"); ``journal`` is the
+    clone's machine-id and the template's (see the module's notes)."""
+    tar = wire_tar(seed_tar, journal)
+    epoch = f"{time.time() if now is None else now:.6f}"
+    entropy = os.urandom(32).hex()
+    line = f"{HEADER_MAGIC} {epoch} {len(tar)} {mac} {address} {gateway} {entropy}\n"
+    return line.encode() + tar
+
+
+# Directories every guest has: the seed's entries for them are left out of the message, as
+# its every 512 bytes cost a restored guest time to read (~25 ms each, measured under TCG).
+PRESENT_DIRS = (".", "./etc", "./etc/ssh", "./etc/systemd", "./etc/systemd/network", "./home")
+
+
+def wire_tar(seed_tar: bytes, journal: tuple[str, str]) -> bytes:
+    """The seed without the entries of directories every guest has, and without the
+    padding to tar's 10 KiB records; plus the journal's link (``journal`` = the clone's
+    machine-id, the template's)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(seed_tar)) as source:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for member in source.getmembers():
+                if member.isdir() and member.name in PRESENT_DIRS:
+                    continue
+                tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+            link = tarfile.TarInfo(f"./run/log/journal/{journal[0]}")
+            link.type, link.linkname = tarfile.SYMTYPE, journal[1]
+            tar.addfile(link)
+    data = out.getvalue()
+    end = len(data.rstrip(b"\0"))
+    return data[: -(-end // 512) * 512 + 1024]  # the last member, then two zero blocks
+
+
+def parse_reply(line: bytes) -> tuple[bool, str]:
+    """The agent's answer: (done, what it said)."""
+    text = line.decode(errors="replace").strip()
+    return text == "ok", text
+
+
+def template_seed(staging: Path, seed_tar: Path) -> None:
+    """The template's seed: a throwaway hostname and host key (sshd needs one to start;
+    every clone replaces it), no mounts, and the agent with its unit, started by the image's
+    seed script. ``staging`` is removed."""
+    files = {
+        "etc/hostname": (TEMPLATE_HOSTNAME + "\n", 0o644),
+        AGENT_PATH: (AGENT_SCRIPT, 0o755),
+        f"etc/systemd/system/{AGENT_UNIT_NAME}": (AGENT_UNIT, 0o644),
+        seed.START_UNITS_FILE: (AGENT_UNIT_NAME + "\n", 0o644),
+    }
+    for relative, (text, mode) in files.items():
+        target = staging / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(mode)
+    key = staging / "etc/ssh/ssh_host_ed25519_key"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    ssh_keygen = shutil.which("ssh-keygen") or "ssh-keygen"
+    subprocess.run(
+        [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", TEMPLATE_HOSTNAME, "-f", str(key)],
+        check=True,
+    )
+    seed.pack(staging, "", seed_tar)

@@ -1,0 +1,249 @@
+"""VM templates on disk: a booted VM saved where it waits for its identity
+(``wsfixture.guest.restore``), cached beside the images, one per VM shape.
+
+A template directory (``<cache>/templates/<key>/``) holds:
+- ``disk``, ``vmlinuz``, ``initrd``: hard links to the image's files, so that an image
+  rebuilt or pruned under a template never changes what the template stands on;
+- ``frozen.qcow2``: the root disk as the template left it (over ``disk``, by a relative
+  path, so the directory can be renamed into place); clones get an overlay over it;
+- ``seed.tar``: the template's fw_cfg seed (a clone declares the same devices);
+- ``state``: QEMU's migration stream;
+- ``template.json``: what it was made from, the state's size and digest. Written last: a
+  directory without it is not a template.
+
+Builds run under an exclusive lock on ``<key>.lock``, in ``<key>.building-<pid>``, renamed
+into place when done; restores hold the same lock shared while QEMU opens the files, so a
+template is never replaced under a restore that is reading it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsfixture.guest import osconfig, restore
+from wsfixture.host import ledger, settings, system
+from wsfixture.image.recipe import USED_STAMP, Image
+
+# The procedure's own version (file layout, how the VM is saved); the guest side's is the
+# digest of wsfixture.guest.restore, in every key.
+TEMPLATE_VERSION = "1"
+META = "template.json"
+QEMU_STATE_MAGIC = b"QEVM"
+
+
+@dataclass(frozen=True)
+class TemplateShape:
+    """Everything a saved VM depends on: a clone must match it exactly."""
+
+    image_key: str
+    machine: str
+    vcpu: int
+    memory: int  # MiB
+    disk: int  # MiB: the guest grew its filesystem to it
+    accel: str
+    share_transport: str
+    qemu: str  # QEMU's version line: a migration stream is only read by its own QEMU
+
+    @property
+    def key(self) -> str:
+        parts = [TEMPLATE_VERSION, osconfig.digest(restore), dataclasses.asdict(self)]
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{self.image_key}-{self.machine}-{self.vcpu}c{self.memory}m-{digest}"
+
+
+@dataclass(frozen=True)
+class Template:
+    dir: Path
+
+    @property
+    def key(self) -> str:
+        return self.dir.name
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk"
+
+    @property
+    def kernel(self) -> Path:
+        return self.dir / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.dir / "initrd"
+
+    @property
+    def frozen(self) -> Path:
+        return self.dir / "frozen.qcow2"
+
+    @property
+    def seed(self) -> Path:
+        return self.dir / "seed.tar"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.dir / META
+
+    def meta(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.meta_path.read_text())
+        return data
+
+    def problem(self, shape: TemplateShape, image: Image) -> str | None:
+        """Why this template cannot be restored for ``shape`` on ``image``; None if it can.
+        Cheap checks only; ``verify_state`` reads the whole state."""
+        try:
+            meta = self.meta()
+        except (OSError, ValueError):
+            return "no template yet" if not self.dir.exists() else f"{META} missing or unreadable"
+        if meta.get("shape") != dataclasses.asdict(shape):
+            return f"made for another shape or QEMU ({meta.get('shape')})"
+        if meta.get("image_ready") != _ready_stamp(image):
+            return "its image was rebuilt since"
+        missing = [p.name for p in (self.disk, self.kernel, self.initrd, self.frozen, self.seed)
+                   if not p.exists()]  # fmt: skip
+        if missing:
+            return f"missing {', '.join(missing)}"
+        try:
+            size = self.state.stat().st_size
+            with open(self.state, "rb") as stream:
+                magic = stream.read(len(QEMU_STATE_MAGIC))
+        except OSError as exc:
+            return f"state unreadable: {exc}"
+        if size != meta.get("state_size"):
+            return f"state is {size} bytes, {meta.get('state_size')} were saved (truncated?)"
+        if magic != QEMU_STATE_MAGIC:
+            return "state does not start like a QEMU migration stream"
+        return None
+
+    def verify_state(self) -> str | None:
+        """Read the whole state and compare its digest with the saved one; why not, or
+        None. Runs while QEMU loads the same file, before the clone is let run."""
+        try:
+            digest = file_digest(self.state)
+            wanted = self.meta().get("state_sha256")
+        except (OSError, ValueError) as exc:
+            return f"state unreadable: {exc}"
+        return None if digest == wanted else "state digest differs from the saved one"
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def templates_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or settings.current().cache_dir) / "templates"
+
+
+def _ready_stamp(image: Image) -> str:
+    return (image.dir / "ready").read_text()
+
+
+@contextlib.contextmanager
+def _locked(template: Template, shared: bool) -> Iterator[None]:
+    """``<key>.lock``: exclusive to build or remove, shared to restore."""
+    fd = os.open(str(template.dir) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# Boots and saves a VM into the staging template it is given, its processes and cgroups
+# added to the build's ledger record; returns facts for ``template.json``.
+Build = Callable[[Template, ledger.Record], dict[str, Any]]
+
+
+def ensure(
+    shape: TemplateShape,
+    image: Image,
+    build: Build,
+    progress: Callable[[str], None],
+    cache_dir: Path | None = None,
+) -> Template:
+    """The template for ``shape``, made by ``build`` if there is none or it cannot be
+    restored; exactly once across processes."""
+    template = Template(templates_dir(cache_dir) / shape.key)
+    if template.problem(shape, image) is None:
+        return template
+    template.dir.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(template, shared=False):
+        why = template.problem(shape, image)
+        if why is not None:  # another process may have made it while we waited
+            progress(f"making VM template {shape.key} ({why})")
+            _build(template, shape, image, build)
+    return template
+
+
+@contextlib.contextmanager
+def restoring(template: Template) -> Iterator[None]:
+    """Hold while a clone's QEMU opens the template's files: no rebuild replaces them."""
+    with _locked(template, shared=True):
+        yield
+    with contextlib.suppress(OSError):  # last use, for `wsfixture images --prune`
+        (template.dir / USED_STAMP).touch()
+
+
+def invalidate(template: Template, why: str) -> None:
+    """Remove a template found bad while restoring it; the next use makes it anew."""
+    with _locked(template, shared=False):
+        if template.dir.exists():
+            template.meta_path.unlink(missing_ok=True)  # no longer looks done
+            system.remove_tree(template.dir)
+
+
+def _build(template: Template, shape: TemplateShape, image: Image, build: Build) -> None:
+    staging = template.dir.with_name(f"{template.key}.building-{os.getpid()}")
+    system.remove_tree(staging)
+    system.remove_tree(template.dir)
+    record = ledger.Record.create(
+        f"template-{template.key}-{os.getpid()}", ledger.BuildInfo(template.key, str(staging))
+    )
+    record.add_dir(staging)
+    started = time.monotonic()
+    try:
+        system.private_dir(staging)
+        kernel, initrd = image.kernel()
+        building = Template(staging)
+        for source, link in ((image.disk, building.disk), (kernel, building.kernel),
+                             (initrd, building.initrd)):  # fmt: skip
+            _link_or_copy(source, link)
+        facts = build(building, record)
+        meta = {
+            "shape": dataclasses.asdict(shape),
+            "image": image.recipe.label,
+            "image_ready": _ready_stamp(image),
+            "state_size": building.state.stat().st_size,
+            "state_sha256": file_digest(building.state),
+            "made": time.time(),
+            "build_seconds": round(time.monotonic() - started, 2),
+            **facts,
+        }
+        system.write_atomic(building.meta_path, json.dumps(meta, indent=1))
+        staging.rename(template.dir)
+    except BaseException as exc:
+        if failures := ledger.release(record):
+            exc.add_note(str(failures))
+        raise
+    record.forget()
+
+
+def _link_or_copy(source: Path, link: Path) -> None:
+    try:
+        os.link(source, link)
+    except OSError:  # another filesystem
+        system.run(["cp", "--sparse=always", str(source), str(link)])
