@@ -120,15 +120,17 @@ def wire_tar(seed_tar: bytes, journal: tuple[str, str]) -> bytes:
     padding to tar's 10 KiB records; plus the journal's link (``journal`` = the clone's
     machine-id, the template's)."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(seed_tar)) as source:
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
-            for member in source.getmembers():
-                if member.isdir() and member.name in PRESENT_DIRS:
-                    continue
-                tar.addfile(member, source.extractfile(member) if member.isfile() else None)
-            link = tarfile.TarInfo(f"./run/log/journal/{journal[0]}")
-            link.type, link.linkname = tarfile.SYMTYPE, journal[1]
-            tar.addfile(link)
+    with (
+        tarfile.open(fileobj=io.BytesIO(seed_tar)) as source,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        for member in source.getmembers():
+            if member.isdir() and member.name in PRESENT_DIRS:
+                continue
+            tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+        link = tarfile.TarInfo(f"./run/log/journal/{journal[0]}")
+        link.type, link.linkname = tarfile.SYMTYPE, journal[1]
+        tar.addfile(link)
     data = out.getvalue()
     end = len(data.rstrip(b"\0"))
     return data[: -(-end // 512) * 512 + 1024]  # the last member, then two zero blocks
