@@ -38,6 +38,7 @@ def config(state_root: Path) -> Config:
                     "vcpu": 2,
                     "memory": 1024,
                     "packages": ["curl"],  # a layered image
+                    "snapshot": "off",  # the cold boot path: test_restore has the other
                 },
             },
         }

@@ -38,6 +38,7 @@ def test_vm_passes_every_builtin_check(vm: Workspace) -> None:
 
 
 def test_vm_looks_like_a_container_to_tests(vm: Workspace) -> None:
+    assert vm.describe()["boot"] == "cold boot (snapshot = 'off')"
     host = vm.host
     assert host.service("ssh").is_running
     assert host.interface("eth0").addresses[0] == "192.168.83.20"
@@ -99,9 +100,11 @@ def test_vm_that_dies_fails_fast_with_the_reason(
     monkeypatch.setattr(
         qemu.QemuBackend,
         "kernel_cmdline",
-        lambda self: original(self) + " init=/bin/false",
+        lambda self, machine_id_of: original(self, machine_id_of) + " init=/bin/false",
     )
-    spec = workspace_spec(config, name="vmbad", type="vm", ip="192.168.83.22", vcpu=1, memory=512)
+    spec = workspace_spec(
+        config, name="vmbad", type="vm", ip="192.168.83.22", vcpu=1, memory=512, snapshot="off"
+    )
     with Lab(config.network) as lab:
         with pytest.raises(StartError) as info:
             Workspace(spec, config, lab, timeout=120).start()

@@ -1,0 +1,240 @@
+"""VM workspaces restored from a template: two clones of one template, in one lab, at once,
+must be two different machines, each the workspace it was told to be."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from tests.integration.leaks import leftovers
+from wsfixture import checks
+from wsfixture.backends import qemu, snapshot
+from wsfixture.image import templates
+from wsfixture.model import derive
+from wsfixture.model.config import Config, config_from_dict
+from wsfixture.net.lab import Lab
+from wsfixture.workspace import Workspace, retry_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.vm]
+
+SHAPE = {"type": "vm", "vcpu": 1, "memory": 768}
+
+
+@pytest.fixture(scope="module")
+def config(state_root: Path) -> Config:
+    shared = state_root / "shared"
+    (shared / "ro").mkdir(parents=True)
+    (shared / "ro" / "given.txt").write_text("from the host\n")
+    (shared / "rw").mkdir()
+    (shared / "rw").chmod(0o777)  # the workspace user writes there
+    shares = [
+        {"source": str(shared / "ro"), "target": "/srv/ro", "readOnly": True},
+        {"source": str(shared / "rw"), "target": "/srv/rw"},
+    ]
+    return config_from_dict(
+        {
+            "defaults": {"stateRoot": str(state_root)},
+            "workspaces": {
+                "twin-a": {**SHAPE, "ip": "192.168.83.40", "shares": shares},
+                "twin-b": {**SHAPE, "ip": "192.168.83.41", "shares": shares},
+                "rebuilt": {**SHAPE, "ip": "192.168.83.42", "packages": ["less"]},
+                "afterwards": {**SHAPE, "ip": "192.168.83.43", "packages": ["less"]},
+                "corrupt": {**SHAPE, "ip": "192.168.83.44"},
+                "fallback": {**SHAPE, "ip": "192.168.83.45", "memory": 640},
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def twins(config: Config, lab: Lab) -> Iterator[tuple[Workspace, Workspace]]:
+    a = Workspace(config.workspaces["twin-a"], config, lab)
+    b = Workspace(config.workspaces["twin-b"], config, lab)
+    try:
+        a.launch()  # the first makes the template if this shape has none yet
+        b.launch()
+        a.wait_ready()
+        b.wait_ready()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def boot_of(ws: Workspace) -> str:
+    return str(ws.describe()["boot"])
+
+
+def test_both_are_restored_from_one_template(twins: tuple[Workspace, Workspace]) -> None:
+    a, b = twins
+    assert boot_of(a).startswith("restored from template")
+    assert boot_of(a) == boot_of(b)
+    assert [o for o in checks.verify(a) if not o.ok] == []
+    assert [o for o in checks.verify(b) if not o.ok] == []
+
+
+def test_each_clone_is_its_own_machine(twins: tuple[Workspace, Workspace]) -> None:
+    facts = {}
+    for ws in twins:
+        facts[ws.name] = {
+            "mac": ws.succeed("cat /sys/class/net/eth0/address").strip(),
+            "ip": ws.host.interface("eth0").addresses,
+            "hostname": ws.succeed("hostname").strip(),
+            "machine-id": ws.succeed("cat /etc/machine-id").strip(),
+            "host key": ws.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub").split()[1],
+            "random": ws.succeed("head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'"),
+        }
+    a, b = twins
+    for ws in twins:
+        mine = facts[ws.name]
+        assert mine["mac"] == derive.mac(ws.name)
+        assert mine["ip"] == [ws.ip]
+        assert mine["hostname"] == ws.name
+        assert mine["machine-id"] == derive.machine_id(ws.name)
+        assert ws.session is not None
+        assert mine["host key"] == ws.session.host_key.split()[1]
+    for fact in facts[a.name]:
+        assert facts[a.name][fact] != facts[b.name][fact], fact
+
+
+def test_clocks_follow_the_host(twins: tuple[Workspace, Workspace]) -> None:
+    for ws in twins:
+        before = time.time()
+        guest = float(ws.succeed("date +%s.%N"))
+        after = time.time()
+        assert before - 2 <= guest <= after + 2, (before, guest, after)
+
+
+def test_clones_reach_each_other_by_name_and_the_bridge_learns_their_macs(
+    twins: tuple[Workspace, Workspace], lab: Lab
+) -> None:
+    a, b = twins
+    a.succeed(f"ping -c 1 -W 3 {b.name}")
+    b.succeed(f"ping -c 1 -W 3 {a.name}")
+    fdb = lab.run(["bridge", "fdb", "show", "br", lab.network.bridge])
+    for ws in twins:
+        tap = derive.tap_name(ws.name)
+        assert any(
+            line.startswith(derive.mac(ws.name)) and f"dev {tap}" in line
+            for line in fdb.splitlines()
+        ), fdb
+
+
+def test_shares_are_plugged_in_with_their_flags(
+    twins: tuple[Workspace, Workspace], config: Config
+) -> None:
+    rw_dir = Path(config.workspaces["twin-a"].shares[1].source)
+    for ws in twins:
+        assert ws.succeed("cat /srv/ro/given.txt") == "from the host\n"
+        assert "ro" in ws.succeed("findmnt -n -o OPTIONS /srv/ro").split(",")
+        rc, _, _ = ws.run("touch /srv/ro/nope")
+        assert rc != 0
+        ws.succeed(f"echo {ws.name} > /srv/rw/{ws.name}.txt")
+        assert (rw_dir / f"{ws.name}.txt").read_text() == f"{ws.name}\n"
+        ws.succeed("echo mine > ~/workspace/mine.txt")
+        assert (ws.state_dir / "workspace" / "mine.txt").read_text() == "mine\n"
+
+
+def test_units_and_journal_work(twins: tuple[Workspace, Workspace]) -> None:
+    for ws in twins:
+        assert ws.succeed("systemctl --failed --no-legend --plain").strip() == ""
+        ws.succeed(f"logger -t wsfixture-test marker-{ws.name}")
+
+        def logged(last: bool, ws: Workspace = ws) -> bool | None:
+            _, out, _ = ws.run("doas -n journalctl -t wsfixture-test --no-pager -q")
+            return True if f"marker-{ws.name}" in out else None
+
+        assert retry_until(logged, 10, 0.5), ws.succeed("doas -n journalctl -n 20 --no-pager")
+
+
+def test_a_restore_while_its_image_is_rebuilt_gives_a_correct_workspace(
+    config: Config, lab: Lab
+) -> None:
+    """The template stands on hard links of its image's files: an image rebuilt (renamed
+    into place anew) under a restore changes nothing the restore reads; the next use sees
+    the new build and makes the template anew."""
+    first = Workspace(config.workspaces["rebuilt"], config, lab).start()  # image + template
+    assert isinstance(first.backend, qemu.QemuBackend)
+    image = first.backend.image
+    first.stop()
+
+    def rebuild() -> None:  # as image/build.py does: a new tree, renamed in under the lock
+        staging = image.dir.with_name(image.dir.name + ".rebuilding")
+        shutil.copytree(image.dir, staging, symlinks=True, copy_function=_link_but_copy_disk)
+        (staging / "ready").write_text(f"{time.time()}\n")
+        with FileLock(str(image.dir) + ".lock"):
+            shutil.rmtree(image.dir)
+            staging.rename(image.dir)
+
+    rebuilder = threading.Thread(target=rebuild)
+    during = Workspace(config.workspaces["rebuilt"], config, lab)
+    rebuilder.start()
+    try:
+        during.start()
+        assert boot_of(during).startswith("restored from template")
+        assert during.succeed("hostname").strip() == "rebuilt"
+        during.succeed("echo data > ~/data && sync && cat ~/data")
+        assert during.succeed("systemctl --failed --no-legend --plain").strip() == ""
+    finally:
+        rebuilder.join()
+        during.stop()
+    with Workspace(config.workspaces["afterwards"], config, lab) as after:
+        assert isinstance(after.backend, qemu.QemuBackend)
+        template = templates.Template(
+            templates.templates_dir() / snapshot.shape_of(after.backend).key
+        )
+        assert template.meta()["image_ready"] == (image.dir / "ready").read_text()
+        assert boot_of(after).startswith("restored from template")
+        assert after.succeed("hostname").strip() == "afterwards"
+
+
+def _link_but_copy_disk(source: str, target: str) -> None:
+    if source.endswith(".ext4"):
+        shutil.copy2(source, target)  # a rebuild makes a new disk file
+    else:
+        Path(target).hardlink_to(source)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "changed inside"])
+def test_a_damaged_template_is_detected_and_made_anew(
+    config: Config, lab: Lab, damage: str
+) -> None:
+    spec = config.workspaces["corrupt"]
+    with Workspace(spec, config, lab) as ws:  # the template exists, whole
+        assert isinstance(ws.backend, qemu.QemuBackend)
+        template = templates.Template(templates.templates_dir() / snapshot.shape_of(ws.backend).key)
+    made = template.meta()["made"]
+    size = template.state.stat().st_size
+    with open(template.state, "r+b") as state:
+        if damage == "truncated":
+            state.truncate(size // 2)
+        else:  # same size, same start: only the digest can tell
+            state.seek(size // 2)
+            state.write(b"\xa5" * 4096)
+    with Workspace(spec, config, lab) as ws:
+        assert boot_of(ws).startswith("restored from template")
+        assert ws.succeed("hostname").strip() == "corrupt"
+        assert ws.succeed("systemctl --failed --no-legend --plain").strip() == ""
+    assert template.meta()["made"] > made
+    assert template.verify_state() is None
+
+
+def test_a_template_that_cannot_be_made_gives_a_cold_boot_that_says_why(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A template boot that must finish within a second cannot: the build fails for real.
+    monkeypatch.setattr(snapshot, "TEMPLATE_BOOT_TIMEOUT", 1.0)
+    with Lab(config.network) as lab:
+        with Workspace(config.workspaces["fallback"], config, lab) as ws:
+            assert boot_of(ws).startswith("cold boot (restore failed: the guest said nothing")
+            assert ws.succeed("hostname").strip() == "fallback"
+        name = lab.name
+    assert leftovers(name) == {}
+    building = list(templates.templates_dir().glob("*.building-*"))
+    assert building == [], "a failed template build leaves nothing behind"
