@@ -1,7 +1,8 @@
 """The kill matrix: a pytest session is killed with SIGKILL, SIGTERM or SIGINT while it builds
-a layer, boots, runs the test body or tears down, for both kinds. After one `wsfixture gc`
-nothing of it is left: namespaces, mounts, cgroups in both hierarchies, processes,
-directories (its temporary state dir too), ledger records, half-built images.
+a layer, makes a VM template, boots, runs the test body or tears down, for both kinds. After
+one `wsfixture gc` nothing of it is left: namespaces, mounts, cgroups in both hierarchies,
+processes, directories (its temporary state dir too), ledger records, half-built images and
+templates.
 
 `make test` runs a short version (every cell for containers; for VMs the layer build and
 the boot with every signal, the test body with SIGTERM); `make soak` (WSFIXTURE_SOAK=1) runs
@@ -23,13 +24,15 @@ import pytest
 from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers
 from wsfixture.host import ledger, settings, system
+from wsfixture.image import templates
 from wsfixture.image.build import ensure_image
 from wsfixture.image.recipe import ImageRecipe
 
 pytestmark = pytest.mark.integration
 SOAK = os.environ.get("WSFIXTURE_SOAK") == "1"
 KINDS = ("container", "vm")
-PHASES = ("build", "boot", "body", "teardown")
+PHASES = ("build", "template", "boot", "body", "teardown")
+TEMPLATE_MEMORY = 704  # a VM shape no other test has: its template is made in the cell
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 LAYER_PACKAGES = ["sl"]  # a layer no other test builds: its build is the "build" phase
 TEARDOWN_PAUSE = 3.0  # seconds the patched stop waits, so a signal lands inside teardown
@@ -63,7 +66,9 @@ INNER_TEST = textwrap.dedent(
     KM = pathlib.Path(os.environ["KM_DIR"])
     PACKAGES = {LAYER_PACKAGES!r} if os.environ["KM_PHASE"] == "build" else []
 
-    @pytest.mark.workspace(type=os.environ["KM_KIND"], packages=PACKAGES, vcpu=1, memory=768)
+    MEMORY = {TEMPLATE_MEMORY} if os.environ["KM_PHASE"] == "template" else 768
+
+    @pytest.mark.workspace(type=os.environ["KM_KIND"], packages=PACKAGES, vcpu=1, memory=MEMORY)
     def test_cell(workspace):
         (KM / "body").write_text("")
         if os.environ["KM_PHASE"] == "body":
@@ -76,8 +81,10 @@ def cells() -> list[tuple[str, str, signal.Signals]]:
     chosen = []
     for kind in KINDS:
         for phase in PHASES:
+            if phase == "template" and kind == "container":
+                continue  # containers have none
             for signum in SIGNALS:
-                full = SOAK or kind == "container" or phase in ("build", "boot")
+                full = SOAK or kind == "container" or phase in ("build", "template", "boot")
                 if full or (phase == "body" and signum == signal.SIGTERM):
                     chosen.append((kind, phase, signum))
     # A closed terminal (SIGHUP) is handled like SIGTERM; one cell shows it.
@@ -89,6 +96,8 @@ def reached(phase: str, kind: str, pid: int, km: Path) -> bool:
     if phase == "build":
         key = ImageRecipe.for_packages(LAYER_PACKAGES, kind).key
         return any(settings.current().images_dir.glob(f"{key}.building-*"))
+    if phase == "template":
+        return any(templates.templates_dir().glob(f"*.building-{pid}"))
     if phase == "boot":
         owned = [r for r in ledger.workspaces().values() if r.owner.pid == pid]
         return bool(owned) and not (km / "body").exists()
@@ -108,7 +117,10 @@ def our_cgroups(names: set[str], pid: int) -> list[str]:
                 str(d)
                 for d in root.iterdir()
                 if d.is_dir()
-                and (d.name.startswith(f"image-build-{pid}-") or any(n in d.name for n in names))
+                and (
+                    d.name.startswith((f"image-build-{pid}-", f"template-{pid}-"))
+                    or any(n in d.name for n in names)
+                )
             ]
     return found
 
@@ -119,6 +131,13 @@ def unbuilt(kind: str) -> None:
     done = settings.current().images_dir / key
     if done.exists():
         system.remove_tree(done)
+
+
+def unmade() -> None:
+    """The cell's template must be made inside the cell: remove one a late signal finished."""
+    for template in templates.cached_templates():
+        if template.shape is not None and template.shape.memory == TEMPLATE_MEMORY:
+            templates.remove(template)
 
 
 @pytest.mark.parametrize(
@@ -132,6 +151,8 @@ def test_killed_session_leaves_nothing_after_gc(
     require_root_and_tools("systemd-nspawn", "qemu-system-x86_64", "dnsmasq")
     if phase == "build":
         unbuilt(kind)
+    if phase == "template":
+        unmade()
     km = tmp_path / "km"
     km.mkdir()
     (tmp_path / "conftest.py").write_text(INNER_CONFTEST)
@@ -172,6 +193,7 @@ def test_killed_session_leaves_nothing_after_gc(
     assert owned_by(proc.pid) == []
     assert our_cgroups(labs, proc.pid) == []
     assert not any(settings.current().images_dir.glob("*.building-*"))
+    assert not any(templates.templates_dir().glob("*.building-*"))
     assert not [m for m in system.mount_points() if ".building-" in str(m)]
     assert set(Path("/tmp").glob("wsstate-*")) == states_before, "the state dir (keys) stays"
     if signum != signal.SIGKILL:

@@ -153,7 +153,7 @@ def start_by_restore(backend: QemuBackend) -> str:
             restore_clone(backend, template)
             return f"restored from template {template.key}"
         except CorruptTemplateError as exc:
-            templates.invalidate(template, str(exc))
+            templates.invalidate(template)
             if attempt == 2:
                 raise
             progress(f"template {template.key} is bad ({exc}): making it anew")

@@ -37,6 +37,7 @@ from wsfixture.cli.persistent import (
 from wsfixture.errors import ConfigError, PrerequisiteError, WorkspaceGone, WsfixtureError
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import cache as imagecache
+from wsfixture.image import templates
 from wsfixture.model import derive, schema
 from wsfixture.model.config import Config, load_config
 from wsfixture.model.plan import plan, render_text
@@ -399,16 +400,23 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_images(args: argparse.Namespace) -> int:
     if args.prune:
-        removed = imagecache.prune(args.days, dry_run=args.dry_run)
-        freed = sum(size for _, size in removed)
+        images_dir = settings.current().cache_dir / "images"
+        dropped = [
+            (t.key, "unused" if (why := t.state(images_dir)) == "current" else why, size)
+            for t, size in imagecache.prune_templates(args.days, dry_run=args.dry_run)
+        ]
+        dropped += [
+            (i.key, i.state if i.outdated else "unused", size)
+            for i, size in imagecache.prune(args.days, dry_run=args.dry_run)
+        ]
+        freed = sum(size for _, _, size in dropped)
         if args.json:
-            say(json.dumps({"removed": [i.key for i, _ in removed], "bytes": freed}))
+            say(json.dumps({"removed": [key for key, _, _ in dropped], "bytes": freed}))
             return 0
         verb = "would remove" if args.dry_run else "removed"
-        for image, size in removed:
-            why = image.state if image.outdated else "unused"
-            say(f"{verb} {image.key} ({why}, {size / 2**20:.0f} MiB)")
-        say(f"images: {verb} {len(removed)}, {freed / 2**30:.1f} GiB")
+        for key, why, size in dropped:
+            say(f"{verb} {key} ({why}, {size / 2**20:.0f} MiB)")
+        say(f"images and templates: {verb} {len(dropped)}, {freed / 2**30:.1f} GiB")
         return 0
     images = imagecache.cached_images()
     busy = imagecache.busy_keys(images)
@@ -423,6 +431,20 @@ def cmd_images(args: argparse.Namespace) -> int:
             "state": "in use" if i.key in busy else i.state,
         }
         for i in images
+    ]  # fmt: skip
+    found = templates.cached_templates()
+    in_use = imagecache.busy_keys(found)
+    images_dir = settings.current().cache_dir / "images"
+    rows += [
+        {
+            "image": t.key,
+            "kind": f"VM template of {t.shape.image_key}" if t.shape else "VM template",
+            "adds": f"{t.shape.vcpu} vCPU, {t.shape.memory} MiB, {t.shape.accel}"
+            if t.shape else "",
+            "last_used": f"{(now - t.last_used) / 3600:.0f}h ago",
+            "state": "in use" if t.key in in_use else t.state(images_dir),
+        }
+        for t in found
     ]  # fmt: skip
     rows += [
         {"image": staging.name, "kind": "half built", "adds": "", "last_used": "-",

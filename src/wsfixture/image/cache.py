@@ -15,10 +15,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from filelock import FileLock
 
 from wsfixture.host import ledger, settings, system
+from wsfixture.image import templates
 from wsfixture.image.recipe import USED_STAMP, ImageRecipe
 
 DAY = 86400.0
@@ -73,9 +75,10 @@ def cached_images(cache_dir: Path | None = None) -> list[CachedImage]:
 
 
 def builds(cache_dir: Path | None = None) -> list[tuple[Path, bool]]:
-    """Half-built images (``<key>.building-<pid>``), each with whether its builder still
-    runs; an abandoned one is reaped by ``wsfixture gc`` through its build record."""
-    images_dir = (cache_dir or settings.current().cache_dir) / "images"
+    """Half-built images and VM templates (``<key>.building-<pid>``), each with whether
+    its builder still runs; an abandoned one is reaped by ``wsfixture gc`` through its
+    build record."""
+    root = cache_dir or settings.current().cache_dir
     live = {
         r.info.staging
         for r in ledger.records()
@@ -83,7 +86,8 @@ def builds(cache_dir: Path | None = None) -> list[tuple[Path, bool]]:
     }
     return [
         (entry, str(entry) in live)
-        for entry in (sorted(images_dir.glob("*.building-*")) if images_dir.is_dir() else [])
+        for where in (root / "images", templates.templates_dir(root))
+        for entry in (sorted(where.glob("*.building-*")) if where.is_dir() else [])
         if entry.is_dir()
     ]
 
@@ -112,9 +116,17 @@ def choose_prunable(
     return [i for i in images if i.key in stale and i.key not in kept_bases]
 
 
-def busy_keys(images: Iterable[CachedImage]) -> set[str]:
-    """Images a running workspace stands on: named in an overlay mount's options (a
-    container's lower directories) or held open by a process (a VM's disk)."""
+class Cached(Protocol):
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def dir(self) -> Path: ...
+
+
+def busy_keys(images: Iterable[Cached]) -> set[str]:
+    """Images (or VM templates) a running workspace stands on: named in an overlay mount's
+    options (a container's lower directories) or held open by a process (a VM's disk)."""
     dirs = {str(image.dir) + "/": image.key for image in images}
 
     def owner(path: str) -> str | None:
@@ -137,13 +149,34 @@ def busy_keys(images: Iterable[CachedImage]) -> set[str]:
 
 
 def size_of(directory: Path) -> int:
-    """Bytes on disk (sparse files count what they use)."""
+    """Bytes on disk that removing ``directory`` frees (sparse files count what they use; a
+    file with another hard link, as a VM template's disk, frees nothing)."""
     total = 0
     for root, _dirs, files in os.walk(directory):
         for name in files:
             with contextlib.suppress(OSError):  # removed meanwhile
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                st = os.lstat(os.path.join(root, name))
+                total += st.st_blocks * 512 if st.st_nlink == 1 else 0
     return total
+
+
+def prune_templates(
+    keep_days: float, cache_dir: Path | None = None, dry_run: bool = False
+) -> list[tuple[templates.CachedTemplate, int]]:
+    """Remove the VM templates ``templates.choose_prunable`` picks, with the bytes each
+    freed. Before the images: a template holds its image's files by hard links."""
+    root = cache_dir or settings.current().cache_dir
+    found = templates.cached_templates(root)
+    chosen = templates.choose_prunable(
+        found, root / "images", time.time(), keep_days, busy_keys(found)
+    )
+    removed = []
+    for template in chosen:
+        size = size_of(template.dir)
+        if not dry_run:
+            templates.remove(template)
+        removed.append((template, size))
+    return removed
 
 
 def prune(

@@ -198,12 +198,11 @@ def restoring(template: Template) -> Iterator[None]:
         (template.dir / USED_STAMP).touch()
 
 
-def invalidate(template: Template, why: str) -> None:
+def invalidate(template: Template) -> None:
     """Remove a template found bad while restoring it; the next use makes it anew."""
     with _locked(template, shared=False):
-        if template.dir.exists():
-            template.meta_path.unlink(missing_ok=True)  # no longer looks done
-            system.remove_tree(template.dir)
+        template.meta_path.unlink(missing_ok=True)  # no longer looks done
+        system.remove_tree(template.dir)
 
 
 def _build(template: Template, shape: TemplateShape, image: Image, build: Build) -> None:
@@ -247,3 +246,74 @@ def _link_or_copy(source: Path, link: Path) -> None:
         os.link(source, link)
     except OSError:  # another filesystem
         system.run(["cp", "--sparse=always", str(source), str(link)])
+
+
+# -- the cache's view: listing and pruning -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CachedTemplate:
+    key: str
+    dir: Path
+    meta: dict[str, Any] | None  # None: unfinished or unreadable
+    last_used: float
+
+    @property
+    def shape(self) -> TemplateShape | None:
+        try:
+            return TemplateShape(**(self.meta or {})["shape"])
+        except (KeyError, TypeError):
+            return None
+
+    def state(self, images_dir: Path) -> str:
+        """current, or why it will never be restored again."""
+        shape = self.shape
+        if shape is None:
+            return "unreadable"
+        if shape.key != self.key:
+            return "older wsfixture"
+        ready = images_dir / shape.image_key / "ready"
+        try:
+            if ready.read_text() != (self.meta or {}).get("image_ready"):
+                return "its image was rebuilt"
+        except OSError:
+            return "its image is gone"
+        return "current"
+
+
+def cached_templates(cache_dir: Path | None = None) -> list[CachedTemplate]:
+    """Every finished template (half-made ones belong to their builder)."""
+    found = []
+    root = templates_dir(cache_dir)
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        meta_path = entry / META
+        if not entry.is_dir() or ".building-" in entry.name or not meta_path.exists():
+            continue
+        try:
+            meta: dict[str, Any] | None = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            meta = None
+        stamp = entry / USED_STAMP
+        used = (stamp if stamp.exists() else meta_path).stat().st_mtime
+        found.append(CachedTemplate(entry.name, entry, meta, used))
+    return found
+
+
+def choose_prunable(
+    found: list[CachedTemplate], images_dir: Path, now: float, keep_days: float, busy: set[str]
+) -> list[CachedTemplate]:
+    """Templates that will never be restored again (their image rebuilt or gone, made by
+    another wsfixture), or unused for ``keep_days``; never one a VM runs on."""
+    day = 86400.0
+    return [
+        t
+        for t in found
+        if t.key not in busy
+        and t.meta is not None
+        and (t.state(images_dir) != "current" or now - t.last_used > keep_days * day)
+    ]
+
+
+def remove(template: CachedTemplate) -> None:
+    invalidate(Template(template.dir))  # under the lock: not while one is made or restored
+    Path(str(template.dir) + ".lock").unlink(missing_ok=True)

@@ -1,0 +1,204 @@
+"""VM restore's pure parts: when a VM may restore, what a template and its clones declare,
+the template's key and its checks, and the identity message."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from wsfixture.backends.base import BackendContext
+from wsfixture.backends.qemu import Accel, QemuBackend, restore_blocker
+from wsfixture.backends.snapshot import SPARE_ROOT_PORTS, TEMPLATE_MAC, Boot
+from wsfixture.guest import restore, seed
+from wsfixture.host import ledger, system
+from wsfixture.image import templates
+from wsfixture.image.recipe import Image, ImageRecipe
+from wsfixture.image.templates import Template, TemplateShape
+from wsfixture.model.config import Config, workspace_spec
+from wsfixture.net.lab import Lab
+
+
+def test_what_keeps_a_vm_from_restoring() -> None:
+    assert restore_blocker("auto", "q35", "virtiofs", False, 3) is None
+    assert restore_blocker("off", "q35", "virtiofs", False, 3) == "snapshot = 'off'"
+    assert "hot-plug" in str(restore_blocker("auto", "microvm", "virtiofs", False, 3))
+    assert "9p" in str(restore_blocker("auto", "q35", "9p", False, 3))
+    assert "vsock" in str(restore_blocker("auto", "q35", "virtiofs", True, 3))
+    assert "at most" in str(restore_blocker("auto", "q35", "virtiofs", False, SPARE_ROOT_PORTS + 1))
+
+
+def test_snapshot_comes_from_the_workspace_or_the_defaults() -> None:
+    from wsfixture.model.config import config_from_dict
+
+    config = config_from_dict(
+        {
+            "defaults": {"snapshot": "off"},
+            "workspaces": {
+                "a": {"type": "vm", "ip": "192.168.83.10"},
+                "b": {"type": "vm", "ip": "192.168.83.11", "snapshot": "auto"},
+            },
+        }
+    )
+    assert config.snapshot_for(config.workspaces["a"]) == "off"
+    assert config.snapshot_for(config.workspaces["b"]) == "auto"
+    assert Config().defaults.snapshot == "auto"
+
+
+def backend(tmp_path: Path, accel: str) -> QemuBackend:
+    config = Config()
+    spec = workspace_spec(config, name="vm", type="vm", ip="192.168.83.20", vcpu=1, memory=768)
+    record = ledger.Record("unit", ledger.BuildInfo("k", "s"), system.ProcessRef(1, 0))
+    ctx = BackendContext(
+        config=config, spec=spec, lab=Lab(config.network), runtime_dir=tmp_path,
+        state_dir=tmp_path / "state", record=record, provision=lambda root, offset: None,
+    )  # fmt: skip
+    made = QemuBackend(ctx, Image(ImageRecipe.base_of("vm"), tmp_path / "image"))
+    made.accel = Accel(accel, "unit test")
+    return made
+
+
+def devices(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, word in enumerate(argv) if word == "-device"]
+
+
+@pytest.mark.parametrize("accel", ["kvm", "tcg"])
+def test_a_template_and_its_clone_declare_the_same_machine(tmp_path: Path, accel: str) -> None:
+    vm = backend(tmp_path, accel)
+    clone = Boot(
+        tmp_path / "vmlinuz", tmp_path / "initrd", "console=ttyS0", tmp_path / "root.qcow2",
+        tmp_path / "seed.tar", TEMPLATE_MAC, "ws-tap", tmp_path, restorable=True, incoming=True,
+        disk_fds=(7, 8),
+    )  # fmt: skip
+    template = dataclasses.replace(
+        clone, incoming=False, tap="tap0", sockets=tmp_path / "t", disk_fds=(5, 6)
+    )
+    argv, template_argv = vm.argv(clone), vm.argv(template)
+    assert devices(argv) == devices(template_argv)
+    assert argv[argv.index("-accel") + 1] == ("kvm" if accel == "kvm" else "tcg,tb-size=128")
+    if accel == "kvm":
+        assert argv[argv.index("-cpu") + 1] == "host"
+    assert argv[argv.index("-incoming") + 1] == "defer"
+    assert "-incoming" not in template_argv
+    assert argv[argv.index("-add-fd") : argv.index("-add-fd") + 4] == [
+        "-add-fd",
+        "fd=7,set=1",
+        "-add-fd",
+        "fd=8,set=1",
+    ]
+    assert argv[argv.index("-drive") + 1].startswith("file=/dev/fdset/1,")
+    assert "vmgenid,guid=auto" in devices(argv)
+    assert sum(d.startswith("pcie-root-port") for d in devices(argv)) == SPARE_ROOT_PORTS
+    assert any(restore.PORT_NAME in d for d in devices(argv))
+    assert not any(d.startswith("vhost-user-fs") for d in devices(argv)), "shares: hot-plugged"
+    assert f"mac={TEMPLATE_MAC}" in " ".join(devices(argv))
+
+
+def test_a_cold_boot_has_its_shares_and_its_own_mac(tmp_path: Path) -> None:
+    vm = backend(tmp_path, "tcg")
+    boot = Boot(
+        tmp_path / "k", tmp_path / "i", "c", tmp_path / "d", tmp_path / "s", "02:aa:bb:cc:dd:ee",
+        "tap", tmp_path,
+    )  # fmt: skip
+    argv = vm.argv(boot)
+    assert sum(d.startswith("vhost-user-fs-pci") for d in devices(argv)) == 3
+    assert "vmgenid,guid=auto" not in devices(argv)
+    assert "-incoming" not in argv
+    assert argv[argv.index("-drive") + 1].startswith(f"file={tmp_path / 'd'},")
+
+
+SHAPE = TemplateShape("bookworm-vm-0", "q35", 1, 768, 8192, "tcg", "virtiofs", "QEMU 7.2.22")
+
+
+def test_every_part_of_the_shape_is_in_the_key() -> None:
+    keys = {SHAPE.key}
+    for field in dataclasses.fields(SHAPE):
+        value = getattr(SHAPE, field.name)
+        other = value + 1 if isinstance(value, int) else value + "x"
+        keys.add(dataclasses.replace(SHAPE, **{field.name: other}).key)
+    assert len(keys) == 1 + len(dataclasses.fields(SHAPE))
+
+
+def made_template(tmp_path: Path) -> tuple[Template, Image]:
+    image = Image(ImageRecipe.base_of("vm"), tmp_path / "image")
+    image.dir.mkdir()
+    (image.dir / "ready").write_text("1\n")
+    template = Template(tmp_path / "templates" / SHAPE.key)
+    template.dir.mkdir(parents=True)
+    for path in (template.disk, template.kernel, template.initrd, template.frozen, template.seed):
+        path.write_text("")
+    template.state.write_bytes(templates.QEMU_STATE_MAGIC + b"\0" * 4092)
+    meta = {
+        "shape": dataclasses.asdict(SHAPE),
+        "image_ready": "1\n",
+        "state_size": 4096,
+        "state_sha256": templates.file_digest(template.state),
+    }
+    template.meta_path.write_text(json.dumps(meta))
+    return template, image
+
+
+def test_a_whole_template_passes_its_checks(tmp_path: Path) -> None:
+    template, image = made_template(tmp_path)
+    assert template.problem(SHAPE, image) is None
+    assert template.verify_state() is None
+
+
+def test_a_truncated_state_is_found_before_qemu_reads_it(tmp_path: Path) -> None:
+    template, image = made_template(tmp_path)
+    with open(template.state, "r+b") as state:
+        state.truncate(1000)
+    assert "truncated" in str(template.problem(SHAPE, image))
+
+
+def test_a_changed_state_is_found_by_its_digest(tmp_path: Path) -> None:
+    template, image = made_template(tmp_path)
+    with open(template.state, "r+b") as state:
+        state.seek(2000)
+        state.write(b"x")
+    assert template.problem(SHAPE, image) is None  # same size, same start
+    assert "digest" in str(template.verify_state())
+    template.state.write_bytes(b"JUNK" + b"\0" * 4092)
+    assert "migration stream" in str(template.problem(SHAPE, image))
+
+
+def test_a_template_from_another_qemu_or_image_build_is_not_restored(tmp_path: Path) -> None:
+    template, image = made_template(tmp_path)
+    newer = dataclasses.replace(SHAPE, qemu="QEMU 8.2.0")
+    assert "another shape or QEMU" in str(template.problem(newer, image))
+    (image.dir / "ready").write_text("2\n")
+    assert "rebuilt" in str(template.problem(SHAPE, image))
+    template.meta_path.unlink()
+    assert "missing" in str(template.problem(SHAPE, image))
+
+
+def test_the_identity_message_is_a_header_and_a_short_tar(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    (staging / "etc").mkdir(parents=True)
+    (staging / "etc/hostname").write_text("ws\n")
+    seed_tar = tmp_path / "seed.tar"
+    seed.pack(staging, "workspace /home/dev/workspace virtiofs rw,relatime\n", seed_tar)
+    data = seed_tar.read_bytes()
+    message = restore.message("02:00:00:00:00:01", "10.0.0.2/24", "10.0.0.1", data, ("a", "b"), 5.0)
+    header, tar = message.split(b"\n", 1)
+    magic, now, size, mac, address, gateway, entropy = header.decode().split()
+    assert (magic, now, int(size), mac) == (restore.HEADER_MAGIC, "5.000000", len(tar), mac)
+    assert (address, gateway, len(entropy)) == ("10.0.0.2/24", "10.0.0.1", 64)
+    assert len(tar) % 512 == 0
+    assert len(tar) < len(data)
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        names = archive.getnames()
+        assert archive.extractfile("./etc/hostname").read() == b"ws\n"  # type: ignore[union-attr]
+        assert archive.getmember("./run/log/journal/a").linkname == "b"
+    assert "./home/dev/workspace" in names  # the mount point comes made
+    assert "." not in names
+    assert "./etc" not in names
+
+
+def test_the_agent_answers_ok_or_why_not() -> None:
+    assert restore.parse_reply(b"ok\n") == (True, "ok")
+    assert restore.parse_reply(b"error configuring eth0\n") == (False, "error configuring eth0")
