@@ -3,7 +3,10 @@ must be two different machines, each the workspace it was told to be."""
 
 from __future__ import annotations
 
+import select
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -238,3 +241,51 @@ def test_a_template_that_cannot_be_made_gives_a_cold_boot_that_says_why(
     assert leftovers(name) == {}
     building = list(templates.templates_dir().glob("*.building-*"))
     assert building == [], "a failed template build leaves nothing behind"
+
+
+OWNER = """
+import sys, time
+from wsfixture.model.config import config_from_dict
+from wsfixture.net.lab import Lab
+from wsfixture.workspace import Workspace
+
+config = config_from_dict({config!r})
+lab = Lab(config.network).__enter__()
+ws = Workspace(config.workspaces["orphan"], config, lab).start()
+print(ws.backend.process.pid, lab.name, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_vm_dies_with_its_owner_though_qemu_gave_up_root(
+    state_root: Path, tmp_path: Path
+) -> None:
+    """QEMU's -runas clears the parent-death signal: the owner watch in its cgroup ends it
+    when the owner is killed outright, before any `wsfixture gc`."""
+    config = {
+        "defaults": {"stateRoot": str(state_root)},
+        "workspaces": {"orphan": {**SHAPE, "ip": "192.168.83.46"}},
+    }
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER.format(config=config))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "the owner never started its VM"
+        qemu_pid, lab_name = proc.stdout.readline().split()
+    finally:
+        proc.kill()  # SIGKILL: no handler runs, no teardown
+        proc.wait()
+
+    def gone(last: bool) -> bool | None:
+        return True if not Path(f"/proc/{qemu_pid}").exists() else None
+
+    assert retry_until(gone, 15, 0.2), "QEMU outlived its owner"
+    gc = subprocess.run(
+        [sys.executable, "-m", "wsfixture.cli", "gc"], capture_output=True, text=True, check=False
+    )
+    assert gc.returncode == 0, gc.stderr
+    assert leftovers(lab_name) == {}

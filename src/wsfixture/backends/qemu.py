@@ -37,6 +37,8 @@ ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
 # filter, and with "deny" (or "children") the switch is refused and QEMU silently stays
 # root (measured). After the switch every uid is the unprivileged user's and no capability
 # is left, so no set*id call can raise it again. spawn=deny: no fork or exec at all.
+# The owner watch: SIGTERM (its parent-death signal) kills its cgroup ($0 is cgroup.kill).
+OWNER_WATCH = 'trap \'echo 1 > "$0"; exit 0\' TERM; while :; do sleep 3600 & wait $!; done'
 SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 
 
@@ -273,7 +275,7 @@ class QemuBackend(Backend):
                 "%s: %s not found: sharing over 9p (slower metadata; QEMU keeps root to serve "
                 "it)", self.ctx.spec.name, VIRTIOFSD,
             )  # fmt: skip
-        self._start_share_daemons()
+        self._start_helpers()
         blocker = restore_blocker(
             self.ctx.snapshot, self.ctx.spec.machine, self.share_transport, self.vsock,
             len(self.shares()),
@@ -295,11 +297,21 @@ class QemuBackend(Backend):
             self.ctx.runtime_dir / "qemu.log",
         )  # fmt: skip
 
-    def _start_share_daemons(self) -> None:
+    def _start_helpers(self) -> None:
+        """The VM's owner watch (``watch_owner``) and its share daemons."""
+        if self.ctx.die_with_owner and self.runs_as_qemu_user:
+            self.watch_owner(self.cgroup, self.ctx.record)
         for tag, source, _, read_only in self.shares():
             source.mkdir(parents=True, exist_ok=True)
             if self.share_transport == "virtiofs":
                 self._start_virtiofsd(tag, source, read_only)
+
+    def watch_owner(self, cgroup: Path, record: ledger.Record) -> None:
+        """-runas clears the parent-death signal QEMU inherits (the kernel drops it when
+        credentials change), so a VM meant to die with its owner gets a watcher in its
+        cgroup instead: it keeps the signal, and ends the whole cgroup when it comes."""
+        argv = ["/bin/sh", "-c", OWNER_WATCH, str(cgroup / "cgroup.kill")]
+        self.spawn(argv, cgroup, self.ctx.runtime_dir / "owner-watch.log", record=record)
 
     def reset(self) -> None:
         """Undo a failed restore: its QEMU and share daemons gone, daemons started anew
@@ -312,7 +324,7 @@ class QemuBackend(Backend):
         self.process = None
         for path in self.ctx.runtime_dir.glob("*.sock"):
             path.unlink()
-        self._start_share_daemons()
+        self._start_helpers()
 
     def _start_virtiofsd(self, tag: str, source: Path, read_only: bool) -> None:
         socket_path = self.fs_socket(tag)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -129,15 +130,11 @@ def shape_of(backend: QemuBackend) -> TemplateShape:
     )
 
 
-_qemu_version: str | None = None
-
-
+@functools.cache
 def qemu_version() -> str:
-    global _qemu_version
-    if _qemu_version is None:
-        out = system.run([system.require_tool("qemu-system-x86_64"), "--version"])
-        _qemu_version = out.splitlines()[0].strip()
-    return _qemu_version
+    """QEMU's version line, asked once per process."""
+    out = system.run([system.require_tool("qemu-system-x86_64"), "--version"])
+    return out.splitlines()[0].strip()
 
 
 def start_by_restore(backend: QemuBackend) -> str:
@@ -182,6 +179,7 @@ def build_template(
     )  # fmt: skip
     cgroup = settings.current().cgroup_root / f"template-{os.getpid()}-{time.monotonic_ns()}"
     record.add_cgroup(cgroup)
+    backend.watch_owner(cgroup, record)
     with _listening(sockets / IDENTITY_SOCKET) as listener:
         with disk_descriptors(template.frozen) as fds:
             # Its own network namespace and TAP: the NIC's backend is not part of the state.
