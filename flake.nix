@@ -1,10 +1,12 @@
 {
   description = "wsfixture: sandboxed workspaces (VMs and containers) and the pytest toolkit that checks them";
 
+  # flake.lock pins both: microvm.nix at the revision of ../shared/nix-inputs (what tests/nix
+  # evaluates the module against), nixpkgs at the revision that microvm.nix revision pins.
   inputs = {
-    nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.05";
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
     microvm = {
-      url = "github:astro/microvm.nix";
+      url = "github:microvm-nix/microvm.nix";
       inputs.nixpkgs.follows = "nixpkgs";
     };
   };

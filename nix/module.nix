@@ -12,6 +12,23 @@ let
   validate = import ./validate.nix;
 
   prefixOf = subnet: lib.toInt (lib.last (lib.splitString "/" subnet));
+  # The patterns and ranges of the Python validator (src/wsfixture/model/spec.py), so that a
+  # value one side refuses the other refuses too, naming the same option.
+  packageName = types.strMatching "[a-z0-9][a-z0-9+.-]+";
+  namespaceName = types.strMatching "[a-z0-9][a-z0-9-]{0,30}";
+  # "8G", "512MiB", "1t": a size as the Python side reads it, in MiB.
+  sizeMatch = s: builtins.match "[[:space:]]*([0-9]+)[[:space:]]*(([KMGTkmgt])[iI]?[bB]?)?[[:space:]]*" s;
+  sizeMiB = d:
+    if builtins.isInt d then d
+    else
+      let
+        m = sizeMatch d;
+        unit = lib.toUpper (if builtins.elemAt m 2 == null then "M" else builtins.elemAt m 2);
+        n = lib.toInt (builtins.elemAt m 0);
+      in { K = n / 1024; M = n; G = n * 1024; T = n * 1048576; }.${unit};
+  diskType = let inRange = n: n >= 256 && n <= 16777216; in types.either
+    (types.addCheck types.int inRange)
+    (types.addCheck types.str (s: sizeMatch s != null && inRange (sizeMiB s)));
   user = cfg.defaults.user;
   stateDir = name: "${cfg.defaults.stateRoot}/${name}";
   home = "/home/${user.name}";
@@ -33,19 +50,19 @@ let
       autoStart = mkOption { type = types.bool; default = false; };
       restartIfChanged = mkOption { type = types.bool; default = true; };
       packages = mkOption {
-        type = types.listOf types.str;
+        type = types.listOf packageName;
         default = [ ];
         description = "Package names (nixpkgs attributes here, Debian names in wsfixture's own images).";
       };
       vcpu = mkOption { type = types.ints.between 1 256; default = 8; };
       memory = mkOption { type = types.ints.between 128 1048576; default = 4096; description = "MiB"; };
-      disk = mkOption { type = types.either types.ints.positive types.str; default = 8192; description = "MiB, or a size like \"8G\""; };
+      disk = mkOption { type = diskType; default = 8192; description = "MiB, or a size like \"8G\" (256 MiB to 16 TiB)"; };
       shares = mkOption {
         default = [ ];
         type = types.listOf (types.submodule {
           options = {
-            source = mkOption { type = types.str; };
-            target = mkOption { type = types.str; };
+            source = mkOption { type = types.strMatching "[/~].*"; };
+            target = mkOption { type = types.strMatching "/.+"; };
             readOnly = mkOption { type = types.bool; default = false; };
           };
         });
@@ -62,7 +79,7 @@ let
         description = "false keeps this workspace off the internet (its forwarding is dropped).";
       };
       forwards = mkOption {
-        type = types.attrsOf types.port;
+        type = types.attrsOf (types.ints.between 1 65535);
         default = { };
         description = "wsfixture CLI only: host port (on 127.0.0.1) -> workspace port.";
       };
@@ -120,23 +137,23 @@ in
       gateway = mkOption { type = types.str; default = "192.168.83.1"; };
       rangeStart = mkOption { type = types.str; default = "192.168.83.10"; };
       rangeEnd = mkOption { type = types.str; default = "192.168.83.254"; };
-      bridge = mkOption { type = types.str; default = "wsbr0"; };
+      bridge = mkOption { type = types.strMatching "[A-Za-z0-9_.-]{1,15}"; default = "wsbr0"; };
       dns = mkOption { type = types.bool; default = true; };
-      namespace = mkOption { type = types.str; default = "wsfixture"; description = "wsfixture CLI only."; };
+      namespace = mkOption { type = namespaceName; default = "wsfixture"; description = "wsfixture CLI only."; };
       internet = mkOption {
         type = types.nullOr types.bool;
         default = null;
         description = "NAT out of the bridge (the seed's); null means on, as for wsfixture up.";
       };
-      uplinkNamespace = mkOption { type = types.nullOr types.str; default = null; description = "wsfixture CLI only."; };
+      uplinkNamespace = mkOption { type = types.nullOr namespaceName; default = null; description = "wsfixture CLI only."; };
     };
     defaults = {
       user = {
-        name = mkOption { type = types.str; default = "dev"; };
-        uid = mkOption { type = types.int; default = 1000; };
-        authorizedKeys = mkOption { type = types.listOf types.str; default = [ ]; };
+        name = mkOption { type = types.addCheck (types.strMatching "[a-z_][a-z0-9_-]{0,31}") (n: n != "root"); default = "dev"; };
+        uid = mkOption { type = types.ints.between 1000 60000; default = 1000; };
+        authorizedKeys = mkOption { type = types.listOf (types.strMatching "(ssh-|ecdsa-|sk-)[^\n]*"); default = [ ]; };
       };
-      packages = mkOption { type = types.listOf types.str; default = [ ]; };
+      packages = mkOption { type = types.listOf packageName; default = [ ]; };
       stateRoot = mkOption { type = types.str; default = "/home/${cfg.defaults.user.name}/sandboxed"; };
       snapshot = mkOption { type = types.enum [ "auto" "off" ]; default = "auto"; };
     };
@@ -152,7 +169,11 @@ in
       (p: { assertion = false; message = "sandboxed-workspace: ${p.where}: ${p.problem}"; })
       (validate {
         network = cfg.network or { };
-        workspaces = lib.mapAttrs (_: ws: { type = ws.type or null; ip = ws.ip or null; }) cfg.workspaces;
+        workspaces = lib.mapAttrs (_: ws: {
+          inherit (ws) type ip;
+          targets = map (s: s.target) ws.shares;
+          forwards = lib.attrNames ws.forwards;
+        }) cfg.workspaces;
       });
 
     # The host bridge with the gateway address, and NAT out of it.
@@ -203,12 +224,15 @@ in
       restartIfChanged = ws.restartIfChanged;
       privateNetwork = true;
       hostBridge = cfg.network.bridge;
-      bindMounts = lib.listToAttrs (map (s: lib.nameValuePair s.mountPoint { hostPath = s.source; isReadOnly = s.ro; }) (sharesOf name ws));
+      # The seed: containers share the host's /nix/store, read-only.
+      bindMounts = lib.listToAttrs (map (s: lib.nameValuePair s.mountPoint { hostPath = s.source; isReadOnly = s.ro; }) (sharesOf name ws))
+        // { "/nix/store" = { hostPath = "/nix/store"; isReadOnly = true; }; };
       config = { imports = [ ws.config (sharedBase name ws) ]; };
     }) containers;
 
     microvm.autostart = lib.attrNames (lib.filterAttrs (_: ws: ws.autoStart) vms);
     microvm.vms = lib.mapAttrs (name: ws: {
+      autostart = ws.autoStart; # microvm.nix's own default is true
       restartIfChanged = ws.restartIfChanged;
       config = {
         imports = [ ws.config (sharedBase name ws) ];
@@ -217,7 +241,12 @@ in
           vcpu = ws.vcpu;
           mem = ws.memory;
           interfaces = [{ type = "tap"; id = derive.tapName name; mac = derive.mac name; }];
-          shares = map (s: { proto = "virtiofs"; inherit (s) tag source mountPoint; }) (sharesOf name ws);
+          # The seed: a VM's own /nix/store is an overlay, its writable part on a disk of
+          # `disk` MiB (8 GB by default) over the host's store, shared read-only.
+          shares = map (s: { proto = "virtiofs"; inherit (s) tag source mountPoint; }) (sharesOf name ws)
+            ++ [{ proto = "virtiofs"; tag = "ro-store"; source = "/nix/store"; mountPoint = "/nix/.ro-store"; }];
+          writableStoreOverlay = "/nix/.rw-store";
+          volumes = [{ image = "nix-store-overlay.img"; mountPoint = "/nix/.rw-store"; size = sizeMiB ws.disk; }];
           vsock.cid = derive.vsockCid name;
         };
       };

@@ -1,7 +1,10 @@
 # The config checks of the NixOS module, with builtins only, so they run without nixpkgs.
 #
 # Input: the `sandboxed-workspace` option values (or the same shape as plain data):
-#   { network = { subnet; gateway; rangeStart; rangeEnd; }; workspaces = { <name> = { type; ip; }; }; }
+#   { network = { subnet; gateway; rangeStart; rangeEnd; };
+#     workspaces = { <name> = { type; ip; targets = [ share targets ]; forwards = [ host ports ]; }; }; }
+# The checks of single values (types, patterns, ranges) are the options' types; these are
+# the ones that look at several values, or that a type cannot name as Python does.
 # Output: a list of problems, each { where; problem; }, where `where` is the same path the
 # Python validator (wsfixture.model.config) names: "workspaces.<name>.ip", "workspaces.<name>.type".
 # tests/nix compares the two on the same inputs.
@@ -22,6 +25,9 @@ let
       prefix = builtins.fromJSON (builtins.elemAt m 1);
     };
 
+  lib = { unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ]; };
+  isPort = text: builtins.match "[0-9]+" text != null && builtins.fromJSON text >= 1 && builtins.fromJSON text <= 65535;
+
   nameOk = name: builtins.match "[a-z0-9]([a-z0-9-]*[a-z0-9])?" name != null
     && builtins.stringLength name <= 53;
 
@@ -37,6 +43,20 @@ let
       gateway = orDefault "gateway" 1;
       rangeStart = orDefault "rangeStart" 10;
       rangeEnd = orDefault "rangeEnd" (size - 2);
+      # An address of the network section: given, an address, and a host of the subnet.
+      addressProblems = key:
+        let text = network.${key} or null; ip = parseIp text; in
+        if text == null then [ ]
+        else if ip == null then [{ where = "network.${key}"; problem = "is not an IPv4 address"; }]
+        else if ip <= first || ip >= first + size - 1 then [{ where = "network.${key}"; problem = "is outside the subnet ${subnetText}"; }]
+        else [ ];
+      networkProblems =
+        if subnet.prefix < 8 || subnet.prefix > 29 then [{ where = "network.subnet"; problem = "has an unusable prefix length"; }]
+        else
+          let addresses = builtins.concatMap addressProblems [ "gateway" "rangeStart" "rangeEnd" ]; in
+          if addresses != [ ] then addresses
+          else if rangeStart > rangeEnd then [{ where = "network.rangeStart"; problem = "is after rangeEnd"; }]
+          else [ ];
       workspaces = cfg.workspaces or { };
       names = builtins.attrNames workspaces;
 
@@ -57,7 +77,12 @@ let
             else if ip < first || ip >= first + size then [{ where = at "ip"; problem = "is outside the subnet ${subnetText}"; }]
             else if ip == gateway then [{ where = at "ip"; problem = "is the gateway's address"; }]
             else if ip < rangeStart || ip > rangeEnd then [{ where = at "ip"; problem = "is outside the usable range"; }]
-            else [ ]);
+            else [ ])
+        ++ (let targets = ws.targets or [ ]; in
+            if builtins.length targets == builtins.length (lib.unique targets) then [ ]
+            else [{ where = at "shares"; problem = "mounts two shares at one target"; }])
+        ++ map (port: { where = at "forwards.${port}"; problem = "is not a port forward"; })
+            (builtins.filter (port: !(isPort port)) (ws.forwards or [ ]));
 
       # Duplicates: every workspace after the first that takes an address.
       withIp = builtins.filter (n: parseIp (workspaces.${n}.ip or null) != null) names;
@@ -66,6 +91,7 @@ let
         withIp;
     in
     (if subnet == null || subnet.base == null then [{ where = "network.subnet"; problem = "is not an IPv4 network"; }]
+     else if networkProblems != [ ] then networkProblems
      else builtins.concatMap problemsOf names
        ++ map (n: { where = "workspaces.${n}.ip"; problem = "is already used by another workspace"; }) duplicates);
 in

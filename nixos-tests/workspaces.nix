@@ -14,7 +14,8 @@ pkgs.testers.runNixOSTest {
     virtualisation = { memorySize = 4096; cores = 2; };
     sandboxed-workspace = {
       enable = true;
-      defaults.user.authorizedKeys = [ (builtins.readFile "${clientKey}/id_ed25519.pub") ];
+      # ssh-keygen ends the line with a newline, which an authorized key may not contain.
+      defaults.user.authorizedKeys = [ (pkgs.lib.removeSuffix "\n" (builtins.readFile "${clientKey}/id_ed25519.pub")) ];
       defaults.stateRoot = "/var/lib/sandboxed";
       workspaces.alpha = { type = "container"; ip = "192.168.83.10"; autoStart = true; };
       workspaces.beta = { type = "vm"; ip = "192.168.83.11"; autoStart = true; vcpu = 1; memory = 1024; };

@@ -1,13 +1,21 @@
-"""nix/module.nix and nix/validate.nix, evaluated without nixpkgs (no binary cache here):
-the option declarations and the assertions, against the Python config, on the same inputs.
+"""nix/module.nix evaluated by nixpkgs' real module system (``lib.evalModules`` of nixpkgs'
+own lib) with microvm.nix's real option declarations, host and guest side, and the NixOS
+options it sets declared with nixpkgs' types (tests/nix/nixpkgs-options.nix): a wrong type,
+a misspelled option, an mkIf misuse fail here as on a NixOS host. What comes out is held
+to what the Python side derives from the same config.
 
-What this cannot check, and `make nixos-test` does where Nix and its cache are available:
-that the module's realisation (containers, microvm.nix VMs, bridge, NAT) builds and boots.
+The two inputs are the local copies in ../shared/nix-inputs where they are (this machine
+kind has no network for Nix); elsewhere, the revisions flake.lock pins, fetched.
+
+What this cannot check, and `make nixos-test` does where Nix and its binary cache are: that
+the module's systems build and boot.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,14 +23,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import IN_CI, require
 from wsfixture import ConfigError, config_from_dict
-from wsfixture.model import fields
-from wsfixture.model.config import NetworkSpec, UserSpec, WorkspaceSpec
+from wsfixture.cli.persistent import alias_lines
+from wsfixture.model import derive, fields
+from wsfixture.model.config import Config, NetworkSpec, UserSpec, WorkspaceSpec
 
 ROOT = Path(__file__).parents[2]
-STUB = Path(__file__).with_name("stub-lib.nix")
-MODULE = ROOT / "nix" / "module.nix"
+EVAL = Path(__file__).with_name("eval.nix")
+NIX_INPUTS = ROOT.parent / "shared" / "nix-inputs"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,39 +39,67 @@ def _nix() -> None:
     require(shutil.which("nix-instantiate") is not None, "nix-instantiate (Debian package nix-bin)")
 
 
-def nix_eval(expr: str) -> Any:
-    out = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
+def inputs() -> tuple[str, str]:
+    """Nix expressions for nixpkgs' lib and microvm.nix."""
+    if NIX_INPUTS.is_dir():
+        return f"{NIX_INPUTS}/nixpkgs-lib", f"{NIX_INPUTS}/microvm.nix"
+    if IN_CI:
+        pytest.fail(f"{NIX_INPUTS} is missing: CI evaluates the module with the local inputs")
+    nodes = json.loads((ROOT / "flake.lock").read_text())["nodes"]
+
+    def fetched(node: str) -> str:
+        locked = nodes[node]["locked"]
+        url = (
+            f"https://github.com/{locked['owner']}/{locked['repo']}/archive/{locked['rev']}.tar.gz"
+        )
+        return f'(builtins.fetchTarball "{url}")'
+
+    return fetched("nixpkgs"), fetched("microvm")
+
+
+def evaluate(config: dict[str, Any], expr: str = "r.checked") -> subprocess.CompletedProcess[str]:
+    nixpkgs_lib, microvm = inputs()
+    packages = sorted(
+        {*config.get("defaults", {}).get("packages", [])}
+        | {p for ws in _workspaces(config) for p in ws.get("packages", [])}
+    )
+    call = (
+        f"import {EVAL} {{ nixpkgsLib = {nixpkgs_lib}; microvm = {microvm}; "
+        f"configJson = ''{json.dumps(config)}''; packages = {_nix_list(packages)}; }}"
+    )
+    return subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "-E", f"let r = {call}; in {expr}"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
+
+
+def nix_eval(config: dict[str, Any], expr: str) -> Any:
+    out = evaluate(config, expr)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
-NETWORK = {
-    "subnet": "192.168.83.0/24",
-    "gateway": "192.168.83.1",
-    "rangeStart": "192.168.83.10",
-    "rangeEnd": "192.168.83.254",
-}
-
-
-def module_with(cfg: dict[str, Any]) -> str:
-    """The module applied to option values as NixOS would fill them (network defaults)."""
-    cfg = {"network": NETWORK, **cfg}
+def _workspaces(config: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = config.get("workspaces", {})
     return (
-        f"(import {MODULE} {{ lib = import {STUB}; pkgs = {{ }}; "
-        f"config = {{ sandboxed-workspace = builtins.fromJSON ''{json.dumps(cfg)}''; "
-        f'system.stateVersion = "24.05"; }}; }})'
+        [ws for ws in entries.values() if isinstance(ws, dict)] if isinstance(entries, dict) else []
     )
+
+
+def _nix_list(items: list[str]) -> str:
+    return "[ " + " ".join(json.dumps(item) for item in items) + " ]"
+
+
+# -- the options are the Python config's ---------------------------------------------------
 
 
 def test_workspace_options_match_python() -> None:
     options = nix_eval(
-        f"builtins.mapAttrs (n: o: o.default or null) "
-        f"(({module_with({'defaults': {'user': {'name': 'dev'}}})}).options"
-        f'.sandboxed-workspace.workspaces.type.value.value {{ name = "x"; }}).options'
+        {},
+        "builtins.mapAttrs (n: o: o.default or null) "
+        '(r.host.options.sandboxed-workspace.workspaces.type.getSubOptions [ "x" ])',
     )
+    options = {k: v for k, v in options.items() if not k.startswith("_")}
     declared = dict(fields.declarations(WorkspaceSpec))
     assert set(options) == {fields.camel(f.name) for f in declared}
     for f, decl in declared.items():
@@ -75,11 +112,11 @@ def test_workspace_options_match_python() -> None:
 
 
 def test_network_and_user_defaults_match_python() -> None:
-    module = module_with({"defaults": {"user": {"name": "dev"}}})
     options = nix_eval(
-        f"let o = ({module}).options.sandboxed-workspace; "
-        "in { network = builtins.mapAttrs (n: v: v.default) o.network; "
-        "user = builtins.mapAttrs (n: v: v.default) o.defaults.user; }"
+        {"defaults": {"user": {"name": "dev"}}},
+        "let o = r.host.options.sandboxed-workspace; "
+        'in { network = builtins.mapAttrs (n: v: v.default) (removeAttrs o.network ["_module"]); '
+        "user = builtins.mapAttrs (n: v: v.default) o.defaults.user; }",
     )
     network = NetworkSpec()
     assert options["network"] == {
@@ -97,39 +134,303 @@ def test_network_and_user_defaults_match_python() -> None:
     assert options["user"] == {"name": user.name, "uid": user.uid, "authorizedKeys": []}
 
 
-CASES: dict[str, dict[str, Any]] = {
-    "valid": {
-        "a": {"type": "vm", "ip": "192.168.83.10"},
-        "b": {"type": "container", "ip": "192.168.83.11"},
+# -- what the module makes is what Python derives ------------------------------------------
+
+EXAMPLE = {
+    "enable": True,
+    "defaults": {
+        "packages": ["git"],
+        "stateRoot": "/srv/sandboxed",
+        "user": {"authorizedKeys": ["ssh-ed25519 AAAA user@host"]},
     },
-    "missing type": {"a": {"ip": "192.168.83.10"}},
-    "unknown type": {"a": {"type": "box", "ip": "192.168.83.10"}},
-    "outside subnet": {"a": {"type": "vm", "ip": "10.0.0.5"}},
-    "gateway": {"a": {"type": "vm", "ip": "192.168.83.1"}},
-    "below range": {"a": {"type": "vm", "ip": "192.168.83.5"}},
-    "not an address": {"a": {"type": "vm", "ip": "192.168.83.300"}},
-    "duplicate": {
-        "a": {"type": "vm", "ip": "192.168.83.20"},
-        "b": {"type": "vm", "ip": "192.168.83.20"},
+    "workspaces": {
+        "web": {"type": "container", "ip": "192.168.83.10", "autoStart": True, "packages": ["curl"],
+                "shares": [{"source": "/srv/data", "target": "/data", "readOnly": True}]},
+        "builder": {"type": "vm", "ip": "192.168.83.20", "vcpu": 2, "memory": 2048, "disk": "16G",
+                    "restartIfChanged": False, "shares": [{"source": "~/src", "target": "/src"}]},
+        "idle": {"type": "vm", "ip": "192.168.83.21"},
     },
-    "bad name": {"Bad_Name": {"type": "vm", "ip": "192.168.83.20"}},
-}
+}  # fmt: skip
 
 
-def python_problems(workspaces: dict[str, Any]) -> set[str]:
+@pytest.fixture(scope="module")
+def made() -> dict[str, Any]:
+    return nix_eval(  # type: ignore[no-any-return]
+        EXAMPLE,
+        "{ inherit (r) failedAssertions containers vms autostart shellAliases extraHosts bridge "
+        "keyServices; }",
+    )
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return config_from_dict(EXAMPLE)
+
+
+def test_the_example_evaluates_without_a_failed_assertion(made: dict[str, Any]) -> None:
+    assert made["failedAssertions"] == []
+    assert set(made["containers"]) == {"web"}
+    assert set(made["vms"]) == {"builder", "idle"}
+
+
+def shares_of(config: Config, spec: WorkspaceSpec) -> list[dict[str, Any]]:
+    """The Python side's shares: the seed's three standard ones, then the spec's own."""
+    state, home = config.state_dir(spec.name), f"/home/{config.defaults.user.name}"
+    standard = [
+        ("workspace", f"{state}/workspace", f"{home}/workspace", False),
+        ("claude-config", f"{state}/claude-config", f"{home}/.claude", False),
+        ("ssh-host-keys", f"{state}/ssh-host-keys", "/etc/ssh/host-keys", True),
+    ]
+    extra = [(f"share{i}", str(s.source), s.target, s.read_only) for i, s in enumerate(spec.shares)]
+    return [{"tag": t, "source": s, "mountPoint": m, "ro": ro} for t, s, m, ro in standard + extra]
+
+
+def test_containers_carry_what_python_derives(made: dict[str, Any], config: Config) -> None:
+    spec = config.workspaces["web"]
+    container = made["containers"]["web"]
+    assert container["autoStart"] is True
+    assert container["restartIfChanged"] is True
+    assert container["privateNetwork"] is True
+    assert container["hostBridge"] == config.network.bridge
+    wanted = {
+        s["mountPoint"]: {
+            "hostPath": s["source"],
+            "isReadOnly": s["ro"],
+            "mountPoint": s["mountPoint"],
+        }
+        for s in shares_of(config, spec)
+    }
+    # The seed: a container sees the host's store, read-only.
+    wanted["/nix/store"] = {
+        "hostPath": "/nix/store",
+        "isReadOnly": True,
+        "mountPoint": "/nix/store",
+    }
+    assert container["bindMounts"] == wanted
+    base = container["base"]
+    assert base["network"]["matchConfig"] == {"Name": "eth0"}
+    assert base["network"]["address"] == [f"{spec.ip}/{config.network.subnet.prefixlen}"]
+    assert base["packages"] == ["git", "curl"]
+
+
+def test_vms_carry_what_python_derives(made: dict[str, Any], config: Config) -> None:
+    for name, vm in made["vms"].items():
+        spec = config.workspaces[name]
+        assert vm["autostart"] is spec.auto_start
+        assert vm["restartIfChanged"] is spec.restart_if_changed
+        micro = vm["microvm"]
+        assert micro["interfaces"] == [
+            {"type": "tap", "id": derive.tap_name(name), "mac": derive.mac(name)}
+        ]
+        assert micro["vsockCid"] == derive.vsock_cid(name)
+        assert (micro["vcpu"], micro["mem"]) == (spec.vcpu, spec.memory)
+        assert micro["hypervisor"] == "qemu"
+        shares = [
+            {"proto": "virtiofs", "tag": s["tag"], "mountPoint": s["mountPoint"],
+             "source": s["source"]}
+            for s in shares_of(config, spec)
+        ]  # fmt: skip
+        ro_store = {"proto": "virtiofs", "tag": "ro-store", "source": "/nix/store",
+                    "mountPoint": "/nix/.ro-store"}  # fmt: skip
+        assert micro["shares"] == [*shares, ro_store]
+        assert micro["writableStoreOverlay"] == "/nix/.rw-store"
+        assert micro["volumes"] == [
+            {"image": "nix-store-overlay.img", "mountPoint": "/nix/.rw-store", "size": spec.disk}
+        ]
+        network = vm["base"]["network"]
+        assert network["matchConfig"] == {"MACAddress": derive.mac(name)}
+        assert network["address"] == [f"{spec.ip}/{config.network.subnet.prefixlen}"]
+        assert network["gateway"] == [str(config.network.gateway)]
+        assert vm["base"]["hostName"] == name
+    assert made["autostart"] == []
+
+
+def test_the_seed_vm_defaults_are_8_vcpus_4_gb_and_an_8_gb_overlay(made: dict[str, Any]) -> None:
+    idle = made["vms"]["idle"]["microvm"]
+    assert (idle["vcpu"], idle["mem"], idle["volumes"][0]["size"]) == (8, 4096, 8192)
+
+
+def test_every_workspace_gets_the_shared_base(made: dict[str, Any]) -> None:
+    for base in [c["base"] for c in made["containers"].values()] + [
+        v["base"] for v in made["vms"].values()
+    ]:
+        assert base["users"] == {
+            "dev": {"isNormalUser": True, "uid": 1000, "keys": ["ssh-ed25519 AAAA user@host"]}
+        }
+        assert base["doas"] == [{"users": ["dev"], "noPass": True}]
+        assert base["sshd"]["enable"] is True
+        assert base["sshd"]["PasswordAuthentication"] is False
+        assert base["sshd"]["PermitRootLogin"] == "no"
+
+
+# The CLI's alias runs `wsfixture <verb> <name>`; the module's, the same action by hand.
+CLI_VERBS = {"ssh": "ssh", "up": "start", "down": "stop", "restart": "restart", "status": "status"}
+
+
+def cli_action(quoted: str) -> tuple[str, str]:
+    (command,) = shlex.split(quoted)  # the alias's value, quoted for the shell
+    verb, name = shlex.split(command)[-2:]
+    return CLI_VERBS[verb], name
+
+
+def module_action(command: str) -> tuple[str, str]:
+    words = command.split()
+    if words[0] == "ssh":  # ssh dev@workspace-<name>
+        return "ssh", words[1].split("@workspace-", 1)[1]
+    unit = words[-1]  # container@<name>.service or microvm@<name>.service
+    return words[-2], unit.split("@", 1)[1].removesuffix(".service")
+
+
+def test_aliases_and_hosts_are_the_cli_s(made: dict[str, Any], config: Config) -> None:
+    cli = dict(line.removeprefix("alias ").split("=", 1) for line in alias_lines(config, "bash"))
+    assert {alias: cli_action(cmd) for alias, cmd in cli.items()} == {
+        alias: module_action(cmd) for alias, cmd in made["shellAliases"].items()
+    }
+    hosts = [derive.hosts_line(s.name, str(s.ip)) for s in config.workspaces.values()]
+    assert sorted(made["extraHosts"].splitlines()) == sorted(hosts)
+
+
+# -- every check of the validator, on both sides -------------------------------------------
+
+WS = {"type": "vm", "ip": "192.168.83.10"}
+
+
+def ws(**changes: Any) -> dict[str, Any]:
+    data = {**WS, **changes}
+    return {"workspaces": {"a": {k: v for k, v in data.items() if v is not None}}}
+
+
+INVALID: dict[str, dict[str, Any]] = {
+    "type missing": ws(type=None),
+    "type unknown": ws(type="box"),
+    "ip missing": ws(ip=None),
+    "ip not an address": ws(ip="192.168.83.300"),
+    "ip outside the subnet": ws(ip="10.0.0.5"),
+    "ip the gateway": ws(ip="192.168.83.1"),
+    "ip below the range": ws(ip="192.168.83.5"),
+    "ip taken twice": {"workspaces": {"a": WS, "b": WS}},
+    "name not a label": {"workspaces": {"Bad_Name": WS}},
+    "name too long": {"workspaces": {"a" * 54: WS}},
+    "autoStart not a bool": ws(autoStart="yes"),
+    "restartIfChanged not a bool": ws(restartIfChanged=1),
+    "packages not a list": ws(packages="curl"),
+    "package name": ws(packages=["Bad Pkg"]),
+    "vcpu zero": ws(vcpu=0),
+    "vcpu not a number": ws(vcpu="many"),
+    "memory too small": ws(memory=64),
+    "disk not a size": ws(disk="lots"),
+    "disk too small": ws(disk=100),
+    "disk too large": ws(disk="20T"),
+    "shares not a list": ws(shares="x"),
+    "share without source": ws(shares=[{"target": "/m"}]),
+    "share source relative": ws(shares=[{"source": "rel", "target": "/m"}]),
+    "share target relative": ws(shares=[{"source": "/s", "target": "m"}]),
+    "share readOnly not a bool": ws(shares=[{"source": "/s", "target": "/m", "readOnly": "no"}]),
+    "share unknown key": ws(shares=[{"source": "/s", "target": "/m", "mode": "rw"}]),
+    "two shares at one target": ws(
+        shares=[{"source": "/s", "target": "/m"}, {"source": "/t", "target": "/m"}]
+    ),
+    "accel unknown": ws(accel="fast"),
+    "machine unknown": ws(machine="pc"),
+    "vsock unknown": ws(vsock="yes"),
+    "snapshot unknown": ws(snapshot="on"),
+    "internet not a bool": ws(internet="no"),
+    "forwards not a table": ws(forwards="x"),
+    "forward not a port": ws(forwards={"8080": "x"}),
+    "forward to port 0": ws(forwards={"8080": 0}),
+    "forward from no port": ws(forwards={"http": 80}),
+    "config not a module": ws(config=5),
+    "workspace unknown key": ws(bogus=1),
+    "subnet not a network": {"network": {"subnet": "x"}},
+    "subnet prefix": {"network": {"subnet": "192.168.83.0/30"}},
+    "gateway outside": {"network": {"gateway": "10.0.0.1"}},
+    "rangeStart outside": {"network": {"rangeStart": "10.0.0.10"}},
+    "rangeEnd not an address": {"network": {"rangeEnd": "x"}},
+    "range reversed": {"network": {"rangeStart": "192.168.83.200", "rangeEnd": "192.168.83.100"}},
+    "bridge name": {"network": {"bridge": "bad bridge name"}},
+    "dns not a bool": {"network": {"dns": "yes"}},
+    "internet (network) not a bool": {"network": {"internet": "x"}},
+    "uplinkNamespace name": {"network": {"uplinkNamespace": "Bad"}},
+    "namespace name": {"network": {"namespace": "Bad_NS"}},
+    "network unknown key": {"network": {"bogus": 1}},
+    "user root": {"defaults": {"user": {"name": "root"}}},
+    "user name": {"defaults": {"user": {"name": "Bad User"}}},
+    "uid too small": {"defaults": {"user": {"uid": 5}}},
+    "authorized key": {"defaults": {"user": {"authorizedKeys": ["nope"]}}},
+    "defaults package name": {"defaults": {"packages": ["Bad Pkg"]}},
+    "defaults snapshot unknown": {"defaults": {"snapshot": "x"}},
+    "defaults unknown key": {"defaults": {"bogus": 1}},
+    "enable not a bool": {"enable": "yes"},
+    "workspaces not a table": {"workspaces": "x"},
+}  # fmt: skip
+
+
+def python_problems(config: dict[str, Any]) -> set[str]:
     try:
-        config_from_dict({"workspaces": workspaces})
+        config_from_dict(config)
     except ConfigError as exc:
         return {issue.where for issue in exc.issues}
     return set()
 
 
-@pytest.mark.parametrize("workspaces", CASES.values(), ids=CASES.keys())
-def test_assertions_agree_with_python(workspaces: dict[str, Any]) -> None:
-    module = module_with({"enable": True, "workspaces": workspaces})
-    messages = nix_eval(f"map (a: a.message) ({module}).config.assertions")
-    nix = {m.removeprefix("sandboxed-workspace: ").split(": ")[0] for m in messages}
-    assert nix == python_problems(workspaces)
+OPTION = re.compile(r"option `sandboxed-workspace\.([^']+)'")
+LIST_ITEM = re.compile(r'\."\[definition \d+-entry (\d+)\]"')
+
+
+def nix_problems(config: dict[str, Any]) -> set[str]:
+    """The fields Nix names: the option of a type error, or the assertions' fields."""
+    out = evaluate({"enable": True, **config})
+    if out.returncode != 0:
+        found = OPTION.search(out.stderr)
+        assert found, out.stderr
+        path = re.sub(
+            r'\."\[definition \d+-entry (\d+)\]"', lambda m: f"[{int(m[1]) - 1}]", found[1]
+        )
+        return {path.replace('"', "")}
+    messages = json.loads(out.stdout)
+    return {m.removeprefix("sandboxed-workspace: ").split(": ")[0] for m in messages}
+
+
+@pytest.mark.parametrize("config", INVALID.values(), ids=INVALID.keys())
+def test_nix_refuses_what_python_refuses_naming_the_same_field(config: dict[str, Any]) -> None:
+    python = python_problems(config)
+    assert python, "the case must be invalid for the Python validator"
+    assert nix_problems(config) == python
+
+
+def test_a_valid_config_passes_both() -> None:
+    assert python_problems(EXAMPLE) == set()
+    assert nix_problems(EXAMPLE) == set()
+
+
+# -- the flake's NixOS tests, as far as lib and microvm.nix reach --------------------------
+
+
+def nixos_test(name: str, expr: str) -> Any:
+    nixpkgs_lib, microvm = inputs()
+    call = (
+        f"import {EVAL.with_name('nixos-tests.nix')} {{ nixpkgsLib = {nixpkgs_lib}; "
+        f"microvm = {microvm}; test = {ROOT / 'nixos-tests' / name}; }}"
+    )
+    out = subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "-E", f"let t = {call}; in {expr}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("name", ["workspaces.nix", "pytest-suite.nix"])
+def test_the_nixos_tests_evaluate_and_their_scripts_compile(name: str) -> None:
+    test = nixos_test(name, "{ inherit (t) name testScript failedAssertions; }")
+    compile(test["testScript"], f"nixos-tests/{name}:testScript", "exec")
+    assert test["failedAssertions"] == []
+
+
+def test_the_workspaces_nixos_test_host_has_its_container_and_vm() -> None:
+    made = nixos_test("workspaces.nix", "{ inherit (t.host) containers vms; }")
+    assert made["containers"]["alpha"]["autoStart"] is True
+    assert made["vms"]["beta"]["microvm"]["interfaces"][0]["mac"] == derive.mac("beta")
 
 
 def test_make_nixos_test_says_clearly_when_nix_is_missing(tmp_path: Path) -> None:

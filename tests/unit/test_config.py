@@ -293,3 +293,10 @@ def test_network_and_forward_options() -> None:
     assert spec.forwards == ((2222, 22), (8080, 80))
     assert spec.to_dict()["forwards"] == {"2222": 22, "8080": 80}
     assert spec.internet is False
+
+
+def test_network_addresses_are_checked_against_the_default_subnet_too() -> None:
+    # The subnet left out is the default one: a gateway or range outside it is refused.
+    for key in ("gateway", "rangeStart", "rangeEnd"):
+        with pytest.raises(ConfigError, match=f"network.{key}: is outside the subnet"):
+            config_from_dict({"network": {key: "10.0.0.1"}})

@@ -72,6 +72,8 @@ def parse_fields(
             ok = False
         elif decl.default_from is not None:
             ctx.parsed[f.name] = decl.default_from(ctx.parsed)
+        else:  # later fields see the default (a gateway is checked against the default subnet)
+            ctx.parsed[f.name] = default_of(f)
     return ctx.parsed, ok
 
 
