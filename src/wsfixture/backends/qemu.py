@@ -38,7 +38,7 @@ ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
 # root (measured). After the switch every uid is the unprivileged user's and no capability
 # is left, so no set*id call can raise it again. spawn=deny: no fork or exec at all.
 # The owner watch: SIGTERM (its parent-death signal) kills its cgroup ($0 is cgroup.kill).
-OWNER_WATCH = 'trap \'echo 1 > "$0"; exit 0\' TERM; while :; do sleep 3600 & wait $!; done'
+OWNER_WATCH = "trap 'echo 1 > \"$0\"; exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 
 
