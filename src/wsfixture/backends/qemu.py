@@ -1,8 +1,10 @@
 """VM workspaces on QEMU, microvm style: direct kernel boot, TAP on the lab bridge, virtiofs.
 
-The root disk is a qcow2 overlay per VM over the cached ext4 base (never written). The VM's
-identity (hostname, network unit, host key, user) arrives as a tar through fw_cfg and is
-unpacked by a unit in the image before networkd and sshd start. QEMU runs inside the lab
+The root disk is a qcow2 overlay per VM over the cached ext4 base (never written). Booted
+cold, the VM's identity (hostname, network unit, host key, user) arrives as a tar through
+fw_cfg and is unpacked by a unit in the image before networkd and sshd start; where it can,
+a VM is instead restored from a template of its shape (``wsfixture.backends.snapshot``) and
+told the same identity over a virtio-serial port. QEMU runs inside the lab
 namespace, so its TAP device is there too, and in a cgroup of its own with its virtiofsd
 helpers. KVM is used where it really runs guests; otherwise TCG, and we say so.
 """
@@ -37,9 +39,9 @@ ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
 # filter, and with "deny" (or "children") the switch is refused and QEMU silently stays
 # root (measured). After the switch every uid is the unprivileged user's and no capability
 # is left, so no set*id call can raise it again. spawn=deny: no fork or exec at all.
+SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 # The owner watch: SIGTERM (its parent-death signal) kills its cgroup ($0 is cgroup.kill).
 OWNER_WATCH = "trap 'echo 1 > \"$0\"; exit 0' TERM; while :; do sleep 3600 & wait $!; done"
-SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 
 
 def accel_argv(accel: str) -> list[str]:
