@@ -73,6 +73,10 @@ let
       # Python-side only: how a test VM starts (restore a template or boot cold); a NixOS
       # host boots its microvm.nix VMs itself.
       snapshot = mkOption { type = types.nullOr (types.enum [ "auto" "off" ]); default = null; };
+      # wsfixture's Debian image layers; declared so that a config shared with the Python
+      # side evaluates, and refused when set (an assertion says what to use instead).
+      setup = mkOption { type = types.listOf types.str; default = [ ]; };
+      files = mkOption { type = types.attrsOf types.str; default = { }; };
       internet = mkOption {
         type = types.nullOr types.bool;
         default = null;
@@ -128,6 +132,17 @@ let
   containers = lib.filterAttrs (_: ws: ws.type == "container") cfg.workspaces;
   vms = lib.filterAttrs (_: ws: ws.type == "vm") cfg.workspaces;
   unitOf = name: ws: if ws.type == "vm" then "microvm@${name}.service" else "container@${name}.service";
+
+  # `setup` and `files` build wsfixture's Debian images; a NixOS workspace says the same in
+  # its own module (`config`: environment.etc, systemd services, activation scripts).
+  imageOnly = lib.concatMap (where: [{
+    assertion = false;
+    message = "sandboxed-workspace: ${where}: is wsfixture's image setup, not NixOS's; put it in the workspace's `config` module (environment.etc, systemd services)";
+  }]) (lib.optionals (cfg.defaults.setup != [ ]) [ "defaults.setup" ]
+    ++ lib.optionals (cfg.defaults.files != { }) [ "defaults.files" ]
+    ++ lib.concatLists (lib.mapAttrsToList (name: ws:
+      lib.optionals (ws.setup != [ ]) [ "workspaces.${name}.setup" ]
+      ++ lib.optionals (ws.files != { }) [ "workspaces.${name}.files" ]) cfg.workspaces));
 in
 {
   options.sandboxed-workspace = {
@@ -156,6 +171,8 @@ in
       packages = mkOption { type = types.listOf packageName; default = [ ]; };
       stateRoot = mkOption { type = types.str; default = "/home/${cfg.defaults.user.name}/sandboxed"; };
       snapshot = mkOption { type = types.enum [ "auto" "off" ]; default = "auto"; };
+      setup = mkOption { type = types.listOf types.str; default = [ ]; };
+      files = mkOption { type = types.attrsOf types.str; default = { }; };
     };
     workspaces = mkOption {
       type = types.attrsOf (types.submodule workspaceModule);
@@ -165,7 +182,7 @@ in
   };
 
   config = mkIf cfg.enable {
-    assertions = map
+    assertions = imageOnly ++ map
       (p: { assertion = false; message = "sandboxed-workspace: ${p.where}: ${p.problem}"; })
       (validate {
         network = cfg.network or { };

@@ -182,9 +182,13 @@ class Workspace:
         self._launch(self._record)
 
     def prepare_image(self) -> Image:
-        """The base image this workspace boots from, built now if it is not cached."""
-        recipe = ImageRecipe.for_packages(self.config.packages_for(self.spec), self.spec.type)
-        return ensure_image(recipe, progress=self.progress)
+        """The image this workspace boots from, built now if it is not cached."""
+        files = self.config.files_for(self.spec)
+        recipe = ImageRecipe.for_packages(
+            self.config.packages_for(self.spec), self.spec.type, self.config.setup_for(self.spec),
+            files,
+        )  # fmt: skip
+        return ensure_image(recipe, progress=self.progress, sources=files)
 
     def _launch(self, record: ledger.Record) -> None:
         # The state root and each workspace's dir hold keys: private, as the README promises.

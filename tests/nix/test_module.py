@@ -442,3 +442,22 @@ def test_make_nixos_test_says_clearly_when_nix_is_missing(tmp_path: Path) -> Non
     assert result.returncode != 0
     assert "nix" in result.stderr
     assert "not found" in result.stderr
+
+
+# `setup` and `files` build wsfixture's Debian image layers. The module declares them, so one
+# config serves both sides, and refuses them: a NixOS workspace says it in its `config`.
+NIX_REFUSES = {"setup": ["touch /etc/ready"], "files": {"/etc/app.conf": "/etc/hostname"}}
+
+
+@pytest.mark.parametrize("key", NIX_REFUSES)
+def test_image_setup_is_refused_by_the_module_saying_what_to_use(key: str) -> None:
+    for config, where in (
+        (ws(**{key: NIX_REFUSES[key]}), f"workspaces.a.{key}"),
+        ({**ws(), "defaults": {key: NIX_REFUSES[key]}}, f"defaults.{key}"),
+    ):
+        assert python_problems(config) == set()
+        messages = nix_eval({"enable": True, **config}, "r.checked")
+        assert messages == [
+            f"sandboxed-workspace: {where}: is wsfixture's image setup, not NixOS's; put it "
+            "in the workspace's `config` module (environment.etc, systemd services)"
+        ]

@@ -25,11 +25,12 @@ VALIDATOR = jsonschema.Draft202012Validator(schema.config_schema())
 README = Path(__file__).parents[2] / "README.md"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
 # What only the validator can see: it needs another field or another workspace (the
-# subnet, the range, uniqueness), or arithmetic a pattern cannot do (a subnet's host bits,
-# a size string's range).
+# subnet, the range, uniqueness), arithmetic a pattern cannot do (a subnet's host bits,
+# a size string's range), or the host's disk (a file to put into an image).
 BEYOND_THE_SCHEMA = re.compile(
     r"outside the subnet|gateway's address|outside the usable range|already used by|"
-    r"is after rangeEnd|differs from the workspace's key|is out of range \(got '|host bits set"
+    r"is after rangeEnd|differs from the workspace's key|is out of range \(got '|host bits set|"
+    r"does not exist|is not a regular file"
 )
 
 

@@ -426,7 +426,7 @@ def cmd_images(args: argparse.Namespace) -> int:
             "image": i.key,
             "kind": "unreadable" if i.recipe is None else (
                 f"layer over {i.base_key}" if i.base_key else "base"),
-            "adds": " ".join(i.recipe.added) if i.recipe else "",
+            "adds": ", ".join(i.recipe.adds) if i.recipe else "",
             "last_used": f"{(now - i.last_used) / 3600:.0f}h ago",
             "state": "in use" if i.key in busy else i.state,
         }

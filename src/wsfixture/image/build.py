@@ -19,10 +19,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from wsfixture.image.recipe import (
     VM_DISK_NAME,
     Image,
     ImageRecipe,
+    file_digest,
     image_dir,
 )
 
@@ -51,9 +53,13 @@ def stderr_progress(line: str) -> None:
 
 
 def ensure_image(
-    recipe: ImageRecipe, cache_dir: Path | None = None, progress: Progress | None = None
+    recipe: ImageRecipe,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    sources: Mapping[str, Path] | None = None,
 ) -> Image:
-    """The cached image for ``recipe`` (and its base), built first if it is not there."""
+    """The cached image for ``recipe`` (and its base), built first if it is not there.
+    ``sources``: where the recipe's files are on the host, by guest path."""
     if recipe.base is not None:
         ensure_image(recipe.base, cache_dir, progress)
     image = Image(recipe, image_dir(recipe, cache_dir))
@@ -65,7 +71,7 @@ def ensure_image(
         image.dir.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(image.dir) + ".lock"):
             if not image.ready:  # another process may have built it while we waited
-                _build(image, progress or stderr_progress)
+                _build(image, progress or stderr_progress, sources or {})
     with contextlib.suppress(OSError):  # last use, for `wsfixture images --prune`
         (image.dir / USED_STAMP).touch()
     return image
@@ -86,6 +92,7 @@ class _Build:
     cgroup: Path
     record: ledger.Record
     progress: Progress
+    sources: Mapping[str, Path] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -133,7 +140,7 @@ def finish(process: subprocess.Popen[Any]) -> int:
         raise
 
 
-def _build(image: Image, progress: Progress) -> None:
+def _build(image: Image, progress: Progress, sources: Mapping[str, Path]) -> None:
     staging = image.dir.with_name(f"{image.dir.name}.building-{os.getpid()}")
     system.remove_tree(staging)
     system.remove_tree(image.dir)
@@ -146,7 +153,7 @@ def _build(image: Image, progress: Progress) -> None:
     try:
         staging.mkdir(parents=True)
         cgroup.mkdir(parents=True)
-        build = _Build(image, staging, cgroup, record, progress)
+        build = _Build(image, staging, cgroup, record, progress, sources)
         if image.recipe.base is None:
             _bootstrap(build)
         else:
@@ -225,12 +232,13 @@ POLICY_RC_D = "usr/sbin/policy-rc.d"
 
 
 def _install_layer(build: _Build) -> None:
-    """apt-get install the added packages into an overlay over the base; keep its upper."""
+    """apt-get install the added packages into an overlay over the base, put the files in,
+    run the setup lines; keep the overlay's upper directory."""
     image, staging = build.image, build.staging
     assert image.base is not None
-    added = image.recipe.added
     build.progress(
-        f"building layer {image.recipe.key}: {' '.join(added)} over {image.base.dir.name}"
+        f"building layer {image.recipe.key}: {', '.join(image.recipe.adds)} over "
+        f"{image.base.dir.name}"
     )
     layer, work, merged = staging / "layer", staging / "work", staging / "merged"
     for directory in (layer, work, merged):
@@ -247,21 +255,18 @@ def _install_layer(build: _Build) -> None:
     osconfig.drop_in(merged / POLICY_RC_D, "#!/bin/sh\nexit 101\n")
     (merged / POLICY_RC_D).chmod(0o755)
     os.chown(merged / POLICY_RC_D, shift, shift)
-    script = LAYER_SCRIPT.format(packages=" ".join(shlex.quote(p) for p in added))
-    # systemd-nspawn with the tree as its root and the host's network, for apt.
-    nspawn = [
-        "systemd-nspawn", "--quiet", f"--directory={merged}", "--register=no", "--keep-unit",
-        "--as-pid2", "--resolv-conf=replace-host", "--timezone=off", "--link-journal=no",
-        "--setenv=DEBIAN_FRONTEND=noninteractive",
-        *(osconfig.NSPAWN_USER_NAMESPACE if shift else ()), "/bin/sh", "-c", script,
-    ]  # fmt: skip
-    build.run(nspawn, f"installing {', '.join(added)}", {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})
+    if added := image.recipe.added:
+        script = LAYER_SCRIPT.format(packages=" ".join(shlex.quote(p) for p in added))
+        _in_tree(build, merged, shift, script, f"installing {', '.join(added)}")
+        # nspawn put the host's resolv.conf there for apt; the workspace uses resolved's.
+        resolv = merged / "etc/resolv.conf"
+        resolv.unlink(missing_ok=True)
+        resolv.symlink_to(osconfig.STUB_RESOLV)
+        os.lchown(resolv, shift, shift)
+    _put_files(build, merged, shift)
+    if image.recipe.setup:
+        _run_setup(build, merged, shift)
     (merged / POLICY_RC_D).unlink()
-    # nspawn put the host's resolv.conf there for apt; the workspace uses resolved's.
-    resolv = merged / "etc/resolv.conf"
-    resolv.unlink(missing_ok=True)
-    resolv.symlink_to(osconfig.STUB_RESOLV)
-    os.lchown(resolv, shift, shift)
     if image.recipe.flavour == "vm":
         build.progress("building the VM root disk (ext4)")
         _make_ext4(build, merged)
@@ -269,6 +274,68 @@ def _install_layer(build: _Build) -> None:
     build.record.drop_mount(merged)
     system.remove_tree(work)
     merged.rmdir()
+
+
+def _in_tree(build: _Build, root: Path, shift: int, script: str, what: str) -> None:
+    """``script`` run by sh as root in ``root`` (systemd-nspawn, the host's network, the
+    containers' user namespace for a container image)."""
+    nspawn = [
+        "systemd-nspawn", "--quiet", f"--directory={root}", "--register=no", "--keep-unit",
+        "--as-pid2", "--resolv-conf=replace-host", "--timezone=off", "--link-journal=no",
+        "--setenv=DEBIAN_FRONTEND=noninteractive",
+        *(osconfig.NSPAWN_USER_NAMESPACE if shift else ()), "/bin/sh", "-c", script,
+    ]  # fmt: skip
+    build.run(nspawn, what, {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})
+
+
+def _put_files(build: _Build, root: Path, shift: int) -> None:
+    """The recipe's files, root's and 0644, each checked against the digest in the key: a
+    file changed since the key was made would give an image the key does not describe."""
+    for target, digest in build.image.recipe.files:
+        source = build.sources.get(target)
+        if source is None or file_digest(source) != digest:
+            raise ImageBuildError(
+                build.image.recipe.label,
+                f"the file for {target} ({source}) changed while the image was being built",
+            )
+        path = root / target.lstrip("/")
+        missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+        for directory in reversed(missing):
+            directory.mkdir()
+            os.chown(directory, shift, shift)
+        path.unlink(missing_ok=True)
+        shutil.copyfile(source, path)
+        path.chmod(0o644)
+        os.chown(path, shift, shift)
+
+
+SETUP_FAILED = re.compile(r"^wsfixture-setup: line (\d+) exited (\d+)$", re.MULTILINE)
+
+
+def _run_setup(build: _Build, root: Path, shift: int) -> None:
+    """The setup lines in order, each by `sh -e`; the first to fail is named, with its exit
+    status and the tail of its output."""
+    lines = build.image.recipe.setup
+    steps = "".join(
+        f"echo {shlex.quote(f'wsfixture-setup: line {n}: {line}')}\n"
+        f'sh -ec {shlex.quote(line)} || {{ echo "wsfixture-setup: line {n} exited $?"; exit 1; }}\n'
+        for n, line in enumerate(lines, 1)
+    )
+    try:
+        _in_tree(build, root, shift, steps, "setup")
+    except ImageBuildError as exc:
+        text = build.log.read_text(errors="replace")
+        failed = SETUP_FAILED.search(text)
+        if failed is None:
+            raise
+        n, rc = int(failed[1]), int(failed[2])
+        start = text.rfind(f"wsfixture-setup: line {n}: ")
+        output = text[start : failed.start()].splitlines()[1:]
+        raise ImageBuildError(
+            build.image.recipe.label,
+            f"setup line {n} exited {rc}: {lines[n - 1]}",
+            "\n".join(output[-20:]),
+        ) from exc
 
 
 def _make_ext4(build: _Build, root: Path) -> None:

@@ -12,7 +12,7 @@ import errno
 import hashlib
 import json
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,10 @@ class ImageRecipe:
     flavour: str = "container"  # "vm" adds a kernel and an initramfs
     suite: str = SUITE
     base: ImageRecipe | None = None
+    # A layer's own setup (wsfixture.model: `setup`, `files`): shell lines run as root after
+    # its packages, and files put in before them, each as (guest path, SHA-256 of content).
+    setup: tuple[str, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def base_of(cls, flavour: str = "container") -> ImageRecipe:
@@ -46,18 +50,34 @@ class ImageRecipe:
         return cls(tuple(sorted(wanted)), flavour)
 
     @classmethod
-    def for_packages(cls, extra: Iterable[str], flavour: str = "container") -> ImageRecipe:
+    def for_packages(
+        cls,
+        extra: Iterable[str],
+        flavour: str = "container",
+        setup: Iterable[str] = (),
+        files: Mapping[str, Path] | None = None,
+    ) -> ImageRecipe:
+        """The base, or a layer over it with the extra packages, files and setup lines. The
+        files are hashed now: their content is in the key."""
         base = cls.base_of(flavour)
         wanted = {*base.packages, *extra}
-        if len(wanted) == len(base.packages):
+        digests = tuple(
+            sorted((target, file_digest(source)) for target, source in (files or {}).items())
+        )
+        setup = tuple(setup)
+        if len(wanted) == len(base.packages) and not setup and not digests:
             return base
-        return cls(tuple(sorted(wanted)), flavour, base=base)
+        return cls(tuple(sorted(wanted)), flavour, base=base, setup=setup, files=digests)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageRecipe:
         """The recipe as ``recipe.json`` holds it."""
         base = cls.from_dict(data["base"]) if data.get("base") else None
-        return cls(tuple(data["packages"]), data["flavour"], data["suite"], base)
+        files = tuple((str(t), str(d)) for t, d in data.get("files", ()))
+        return cls(
+            tuple(data["packages"]), data["flavour"], data["suite"], base,
+            tuple(data.get("setup", ())), files,
+        )  # fmt: skip
 
     @property
     def added(self) -> tuple[str, ...]:
@@ -70,7 +90,17 @@ class ImageRecipe:
         """The image for people: its key, and what it holds beyond its flavour's base."""
         if self.base is None:
             return f"{self.key} (the {self.flavour} base)"
-        return f"{self.key} ({', '.join(self.added)} over the {self.flavour} base)"
+        return f"{self.key} ({', '.join(self.adds)} over the {self.flavour} base)"
+
+    @property
+    def adds(self) -> list[str]:
+        """What the layer adds, said briefly: packages, files, setup lines."""
+        said = list(self.added)
+        if self.files:
+            said.append(f"{len(self.files)} file{'s' if len(self.files) > 1 else ''}")
+        if self.setup:
+            said.append(f"{len(self.setup)} setup line{'s' if len(self.setup) > 1 else ''}")
+        return said
 
     @property
     def key(self) -> str:
@@ -83,6 +113,8 @@ class ImageRecipe:
         ]
         if self.base is not None:
             parts.append(self.base.key)
+        if self.setup or self.files:  # only then: keys of images without them stay as they were
+            parts.append({"setup": list(self.setup), "files": [list(f) for f in self.files]})
         digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
         return f"{self.suite}-{self.flavour}-{digest}"
 
@@ -173,6 +205,11 @@ class Image:
                 f"the cached image {self.dir} is corrupt: missing {', '.join(missing)}; "
                 f"remove that directory and it is rebuilt on next use",
             )
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def image_dir(recipe: ImageRecipe, cache_dir: Path | None = None) -> Path:

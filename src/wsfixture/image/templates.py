@@ -32,7 +32,7 @@ from typing import Any
 
 from wsfixture.guest import osconfig, restore
 from wsfixture.host import ledger, settings, system
-from wsfixture.image.recipe import USED_STAMP, Image
+from wsfixture.image.recipe import USED_STAMP, Image, file_digest
 
 # The procedure's own version (file layout, how the VM is saved); the guest side's is the
 # digest of wsfixture.guest.restore, in every key.
@@ -137,11 +137,6 @@ class Template:
         except (OSError, ValueError) as exc:
             return f"state unreadable: {exc}"
         return None if digest == wanted else "state digest differs from the saved one"
-
-
-def file_digest(path: Path) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def templates_dir(cache_dir: Path | None = None) -> Path:

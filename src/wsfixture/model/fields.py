@@ -297,6 +297,49 @@ def path(default: Path, doc: str, prefixes: tuple[str, ...] = (), **extra: Any) 
     )
 
 
+def file_map(doc: str) -> Any:
+    """Files to put into an image: absolute guest path -> a regular file on the host (an
+    absolute or ~ path), checked to exist when the config is read."""
+    allowed = (
+        'a table of absolute guest paths to host files, like { "/etc/app.conf" = "~/app.conf" }'
+    )
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        if not isinstance(value, Mapping):
+            ctx.issues.add(where, "must be a table", value, allowed)
+            return INVALID
+        good = []
+        for target, source in value.items():
+            here = f"{where}.{target}"
+            if not isinstance(target, str) or not target.startswith("/") or target == "/":
+                ctx.issues.add(
+                    here, "is not an absolute guest path", target, "a path like /etc/app.conf"
+                )
+            elif not isinstance(source, str) or not source.startswith(("/", "~")):
+                ctx.issues.add(
+                    here, "is not an absolute host path", source, "a path starting with / or ~"
+                )
+            elif not Path(source).expanduser().is_file():
+                problem = (
+                    "does not exist"
+                    if not Path(source).expanduser().exists()
+                    else "is not a regular file"
+                )
+                ctx.issues.add(here, problem, source, "a regular file on the host")
+            else:
+                good.append((target, Path(source).expanduser()))
+        return tuple(good)
+
+    schema = {
+        "type": "object",
+        "propertyNames": {"pattern": "^/."},
+        "additionalProperties": {"type": "string", "pattern": "^(/|~)"},
+    }
+    return declared(
+        (), doc=doc, parse=parse, schema=schema, to_data=lambda v: {t: str(s) for t, s in v}
+    )
+
+
 def ipv4_network(default: ipaddress.IPv4Network, doc: str, prefixes: tuple[int, int]) -> Any:
     low, high = prefixes
 

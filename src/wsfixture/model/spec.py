@@ -28,6 +28,7 @@ NAME_MAX = 63 - len("workspace-")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 USER_RE = re.compile(r"^(?!root$)[a-z_][a-z0-9_-]{0,31}$")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+SETUP_LINE_RE = re.compile(r"^[^\n]*\S[^\n]*$")  # one non-blank line
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 KEY_RE = re.compile(r"^(ssh-|ecdsa-|sk-)")
@@ -166,6 +167,13 @@ class Defaults:
         "auto", "VMs: \"auto\" restores a booted template where it can, \"off\" boots cold",
         SNAPSHOT_MODES,
     )  # fmt: skip
+    setup: tuple[str, ...] = fields.string_list(
+        "shell lines every workspace's image runs as root after its packages, in order",
+        SETUP_LINE_RE, "one non-blank line of shell",
+    )  # fmt: skip
+    files: tuple[tuple[str, Path], ...] = fields.file_map(
+        "files every workspace's image gets: guest path -> host file (before the setup lines)"
+    )
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,13 @@ class WorkspaceSpec:
         "Debian packages beyond the defaults' (an image layer)", PACKAGE_RE,
         "Debian package names",
     )  # fmt: skip
+    setup: tuple[str, ...] = fields.string_list(
+        "shell lines run as root in its image after the defaults' (an image layer)",
+        SETUP_LINE_RE, "one non-blank line of shell",
+    )  # fmt: skip
+    files: tuple[tuple[str, Path], ...] = fields.file_map(
+        "files put into its image beside the defaults': guest path -> host file"
+    )
     vcpu: int = fields.integer(8, "virtual CPUs (clamped to the host's)", *VCPU_RANGE, vm_only=True)
     memory: int = fields.integer(
         4096, "memory in MiB (clamped to the host's)", *MEMORY_RANGE_MIB, unit=" MiB",
@@ -255,6 +270,14 @@ class Config:
     def snapshot_for(self, spec: WorkspaceSpec) -> str:
         """Whether a VM may restore a template: its own setting, else the defaults'."""
         return spec.snapshot or self.defaults.snapshot
+
+    def setup_for(self, spec: WorkspaceSpec) -> tuple[str, ...]:
+        """The setup lines a workspace's image runs: the defaults', then its own."""
+        return (*self.defaults.setup, *spec.setup)
+
+    def files_for(self, spec: WorkspaceSpec) -> dict[str, Path]:
+        """The files a workspace's image gets; its own win over the defaults' at one path."""
+        return {**dict(self.defaults.files), **dict(spec.files)}
 
     def packages_for(self, spec: WorkspaceSpec) -> tuple[str, ...]:
         """Every package a workspace gets: the defaults plus its own, sorted, unique."""

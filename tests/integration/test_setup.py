@@ -1,0 +1,117 @@
+"""Setup beyond packages: `files` and `setup` lines built into an image layer, once, content-
+addressed; a failing line named with its exit status and output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wsfixture.backends.nspawn import NspawnBackend
+from wsfixture.errors import ConfigError, ImageBuildError
+from wsfixture.image.recipe import Image, ImageRecipe
+from wsfixture.model.config import Config, config_from_dict
+from wsfixture.net.lab import Lab
+from wsfixture.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def app_conf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("files") / "app.conf"
+    path.write_text("greeting = hello\n")
+    return path
+
+
+def configured(state_root: Path, app_conf: Path, setup: list[str]) -> Config:
+    return config_from_dict(
+        {
+            "defaults": {"stateRoot": str(state_root), "setup": ["mkdir -p /srv/app"]},
+            "workspaces": {
+                "app": {
+                    "type": "container",
+                    "ip": "192.168.83.60",
+                    "files": {"/etc/app/app.conf": str(app_conf)},
+                    "setup": setup,
+                }
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(state_root: Path, app_conf: Path) -> Iterator[Lab]:
+    with Lab(configured(state_root, app_conf, []).network) as lab:
+        yield lab
+
+
+def image_of(ws: Workspace) -> Image:
+    assert isinstance(ws.backend, NspawnBackend)
+    return ws.backend.image
+
+
+def test_files_then_setup_lines_are_in_the_image_and_built_once(
+    state_root: Path, app_conf: Path, lab: Lab
+) -> None:
+    setup = ["cp /etc/app/app.conf /srv/app/copied", "echo ran >> /srv/app/log"]
+    config = configured(state_root, app_conf, setup)
+    with Workspace(config.workspaces["app"], config, lab) as ws:
+        assert ws.host.file("/etc/app/app.conf").content_string == "greeting = hello\n"
+        assert ws.host.file("/etc/app/app.conf").user == "root"
+        # The defaults' line ran first (it made /srv/app), then the workspace's, in order.
+        assert ws.succeed("cat /srv/app/copied") == "greeting = hello\n"
+        assert ws.succeed("cat /srv/app/log") == "ran\n"
+        image = image_of(ws)
+    first, ready = image.recipe, (image.dir / "ready").read_text()
+    with Workspace(config.workspaces["app"], config, lab) as again:
+        assert image_of(again).recipe.key == first.key
+        assert (image.dir / "ready").read_text() == ready, "the layer was reused"
+    # A changed line, or a changed file, is another layer.
+    other = configured(state_root, app_conf, [*setup, "true"])
+    assert ImageRecipe.for_packages(
+        (), "container", other.setup_for(other.workspaces["app"]),
+        other.files_for(other.workspaces["app"]),
+    ).key != first.key  # fmt: skip
+    app_conf.write_text("greeting = changed\n")
+    try:
+        changed = ImageRecipe.for_packages(
+            (), "container", config.setup_for(config.workspaces["app"]),
+            config.files_for(config.workspaces["app"]),
+        )  # fmt: skip
+        assert changed.key != first.key
+    finally:
+        app_conf.write_text("greeting = hello\n")
+
+
+def test_a_failing_line_is_named_with_its_status_and_output(
+    state_root: Path, app_conf: Path, lab: Lab
+) -> None:
+    config = configured(
+        state_root, app_conf, ["echo first-line-ok", "echo boom-output; exit 7", "echo never"]
+    )
+    with pytest.raises(ImageBuildError) as info:
+        Workspace(config.workspaces["app"], config, lab).start()
+    message = str(info.value)
+    assert "setup line 3 exited 7: echo boom-output; exit 7" in message
+    assert "boom-output" in message
+    assert "never" not in message.split("exited 7")[1]
+    assert not (lab.dir / "app").exists(), "nothing of the workspace was made"
+
+
+@pytest.mark.parametrize(
+    ("files", "problem"),
+    [
+        ({"/etc/x.conf": "/nonexistent/x.conf"}, "does not exist"),
+        ({"/etc/x.conf": "/etc"}, "is not a regular file"),
+        ({"etc/x.conf": "/etc/hostname"}, "is not an absolute guest path"),
+        ({"/etc/x.conf": "relative.conf"}, "is not an absolute host path"),
+    ],
+)
+def test_bad_files_are_refused_naming_the_field(files: dict[str, str], problem: str) -> None:
+    target = next(iter(files))
+    with pytest.raises(ConfigError, match=f"workspaces.a.files.{target}: {problem}"):
+        config_from_dict(
+            {"workspaces": {"a": {"type": "container", "ip": "192.168.83.10", "files": files}}}
+        )
