@@ -375,3 +375,27 @@ def test_state_dir_is_used(real: pytest.Pytester, tmp_path: Path) -> None:
     result = real.runpytest_subprocess("--ws-state-dir", str(state))
     result.assert_outcomes(passed=1)
     assert list(state.glob("*/ssh-host-keys/ssh_host_ed25519_key"))
+
+
+def test_ws_inventory_lists_the_tests_workspaces_for_ansible(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        import configparser
+
+        def test_inventory(workspace_factory, ws_inventory_of):
+            a = workspace_factory("alpha")
+            b = workspace_factory("beta", type="container")
+            text = ws_inventory_of().read_text()
+            lines = {line.split()[0]: line for line in text.splitlines()[1:]}
+            assert text.splitlines()[0] == "[workspaces]"
+            assert set(lines) == {"alpha", "beta"}
+            assert f"ansible_user={a.user}" in lines["alpha"]
+            assert f"wsfixture_ip={b.ip}" in lines["beta"]
+            assert "ansible_ssh_common_args='-F " in lines["alpha"]
+
+        def test_inventory_of_the_workspace(workspace, ws_inventory):
+            assert ws_inventory.read_text().splitlines()[1].split()[0] == workspace.name
+        """
+    )
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml")
+    result.assert_outcomes(passed=2)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsfixture import checks
+from wsfixture import checks, inventory
 from wsfixture.cli import hostsfile
 from wsfixture.cli.persistent import (
     alias_lines,
@@ -233,6 +233,12 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     argv = ["ssh", "-F", str(ssh_config), args.name, *args.command]
     os.execvp("ssh", argv)
     return EXIT_FAILED  # not reached
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    lab, directory = lab_dir(args)
+    say(inventory.render(inventory.hosts(lab, directory / "ssh_config"), args.format))
+    return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -543,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("gc", cmd_gc, "reap what crashed runs left behind (dead owners only)", True)
     p.add_argument("--quiet", action="store_true", help="print only when something was reaped")
     p.add_argument("--lab", help="release everything of this lab, kept workspaces too")
+    p = command(
+        "inventory", cmd_inventory,
+        "an Ansible inventory of a lab's running workspaces (host keys stay pinned)",
+    )  # fmt: skip
+    p.add_argument("--lab", help="a lab kept by pytest (default: the config's persistent lab)")
+    p.add_argument("--format", choices=inventory.FORMATS, default="ini")
     p = command("images", cmd_images, "the image cache; --prune removes stale images", True)
     p.add_argument(
         "--prune",

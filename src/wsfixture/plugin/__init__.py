@@ -14,10 +14,12 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from wsfixture import inventory
 from wsfixture.errors import CleanupError, ConfigError
 from wsfixture.model.config import override, workspace_spec
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
@@ -196,6 +198,28 @@ def _track(request: pytest.FixtureRequest, ws: Workspace) -> None:
 def ws_lab(request: pytest.FixtureRequest) -> Lab:
     """The lab network namespace of this pytest process (bridge, DNS, hosts, ssh_config)."""
     return _session(request).open_lab()
+
+
+@pytest.fixture
+def ws_inventory_of(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Path]:
+    """``ws_inventory_of()`` writes an Ansible inventory (INI) of this session's running
+    workspaces, as they are when it is called, and returns its path. Host keys stay
+    pinned: each host goes through the lab's ssh_config."""
+    lab = _session(request).open_lab()
+
+    def write() -> Path:
+        path = tmp_path / "inventory.ini"
+        text = inventory.render(inventory.hosts(lab.name, lab.ssh_config), "ini")
+        path.write_text(text + "\n")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def ws_inventory(ws_inventory_of: Callable[[], Path], workspace: Workspace) -> Path:
+    """The inventory file, with the test's ``workspace`` in it."""
+    return ws_inventory_of()
 
 
 @pytest.fixture
