@@ -193,7 +193,7 @@ def build_template(
             )
         try:
             channel = _accept(listener, process, template.dir / "qemu.log")
-            line = _read_line(channel, TEMPLATE_BOOT_TIMEOUT, process, template.dir)
+            line = _read_line(channel, TEMPLATE_BOOT_TIMEOUT, process, template.dir / "console.log")
             booted = time.monotonic() - started
             state = line.removeprefix("waiting ").strip()
             if not line.startswith("waiting ") or state != "running":
@@ -309,7 +309,7 @@ def restore_clone(backend: QemuBackend, template: Template) -> None:
         # Sent while the VM is paused: QEMU hands it to the guest's buffers meanwhile.
         _send_identity(backend, template, channel)
         qmp.command("cont")
-        reply = _read_line(channel, IDENTITY_TIMEOUT, backend.process, runtime)
+        reply = _read_line(channel, IDENTITY_TIMEOUT, backend.process, backend.console_log)
         steps.done("identity taken")
         channel.close()
     log_steps.debug("%s restored: %s", backend.ctx.spec.name, steps)
@@ -406,16 +406,18 @@ def _accept(listener: socket.socket, process: subprocess.Popen[bytes], log: Path
 
 
 def _read_line(
-    channel: socket.socket, timeout: float, process: subprocess.Popen[bytes] | None, logs: Path
+    channel: socket.socket, timeout: float, process: subprocess.Popen[bytes], console_log: Path
 ) -> str:
-    """One line from the guest, or TemplateError when it does not come."""
+    """One line from the guest, or TemplateError (with the console's tail) when it does
+    not come."""
     channel.settimeout(0.5)
     deadline = time.monotonic() + timeout
     data = b""
     while b"\n" not in data:
         if time.monotonic() > deadline:
-            raise TemplateError(f"the guest said nothing within {timeout:.0f}s ({data!r})")
-        if process is not None and process.poll() is not None:
+            said = f"the guest said nothing within {timeout:.0f}s ({data!r})"
+            raise TemplateError(f"{said}\n{system.tail(console_log, 10)}")
+        if process.poll() is not None:
             raise TemplateError(f"QEMU exited {process.returncode} while we waited for the guest")
         try:
             chunk = channel.recv(4096)
