@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import subprocess
 import tarfile
 import time
 from pathlib import Path
 
 from wsfixture.guest import seed
+from wsfixture.host import keys
 
 PORT_NAME = "org.wsfixture.identity"
 HEADER_MAGIC = "WSFIXTURE-IDENTITY-1"
@@ -157,11 +156,6 @@ def template_seed(staging: Path, seed_tar: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         target.chmod(mode)
-    key = staging / "etc/ssh/ssh_host_ed25519_key"
-    key.parent.mkdir(parents=True, exist_ok=True)
-    ssh_keygen = shutil.which("ssh-keygen") or "ssh-keygen"
-    subprocess.run(
-        [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", TEMPLATE_HOSTNAME, "-f", str(key)],
-        check=True,
-    )
+    key = keys.ensure_keypair(staging / "etc/ssh/ssh_host_ed25519_key", TEMPLATE_HOSTNAME)
+    key.private.parent.chmod(0o755)  # the guest's /etc/ssh, which ensure_keypair made 0700
     seed.pack(staging, "", seed_tar)
