@@ -167,7 +167,10 @@ def raw_stop(proc: subprocess.Popen[bytes], ws: Workspace) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         return
-    qmp = QmpClient.connect(ws.runtime_dir / "qmp.sock")
+    from wsfixture.backends.qemu import QemuBackend
+
+    assert isinstance(ws.backend, QemuBackend)
+    qmp = QmpClient.connect(ws.backend.qmp_socket)
     try:
         qmp.command("system_powerdown")
         try:

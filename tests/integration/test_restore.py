@@ -74,6 +74,12 @@ def boot_of(ws: Workspace) -> str:
     return str(ws.describe()["boot"])
 
 
+def template_of(ws: Workspace) -> templates.Template:
+    """The template of the workspace's VM shape (whether or not it exists)."""
+    assert isinstance(ws.backend, qemu.QemuBackend)
+    return templates.Template(templates.templates_dir() / snapshot.shape_of(ws.backend).key)
+
+
 def test_both_are_restored_from_one_template(twins: tuple[Workspace, Workspace]) -> None:
     a, b = twins
     assert boot_of(a).startswith("restored from template")
@@ -188,10 +194,7 @@ def test_a_restore_while_its_image_is_rebuilt_gives_a_correct_workspace(
         rebuilder.join()
         during.stop()
     with Workspace(config.workspaces["afterwards"], config, lab) as after:
-        assert isinstance(after.backend, qemu.QemuBackend)
-        template = templates.Template(
-            templates.templates_dir() / snapshot.shape_of(after.backend).key
-        )
+        template = template_of(after)
         assert template.meta()["image_ready"] == (image.dir / "ready").read_text()
         assert boot_of(after).startswith("restored from template")
         assert after.succeed("hostname").strip() == "afterwards"
@@ -210,8 +213,7 @@ def test_a_damaged_template_is_detected_and_made_anew(
 ) -> None:
     spec = config.workspaces["corrupt"]
     with Workspace(spec, config, lab) as ws:  # the template exists, whole
-        assert isinstance(ws.backend, qemu.QemuBackend)
-        template = templates.Template(templates.templates_dir() / snapshot.shape_of(ws.backend).key)
+        template = template_of(ws)
     made = template.meta()["made"]
     size = template.state.stat().st_size
     with open(template.state, "r+b") as state:

@@ -22,7 +22,14 @@ from pathlib import Path
 from wsfixture.backends import snapshot
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.backends.qmp import QmpClient
-from wsfixture.backends.snapshot import IDENTITY_SOCKET, Boot, disk_argv, restorable_devices
+from wsfixture.backends.snapshot import (
+    IDENTITY_SOCKET,
+    QMP_SOCKET,
+    SERIAL_SOCKET,
+    Boot,
+    disk_argv,
+    restorable_devices,
+)
 from wsfixture.errors import PrerequisiteError
 from wsfixture.guest import seed
 from wsfixture.host import ledger, system
@@ -140,8 +147,7 @@ class QemuBackend(Backend):
         run = ctx.runtime_dir
         self.overlay = run / "root.qcow2"
         self.seed = run / "seed.tar"
-        self.qmp_socket = run / "qmp.sock"
-        self.serial_socket = run / "serial.sock"
+        self.qmp_socket = run / QMP_SOCKET
         self.tap = derive.tap_name(spec.name)
         self.accel = host_accel(spec.accel)
         self.vcpu, self.memory, self.warnings = clamp_resources(
@@ -214,10 +220,10 @@ class QemuBackend(Backend):
             "-device", f"virtio-net-{dev},netdev=net0,mac={boot.mac}",
             "-device", f"virtio-rng-{dev}",
             "-fw_cfg", f"name={seed.SEED_FW_CFG},file={boot.seed}",
-            "-chardev", f"socket,id=ser0,path={sockets / 'serial.sock'},server=on,wait=off,"
+            "-chardev", f"socket,id=ser0,path={sockets / SERIAL_SOCKET},server=on,wait=off,"
             f"logfile={boot.console_log or self.console_log}",
             "-serial", "chardev:ser0",
-            "-qmp", f"unix:{sockets / 'qmp.sock'},server=on,wait=off",
+            "-qmp", f"unix:{sockets / QMP_SOCKET},server=on,wait=off",
             "-sandbox", SANDBOX,
         ]  # fmt: skip
         if self.runs_as_qemu_user:

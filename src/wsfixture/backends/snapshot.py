@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 # A restorable VM's extra devices: the identity port, vmgenid (a clone's kernel reseeds its
 # random generator when the generation id changes), and spare PCIe root ports for shares
 # hot-plugged after a restore (vhost-user-fs cannot be migrated in QEMU 7.2).
+# The sockets of a boot, in its ``Boot.sockets`` directory.
+QMP_SOCKET = "qmp.sock"
+SERIAL_SOCKET = "serial.sock"
 IDENTITY_SOCKET = "identity.sock"
 SPARE_ROOT_PORTS = 8
 # Every template's NIC: a clone takes its own MAC from its identity. Locally administered.
@@ -202,7 +205,7 @@ def build_template(
                     + system.tail(template.dir / "console.log", 15)
                 )
             try:
-                _save(sockets / "qmp.sock", template.state)
+                _save(sockets / QMP_SOCKET, template.state)
             except TemplateError as exc:
                 raise TemplateError(f"{exc}\n{system.tail(template.dir / 'qemu.log', 5)}") from None
             process.wait(30)

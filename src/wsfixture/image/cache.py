@@ -168,7 +168,7 @@ def prune_templates(
     root = cache_dir or settings.current().cache_dir
     found = templates.cached_templates(root)
     chosen = templates.choose_prunable(
-        found, root / "images", time.time(), keep_days, busy_keys(found)
+        found, root / "images", time.time(), keep_days * DAY, busy_keys(found)
     )
     removed = []
     for template in chosen:

@@ -295,17 +295,16 @@ def cached_templates(cache_dir: Path | None = None) -> list[CachedTemplate]:
 
 
 def choose_prunable(
-    found: list[CachedTemplate], images_dir: Path, now: float, keep_days: float, busy: set[str]
+    found: list[CachedTemplate], images_dir: Path, now: float, max_idle: float, busy: set[str]
 ) -> list[CachedTemplate]:
     """Templates that will never be restored again (their image rebuilt or gone, made by
-    another wsfixture), or unused for ``keep_days``; never one a VM runs on."""
-    day = 86400.0
+    another wsfixture), or unused for ``max_idle`` seconds; never one a VM runs on."""
     return [
         t
         for t in found
         if t.key not in busy
         and t.meta is not None
-        and (t.state(images_dir) != "current" or now - t.last_used > keep_days * day)
+        and (t.state(images_dir) != "current" or now - t.last_used > max_idle)
     ]
 
 
