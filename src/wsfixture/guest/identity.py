@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsfixture.host import system
 from wsfixture.model import derive
 from wsfixture.model.config import Config, UserSpec, WorkspaceSpec
 
@@ -134,10 +135,7 @@ def write(root: Path, identity: Identity, uid_offset: int = 0) -> None:
         directory.chmod(0o700)
     for path, file in render(identity).items():
         target = root / path.lstrip("/")
-        missing = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
-        for directory in reversed(missing):  # made by root, as the image's own
-            directory.mkdir()
-            os.chown(directory, uid_offset, uid_offset)
+        system.make_parents(target, uid_offset)  # made by root, as the image's own
         target.unlink(missing_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file.mode)
         with os.fdopen(fd, "w") as handle:

@@ -299,10 +299,7 @@ def _put_files(build: _Build, root: Path, shift: int) -> None:
                 f"the file for {target} ({source}) changed while the image was being built",
             )
         path = root / target.lstrip("/")
-        missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
-        for directory in reversed(missing):
-            directory.mkdir()
-            os.chown(directory, shift, shift)
+        system.make_parents(path, shift)
         path.unlink(missing_ok=True)
         shutil.copyfile(source, path)
         path.chmod(0o644)
