@@ -324,10 +324,7 @@ class QemuBackend(Backend):
     def reset(self) -> None:
         """Undo a failed restore: its QEMU and share daemons gone, daemons started anew
         (each serves one connection)."""
-        if self._qmp is not None:
-            with contextlib.suppress(OSError):
-                self._qmp.close()
-            self._qmp = None
+        self._close_qmp()
         ledger.kill_cgroup(str(self.cgroup))
         self.process = None
         for path in self.ctx.runtime_dir.glob("*.sock"):
@@ -365,6 +362,12 @@ class QemuBackend(Backend):
             self._qmp = QmpClient.connect(self.qmp_socket)
         return self._qmp
 
+    def _close_qmp(self) -> None:
+        if self._qmp is not None:
+            with contextlib.suppress(OSError):  # QEMU may be gone already
+                self._qmp.close()
+            self._qmp = None
+
     def failure(self) -> str | None:
         reason = super().failure()
         if reason is not None:
@@ -401,9 +404,7 @@ class QemuBackend(Backend):
             except Exception:
                 with contextlib.suppress(Exception):
                     self.qmp().command("quit")
-        if self._qmp is not None:
-            self._qmp.close()
-            self._qmp = None
+        self._close_qmp()
         self.finish(self.cgroup, 5.0)
         if _link_exists(self):
             self.ctx.lab.ip_batch(f"link delete {self.tap}")
