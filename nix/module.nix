@@ -73,6 +73,9 @@ let
       # Python-side only: how a test VM starts (restore a template or boot cold); a NixOS
       # host boots its microvm.nix VMs itself.
       snapshot = mkOption { type = types.nullOr (types.enum [ "auto" "off" ]); default = null; };
+      # Python-side only: the Debian release of wsfixture's images; a NixOS workspace runs
+      # the host's nixpkgs, whatever this says. Declared so that a shared config evaluates.
+      release = mkOption { type = types.nullOr (types.enum [ "trixie" "bookworm" ]); default = null; };
       # wsfixture's Debian image layers; declared so that a config shared with the Python
       # side evaluates, and refused when set (an assertion says what to use instead).
       setup = mkOption { type = types.listOf types.str; default = [ ]; };
@@ -171,6 +174,7 @@ in
       packages = mkOption { type = types.listOf packageName; default = [ ]; };
       stateRoot = mkOption { type = types.str; default = "/home/${cfg.defaults.user.name}/sandboxed"; };
       snapshot = mkOption { type = types.enum [ "auto" "off" ]; default = "auto"; };
+      release = mkOption { type = types.enum [ "trixie" "bookworm" ]; default = "trixie"; };
       setup = mkOption { type = types.listOf types.str; default = [ ]; };
       files = mkOption { type = types.attrsOf types.str; default = { }; };
     };

@@ -186,7 +186,7 @@ class Workspace:
         files = self.config.files_for(self.spec)
         recipe = ImageRecipe.for_packages(
             self.config.packages_for(self.spec), self.spec.type, self.config.setup_for(self.spec),
-            files,
+            files, self.config.release_for(self.spec),
         )  # fmt: skip
         return ensure_image(recipe, progress=self.progress, sources=files)
 
@@ -480,6 +480,7 @@ class Workspace:
         return {
             "name": self.name,
             "type": self.spec.type,
+            "release": self.config.release_for(self.spec),
             "ip": self.ip,
             "lab": self.lab.name,
             "running": self.is_running,

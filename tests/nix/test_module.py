@@ -27,7 +27,7 @@ from tests.conftest import IN_CI, require
 from wsfixture import ConfigError, config_from_dict
 from wsfixture.cli.persistent import alias_lines
 from wsfixture.model import derive, fields
-from wsfixture.model.config import Config, NetworkSpec, UserSpec, WorkspaceSpec
+from wsfixture.model.config import Config, Defaults, NetworkSpec, UserSpec, WorkspaceSpec
 
 ROOT = Path(__file__).parents[2]
 EVAL = Path(__file__).with_name("eval.nix")
@@ -109,6 +109,40 @@ def test_workspace_options_match_python() -> None:
         elif key != "config":  # a NixOS module there, an opaque path here
             default = fields.default_of(f)
             assert options[key] == (None if default is None else decl.to_data(default)), key
+
+
+def test_defaults_options_match_python() -> None:
+    options = nix_eval(
+        {},
+        "builtins.mapAttrs (n: o: o.default or null) "
+        '(removeAttrs r.host.options.sandboxed-workspace.defaults [ "user" "_module" ])',
+    )
+    declared = dict(fields.declarations(Defaults))
+    assert set(options) == {fields.camel(f.name) for f in declared} - {"user"}
+    for f, decl in declared.items():
+        if f.name not in ("user", "state_root"):  # stateRoot: the user's home, spelled out
+            assert options[fields.camel(f.name)] == decl.to_data(fields.default_of(f)), f.name
+
+
+# Python-side only: how a test VM boots, and the Debian release of wsfixture's images. The
+# module accepts them (typed, so a wrong value is refused as in Python) and a NixOS host's
+# workspaces are the same with or without them.
+PYTHON_ONLY = {"snapshot": "off", "release": "bookworm"}
+
+
+@pytest.mark.parametrize("key", PYTHON_ONLY)
+def test_python_only_options_leave_the_nixos_workspaces_alone(key: str) -> None:
+    def made(ws: dict[str, Any], defaults: dict[str, Any]) -> Any:
+        container = {"type": "container", "ip": "192.168.83.11"}
+        config = {"enable": True, "defaults": defaults, "workspaces": {"v": ws, "c": container}}
+        return nix_eval(config, "{ inherit (r) containers vms checked; }")
+
+    plain = made(WS, {})
+    assert plain["vms"]
+    assert plain["containers"]
+    assert plain["checked"] == []
+    assert made({**WS, key: PYTHON_ONLY[key]}, {}) == plain
+    assert made(WS, {key: PYTHON_ONLY[key]}) == plain
 
 
 def test_network_and_user_defaults_match_python() -> None:
@@ -334,6 +368,7 @@ INVALID: dict[str, dict[str, Any]] = {
     "machine unknown": ws(machine="pc"),
     "vsock unknown": ws(vsock="yes"),
     "snapshot unknown": ws(snapshot="on"),
+    "release unknown": ws(release="sid"),
     "internet not a bool": ws(internet="no"),
     "forwards not a table": ws(forwards="x"),
     "forward not a port": ws(forwards={"8080": "x"}),
@@ -359,6 +394,7 @@ INVALID: dict[str, dict[str, Any]] = {
     "authorized key": {"defaults": {"user": {"authorizedKeys": ["nope"]}}},
     "defaults package name": {"defaults": {"packages": ["Bad Pkg"]}},
     "defaults snapshot unknown": {"defaults": {"snapshot": "x"}},
+    "defaults release unknown": {"defaults": {"release": "buster"}},
     "defaults unknown key": {"defaults": {"bogus": 1}},
     "enable not a bool": {"enable": "yes"},
     "workspaces not a table": {"workspaces": "x"},

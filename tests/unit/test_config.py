@@ -300,3 +300,34 @@ def test_network_addresses_are_checked_against_the_default_subnet_too() -> None:
     for key in ("gateway", "rangeStart", "rangeEnd"):
         with pytest.raises(ConfigError, match=f"network.{key}: is outside the subnet"):
             config_from_dict({"network": {key: "10.0.0.1"}})
+
+
+def test_release_comes_from_the_workspace_else_the_defaults() -> None:
+    config = config_from_dict(
+        {
+            "defaults": {"release": "bookworm"},
+            "workspaces": {
+                "old": {"type": "container", "ip": "192.168.83.10"},
+                "new": {"type": "vm", "ip": "192.168.83.11", "release": "trixie"},
+            },
+        }
+    )
+    assert config.release_for(config.workspaces["old"]) == "bookworm"
+    assert config.release_for(config.workspaces["new"]) == "trixie"
+    plain = config_from_dict({"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10"}}})
+    assert plain.release_for(plain.workspaces["a"]) == "trixie"  # Debian's stable
+
+
+def test_an_unknown_release_is_refused_naming_the_field_and_the_choices() -> None:
+    found = problems(
+        {
+            "defaults": {"release": "buster"},
+            "workspaces": {"a": {"type": "vm", "ip": "192.168.83.10", "release": "sid"}},
+        }
+    )
+    assert len(found) == 2
+    for where, value in (("defaults.release", "buster"), ("workspaces.a.release", "sid")):
+        [said] = [p for p in found if where in p]
+        assert value in said
+        assert "trixie" in said
+        assert "bookworm" in said

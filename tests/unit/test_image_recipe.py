@@ -9,6 +9,7 @@ import pytest
 
 from wsfixture.guest.osconfig import BASE_PACKAGES, VM_PACKAGES
 from wsfixture.image.recipe import Image, ImageRecipe
+from wsfixture.model.spec import DEFAULT_RELEASE, RELEASES
 
 
 def test_no_extra_packages_is_the_base() -> None:
@@ -29,7 +30,18 @@ def test_extra_packages_make_a_layer_over_the_base() -> None:
     assert ImageRecipe.for_packages(["curl", "git"], "vm").key == recipe.key  # order-free
     assert recipe.key != ImageRecipe.for_packages(["curl"], "vm").key
     assert recipe.key != ImageRecipe.for_packages(["curl", "git"], "container").key
-    assert recipe.key.startswith("bookworm-vm-")
+    assert recipe.key.startswith(f"{DEFAULT_RELEASE}-vm-")
+
+
+def test_each_release_has_its_own_base_and_layers() -> None:
+    layers = {release: ImageRecipe.for_packages(["curl"], suite=release) for release in RELEASES}
+    for release, layer in layers.items():
+        assert layer.suite == release
+        assert layer.base is not None
+        assert layer.base == ImageRecipe.base_of(suite=release)
+        assert layer.key.startswith(f"{release}-container-")
+    assert len({layer.key for layer in layers.values()}) == len(RELEASES)
+    assert len({layer.base.key for layer in layers.values() if layer.base}) == len(RELEASES)
 
 
 def test_paths_resolve_through_layers_and_whiteouts(tmp_path: Path) -> None:

@@ -53,6 +53,14 @@ MASKED_UNITS = (
     "remote-fs.target",
     # Every user exists from the build on; in a VM it sat on sshd's path, 0.46 s under TCG.
     "systemd-sysusers.service",
+    # First-boot-after-an-upgrade work (ConditionNeedsUpdate), which every workspace's fresh
+    # /etc would redo at each boot: dpkg's triggers already did it when the image was built.
+    "ldconfig.service",
+    "systemd-journal-catalog-update.service",
+    "systemd-update-done.service",
+    # Debian 13: credentials for udev (none are passed), and drm for a screen there is not.
+    "systemd-udev-load-credentials.service",
+    "modprobe@drm.service",
 )
 # Containers also go without logind (nothing asks for seats or sessions there). VMs keep it:
 # it turns QMP's ACPI power button into an orderly poweroff.
@@ -95,6 +103,14 @@ VM_INITRAMFS_MODULES = (
     "9p", "9pnet_virtio", "qemu_fw_cfg",
 )  # fmt: skip
 _MODULE_LINES = "\\n".join(VM_INITRAMFS_MODULES)
+# Drivers udev would load for q35's emulated hardware, which a workspace never uses: the
+# SATA controller, the TCO watchdog, SMBus, the PC speaker, nested KVM, VMware's vsock, wifi
+# regulation, PS/2 mouse. Each load costs boot time, ~0.3-1 s under TCG. Blacklisted, so
+# udev skips them; `modprobe <name>` still loads one on purpose.
+VM_UNUSED_MODULES = (
+    "ahci", "iTCO_wdt", "i2c_i801", "lpc_ich", "pcspkr", "kvm_amd", "kvm_intel", "ccp",
+    "vmw_vmci", "vmw_vsock_vmci_transport", "cfg80211", "psmouse", "serio_raw",
+)  # fmt: skip
 VM_ESSENTIAL_HOOK = (
     'mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d" && '
     'printf "MODULES=list\\nCOMPRESS=zstd\\n" > "$1/etc/initramfs-tools/conf.d/wsfixture.conf" && '
@@ -179,11 +195,31 @@ def customise(root: Path, flavour: str) -> None:
         generators.mkdir(parents=True, exist_ok=True)
         for name in CONTAINER_MASKED_GENERATORS:  # a /dev/null link here masks one
             (generators / name).symlink_to("/dev/null")
+    _give_ping_raw_sockets(root)
+
+
+# cap_net_raw, effective (VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE; bit 13 permitted).
+PING_CAPS = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)
+
+
+def _give_ping_raw_sockets(root: Path) -> None:
+    """Debian 13's ping has no file capability: it relies on the ping_group_range sysctl,
+    set by linux-sysctl-defaults (a recommendation we do not install) through systemd-sysctl,
+    which cannot write a container's read-only /proc/sys anyway. Without either, ping fails;
+    it gets cap_net_raw as Debian 12 gave it, in both flavours (a container's is shifted to
+    its root with the rest of the tree)."""
+    ping = root / "usr/bin/ping"
+    if ping.is_file() and not ping.is_symlink() and _file_caps(ping) is None:
+        os.setxattr(ping, CAPS_XATTR, PING_CAPS)
 
 
 def customise_vm(root: Path) -> None:
-    """A VM boots its own kernel: fstab, the seed unit, serial console login off."""
+    """A VM boots its own kernel: fstab, unused drivers off, the seed unit, no serial login."""
     (root / "etc/fstab").write_text(VM_FSTAB)
+    drop_in(
+        root / "etc/modprobe.d/wsfixture.conf",
+        "".join(f"blacklist {module}\n" for module in VM_UNUSED_MODULES),
+    )
     script = root / "usr/local/sbin/wsfixture-seed"
     drop_in(script, seed.SEED_SCRIPT)
     script.chmod(0o755)

@@ -50,6 +50,9 @@ port=/dev/virtio-ports/{PORT_NAME}
 exec 3<>"$port"
 fail() {{ echo "error $*" >&3; echo "wsfixture-restore: $*" >&2; exit 1; }}
 state=$(timeout {SETTLE_SECONDS} systemctl is-system-running --wait 2>/dev/null)
+# udev may still be loading modules for the machine's devices ("running" does not wait for
+# it); a template saved then leaves each clone to finish that on its CPU.
+udevadm settle --timeout={SETTLE_SECONDS} || true
 echo "waiting ${{state:-unknown}}" >&3
 # ---- the template is saved here; a restored clone goes on from this read ----
 read -r magic now size mac address gateway entropy <&3 || fail "no identity header"
@@ -64,7 +67,12 @@ tar -x -m -b 1 --numeric-owner -p -f - -C / <&3 || fail "unpacking the identity"
 WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares &
 shares=$!
 read -r name </etc/hostname && echo "$name" >/proc/sys/kernel/hostname || fail "hostname"
-# sshd reads the host key for each connection (it re-executes itself): no reload needed.
+# OpenSSH before 9.8 reads the host key for each connection (it re-executes itself). From
+# 9.8 (Debian 13) the listener holds the keys for its sshd-session children: a HUP makes it
+# re-execute and read the new one, before any connection can reach it.
+if [ -x /usr/lib/openssh/sshd-session ]; then
+    kill -HUP "$(cat /run/sshd.pid)" || fail "reloading sshd"
+fi
 wait "$clock" || fail "setting the clock"
 wait "$shares" || fail "mounting the shares"
 # The address last: nothing reaches sshd before the VM is the workspace. Set here, at

@@ -20,11 +20,11 @@ from typing import Any
 from wsfixture.errors import ImageBuildError
 from wsfixture.guest import osconfig
 from wsfixture.host import settings
+from wsfixture.model.spec import DEFAULT_RELEASE
 
 # The build procedure's own version (mmdebstrap options, the layer script); the guest
 # configuration needs no bump: its fingerprint is in every key.
 BUILDER_VERSION = "12"
-SUITE = "bookworm"
 VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
 USED_STAMP = "used"  # touched on every use
 BASE_STAMP = "base-ready"  # a layer's copy of its base's "ready" stamp
@@ -37,7 +37,7 @@ class ImageRecipe:
 
     packages: tuple[str, ...] = ()
     flavour: str = "container"  # "vm" adds a kernel and an initramfs
-    suite: str = SUITE
+    suite: str = DEFAULT_RELEASE  # the Debian release
     base: ImageRecipe | None = None
     # A layer's own setup (wsfixture.model: `setup`, `files`): shell lines run as root after
     # its packages, and files put in before them, each as (guest path, SHA-256 of content).
@@ -45,9 +45,9 @@ class ImageRecipe:
     files: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def base_of(cls, flavour: str = "container") -> ImageRecipe:
+    def base_of(cls, flavour: str = "container", suite: str = DEFAULT_RELEASE) -> ImageRecipe:
         wanted = {*osconfig.BASE_PACKAGES, *(osconfig.VM_PACKAGES if flavour == "vm" else ())}
-        return cls(tuple(sorted(wanted)), flavour)
+        return cls(tuple(sorted(wanted)), flavour, suite)
 
     @classmethod
     def for_packages(
@@ -56,10 +56,11 @@ class ImageRecipe:
         flavour: str = "container",
         setup: Iterable[str] = (),
         files: Mapping[str, Path] | None = None,
+        suite: str = DEFAULT_RELEASE,
     ) -> ImageRecipe:
-        """The base, or a layer over it with the extra packages, files and setup lines. The
-        files are hashed now: their content is in the key."""
-        base = cls.base_of(flavour)
+        """The base of ``suite``, or a layer over it with the extra packages, files and setup
+        lines. The files are hashed now: their content is in the key."""
+        base = cls.base_of(flavour, suite)
         wanted = {*base.packages, *extra}
         digests = tuple(
             sorted((target, file_digest(source)) for target, source in (files or {}).items())
@@ -67,7 +68,7 @@ class ImageRecipe:
         setup = tuple(setup)
         if len(wanted) == len(base.packages) and not setup and not digests:
             return base
-        return cls(tuple(sorted(wanted)), flavour, base=base, setup=setup, files=digests)
+        return cls(tuple(sorted(wanted)), flavour, suite, base, setup, digests)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageRecipe:

@@ -21,6 +21,9 @@ ACCELERATORS: tuple[str, ...] = ("auto", "kvm", "tcg")
 MACHINES: tuple[str, ...] = ("q35", "microvm")
 VSOCK_MODES: tuple[str, ...] = ("auto", "required", "off")
 SNAPSHOT_MODES: tuple[str, ...] = ("auto", "off")
+# Debian releases an image is built from; the first is the default: Debian's stable.
+RELEASES: tuple[str, ...] = ("trixie", "bookworm")
+DEFAULT_RELEASE = RELEASES[0]
 STANDARD_SHARES: tuple[str, ...] = ("workspace", "ssh-host-keys", "claude-config")
 
 # `workspace-<name>` must stay a valid DNS label (63 bytes).
@@ -163,6 +166,9 @@ class Defaults:
     state_root: Path = fields.path(
         Path("~/sandboxed"), "where each workspace keeps <name>/{workspace,ssh-host-keys,...}"
     )
+    release: str = fields.choice(
+        DEFAULT_RELEASE, "the Debian release every workspace's image is built from", RELEASES
+    )
     snapshot: str = fields.choice(
         "auto", "VMs: \"auto\" restores a booted template where it can, \"off\" boots cold",
         SNAPSHOT_MODES,
@@ -191,6 +197,9 @@ class WorkspaceSpec:
     auto_start: bool = fields.boolean(False, "`wsfixture up` without names starts it")
     restart_if_changed: bool = fields.boolean(
         True, "`wsfixture apply` restarts it when its config changed"
+    )
+    release: str | None = fields.choice(
+        None, "its Debian release (default: the defaults' release)", RELEASES
     )
     packages: tuple[str, ...] = fields.string_list(
         "Debian packages beyond the defaults' (an image layer)", PACKAGE_RE,
@@ -270,6 +279,10 @@ class Config:
     def snapshot_for(self, spec: WorkspaceSpec) -> str:
         """Whether a VM may restore a template: its own setting, else the defaults'."""
         return spec.snapshot or self.defaults.snapshot
+
+    def release_for(self, spec: WorkspaceSpec) -> str:
+        """The Debian release a workspace's image is built from."""
+        return spec.release or self.defaults.release
 
     def setup_for(self, spec: WorkspaceSpec) -> tuple[str, ...]:
         """The setup lines a workspace's image runs: the defaults', then its own."""

@@ -1,0 +1,90 @@
+"""Both Debian releases boot both kinds of workspace with the whole shared base, each from
+images (and VM templates) of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wsfixture import checks
+from wsfixture.backends import qemu, snapshot
+from wsfixture.image.recipe import ImageRecipe
+from wsfixture.model.config import Config, config_from_dict
+from wsfixture.model.spec import RELEASES
+from wsfixture.net.lab import Lab
+from wsfixture.workspace import Workspace
+
+pytestmark = [pytest.mark.integration, pytest.mark.vm]
+
+# Debian's version file, by release.
+VERSIONS = {"trixie": "13.", "bookworm": "12."}
+VM = {"type": "vm", "vcpu": 1, "memory": 768}
+
+
+@pytest.fixture(scope="module")
+def config(state_root: Path) -> Config:
+    # The defaults say bookworm; the trixie workspaces say so themselves: both ways of
+    # choosing a release are exercised.
+    return config_from_dict(
+        {
+            "defaults": {"stateRoot": str(state_root), "release": "bookworm"},
+            "workspaces": {
+                "bookworm-ct": {"type": "container", "ip": "192.168.83.70"},
+                "bookworm-vm": {**VM, "ip": "192.168.83.71"},
+                "trixie-ct": {"type": "container", "ip": "192.168.83.72", "release": "trixie"},
+                "trixie-vm": {**VM, "ip": "192.168.83.73", "release": "trixie"},
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def booted(config: Config, lab: Lab) -> Iterator[dict[str, Workspace]]:
+    workspaces = {name: Workspace(spec, config, lab) for name, spec in config.workspaces.items()}
+    try:
+        for ws in workspaces.values():
+            ws.start()
+        yield workspaces
+    finally:
+        for ws in workspaces.values():
+            ws.stop()
+
+
+@pytest.mark.parametrize("kind", ["ct", "vm"])
+@pytest.mark.parametrize("release", RELEASES)
+def test_each_release_boots_each_kind_with_the_shared_base(
+    booted: dict[str, Workspace], release: str, kind: str
+) -> None:
+    ws = booted[f"{release}-{kind}"]
+    assert [o for o in checks.verify(ws) if not o.ok] == []
+    host = ws.host
+    assert host.file("/etc/debian_version").content_string.startswith(VERSIONS[release])
+    assert host.system_info.codename == release
+    assert host.package("openssh-server").is_installed
+    # ping needs a raw socket: Debian 13 gives it none by itself (see osconfig).
+    peer = "trixie-ct" if release == "bookworm" else "bookworm-ct"
+    assert host.run(f"ping -c 1 -W 2 {peer}").rc == 0
+
+
+def test_each_release_has_its_own_images_and_templates(
+    booted: dict[str, Workspace], config: Config
+) -> None:
+    for kind in ("container", "vm"):
+        bases = {release: ImageRecipe.base_of(kind, release) for release in RELEASES}
+        assert len({recipe.key for recipe in bases.values()}) == len(RELEASES)
+        for release, recipe in bases.items():
+            assert recipe.key.startswith(f"{release}-{kind}-")
+    images = {name: ws.prepare_image() for name, ws in booted.items()}
+    assert images["bookworm-vm"].dir != images["trixie-vm"].dir
+    assert images["bookworm-ct"].dir != images["trixie-ct"].dir
+    shapes = {}
+    for name in ("bookworm-vm", "trixie-vm"):
+        backend = booted[name].backend
+        assert isinstance(backend, qemu.QemuBackend)
+        assert "restored" in str(booted[name].describe()["boot"])
+        shapes[name] = snapshot.shape_of(backend)
+    assert shapes["bookworm-vm"].image_key == images["bookworm-vm"].recipe.key
+    assert shapes["trixie-vm"].image_key == images["trixie-vm"].recipe.key
+    assert shapes["bookworm-vm"].key != shapes["trixie-vm"].key
