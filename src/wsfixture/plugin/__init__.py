@@ -4,7 +4,8 @@ hand each test a booted, verified workspace.
 Fixtures: ``workspace`` (one per test, or shared with ``scope="module"|"session"`` in the
 marker), ``workspace_factory`` (more workspaces during a test), ``ws_lab`` (this process's
 lab). The rest lives beside it: ``session`` (this process's lab, config and workspaces),
-``report`` (failure reports, kept workspaces) and ``verify`` (``--ws-verify``).
+``hosts`` (testinfra's ``host`` as the workspace, ``--ws-hosts``), ``report`` (failure
+reports, kept workspaces) and ``verify`` (``--ws-verify``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from wsfixture.errors import CleanupError, ConfigError
 from wsfixture.model.config import override, workspace_spec
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net.lab import Lab
+from wsfixture.plugin import hosts
 from wsfixture.plugin.report import (
     REPORT_CHOICES,
     pytest_runtest_makereport,
@@ -34,7 +36,8 @@ from wsfixture.plugin.session import (
     KEEP_CHOICES,
     WsSession,
     session_key,
-    used_key,
+    shared_key,
+    track,
 )
 from wsfixture.plugin.verify import verify_items
 
@@ -83,6 +86,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("wsfixture_report", "short, full or off", default="short")
     group.addoption("--ws-state-dir", help="state root for workspaces (default: a temp dir)")
+    hosts.add_options(group, parser)
     group.addoption(
         "--ws-verify",
         action="store_true",
@@ -100,6 +104,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if keep not in KEEP_CHOICES:
         raise pytest.UsageError(f"wsfixture_keep = {keep!r}; allowed: {', '.join(KEEP_CHOICES)}")
     config.stash[session_key] = WsSession(config, keep)
+    # Registered now, after every entry-point plugin (testinfra's among them): its `host`
+    # is then the one tests get (see wsfixture.plugin.hosts).
+    if not config.pluginmanager.is_registered(hosts):
+        config.pluginmanager.register(hosts, "wsfixture.hosts")
     _interrupt_on_termination(config)
 
 
@@ -190,10 +198,6 @@ def _marker_args(request: pytest.FixtureRequest) -> tuple[str | None, dict[str, 
     return name, fields
 
 
-def _track(request: pytest.FixtureRequest, ws: Workspace) -> None:
-    request.node.stash.setdefault(used_key, []).append(ws)
-
-
 @pytest.fixture
 def ws_lab(request: pytest.FixtureRequest) -> Lab:
     """The lab network namespace of this pytest process (bridge, DNS, hosts, ssh_config)."""
@@ -236,19 +240,18 @@ def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
     scope = fields.pop("scope", "function")
     if scope == "function":
         ws = session.boot(session.spec(name, **fields))
-        _track(request, ws)
+        track(request, ws)
         yield ws
         session.release(ws, background=True)
         return
-    key = (_scope_key(request, scope), repr((name, sorted(fields.items()))))
-    if key not in session.shared:
-        session.shared[key] = session.boot(session.spec(name, **fields))
-        if scope == "module":
-            module = request.node.getparent(pytest.Module)
-            assert module is not None
-            module.addfinalizer(lambda: session.release(session.shared.pop(key)))
-    ws = session.shared[key]
-    _track(request, ws)
+    scope_key = _scope_key(request, scope)
+    first = shared_key(scope_key, name, fields) not in session.shared
+    ws = session.shared_boot(scope_key, name, fields)
+    if first and scope == "module":
+        module = request.node.getparent(pytest.Module)
+        assert module is not None
+        module.addfinalizer(lambda: session.release_shared(scope_key, name, fields))
+    track(request, ws)
     yield ws
 
 
@@ -282,7 +285,7 @@ def workspace_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., 
             ) from None
         ws = session.boot(spec)
         made.append(ws)
-        _track(request, ws)
+        track(request, ws)
         return ws
 
     yield factory

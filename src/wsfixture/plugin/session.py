@@ -156,6 +156,26 @@ class WsSession:
             fields["ip"] = lab.free_ip(declared | running)
         return workspace_spec(config, name=name or self.fresh_name(), **fields)
 
+    @property
+    def has_config(self) -> bool:
+        """Whether a workspace config was given (--ws-config or the ini's)."""
+        return bool(
+            self.pytest_config.getoption("--ws-config")
+            or self.pytest_config.getini("wsfixture_config")
+        )
+
+    def shared_boot(self, scope: str, name: str | None, fields: dict[str, Any]) -> Workspace:
+        """The workspace shared within ``scope`` (a module's node id, or "session") for this
+        name and fields, booted on first use; it stops with the scope (``release_shared``)
+        or, at the latest, with the session."""
+        key = shared_key(scope, name, fields)
+        if key not in self.shared:
+            self.shared[key] = self.boot(self.spec(name, **fields))
+        return self.shared[key]
+
+    def release_shared(self, scope: str, name: str | None, fields: dict[str, Any]) -> None:
+        self.release(self.shared.pop(shared_key(scope, name, fields)))
+
     def boot(self, spec: WorkspaceSpec) -> Workspace:
         from wsfixture.workspace import Workspace
 
@@ -229,6 +249,15 @@ class WsSession:
             shutil.rmtree(self._state_root, ignore_errors=True)
         if failures:
             raise CleanupError(failures)
+
+
+def shared_key(scope: str, name: str | None, fields: dict[str, Any]) -> tuple[str, str]:
+    return scope, repr((name, sorted(fields.items())))
+
+
+def track(request: pytest.FixtureRequest, ws: Workspace) -> None:
+    """The test used ``ws``: its report shows it, and --ws-keep=failed keeps it."""
+    request.node.stash.setdefault(used_key, []).append(ws)
 
 
 session_key = pytest.StashKey[WsSession]()

@@ -1,0 +1,203 @@
+"""testinfra's ``host`` fixture, pointed at workspaces.
+
+testinfra's own ``host`` is the machine pytest runs on unless ``--hosts`` says otherwise,
+which in a session of workspaces is rarely what a test meant. This ``host`` replaces it
+(registered after testinfra's plugin, so it wins; a conftest's own ``host`` still wins
+over both) and is, for each test:
+
+- the test's workspace, when it has one (the ``workspace`` fixture or marker);
+- else each workspace of ``--ws-hosts`` (ini ``wsfixture_hosts``), booted once per session
+  and shared with ``@pytest.mark.workspace(name, scope="session")``: an existing testinfra
+  file runs unchanged, with node ids like ``--hosts`` gives (``[wsfixture://web]``);
+- else what testinfra would give: ``--hosts``, a module's ``testinfra_hosts``, or this
+  machine, with testinfra's own ids. This machine while the session has workspaces gets a
+  ``LocalHostWarning`` saying how to point ``host`` at one.
+
+One mechanism does it: ``host`` is parametrized indirectly here (testinfra parametrizes its
+``_testinfra_host``, which this ``host`` does not use, so it stays out). A test with a
+workspace gets one function-scoped parameter: the scope of a parametrization overrides the
+fixture's, and so the module-scoped ``host`` may ask for the function-scoped workspace.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import testinfra
+import testinfra.host
+
+from wsfixture.errors import ConfigError
+from wsfixture.plugin.session import WsSession, session_key, shared_key, used_key
+
+if TYPE_CHECKING:
+    from wsfixture.workspace import Workspace
+
+WS_HOSTS_INI = "wsfixture_hosts"
+
+
+class _OwnWorkspace:
+    """The one parameter of a test that has a workspace: ``host`` is that workspace's."""
+
+    def __repr__(self) -> str:
+        return "workspace"
+
+
+OWN_WORKSPACE = _OwnWorkspace()
+# What puts workspaces in a session: any of these fixtures, or the marker.
+WORKSPACE_FIXTURES = frozenset(
+    {"workspace", "workspace_factory", "ws_lab", "ws_inventory", "ws_inventory_of"}
+)
+
+
+# Test functions whose ``host`` is this machine because nothing said otherwise.
+implicit_local_key = pytest.StashKey["set[str]"]()
+ws_hosts_key = pytest.StashKey["list[str]"]()  # --ws-hosts, checked
+
+
+class LocalHostWarning(UserWarning):
+    """testinfra's ``host`` is the machine pytest runs on, in a session with workspaces."""
+
+
+def add_options(group: Any, parser: pytest.Parser) -> None:
+    group.addoption(
+        "--ws-hosts",
+        help="comma-separated workspaces of --ws-config: testinfra's `host` runs each test "
+        "on each of them (booted once per session), as its --hosts would",
+    )
+    parser.addini(WS_HOSTS_INI, "the same as --ws-hosts")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Mistakes in --ws-hosts are usage errors before anything is collected or booted."""
+    config.stash[ws_hosts_key] = _checked_ws_hosts(config)
+
+
+def _checked_ws_hosts(config: pytest.Config) -> list[str]:
+    given = config.getoption("--ws-hosts") or config.getini(WS_HOSTS_INI) or ""
+    names = [name.strip() for name in given.split(",") if name.strip()]
+    if not names:
+        return []
+    if config.getoption("hosts", None):
+        raise pytest.UsageError("--ws-hosts and testinfra's --hosts: give one or the other")
+    try:
+        ws_config = config.stash[session_key].config
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for name in names:
+        if name not in ws_config.workspaces:
+            known = list(ws_config.workspaces)
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise pytest.UsageError(
+                f"--ws-hosts: no workspace named {name!r} in "
+                f"{ws_config.source or 'the config (no --ws-config given)'}; {hint}"
+                f"known: {', '.join(known) or 'none'}"
+            )
+    return names
+
+
+@pytest.fixture(scope="module")
+def host(request: pytest.FixtureRequest) -> testinfra.host.Host:
+    """testinfra's Host: the test's workspace if it has one, else each workspace of
+    ``--ws-hosts``, else what testinfra's ``--hosts`` gives (this machine without it).
+    ``host.sudo()`` on a workspace runs through doas."""
+    param = request.param
+    if param is OWN_WORKSPACE:
+        ws: Workspace = request.getfixturevalue("workspace")
+        return ws.host
+    if isinstance(param, str):  # a workspace of --ws-hosts
+        session: WsSession = request.config.stash[session_key]
+        return session.shared_boot("session", param, {}).host
+    assert isinstance(param, testinfra.host.Host)
+    return param
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "host" not in metafunc.fixturenames or not _is_ours(metafunc):
+        return
+    if _has_workspace(metafunc.fixturenames, metafunc.definition):
+        metafunc.parametrize(
+            "host", [OWN_WORKSPACE], ids=["workspace"], indirect=True, scope="function"
+        )
+        return
+    if names := metafunc.config.stash[ws_hosts_key]:
+        ids = [f"{_backend_name()}://{name}" for name in names]
+        metafunc.parametrize("host", names, ids=ids, indirect=True, scope="module")
+        return
+    # As testinfra's plugin does it, for its own ``_testinfra_host``.
+    option = metafunc.config.option
+    if option.hosts is not None:
+        wanted = option.hosts.split(",")
+    else:
+        wanted = getattr(metafunc.module, "testinfra_hosts", [None])
+    if wanted == [None]:  # nobody chose this machine: say so if there are workspaces
+        metafunc.config.stash.setdefault(implicit_local_key, set()).add(metafunc.definition.nodeid)
+    hosts = testinfra.get_hosts(
+        wanted,
+        connection=option.connection,
+        ssh_config=option.ssh_config,
+        ssh_identity_file=option.ssh_identity_file,
+        sudo=option.sudo,
+        sudo_user=option.sudo_user,
+        ansible_inventory=option.ansible_inventory,
+        force_ansible=option.force_ansible,
+    )
+    hosts = sorted(hosts, key=lambda h: h.backend.get_pytest_id())
+    ids = [h.backend.get_pytest_id() for h in hosts]
+    metafunc.parametrize("host", hosts, ids=ids, indirect=True, scope="module")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """A test on a workspace of --ws-hosts used it (``host`` is module-scoped: its request
+    is the module's, so the test is told here): its report shows it."""
+    name = getattr(item, "callspec", None) and item.callspec.params.get("host")  # type: ignore[attr-defined]
+    if isinstance(name, str):
+        session = item.config.stash[session_key]
+        ws = session.shared.get(shared_key("session", name, {}))
+        if ws is not None:
+            item.stash.setdefault(used_key, []).append(ws)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Warn each test whose ``host`` is this machine, in a session that has workspaces."""
+    implicit = config.stash.get(implicit_local_key, set())
+    if not implicit:
+        return
+    if not (config.stash[session_key].has_config or any(_uses_workspaces(i) for i in items)):
+        return
+    for item in items:
+        if item.nodeid.partition("[")[0] in implicit:
+            item.warn(
+                LocalHostWarning(
+                    f"{item.nodeid}: testinfra's `host` here is this machine (local://), "
+                    "not a workspace. Give the test a workspace (the `workspace` fixture "
+                    "or @pytest.mark.workspace(...)) and `host` is that workspace; or run "
+                    "with --ws-hosts=NAME[,NAME] (ini wsfixture_hosts) for workspaces of "
+                    "--ws-config; or, if this machine is meant, say so with "
+                    "`testinfra_hosts = ['local://']` in the module."
+                )
+            )
+
+
+def _is_ours(metafunc: pytest.Metafunc) -> bool:
+    """Whether the test's ``host`` is this one (a conftest may define its own)."""
+    definitions = metafunc.definition._fixtureinfo.name2fixturedefs.get("host", ())
+    return bool(definitions) and getattr(definitions[-1].func, "__module__", "") == __name__
+
+
+def _has_workspace(fixturenames: Any, node: pytest.Item) -> bool:
+    return "workspace" in fixturenames or node.get_closest_marker("workspace") is not None
+
+
+def _uses_workspaces(item: pytest.Item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return bool(WORKSPACE_FIXTURES & set(names)) or _has_workspace(names, item)
+
+
+def _backend_name() -> str:
+    from wsfixture.remote import WorkspaceBackend
+
+    return WorkspaceBackend.NAME
