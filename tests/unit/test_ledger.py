@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import time
 from pathlib import Path
+
+import pytest
 
 from wsfixture.host import ledger, settings, system
 
@@ -80,3 +84,26 @@ def test_gc_removes_what_a_killed_writer_half_wrote(tmp_path: Path) -> None:
         ledger.sweep_half_written()
         assert not stale.exists()
         assert live.exists(), "a writer that still runs keeps its file"
+
+
+def test_a_cgroup_child_made_after_the_listing_is_removed_on_the_next_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # systemd-nspawn, killed while starting, can make a child cgroup after the subtree was
+    # listed: the root is then busy until the next try lists and removes the child.
+    root = tmp_path / "image-build-1"
+    (root / "payload").mkdir(parents=True)
+    real_rmdir = Path.rmdir
+    late = {"made": False}
+
+    def rmdir(path: Path) -> None:
+        if path == root and not late["made"]:
+            late["made"] = True
+            (root / "supervisor").mkdir()
+            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+        real_rmdir(path)
+
+    monkeypatch.setattr(Path, "rmdir", rmdir)
+    ledger._remove_tree_of_cgroups(root, time.monotonic() + 5)
+    assert late["made"]
+    assert not root.exists()

@@ -10,6 +10,7 @@ they are orphans only once that process is gone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -233,33 +234,33 @@ def kill_cgroup(path: str, timeout: float = 15.0) -> None:
     killed to be gone: an apt or dpkg in the middle of a write on a loaded machine took
     more than 5 s once (the kill matrix saw it)."""
     root = Path(path)
-    if root.exists():
-        kill = root / "cgroup.kill"
-        if kill.exists():
-            kill.write_text("1")
-        _remove_tree_of_cgroups(root, time.monotonic() + timeout)
+    _remove_tree_of_cgroups(root, time.monotonic() + timeout, kill=True)
     where = settings.current()
     if root.is_relative_to(where.cgroup_root):
         mirror = where.cgroup_v1_root / root.relative_to(where.cgroup_root)
         _remove_tree_of_cgroups(mirror, time.monotonic() + timeout)
 
 
-def _remove_tree_of_cgroups(root: Path, deadline: float) -> None:
+def _remove_tree_of_cgroups(root: Path, deadline: float, kill: bool = False) -> None:
     """rmdir a cgroup subtree, children first (rmdir only works on an empty leaf),
-    retrying while its last processes exit."""
-    if not root.exists():
-        return
-    for directory in [*sorted((d for d in root.rglob("*") if d.is_dir()), reverse=True), root]:
-        while True:
-            try:
-                directory.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+    retrying while its last processes exit. Each try lists the subtree anew: a process
+    still starting up when it was killed (systemd-nspawn) can have made a child cgroup
+    after the last listing, and the root stays busy until that child goes too (the kill
+    matrix saw it). ``kill``: cgroup.kill first, and again on each try."""
+    while root.exists():
+        try:
+            if kill and (root / "cgroup.kill").exists():
+                (root / "cgroup.kill").write_text("1")
+            children = sorted((d for d in root.rglob("*") if d.is_dir()), reverse=True)
+            for directory in [*children, root]:
+                with contextlib.suppress(FileNotFoundError):
+                    directory.rmdir()
+        except FileNotFoundError:
+            continue  # gone meanwhile: the loop's test says so
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def sweep_cgroups() -> list[tuple[str, BaseException]]:
