@@ -21,6 +21,7 @@ from tests.integration.leaks import leftovers
 from tests.integration.world import WORLD_HTTP, WORLD_NAME, World
 from tests.integration.world import world as make_world
 from wsfixture.errors import ConfigError
+from wsfixture.host import system
 from wsfixture.model.config import Config, config_from_dict, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
@@ -172,3 +173,27 @@ def test_a_forwarded_port_of_a_vm(config: Config, lab: Lab) -> None:
         assert body == "hello from vmweb\n"
     with pytest.raises(urllib.error.URLError, match="Connection refused"):  # gone with it
         urllib.request.urlopen(f"http://{host}:{port}/", timeout=5)
+
+
+def test_an_uplink_in_the_root_namespace_leaves_other_namespaces_mounted(
+    tmp_path: Path,
+) -> None:
+    """Production's way (no uplinkNamespace): slirp4netns runs beside this process. Its
+    sandbox detaches its old root, which once propagated through the shared /run/netns and
+    unmounted every namespace there. Only started: nothing is sent anywhere."""
+    require_root_and_tools("slirp4netns", "nft", "dnsmasq")
+    before = root_namespace_state()
+    bystander_net = {"subnet": "192.168.84.0/24", "bridge": "wsbr4", "dns": False}
+    bystander = config_from_dict({"network": bystander_net}).network
+    online = config_from_dict({"network": {"internet": True}}).network
+    with Lab(bystander) as other, Lab(online, internet=True) as lab:
+        assert lab._uplink is not None
+        uplink_mounts = Path(f"/proc/{lab._uplink.pid}/ns/mnt").readlink()
+        assert uplink_mounts != Path("/proc/self/ns/mnt").readlink(), "a mount namespace of its own"
+        assert "wsbr4" in other.run(["ip", "-o", "link"])
+        assert "wsup0" in lab.run(["ip", "-o", "link"])
+        assert (Path("/run/netns") / other.name).exists()
+        assert Path(f"/run/netns/{other.name}") in system.mount_points()
+    assert root_namespace_state() == before
+    assert leftovers(lab.name) == {}
+    assert leftovers(other.name) == {}

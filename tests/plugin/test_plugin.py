@@ -434,7 +434,7 @@ def test_ws_hosts_runs_a_plain_testinfra_file_on_each_workspace(real: pytest.Pyt
         """
     )
     result = real.runpytest_subprocess(
-        "--ws-config", "workspaces.toml", "--ws-hosts", "alpha,vmone", "-v", "-W", "error"
+        "--ws-config", "workspaces.toml", "--ws-hosts", "alpha,vmone", "-v"
     )
     result.assert_outcomes(passed=2 * 4 + 2)
     for name in ("alpha", "vmone"):

@@ -93,7 +93,12 @@ def argv(netns_path: Path, uplink: Uplink, ready_fd: int, via: str | None) -> li
         f"--cidr={uplink.cidr}", f"--ready-fd={ready_fd}",
         "--netns-type=path", str(netns_path), INTERFACE,
     ]  # fmt: skip
-    return command if via is None else ["ip", "netns", "exec", via, *command]
+    if via is not None:  # ip netns exec gives it a mount namespace of its own as well
+        return ["ip", "netns", "exec", via, *command]
+    # Its sandbox pivots root and detaches the old one; in the host's mount namespace, the
+    # detach propagated through the shared /run/netns and unmounted every namespace there
+    # (measured with slirp4netns 1.2.0). A private mount namespace of its own keeps it in.
+    return ["unshare", "--mount", "--propagation", "private", *command]
 
 
 def launch(
