@@ -444,6 +444,7 @@ def test_ws_hosts_runs_a_plain_testinfra_file_on_each_workspace(real: pytest.Pyt
         )  # fmt: skip
     result.stdout.fnmatch_lines(["*test_the_own_workspace_is_host[[]workspace[]] PASSED*"])
     assert "LocalHostWarning" not in result.stdout.str()
+    assert "is still running" not in result.stdout.str()  # every helper process reaped
 
 
 def test_ws_hosts_names_must_be_workspaces_of_the_config(pytester: pytest.Pytester) -> None:

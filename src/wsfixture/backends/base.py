@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable
@@ -43,6 +44,9 @@ class Backend(abc.ABC):
         self.ctx = ctx
         self.console_log = ctx.runtime_dir / "console.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # Every process ``spawn`` started (the machine, its share daemons, its owner
+        # watch): reaped by ``reap_spawned`` once their cgroup is killed.
+        self.spawned: list[subprocess.Popen[bytes]] = []
         # The machine and its helpers, so cgroup.kill can end them all.
         self.cgroup = settings.current().cgroup_root / f"{ctx.lab.name}-{ctx.spec.name}"
 
@@ -113,10 +117,19 @@ class Backend(abc.ABC):
                 start_new_session=True,  # a Ctrl-C meant for pytest is not meant for them
                 pass_fds=pass_fds,
             )
+        self.spawned.append(process)
         ref = system.ProcessRef.of(process.pid)
         if ref is not None:
             record.add_process(ref)
         return process
+
+    def reap_spawned(self) -> None:
+        """Collect the exit status of what ``spawn`` started, once its cgroup was killed:
+        no zombie of ours stays behind, and no Popen is dropped while its process runs."""
+        for process in self.spawned:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+        self.spawned = [p for p in self.spawned if p.returncode is None]
 
     def finish(self, cgroup: Path, timeout: float) -> None:
         """Wait for the machine process to exit, kill it if it will not, then empty its cgroup."""
@@ -127,4 +140,5 @@ class Backend(abc.ABC):
                 self.process.kill()
                 self.process.wait()
         ledger.kill_cgroup(str(cgroup))
+        self.reap_spawned()
         self.ctx.record.drop_cgroup(cgroup)

@@ -326,6 +326,7 @@ class QemuBackend(Backend):
         (each serves one connection)."""
         self._close_qmp()
         ledger.kill_cgroup(str(self.cgroup))
+        self.reap_spawned()
         self.process = None
         for path in self.ctx.runtime_dir.glob("*.sock"):
             path.unlink()

@@ -215,6 +215,7 @@ def build_template(
                 process.kill()
                 process.wait()
             ledger.kill_cgroup(str(cgroup))
+            backend.reap_spawned()  # its owner watch
     # Over its disk by a relative path from now on: the directory is renamed into place.
     system.run([system.require_tool("qemu-img"), "rebase", "-q", "-u", "-F", "raw", "-b",
                 template.disk.name, str(template.frozen)])  # fmt: skip

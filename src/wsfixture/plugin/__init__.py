@@ -240,7 +240,7 @@ def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
     scope = fields.pop("scope", "function")
     if scope == "function":
         ws = session.boot(session.spec(name, **fields))
-        track(request, ws)
+        track(request.node, ws)
         yield ws
         session.release(ws, background=True)
         return
@@ -251,7 +251,7 @@ def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
         module = request.node.getparent(pytest.Module)
         assert module is not None
         module.addfinalizer(lambda: session.release_shared(scope_key, name, fields))
-    track(request, ws)
+    track(request.node, ws)
     yield ws
 
 
@@ -285,7 +285,7 @@ def workspace_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., 
             ) from None
         ws = session.boot(spec)
         made.append(ws)
-        track(request, ws)
+        track(request.node, ws)
         return ws
 
     yield factory

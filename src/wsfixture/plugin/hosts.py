@@ -29,7 +29,7 @@ import testinfra
 import testinfra.host
 
 from wsfixture.errors import ConfigError
-from wsfixture.plugin.session import WsSession, session_key, shared_key, used_key
+from wsfixture.plugin.session import WsSession, session_key, shared_key, track
 
 if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
@@ -158,7 +158,7 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         session = item.config.stash[session_key]
         ws = session.shared.get(shared_key("session", name, {}))
         if ws is not None:
-            item.stash.setdefault(used_key, []).append(ws)
+            track(item, ws)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -255,9 +255,9 @@ def shared_key(scope: str, name: str | None, fields: dict[str, Any]) -> tuple[st
     return scope, repr((name, sorted(fields.items())))
 
 
-def track(request: pytest.FixtureRequest, ws: Workspace) -> None:
+def track(test: pytest.Item, ws: Workspace) -> None:
     """The test used ``ws``: its report shows it, and --ws-keep=failed keeps it."""
-    request.node.stash.setdefault(used_key, []).append(ws)
+    test.stash.setdefault(used_key, []).append(ws)
 
 
 session_key = pytest.StashKey[WsSession]()
