@@ -20,6 +20,7 @@ def test_plan_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert box["interfaces"]["tap"].startswith("wst-")
     assert box["aliases"][0] == "workspace_sandbox"
     assert box["stateDirs"]["workspace"].endswith("sandboxed/sandbox/workspace")
+    assert box["release"] == "trixie"  # the defaults' (Debian's stable): the example says none
 
 
 def test_plan_text(capsys: pytest.CaptureFixture[str]) -> None:
@@ -27,6 +28,7 @@ def test_plan_text(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "myproject  (container)" in out
     assert "192.168.83.11 sandbox workspace-sandbox" in out
+    assert "  release     trixie" in out
 
 
 def test_validate_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ def plan(config: Config, accel: str | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {
             **derive.identity(spec.name, str(spec.ip)),
             **_fields_of(spec),
+            "release": config.release_for(spec),
             "packages": list(config.packages_for(spec)),
             "stateDirs": {
                 share: str(config.state_dir(spec.name) / share) for share in STANDARD_SHARES
@@ -64,6 +65,7 @@ def render_text(data: dict[str, Any]) -> str:
             ("hostnames", ", ".join(ws["hostnames"])),
             ("hosts line", ws["hostsLine"]),
             ("aliases", ", ".join(ws["aliases"])),
+            ("release", ws["release"]),
             ("packages", ", ".join(ws["packages"]) or "-"),
             ("state dirs", ", ".join(ws["stateDirs"].values())),
         ]
