@@ -34,7 +34,7 @@ def require_root_and_tools(*tools: str) -> None:
 
 
 # Fixtures that boot (or drive a pytest that boots) real workspaces as root.
-BOOTING_FIXTURES = {"real", "workspace", "workspace_factory", "ws_lab"}
+BOOTING_FIXTURES = {"real", "workspace", "workspace_factory", "ws_lab", "lab", "running"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects anything

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import require_root_and_tools
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
+from wsfixture.workspace import Workspace
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +50,17 @@ def config(state_root: Path) -> Config:
 def lab(config: Config) -> Iterator[Lab]:
     with Lab(config.network) as lab:
         yield lab
+
+
+@pytest.fixture(scope="module")
+def running(config: Config, lab: Lab) -> Iterator[dict[str, Workspace]]:
+    """Every workspace of the module's config, booted in its lab, by name; all stopped
+    after the module, also when one of them failed to boot."""
+    started = {name: Workspace(spec, config, lab) for name, spec in config.workspaces.items()}
+    try:
+        for ws in started.values():
+            ws.start()
+        yield started
+    finally:
+        for ws in started.values():
+            ws.stop()

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,18 +51,6 @@ def config(state_root: Path) -> Config:
             },
         }
     )
-
-
-@pytest.fixture(scope="module")
-def running(config: Config, lab: Lab) -> Iterator[dict[str, Workspace]]:
-    started = {name: Workspace(spec, config, lab) for name, spec in config.workspaces.items()}
-    try:
-        for ws in started.values():
-            ws.start()
-        yield started
-    finally:
-        for ws in started.values():
-            ws.stop()
 
 
 def local_deb(where: Path) -> Path:

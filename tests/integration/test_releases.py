@@ -3,7 +3,6 @@ images (and VM templates) of its own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from wsfixture.backends import qemu, snapshot
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.model.spec import RELEASES
-from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
@@ -40,24 +38,12 @@ def config(state_root: Path) -> Config:
     )
 
 
-@pytest.fixture(scope="module")
-def booted(config: Config, lab: Lab) -> Iterator[dict[str, Workspace]]:
-    workspaces = {name: Workspace(spec, config, lab) for name, spec in config.workspaces.items()}
-    try:
-        for ws in workspaces.values():
-            ws.start()
-        yield workspaces
-    finally:
-        for ws in workspaces.values():
-            ws.stop()
-
-
 @pytest.mark.parametrize("kind", ["ct", "vm"])
 @pytest.mark.parametrize("release", RELEASES)
 def test_each_release_boots_each_kind_with_the_shared_base(
-    booted: dict[str, Workspace], release: str, kind: str
+    running: dict[str, Workspace], release: str, kind: str
 ) -> None:
-    ws = booted[f"{release}-{kind}"]
+    ws = running[f"{release}-{kind}"]
     assert [o for o in checks.verify(ws) if not o.ok] == []
     host = ws.host
     assert host.file("/etc/debian_version").content_string.startswith(VERSIONS[release])
@@ -69,21 +55,21 @@ def test_each_release_boots_each_kind_with_the_shared_base(
 
 
 def test_each_release_has_its_own_images_and_templates(
-    booted: dict[str, Workspace], config: Config
+    running: dict[str, Workspace], config: Config
 ) -> None:
     for kind in ("container", "vm"):
         bases = {release: ImageRecipe.base_of(kind, release) for release in RELEASES}
         assert len({recipe.key for recipe in bases.values()}) == len(RELEASES)
         for release, recipe in bases.items():
             assert recipe.key.startswith(f"{release}-{kind}-")
-    images = {name: ws.prepare_image() for name, ws in booted.items()}
+    images = {name: ws.prepare_image() for name, ws in running.items()}
     assert images["bookworm-vm"].dir != images["trixie-vm"].dir
     assert images["bookworm-ct"].dir != images["trixie-ct"].dir
     shapes = {}
     for name in ("bookworm-vm", "trixie-vm"):
-        backend = booted[name].backend
+        backend = running[name].backend
         assert isinstance(backend, qemu.QemuBackend)
-        assert "restored" in str(booted[name].describe()["boot"])
+        assert "restored" in str(running[name].describe()["boot"])
         shapes[name] = snapshot.shape_of(backend)
     assert shapes["bookworm-vm"].image_key == images["bookworm-vm"].recipe.key
     assert shapes["trixie-vm"].image_key == images["trixie-vm"].recipe.key
