@@ -166,7 +166,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     implicit = config.stash.get(implicit_local_key, set())
     if not implicit:
         return
-    if not (config.stash[session_key].has_config or any(_uses_workspaces(i) for i in items)):
+    if not (config.stash[session_key].config_path or any(_uses_workspaces(i) for i in items)):
         return
     for item in items:
         if item.nodeid.partition("[")[0] in implicit:

@@ -95,9 +95,7 @@ class WsSession:
     @property
     def config(self) -> Config:
         if self._config is None:
-            path = self.pytest_config.getoption("--ws-config") or self.pytest_config.getini(
-                "wsfixture_config"
-            )
+            path = self.config_path
             base = load_config(path) if path else Config()
             self._config = base.with_state_root(self.state_root())
         return self._config
@@ -157,12 +155,10 @@ class WsSession:
         return workspace_spec(config, name=name or self.fresh_name(), **fields)
 
     @property
-    def has_config(self) -> bool:
-        """Whether a workspace config was given (--ws-config or the ini's)."""
-        return bool(
-            self.pytest_config.getoption("--ws-config")
-            or self.pytest_config.getini("wsfixture_config")
-        )
+    def config_path(self) -> str:
+        """The workspace config given (--ws-config, else the ini's); "" for none."""
+        given = self.pytest_config.getoption("--ws-config")
+        return str(given or self.pytest_config.getini("wsfixture_config") or "")
 
     def shared_boot(self, scope: str, name: str | None, fields: dict[str, Any]) -> Workspace:
         """The workspace shared within ``scope`` (a module's node id, or "session") for this
