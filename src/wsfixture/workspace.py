@@ -35,7 +35,7 @@ from wsfixture.errors import (
     WorkspaceGone,
 )
 from wsfixture.guest import identity as provision
-from wsfixture.host import keys, ledger, system
+from wsfixture.host import keys, ledger, share_acl, system
 from wsfixture.image.build import Progress, ensure_image
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
@@ -200,6 +200,7 @@ class Workspace:
         uid = self.config.defaults.user.uid
         for name in ("workspace", "claude-config"):
             _chown_if_root_owned(shares[name], uid)
+            share_acl.grant(shares[name], shares[name].stat().st_uid)
         host_key = keys.host_key(shares["ssh-host-keys"], self.name)
         client = keys.client_key(self.config.state_root())
         self.lab.set_client_key(client.private)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsfixture.guest.share_ids import ShareOwners
 from wsfixture.host import ledger, settings, system
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
@@ -65,6 +66,13 @@ class Backend(abc.ABC):
             for i, s in enumerate(self.ctx.spec.shares)
         ]
         return standard + extra
+
+    def share_owners(self, source: Path) -> ShareOwners:
+        """Whose a rw share's files are on each side: its source's owner and the workspace
+        user (whose uid is also its gid)."""
+        owner = source.stat()
+        uid = self.ctx.config.defaults.user.uid
+        return ShareOwners.of(owner.st_uid, owner.st_gid, uid, uid)
 
     @abc.abstractmethod
     def start(self) -> None:

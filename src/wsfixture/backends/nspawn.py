@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.guest import osconfig
-from wsfixture.host import system
+from wsfixture.host import idmap, setid_filter, system
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 
@@ -28,14 +29,22 @@ class NspawnBackend(Backend):
         self.image = image
         run = self.ctx.runtime_dir
         self.upper, self.work, self.root = run / "upper", run / "work", run / "root"
+        self.mapped_shares = run / "shares"
+
+    def mapped_share(self, tag: str) -> Path:
+        """Where a rw share's idmapped mount is made for nspawn to bind from."""
+        return self.mapped_shares / tag
 
     def argv(self) -> list[str]:
         spec, lab = self.ctx.spec, self.ctx.lab
-        # idmap: a share's files keep their owners inside (host uid 1000 is the workspace
-        # user's 1000), where without it they would show as nobody in the user namespace.
+        # A rw share is bound from its own idmapped mount (``guest.share_ids``: the user's
+        # files are the share owner's, root's an unprivileged host id's). A read-only one
+        # keeps nspawn's idmap, one to one: its files keep their owners inside.
         binds = [
-            f"--bind{'-ro' if read_only else ''}={source}:{target}:idmap"
-            for _, source, target, read_only in self.shares()
+            f"--bind-ro={source}:{target}:idmap"
+            if read_only
+            else f"--bind={self.mapped_share(tag)}:{target}"
+            for tag, source, target, read_only in self.shares()
         ]
         nspawn = [
             system.require_tool("systemd-nspawn"),
@@ -51,11 +60,14 @@ class NspawnBackend(Backend):
             "--timezone=off",
             "--kill-signal=SIGRTMIN+4",  # poweroff, not halt
             *osconfig.NSPAWN_USER_NAMESPACE,
+            # File capabilities are setuid by another name; with the setid filter the
+            # container's root cannot make either, in a share or in its own tree.
+            "--drop-capability=CAP_SETFCAP",
             *binds,
             "--",
             "--show-status=yes",
         ]
-        return lab.exec_argv(nspawn)
+        return setid_filter.launcher("setid", lab.exec_argv(nspawn))
 
     def start(self) -> None:
         record = self.ctx.record
@@ -68,10 +80,20 @@ class NspawnBackend(Backend):
         record.add_mount(self.root)
         system.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
         self.ctx.provision(self.root, osconfig.CONTAINER_UID_BASE)
+        self._map_shares()
         # TERM=dumb: the console log is read as plain text, without colour escapes.
         env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "TERM": "dumb"}
         self.process = self.spawn(self.argv(), self.cgroup, self.console_log, env)
         self._attach_veth()
+
+    def _map_shares(self) -> None:
+        for tag, source, _, read_only in self.shares():
+            if read_only:
+                continue
+            target = self.mapped_share(tag)
+            target.mkdir(parents=True, exist_ok=True)
+            self.ctx.record.add_mount(target)
+            idmap.mount_idmapped(source, target, *self.share_owners(source).container_mount())
 
     def _attach_veth(self, timeout: float = 10.0) -> None:
         """Put the host side of the container's veth on the lab bridge once nspawn made it."""
@@ -93,6 +115,8 @@ class NspawnBackend(Backend):
             assert self.process is not None
             self.process.send_signal(signal.SIGTERM)
         self.finish(self.cgroup, timeout)
-        if system.is_mounted(self.root):
-            system.run(["umount", str(self.root)])
-        self.ctx.record.drop_mount(self.root)
+        mapped = [self.mapped_share(tag) for tag, _, _, ro in self.shares() if not ro]
+        for mount in (self.root, *mapped):
+            if system.is_mounted(mount):
+                system.run(["umount", str(mount)])
+            self.ctx.record.drop_mount(mount)

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from wsfixture.backends.snapshot import (
 )
 from wsfixture.errors import PrerequisiteError
 from wsfixture.guest import seed
-from wsfixture.host import ledger, system
+from wsfixture.host import idmap, ledger, setid_filter, system
 from wsfixture.host.setup import QEMU_USER, has_qemu_user
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
@@ -40,6 +41,10 @@ from wsfixture.model import derive
 log = logging.getLogger("wsfixture.qemu")
 
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+VIRTIOFSD_OPTIONS = ("-o", "cache=auto", "-o", "xattr")
+# Where a rw share's daemon, not host root in its user namespace, finds the share: a
+# directory every uid may walk to, in its own mount namespace.
+SHARE_VIEW = Path("/mnt")
 TCG_TB_SIZE_MIB = 128  # translation cache; QEMU's default (1 GiB) inflates every VM's RSS
 ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
 # elevateprivileges stays "allow": QEMU 7.2 switches to -runas's user after installing the
@@ -163,6 +168,14 @@ class QemuBackend(Backend):
         self.share_transport = "virtiofs" if Path(VIRTIOFSD).exists() else "9p"
         if self.share_transport == "virtiofs":
             require_qemu_user()
+        elif any(not read_only for _, _, _, read_only in self.shares()):
+            # QEMU serves 9p as host root with the guest's owners and modes passed through:
+            # the guest's root would make host root's (setuid) files in a rw share.
+            raise PrerequisiteError(
+                f"workspace {spec.name!r}: {VIRTIOFSD} not found, and its rw shares "
+                "(workspace/, claude-config/ at least) would be served over 9p as host root",
+                hint="install qemu-system-common, which ships virtiofsd",
+            )
         self._qmp: QmpClient | None = None
         self.boot_mode = "not started"
 
@@ -334,18 +347,45 @@ class QemuBackend(Backend):
 
     def _start_virtiofsd(self, tag: str, source: Path, read_only: bool) -> None:
         socket_path = self.fs_socket(tag)
-        argv = [VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={source}",
-                "-o", "cache=auto", "-o", "xattr"]  # fmt: skip
         if read_only:
             # QEMU 7.2's virtiofsd has no read-only switch, and the guest's root could
             # remount a share rw: serve it a read-only view, in a mount namespace of its own.
-            argv = [*read_only_view(source), *argv]
-        self.spawn(argv, self.cgroup, self.ctx.runtime_dir / f"virtiofsd-{tag}.log")
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            if time.monotonic() > deadline:
-                raise PrerequisiteError(f"virtiofsd for {tag} did not create {socket_path}")
-            time.sleep(0.01)
+            argv = [*read_only_view(source), VIRTIOFSD, f"--socket-path={socket_path}",
+                    "-o", f"source={source}", *VIRTIOFSD_OPTIONS]  # fmt: skip
+            self.spawn(argv, self.cgroup, self.ctx.runtime_dir / f"virtiofsd-{tag}.log")
+            deadline = time.monotonic() + 10
+            while not socket_path.exists():
+                if time.monotonic() > deadline:
+                    raise PrerequisiteError(f"virtiofsd for {tag} did not create {socket_path}")
+                time.sleep(0.01)
+            return
+        self._start_mapped_virtiofsd(tag, source, socket_path)
+
+    def _start_mapped_virtiofsd(self, tag: str, source: Path, socket_path: Path) -> None:
+        """A rw share's daemon: in a user namespace of the share's map
+        (``guest.share_ids``), under the share filter (no setuid, setgid or special files),
+        without the capabilities to make device nodes or file capabilities. In that
+        namespace it is not host root and cannot walk the private state dirs, so it gets
+        its listening socket as an fd, and the share bound at /mnt in a mount namespace of
+        its own."""
+        with contextlib.ExitStack() as stack:
+            listener = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            socket_path.unlink(missing_ok=True)
+            listener.bind(str(socket_path))
+            listener.listen(1)
+            userns = stack.enter_context(
+                idmap.user_namespace(*self.share_owners(source).virtiofsd_namespace())
+            )
+            daemon = [
+                system.require_tool("nsenter"), f"--user=/proc/self/fd/{userns}", "--",
+                VIRTIOFSD, f"--fd={listener.fileno()}", "-o", f"source={SHARE_VIEW}",
+                *VIRTIOFSD_OPTIONS, "-o", "posix_acl", "-o", "modcaps=-mknod:-setfcap",
+            ]  # fmt: skip
+            argv = setid_filter.launcher("share", [*private_view(source, SHARE_VIEW), *daemon])
+            self.spawn(
+                argv, self.cgroup, self.ctx.runtime_dir / f"virtiofsd-{tag}.log",
+                pass_fds=(listener.fileno(), userns),
+            )  # fmt: skip
 
     def _write_seed(self) -> None:
         """The VM's identity as a tar: the shared base plus the share mount table."""
@@ -441,9 +481,16 @@ def require_qemu_user() -> None:
 def read_only_view(path: Path) -> list[str]:
     """A prefix for an argv that runs it in a private mount namespace where ``path`` is a
     read-only bind mount of itself (virtiofsd's own namespace inherits it)."""
+    return private_view(path, path, "-o ro")
+
+
+def private_view(source: Path, at: Path, options: str = "") -> list[str]:
+    """A prefix for an argv that runs it in a private mount namespace where ``source`` is
+    bind-mounted at ``at``."""
     return [
         "unshare", "--mount", "--propagation", "private", "--",
-        "/bin/sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(path),
+        "/bin/sh", "-c", f'mount --bind {options} "$0" "$1" && shift && exec "$@"',
+        str(source), str(at),
     ]  # fmt: skip
 
 

@@ -1,0 +1,106 @@
+"""User namespaces made to order, and idmapped mounts made from them.
+
+systemd-nspawn's own ``:idmap`` maps a container's ids one to one onto the host's (its root
+onto host root); a share needs a narrower map (``guest.share_ids``), so wsfixture makes the
+mount itself: ``open_tree`` clones the source, ``mount_setattr`` gives the clone the map of a
+user namespace (and nosuid, nodev), ``move_mount`` puts it where nspawn binds it from.
+
+A user namespace is made by a short-lived ``unshare --user`` child whose maps we write; an
+open fd of it outlives the child, and is all a mount or a ``nsenter`` needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from wsfixture.errors import PrerequisiteError
+from wsfixture.guest.share_ids import IdMap, map_text
+from wsfixture.host import system
+
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442  # the same on x86_64 and arm64
+AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 4
+MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x2, 0x4, 0x100000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise PrerequisiteError(
+            f"{what} failed: {os.strerror(err)}",
+            hint="idmapped mounts need Linux 5.12 or later and a file system that has them",
+        )
+    return result
+
+
+@contextlib.contextmanager
+def user_namespace(uids: IdMap, gids: IdMap, timeout: float = 5.0) -> Iterator[int]:
+    """An fd of a new user namespace with these maps, open for the ``with`` block."""
+    holder = subprocess.Popen(
+        [system.require_tool("unshare"), "--user", "/bin/sh", "-c", "read _"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        own = os.readlink("/proc/self/ns/user")
+        deadline = time.monotonic() + timeout
+        while os.readlink(f"/proc/{holder.pid}/ns/user") == own:
+            if holder.poll() is not None or time.monotonic() > deadline:
+                raise PrerequisiteError("unshare --user did not make a user namespace")
+            time.sleep(0.001)
+        Path(f"/proc/{holder.pid}/uid_map").write_text(map_text(uids))
+        Path(f"/proc/{holder.pid}/gid_map").write_text(map_text(gids))
+        fd = os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait()
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def mount_idmapped(source: Path, target: Path, uids: IdMap, gids: IdMap) -> None:
+    """Mount ``source`` at ``target`` (a directory that exists) seen through these maps,
+    nosuid and nodev."""
+    tree = _check(
+        _libc.syscall(
+            SYS_OPEN_TREE, AT_FDCWD, os.fsencode(source), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC
+        ),
+        f"open_tree({source})",
+    )
+    try:
+        with user_namespace(uids, gids) as userns:
+            attr = _MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, userns)
+            _check(
+                _libc.syscall(
+                    SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr),
+                    ctypes.sizeof(attr),
+                ),
+                f"mount_setattr(idmap) of {source}",
+            )  # fmt: skip
+        _check(
+            _libc.syscall(
+                SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, os.fsencode(target), MOVE_MOUNT_F_EMPTY_PATH
+            ),
+            f"move_mount({source} -> {target})",
+        )
+    finally:
+        os.close(tree)
