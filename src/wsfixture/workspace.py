@@ -39,6 +39,7 @@ from wsfixture.host import keys, ledger, share_acl, system
 from wsfixture.image.build import Progress, ensure_image
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
+from wsfixture.model.validation import check_share_sources
 from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab, LabHost
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
@@ -170,6 +171,7 @@ class Workspace:
         system.require_root()
         if self.state not in (WorkspaceState.NEW, WorkspaceState.STOPPED):
             raise StartError(self.name, f"this handle is {self.state.value} already")
+        check_share_sources(self.config, self.spec)  # before anything is made
         self.lab.ensure_free(self.name, self.ip)
         self.online = self.lab.check_internet(self.name, self.spec.internet)
         self.state = WorkspaceState.OWNED

@@ -13,6 +13,7 @@ from pathlib import Path
 from wsfixture.guest.share_ids import ShareOwners
 from wsfixture.host import ledger, settings, system
 from wsfixture.model.config import Config, WorkspaceSpec
+from wsfixture.model.spec import READ_ONLY_STANDARD_SHARES, standard_share_targets
 from wsfixture.net.lab import Lab
 
 
@@ -54,12 +55,10 @@ class Backend(abc.ABC):
     def shares(self) -> list[tuple[str, Path, str, bool]]:
         """(tag, host dir, guest path, read-only): the seed's three standard directories
         under ``<state root>/<name>``, then the spec's extra shares."""
-        home = f"/home/{self.ctx.config.defaults.user.name}"
-        state = self.ctx.state_dir
+        targets = standard_share_targets(self.ctx.config.defaults.user.name)
         standard = [
-            ("workspace", state / "workspace", f"{home}/workspace", False),
-            ("claude-config", state / "claude-config", f"{home}/.claude", False),
-            ("ssh-host-keys", state / "ssh-host-keys", "/etc/ssh/host-keys", True),
+            (tag, self.ctx.state_dir / tag, targets[tag], tag in READ_ONLY_STANDARD_SHARES)
+            for tag in ("workspace", "claude-config", "ssh-host-keys")
         ]
         extra = [
             (f"share{i}", s.source.expanduser(), s.target, s.read_only)

@@ -323,7 +323,6 @@ class QemuBackend(Backend):
         if self.ctx.die_with_owner and self.runs_as_qemu_user:
             self.watch_owner(self.cgroup, self.ctx.record)
         for tag, source, _, read_only in self.shares():
-            source.mkdir(parents=True, exist_ok=True)
             if self.share_transport == "virtiofs":
                 self._start_virtiofsd(tag, source, read_only)
 

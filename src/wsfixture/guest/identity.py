@@ -8,11 +8,10 @@ overlay, or the staging tree of a VM's seed.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture.host import system
+from wsfixture.host import inroot
 from wsfixture.model import derive
 from wsfixture.model.config import Config, UserSpec, WorkspaceSpec
 
@@ -120,25 +119,20 @@ def add_user(passwd: str, group: str, shadow: str, user: UserSpec) -> tuple[str,
 
 def write(root: Path, identity: Identity, uid_offset: int = 0) -> None:
     """Write the shared base into ``root`` (a workspace's own layer); owners are shifted by
-    ``uid_offset``: a container's uids live at an offset on the host (its user namespace)."""
-    etc = root / "etc"
-    names = ("passwd", "group", "shadow")
-    passwd, group, shadow = ((etc / name).read_text() for name in names)
-    for name, text in zip(names, add_user(passwd, group, shadow, identity.user), strict=True):
-        (etc / name).write_text(text)
-    (etc / "shadow").chmod(0o640)
-    uid = identity.user.uid
-    home = root / identity.home.lstrip("/")
-    for directory in (home, home / ".ssh"):
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chown(directory, uid + uid_offset, uid + uid_offset)
-        directory.chmod(0o700)
+    ``uid_offset``: a container's uids live at an offset on the host (its user namespace).
+    Every path is resolved inside ``root`` (``host.inroot``): the image's links cannot lead
+    these writes onto the host."""
+    names = ("/etc/passwd", "/etc/group", "/etc/shadow")
+    passwd, group, shadow = (inroot.read_text(root, name) for name in names)
+    texts = add_user(passwd, group, shadow, identity.user)
+    for name, text, mode in zip(names, texts, (0o644, 0o644, 0o640), strict=True):
+        was = inroot.stat(root, name)  # each keeps its owner (shadow: group shadow)
+        inroot.write(root, name, text.encode(), mode, was.st_uid, was.st_gid)
+    uid = identity.user.uid + uid_offset
+    for directory in (identity.home, f"{identity.home}/.ssh"):
+        inroot.make_dir(root, directory, 0o700, uid, uid, parents_owner=uid_offset)
     for path, file in render(identity).items():
-        target = root / path.lstrip("/")
-        system.make_parents(target, uid_offset)  # made by root, as the image's own
-        target.unlink(missing_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file.mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(file.content)
-        os.chmod(target, file.mode)
-        os.chown(target, file.uid + uid_offset, file.gid + uid_offset)
+        inroot.write(
+            root, path, file.content.encode(), file.mode, file.uid + uid_offset,
+            file.gid + uid_offset, parents_owner=uid_offset,  # made by root, as the image's own
+        )  # fmt: skip

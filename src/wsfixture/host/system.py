@@ -145,15 +145,6 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def make_parents(path: Path, owner: int) -> None:
-    """The missing directories above ``path``, made and owned by ``owner`` (uid and gid):
-    root's in a tree, shifted for a container's user namespace."""
-    missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
-    for directory in reversed(missing):
-        directory.mkdir()
-        os.chown(directory, owner, owner)
-
-
 def in_cgroup(cgroup: Path, argv: Sequence[str]) -> list[str]:
     """``argv`` started inside ``cgroup``: a shell joins it and execs the program, so it
     stays one process (no preexec_fn, which forces a slow fork of a large Python)."""

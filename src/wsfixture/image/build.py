@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from filelock import FileLock
 
 from wsfixture.errors import CleanupError, ImageBuildError
 from wsfixture.guest import osconfig
-from wsfixture.host import ledger, settings, system
+from wsfixture.host import inroot, ledger, settings, system
 from wsfixture.image.recipe import (
     BASE_STAMP,
     USED_STAMP,
@@ -298,12 +297,8 @@ def _put_files(build: _Build, root: Path, shift: int) -> None:
                 build.image.recipe.label,
                 f"the file for {target} ({source}) changed while the image was being built",
             )
-        path = root / target.lstrip("/")
-        system.make_parents(path, shift)
-        path.unlink(missing_ok=True)
-        shutil.copyfile(source, path)
-        path.chmod(0o644)
-        os.chown(path, shift, shift)
+        # Resolved inside the tree: its links (/var/run -> /run) stay in it.
+        inroot.write(root, target, source.read_bytes(), 0o644, shift, shift, parents_owner=shift)
 
 
 SETUP_FAILED = re.compile(r"^wsfixture-setup: line (\d+) exited (\d+)$", re.MULTILINE)

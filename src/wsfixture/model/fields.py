@@ -23,7 +23,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from wsfixture.errors import ConfigError, ConfigIssue
@@ -315,6 +315,13 @@ def file_map(doc: str) -> Any:
                 ctx.issues.add(
                     here, "is not an absolute guest path", target, "a path like /etc/app.conf"
                 )
+            elif ".." in PurePosixPath(target).parts:
+                ctx.issues.add(
+                    here,
+                    "has a '..' component",
+                    target,
+                    "a path like /etc/app.conf, inside the image",
+                )
             elif not isinstance(source, str) or not source.startswith(("/", "~")):
                 ctx.issues.add(
                     here, "is not an absolute host path", source, "a path starting with / or ~"
@@ -332,7 +339,7 @@ def file_map(doc: str) -> Any:
 
     schema = {
         "type": "object",
-        "propertyNames": {"pattern": "^/."},
+        "propertyNames": {"pattern": "^/(?!(.*/)?\\.\\.(/|$))."},
         "additionalProperties": {"type": "string", "pattern": "^(/|~)"},
     }
     return declared(

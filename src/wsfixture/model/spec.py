@@ -10,7 +10,7 @@ import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from wsfixture.model import derive, fields, tables
@@ -25,6 +25,7 @@ SNAPSHOT_MODES: tuple[str, ...] = ("auto", "off")
 RELEASES: tuple[str, ...] = ("trixie", "bookworm")
 DEFAULT_RELEASE = RELEASES[0]
 STANDARD_SHARES: tuple[str, ...] = ("workspace", "ssh-host-keys", "claude-config")
+READ_ONLY_STANDARD_SHARES = ("ssh-host-keys",)
 
 # `workspace-<name>` must stay a valid DNS label (63 bytes).
 NAME_MAX = 63 - len("workspace-")
@@ -44,9 +45,43 @@ UID_RANGE = (1000, 60000)
 DEFAULT_SUBNET = ipaddress.IPv4Network("192.168.83.0/24")
 
 
+# Guest trees a share may not cover: the kernel's and systemd's own, and the host keys'.
+SYSTEM_GUEST_PATHS = ("/proc", "/sys", "/dev", "/run", "/etc/ssh/host-keys")
+
+
+def standard_share_targets(user: str) -> dict[str, str]:
+    """Where each standard share (``STANDARD_SHARES``) is mounted in the guest."""
+    home = f"/home/{user}"
+    return {
+        "workspace": f"{home}/workspace",
+        "claude-config": f"{home}/.claude",
+        "ssh-host-keys": "/etc/ssh/host-keys",
+    }
+
+
+def overlaps(path: str, other: str) -> bool:
+    """Whether one guest path is the other or lies under it."""
+    a, b = PurePosixPath(path), PurePosixPath(other)
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def has_dot_dot(path: str) -> bool:
+    return ".." in PurePosixPath(path).parts
+
+
 def _guest_path(value: object, where: str, ctx: fields.Context) -> Any:
     if not isinstance(value, str) or not value.startswith("/") or value == "/":
         ctx.issues.add(where, "is not an absolute guest path", value, "a path like /mnt/data")
+        return fields.INVALID
+    if has_dot_dot(value):
+        ctx.issues.add(where, "has a '..' component", value, "a path like /mnt/data")
+        return fields.INVALID
+    taken = [p for p in SYSTEM_GUEST_PATHS if PurePosixPath(value).is_relative_to(p)]
+    if taken:
+        ctx.issues.add(
+            where, f"is a system path ({taken[0]})", value,
+            f"a path outside {', '.join(SYSTEM_GUEST_PATHS)}",
+        )  # fmt: skip
         return fields.INVALID
     return value.rstrip("/")
 

@@ -9,15 +9,26 @@ reported together; each names where it is, what was found and what is allowed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from wsfixture.model import derive, fields, tables
 from wsfixture.model.fields import Collector, Context, camel
-from wsfixture.model.spec import NAME_MAX, NAME_RE, Config, NetworkSpec, WorkspaceSpec
+from wsfixture.model.spec import (
+    NAME_MAX,
+    NAME_RE,
+    Config,
+    NetworkSpec,
+    WorkspaceSpec,
+    overlaps,
+    standard_share_targets,
+)
 
-__all__ = ["WORKSPACE_KEYS", "Collector", "camel", "parse_config", "parse_workspace"]
+__all__ = [
+    "WORKSPACE_KEYS", "Collector", "camel", "check_share_sources", "parse_config",
+    "parse_workspace",
+]  # fmt: skip
 
 WORKSPACE_KEYS = ("name", *fields.keys(WorkspaceSpec))
 
@@ -93,6 +104,37 @@ def _check_collisions(workspaces: list[_Parsed], issues: Collector) -> None:
                 owners[value] = workspace.name
 
 
+def _check_standard_share_targets(
+    workspaces: Iterable[WorkspaceSpec], user: str, issues: Collector
+) -> None:
+    """A share may not sit on, under or above a standard share's mount point: it would hide
+    that share, or the user's home with it."""
+    standard = standard_share_targets(user)
+    for spec in workspaces:
+        for index, share in enumerate(spec.shares):
+            for tag, target in standard.items():
+                if overlaps(share.target, target):
+                    issues.add(
+                        f"workspaces.{spec.name}.shares[{index}].target",
+                        f"covers the standard share {tag} at {target}", share.target,
+                        f"a path apart from {', '.join(standard.values())}",
+                    )  # fmt: skip
+                    break
+
+
+def check_share_sources(config: Config, spec: WorkspaceSpec) -> None:
+    """Each share's source a directory that exists: checked before a workspace is made,
+    not when the config is read (a NixOS host's config is evaluated elsewhere)."""
+    issues = Collector()
+    for index, share in enumerate(spec.shares):
+        source = share.source.expanduser()
+        if not source.is_dir():
+            problem = "is not a directory" if source.exists() else "does not exist"
+            where = f"workspaces.{spec.name}.shares[{index}].source"
+            issues.add(where, problem, str(share.source), "a directory on the host")
+    issues.raise_if_any(config.source)
+
+
 def parse_config(data: object, issues: Collector, source: str) -> Config | None:
     top = (*fields.keys(Config), "workspaces")
     raw = tables.table_keys(data, "config", top, issues)
@@ -119,4 +161,5 @@ def parse_config(data: object, issues: Collector, source: str) -> Config | None:
     ]
     _check_collisions(parsed, issues)
     workspaces = {w.spec.name: w.spec for w in parsed if w.spec is not None}
+    _check_standard_share_targets(workspaces.values(), config.defaults.user.name, issues)
     return Config(**sections, workspaces=workspaces, source=source)
