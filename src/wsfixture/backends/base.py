@@ -12,6 +12,7 @@ from pathlib import Path
 
 from wsfixture.guest.share_ids import ShareOwners
 from wsfixture.host import ledger, settings, system
+from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.spec import READ_ONLY_STANDARD_SHARES, standard_share_targets
 from wsfixture.net.lab import Lab
@@ -80,6 +81,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stop(self, timeout: float) -> None:
         """Orderly shutdown within ``timeout``, then force; release what start made."""
+
+    def guard_port(self, ifname: str) -> None:
+        """The machine's bridge port admits only its own MAC and address (``net.guard``)."""
+        self.ctx.lab.guard_port(ifname, derive.mac(self.ctx.spec.name), str(self.ctx.spec.ip))
 
     def is_up(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -83,6 +83,7 @@ class NspawnBackend(Backend):
         self._map_shares()
         # TERM=dumb: the console log is read as plain text, without colour escapes.
         env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "TERM": "dumb"}
+        self.guard_port(derive.veth_host_name(self.ctx.spec.name))
         self.process = self.spawn(self.argv(), self.cgroup, self.console_log, env)
         self._attach_veth()
 
@@ -115,6 +116,7 @@ class NspawnBackend(Backend):
             assert self.process is not None
             self.process.send_signal(signal.SIGTERM)
         self.finish(self.cgroup, timeout)
+        self.ctx.lab.unguard_port(derive.veth_host_name(self.ctx.spec.name))
         mapped = [self.mapped_share(tag) for tag, _, _, ro in self.shares() if not ro]
         for mount in (self.root, *mapped):
             if system.is_mounted(mount):

@@ -287,6 +287,7 @@ class QemuBackend(Backend):
             say_once(logging.WARNING, note)  # the seed's 8 vCPUs, 4 GiB, clamped to the host
         say_once(logging.INFO, self.accel.reason)
         self._write_seed()
+        self.guard_port(self.tap)
         self.ctx.lab.ip_batch(
             f"tuntap add dev {self.tap} mode tap\n"
             f"link set {self.tap} master {self.ctx.lab.network.bridge} up"
@@ -448,6 +449,7 @@ class QemuBackend(Backend):
         self.finish(self.cgroup, 5.0)
         if _link_exists(self):
             self.ctx.lab.ip_batch(f"link delete {self.tap}")
+        self.ctx.lab.unguard_port(self.tap)
         for path in (self.overlay, self.seed):
             path.unlink(missing_ok=True)
 

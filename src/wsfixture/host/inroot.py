@@ -78,7 +78,11 @@ def make_dir(
 ) -> None:
     """``guest_path`` in the tree as a directory of this mode and owner (made if missing,
     its missing parents ``parents_owner``'s)."""
-    directory = _parent_fd(root, guest_path, parents_owner)
+    path_fd = _parent_fd(root, guest_path, parents_owner)
+    try:
+        directory = _openat2(path_fd, ".", os.O_RDONLY | os.O_DIRECTORY)  # O_PATH has no fchown
+    finally:
+        os.close(path_fd)
     try:
         os.fchown(directory, uid, gid)
         os.fchmod(directory, mode)

@@ -27,7 +27,7 @@ from wsfixture.errors import CleanupError, ConfigError, ConfigIssue, LabError
 from wsfixture.host import ledger, settings, system
 from wsfixture.model import derive
 from wsfixture.model.config import NetworkSpec
-from wsfixture.net import uplink
+from wsfixture.net import guard, uplink
 
 NETNS_DIR = Path("/run/netns")
 # Neighbour resolution retries every second by default: a connect to an address that is
@@ -145,6 +145,7 @@ class Lab:
             ]
         )
         self.ip_batch(batch)
+        self.run([system.require_tool("nft"), "-f", "-"], input=guard.table())
         self.sysctl(f"net.ipv4.neigh.{bridge}.retrans_time_ms", str(NEIGH_RETRANS_MS))
         # Without internet the lab forwards nothing: workspaces reach each other on the bridge.
         self.sysctl("net.ipv4.ip_forward", "1" if self.uplink else "0")
@@ -405,6 +406,15 @@ class Lab:
         self._reload_dns()
         if self.uplink is not None and not online:
             self.run(["nft", uplink.offline_change(host.ip, offline=True)])
+
+    def guard_port(self, ifname: str, mac: str, ip: str) -> None:
+        """Admit only ``mac`` and ``ip`` from bridge port ``ifname`` (``net.guard``); call
+        before the port joins the bridge."""
+        self.run(["nft", "-f", "-"], input=guard.add_port(ifname, mac, ip))
+
+    def unguard_port(self, ifname: str) -> None:
+        """Drop a port's filter once the port is gone (a lab being removed has none)."""
+        self.run(["nft", "-f", "-"], input=guard.remove_port(ifname), check=False)
 
     def check_internet(self, name: str, wanted: bool | None) -> bool:
         """Whether workspace ``name`` gets the internet: as it asks, or as its lab has it.
