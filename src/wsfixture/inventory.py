@@ -5,6 +5,7 @@ Ansible checks keys exactly as `wsfixture ssh` does. Pure but for reading the le
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from wsfixture.host import ledger
@@ -21,7 +22,7 @@ def hosts(lab: str, ssh_config: Path) -> dict[str, dict[str, str]]:
         found[name] = {
             "ansible_host": name,  # a Host of the lab's ssh_config
             "ansible_user": info.user,
-            "ansible_ssh_common_args": f"-F {ssh_config}",
+            "ansible_ssh_common_args": f"-F {shlex.quote(str(ssh_config))}",
             "ansible_python_interpreter": "/usr/bin/python3",
             # become: ansible-core has no doas plugin; its sudo one runs `doas -n -u root
             # ...` with these (passwordless for the workspace user, root only).

@@ -35,7 +35,7 @@ from wsfixture.cli.persistent import (
     stop_record,
 )
 from wsfixture.errors import ConfigError, PrerequisiteError, WorkspaceGone, WsfixtureError
-from wsfixture.host import ledger, settings, system
+from wsfixture.host import keys, ledger, settings, system
 from wsfixture.image import cache as imagecache
 from wsfixture.image import templates
 from wsfixture.model import derive, schema
@@ -384,6 +384,10 @@ def cmd_destroy(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     system.remove_tree(state)  # what is mounted inside is detached, never emptied
     say(f"{state}: deleted")
+    keys_dir = keys.client_key_dir(config.state_root())
+    if keys_dir.exists() and not [p for p in config.state_root().iterdir() if p != keys_dir]:
+        system.remove_tree(keys_dir)  # the last workspace's: no lab can use the key now
+        say(f"{keys_dir}: deleted (no workspace state is left under {config.state_root()})")
     return 0
 
 

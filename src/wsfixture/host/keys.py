@@ -69,7 +69,12 @@ def ensure_keypair(private: Path, comment: str) -> KeyPair:
 
 def client_key(state_root: Path) -> KeyPair:
     """The key wsfixture logs in with, one per state root."""
-    return ensure_keypair(state_root / ".wsfixture" / CLIENT_KEY_NAME, "wsfixture-client")
+    return ensure_keypair(client_key_dir(state_root) / CLIENT_KEY_NAME, "wsfixture-client")
+
+
+def client_key_dir(state_root: Path) -> Path:
+    """Where a state root keeps the client key its labs log in with."""
+    return state_root / ".wsfixture"
 
 
 def host_key(host_key_dir: Path, name: str) -> KeyPair:

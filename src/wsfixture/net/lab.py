@@ -11,6 +11,7 @@ import contextlib
 import enum
 import fcntl
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -451,7 +452,9 @@ class Lab:
         system.write_atomic(self.ssh_config, self.render_ssh_config(hosts), 0o600)
 
     def render_ssh_config(self, hosts: list[LabHost]) -> str:
-        relay = f"{self.netns_path} {sys.executable} -m wsfixture.relay %h %p"
+        # Every path quoted: a state root may hold a space (ProxyCommand goes through sh).
+        netns, python = shlex.quote(str(self.netns_path)), shlex.quote(sys.executable)
+        relay = f"{netns} {python} -m wsfixture.relay %h %p"
         blocks = [f"# wsfixture lab {self.name}: use with  ssh -F {self.ssh_config} <name>\n"]
         for host in hosts:
             blocks.append(
@@ -460,13 +463,13 @@ class Lab:
                         f"Host {' '.join([*derive.hostnames(host.name), host.ip])}",
                         f"  HostName {host.ip}",
                         f"  User {host.user}",
-                        f"  IdentityFile {self.client_key}",
+                        f'  IdentityFile "{self.client_key}"',
                         "  IdentitiesOnly yes",
-                        f"  UserKnownHostsFile {self.known_hosts}",
+                        f'  UserKnownHostsFile "{self.known_hosts}"',
                         "  StrictHostKeyChecking yes",
                         "  PasswordAuthentication no",
                         "  ControlMaster auto",
-                        f"  ControlPath {self.dir}/cm-%C",
+                        f'  ControlPath "{self.dir}/cm-%C"',
                         "  ControlPersist 60s",
                         f"  ProxyCommand nsenter --net={relay}",
                         "",
