@@ -40,24 +40,35 @@ def _parts(guest_path: str) -> tuple[str, str]:
 
 
 def _parent_fd(root: Path, parent: str, owner: int | None) -> int:
-    """An fd of ``parent`` in ``root``, each missing directory made (0755, ``owner``'s)."""
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    """An fd of ``parent`` in ``root``, each missing directory made (0755, ``owner``'s).
+    Every prefix is resolved from the tree's own root, so a link met on the way (``/var/run
+    -> /run``) resolves as it would inside the tree."""
+    top = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for part in PurePosixPath(parent).parts[1:]:
+        parts = PurePosixPath(parent).parts[1:]
+        fd = os.dup(top)
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
             try:
-                step = _openat2(fd, part, os.O_PATH | os.O_DIRECTORY)
+                step = _openat2(top, prefix, os.O_PATH | os.O_DIRECTORY)
             except FileNotFoundError:
                 if owner is None:
+                    os.close(fd)
                     raise
-                os.mkdir(part, 0o755, dir_fd=fd)
-                os.chown(part, owner, owner, dir_fd=fd, follow_symlinks=False)
-                step = _openat2(fd, part, os.O_PATH | os.O_DIRECTORY)
+                try:
+                    os.mkdir(parts[depth - 1], 0o755, dir_fd=fd)
+                except FileExistsError:
+                    os.close(fd)
+                    raise NotADirectoryError(
+                        f"/{prefix} in {root} is a link to a directory the tree does not have"
+                    ) from None
+                os.chown(parts[depth - 1], owner, owner, dir_fd=fd, follow_symlinks=False)
+                step = _openat2(top, prefix, os.O_PATH | os.O_DIRECTORY)
             os.close(fd)
             fd = step
         return fd
-    except BaseException:
-        os.close(fd)
-        raise
+    finally:
+        os.close(top)
 
 
 def stat(root: Path, guest_path: str) -> os.stat_result:
