@@ -331,3 +331,68 @@ def test_an_unknown_release_is_refused_naming_the_field_and_the_choices() -> Non
         assert value in said
         assert "trixie" in said
         assert "bookworm" in said
+
+
+@pytest.mark.parametrize(
+    ("target", "fragment"),
+    [
+        ("/mnt/../etc", "has a '..' component"),
+        ("/proc/x", "is a system path (/proc)"),
+        ("/sys", "is a system path (/sys)"),
+        ("/dev/shm", "is a system path (/dev)"),
+        ("/run/x", "is a system path (/run)"),
+        ("/etc/ssh/host-keys", "is a system path (/etc/ssh/host-keys)"),
+        ("/home/dev/workspace", "covers the standard share workspace"),
+        ("/home/dev/.claude/sub", "covers the standard share claude-config"),
+        ("/home/dev", "covers the standard share workspace"),
+    ],
+)
+def test_a_share_target_may_not_cover_system_paths_or_standard_shares(
+    target: str, fragment: str, tmp_path: Path
+) -> None:
+    share = {"source": str(tmp_path), "target": target}
+    data = {"workspaces": {"a": {"type": "container", "ip": "192.168.83.10", "shares": [share]}}}
+    found = problems(data)
+    assert len(found) == 1, found
+    assert found[0].startswith("workspaces.a.shares")
+    assert fragment in found[0]
+    assert target in found[0]
+
+
+def test_a_share_beside_the_standard_ones_is_fine(tmp_path: Path) -> None:
+    share = {"source": str(tmp_path), "target": "/home/dev"}
+    data = {
+        "defaults": {"user": {"name": "alice"}},
+        "workspaces": {"a": {"type": "container", "ip": "192.168.83.10", "shares": [share]}},
+    }
+    assert config_from_dict(data).workspaces["a"].shares[0].target == "/home/dev"
+
+
+def test_a_missing_share_source_is_named_before_anything_is_made(tmp_path: Path) -> None:
+    from wsfixture.model.validation import check_share_sources
+
+    (tmp_path / "file").write_text("")
+    config = config_from_dict({"workspaces": {"a": {
+        "type": "vm", "ip": "192.168.83.10",
+        "shares": [{"source": str(tmp_path / "gone"), "target": "/mnt/a"},
+                   {"source": str(tmp_path / "file"), "target": "/mnt/b"},
+                   {"source": str(tmp_path), "target": "/mnt/c"}],
+    }}})  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        check_share_sources(config, config.workspaces["a"])
+    said = [str(issue) for issue in info.value.issues]
+    assert len(said) == 2
+    assert said[0].startswith("workspaces.a.shares[0].source: does not exist")
+    assert said[1].startswith("workspaces.a.shares[1].source: is not a directory")
+
+
+def test_files_may_not_climb_out_of_the_image(tmp_path: Path) -> None:
+    source = tmp_path / "x"
+    source.write_text("x")
+    for target in ("/../../../../tmp/x", "/etc/../../x"):
+        found = problems({"workspaces": {"a": {"type": "container", "ip": "192.168.83.10",
+                                               "files": {target: str(source)}}}})  # fmt: skip
+        assert found == [
+            f"workspaces.a.files.{target}: has a '..' component (got {target!r}); "
+            "allowed: a path like /etc/app.conf"
+        ]

@@ -320,7 +320,7 @@ def file_map(doc: str) -> Any:
                     here,
                     "has a '..' component",
                     target,
-                    "a path like /etc/app.conf, inside the image",
+                    "a path like /etc/app.conf",
                 )
             elif not isinstance(source, str) or not source.startswith(("/", "~")):
                 ctx.issues.add(
