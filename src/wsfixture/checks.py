@@ -60,6 +60,14 @@ def check_route(ws: Workspace) -> None:
     _expect(rc == 0, f"gateway {gateway} does not answer ping: {out}")
 
 
+def check_resolv_conf(ws: Workspace) -> None:
+    """/etc/resolv.conf is resolved's stub, through which the lab DNS answers (a layer
+    that left another file there would send lookups elsewhere, or nowhere)."""
+    _, out = _out(ws, "readlink -f /etc/resolv.conf")
+    stub = "/run/systemd/resolve/stub-resolv.conf"
+    _expect(out.strip() == stub, f"/etc/resolv.conf is {out.strip()!r}, expected a link to {stub}")
+
+
 def check_dns(ws: Workspace) -> None:
     """Every workspace of the lab resolves by both its names through the lab DNS."""
     if not ws.config.network.dns:
@@ -174,6 +182,7 @@ class Check:
 CHECKS: tuple[Check, ...] = (
     Check("networking", "address", check_address),
     Check("networking", "route", check_route),
+    Check("networking", "resolv-conf", check_resolv_conf),
     Check("networking", "dns", check_dns),
     Check("ssh", "host-key", check_host_key),
     Check("ssh", "client-login", check_client_login),

@@ -3,11 +3,13 @@ addressed; a failing line named with its exit status and output."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from wsfixture import checks
 from wsfixture.backends.nspawn import NspawnBackend
 from wsfixture.errors import ConfigError, ImageBuildError
 from wsfixture.image.recipe import Image, ImageRecipe
@@ -98,6 +100,40 @@ def test_a_failing_line_is_named_with_its_status_and_output(
     assert "boom-output" in message
     assert "never" not in message.split("exited 7")[1]
     assert not (lab.dir / "app").exists(), "nothing of the workspace was made"
+
+
+def test_setup_only_and_files_only_layers_resolve_names_and_keep_files_inside(
+    state_root: Path, app_conf: Path, lab: Lab
+) -> None:
+    """A layer without packages kept the host's resolv.conf (#29); a file at a path through
+    the image's own absolute link (/var/run -> /run) was written onto the host (#24)."""
+    probe = "wsfixture-escape-probe"
+    config = config_from_dict({
+        "defaults": {"stateRoot": str(state_root)},
+        "workspaces": {
+            "setuponly": {"type": "container", "ip": "192.168.83.61", "setup": ["true"]},
+            "filesonly": {"type": "container", "ip": "192.168.83.62",
+                          "files": {f"/var/run/{probe}": str(app_conf)}},
+        },
+    })  # fmt: skip
+    with (
+        Workspace(config.workspaces["setuponly"], config, lab) as setup_only,
+        Workspace(config.workspaces["filesonly"], config, lab) as files_only,
+    ):
+        for ws, other in ((setup_only, files_only), (files_only, setup_only)):
+            assert ws.host.file("/etc/resolv.conf").linked_to == (
+                "/run/systemd/resolve/stub-resolv.conf"
+            )
+            assert ws.succeed(f"getent hosts {other.name}").split()[0] == other.ip
+            outcomes = checks.verify(ws)
+            assert [(o.check.name, o.detail) for o in outcomes if not o.ok] == []
+            assert ("resolv-conf", "ok") in [(o.check.name, o.result) for o in outcomes]
+        image = image_of(files_only)
+    # The trap is real: the image's /var/run is an absolute link, which a plain join on the
+    # host follows to the host's /run.
+    assert os.readlink(image.path("var/run")) == "/run"
+    assert not Path("/run", probe).exists(), "the file went onto the host"
+    assert (image.layers[0] / "run" / probe).read_text() == "greeting = hello\n"
 
 
 @pytest.mark.parametrize(

@@ -257,14 +257,15 @@ def _install_layer(build: _Build) -> None:
     if added := image.recipe.added:
         script = LAYER_SCRIPT.format(packages=" ".join(shlex.quote(p) for p in added))
         _in_tree(build, merged, shift, script, f"installing {', '.join(added)}")
-        # nspawn put the host's resolv.conf there for apt; the workspace uses resolved's.
-        resolv = merged / "etc/resolv.conf"
-        resolv.unlink(missing_ok=True)
-        resolv.symlink_to(osconfig.STUB_RESOLV)
-        os.lchown(resolv, shift, shift)
     _put_files(build, merged, shift)
     if image.recipe.setup:
         _run_setup(build, merged, shift)
+    # nspawn put the host's resolv.conf there for apt and the setup lines (and a file may
+    # have replaced it); the workspace uses resolved's stub, whatever ran.
+    resolv = merged / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.symlink_to(osconfig.STUB_RESOLV)
+    os.lchown(resolv, shift, shift)
     (merged / POLICY_RC_D).unlink()
     if image.recipe.flavour == "vm":
         build.progress("building the VM root disk (ext4)")

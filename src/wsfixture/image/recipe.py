@@ -26,6 +26,10 @@ from wsfixture.model.spec import DEFAULT_RELEASE
 # configuration needs no bump: its fingerprint is in every key.
 BUILDER_VERSION = "12"
 VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
+# What a layer with setup lines or files does after them: 2 restores resolved's stub link
+# after every step (1 left the host's resolv.conf in setup-only layers). In those layers'
+# keys only, so a broken one is never reused and no other image is rebuilt.
+LAYER_STEPS_VERSION = 2
 USED_STAMP = "used"  # touched on every use
 BASE_STAMP = "base-ready"  # a layer's copy of its base's "ready" stamp
 
@@ -115,7 +119,8 @@ class ImageRecipe:
         if self.base is not None:
             parts.append(self.base.key)
         if self.setup or self.files:  # only then: keys of images without them stay as they were
-            parts.append({"setup": list(self.setup), "files": [list(f) for f in self.files]})
+            steps = {"setup": list(self.setup), "files": [list(f) for f in self.files]}
+            parts.append({**steps, "steps": LAYER_STEPS_VERSION})
         digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
         return f"{self.suite}-{self.flavour}-{digest}"
 
