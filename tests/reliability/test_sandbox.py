@@ -8,9 +8,11 @@ the test asserts only that the host is unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import time
@@ -21,13 +23,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_root_and_tools
+from wsfixture import checks
 from wsfixture.backends.qemu import QEMU_USER
+from wsfixture.guest.share_ids import SQUASHED_ROOT
 from wsfixture.host import settings
+from wsfixture.model import derive
 from wsfixture.model.config import Config, config_from_dict, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
 pytestmark = pytest.mark.integration
+SHARE_OWNER = 1234  # the owner of the extra rw shares on the host
+BASH = "/bin/bash"
 
 
 @dataclass(frozen=True)
@@ -119,18 +126,22 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     data = tmp_path_factory.mktemp("shared-data")
     data.chmod(0o755)  # readable by the workspace user, as a shared source usually is
     (data / "precious.txt").write_text("host data the workspace may read, never write\n")
+    shares = [{"source": str(data), "target": "/mnt/data", "readOnly": True}]
+    for kind in ("container", "vm"):
+        # A rw share of a host user other than the workspace user's uid: whose files are
+        # whose is then visible.
+        rw = tmp_path_factory.mktemp(f"rw-{kind}")
+        os.chown(rw, SHARE_OWNER, SHARE_OWNER)
+        shares.append({"source": str(rw), "target": f"/mnt/rw-{kind}"})
     return config_from_dict(
         {
             "defaults": {"stateRoot": str(tmp_path_factory.mktemp("sandbox"))},
             "workspaces": {
-                "box": {
-                    "type": "container", "ip": "192.168.83.70",
-                    "shares": [{"source": str(data), "target": "/mnt/data", "readOnly": True}],
-                },
+                "box": {"type": "container", "ip": "192.168.83.70", "shares": shares[:2]},
                 "other": {"type": "container", "ip": "192.168.83.71"},
                 "vmbox": {
                     "type": "vm", "ip": "192.168.83.72", "vcpu": 1, "memory": 768,
-                    "shares": [{"source": str(data), "target": "/mnt/data", "readOnly": True}],
+                    "shares": [shares[0], shares[2]],
                 },
             },
         }
@@ -324,3 +335,259 @@ def test_state_is_private(box: Workspace) -> None:
     records = list(settings.current().ledger_dir.glob("*.json"))
     assert records
     assert {mode(record) for record in records} == {0o600}
+
+
+# -- shares (#24) -----------------------------------------------------------------------
+
+PLANT = """
+set -u
+rm -rf "$1" && mkdir -p "$1" && cd "$1" || exit 99
+cp "$4" suid && chmod 4755 suid; echo "suid $?"
+cp "$4" sgid && chmod 2755 sgid; echo "sgid $?"
+cp "$4" caps && setcap cap_setuid,cap_dac_read_search+ep caps; echo "caps $?"
+mknod char c 1 11; echo "char $?"
+mknod block b $2 $3; echo "block $?"
+mkfifo fifo; echo "fifo $?"
+touch owned && chown 0:0 owned; echo "chown-0 $?"
+echo planted
+"""
+
+
+def planted(said: str) -> dict[str, int]:
+    """Each attempt's exit status, from the script's own report (which must be complete:
+    an attack that did not run cannot pass)."""
+    assert "planted" in said.splitlines(), f"the attack did not run to its end: {said}"
+    return {
+        line.split()[0]: int(line.split()[1])
+        for line in said.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
+
+
+def plant(
+    run: Callable[[str], tuple[int, str]], where: str, shell: str = "/bin/bash"
+) -> dict[str, int]:
+    """Run the plant script in ``where``; its setuid candidate is a copy of ``shell`` (the
+    host's own bash, put into a share, so that the host can run what is planted)."""
+    major, minor = host_disk()
+    argv = shlex.join(["sh", "-c", PLANT, "sh", where, str(major), str(minor), shell])
+    rc, said = run(argv)
+    assert rc == 0, said
+    return planted(said)
+
+
+def host_root_shell(command: str) -> tuple[int, str]:
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+    return done.returncode, done.stdout + done.stderr
+
+
+def run_as_nobody(path: Path) -> str:
+    """Run ``path`` as nobody through an fd (nobody cannot walk root's 0700 directories to
+    it, and must not need to): what uid does it end up with?"""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+             f"/proc/self/fd/{fd}", "-p", "-c", "id -u"],
+            capture_output=True, text=True, check=False, pass_fds=(fd,),
+        )  # fmt: skip
+    finally:
+        os.close(fd)
+    return done.stdout.strip() or f"nothing; it said {done.stderr.strip()!r} ({done.returncode})"
+
+
+def privileges_on_host(directory: Path) -> list[str]:
+    """Everything in ``directory`` that gives anyone more than its owner's rights, or is
+    host root's."""
+    found = []
+    for path in directory.rglob("*"):
+        st = path.lstat()
+        if st.st_mode & 0o6000:
+            found.append(f"{path.name}: mode {oct(st.st_mode)}")
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            found.append(f"{path.name}: a device node")
+        if st.st_uid == 0 or st.st_gid == 0:
+            found.append(f"{path.name}: host root's ({st.st_uid}:{st.st_gid})")
+        if not path.is_symlink():
+            with contextlib.suppress(OSError):
+                os.getxattr(path, "security.capability")
+                found.append(f"{path.name}: file capabilities")
+    return found
+
+
+def test_the_plant_script_plants_everything_where_nothing_stops_it(tmp_path: Path) -> None:
+    """Positive control of the share attacks: run as host root, unfiltered, the same
+    script makes every one of its files, and the setuid copy runs as root for nobody."""
+    where = tmp_path / "control"
+    try:
+        said = plant(host_root_shell, str(where))
+        assert set(said.values()) == {0}, said
+        assert len(privileges_on_host(where)) >= 5
+        assert run_as_nobody(where / "suid") == "0"
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def attack_share(ws: Workspace, host_dir: Path, guest_dir: str, fifo_allowed: bool) -> None:
+    __tracebackhide__ = True
+    where, host_shell = host_dir / "planted", host_dir / "host-bash"
+    shutil.copy(BASH, host_shell)
+    try:
+        said = plant(lambda command: as_root(ws, command), f"{guest_dir}/planted",
+                     f"{guest_dir}/host-bash")  # fmt: skip
+        found = privileges_on_host(where)
+        runs_as = run_as_nobody(where / "suid") if (where / "suid").exists() else "absent"
+        fifo = (where / "fifo").exists()
+        owners = {p.name: p.lstat().st_uid for p in where.iterdir()}
+    finally:
+        shutil.rmtree(where, ignore_errors=True)  # whatever got through goes first
+        host_shell.unlink()
+    assert found == [], f"{ws.name} planted {found} in {host_dir} ({said})"
+    assert runs_as == "65534", f"{ws.name}'s planted shell ran as {runs_as!r} for nobody"
+    assert {k for k, v in said.items() if v == 0} <= {"chown-0", "fifo"}, said
+    assert fifo == fifo_allowed, f"a FIFO in {host_dir}: {fifo}"
+    # What the workspace's root made (and "gave" to root) is the squashed id's.
+    assert set(owners.values()) == {SQUASHED_ROOT}, owners
+
+
+@pytest.mark.parametrize("share", ["extra", "workspace"])
+def test_shares_give_no_host_privileges_from_a_container(
+    box: Workspace, config: Config, share: str
+) -> None:
+    if share == "extra":
+        host_dir, guest_dir = config.workspaces["box"].shares[1].source, "/mnt/rw-container"
+    else:
+        host_dir, guest_dir = box.state_dir / "workspace", "/home/dev/workspace"
+    # A container's FIFO is made by the kernel inside it (no daemon to refuse it): it is
+    # the squashed root's, a channel into the workspace, never a device or a privilege.
+    attack_share(box, host_dir, guest_dir, fifo_allowed=True)
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("share", ["extra", "workspace"])
+def test_shares_give_no_host_privileges_from_a_vm(
+    vmbox: Workspace, config: Config, share: str
+) -> None:
+    if share == "extra":
+        host_dir, guest_dir = config.workspaces["vmbox"].shares[1].source, "/mnt/rw-vm"
+    else:
+        host_dir, guest_dir = vmbox.state_dir / "workspace", "/home/dev/workspace"
+    # Positive control in the guest's own tree: its root may do all of it there.
+    said = plant(lambda command: as_root(vmbox, command), "/root/control")
+    assert set(said.values()) == {0}, said
+    attack_share(vmbox, host_dir, guest_dir, fifo_allowed=False)
+
+
+def as_host_user(uid: int, directory: Path, command: str) -> str:
+    """``command`` run by host uid ``uid`` in ``directory``, reached through an fd (its
+    parents may be root's 0700 state dirs)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return subprocess.run(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--",
+             "sh", "-c", f"cd /proc/self/fd/{fd} && {command}"],
+            capture_output=True, text=True, check=True, pass_fds=(fd,),
+        ).stdout  # fmt: skip
+    finally:
+        os.close(fd)
+
+
+def files_go_both_ways(ws: Workspace, host_dir: Path, guest_dir: str, owner: int) -> None:
+    __tracebackhide__ = True
+    names = ("by-guest", "by-host-user", "by-host-root")
+    try:
+        ws.succeed(f"echo guest > {guest_dir}/by-guest")
+        assert (host_dir / "by-guest").stat().st_uid == owner, "the host user's, on the host"
+        as_host_user(owner, host_dir, "echo host-edit >> by-guest && echo host > by-host-user")
+        assert ws.succeed(f"cat {guest_dir}/by-guest") == "guest\nhost-edit\n"
+        assert ws.succeed(f"stat -c %U {guest_dir}/by-host-user").strip() == "dev"
+        ws.succeed(f"echo guest-edit >> {guest_dir}/by-host-user")
+        assert (host_dir / "by-host-user").read_text() == "host\nguest-edit\n"
+        if host_dir.name == "workspace":
+            # What host root (wsfixture, a person with sudo) puts there is the user's to edit.
+            (host_dir / "by-host-root").write_text("root\n")
+            ws.succeed(f"echo guest-edit >> {guest_dir}/by-host-root")
+            assert (host_dir / "by-host-root").read_text() == "root\nguest-edit\n"
+            assert (host_dir / "by-host-root").stat().st_uid == 0
+    finally:
+        for name in names:
+            (host_dir / name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("share", ["extra", "workspace"])
+def test_the_user_and_the_host_user_share_files_both_ways_in_a_container(
+    box: Workspace, config: Config, share: str
+) -> None:
+    if share == "extra":
+        files_go_both_ways(box, config.workspaces["box"].shares[1].source, "/mnt/rw-container",
+                           SHARE_OWNER)  # fmt: skip
+    else:
+        files_go_both_ways(box, box.state_dir / "workspace", "/home/dev/workspace", 1000)
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("share", ["extra", "workspace"])
+def test_the_user_and_the_host_user_share_files_both_ways_in_a_vm(
+    vmbox: Workspace, config: Config, share: str
+) -> None:
+    if share == "extra":
+        files_go_both_ways(vmbox, config.workspaces["vmbox"].shares[1].source, "/mnt/rw-vm",
+                           SHARE_OWNER)  # fmt: skip
+    else:
+        files_go_both_ways(vmbox, vmbox.state_dir / "workspace", "/home/dev/workspace", 1000)
+
+
+# -- the lab bridge (#24) ----------------------------------------------------------------
+
+GRATUITOUS_ARP = """
+import socket, struct, sys, time
+ip = socket.inet_aton(sys.argv[1])
+mac = bytes.fromhex(open("/sys/class/net/host0/address").read().strip().replace(":", ""))
+arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, mac, ip, b"\\xff" * 6, ip)
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+    s.bind(("host0", 0))
+    for _ in range(4):  # beyond the neighbour entry's locktime (1 s)
+        s.send(b"\\xff" * 6 + mac + b"\\x08\\x06" + arp)
+        time.sleep(0.4)
+print("sent")
+"""
+
+
+def neighbour_of(lab: Lab, ip: str) -> str:
+    said = lab.run(["ip", "neigh", "show", ip]).split()
+    return said[said.index("lladdr") + 1] if "lladdr" in said else ""
+
+
+def take_over(attacker: Workspace, ip: str) -> None:
+    command = (
+        f"ip addr add {ip}/24 dev host0 2>/dev/null; "
+        f"python3 -c {shlex.quote(GRATUITOUS_ARP)} {ip}; "
+        f"ping -c 1 -W 1 -I {ip} 192.168.83.1 >/dev/null; "
+        f"ip addr del {ip}/24 dev host0"
+    )
+    _, said = as_root(attacker, command)
+    assert "sent" in said.splitlines(), f"the attack did not run: {said}"
+
+
+def test_a_workspace_cannot_take_over_a_neighbours_address(
+    box: Workspace, other: Workspace, lab: Lab
+) -> None:
+    victim = str(other.ip)
+    assert other.succeed("hostname").strip() == "other"  # the lab knows its MAC now
+    assert neighbour_of(lab, victim) == derive.mac("other")
+    take_over(box, victim)
+    assert neighbour_of(lab, victim) == derive.mac("other"), "the bridge believed the attacker"
+    assert [o.check.name for o in checks.verify(other) if not o.ok] == []
+    # Positive control: with the attacker's port unfiltered, the same frames move the
+    # neighbour's address to the attacker; the lab is put right afterwards.
+    port = derive.veth_host_name("box")
+    lab.unguard_port(port)
+    try:
+        take_over(box, victim)
+        moved = neighbour_of(lab, victim)
+    finally:
+        assert box.backend is not None
+        box.backend.guard_port(port)
+        lab.forget_neighbour(victim)
+    assert moved == derive.mac("box"), "the control attack did not move the address"
+    assert other.succeed("hostname").strip() == "other"
