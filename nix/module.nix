@@ -190,6 +190,7 @@ in
       (p: { assertion = false; message = "sandboxed-workspace: ${p.where}: ${p.problem}"; })
       (validate {
         network = cfg.network or { };
+        user = cfg.defaults.user.name;
         workspaces = lib.mapAttrs (_: ws: {
           inherit (ws) type ip;
           targets = map (s: s.target) ws.shares;

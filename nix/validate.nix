@@ -2,6 +2,7 @@
 #
 # Input: the `sandboxed-workspace` option values (or the same shape as plain data):
 #   { network = { subnet; gateway; rangeStart; rangeEnd; };
+#     user = <the workspace user's name>;
 #     workspaces = { <name> = { type; ip; targets = [ share targets ]; forwards = [ host ports ]; }; }; }
 # The checks of single values (types, patterns, ranges) are the options' types; these are
 # the ones that look at several values, or that a type cannot name as Python does.
@@ -27,6 +28,26 @@ let
 
   lib = { unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ]; };
   isPort = text: builtins.match "[0-9]+" text != null && builtins.fromJSON text >= 1 && builtins.fromJSON text <= 65535;
+
+  hasPrefix = prefix: text: builtins.substring 0 (builtins.stringLength prefix) text == prefix;
+  within = path: tree: path == tree || hasPrefix "${tree}/" path;
+  # Guest trees a share may not cover (Python: SYSTEM_GUEST_PATHS, standard_share_targets).
+  systemPaths = [ "/proc" "/sys" "/dev" "/run" "/etc/ssh/host-keys" ];
+  standardShares = user: {
+    workspace = "/home/${user}/workspace";
+    "claude-config" = "/home/${user}/.claude";
+    "ssh-host-keys" = "/etc/ssh/host-keys";
+  };
+  targetProblem = user: target:
+    let
+      system = builtins.filter (within target) systemPaths;
+      standard = builtins.filter (tag: let t = (standardShares user).${tag}; in within target t || within t target)
+        [ "workspace" "claude-config" "ssh-host-keys" ];
+    in
+    if builtins.match "(.*/)?\\.\\.(/.*)?" target != null then "has a '..' component"
+    else if system != [ ] then "is a system path (${builtins.head system})"
+    else if standard != [ ] then "covers the standard share ${builtins.head standard}"
+    else null;
 
   nameOk = name: builtins.match "[a-z0-9]([a-z0-9-]*[a-z0-9])?" name != null
     && builtins.stringLength name <= 53;
@@ -81,6 +102,10 @@ let
         ++ (let targets = ws.targets or [ ]; in
             if builtins.length targets == builtins.length (lib.unique targets) then [ ]
             else [{ where = at "shares"; problem = "mounts two shares at one target"; }])
+        ++ builtins.concatLists (builtins.genList
+            (i: let problem = targetProblem (cfg.user or "dev") (builtins.elemAt (ws.targets or [ ]) i); in
+              if problem == null then [ ] else [{ where = at "shares[${toString i}].target"; inherit problem; }])
+            (builtins.length (ws.targets or [ ])))
         ++ map (port: { where = at "forwards.${port}"; problem = "is not a port forward"; })
             (builtins.filter (port: !(isPort port)) (ws.forwards or [ ]));
 

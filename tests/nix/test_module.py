@@ -364,6 +364,15 @@ INVALID: dict[str, dict[str, Any]] = {
     "two shares at one target": ws(
         shares=[{"source": "/s", "target": "/m"}, {"source": "/t", "target": "/m"}]
     ),
+    "share target with '..'": ws(shares=[{"source": "/s", "target": "/mnt/../etc"}]),
+    "share target a system path": ws(shares=[{"source": "/s", "target": "/proc/x"}]),
+    "share target the host keys": ws(shares=[{"source": "/s", "target": "/etc/ssh/host-keys"}]),
+    "share target over workspace/": ws(shares=[{"source": "/s", "target": "/home/dev/workspace"}]),
+    "share target above .claude": ws(shares=[{"source": "/s", "target": "/home/dev"}]),
+    "share target, another user": {
+        "defaults": {"user": {"name": "alice"}},
+        **ws(shares=[{"source": "/s", "target": "/home/alice/.claude/x"}]),
+    },
     "accel unknown": ws(accel="fast"),
     "machine unknown": ws(machine="pc"),
     "vsock unknown": ws(vsock="yes"),
