@@ -71,10 +71,10 @@ mknod null c 1 3; echo "mknod-char $?"
 
 
 def attempts(strength: str | None, where: Path) -> dict[str, int]:
-    argv = ["sh", "-c", ATTEMPTS, "sh", str(where)]
-    if strength is not None:
-        argv = setid_filter.launcher(strength, argv)
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sh", "-c", ATTEMPTS, "sh", str(where)], capture_output=True, text=True, check=True,
+        preexec_fn=setid_filter.installer(strength) if strength else None,
+    ).stdout  # fmt: skip
     return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from wsfixture.guest.share_ids import ShareOwners
 from wsfixture.host import ledger, settings, system
+from wsfixture.host import setid_filter as filters
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.spec import READ_ONLY_STANDARD_SHARES, standard_share_targets
@@ -108,10 +109,11 @@ class Backend(abc.ABC):
         env: dict[str, str] | None = None,
         record: ledger.Record | None = None,
         pass_fds: tuple[int, ...] = (),
+        setid_filter: str | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start a process as our child, in ``cgroup``, listed in ``record`` (the
         workspace's by default); it gets SIGTERM when we die, unless the workspace is meant
-        to outlive us."""
+        to outlive us. ``setid_filter``: a strength of ``host.setid_filter`` to run it under."""
         record = record or self.ctx.record
         record.add_cgroup(cgroup)
         cgroup.mkdir(parents=True, exist_ok=True)
@@ -128,6 +130,7 @@ class Backend(abc.ABC):
                 env={**os.environ, **(env or {})},
                 start_new_session=True,  # a Ctrl-C meant for pytest is not meant for them
                 pass_fds=pass_fds,
+                preexec_fn=filters.installer(setid_filter) if setid_filter else None,
             )
         self.spawned.append(process)
         ref = system.ProcessRef.of(process.pid)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.guest import osconfig
-from wsfixture.host import idmap, setid_filter, system
+from wsfixture.host import idmap, system
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 
@@ -67,7 +67,7 @@ class NspawnBackend(Backend):
             "--",
             "--show-status=yes",
         ]
-        return setid_filter.launcher("setid", lab.exec_argv(nspawn))
+        return lab.exec_argv(nspawn)
 
     def start(self) -> None:
         record = self.ctx.record
@@ -84,7 +84,11 @@ class NspawnBackend(Backend):
         # TERM=dumb: the console log is read as plain text, without colour escapes.
         env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "TERM": "dumb"}
         self.guard_port(derive.veth_host_name(self.ctx.spec.name))
-        self.process = self.spawn(self.argv(), self.cgroup, self.console_log, env)
+        # The whole container under the setid filter: no setuid, setgid (nor, without
+        # CAP_SETFCAP, capability-bearing) file anywhere, a share included.
+        self.process = self.spawn(
+            self.argv(), self.cgroup, self.console_log, env, setid_filter="setid"
+        )
         self._attach_veth()
 
     def _map_shares(self) -> None:

@@ -33,7 +33,7 @@ from wsfixture.backends.snapshot import (
 )
 from wsfixture.errors import PrerequisiteError
 from wsfixture.guest import seed
-from wsfixture.host import idmap, ledger, setid_filter, system
+from wsfixture.host import idmap, ledger, system
 from wsfixture.host.setup import QEMU_USER, has_qemu_user
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
@@ -368,23 +368,20 @@ class QemuBackend(Backend):
         namespace it is not host root and cannot walk the private state dirs, so it gets
         its listening socket as an fd, and the share bound at /mnt in a mount namespace of
         its own."""
-        with contextlib.ExitStack() as stack:
-            listener = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
             socket_path.unlink(missing_ok=True)
             listener.bind(str(socket_path))
             listener.listen(1)
-            userns = stack.enter_context(
-                idmap.user_namespace(*self.share_owners(source).virtiofsd_namespace())
-            )
+            userns = idmap.user_namespace(*self.share_owners(source).virtiofsd_namespace())
             daemon = [
                 system.require_tool("nsenter"), f"--user=/proc/self/fd/{userns}", "--",
                 VIRTIOFSD, f"--fd={listener.fileno()}", "-o", f"source={SHARE_VIEW}",
                 *VIRTIOFSD_OPTIONS, "-o", "posix_acl", "-o", "modcaps=-mknod:-setfcap",
             ]  # fmt: skip
-            argv = setid_filter.launcher("share", [*private_view(source, SHARE_VIEW), *daemon])
             self.spawn(
-                argv, self.cgroup, self.ctx.runtime_dir / f"virtiofsd-{tag}.log",
-                pass_fds=(listener.fileno(), userns),
+                [*private_view(source, SHARE_VIEW), *daemon], self.cgroup,
+                self.ctx.runtime_dir / f"virtiofsd-{tag}.log",
+                pass_fds=(listener.fileno(), userns), setid_filter="share",
             )  # fmt: skip
 
     def _write_seed(self) -> None:

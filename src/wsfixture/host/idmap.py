@@ -6,17 +6,17 @@ mount itself: ``open_tree`` clones the source, ``mount_setattr`` gives the clone
 user namespace (and nosuid, nodev), ``move_mount`` puts it where nspawn binds it from.
 
 A user namespace is made by a short-lived ``unshare --user`` child whose maps we write; an
-open fd of it outlives the child, and is all a mount or a ``nsenter`` needs.
+open fd of it outlives the child, and is all a mount or a ``nsenter`` needs. One is made
+per map and kept for the life of the process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from wsfixture.errors import PrerequisiteError
@@ -50,9 +50,22 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-@contextlib.contextmanager
-def user_namespace(uids: IdMap, gids: IdMap, timeout: float = 5.0) -> Iterator[int]:
-    """An fd of a new user namespace with these maps, open for the ``with`` block."""
+_namespaces: dict[tuple[str, str], int] = {}
+_namespaces_lock = threading.Lock()
+
+
+def user_namespace(uids: IdMap, gids: IdMap) -> int:
+    """An fd of a user namespace with these maps: made once per process and map, and kept
+    open (never close it): every share of one owner takes the same, in a few microseconds
+    rather than the milliseconds of a new ``unshare`` each time."""
+    key = (map_text(uids), map_text(gids))
+    with _namespaces_lock:
+        if key not in _namespaces:
+            _namespaces[key] = _new_user_namespace(*key)
+        return _namespaces[key]
+
+
+def _new_user_namespace(uid_map: str, gid_map: str, timeout: float = 5.0) -> int:
     holder = subprocess.Popen(
         [system.require_tool("unshare"), "--user", "/bin/sh", "-c", "read _"],
         stdin=subprocess.PIPE,
@@ -64,17 +77,13 @@ def user_namespace(uids: IdMap, gids: IdMap, timeout: float = 5.0) -> Iterator[i
             if holder.poll() is not None or time.monotonic() > deadline:
                 raise PrerequisiteError("unshare --user did not make a user namespace")
             time.sleep(0.001)
-        Path(f"/proc/{holder.pid}/uid_map").write_text(map_text(uids))
-        Path(f"/proc/{holder.pid}/gid_map").write_text(map_text(gids))
-        fd = os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        Path(f"/proc/{holder.pid}/uid_map").write_text(uid_map)
+        Path(f"/proc/{holder.pid}/gid_map").write_text(gid_map)
+        return os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait()
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def mount_idmapped(source: Path, target: Path, uids: IdMap, gids: IdMap) -> None:
@@ -87,15 +96,15 @@ def mount_idmapped(source: Path, target: Path, uids: IdMap, gids: IdMap) -> None
         f"open_tree({source})",
     )
     try:
-        with user_namespace(uids, gids) as userns:
-            attr = _MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, userns)
-            _check(
-                _libc.syscall(
-                    SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr),
-                    ctypes.sizeof(attr),
-                ),
-                f"mount_setattr(idmap) of {source}",
-            )  # fmt: skip
+        userns = user_namespace(uids, gids)
+        attr = _MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, userns)
+        _check(
+            _libc.syscall(
+                SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr),
+                ctypes.sizeof(attr),
+            ),
+            f"mount_setattr(idmap) of {source}",
+        )  # fmt: skip
         _check(
             _libc.syscall(
                 SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, os.fsencode(target), MOVE_MOUNT_F_EMPTY_PATH
