@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.leaks import leftovers
 from tests.integration.world import world as make_world
+from wsfixture import checks
 from wsfixture.host import ledger, settings
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,8 @@ def wsf(config: Path, *args: str, check: bool = True) -> subprocess.CompletedPro
 def cli_config(tmp_path: Path) -> Path:
     ns = f"wsfcli-{uuid.uuid4().hex[:6]}"
     path = tmp_path / "workspaces.toml"
-    path.write_text(CONFIG.format(ns=ns, state=tmp_path / "state"))
+    # A state root with a space: every path in the generated ssh_config is quoted.
+    path.write_text(CONFIG.format(ns=ns, state=tmp_path / "state dir"))
     yield path
     subprocess.run([sys.executable, "-m", "wsfixture.cli", "gc", "--lab", ns], check=False)
     assert leftovers(ns) == {}
@@ -161,7 +163,7 @@ def test_day_to_day(cli_config: Path) -> None:
 
     check = wsf(cli_config, "check", "--json")
     outcomes = json.loads(check.stdout)
-    assert len(outcomes) == 20
+    assert len(outcomes) == 2 * len(checks.CHECKS)
     assert all(o["result"] == "ok" for o in outcomes)
 
     # Edit the config: one changes (restart), two changes but must not restart, three is
@@ -198,11 +200,17 @@ def test_day_to_day(cli_config: Path) -> None:
     down = wsf(cli_config, "down")
     assert "removed" in down.stdout
     assert leftovers(ns) == {}
-    state = cli_config.parent / "state" / "one"
+    state = cli_config.parent / "state dir" / "one"
     assert (state / "ssh-host-keys").is_dir(), "down keeps the state"
     assert wsf(cli_config, "destroy", "one", check=False).returncode == 2, "asks for --yes"
     wsf(cli_config, "destroy", "one", "--yes")
     assert not state.exists()
+    # The client key goes with the last workspace's state, not before.
+    client_keys = cli_config.parent / "state dir" / ".wsfixture"
+    assert (client_keys / "id_ed25519").exists(), "two's state is still there"
+    cli_config.write_text(CONFIG.format(ns=ns, state=cli_config.parent / "state dir"))
+    wsf(cli_config, "destroy", "two", "--yes")
+    assert not client_keys.exists()
 
 
 def test_gc_lab_stops_supervisors_and_leaves_nothing(cli_config: Path) -> None:
@@ -223,7 +231,7 @@ def test_failed_up_leaves_no_lab(cli_config: Path, tmp_path: Path) -> None:
     ns = cli_config.read_text().split('namespace = "')[1].split('"')[0]
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the state root should be")
-    cli_config.write_text(cli_config.read_text().replace(str(tmp_path / "state"), str(blocker)))
+    cli_config.write_text(cli_config.read_text().replace(str(tmp_path / "state dir"), str(blocker)))
     up = wsf(cli_config, "up", "one", check=False)
     assert up.returncode == 1
     assert str(blocker) in up.stdout, up.stdout
