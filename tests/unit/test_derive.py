@@ -17,13 +17,15 @@ def test_known_vector() -> None:
 
 
 @given(names)
-def test_mac_is_local_unicast_and_stable(name: str) -> None:
-    mac = derive.mac(name)
-    assert re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac)
-    first = int(mac[:2], 16)
-    assert first & 0b10, "locally administered"
-    assert not first & 0b01, "unicast"
-    assert derive.mac(name) == mac
+def test_macs_are_local_unicast_and_stable(name: str) -> None:
+    for make in (derive.mac, derive.bridge_mac):
+        mac = make(name)
+        assert re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac)
+        first = int(mac[:2], 16)
+        assert first & 0b10, "locally administered"
+        assert not first & 0b01, "unicast"
+        assert make(name) == mac
+    assert derive.bridge_mac(name) != derive.mac(name), "a bridge never takes a workspace's"
 
 
 @given(names)

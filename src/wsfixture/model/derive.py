@@ -45,6 +45,16 @@ def mac(name: str) -> str:
     return "02:" + ":".join(hexes[i : i + 2] for i in range(0, 10, 2))
 
 
+def bridge_mac(lab: str) -> str:
+    """A lab bridge's own MAC (the gateway's), stable for the lab. Locally administered like
+    the workspaces' but apart from them (06: where theirs are 02:). Set, it never changes;
+    left to the kernel, a bridge takes the lowest MAC of its ports, and changes it as ports
+    come and go: every workspace's cached gateway MAC then points nowhere until its ARP
+    entry ages out, and replies to the lab stall (TCP backoff: ~54 s, #30)."""
+    hexes = digest(f"bridge:{lab}")[:10]
+    return "06:" + ":".join(hexes[i : i + 2] for i in range(0, 10, 2))
+
+
 def vsock_cid(name: str) -> int:
     """vsock context id in [3, 2**32 - 2], stable for the name."""
     return CID_MIN + int(digest(name)[10:18], 16) % CID_SPAN

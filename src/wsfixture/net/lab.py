@@ -135,7 +135,9 @@ class Lab:
         batch = "\n".join(
             [
                 "link set lo up",
-                f"link add {bridge} type bridge forward_delay 0",
+                # Its own MAC, set (derive.bridge_mac): else ports coming and going change it.
+                f"link add {bridge} address {derive.bridge_mac(self.name)} type bridge "
+                "forward_delay 0",
                 f"addr add {gw} dev {bridge}",
                 f"link set {bridge} up",
                 # Our sockets live in the lab, so its route decides how they ACK. Without
