@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.leaks import leftovers, processes_with_cmdline
-from wsfixture import StartError, checks
+from wsfixture import PrerequisiteError, StartError, checks
 from wsfixture.backends import qemu
 from wsfixture.backends.qemu import host_accel, vsock_available
 from wsfixture.image import cache as imagecache
@@ -133,23 +133,39 @@ def test_vsock_required_needs_the_device(config: Config, lab: Lab) -> None:
     assert not (lab.dir / "vsockvm").exists()
 
 
-def test_microvm_machine_with_9p_fallback(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    # One boot shows two options: `machine = "microvm"` (virtio-mmio, tsc_early_khz) and the
-    # 9p fallback taken when virtiofsd is not installed.
-    monkeypatch.setattr(qemu, "VIRTIOFSD", "/nonexistent/virtiofsd")
+def test_microvm_machine(config: Config) -> None:
+    # `machine = "microvm"`: virtio-mmio (force-legacy off, or virtiofsd panics) and
+    # tsc_early_khz; booted cold, as it has no PCIe slot to hot-plug shares into.
     spec = workspace_spec(
         config, name="vmmicro", type="vm", ip="192.168.83.24", vcpu=1, memory=768, machine="microvm"
     )
     with Lab(config.network) as lab, Workspace(spec, config, lab) as ws:
         facts = ws.describe()
         assert facts["machine"] == "microvm"
-        assert facts["shares"] == "9p"
-        assert ws.succeed("findmnt -n -o FSTYPE /home/dev/workspace").strip() == "9p"
-        ws.succeed("echo over-9p > ~/workspace/nine.txt")
-        made = ws.state_dir / "workspace" / "nine.txt"
-        assert made.read_text() == "over-9p\n"
+        assert facts["shares"] == "virtiofs"
+        assert str(facts["boot"]).startswith("cold boot")
+        assert ws.succeed("findmnt -n -o FSTYPE /home/dev/workspace").strip() == "virtiofs"
+        ws.succeed("echo over-mmio > ~/workspace/mmio.txt")
+        made = ws.state_dir / "workspace" / "mmio.txt"
+        assert made.read_text() == "over-mmio\n"
         assert made.stat().st_uid == 1000
         assert [o for o in checks.verify(ws) if not o.ok] == []
+
+
+def test_without_virtiofsd_rw_shares_are_refused_before_anything_is_made(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # QEMU serves 9p itself, as host root, with the guest's owners and modes: a rw share
+    # over it would make the guest's root host root there. Every VM has rw shares.
+    monkeypatch.setattr(qemu, "VIRTIOFSD", "/nonexistent/virtiofsd")
+    spec = workspace_spec(config, name="vmnine", type="vm", ip="192.168.83.25", vcpu=1, memory=768)
+    with Lab(config.network) as lab:
+        with pytest.raises(PrerequisiteError, match="served over 9p as host root") as info:
+            Workspace(spec, config, lab).start()
+        assert "qemu-system-common" in str(info.value)
+        assert not (lab.dir / "vmnine").exists(), "nothing of the workspace was left"
+        name = lab.name
+    assert leftovers(name) == {}
 
 
 def test_the_vm_user_edits_what_the_host_user_put_in_the_share(vm: Workspace) -> None:

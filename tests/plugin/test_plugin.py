@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers
+from wsfixture import checks
 
 CONFIG = """
 [workspaces.alpha]
@@ -292,8 +293,9 @@ def test_keep_failed_keeps_only_the_failed_one(real: pytest.Pytester) -> None:
 
 def test_verify_collects_one_item_per_check(real: pytest.Pytester) -> None:
     result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "--ws-verify", "-v")
-    result.assert_outcomes(passed=10)
+    result.assert_outcomes(passed=len(checks.CHECKS))
     result.stdout.fnmatch_lines(["*verify?alpha:networking:dns? PASSED*"])
+    result.stdout.fnmatch_lines(["*verify?alpha:networking:resolv-conf? PASSED*"])
 
 
 def test_parallel_workers_get_their_own_labs(real: pytest.Pytester) -> None:

@@ -174,7 +174,7 @@ class QemuBackend(Backend):
             raise PrerequisiteError(
                 f"workspace {spec.name!r}: {VIRTIOFSD} not found, and its rw shares "
                 "(workspace/, claude-config/ at least) would be served over 9p as host root",
-                hint="install qemu-system-common, which ships virtiofsd",
+                "qemu-system-common",
             )
         self._qmp: QmpClient | None = None
         self.boot_mode = "not started"
