@@ -145,3 +145,19 @@ def test_writes_stay_inside_the_tree(tmp_path: Path) -> None:
     assert stat.S_IMODE((tree / "home/dev/.ssh").stat().st_mode) == 0o700
     with pytest.raises(ValueError, match="not an absolute path"):
         inroot.write(tree, "relative", b"", 0o644, 0, 0)
+
+
+def test_a_port_filter_names_its_own_mac_and_address_only() -> None:
+    from wsfixture.net import guard
+
+    added = guard.add_port("wsc-1", "02:aa:bb:cc:dd:ee", "192.168.83.10")
+    rules = [line for line in added.splitlines() if line.startswith("add rule")]
+    assert "ether saddr != 02:aa:bb:cc:dd:ee drop" in rules[0]
+    assert "arp saddr ether != 02:aa:bb:cc:dd:ee drop" in rules[1]
+    assert "arp saddr ip != { 192.168.83.10, 0.0.0.0 } drop" in rules[2]
+    assert "ip saddr != 192.168.83.10 drop" in rules[3]
+    assert rules[-1].endswith(" drop"), "anything else (a VLAN tag, another protocol) is dropped"
+    assert '"wsc-1" : jump port-wsc-1' in added
+    removed = guard.remove_port("wsc-1")
+    assert "delete chain bridge wsfixture_guard port-wsc-1" in removed
+    assert "hook prerouting" in guard.table()

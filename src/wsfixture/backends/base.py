@@ -59,8 +59,8 @@ class Backend(abc.ABC):
         under ``<state root>/<name>``, then the spec's extra shares."""
         targets = standard_share_targets(self.ctx.config.defaults.user.name)
         standard = [
-            (tag, self.ctx.state_dir / tag, targets[tag], tag in READ_ONLY_STANDARD_SHARES)
-            for tag in ("workspace", "claude-config", "ssh-host-keys")
+            (tag, self.ctx.state_dir / tag, target, tag in READ_ONLY_STANDARD_SHARES)
+            for tag, target in targets.items()
         ]
         extra = [
             (f"share{i}", s.source.expanduser(), s.target, s.read_only)
