@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import logging
 import select
 import shlex
 import threading
@@ -28,6 +29,7 @@ from wsfixture.errors import CommandError, CommandTimeout
 if TYPE_CHECKING:
     from wsfixture.net.lab import Lab
 
+log = logging.getLogger("wsfixture.remote")
 SSH_PORT = 22
 DEFAULT_MAX_OUTPUT = 64 * 2**20
 
@@ -144,9 +146,12 @@ class SshSession:
             rc = channel.recv_exit_status()
         finally:
             channel.close()
-        self.history.append(
-            Ran(command, rc, time.monotonic() - started, _tail(drained.out, drained.err), probe)
-        )
+        ran = Ran(command, rc, time.monotonic() - started, _tail(drained.out, drained.err), probe)
+        if not probe and all(r.probe for r in self.history):
+            # The last phase of a start's breakdown (after the backend's and readiness's
+            # debug lines): a stall here once hid behind a ready workspace (#30).
+            log.debug("%s: first command took %.2fs", self.name, ran.seconds)
+        self.history.append(ran)
         return rc, drained.out, drained.err
 
     def _kill_group(self, pid: int | None) -> str:
