@@ -96,3 +96,21 @@ def test_doctor_names_what_is_missing_and_exits_3(
     assert rows["tool nft"]["result"] == "MISSING"
     assert rows["tool nft"]["fix"].startswith("apt-get install nftables")
     assert code == cli.EXIT_PREREQ
+
+
+def test_doctor_reports_what_only_the_checkout_needs_as_optional(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsfixture.host import setup
+
+    real = setup.find_tool
+    extras = {"nix-instantiate", "make"}
+    monkeypatch.setattr(setup, "find_tool", lambda tool: None if tool in extras else real(tool))
+    code = cli.main(["doctor", "--json"])
+    rows = {row["check"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["tool nix-instantiate"]["result"] == "no"
+    assert rows["tool make"]["result"] == "no"
+    assert rows["tool make"]["fix"].startswith("apt-get install make")
+    # Exit 3 only for what is required (this host may lack something else, e.g. root).
+    required_missing = any(r["result"] == "MISSING" for r in rows.values())
+    assert code == (cli.EXIT_PREREQ if required_missing else 0)

@@ -2,7 +2,8 @@
 
 Each check says what it looked at, what it found, and the fix. A missing requirement makes
 the command exit 3 (a missing prerequisite); what only makes workspaces slower or less
-capable (KVM, vsock, virtiofsd) is reported, not required.
+capable (KVM, vsock), or what only this project's own checkout needs (its test suite's Nix,
+make), is reported, not required.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _tools() -> list[Finding]:
             path = setup.find_tool(tool)
             found.append(Finding(
                 f"tool {tool}", path is not None, path or "not found",
-                f"apt-get install {need.package}  ({need.why})",
+                f"apt-get install {need.package}  ({need.why})", required=need.required,
             ))  # fmt: skip
     return found
 
@@ -102,8 +103,8 @@ def _virtiofsd() -> Finding:
 
     ok = Path(VIRTIOFSD).exists()
     return Finding("virtiofsd", ok, VIRTIOFSD if ok else "not installed",
-                   "apt-get install qemu-system-x86; VMs share over 9p without it",
-                   required=False)  # fmt: skip
+                   "apt-get install qemu-system-common; a VM's rw shares need it (9p would "
+                   "serve them as host root, and is refused)")  # fmt: skip
 
 
 CHECKS: tuple[Callable[[], Finding | list[Finding]], ...] = (

@@ -19,6 +19,9 @@ class Need:
     package: str  # Debian's
     tools: tuple[str, ...]  # what wsfixture calls from it
     why: str
+    # False: only the checkout's own Makefile and test suite need it; `setup-host` still
+    # installs it, `doctor` reports it as optional.
+    required: bool = True
 
 
 NEEDS = (
@@ -36,8 +39,8 @@ NEEDS = (
     Need("e2fsprogs", ("mkfs.ext4",), "VM root disks"),
     Need("cpio", ("cpio",), "the VM initrd"),
     Need("zstd", ("zstd",), "the VM initrd"),
-    Need("nix-bin", ("nix-instantiate",), "checking the NixOS module (the test suite)"),
-    Need("make", ("make",), "the checkout's targets"),
+    Need("nix-bin", ("nix-instantiate",), "checking the NixOS module (the test suite)", False),
+    Need("make", ("make",), "the checkout's targets", False),
 )
 QEMU_USER = "wsfixture-qemu"  # QEMU runs as it once it has opened what it needs (-runas)
 SEARCH_PATH = "/usr/sbin:/sbin:/usr/lib/qemu"
