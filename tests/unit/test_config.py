@@ -396,3 +396,39 @@ def test_files_may_not_climb_out_of_the_image(tmp_path: Path) -> None:
             f"workspaces.a.files.{target}: has a '..' component (got {target!r}); "
             "allowed: a path like /etc/app.conf"
         ]
+
+
+def test_host_paths_in_a_config_file_are_relative_to_its_directory(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "debs").mkdir(parents=True)
+    (project / "debs" / "x.deb").write_text("deb")
+    (project / "data").mkdir()
+    config_file = project / "workspaces.toml"
+    config_file.write_text(
+        '[defaults]\nstateRoot = "state"\nfiles = { "/root/x.deb" = "debs/x.deb" }\n'
+        '[workspaces.a]\ntype = "container"\nip = "192.168.83.10"\n'
+        'shares = [{ source = "data", target = "/mnt/data" }, '
+        '{ source = "../elsewhere", target = "/mnt/up" }]\n'
+    )
+    elsewhere = tmp_path / "run-from-here"
+    elsewhere.mkdir()
+    import os
+
+    before = Path.cwd()
+    os.chdir(elsewhere)  # the reader's working directory does not matter
+    try:
+        config = load_config("../project/workspaces.toml")
+    finally:
+        os.chdir(before)
+    assert config.defaults.state_root == project / "state"
+    assert dict(config.defaults.files) == {"/root/x.deb": project / "debs" / "x.deb"}
+    shares = config.workspaces["a"].shares
+    assert shares[0].source == project / "data"
+    assert shares[1].source == tmp_path / "elsewhere"
+    # Without a file, a relative path would mean the reader's working directory: refused.
+    found = problems({"workspaces": {"a": {"type": "container", "ip": "192.168.83.10",
+                                           "files": {"/x": "debs/x.deb"}}}})  # fmt: skip
+    assert found == [
+        "workspaces.a.files./x: is not an absolute host path (got 'debs/x.deb'); allowed: a "
+        "path starting with / or ~, or relative to the config file's directory"
+    ]

@@ -56,33 +56,36 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([ConfigIssue(str(path), f"cannot read file: {exc.strerror}")]) from exc
+    # Relative host paths in it (files, share sources, stateRoot) are the file's directory's.
+    base_dir = path.resolve().parent
     if path.suffix == ".json":
-        return config_from_json(text, source=str(path))
-    return config_from_toml(text, source=str(path))
+        return config_from_json(text, source=str(path), base_dir=base_dir)
+    return config_from_toml(text, source=str(path), base_dir=base_dir)
 
 
-def config_from_toml(text: str, source: str = "<toml>") -> Config:
+def config_from_toml(text: str, source: str = "<toml>", base_dir: Path | None = None) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigIssue(source, f"TOML syntax error: {exc}")], source) from exc
-    return config_from_dict(data, source=source)
+    return config_from_dict(data, source=source, base_dir=base_dir)
 
 
-def config_from_json(text: str, source: str = "<json>") -> Config:
+def config_from_json(text: str, source: str = "<json>", base_dir: Path | None = None) -> Config:
     """Read ``nix eval --json`` output of ``config.sandboxed-workspace`` (or the same shape)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         problem = f"JSON syntax error: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         raise ConfigError([ConfigIssue(source, problem)], source) from exc
-    return config_from_dict(data, source=source)
+    return config_from_dict(data, source=source, base_dir=base_dir)
 
 
-def config_from_dict(data: object, source: str = "<dict>") -> Config:
-    """Validate a plain mapping (from any source) into a ``Config``."""
+def config_from_dict(data: object, source: str = "<dict>", base_dir: Path | None = None) -> Config:
+    """Validate a plain mapping (from any source) into a ``Config``. ``base_dir``: what
+    relative host paths in it are relative to (none: they are refused)."""
     issues = Collector()
-    config = parse_config(data, issues, source)
+    config = parse_config(data, issues, source, base_dir)
     issues.raise_if_any(source)
     assert config is not None
     return config

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,22 @@ class Context:
     issues: Collector
     parsed: dict[str, Any] = field(default_factory=dict)
     network: Any = None  # a NetworkSpec once the network section is parsed
+    base_dir: Path | None = None  # the config file's directory, when it came from a file
+
+
+RELATIVE_ALLOWED = "a path starting with / or ~, or relative to the config file's directory"
+
+
+def host_path(value: str, ctx: Context) -> Path | None:
+    """A host path as written: absolute or ~ as it is; relative to the config file's
+    directory when the config came from a file (so a config committed to a repository works
+    wherever it is checked out); None otherwise, where it would mean the working directory
+    of whoever reads it."""
+    if value.startswith(("/", "~")):
+        return Path(value)
+    if ctx.base_dir is not None:
+        return Path(os.path.normpath(ctx.base_dir / value))
+    return None
 
 
 Parser = Callable[[object, str, Context], Any]
@@ -277,21 +294,21 @@ def string_list(
 
 
 def path(default: Path, doc: str, prefixes: tuple[str, ...] = (), **extra: Any) -> Any:
-    """A host path; ``prefixes``: what it must start with (an absolute path, ~)."""
-    allowed = f"a path starting with {' or '.join(prefixes)}" if prefixes else "a directory path"
+    """A host path (``host_path``); ``prefixes``: it must not be relative to the reader's
+    working directory (an absolute, ~ or config-relative path)."""
+    allowed = RELATIVE_ALLOWED if prefixes else "a directory path"
 
     def parse(value: object, where: str, ctx: Context) -> Any:
-        ok = isinstance(value, str) and value.strip() and value.startswith(prefixes or "")
-        if not ok:
-            problem = "is not an absolute host path" if prefixes else "is not a path"
-            ctx.issues.add(where, problem, value, allowed)
+        if not isinstance(value, str) or not value.strip():
+            ctx.issues.add(where, "is not a path", value, allowed)
             return INVALID
-        assert isinstance(value, str)
-        return Path(value)
+        resolved = host_path(value, ctx)
+        if resolved is None and prefixes:
+            ctx.issues.add(where, "is not an absolute host path", value, allowed)
+            return INVALID
+        return resolved or Path(value)
 
     schema: dict[str, Any] = {"type": "string", "pattern": r"\S"}
-    if prefixes:
-        schema["pattern"] = "^(" + "|".join(re.escape(p) for p in prefixes) + ")"
     return declared(
         default, doc=doc, parse=parse, schema=schema, to_data=str, allowed=allowed, **extra
     )
@@ -322,25 +339,21 @@ def file_map(doc: str) -> Any:
                     target,
                     "a path like /etc/app.conf",
                 )
-            elif not isinstance(source, str) or not source.startswith(("/", "~")):
-                ctx.issues.add(
-                    here, "is not an absolute host path", source, "a path starting with / or ~"
-                )
-            elif not Path(source).expanduser().is_file():
+            elif not isinstance(source, str) or (found := host_path(source, ctx)) is None:
+                ctx.issues.add(here, "is not an absolute host path", source, RELATIVE_ALLOWED)
+            elif not found.expanduser().is_file():
                 problem = (
-                    "does not exist"
-                    if not Path(source).expanduser().exists()
-                    else "is not a regular file"
+                    "does not exist" if not found.expanduser().exists() else "is not a regular file"
                 )
                 ctx.issues.add(here, problem, source, "a regular file on the host")
             else:
-                good.append((target, Path(source).expanduser()))
+                good.append((target, found.expanduser()))
         return tuple(good)
 
     schema = {
         "type": "object",
         "propertyNames": {"pattern": "^/(?!(.*/)?\\.\\.(/|$))."},
-        "additionalProperties": {"type": "string", "pattern": "^(/|~)"},
+        "additionalProperties": {"type": "string", "pattern": r"\S"},
     }
     return declared(
         (), doc=doc, parse=parse, schema=schema, to_data=lambda v: {t: str(s) for t, s in v}

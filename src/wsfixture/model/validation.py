@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wsfixture.model import derive, fields, tables
@@ -55,8 +56,9 @@ class _Parsed:
 
 
 def _parse(
-    name: object, data: object, network: NetworkSpec, issues: Collector, where: str
-) -> _Parsed:
+    name: object, data: object, network: NetworkSpec, issues: Collector, where: str,
+    base_dir: Path | None = None,
+) -> _Parsed:  # fmt: skip
     raw = tables.table_keys(data, where, WORKSPACE_KEYS, issues)
     if raw is None:
         return _Parsed(None, None, None)
@@ -64,7 +66,8 @@ def _parse(
         issues.add(f"{where}.name", "differs from the workspace's key", raw["name"], repr(name))
     name = raw.pop("name", name)
     name_ok = _check_name(name, f"{where} name", issues)
-    parsed, ok = tables.parse_fields(WorkspaceSpec, raw, where, Context(issues, network=network))
+    ctx = Context(issues, network=network, base_dir=base_dir)
+    parsed, ok = tables.parse_fields(WorkspaceSpec, raw, where, ctx)
     valid_name = name if name_ok and isinstance(name, str) else None
     spec = WorkspaceSpec(name=valid_name, **parsed) if ok and valid_name else None
     return _Parsed(spec, valid_name, parsed.get("ip"))
@@ -135,12 +138,14 @@ def check_share_sources(config: Config, spec: WorkspaceSpec) -> None:
     issues.raise_if_any(config.source)
 
 
-def parse_config(data: object, issues: Collector, source: str) -> Config | None:
+def parse_config(
+    data: object, issues: Collector, source: str, base_dir: Path | None = None
+) -> Config | None:
     top = (*fields.keys(Config), "workspaces")
     raw = tables.table_keys(data, "config", top, issues)
     if raw is None:
         return None
-    ctx = Context(issues)
+    ctx = Context(issues, base_dir=base_dir)
     sections: dict[str, Any] = {}
     for f, decl in fields.declarations(Config):
         if f.name in raw:
@@ -156,7 +161,7 @@ def parse_config(data: object, issues: Collector, source: str) -> Config | None:
         )  # fmt: skip
         entries = {}
     parsed = [
-        _parse(name, entry, config.network, issues, f"workspaces.{name}")
+        _parse(name, entry, config.network, issues, f"workspaces.{name}", base_dir)
         for name, entry in entries.items()
     ]
     _check_collisions(parsed, issues)
