@@ -1,4 +1,6 @@
+import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,30 @@ def test_doctor_reports_what_only_the_checkout_needs_as_optional(
     # Exit 3 only for what is required (this host may lack something else, e.g. root).
     required_missing = any(r["result"] == "MISSING" for r in rows.values())
     assert code == (cli.EXIT_PREREQ if required_missing else 0)
+
+
+def test_plan_shows_files_and_setup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "app.conf").write_text("x")
+    config = tmp_path / "ws.toml"
+    config.write_text(
+        '[defaults]\nsetup = ["echo first"]\n'
+        '[workspaces.a]\ntype = "container"\nip = "192.168.83.10"\n'
+        'files = { "/etc/app.conf" = "app.conf" }\nsetup = ["echo second", "echo third"]\n'
+    )
+    assert cli.main(["plan", str(config), "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["workspaces"]
+    assert entry["files"] == {"/etc/app.conf": str(tmp_path / "app.conf")}
+    assert entry["setup"] == ["echo first", "echo second", "echo third"]
+    assert cli.main(["plan", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"  files       /etc/app.conf <- {tmp_path / 'app.conf'}" in out
+    assert "  setup       echo first\n              echo second\n              echo third" in out
+
+
+def test_the_readme_lists_every_command() -> None:
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    first_cells = [line.split("|")[1] for line in readme.splitlines() if line.startswith("| `")]
+    listed = {name for cell in first_cells for name in re.findall(r"`([a-z-]+)", cell)}
+    assert set(commands.choices) - listed == set(), "commands the README's table lacks"

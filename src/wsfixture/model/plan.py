@@ -29,6 +29,9 @@ def plan(config: Config, accel: str | None = None) -> dict[str, Any]:
             **_fields_of(spec),
             "release": config.release_for(spec),
             "packages": list(config.packages_for(spec)),
+            # What the image layer gets beyond packages: the defaults' and its own, merged.
+            "files": {target: str(source) for target, source in config.files_for(spec).items()},
+            "setup": list(config.setup_for(spec)),
             "stateDirs": {
                 share: str(config.state_dir(spec.name) / share) for share in STANDARD_SHARES
             },
@@ -67,6 +70,11 @@ def render_text(data: dict[str, Any]) -> str:
             ("aliases", ", ".join(ws["aliases"])),
             ("release", ws["release"]),
             ("packages", ", ".join(ws["packages"]) or "-"),
+            *[
+                ("files" if i == 0 else "", f"{target} <- {source}")
+                for i, (target, source) in enumerate(ws["files"].items())
+            ],
+            *[("setup" if i == 0 else "", line) for i, line in enumerate(ws["setup"])],
             ("state dirs", ", ".join(ws["stateDirs"].values())),
         ]
         if ws["type"] == "vm":
