@@ -141,3 +141,18 @@ def test_shifted_file_capabilities_belong_to_the_namespace_root() -> None:
     v3 = _caps_owned_by(v2, 1 << 30)
     assert struct.unpack("<6I", v3) == (0x03000001, 1 << 13, 0, 0, 0, 1 << 30)
     assert struct.unpack("<6I", _caps_owned_by(v3, 5))[-1] == (1 << 30) + 5
+
+
+def test_a_layer_uses_the_mirror_of_its_build() -> None:
+    from wsfixture.image.build import LAYER_SOURCES, layer_script
+
+    plain = layer_script(["curl", "git"], "trixie", None)
+    assert "apt-get update -q" in plain
+    assert "install -y -q --no-install-recommends curl git" in plain
+    assert LAYER_SOURCES not in plain
+    mirrored = layer_script(["curl"], "trixie", "http://mirror.example/debian")
+    assert f"echo 'deb http://mirror.example/debian trixie main' > {LAYER_SOURCES}" in mirrored
+    assert f"apt-get -o Dir::Etc::SourceList={LAYER_SOURCES} " in mirrored
+    assert mirrored.index("set -e") < mirrored.index("echo"), "set -e first"
+    whole = layer_script(["curl"], "bookworm", "deb [trusted=yes] file:/srv/debian bookworm main")
+    assert "echo 'deb [trusted=yes] file:/srv/debian bookworm main' >" in whole

@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,11 +222,28 @@ def _bootstrap(build: _Build) -> None:
 # package lists go afterwards, as mmdebstrap leaves the base.
 LAYER_SCRIPT = """\
 set -e
-apt-get update -q
-apt-get install -y -q --no-install-recommends {packages}
+{prelude}apt-get {options}update -q
+apt-get {options}install -y -q --no-install-recommends {packages}
 apt-get clean
 rm -rf /var/lib/apt/lists/*
 """
+LAYER_SOURCES = "/run/wsfixture-sources.list"  # inside the build's tree; gone with /run
+
+
+def layer_script(packages: Sequence[str], suite: str, mirror: str | None) -> str:
+    """The layer's apt run. With a mirror (WSFIXTURE_MIRROR: a URL, or a whole ``deb``
+    line as mmdebstrap takes it), apt uses it for this layer too, whatever mirror the base
+    was built from, and leaves the image's own sources as they are."""
+    options = ""
+    prelude = ""
+    if mirror:
+        line = mirror if mirror.startswith("deb ") else f"deb {mirror} {suite} main"
+        prelude = f"echo {shlex.quote(line)} > {LAYER_SOURCES}\n"
+        options = f"-o Dir::Etc::SourceList={LAYER_SOURCES} -o Dir::Etc::SourceParts=/dev/null "
+    quoted = " ".join(shlex.quote(p) for p in packages)
+    return LAYER_SCRIPT.format(prelude=prelude, options=options, packages=quoted)
+
+
 POLICY_RC_D = "usr/sbin/policy-rc.d"
 
 
@@ -255,7 +272,7 @@ def _install_layer(build: _Build) -> None:
     (merged / POLICY_RC_D).chmod(0o755)
     os.chown(merged / POLICY_RC_D, shift, shift)
     if added := image.recipe.added:
-        script = LAYER_SCRIPT.format(packages=" ".join(shlex.quote(p) for p in added))
+        script = layer_script(added, image.recipe.suite, settings.current().mirror)
         _in_tree(build, merged, shift, script, f"installing {', '.join(added)}")
     _put_files(build, merged, shift)
     if image.recipe.setup:
