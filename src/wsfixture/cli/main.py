@@ -409,6 +409,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
+    if args.remove:
+        try:
+            removed = imagecache.remove_keys(args.remove)
+        except ValueError as exc:
+            raise UsageError(f"nothing removed: {exc}") from None
+        for key, size in removed:
+            say(f"removed {key} ({size / 2**20:.0f} MiB)")
+        return 0
     if args.prune:
         images_dir = settings.current().cache_dir / "images"
         dropped = [
@@ -427,6 +435,13 @@ def cmd_images(args: argparse.Namespace) -> int:
         for key, why, size in dropped:
             say(f"{verb} {key} ({why}, {size / 2**20:.0f} MiB)")
         say(f"images and templates: {verb} {len(dropped)}, {freed / 2**30:.1f} GiB")
+        # What stays though no config may want it any more (a layer whose setup changed):
+        # unused, but within --days. Say so, rather than leave a bare "0".
+        kept = [i for i in imagecache.cached_images() if i.key not in {k for k, _, _ in dropped}]
+        recent = [i for i in kept if i.key not in imagecache.busy_keys(kept)]
+        if recent:
+            say(f"kept {len(recent)} not in use but used within {args.days:g} days "
+                "(`--days 0` prunes every unused one; `--remove KEY` one of them)")  # fmt: skip
         return 0
     images = imagecache.cached_images()
     busy = imagecache.busy_keys(images)
@@ -438,6 +453,7 @@ def cmd_images(args: argparse.Namespace) -> int:
                 f"layer over {i.base_key}" if i.base_key else "base"),
             "adds": ", ".join(i.recipe.adds) if i.recipe else "",
             "last_used": f"{(now - i.last_used) / 3600:.0f}h ago",
+            "size": f"{imagecache.size_of(i.dir) / 2**20:.0f} MiB",
             "state": "in use" if i.key in busy else i.state,
         }
         for i in images
@@ -452,16 +468,17 @@ def cmd_images(args: argparse.Namespace) -> int:
             "adds": f"{t.shape.vcpu} vCPU, {t.shape.memory} MiB, {t.shape.accel}"
             if t.shape else "",
             "last_used": f"{(now - t.last_used) / 3600:.0f}h ago",
+            "size": f"{imagecache.size_of(t.dir) / 2**20:.0f} MiB",
             "state": "in use" if t.key in in_use else t.state(images_dir),
         }
         for t in found
     ]  # fmt: skip
     rows += [
-        {"image": staging.name, "kind": "half built", "adds": "", "last_used": "-",
+        {"image": staging.name, "kind": "half built", "adds": "", "last_used": "-", "size": "-",
          "state": "building" if alive else "abandoned: `wsfixture gc` removes it"}
         for staging, alive in imagecache.builds()
     ]  # fmt: skip
-    columns = ["image", "kind", "adds", "last_used", "state"]
+    columns = ["image", "kind", "adds", "last_used", "size", "state"]
     say(json.dumps(rows) if args.json else table(rows, columns))
     return 0
 
@@ -567,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--days", type=float, default=14.0, help="keep images used since (14)")
     p.add_argument("--dry-run", action="store_true", help="say what --prune would remove")
+    p.add_argument("--remove", nargs="+", metavar="KEY", help="remove these images/templates")
     return parser
 
 

@@ -189,10 +189,46 @@ def prune(
     for image in chosen:
         size = size_of(image.dir)
         if not dry_run:
-            lock = Path(str(image.dir) + ".lock")
-            with FileLock(str(lock)):  # not while someone builds it
-                (image.dir / "ready").unlink(missing_ok=True)  # no longer looks done
-                system.remove_tree(image.dir)
-            lock.unlink(missing_ok=True)
+            _remove_image(image)
         removed.append((image, size))
+    return removed
+
+
+def _remove_image(image: CachedImage) -> None:
+    lock = Path(str(image.dir) + ".lock")
+    with FileLock(str(lock)):  # not while someone builds it
+        (image.dir / "ready").unlink(missing_ok=True)  # no longer looks done
+        system.remove_tree(image.dir)
+    lock.unlink(missing_ok=True)
+
+
+def remove_keys(keys: Iterable[str], cache_dir: Path | None = None) -> list[tuple[str, int]]:
+    """Remove these images and VM templates, with the bytes each freed; an image's own
+    templates go with it (they could never be restored again). Refused as a whole, naming
+    why, for a key the cache does not have, one in use, or a base a layer that stays
+    stands on (ValueError)."""
+    root = cache_dir or settings.current().cache_dir
+    images = {i.key: i for i in cached_images(root)}
+    found = {t.key: t for t in templates.cached_templates(root)}
+    wanted = set(keys)
+    wanted |= {k for k, t in found.items() if t.shape and t.shape.image_key in wanted}
+    problems = [f"{k}: no such image or template" for k in sorted(wanted)
+                if k not in images and k not in found]  # fmt: skip
+    busy = busy_keys(images.values()) | busy_keys(found.values())
+    problems += [f"{k}: in use" for k in sorted(wanted & busy)]
+    problems += [
+        f"{i.base_key}: the base of {i.key}, which stays"
+        for i in images.values()
+        if i.base_key in wanted and i.key not in wanted
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
+    removed = []
+    for key in sorted(wanted & set(found)):  # templates first: they hold images' files
+        removed.append((key, size_of(found[key].dir)))
+        templates.remove(found[key])
+    layers_first = sorted(wanted & set(images), key=lambda k: images[k].base_key is None)
+    for key in layers_first:
+        removed.append((key, size_of(images[key].dir)))
+        _remove_image(images[key])
     return removed
