@@ -176,11 +176,12 @@ def test_day_to_day(cli_config: Path) -> None:
     text = text.replace("restartIfChanged = false", "restartIfChanged = false\nvcpu = 2")
     cli_config.write_text(text)
     assert status(cli_config)["one"]["matches"] is False
-    assert "no: needs restart" in wsf(cli_config, "status").stdout
-    planned = {
-        a["name"]: a["action"]
-        for a in json.loads(wsf(cli_config, "apply", "--dry-run", "--json").stdout)
-    }
+    assert status(cli_config)["one"]["changed"] == ["packages"]
+    assert status(cli_config)["two"]["changed"] == ["vcpu"]
+    assert "no: needs restart (packages changed)" in wsf(cli_config, "status").stdout
+    dry_run = json.loads(wsf(cli_config, "apply", "--dry-run", "--json").stdout)
+    assert {a["name"]: a["changed"] for a in dry_run} == {"one": "packages", "two": "vcpu"}
+    planned = {a["name"]: a["action"] for a in dry_run}
     assert planned == {
         "one": "would be restarted",
         "two": "needs restart (restartIfChanged = false)",

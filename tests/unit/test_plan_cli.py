@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -143,3 +144,20 @@ def test_the_readme_lists_every_command() -> None:
     first_cells = [line.split("|")[1] for line in readme.splitlines() if line.startswith("| `")]
     listed = {name for cell in first_cells for name in re.findall(r"`([a-z-]+)", cell)}
     assert set(commands.choices) - listed == set(), "commands the README's table lacks"
+
+
+def test_a_running_workspace_says_which_fields_changed() -> None:
+    from wsfixture.cli.persistent import changed_fields, config_hash, config_snapshot
+    from wsfixture.host.ledger import SupervisorInfo
+
+    config = load_config(EXAMPLE)
+    spec = config.workspaces["myproject"]
+    before = config_snapshot(config, spec)
+    running = SupervisorInfo("/x.toml", config_hash(before), 0.0, before)
+    assert changed_fields(running, before) == []
+    edited = config_snapshot(config, dataclasses.replace(spec, packages=("jq",)))
+    assert changed_fields(running, edited) == ["packages"]
+    # An older record has only the fingerprint: it can tell same from changed, not what.
+    older = SupervisorInfo("/x.toml", config_hash(before), 0.0)
+    assert changed_fields(older, before) == []
+    assert changed_fields(older, edited) is None

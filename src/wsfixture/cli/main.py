@@ -28,8 +28,10 @@ from wsfixture.cli import hostsfile
 from wsfixture.cli.persistent import (
     alias_lines,
     attached,
-    config_hash,
+    changed_fields,
+    config_snapshot,
     remove_lab_if_idle,
+    restart_reason,
     start_workspace,
     status_rows,
     stop_record,
@@ -187,7 +189,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     shown = [
         {**r, "uptime": "-" if r["uptime"] is None else f"{r['uptime']}s",
-         "matches": {None: "-", True: "yes", False: "no: needs restart"}[r["matches"]]}
+         "matches": {None: "-", True: "yes", False: f"no: {restart_reason(r['changed'])}"}[
+             r["matches"]]}
         for r in rows
     ]  # fmt: skip
     say(table(shown, ["name", "type", "ip", "state", "uptime", "matches", "forwards"]))
@@ -342,26 +345,30 @@ def cmd_apply(args: argparse.Namespace) -> int:
         record = live.get(name)
         if record is None:
             if spec.auto_start:
-                actions.append({"name": name, "action": start(name, "started")})
+                actions.append({"name": name, "action": start(name, "started"), "changed": ""})
             continue
         supervisor = ledger.workspace_info(record).supervisor
-        if supervisor is not None and supervisor.config_hash == config_hash(config, spec):
-            actions.append({"name": name, "action": "unchanged"})
+        changed = changed_fields(supervisor, config_snapshot(config, spec)) if supervisor else None
+        what = {"changed": ", ".join(changed) if changed else ""}
+        if changed == []:
+            actions.append({"name": name, "action": "unchanged", "changed": ""})
         elif spec.restart_if_changed:
             if not dry:
                 stop_record(record)
-            actions.append({"name": name, "action": start(name, "restarted")})
+            actions.append({"name": name, "action": start(name, "restarted"), **what})
         else:
-            actions.append({"name": name, "action": "needs restart (restartIfChanged = false)"})
+            reason = "needs restart (restartIfChanged = false)"
+            actions.append({"name": name, "action": reason, **what})
     for name, record in live.items():
         if name not in config.workspaces:
             if not dry:
                 stop_record(record)
             verb = "would be stopped" if dry else "stopped"
-            actions.append({"name": name, "action": f"{verb} (removed from config; state kept)"})
+            action = f"{verb} (removed from config; state kept)"
+            actions.append({"name": name, "action": action, "changed": ""})
     if not dry and not ledger.workspaces(lab, live=True):
         remove_lab_if_idle(lab)
-    say(json.dumps(actions) if args.json else table(actions, ["name", "action"]))
+    say(json.dumps(actions) if args.json else table(actions, ["name", "action", "changed"]))
     return EXIT_FAILED if any("FAILED" in a["action"] for a in actions) else 0
 
 

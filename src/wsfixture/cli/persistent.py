@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +48,38 @@ def shared_lab(config: Config) -> Lab:
     return lab
 
 
-def config_hash(config: Config, spec: WorkspaceSpec) -> str:
-    """What a running workspace was started from; a change means it needs a restart."""
+def config_snapshot(config: Config, spec: WorkspaceSpec) -> dict[str, str]:
+    """What a running workspace was started from, field by field (each value as JSON): its
+    own fields, and what it takes from the defaults and the network."""
     user = config.defaults.user
-    blob = {
-        "spec": spec.to_dict(),
-        "packages": list(config.packages_for(spec)),
-        "user": [user.name, user.uid, list(user.authorized_keys)],
-        "network": [str(config.network.subnet), str(config.network.gateway)],
+    fields = {key: json.dumps(value, sort_keys=True) for key, value in spec.to_dict().items()}
+    fields |= {
+        "packages": json.dumps(list(config.packages_for(spec))),
+        "files": json.dumps({t: str(p) for t, p in config.files_for(spec).items()}),
+        "setup": json.dumps(list(config.setup_for(spec))),
+        "release": json.dumps(config.release_for(spec)),
+        "defaults.user": json.dumps([user.name, user.uid, list(user.authorized_keys)]),
+        "network": json.dumps([str(config.network.subnet), str(config.network.gateway)]),
     }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    return fields
+
+
+def config_hash(snapshot: Mapping[str, str]) -> str:
+    """A snapshot's fingerprint: a change means a restart is needed."""
+    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def changed_fields(running: ledger.SupervisorInfo, now: Mapping[str, str]) -> list[str] | None:
+    """The fields whose value differs between what ``running`` was started from and the
+    config now; [] when none; None when the record cannot say (an older wsfixture's, with
+    a fingerprint only, that no longer matches)."""
+    if running.config:
+        return sorted(k for k in {*running.config, *now} if running.config.get(k) != now.get(k))
+    return [] if running.config_hash == config_hash(now) else None
+
+
+def restart_reason(changed: list[str] | None) -> str:
+    return "needs restart" + (f" ({', '.join(changed)} changed)" if changed else "")
 
 
 def start_workspace(config: Config, name: str) -> tuple[bool, str]:
@@ -120,11 +143,14 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
         }  # fmt: skip
         supervisor = ledger.workspace_info(record).supervisor if record else None
         if record is None:
-            row.update(state="stopped", uptime=None, matches=None)
+            row.update(state="stopped", uptime=None, matches=None, changed=[])
         else:
             started = supervisor.started if supervisor else time.time()
-            same = supervisor is not None and supervisor.config_hash == config_hash(config, spec)
-            row.update(state="running", uptime=int(time.time() - started), matches=same)
+            changed = (
+                changed_fields(supervisor, config_snapshot(config, spec)) if supervisor else None
+            )
+            row.update(state="running", uptime=int(time.time() - started),
+                       matches=changed == [], changed=changed)  # fmt: skip
         rows.append(row)
     return rows
 

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from wsfixture.cli.persistent import config_hash, shared_lab
+from wsfixture.cli.persistent import config_hash, config_snapshot, shared_lab
 from wsfixture.host import ledger
 from wsfixture.model.config import load_config
 from wsfixture.net.forward import PortForward
@@ -32,7 +32,8 @@ def supervise(config_path: str, name: str) -> int:
     lab = shared_lab(config)
     supervisor = ledger.SupervisorInfo(
         config_path=str(Path(config_path).resolve()),
-        config_hash=config_hash(config, spec),
+        config_hash=config_hash(snapshot := config_snapshot(config, spec)),
+        config=snapshot,
         started=time.time(),
     )
     ws = Workspace(spec, config, lab, supervisor=supervisor)

@@ -43,6 +43,9 @@ class SupervisorInfo:
     config_path: str
     config_hash: str
     started: float  # seconds since the epoch
+    # Field by field (``cli.persistent.config_snapshot``), so `status` and `apply` can say
+    # what changed; empty in an older wsfixture's records.
+    config: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
