@@ -154,6 +154,17 @@ class SshSession:
         self.history.append(ran)
         return rc, drained.out, drained.err
 
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a host file into the workspace (SFTP over the pinned connection, as the
+        workspace user: the file is that user's)."""
+        with self.client().open_sftp() as sftp:
+            sftp.put(str(local), remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy a workspace file to the host (SFTP over the pinned connection)."""
+        with self.client().open_sftp() as sftp:
+            sftp.get(remote, str(local))
+
     def _kill_group(self, pid: int | None) -> str:
         """End a bounded command's process group in the workspace (through doas, for what
         the command started as root); say what happened."""

@@ -42,6 +42,7 @@ from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
 from wsfixture.model.validation import check_share_sources
 from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab, LabHost
+from wsfixture.process import Process
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 
 T = TypeVar("T")
@@ -460,6 +461,20 @@ class Workspace:
         forward = PortForward(self.lab, self.ip, port, local)
         self.forwards.append(forward)
         return forward.address
+
+    def put(self, local: str | Path, remote: str) -> None:
+        """Copy a host file to ``remote`` in the workspace (SFTP over the pinned session);
+        it is the workspace user's there."""
+        self._session().put(Path(local), remote)
+
+    def get(self, remote: str, local: str | Path) -> None:
+        """Copy a file of the workspace to ``local`` on the host."""
+        self._session().get(remote, Path(local))
+
+    def spawn(self, command: str) -> Process:
+        """Start ``command`` detached (its own session, output to a file) and return at
+        once: ``.wait()``, ``.kill()``, ``.output()``, ``.running``."""
+        return Process.start(self._session(), command)
 
     def logs(self, lines: int = 200) -> str:
         """The tail of the console log."""

@@ -4,6 +4,7 @@ its own (a namespace name unique to this test run)."""
 from __future__ import annotations
 
 import json
+import re
 import select
 import signal
 import socket
@@ -160,6 +161,21 @@ def test_day_to_day(cli_config: Path) -> None:
     assert marker in follow_logs(
         cli_config, "one", lambda: wsf(cli_config, "ssh", "one", "logger", marker), marker
     )
+
+    # Files in and out, commands run and left running.
+    local = cli_config.parent / "note.txt"
+    local.write_text("hello\n")
+    wsf(cli_config, "cp", str(local), "one:/home/dev/note.txt")
+    assert wsf(cli_config, "exec", "one", "cat", "/home/dev/note.txt").stdout == "hello\n"
+    assert wsf(cli_config, "exec", "one", "false", check=False).returncode == 1
+    wsf(cli_config, "cp", "one:/etc/hostname", str(cli_config.parent / "hostname"))
+    assert (cli_config.parent / "hostname").read_text() == "one\n"
+    assert wsf(cli_config, "cp", "a", "b", check=False).returncode == 2
+    detached = wsf(cli_config, "exec", "--detach", "one", "sleep 300; echo late").stdout
+    pid, output = re.fullmatch(r"one: pid (\d+), output in (\S+)\n", detached).groups()
+    assert wsf(cli_config, "exec", "one", "kill", "-0", pid).returncode == 0, "still running"
+    wsf(cli_config, "exec", "one", "kill", "--", f"-{pid}")
+    assert wsf(cli_config, "exec", "one", "test", "-e", output).returncode == 0
 
     check = wsf(cli_config, "check", "--json")
     outcomes = json.loads(check.stdout)

@@ -150,6 +150,31 @@ def test_wait_helpers(alpha: Workspace) -> None:
         alpha.wait_for_port(2222, timeout=0.5)
 
 
+def test_files_go_in_and_out_over_the_pinned_session(alpha: Workspace, tmp_path: Path) -> None:
+    local = tmp_path / "in.txt"
+    local.write_text("from the host\n")
+    alpha.put(local, "/home/dev/in.txt")
+    assert alpha.succeed("stat -c %U /home/dev/in.txt").strip() == "dev"
+    alpha.succeed("echo more >> /home/dev/in.txt")
+    alpha.get("/home/dev/in.txt", tmp_path / "out.txt")
+    assert (tmp_path / "out.txt").read_text() == "from the host\nmore\n"
+
+
+def test_a_detached_process_keeps_running_and_can_be_waited_for(alpha: Workspace) -> None:
+    began = time.monotonic()
+    server = alpha.spawn("echo started; exec python3 -m http.server 8642")
+    assert time.monotonic() - began < 10, "spawn returns at once"
+    alpha.wait_for_port(8642, timeout=30)
+    assert server.running
+    assert "started" in server.output()
+    server.kill()
+    assert server.wait(timeout=30) == -1, "killed before it could write a status"
+    assert not alpha.lab.port_open(alpha.ip, 8642), "the server is gone"
+    done = alpha.spawn("echo out; echo err >&2; exit 7")
+    assert done.wait(timeout=30) == 7
+    assert done.output() == "out\nerr\n"
+
+
 def test_wrong_pinned_key_is_refused(alpha: Workspace, lab: Lab, tmp_path: Path) -> None:
     other = keys.host_key(tmp_path, "impostor").public_key()
     assert alpha.session is not None

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsfixture import checks, inventory
 from wsfixture.cli import hostsfile
@@ -43,6 +43,9 @@ from wsfixture.image import templates
 from wsfixture.model import derive, schema
 from wsfixture.model.config import Config, load_config
 from wsfixture.model.plan import plan, render_text
+
+if TYPE_CHECKING:
+    from wsfixture.workspace import Workspace
 
 EXIT_FAILED, EXIT_USAGE, EXIT_PREREQ = 1, 2, 3
 # Colours and cursor moves of a console; a serial console also has broken ones (ESC[ cut
@@ -236,6 +239,49 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     argv = ["ssh", "-F", str(ssh_config), args.name, *args.command]
     os.execvp("ssh", argv)
     return EXIT_FAILED  # not reached
+
+
+def running_workspace(args: argparse.Namespace, name: str) -> Workspace:
+    """A handle on a running CLI workspace of the config (usage error for an unknown name,
+    WorkspaceGone for a stopped one)."""
+    config = load_config(args.config)
+    require_running(name, list(config.workspaces), config.network.namespace)
+    return attached(config, name)
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    """SFTP over the pinned session: exactly one side is NAME:PATH."""
+    sides = [s.partition(":") if ":" in s and not s.startswith(("/", ".")) else None
+             for s in (args.source, args.target)]  # fmt: skip
+    if (sides[0] is None) == (sides[1] is None):
+        raise UsageError("cp: exactly one of SOURCE and TARGET is NAME:PATH")
+    if sides[0] is not None:
+        name, _, remote = sides[0]
+        ws = running_workspace(args, name)
+        ws.get(remote, args.target)
+    else:
+        assert sides[1] is not None
+        name, _, remote = sides[1]
+        ws = running_workspace(args, name)
+        ws.put(args.source, remote)
+    ws.stop()  # an attached handle: closes the connection only
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    ws = running_workspace(args, args.name)
+    command = " ".join(args.command)  # as ssh joins its words: one line for the shell
+    try:
+        if args.detach:
+            process = ws.spawn(command)
+            say(f"{args.name}: pid {process.pid}, output in {process.output_path}")
+            return 0
+        rc, out, err = ws.run(command, timeout=None)
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+        return rc
+    finally:
+        ws.stop()
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
@@ -561,6 +607,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("port", type=int)
     p.add_argument("--local", type=int, default=0, help="the host port (default: a free one)")
+    p = command("cp", cmd_cp, "copy a file in or out: cp LOCAL NAME:PATH, cp NAME:PATH LOCAL")
+    p.add_argument("source")
+    p.add_argument("target")
+    p = command("exec", cmd_exec, "run a command in a workspace; --detach leaves it running")
+    p.add_argument("--detach", action="store_true", help="return at once; output to a file")
+    p.add_argument("name")
+    p.add_argument("command", nargs=argparse.REMAINDER)
     p = command("aliases", cmd_aliases, 'shell aliases: eval "$(wsfixture aliases)"')
     p.add_argument("--shell", choices=("bash", "zsh", "fish"), default="bash")
     p = command("hosts", cmd_hosts, "print hosts entries, or --apply them to a hosts file")
