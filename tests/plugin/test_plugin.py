@@ -509,3 +509,38 @@ def test_a_conftest_host_still_wins(pytester: pytest.Pytester) -> None:
     )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*::test_x PASSED*"])
+
+
+def test_a_module_shares_a_pair_of_workspaces(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        test_pair="""
+        import pytest
+
+        SEEN = []
+
+        @pytest.fixture(scope="module")
+        def pair(ws_factory_module):
+            return ws_factory_module("web"), ws_factory_module("db")
+
+        def test_web_reaches_db(pair):
+            web, db = pair
+            SEEN.append(pair)
+            assert web.succeed("getent hosts db").split()[0] == db.ip
+            web.succeed("echo from-first-test > /tmp/mark")
+
+        def test_the_same_pair(pair):
+            SEEN.append(pair)
+            assert SEEN[0] is SEEN[1]
+            assert pair[0].succeed("cat /tmp/mark") == "from-first-test\\n"
+
+        def test_failing(pair):
+            pair[1].succeed("echo db-was-here")
+            assert False, "on purpose"
+        """
+    )
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml")
+    result.assert_outcomes(passed=2, failed=1)
+    # The failed test's report shows the workspaces it used through the module's pair.
+    result.stdout.fnmatch_lines(["*wsfixture db: commands*", "*$ echo db-was-here*"])
+    for lab in labs_in(result.stdout.str()):
+        assert leftovers(lab) == {}

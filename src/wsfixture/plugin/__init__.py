@@ -269,7 +269,56 @@ def workspace_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., 
     A name from the config selects that workspace (fields override it); any other name makes
     an inline spec; no name gets a fresh one, and a missing ``ip`` comes from the free range.
     Everything it made is torn down after the test, also when the test or a boot failed.
+    ``ws_factory_module`` and ``ws_factory_session`` are the same, shared by a module's (or
+    the session's, per xdist worker) tests and torn down after the last of them.
     """
+    yield from _factory(request, lambda ws: track(request.node, ws))
+
+
+@pytest.fixture(scope="module")
+def ws_factory_module(request: pytest.FixtureRequest) -> Iterator[Callable[..., Workspace]]:
+    """``workspace_factory`` for a module: ``@pytest.fixture(scope="module")`` fixtures can
+    ask for it (a web + db pair per module); torn down after the module's last test."""
+    yield from _shared_factory(request, "module")
+
+
+@pytest.fixture(scope="session")
+def ws_factory_session(request: pytest.FixtureRequest) -> Iterator[Callable[..., Workspace]]:
+    """``workspace_factory`` for the session (per xdist worker); torn down at its end."""
+    yield from _shared_factory(request, "session")
+
+
+def _shared_factory(
+    request: pytest.FixtureRequest, scope: str
+) -> Iterator[Callable[..., Workspace]]:
+    made = _session(request).factory_made.setdefault(FACTORY_FIXTURES[scope], [])
+    try:
+        yield from _factory(request, made.append)
+    finally:
+        made.clear()
+
+
+# The scoped factories' fixture names: a test that uses one (directly or through its own
+# fixtures) used what it made, for its report and --ws-keep=failed.
+FACTORY_FIXTURES = {"module": "ws_factory_module", "session": "ws_factory_session"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    session = item.config.stash.get(session_key, None)
+    if session is None:
+        return
+    for fixture in FACTORY_FIXTURES.values():
+        if fixture in getattr(item, "fixturenames", ()):
+            for ws in session.factory_made.get(fixture, []):
+                track(item, ws)
+
+
+def _factory(
+    request: pytest.FixtureRequest, made_one: Callable[[Workspace], None]
+) -> Iterator[Callable[..., Workspace]]:
+    """The factory, and the teardown of all it made (each in its own try: one failure does
+    not keep the others running)."""
     session = _session(request)
     made: list[Workspace] = []
 
@@ -281,11 +330,11 @@ def workspace_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., 
             call = ", ".join([*([repr(name)] if name else []),
                               *(f"{k}={v!r}" for k, v in fields.items())])  # fmt: skip
             raise ConfigError(
-                exc.issues, f"{request.node.nodeid}: workspace_factory({call})"
+                exc.issues, f"{request.node.nodeid}: {request.fixturename}({call})"
             ) from None
         ws = session.boot(spec)
         made.append(ws)
-        track(request.node, ws)
+        made_one(ws)
         return ws
 
     yield factory

@@ -88,6 +88,8 @@ class WsSession:
     worker_cleanup_failures: list[str] = field(default_factory=list)
     # Workspaces being stopped in the background.
     stopping: list[BackgroundStop] = field(default_factory=list)
+    # What each scoped factory (ws_factory_module, ws_factory_session) made and holds.
+    factory_made: dict[str, list[Workspace]] = field(default_factory=dict)
     _config: Config | None = None
     _state_root: Path | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
