@@ -90,6 +90,11 @@ let
         default = { };
         description = "wsfixture CLI only: host port (on 127.0.0.1) -> workspace port.";
       };
+      idleTimeout = mkOption {
+        type = types.nullOr (types.either (types.ints.between 1 31622400) (types.strMatching "[[:space:]]*[0-9]+[[:space:]]*[smhd]?[[:space:]]*"));
+        default = null;
+        description = "wsfixture CLI only: `wsfixture up` stops the workspace after this long without an SSH session.";
+      };
     };
   };
 

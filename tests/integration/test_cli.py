@@ -369,3 +369,42 @@ def test_up_gives_internet_and_forwards_by_default(tmp_path: Path) -> None:
         finally:
             subprocess.run([sys.executable, "-m", "wsfixture.cli", "gc", "--lab", ns], check=False)
         assert leftovers(ns) == {}
+
+
+def wait_for_state(config: Path, name: str, state: str, timeout: float) -> float:
+    """Seconds until ``status`` says ``state`` for ``name`` (bounded)."""
+    began = time.monotonic()
+    while status(config)[name]["state"] != state:
+        assert time.monotonic() - began < timeout, f"{name} not {state} within {timeout}s"
+        time.sleep(0.5)
+    return time.monotonic() - began
+
+
+def test_ttl_and_idle_timeout_stop_workspaces(cli_config: Path) -> None:
+    text = cli_config.read_text().replace(
+        "restartIfChanged = false", 'restartIfChanged = false\nidleTimeout = "6s"'
+    )
+    cli_config.write_text(text)
+    up = wsf(cli_config, "up", "--ttl", "8s", "one")
+    assert "one: ready in" in up.stdout
+    assert re.fullmatch(r"in [0-9]s \(ttl\)", status(cli_config)["one"]["stops"])
+    wsf(cli_config, "up", "two")
+    # An open SSH session keeps the idle one alive past its timeout.
+    session = subprocess.Popen(
+        [sys.executable, "-m", "wsfixture.cli", "-c", str(cli_config), "exec", "two", "sleep 10"]
+    )
+    try:
+        time.sleep(2)
+        assert status(cli_config)["two"]["stops"] == "idle timer: a session is open"
+        assert wait_for_state(cli_config, "one", "stopped", 20) > 0, "the ttl stopped one"
+        assert status(cli_config)["two"]["state"] == "running", "kept by its session"
+    finally:
+        assert session.wait(30) == 0
+    deadline = time.monotonic() + 5  # the supervisor looks once a second
+    while not (stops := status(cli_config)["two"]["stops"]).endswith("(idle)"):
+        assert time.monotonic() < deadline, f"the session's end not seen: {stops}"
+        time.sleep(0.3)
+    wait_for_state(cli_config, "two", "stopped", 20)
+    bad = wsf(cli_config, "up", "--ttl", "soon", "one", check=False)
+    assert bad.returncode == 2
+    assert "'soon' is not a duration" in bad.stderr

@@ -124,10 +124,10 @@ def test_defaults_options_match_python() -> None:
             assert options[fields.camel(f.name)] == decl.to_data(fields.default_of(f)), f.name
 
 
-# Python-side only: how a test VM boots, and the Debian release of wsfixture's images. The
-# module accepts them (typed, so a wrong value is refused as in Python) and a NixOS host's
-# workspaces are the same with or without them.
-PYTHON_ONLY = {"snapshot": "off", "release": "bookworm"}
+# Python-side only: how a test VM boots, the Debian release of wsfixture's images, and when
+# the CLI stops an idle workspace. The module accepts them (typed, so a wrong value is
+# refused as in Python) and a NixOS host's workspaces are the same with or without them.
+PYTHON_ONLY = {"snapshot": "off", "release": "bookworm", "idleTimeout": "30m"}
 
 
 @pytest.mark.parametrize("key", PYTHON_ONLY)
@@ -142,7 +142,8 @@ def test_python_only_options_leave_the_nixos_workspaces_alone(key: str) -> None:
     assert plain["containers"]
     assert plain["checked"] == []
     assert made({**WS, key: PYTHON_ONLY[key]}, {}) == plain
-    assert made(WS, {key: PYTHON_ONLY[key]}) == plain
+    if key in {fields.camel(f.name) for f, _ in fields.declarations(Defaults)}:
+        assert made(WS, {key: PYTHON_ONLY[key]}) == plain
 
 
 def test_network_and_user_defaults_match_python() -> None:
@@ -373,6 +374,8 @@ INVALID: dict[str, dict[str, Any]] = {
         "defaults": {"user": {"name": "alice"}},
         **ws(shares=[{"source": "/s", "target": "/home/alice/.claude/x"}]),
     },
+    "idleTimeout not a duration": ws(idleTimeout="soon"),
+    "idleTimeout zero": ws(idleTimeout=0),
     "accel unknown": ws(accel="fast"),
     "machine unknown": ws(machine="pc"),
     "vsock unknown": ws(vsock="yes"),

@@ -161,3 +161,19 @@ def test_a_running_workspace_says_which_fields_changed() -> None:
     older = SupervisorInfo("/x.toml", config_hash(before), 0.0)
     assert changed_fields(older, before) == []
     assert changed_fields(older, edited) is None
+
+
+def test_status_says_when_a_supervisor_stops_its_workspace() -> None:
+    from wsfixture.cli.persistent import stops_in
+    from wsfixture.host.ledger import SupervisorInfo
+
+    base = SupervisorInfo("/x.toml", "h", 1000.0)
+    assert stops_in(base, 1000.0) is None
+    assert stops_in(dataclasses.replace(base, stop_at=1300.0), 1000.0) == "in 5m0s (ttl)"
+    idle = dataclasses.replace(base, idle_timeout=60, idle_since=1000.0)
+    assert stops_in(idle, 1015.0) == "in 45s (idle)"
+    assert stops_in(dataclasses.replace(idle, idle_since=None), 1015.0) == (
+        "idle timer: a session is open"
+    )
+    both = dataclasses.replace(idle, stop_at=1020.0)
+    assert stops_in(both, 1015.0) == "in 5s (ttl)", "the sooner of the two"

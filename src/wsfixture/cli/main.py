@@ -40,7 +40,7 @@ from wsfixture.errors import ConfigError, PrerequisiteError, WorkspaceGone, Wsfi
 from wsfixture.host import keys, ledger, settings, system
 from wsfixture.image import cache as imagecache
 from wsfixture.image import templates
-from wsfixture.model import derive, schema
+from wsfixture.model import derive, fields, schema
 from wsfixture.model.config import Config, load_config
 from wsfixture.model.plan import plan, render_text
 
@@ -142,7 +142,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             continue
         if not args.json:
             say(f"starting {name} ({config.workspaces[name].type}) ...")
-        ok, detail = start_workspace(config, name)
+        ok, detail = start_workspace(config, name, args.ttl)
         results.append({"name": name, "result": detail, "ok": ok})
         if not args.json:
             say(f"  {name}: {detail}")
@@ -151,6 +151,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.json:
         say(json.dumps(results))
     return 0 if all(r.get("ok", True) for r in results) else EXIT_FAILED
+
+
+def ttl_seconds(text: str) -> int:
+    seconds = fields.parse_duration(text)
+    if not seconds:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a duration; allowed: seconds, or like "90s", "30m", "2h", "1d"'
+        )
+    return seconds
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -196,7 +205,8 @@ def cmd_status(args: argparse.Namespace) -> int:
              r["matches"]]}
         for r in rows
     ]  # fmt: skip
-    say(table(shown, ["name", "type", "ip", "state", "uptime", "matches", "forwards"]))
+    shown = [{**r, "stops": r["stops"] or "-"} for r in shown]
+    say(table(shown, ["name", "type", "ip", "state", "uptime", "matches", "stops", "forwards"]))
     return 0
 
 
@@ -581,6 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="the options as a Markdown table")
     p = command("up", cmd_up, "start workspaces (default: those with autoStart)", True)
     p.add_argument("names", nargs="*")
+    p.add_argument("--ttl", type=ttl_seconds, metavar="DURATION",
+                   help='stop them after this long, like "90s", "30m", "2h"')  # fmt: skip
     p.add_argument("--all", action="store_true", help="every workspace of the config")
     p = command("down", cmd_down, "stop workspaces (default: all running); state is kept")
     p.add_argument("names", nargs="*")

@@ -82,8 +82,9 @@ def restart_reason(changed: list[str] | None) -> str:
     return "needs restart" + (f" ({', '.join(changed)} changed)" if changed else "")
 
 
-def start_workspace(config: Config, name: str) -> tuple[bool, str]:
-    """Start a supervisor for ``name`` and wait for its READY/FAILED line."""
+def start_workspace(config: Config, name: str, ttl: int | None = None) -> tuple[bool, str]:
+    """Start a supervisor for ``name`` (stopping it after ``ttl`` seconds, if given) and
+    wait for its READY/FAILED line."""
     lab = config.network.namespace
     log = log_path(lab, name)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,7 @@ def start_workspace(config: Config, name: str) -> tuple[bool, str]:
         "wsfixture.cli.supervisor",
         str(Path(config.source).resolve()),
         name,
+        *([str(ttl)] if ttl else []),
     ]
     with open(log, "ab") as stderr:
         proc = subprocess.Popen(
@@ -143,16 +145,35 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
         }  # fmt: skip
         supervisor = ledger.workspace_info(record).supervisor if record else None
         if record is None:
-            row.update(state="stopped", uptime=None, matches=None, changed=[])
+            row.update(state="stopped", uptime=None, matches=None, changed=[], stops=None)
         else:
             started = supervisor.started if supervisor else time.time()
             changed = (
                 changed_fields(supervisor, config_snapshot(config, spec)) if supervisor else None
             )
             row.update(state="running", uptime=int(time.time() - started),
-                       matches=changed == [], changed=changed)  # fmt: skip
+                       matches=changed == [], changed=changed,
+                       stops=stops_in(supervisor) if supervisor else None)  # fmt: skip
         rows.append(row)
     return rows
+
+
+def stops_in(info: ledger.SupervisorInfo, now: float | None = None) -> str | None:
+    """When the supervisor will stop it, for `status`: "in 4m12s (ttl)", "in 29m (idle)",
+    "idle timer: a session is open"; None without ttl or idleTimeout."""
+    now = time.time() if now is None else now
+    due = []
+    if info.stop_at is not None:
+        due.append((info.stop_at - now, "ttl"))
+    if info.idle_timeout is not None and info.idle_since is not None:
+        due.append((info.idle_since + info.idle_timeout - now, "idle"))
+    if due:
+        seconds, why = min(due)
+        minutes, rest = divmod(max(int(seconds), 0), 60)
+        return f"in {f'{minutes}m' if minutes else ''}{rest}s ({why})"
+    if info.idle_timeout is not None:
+        return "idle timer: a session is open"
+    return None
 
 
 def attached(config: Config, name: str) -> Workspace:

@@ -3,12 +3,14 @@
 ``wsfixture up`` starts one supervisor per workspace, detached from the terminal. It boots
 the workspace in the config's persistent lab (created on first use, then owned by its
 dnsmasq), prints ``READY <seconds>`` or ``FAILED <reason>`` on stdout, and stays until
-SIGTERM (``wsfixture down``), when it stops the workspace. As the workspace's owner in the
+SIGTERM (``wsfixture down``), when its ``--ttl`` runs out, or when its ``idleTimeout`` passes
+without an SSH session; then it stops the workspace. As the workspace's owner in the
 ledger, a supervisor that dies makes its workspace an orphan that ``gc`` reaps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -20,10 +22,49 @@ from wsfixture.cli.persistent import config_hash, config_snapshot, shared_lab
 from wsfixture.host import ledger
 from wsfixture.model.config import load_config
 from wsfixture.net.forward import PortForward
+from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
 
-def supervise(config_path: str, name: str) -> int:
+def ssh_sessions(lab: Lab, ip: str) -> int:
+    """Established SSH connections to ``ip`` (every way in starts in the lab: the relay of
+    ``wsfixture ssh``, the pinned sessions of exec and cp)."""
+    out = lab.run(["ss", "-Htn", "state", "established", f"( dst {ip} and dport = :22 )"])
+    return len(out.splitlines())
+
+
+def publish(lab_name: str, name: str, info: ledger.SupervisorInfo) -> None:
+    """What `status` shows of this supervisor's timers, into the workspace's record."""
+    record = ledger.workspaces(lab_name, live=True).get(name)
+    if record is not None:
+        record.update(dataclasses.replace(ledger.workspace_info(record), supervisor=info))
+
+
+def watch(ws: Workspace, lab: Lab, info: ledger.SupervisorInfo, stop: threading.Event) -> str:
+    """Wait for a reason to stop: a signal, the workspace gone, its ttl or idle time."""
+    while not stop.is_set():
+        stop.wait(1.0)
+        if not ws.is_running:
+            return "the workspace is gone"
+        now = time.time()
+        if info.stop_at is not None and now >= info.stop_at:
+            return "its --ttl ran out"
+        timeout = info.idle_timeout
+        if timeout is None:
+            continue
+        if ssh_sessions(lab, ws.ip):
+            if info.idle_since is not None:
+                info = dataclasses.replace(info, idle_since=None)
+                publish(lab.name, ws.name, info)
+        elif info.idle_since is None:
+            info = dataclasses.replace(info, idle_since=now)
+            publish(lab.name, ws.name, info)
+        elif now - info.idle_since >= timeout:
+            return f"no SSH session for {timeout}s (idleTimeout)"
+    return "asked to"
+
+
+def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
     config = load_config(config_path)
     spec = config.workspaces[name]
     stop = threading.Event()
@@ -34,7 +75,10 @@ def supervise(config_path: str, name: str) -> int:
         config_path=str(Path(config_path).resolve()),
         config_hash=config_hash(snapshot := config_snapshot(config, spec)),
         config=snapshot,
-        started=time.time(),
+        started=(now := time.time()),
+        stop_at=None if ttl is None else now + ttl,
+        idle_timeout=spec.idle_timeout,
+        idle_since=now,
     )
     ws = Workspace(spec, config, lab, supervisor=supervisor)
     forwards: list[PortForward] = []
@@ -54,8 +98,10 @@ def supervise(config_path: str, name: str) -> int:
     # The `up` command reads one line and leaves; nothing more goes to its pipe.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    while not stop.is_set() and ws.is_running:
-        stop.wait(1.0)
+    if ws.session is not None:
+        ws.session.close()  # its readiness login is not a user's session
+    why = watch(ws, lab, supervisor, stop)
+    print(f"{name}: stopping: {why}", file=sys.stderr, flush=True)
     for forward in forwards:
         forward.close()
     ws.stop()
@@ -63,4 +109,5 @@ def supervise(config_path: str, name: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(supervise(sys.argv[1], sys.argv[2]))
+    ttl_arg = sys.argv[3] if len(sys.argv) > 3 else None
+    sys.exit(supervise(sys.argv[1], sys.argv[2], int(ttl_arg) if ttl_arg else None))

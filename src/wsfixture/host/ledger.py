@@ -46,6 +46,9 @@ class SupervisorInfo:
     # Field by field (``cli.persistent.config_snapshot``), so `status` and `apply` can say
     # what changed; empty in an older wsfixture's records.
     config: dict[str, str] = field(default_factory=dict)
+    stop_at: float | None = None  # `up --ttl`: when the supervisor stops it (epoch seconds)
+    idle_timeout: int | None = None  # seconds without an SSH session before it is stopped
+    idle_since: float | None = None  # when its last SSH session ended; None while one is open
 
 
 @dataclass(frozen=True)

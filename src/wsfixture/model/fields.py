@@ -235,6 +235,39 @@ def size_mib(default: int, doc: str, low: int, high: int, **extra: Any) -> Any:
     return declared(default, doc=doc, parse=parse, schema=schema, **extra)
 
 
+DURATION_RE = re.compile(r"^(\d+)\s*([smhd]?)$")
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds of "90", "90s", "30m", "2h" or "1d"; None for anything else."""
+    match = DURATION_RE.match(text.strip())
+    return int(match.group(1)) * DURATION_UNITS[match.group(2)] if match else None
+
+
+def duration(doc: str, low: int = 1, high: int = 366 * 86400, **extra: Any) -> Any:
+    """An optional duration: seconds as an integer, or a string like "30m" (s, m, h, d)."""
+    allowed = 'seconds as an integer, or a string like "90s", "30m", "2h" or "1d"'
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        seconds = parse_duration(value) if isinstance(value, str) else value
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            ctx.issues.add(where, "is not a duration", value, allowed)
+            return INVALID
+        if not low <= seconds <= high:
+            ctx.issues.add(where, "is out of range", value, f"{allowed}, from {low} s to 366 days")
+            return INVALID
+        return seconds
+
+    schema = {
+        "oneOf": [
+            {"type": "integer", "minimum": low, "maximum": high},
+            {"type": "string", "pattern": r"^\s*\d+\s*[smhd]?\s*$"},
+        ]
+    }
+    return declared(None, doc=doc, parse=parse, schema=schema, **extra)
+
+
 def choice(default: Any, doc: str, choices: tuple[str, ...], **extra: Any) -> Any:
     allowed = " or ".join(repr(c) for c in choices)
 

@@ -271,6 +271,9 @@ class WorkspaceSpec:
     forwards: tuple[tuple[int, int], ...] = fields.port_map(
         "host port -> workspace port on 127.0.0.1 (`wsfixture up` workspaces)"
     )
+    idle_timeout: int | None = fields.duration(
+        '`wsfixture up` stops it after this long without an SSH session, like "30m"'
+    )
     # The seed's per-workspace NixOS module; opaque here, meaningful to the Nix side only.
     config: str | None = fields.opaque_string(
         "the workspace's own NixOS module (the Nix side only)", "a Nix module path"
