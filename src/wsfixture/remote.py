@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import dataclasses
 import logging
 import select
 import shlex
@@ -43,6 +44,14 @@ class Ran:
     seconds: float
     tail: str = ""  # the last lines of its output (stdout, then stderr)
     probe: bool = False  # wsfixture's own (readiness, diagnostics), not the test's
+    seq: int = 0  # its place among the session's commands: a test's are those from its start
+
+    def describe(self) -> str:
+        """One command for a failure report: the command, its status and time, and its
+        output's last lines; wsfixture's own commands say so."""
+        own = "  (wsfixture's own)" if self.probe else ""
+        head = f"$ {self.command}  [exit {self.rc}, {self.seconds * 1000:.0f} ms]{own}"
+        return head + "".join(f"\n    {line}" for line in self.tail.splitlines())
 
 
 class SshSession:
@@ -58,6 +67,7 @@ class SshSession:
         self.client_key = client_key
         self.host_key = host_key  # "ssh-ed25519 AAAA..."
         self.history: collections.deque[Ran] = collections.deque(maxlen=200)
+        self.commands_run = 0  # every command ever, the next one's ``seq``
         # Bytes a command may write to either stream before it is killed: output is kept in
         # memory, and a runaway command must not take the test process down with it.
         self.max_output = DEFAULT_MAX_OUTPUT
@@ -127,7 +137,7 @@ class SshSession:
             drained = _drain(channel, timeout, cap)
             if drained.over is not None:
                 killed = self._kill_group(drained.pid)
-                self.history.append(
+                self._remember(
                     Ran(command, -1, time.monotonic() - started,
                         _tail(drained.out, drained.err), probe)
                 )  # fmt: skip
@@ -151,8 +161,12 @@ class SshSession:
             # The last phase of a start's breakdown (after the backend's and readiness's
             # debug lines): a stall here once hid behind a ready workspace (#30).
             log.debug("%s: first command took %.2fs", self.name, ran.seconds)
-        self.history.append(ran)
+        self._remember(ran)
         return rc, drained.out, drained.err
+
+    def _remember(self, ran: Ran) -> None:
+        self.history.append(dataclasses.replace(ran, seq=self.commands_run))
+        self.commands_run += 1
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a host file into the workspace (SFTP over the pinned connection, as the

@@ -432,11 +432,12 @@ class Workspace:
         last: dict[str, str] = {}
 
         def active(final: bool) -> bool | None:
-            _, out, _ = self.run(f"systemctl is-active {quoted}")
+            # wsfixture's own polling: a report lists it marked as such.
+            _, out, _ = self.run(f"systemctl is-active {quoted}", probe=True)
             state = out.strip()
             last["state"] = state
             if state == "failed":
-                _, status, _ = self.run(f"systemctl status --no-pager {quoted}")
+                _, status, _ = self.run(f"systemctl status --no-pager {quoted}", probe=True)
                 raise WaitError(self.name, f"unit {unit} to be active", f"it failed:\n{status}")
             return True if state == "active" else None
 

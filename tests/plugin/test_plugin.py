@@ -161,31 +161,46 @@ def test_a_factory_mistake_names_the_test_and_the_call(real: pytest.Pytester) ->
 
 
 def test_failure_report_short_full_and_off(real: pytest.Pytester) -> None:
-    """short (the default): the test's commands with their last lines, no probes, no
-    diagnostics; full: console, journal, units, network, every command; off: nothing."""
+    """short (the default): the test's commands with their last lines, wsfixture's own
+    marked, no diagnostics; full: console, journal, units, network, then the same list of
+    the test's commands; off: nothing. A module's shared workspace: only this test's."""
     real.makepyfile(
         """
+        import pytest
+
         def test_fails(workspace):
             workspace.run("echo marker-output; echo marker-error >&2")
+            workspace.wait_for_unit("ssh.service")
             assert workspace.run("false")[0] == 0
+
+        @pytest.mark.workspace(scope="module")
+        def test_shared_first(workspace):
+            workspace.run("echo earlier-test")
+
+        @pytest.mark.workspace(scope="module")
+        def test_shared_second(workspace):
+            assert workspace.run("echo this-test; false")[0] == 0
         """
     )
+    commands = [
+        "*wsfixture ws*: commands (last lines of each)*",
+        "$ echo marker-output; echo marker-error >&2  [[]exit 0, * ms[]]",
+        "    marker-output",
+        "    marker-error",
+        "$ systemctl is-active *  [[]exit 0, * ms[]]  (wsfixture's own)",
+        "$ false  [[]exit 1, * ms[]]",
+    ]
     short = real.runpytest_subprocess()
-    short.assert_outcomes(failed=1)
-    short.stdout.fnmatch_lines(
-        [
-            "*wsfixture ws*: commands (last lines of each)*",
-            "$ echo marker-output; echo marker-error >&2  [[]exit 0, * ms[]]",
-            "    marker-output",
-            "    marker-error",
-            "$ false  [[]exit 1, * ms[]]",
-        ]
-    )
+    short.assert_outcomes(passed=1, failed=2)
+    short.stdout.fnmatch_lines(commands)
     text = short.stdout.str()
     assert "journal (tail)" not in text
     assert "$ true " not in text, "the readiness probe is not the test's"
-    report_lines = text.split("commands (last lines of each)")[1].split("short test summary")[0]
-    assert len(report_lines.strip().splitlines()) < 15
+    first = text.split("commands (last lines of each)")[1].split("test_shared_second")[0]
+    assert len(first.strip().splitlines()) < 15
+    shared = text.split("_ test_shared_second _")[1]
+    assert "$ echo this-test; false  [exit 1, " in shared
+    assert "earlier-test" not in shared, "the earlier test's commands are not this one's"
 
     full = real.runpytest_subprocess("--ws-report", "full")
     full.stdout.fnmatch_lines(
@@ -194,13 +209,16 @@ def test_failure_report_short_full_and_off(real: pytest.Pytester) -> None:
             "*wsfixture ws*: journal (tail)*",
             "*wsfixture ws*: failed units*",
             "*wsfixture ws*: network*",
-            "*wsfixture ws*: commands run*",
-            "*rc=0*echo marker-output*",
-            "*rc=1*false*",
+            *commands,
         ]
     )
+    assert "journalctl -b --no-pager -n 60  [exit" not in full.stdout.str(), (
+        "the report's own diagnostics are not listed as the test's commands"
+    )
+    console = full.stdout.str().split(": console (tail)")[1].split("journal (tail)")[0]
+    assert "\n\n\n" not in console, "no blank line between every two"
     off = real.runpytest_subprocess("--ws-report", "off")
-    off.assert_outcomes(failed=1)
+    off.assert_outcomes(passed=1, failed=2)
     assert "wsfixture ws" not in off.stdout.str()
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from wsfixture.plugin.session import session_key, used_key
+from wsfixture.plugin.session import session_key, since_key, used_key
 
 if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
@@ -27,8 +27,11 @@ def pytest_runtest_makereport(
         if session is not None:
             session.mark_failed(used)
         style = report_style(item.config)
+        since = item.stash.get(since_key, {})
         for ws in used if style != "off" else []:
-            parts = diagnostics(ws) if style == "full" else commands_run(ws)
+            parts = commands_run(ws, since.get(ws.name, 0))
+            if style == "full":
+                parts = diagnostics(ws) + parts
             for title, text in parts:
                 report.sections.append((f"wsfixture {ws.name}: {title}", text))
     return report
@@ -43,23 +46,26 @@ def report_style(config: pytest.Config) -> str:
     return str(style)
 
 
-def commands_run(ws: Workspace) -> list[tuple[str, str]]:
-    """The short report: the test's own commands, each with its status and last lines."""
+def commands_run(ws: Workspace, since: int = 0) -> list[tuple[str, str]]:
+    """The test's commands on ``ws`` (those from ``since`` on), each with its status and
+    last lines; wsfixture's own among them are marked."""
     if ws.session is None:
-        return [("console (tail)", ws.logs(20))]
-    ran = [r for r in ws.session.history if not r.probe]
-    text = "\n".join(
-        f"$ {r.command}  [exit {r.rc}, {r.seconds * 1000:.0f} ms]"
-        + "".join(f"\n    {line}" for line in r.tail.splitlines())
-        for r in ran
-    )
+        return [("console (tail)", console_tail(ws, 20))]
+    ran = [r for r in ws.session.history if r.seq >= since]
+    text = "\n".join(r.describe() for r in ran)
     return [("commands (last lines of each)", text or "(none)")]
 
 
+def console_tail(ws: Workspace, lines: int) -> str:
+    """The console's last lines, without a serial console's carriage returns (which showed
+    as blank lines in a report)."""
+    return ws.logs(lines).replace("\r\n", "\n").replace("\r", "")
+
+
 def diagnostics(ws: Workspace) -> list[tuple[str, str]]:
-    """The full report: what a failure report shows of a workspace; each part gathered on
-    its own."""
-    parts: list[tuple[str, str]] = [("console (tail)", ws.logs(40))]
+    """What the full report adds about a workspace (before the test's commands); each part
+    gathered on its own."""
+    parts: list[tuple[str, str]] = [("console (tail)", console_tail(ws, 40))]
     commands = {
         "journal (tail)": "doas -n journalctl -b --no-pager -n 60",
         "failed units": "systemctl --failed --no-pager --no-legend",
@@ -71,11 +77,6 @@ def diagnostics(ws: Workspace) -> list[tuple[str, str]]:
             parts.append((title, (out + err).strip() or "(empty)"))
         except Exception as exc:
             parts.append((title, f"(could not run: {type(exc).__name__}: {exc})"))
-    if ws.session is not None:
-        history = "\n".join(
-            f"[rc={r.rc} {r.seconds * 1000:.0f}ms] {r.command}" for r in ws.session.history
-        )
-        parts.append(("commands run", history or "(none)"))
     return parts
 
 

@@ -254,9 +254,12 @@ def shared_key(scope: str, name: str | None, fields: dict[str, Any]) -> tuple[st
 
 
 def track(test: pytest.Item, ws: Workspace) -> None:
-    """The test used ``ws``: its report shows it, and --ws-keep=failed keeps it."""
+    """The test used ``ws``: its report shows it (the commands from now on: a shared
+    workspace's earlier tests' are theirs), and --ws-keep=failed keeps it."""
     test.stash.setdefault(used_key, []).append(ws)
+    test.stash.setdefault(since_key, {})[ws.name] = ws.session.commands_run if ws.session else 0
 
 
 session_key = pytest.StashKey[WsSession]()
 used_key = pytest.StashKey["list[Workspace]"]()
+since_key = pytest.StashKey["dict[str, int]"]()  # per workspace: its first command's seq
