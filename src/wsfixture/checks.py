@@ -207,10 +207,13 @@ class Outcome:
         return self.result != "FAIL"
 
 
-def verify(ws: Workspace) -> list[Outcome]:
-    """Run every check on ``ws``; collect outcomes instead of stopping at the first."""
+def verify(ws: Workspace, say: Callable[[str], None] | None = None) -> list[Outcome]:
+    """Run every check on ``ws``; collect outcomes instead of stopping at the first.
+    ``say`` hears which check runs (a hung lookup is then named while it hangs)."""
     outcomes = []
     for check in CHECKS:
+        if say is not None:
+            say(f"{check.id}: {check.doc.splitlines()[0] if check.doc else ''}")
         try:
             check.run(ws)
             outcomes.append(Outcome(ws.name, check, "ok", ""))

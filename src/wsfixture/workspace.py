@@ -271,6 +271,8 @@ class Workspace:
             return True if rc == 0 else None
 
         assert self.started_at is not None
+        if self.progress is not None:
+            self.progress(f"waiting for sshd on {self.ip} (pinned-key login)")
         reached = []
         for check in (port_open, ssh_works):
             remaining = self.timeout - (time.monotonic() - self.started_at)

@@ -562,3 +562,28 @@ def test_a_module_shares_a_pair_of_workspaces(real: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*wsfixture db: commands*", "*$ echo db-was-here*"])
     for lab in labs_in(result.stdout.str()):
         assert leftovers(lab) == {}
+
+
+def test_a_long_start_says_what_it_does_in_a_verbose_run(real: pytest.Pytester) -> None:
+    real.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.workspace(type="vm", vcpu=1, memory=768)
+        def test_vm(workspace):
+            print("captured-output-of-the-test")
+            assert workspace.succeed("true") == ""
+        """
+    )
+    verbose = real.runpytest_subprocess("-v")
+    verbose.assert_outcomes(passed=1)
+    verbose.stdout.fnmatch_lines(
+        [
+            "wsfixture: starting ws* (vm): * (*s)",
+            "wsfixture: starting ws* (vm): done in *s",
+        ]
+    )
+    assert "waiting for sshd on " in verbose.stdout.str()
+    quiet = real.runpytest_subprocess()
+    quiet.assert_outcomes(passed=1)
+    assert "wsfixture: starting" not in quiet.stdout.str(), "not without -v or a terminal"

@@ -83,6 +83,11 @@ class Backend(abc.ABC):
     def stop(self, timeout: float) -> None:
         """Orderly shutdown within ``timeout``, then force; release what start made."""
 
+    def say(self, line: str) -> None:
+        """Tell whoever watches the start (``progress``) what it is doing now."""
+        if self.ctx.progress is not None:
+            self.ctx.progress(line)
+
     def guard_port(self, ifname: str) -> None:
         """The machine's bridge port admits only its own MAC and address (``net.guard``)."""
         self.ctx.lab.guard_port(ifname, derive.mac(self.ctx.spec.name), str(self.ctx.spec.ip))

@@ -304,6 +304,7 @@ class QemuBackend(Backend):
         )  # fmt: skip
         if blocker is None:
             try:
+                self.say("restoring from a template")
                 self.boot_mode = snapshot.start_by_restore(self)
                 return
             except Exception as exc:  # a cold boot still gives a working VM
@@ -313,6 +314,8 @@ class QemuBackend(Backend):
         else:
             say_once(logging.INFO, f"VM cold boot: {blocker}")
             self.boot_mode = f"cold boot ({blocker})"
+        under = ", about 30 s under TCG" if self.accel.name == "tcg" else ""
+        self.say(f"{self.boot_mode}{under}")
         self.create_overlay()
         self.process = self.spawn(
             self.ctx.lab.exec_argv(self.argv(self.cold_boot())), self.cgroup,

@@ -43,6 +43,7 @@ from wsfixture.image import templates
 from wsfixture.model import derive, fields, schema
 from wsfixture.model.config import Config, load_config
 from wsfixture.model.plan import plan, render_text
+from wsfixture.progress import Ticker
 
 if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
@@ -140,9 +141,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             if not args.json:
                 say(f"{name}: already running")
             continue
+        what = f"starting {name} ({config.workspaces[name].type})"
         if not args.json:
-            say(f"starting {name} ({config.workspaces[name].type}) ...")
-        ok, detail = start_workspace(config, name, args.ttl)
+            say(f"{what} ...")
+        with progress().step(what) as say_detail:
+            ok, detail = start_workspace(config, name, args.ttl, say_detail)
         results.append({"name": name, "result": detail, "ok": ok})
         if not args.json:
             say(f"  {name}: {detail}")
@@ -151,6 +154,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.json:
         say(json.dumps(results))
     return 0 if all(r.get("ok", True) for r in results) else EXIT_FAILED
+
+
+def progress() -> Ticker:
+    """Long steps on stderr: one redrawn line on a terminal, plain lines elsewhere."""
+
+    def write(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    return Ticker(write, sys.stderr.isatty())
 
 
 def ttl_seconds(text: str) -> int:
@@ -334,7 +347,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError(f"{name} is not running; start it with `wsfixture up {name}`")
         ws = attached(config, name)
         try:
-            outcomes += checks.verify(ws)
+            with progress().step(f"checking {name}") as say_check:
+                outcomes += checks.verify(ws, say_check)
         finally:
             ws.stop()
     rows = [
@@ -394,7 +408,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     def start(name: str, done: str) -> str:
         if dry:
             return f"would be {done}"
-        ok, detail = start_workspace(config, name)
+        with progress().step(f"{'restarting' if done == 'restarted' else 'starting'} {name}") as s:
+            ok, detail = start_workspace(config, name, say=s)
         return done if ok else f"FAILED: {detail}"
 
     for name, spec in config.workspaces.items():

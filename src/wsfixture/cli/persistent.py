@@ -25,6 +25,7 @@ from wsfixture.host import ledger, settings
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
+from wsfixture.progress import Say
 from wsfixture.workspace import Workspace
 
 UP_TIMEOUT = {"container": 120.0, "vm": 600.0}
@@ -82,9 +83,11 @@ def restart_reason(changed: list[str] | None) -> str:
     return "needs restart" + (f" ({', '.join(changed)} changed)" if changed else "")
 
 
-def start_workspace(config: Config, name: str, ttl: int | None = None) -> tuple[bool, str]:
+def start_workspace(
+    config: Config, name: str, ttl: int | None = None, say: Say | None = None
+) -> tuple[bool, str]:
     """Start a supervisor for ``name`` (stopping it after ``ttl`` seconds, if given) and
-    wait for its READY/FAILED line."""
+    wait for its READY/FAILED line; ``say`` gets what it does meanwhile."""
     lab = config.network.namespace
     log = log_path(lab, name)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,10 @@ def start_workspace(config: Config, name: str, ttl: int | None = None) -> tuple[
         )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
+    while line.startswith("PROGRESS "):
+        if say is not None:
+            say(line.removeprefix("PROGRESS "))
+        line = proc.stdout.readline().decode().strip()
     proc.stdout.close()
     if line.startswith("READY"):
         return True, f"ready in {line.split()[1]}s"

@@ -2,7 +2,8 @@
 
 ``wsfixture up`` starts one supervisor per workspace, detached from the terminal. It boots
 the workspace in the config's persistent lab (created on first use, then owned by its
-dnsmasq), prints ``READY <seconds>`` or ``FAILED <reason>`` on stdout, and stays until
+dnsmasq), prints ``PROGRESS <what it does>`` lines, then ``READY <seconds>`` or ``FAILED
+<reason>``, on stdout, and stays until
 SIGTERM (``wsfixture down``), when its ``--ttl`` runs out, or when its ``idleTimeout`` passes
 without an SSH session; then it stops the workspace. As the workspace's owner in the
 ledger, a supervisor that dies makes its workspace an orphan that ``gc`` reaps.
@@ -80,7 +81,9 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
         idle_timeout=spec.idle_timeout,
         idle_since=now,
     )
-    ws = Workspace(spec, config, lab, supervisor=supervisor)
+    # What the start is doing, for `up` and `apply` to show while they wait for READY.
+    ws = Workspace(spec, config, lab, supervisor=supervisor,
+                   progress=lambda line: print(f"PROGRESS {line}", flush=True))  # fmt: skip
     forwards: list[PortForward] = []
     try:
         # The host ports first: one already taken fails before the workspace is made.

@@ -8,6 +8,7 @@ whether any test that used it failed, whatever its scope.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -24,6 +25,7 @@ from wsfixture.errors import CleanupError
 from wsfixture.host import ledger
 from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
 from wsfixture.net.lab import Lab, new_lab_name
+from wsfixture.progress import Ticker
 
 if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
@@ -181,15 +183,39 @@ class WsSession:
         failures = self.settle(spec.name, str(spec.ip))
         if failures:
             raise CleanupError(failures)
-        ws = Workspace(
-            spec,
-            self.config,
-            self.open_lab(),
-            timeout=self.timeout,
-            die_with_owner=self.keep == "never",
-            command_timeout=self.command_timeout,
-        )
-        return ws.start()
+        ticker = self.ticker()
+        with contextlib.ExitStack() as stack:
+            say = (
+                stack.enter_context(ticker.step(f"wsfixture: starting {spec.name} ({spec.type})"))
+                if ticker
+                else None
+            )
+            ws = Workspace(
+                spec,
+                self.config,
+                self.open_lab(),
+                timeout=self.timeout,
+                die_with_owner=self.keep == "never",
+                command_timeout=self.command_timeout,
+                progress=say,
+            )
+            return ws.start()
+
+    def ticker(self) -> Ticker | None:
+        """Progress in the live terminal, as plain lines, when the run is verbose or on a
+        terminal: never into a test's captured output (it goes past capture, as pytest's
+        own lines do). None otherwise."""
+        reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
+        verbose = self.pytest_config.get_verbosity() > 0
+        if reporter is None or not (verbose or reporter.isatty):
+            return None
+
+        def write(text: str) -> None:
+            reporter.ensure_newline()
+            reporter.write(text)
+            reporter.flush()
+
+        return Ticker(write, tty=False)
 
     def mark_failed(self, workspaces: list[Workspace]) -> None:
         """A test that used these failed."""
