@@ -205,15 +205,19 @@ class WsSession:
         """Progress in the live terminal, as plain lines, when the run is verbose or on a
         terminal: never into a test's captured output (it goes past capture, as pytest's
         own lines do). None otherwise."""
-        reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
+        plugins = self.pytest_config.pluginmanager
+        reporter = plugins.get_plugin("terminalreporter")
+        capture = plugins.get_plugin("capturemanager")
         verbose = self.pytest_config.get_verbosity() > 0
         if reporter is None or not (verbose or reporter.isatty):
             return None
 
         def write(text: str) -> None:
-            reporter.ensure_newline()
-            reporter.write(text)
-            reporter.flush()
+            # Capture is on during a fixture's setup: past it, as pytest's live logging.
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                reporter.ensure_newline()
+                reporter.write(text)
+                reporter.flush()
 
         return Ticker(write, tty=False)
 
