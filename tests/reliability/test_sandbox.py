@@ -428,6 +428,14 @@ def test_the_plant_script_plants_everything_where_nothing_stops_it(tmp_path: Pat
         shutil.rmtree(where, ignore_errors=True)
 
 
+def share_under_test(ws: Workspace, config: Config, share: str) -> tuple[Path, str, int]:
+    """(host dir, guest dir, host owner) of the workspace's extra rw share or its workspace/."""
+    if share == "extra":
+        extra = config.workspaces[ws.name].shares[1]
+        return extra.source, extra.target, SHARE_OWNER
+    return ws.state_dir / "workspace", "/home/dev/workspace", 1000
+
+
 def attack_share(ws: Workspace, host_dir: Path, guest_dir: str, fifo_allowed: bool) -> None:
     __tracebackhide__ = True
     where, host_shell = host_dir / "planted", host_dir / "host-bash"
@@ -454,10 +462,7 @@ def attack_share(ws: Workspace, host_dir: Path, guest_dir: str, fifo_allowed: bo
 def test_shares_give_no_host_privileges_from_a_container(
     box: Workspace, config: Config, share: str
 ) -> None:
-    if share == "extra":
-        host_dir, guest_dir = config.workspaces["box"].shares[1].source, "/mnt/rw-container"
-    else:
-        host_dir, guest_dir = box.state_dir / "workspace", "/home/dev/workspace"
+    host_dir, guest_dir, _ = share_under_test(box, config, share)
     # A container's FIFO is made by the kernel inside it (no daemon to refuse it): it is
     # the squashed root's, a channel into the workspace, never a device or a privilege.
     attack_share(box, host_dir, guest_dir, fifo_allowed=True)
@@ -468,10 +473,7 @@ def test_shares_give_no_host_privileges_from_a_container(
 def test_shares_give_no_host_privileges_from_a_vm(
     vmbox: Workspace, config: Config, share: str
 ) -> None:
-    if share == "extra":
-        host_dir, guest_dir = config.workspaces["vmbox"].shares[1].source, "/mnt/rw-vm"
-    else:
-        host_dir, guest_dir = vmbox.state_dir / "workspace", "/home/dev/workspace"
+    host_dir, guest_dir, _ = share_under_test(vmbox, config, share)
     # Positive control in the guest's own tree: its root may do all of it there.
     said = plant(lambda command: as_root(vmbox, command), "/root/control")
     assert set(said.values()) == {0}, said
@@ -518,11 +520,7 @@ def files_go_both_ways(ws: Workspace, host_dir: Path, guest_dir: str, owner: int
 def test_the_user_and_the_host_user_share_files_both_ways_in_a_container(
     box: Workspace, config: Config, share: str
 ) -> None:
-    if share == "extra":
-        files_go_both_ways(box, config.workspaces["box"].shares[1].source, "/mnt/rw-container",
-                           SHARE_OWNER)  # fmt: skip
-    else:
-        files_go_both_ways(box, box.state_dir / "workspace", "/home/dev/workspace", 1000)
+    files_go_both_ways(box, *share_under_test(box, config, share))
 
 
 @pytest.mark.vm
@@ -530,11 +528,7 @@ def test_the_user_and_the_host_user_share_files_both_ways_in_a_container(
 def test_the_user_and_the_host_user_share_files_both_ways_in_a_vm(
     vmbox: Workspace, config: Config, share: str
 ) -> None:
-    if share == "extra":
-        files_go_both_ways(vmbox, config.workspaces["vmbox"].shares[1].source, "/mnt/rw-vm",
-                           SHARE_OWNER)  # fmt: skip
-    else:
-        files_go_both_ways(vmbox, vmbox.state_dir / "workspace", "/home/dev/workspace", 1000)
+    files_go_both_ways(vmbox, *share_under_test(vmbox, config, share))
 
 
 # -- the lab bridge (#24) ----------------------------------------------------------------

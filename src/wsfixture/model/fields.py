@@ -226,13 +226,18 @@ def size_mib(default: int, doc: str, low: int, high: int, **extra: Any) -> Any:
             return INVALID
         return value
 
-    schema = {
+    schema = _integer_or_text(low, high, r"^\s*\d+\s*([KMGTkmgt][iI]?[bB]?)?\s*$")
+    return declared(default, doc=doc, parse=parse, schema=schema, **extra)
+
+
+def _integer_or_text(low: int, high: int, pattern: str) -> dict[str, Any]:
+    """The JSON Schema of a number given as an integer in range, or as text with a unit."""
+    return {
         "oneOf": [
             {"type": "integer", "minimum": low, "maximum": high},
-            {"type": "string", "pattern": r"^\s*\d+\s*([KMGTkmgt][iI]?[bB]?)?\s*$"},
+            {"type": "string", "pattern": pattern},
         ]
     }
-    return declared(default, doc=doc, parse=parse, schema=schema, **extra)
 
 
 DURATION_RE = re.compile(r"^(\d+)\s*([smhd]?)$")
@@ -259,12 +264,7 @@ def duration(doc: str, low: int = 1, high: int = 366 * 86400, **extra: Any) -> A
             return INVALID
         return seconds
 
-    schema = {
-        "oneOf": [
-            {"type": "integer", "minimum": low, "maximum": high},
-            {"type": "string", "pattern": r"^\s*\d+\s*[smhd]?\s*$"},
-        ]
-    }
+    schema = _integer_or_text(low, high, r"^\s*\d+\s*[smhd]?\s*$")
     return declared(None, doc=doc, parse=parse, schema=schema, **extra)
 
 
