@@ -4,8 +4,8 @@ boots and restores, `apply`, `check`.
 A step has a name ("starting web (vm)") and, as it goes, a detail (the last line its work
 said: "building layer ...", "restoring from template ..."). On a terminal it is one line,
 redrawn four times a second with the time so far; elsewhere (a CI log, a pipe) plain lines:
-none for a step done within ``quiet_for`` seconds, then its detail as it changes (and every
-``every`` seconds), and its end with the time it took.
+none for a step done within ``quiet_for`` seconds, then its detail as it changes (at most
+once per ``quiet_for`` seconds, and every ``every`` seconds), and its end with its time.
 """
 
 from __future__ import annotations
@@ -58,9 +58,11 @@ class Ticker:
                     return
                 if seconds < self.quiet_for and not final:
                     return
-                fresh = detail != state.said
-                due = time.monotonic() - state.last >= self.every
-                if fresh or due or not state.spoke:
+                # A new detail at most every ``quiet_for`` seconds (apt says dozens a
+                # second), and the same one again every ``every`` seconds.
+                since = time.monotonic() - state.last
+                fresh = detail != state.said and since >= self.quiet_for
+                if fresh or since >= self.every or not state.spoke:
                     self.write(f"{what}: {detail or 'working'} ({seconds:.0f}s)\n")
                     state.said, state.spoke, state.last = detail, True, time.monotonic()
 

@@ -55,3 +55,14 @@ def test_on_a_terminal_one_line_is_redrawn_then_cleared() -> None:
     assert not any("\n" in s for s in redraws), "redrawn in place"
     assert said[-2:] == ["\r\x1b[K", said[-1]]
     assert said[-1].startswith("starting db: done in ")
+
+
+def test_a_chatty_step_is_condensed_in_a_log() -> None:
+    said: list[str] = []
+    with Ticker(said.append, tty=False, quiet_for=0.3, every=60).step("building layer") as say:
+        for n in range(40):  # apt says dozens of lines a second
+            say(f"Unpacking package{n}")
+            time.sleep(0.02)
+        time.sleep(0.4)
+    assert 2 <= len(said) <= 5, said
+    assert said[-1].startswith("building layer: done in ")

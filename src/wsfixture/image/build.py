@@ -109,18 +109,32 @@ class _Build:
         return ImageBuildError(self.image.recipe.label, reason, "\n".join(lines[-30:]))
 
     def run(self, argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
-        """``argv`` in the build's cgroup, its output in the log; ImageBuildError if it fails."""
+        """``argv`` in the build's cgroup, its output in the log, apt's steps in the
+        progress (condensed: a package's download, unpacking and setting up);
+        ImageBuildError if it fails."""
         with open(self.log, "ab") as output:
             process = subprocess.Popen(
                 system.in_cgroup(self.cgroup, argv),
                 stdin=subprocess.DEVNULL,
-                stdout=output,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
             )
-            rc = finish(process)
+            assert process.stdout is not None
+            try:
+                for raw in process.stdout:
+                    output.write(raw)
+                    line = raw.decode(errors="replace").strip()
+                    if line.startswith(APT_STEPS):
+                        self.progress(f"{what}: {line[:100]}")
+            finally:
+                rc = finish(process)
         if rc != 0:
             raise self.fail(f"{what} failed (exit {rc})")
+
+
+# The lines of apt's output that say where it is.
+APT_STEPS = ("Get:", "Unpacking ", "Setting up ")
 
 
 def finish(process: subprocess.Popen[Any]) -> int:
