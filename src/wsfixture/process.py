@@ -10,11 +10,11 @@ group killed before then leaves no status.
 from __future__ import annotations
 
 import shlex
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wsfixture.errors import CommandError, WaitTimeout
+from wsfixture.retry import retry_until
 
 if TYPE_CHECKING:
     from wsfixture.remote import SshSession
@@ -79,14 +79,12 @@ class Process:
 
     def wait(self, timeout: float = 60.0, interval: float = 0.2) -> int:
         """Wait for it to end; its exit status (-1: killed before it had one)."""
-        deadline = time.monotonic() + timeout
-        while (status := self.poll()) is None:
-            if time.monotonic() > deadline:
-                raise WaitTimeout(
-                    self.session.name, f"process {self.pid} ({self.command}) to end", timeout,
-                    "still running",
-                )  # fmt: skip
-            time.sleep(interval)
+        status = retry_until(lambda last: self.poll(), timeout, interval)
+        if status is None:
+            raise WaitTimeout(
+                self.session.name, f"process {self.pid} ({self.command}) to end", timeout,
+                "still running",
+            )  # fmt: skip
         return status
 
     def kill(self, signal: str = "TERM") -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import fabric
 import testinfra.host
@@ -44,28 +44,11 @@ from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab, LabHost
 from wsfixture.process import Process
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
+from wsfixture.retry import retry_until
 
-T = TypeVar("T")
 log = logging.getLogger("wsfixture.workspace")
-POLL_INTERVAL = 0.05
 DEFAULT_TIMEOUTS = {"container": 60.0, "vm": 240.0}
 STOP_TIMEOUTS = {"container": 10.0, "vm": 20.0}
-
-
-def retry_until(
-    check: Callable[[bool], T | None], timeout: float, interval: float = POLL_INTERVAL
-) -> T | None:
-    """Call ``check(last_try)`` until it returns something other than None, or time runs out.
-
-    ``last_try`` is True on the final call, so the check can gather diagnostics then.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        last = time.monotonic() + interval >= deadline
-        result = check(last)
-        if result is not None or last:
-            return result
-        time.sleep(interval)
 
 
 class WorkspaceState(enum.Enum):

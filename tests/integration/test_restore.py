@@ -22,7 +22,8 @@ from wsfixture.image import templates
 from wsfixture.model import derive
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace, retry_until
+from wsfixture.retry import retry_until
+from wsfixture.workspace import Workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm]
 
