@@ -5,9 +5,11 @@ it), the default ACL's bytes, and writes resolved inside an image tree."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,18 +80,26 @@ def attempts(strength: str | None, where: Path) -> dict[str, int]:
     return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
 
 
-def test_the_filter_refuses_setid_and_the_share_filter_special_files(tmp_path: Path) -> None:
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    """A directory for setuid files and device nodes, removed after the test (pytest keeps
+    its last temporary directories, and nothing privileged may stay behind)."""
+    yield tmp_path / "scratch"
+    shutil.rmtree(tmp_path / "scratch", ignore_errors=True)
+
+
+def test_the_filter_refuses_setid_and_the_share_filter_special_files(scratch: Path) -> None:
     require_root_and_tools("python3")
     ok = {"chmod-plain": 0, "mkdir-plain": 0}
     # Positive control: the same script, unfiltered, makes every one of them.
-    (tmp_path / "none").mkdir()
-    assert set(attempts(None, tmp_path / "none").values()) == {0}
-    assert os.stat(tmp_path / "none" / "o").st_mode & 0o6000 == 0o6000
+    (scratch / "none").mkdir(parents=True)
+    assert set(attempts(None, scratch / "none").values()) == {0}
+    assert os.stat(scratch / "none" / "o").st_mode & 0o6000 == 0o6000
     for strength, refused in (
         ("setid", {"chmod-suid", "chmod-sgid", "mkdir-sgid", "open-setid"}),
         ("share", {"chmod-suid", "chmod-sgid", "mkdir-sgid", "open-setid", "mkfifo", "mknod-char"}),
     ):
-        where = tmp_path / strength
+        where = scratch / strength
         where.mkdir()
         said = attempts(strength, where)
         assert {k for k, v in said.items() if v != 0} == refused, said
