@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 RUN_TIMEOUT = 300  # seconds: one start of a VM whose template is made first stays within
 
 ONE_START = """
-import json, os, sys, tempfile
+import json, os, shutil, sys, tempfile
 from pathlib import Path
 import wsfixture
 from wsfixture.model.config import config_from_dict
@@ -40,10 +40,13 @@ if kind == "vm":
     spec.update(vcpu=1, memory=768)
 defaults = {"stateRoot": str(state / "root")}
 config = config_from_dict({"defaults": defaults, "workspaces": {"ab": spec}})
-with Lab(config.network) as lab, Workspace(config.workspaces["ab"], config, lab) as ws:
-    ws.succeed("touch /mnt/d/x")
-    boot = ws.describe().get("boot")
+try:
+    with Lab(config.network) as lab, Workspace(config.workspaces["ab"], config, lab) as ws:
+        ws.succeed("touch /mnt/d/x")
+        boot = ws.describe().get("boot")
     print(json.dumps({"ready": ws.ready_seconds, "module": wsfixture.__file__, "boot": boot}))
+finally:
+    shutil.rmtree(state)  # its keys with it
 """
 
 
