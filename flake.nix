@@ -29,7 +29,8 @@
           pyproject = true;
           src = ./.;
           build-system = [ pkgs.python3Packages.hatchling ];
-          dependencies = with pkgs.python3Packages; [ pytest pytest-testinfra fabric paramiko filelock ];
+          # pyproject.toml's dependencies, the same list (tests/unit/test_packaging.py).
+          dependencies = with pkgs.python3Packages; [ pytest pytest-testinfra fabric paramiko filelock argcomplete ];
           nativeCheckInputs = with pkgs.python3Packages; [ pytestCheckHook hypothesis pytest-xdist ];
           # Only the pure tests here; the rest boots workspaces (root, nspawn, QEMU).
           pytestFlagsArray = [ "tests/unit" ];
@@ -43,7 +44,7 @@
         default = pkgs.mkShell {
           packages = [
             (pkgs.python3.withPackages (ps: with ps; [
-              pytest pytest-xdist pytest-testinfra fabric paramiko filelock hypothesis mypy
+              pytest pytest-xdist pytest-testinfra fabric paramiko filelock argcomplete hypothesis mypy
             ]))
             pkgs.ruff pkgs.mmdebstrap pkgs.qemu pkgs.dnsmasq pkgs.iproute2 pkgs.openssh
           ];

@@ -316,6 +316,20 @@ def test_verify_collects_one_item_per_check(real: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*verify?alpha:networking:resolv-conf? PASSED*"])
 
 
+def test_verify_items_name_the_config_given_by_the_ini(real: pytest.Pytester) -> None:
+    real.makeini("[pytest]\nwsfixture_config = workspaces.toml\n")
+    real.makeconftest(
+        """
+        def pytest_collection_finish(session):
+            print("LOCATIONS", sorted({item.location[0] for item in session.items}))
+        """
+    )
+    result = real.runpytest_subprocess("--ws-verify", "-k", "networking", "-s")
+    result.assert_outcomes(passed=4)
+    # reportinfo's path: the config the ini gave, not "." as when only --ws-config was read.
+    result.stdout.fnmatch_lines(["LOCATIONS ['workspaces.toml']"])
+
+
 def test_parallel_workers_get_their_own_labs(real: pytest.Pytester) -> None:
     real.makepyfile(
         """

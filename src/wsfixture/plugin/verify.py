@@ -37,7 +37,8 @@ class VerifyItem(pytest.Item):
             pytest.skip(f"{self.check.id} on {self.ws_name}: {skipped}")
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return Path(self.config.getoption("--ws-config") or "."), None, self.name
+        # The config given either way (--ws-config or the ini), as the session reads it.
+        return Path(self.config.stash[session_key].config_path or "."), None, self.name
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, AssertionError):
