@@ -58,12 +58,15 @@ def test_paths_resolve_through_layers_and_whiteouts(tmp_path: Path) -> None:
     (base_root / "etc/motd").write_text("base")
     (layer / "etc/motd").write_text("layer")
     os.mknod(layer / "etc/gone", 0o600 | 0o020000, os.makedev(0, 0))  # overlayfs whiteout
-    assert image.path("etc/passwd") == base_root / "etc/passwd"
-    assert image.path("etc/motd") == layer / "etc/motd"
-    assert not image.has("etc/gone")
-    with pytest.raises(FileNotFoundError, match="etc/gone"):
-        image.path("etc/gone")
-    assert not image.has("etc/nothing")
+    try:
+        assert image.path("etc/passwd") == base_root / "etc/passwd"
+        assert image.path("etc/motd") == layer / "etc/motd"
+        assert not image.has("etc/gone")
+        with pytest.raises(FileNotFoundError, match="etc/gone"):
+            image.path("etc/gone")
+        assert not image.has("etc/nothing")
+    finally:
+        (layer / "etc/gone").unlink()  # no device node stays in pytest's kept temp dirs
 
 
 def test_a_layer_over_a_rebuilt_base_is_not_ready(tmp_path: Path) -> None:
