@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsfixture.backends.qmp import QmpClient
+from wsfixture.backends.qemu.qmp import QmpClient
 from wsfixture.host import settings
 from wsfixture.image.build import ensure_image
 from wsfixture.image.recipe import ImageRecipe

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wsfixture import checks
-from wsfixture.backends import qemu, snapshot
+from wsfixture.backends import qemu
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.model.spec import RELEASES
@@ -70,7 +70,7 @@ def test_each_release_has_its_own_images_and_templates(
         backend = running[name].backend
         assert isinstance(backend, qemu.QemuBackend)
         assert "restored" in str(running[name].describe()["boot"])
-        shapes[name] = snapshot.shape_of(backend)
+        shapes[name] = backend.shape
     assert shapes["bookworm-vm"].image_key == images["bookworm-vm"].recipe.key
     assert shapes["trixie-vm"].image_key == images["trixie-vm"].recipe.key
     assert shapes["bookworm-vm"].key != shapes["trixie-vm"].key

@@ -17,7 +17,8 @@ from filelock import FileLock
 
 from tests.integration.leaks import leftovers
 from wsfixture import checks
-from wsfixture.backends import qemu, snapshot
+from wsfixture.backends import qemu
+from wsfixture.backends.qemu import template as template_maker
 from wsfixture.image import templates
 from wsfixture.model import derive
 from wsfixture.model.config import Config, config_from_dict
@@ -78,7 +79,7 @@ def boot_of(ws: Workspace) -> str:
 def template_of(ws: Workspace) -> templates.Template:
     """The template of the workspace's VM shape (whether or not it exists)."""
     assert isinstance(ws.backend, qemu.QemuBackend)
-    return templates.Template(templates.templates_dir() / snapshot.shape_of(ws.backend).key)
+    return templates.Template(templates.templates_dir() / ws.backend.shape.key)
 
 
 def test_both_are_restored_from_one_template(twins: tuple[Workspace, Workspace]) -> None:
@@ -235,7 +236,7 @@ def test_a_template_that_cannot_be_made_gives_a_cold_boot_that_says_why(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A template boot that must finish within a second cannot: the build fails for real.
-    monkeypatch.setattr(snapshot, "TEMPLATE_BOOT_TIMEOUT", 1.0)
+    monkeypatch.setattr(template_maker, "TEMPLATE_BOOT_TIMEOUT", 1.0)
     with Lab(config.network) as lab:
         with Workspace(config.workspaces["fallback"], config, lab) as ws:
             assert boot_of(ws).startswith("cold boot (restore failed: the guest said nothing")

@@ -12,7 +12,8 @@ import pytest
 from tests.integration.leaks import leftovers, processes_with_cmdline
 from wsfixture import PrerequisiteError, StartError, checks
 from wsfixture.backends import qemu
-from wsfixture.backends.qemu import host_accel, vsock_available
+from wsfixture.host import virt
+from wsfixture.host.virt import host_accel, vsock_available
 from wsfixture.image import cache as imagecache
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
@@ -157,7 +158,7 @@ def test_without_virtiofsd_rw_shares_are_refused_before_anything_is_made(
 ) -> None:
     # QEMU serves 9p itself, as host root, with the guest's owners and modes: a rw share
     # over it would make the guest's root host root there. Every VM has rw shares.
-    monkeypatch.setattr(qemu, "VIRTIOFSD", "/nonexistent/virtiofsd")
+    monkeypatch.setattr(virt, "VIRTIOFSD", "/nonexistent/virtiofsd")
     spec = workspace_spec(config, name="vmnine", type="vm", ip="192.168.83.25", vcpu=1, memory=768)
     with Lab(config.network) as lab:
         with pytest.raises(PrerequisiteError, match="served over 9p as host root") as info:

@@ -24,9 +24,9 @@ import pytest
 
 from tests.conftest import require_root_and_tools
 from wsfixture import checks
-from wsfixture.backends.qemu import QEMU_USER
 from wsfixture.guest.share_ids import SQUASHED_ROOT
 from wsfixture.host import settings
+from wsfixture.host.setup import QEMU_USER
 from wsfixture.model import derive
 from wsfixture.model.config import Config, config_from_dict, workspace_spec
 from wsfixture.net.lab import Lab

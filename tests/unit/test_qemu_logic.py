@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
-from wsfixture.backends.qemu import choose_accel, clamp_resources
-from wsfixture.backends.qmp import QmpClient, QmpError
+from wsfixture.backends.qemu.qmp import QmpClient, QmpError
 from wsfixture.errors import PrerequisiteError
+from wsfixture.host.virt import choose_accel, clamp_resources
 
 
 def test_pvm_host_chooses_tcg_without_a_boot() -> None:
@@ -63,7 +63,7 @@ def test_qmp_client_against_fake_server() -> None:
 
 
 def test_a_host_fact_is_said_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
-    from wsfixture.backends import qemu
+    from wsfixture.backends.qemu import backend as qemu
 
     caplog.set_level("INFO", logger="wsfixture.qemu")
     for _ in range(3):

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from wsfixture.backends.base import BackendContext
-from wsfixture.backends.qemu import Accel, QemuBackend, restore_blocker
-from wsfixture.backends.snapshot import SPARE_ROOT_PORTS, TEMPLATE_MAC, Boot
+from wsfixture.backends.qemu import QemuBackend
+from wsfixture.backends.qemu.argv import SPARE_ROOT_PORTS, TEMPLATE_MAC, Boot
+from wsfixture.backends.qemu.clone import restore_blocker
 from wsfixture.guest import restore, seed
 from wsfixture.host import ledger, system
+from wsfixture.host.virt import Accel
 from wsfixture.image import templates
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.image.templates import Template, TemplateShape
@@ -24,12 +26,11 @@ from wsfixture.net.lab import Lab
 
 
 def test_what_keeps_a_vm_from_restoring() -> None:
-    assert restore_blocker("auto", "q35", "virtiofs", False, 3) is None
-    assert restore_blocker("off", "q35", "virtiofs", False, 3) == "snapshot = 'off'"
-    assert "hot-plug" in str(restore_blocker("auto", "microvm", "virtiofs", False, 3))
-    assert "9p" in str(restore_blocker("auto", "q35", "9p", False, 3))
-    assert "vsock" in str(restore_blocker("auto", "q35", "virtiofs", True, 3))
-    assert "at most" in str(restore_blocker("auto", "q35", "virtiofs", False, SPARE_ROOT_PORTS + 1))
+    assert restore_blocker("auto", "q35", False, 3) is None
+    assert restore_blocker("off", "q35", False, 3) == "snapshot = 'off'"
+    assert "hot-plug" in str(restore_blocker("auto", "microvm", False, 3))
+    assert "vsock" in str(restore_blocker("auto", "q35", True, 3))
+    assert "at most" in str(restore_blocker("auto", "q35", False, SPARE_ROOT_PORTS + 1))
 
 
 def test_snapshot_comes_from_the_workspace_or_the_defaults() -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wsfixture import checks, inventory
+from wsfixture import checks
 from wsfixture.cli import hostsfile
 from wsfixture.cli.persistent import (
     alias_lines,
@@ -43,6 +43,7 @@ from wsfixture.image import templates
 from wsfixture.model import derive, fields, schema
 from wsfixture.model.config import Config, load_config
 from wsfixture.model.plan import plan, render_text
+from wsfixture.net import inventory
 from wsfixture.progress import Ticker
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from wsfixture.host import doctor
+    from wsfixture.cli import doctor
 
     findings = doctor.examine()
     rows = [

@@ -456,7 +456,7 @@ class Lab:
     def render_ssh_config(self, hosts: list[LabHost]) -> str:
         # Every path quoted: a state root may hold a space (ProxyCommand goes through sh).
         netns, python = shlex.quote(str(self.netns_path)), shlex.quote(sys.executable)
-        relay = f"{netns} {python} -m wsfixture.relay %h %p"
+        relay = f"{netns} {python} -m wsfixture.net.relay %h %p"
         blocks = [f"# wsfixture lab {self.name}: use with  ssh -F {self.ssh_config} <name>\n"]
         for host in hosts:
             blocks.append(

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from wsfixture import inventory
 from wsfixture.errors import CleanupError, ConfigError
 from wsfixture.model.config import override, workspace_spec
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
+from wsfixture.net import inventory
 from wsfixture.net.lab import Lab
 from wsfixture.plugin import hosts
 from wsfixture.plugin.report import (

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture.host import settings, setup
+from wsfixture.host import settings, setup, virt
 
 FREE_SPACE_NEEDED = 5 * 2**30  # a container and a VM base with a few layers
 
@@ -85,24 +85,20 @@ def _space() -> Finding:
 
 
 def _kvm() -> Finding:
-    from wsfixture.backends.qemu import host_accel
-
-    accel = host_accel("auto")
+    accel = virt.host_accel("auto")
     return Finding("KVM", accel.name == "kvm", accel.reason,
                    "VMs use TCG (about 20 s to boot)", required=False)  # fmt: skip
 
 
 def _vsock() -> Finding:
-    ok = Path("/dev/vhost-vsock").exists()
+    ok = virt.vsock_available()
     return Finding("vhost-vsock", ok, "/dev/vhost-vsock" if ok else "no /dev/vhost-vsock",
                    "modprobe vhost_vsock; VMs run without it", required=False)  # fmt: skip
 
 
 def _virtiofsd() -> Finding:
-    from wsfixture.backends.qemu import VIRTIOFSD
-
-    ok = Path(VIRTIOFSD).exists()
-    return Finding("virtiofsd", ok, VIRTIOFSD if ok else "not installed",
+    ok = virt.virtiofsd_available()
+    return Finding("virtiofsd", ok, virt.VIRTIOFSD if ok else "not installed",
                    "apt-get install qemu-system-common; a VM's rw shares need it (9p would "
                    "serve them as host root, and is refused)")  # fmt: skip
 

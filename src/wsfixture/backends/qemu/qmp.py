@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,17 @@ class QmpClient:
             self._file.close()
         finally:
             self._sock.close()
+
+
+def wait_migration(qmp: QmpClient, timeout: float) -> str:
+    """Poll a migration (a save or a load) until it ends: "completed", or why not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = qmp.command("query-migrate")
+        status = str(info.get("status", "none"))
+        if status in ("failed", "cancelled"):
+            return f"{status}: {info.get('error-desc', 'no reason given')}"
+        if status == "completed":
+            return status
+        time.sleep(0.02)
+    return f"not done after {timeout:.0f}s"

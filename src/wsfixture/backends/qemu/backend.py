@@ -1,0 +1,335 @@
+"""VM workspaces on QEMU, microvm style: direct kernel boot, TAP on the lab bridge, virtiofs.
+
+The root disk is a qcow2 overlay per VM over the cached ext4 base (never written). Booted
+cold, the VM's identity (hostname, network unit, host key, user) arrives as a tar through
+fw_cfg and is unpacked by a unit in the image before networkd and sshd start; where it can,
+a VM is instead restored from a template of its shape (``clone``) and told the same
+identity over a virtio-serial port. QEMU runs inside the lab namespace, so its TAP device
+is there too, and in a cgroup of its own with its virtiofsd helpers. KVM is used where it
+really runs guests; otherwise TCG, and we say so (``host.virt``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from wsfixture.backends.base import Backend, BackendContext
+from wsfixture.backends.qemu import argv as qemu_argv
+from wsfixture.backends.qemu import clone, disk
+from wsfixture.backends.qemu.argv import QMP_SOCKET, Boot, Extras, Machine
+from wsfixture.backends.qemu.qmp import QmpClient
+from wsfixture.backends.qemu.template import qemu_version
+from wsfixture.errors import PrerequisiteError
+from wsfixture.guest import restore, seed
+from wsfixture.host import idmap, ledger, system, virt
+from wsfixture.host.setup import QEMU_USER, has_qemu_user
+from wsfixture.image.build import stderr_progress
+from wsfixture.image.recipe import Image
+from wsfixture.image.templates import TemplateShape
+from wsfixture.model import derive
+from wsfixture.retry import retry_until
+
+log = logging.getLogger("wsfixture.qemu")
+
+VIRTIOFSD_OPTIONS = ("-o", "cache=auto", "-o", "xattr")
+SHARE_TRANSPORT = "virtiofs"  # 9p would serve rw shares as host root: refused
+# Where a rw share's daemon, not host root in its user namespace, finds the share: a
+# directory every uid may walk to, in its own mount namespace.
+SHARE_VIEW = Path("/mnt")
+SOCKET_TIMEOUT = 10.0  # a read-only share's virtiofsd makes its socket
+ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
+# The owner watch: SIGTERM (its parent-death signal) kills its cgroup ($0 is cgroup.kill).
+OWNER_WATCH = "trap 'echo 1 > \"$0\"; exit 0' TERM; while :; do sleep 3600 & wait $!; done"
+
+_said: set[str] = set()
+
+
+def say_once(level: int, message: str) -> None:
+    """Log what is true of every VM of this process once, not in every test's log."""
+    if message not in _said:
+        _said.add(message)
+        log.log(level, "%s", message)
+
+
+class QemuBackend(Backend):
+    kind = "vm"
+
+    def __init__(self, ctx: BackendContext, image: Image) -> None:
+        super().__init__(ctx)
+        self.image = image
+        spec = ctx.spec
+        self.name = spec.name
+        self.runtime_dir = ctx.runtime_dir
+        self.overlay = self.runtime_dir / "root.qcow2"
+        self.seed = self.runtime_dir / "seed.tar"
+        self.qmp_socket = self.runtime_dir / QMP_SOCKET
+        self.tap = derive.tap_name(spec.name)
+        self.progress: Callable[[str], None] = ctx.progress or stderr_progress
+        self.accel = virt.host_accel(spec.accel)
+        self.vcpu, self.memory, self.warnings = virt.clamp_resources(
+            spec.vcpu, spec.memory, os.cpu_count() or 1, virt.host_memory_mib()
+        )
+        if spec.vsock == "required" and not virt.vsock_available():
+            raise PrerequisiteError(
+                f"workspace {spec.name!r} requires vsock but /dev/vhost-vsock does not exist",
+                hint="load vhost_vsock on the host, or set vsock = 'auto'",
+            )
+        self.vsock = spec.vsock != "off" and virt.vsock_available()
+        if not virt.virtiofsd_available():
+            # 9p, built into QEMU, is served as host root with the guest's owners and modes
+            # passed through: the guest's root would make host root's (setuid) files.
+            raise PrerequisiteError(
+                f"workspace {spec.name!r}: {virt.VIRTIOFSD} not found, and its rw shares "
+                "(workspace/, claude-config/ at least) would be served over 9p as host root",
+                "qemu-system-common",
+            )
+        require_qemu_user()
+        self._qmp: QmpClient | None = None
+        self.boot_mode = "not started"
+
+    # -- what the command line is made of ------------------------------------------------
+
+    @property
+    def machine(self) -> Machine:
+        spec = self.ctx.spec
+        return Machine(spec.name, spec.machine, self.accel.name, self.vcpu, self.memory)
+
+    @property
+    def shape(self) -> TemplateShape:
+        """The template this VM can restore from."""
+        return TemplateShape(
+            image_key=self.image.recipe.key,
+            machine=self.ctx.spec.machine,
+            vcpu=self.vcpu,
+            memory=self.memory,
+            disk=self.ctx.spec.disk,
+            accel=self.accel.name,
+            share_transport=SHARE_TRANSPORT,
+            qemu=qemu_version(),
+        )
+
+    def kernel_cmdline(self, machine_id_of: str) -> str:
+        microvm = self.ctx.spec.machine == "microvm"
+        return qemu_argv.kernel_cmdline(
+            derive.machine_id(machine_id_of), virt.tsc_khz() if microvm else None
+        )
+
+    def cold_boot(self) -> Boot:
+        kernel, initrd = self.image.kernel()
+        return Boot(
+            kernel, initrd, self.kernel_cmdline(self.ctx.spec.name), self.overlay, self.seed,
+            derive.mac(self.ctx.spec.name), self.tap, self.runtime_dir,
+        )  # fmt: skip
+
+    def argv(self, boot: Boot) -> list[str]:
+        cid = derive.vsock_cid(self.ctx.spec.name) if self.vsock else None
+        return qemu_argv.qemu_argv(
+            system.require_tool("qemu-system-x86_64"), self.machine, boot, self.console_log,
+            Extras(self.share_sockets(), cid), QEMU_USER,
+        )  # fmt: skip
+
+    def fs_socket(self, tag: str) -> Path:
+        return self.runtime_dir / f"fs-{tag}.sock"
+
+    def share_sockets(self) -> dict[str, Path]:
+        return {tag: self.fs_socket(tag) for tag, _, _, _ in self.shares()}
+
+    def identity(self, template_key: str) -> bytes:
+        spec, network = self.ctx.spec, self.ctx.config.network
+        return restore.message(
+            derive.mac(spec.name), f"{spec.ip}/{network.subnet.prefixlen}", str(network.gateway),
+            self.seed.read_bytes(), (derive.machine_id(spec.name), derive.machine_id(template_key)),
+        )  # fmt: skip
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for note in self.warnings:
+            say_once(logging.WARNING, note)  # the defaults (``model.fields``), clamped
+        say_once(logging.INFO, self.accel.reason)
+        self._write_seed()
+        self.guard_port(self.tap)
+        self.ctx.lab.ip_batch(
+            f"tuntap add dev {self.tap} mode tap\n"
+            f"link set {self.tap} master {self.ctx.lab.network.bridge} up"
+        )
+        self._start_helpers()
+        blocker = clone.restore_blocker(
+            self.ctx.snapshot, self.ctx.spec.machine, self.vsock, len(self.shares())
+        )
+        if blocker is None:
+            try:
+                self.say("restoring from a template")
+                self.boot_mode = clone.start_by_restore(self)
+                return
+            except Exception as exc:  # a cold boot still gives a working VM
+                log.warning("%s: restore failed, booting cold: %s", self.ctx.spec.name, exc)
+                self.boot_mode = f"cold boot (restore failed: {str(exc).splitlines()[0]})"
+                self.reset()
+        else:
+            say_once(logging.INFO, f"VM cold boot: {blocker}")
+            self.boot_mode = f"cold boot ({blocker})"
+        under = ", about 30 s under TCG" if self.accel.name == "tcg" else ""
+        self.say(f"{self.boot_mode}{under}")
+        self.create_overlay()
+        self.launch(self.cold_boot(), ())
+
+    def create_overlay(self) -> None:
+        """A new qcow2 overlay over the cached base disk: every boot starts from the image."""
+        disk.create_overlay(self.image.disk, self.overlay, "raw", self.ctx.spec.disk)
+
+    def launch(self, boot: Boot, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+        self.process = self.spawn(
+            self.ctx.lab.exec_argv(self.argv(boot)), self.cgroup,
+            self.runtime_dir / "qemu.log", pass_fds=pass_fds,
+        )  # fmt: skip
+        return self.process
+
+    def _start_helpers(self) -> None:
+        """The VM's owner watch (``watch_owner``) and its share daemons."""
+        if self.ctx.die_with_owner:
+            self.watch_owner(self.cgroup, self.ctx.record)
+        for tag, source, _, read_only in self.shares():
+            if read_only:
+                self._start_read_only_virtiofsd(tag, source)
+            else:
+                self._start_mapped_virtiofsd(tag, source)
+
+    def watch_owner(self, cgroup: Path, record: ledger.Record) -> None:
+        """-runas clears the parent-death signal QEMU inherits (the kernel drops it when
+        credentials change), so a VM meant to die with its owner gets a watcher in its
+        cgroup instead: it keeps the signal, and ends the whole cgroup when it comes."""
+        argv = ["/bin/sh", "-c", OWNER_WATCH, str(cgroup / "cgroup.kill")]
+        self.spawn(argv, cgroup, self.runtime_dir / "owner-watch.log", record=record)
+
+    def reset(self) -> None:
+        """Undo a failed restore: its QEMU and share daemons gone, daemons started anew
+        (each serves one connection)."""
+        self._close_qmp()
+        ledger.kill_cgroup(str(self.cgroup))
+        self.reap_spawned()
+        self.process = None
+        for path in self.runtime_dir.glob("*.sock"):
+            path.unlink()
+        self._start_helpers()
+
+    def _start_read_only_virtiofsd(self, tag: str, source: Path) -> None:
+        """QEMU 7.2's virtiofsd has no read-only switch, and the guest's root could remount
+        a share rw: serve it a read-only view, in a mount namespace of its own."""
+        socket_path = self.fs_socket(tag)
+        argv = [*qemu_argv.read_only_view(source), virt.VIRTIOFSD,
+                f"--socket-path={socket_path}", "-o", f"source={source}",
+                *VIRTIOFSD_OPTIONS]  # fmt: skip
+        self.spawn(argv, self.cgroup, self.runtime_dir / f"virtiofsd-{tag}.log")
+        made = retry_until(lambda _: True if socket_path.exists() else None, SOCKET_TIMEOUT, 0.01)
+        if made is None:
+            raise PrerequisiteError(f"virtiofsd for {tag} did not create {socket_path}")
+
+    def _start_mapped_virtiofsd(self, tag: str, source: Path) -> None:
+        """A rw share's daemon: in a user namespace of the share's map
+        (``guest.share_ids``), under the share filter (no setuid, setgid or special files),
+        without the capabilities to make device nodes or file capabilities. In that
+        namespace it is not host root and cannot walk the private state dirs, so it gets
+        its listening socket as an fd, and the share bound at /mnt in a mount namespace of
+        its own."""
+        socket_path = self.fs_socket(tag)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            socket_path.unlink(missing_ok=True)
+            listener.bind(str(socket_path))
+            listener.listen(1)
+            userns = idmap.user_namespace(*self.share_owners(source).virtiofsd_namespace())
+            daemon = [
+                system.require_tool("nsenter"), f"--user=/proc/self/fd/{userns}", "--",
+                virt.VIRTIOFSD, f"--fd={listener.fileno()}", "-o", f"source={SHARE_VIEW}",
+                *VIRTIOFSD_OPTIONS, "-o", "posix_acl", "-o", "modcaps=-mknod:-setfcap",
+            ]  # fmt: skip
+            self.spawn(
+                [*qemu_argv.private_view(source, SHARE_VIEW), *daemon], self.cgroup,
+                self.runtime_dir / f"virtiofsd-{tag}.log",
+                pass_fds=(listener.fileno(), userns), setid_filter="share",
+            )  # fmt: skip
+
+    def _write_seed(self) -> None:
+        """The VM's identity as a tar: the shared base plus the share mount table."""
+        staging = self.runtime_dir / "seed-root"
+        for name in ACCOUNT_FILES:
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self.image.path(name), target)
+        self.ctx.provision(staging, 0)
+        shares = [(tag, target, ro) for tag, _, target, ro in self.shares()]
+        seed.pack(staging, seed.mount_table(shares, SHARE_TRANSPORT), self.seed)
+
+    def qmp(self) -> QmpClient:
+        if self._qmp is None:
+            self._qmp = QmpClient.connect(self.qmp_socket)
+        return self._qmp
+
+    def _close_qmp(self) -> None:
+        if self._qmp is not None:
+            with contextlib.suppress(OSError):  # QEMU may be gone already
+                self._qmp.close()
+            self._qmp = None
+
+    def failure(self) -> str | None:
+        reason = super().failure()
+        if reason is not None:
+            return f"{reason}\n{system.tail(self.runtime_dir / 'qemu.log', 10)}"
+        if not self.qmp_socket.exists():
+            return None
+        try:
+            status = self.qmp().command("query-status")
+        except (OSError, ConnectionError):
+            return None
+        if status.get("status") in ("internal-error", "guest-panicked", "shutdown"):
+            return f"the VM stopped in state {status['status']!r} (accelerator: {self.accel.name})"
+        return None
+
+    def describe(self) -> dict[str, object]:
+        return {
+            **super().describe(),
+            "accel": self.accel.name,
+            "accel_reason": self.accel.reason,
+            "vcpu": self.vcpu,
+            "memory_mib": self.memory,
+            "vsock": derive.vsock_cid(self.ctx.spec.name) if self.vsock else "unavailable",
+            "machine": self.ctx.spec.machine,
+            "shares": SHARE_TRANSPORT,
+            "boot": self.boot_mode,
+        }
+
+    def stop(self, timeout: float) -> None:
+        if self.is_up():
+            try:
+                self.qmp().command("system_powerdown")
+                assert self.process is not None
+                self.process.wait(timeout)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self.qmp().command("quit")
+        self._close_qmp()
+        self.finish(self.cgroup, 5.0)
+        if self._tap_exists():
+            self.ctx.lab.ip_batch(f"link delete {self.tap}")
+        self.ctx.lab.unguard_port(self.tap)
+        for path in (self.overlay, self.seed):
+            path.unlink(missing_ok=True)
+
+    def _tap_exists(self) -> bool:
+        out = self.ctx.lab.run(["ip", "-o", "link", "show", self.tap], check=False)
+        return bool(out.strip())
+
+
+def require_qemu_user() -> None:
+    if not has_qemu_user():
+        raise PrerequisiteError(
+            f"the system user {QEMU_USER} (QEMU drops to it) does not exist",
+            hint="run `wsfixture setup-host` (or make host)",
+        )

@@ -1,0 +1,204 @@
+"""VM start by restore: a clone of its shape's template per workspace.
+
+An overlay over the template's frozen disk, QEMU with the template's devices and
+``-incoming defer``, the state handed over by descriptor. While QEMU loads it, the state's
+digest is checked; the clone is let run (``cont``) only if it matches, so a corrupt
+template never runs. The shares are hot-plugged (connected by us, handed over by
+descriptor), then the identity goes down the virtio-serial port and the guest answers.
+This module needs of the VM only ``RestoreTarget``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from wsfixture.backends.qemu import channel, disk
+from wsfixture.backends.qemu.argv import IDENTITY_SOCKET, SPARE_ROOT_PORTS, TEMPLATE_MAC, Boot
+from wsfixture.backends.qemu.qmp import QmpClient, wait_migration
+from wsfixture.backends.qemu.template import TemplateHost, build_template
+from wsfixture.errors import CorruptTemplateError, TemplateError
+from wsfixture.guest import restore
+from wsfixture.host import system
+from wsfixture.image import templates
+from wsfixture.image.templates import Template
+from wsfixture.retry import retry_until
+
+log_steps = logging.getLogger("wsfixture.restore")
+
+LOAD_TIMEOUT = 60.0
+IDENTITY_TIMEOUT = 30.0  # the guest applies its identity; hot-plugged shares included
+QMP_TIMEOUT = 10.0
+
+
+class RestoreTarget(TemplateHost, Protocol):
+    """What a restore needs of the VM it restores."""
+
+    name: str
+    overlay: Path
+    tap: str
+    console_log: Path
+    progress: Callable[[str], None]
+
+    def launch(self, boot: Boot, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+        """QEMU for ``boot``, in the lab, as the workspace's machine process."""
+        ...
+
+    def qmp(self) -> QmpClient: ...
+
+    def share_sockets(self) -> dict[str, Path]:
+        """Each share's tag and its virtiofsd's listening socket."""
+        ...
+
+    def identity(self, template_key: str) -> bytes:
+        """The restore message that makes a clone of ``template_key`` this VM."""
+        ...
+
+    def reset(self) -> None:
+        """Undo a failed restore (its QEMU and share daemons), ready to try again."""
+        ...
+
+
+def restore_blocker(snapshot_mode: str, machine: str, vsock: bool, shares: int) -> str | None:
+    """Why this VM boots cold instead of restoring a template; None if it can restore."""
+    if snapshot_mode == "off":
+        return "snapshot = 'off'"
+    if machine != "q35":
+        return f"machine {machine!r} has no PCIe slots to hot-plug shares into (q35 has)"
+    if vsock:
+        return "a vsock device's CID is fixed at boot"
+    if shares > SPARE_ROOT_PORTS:
+        return f"{shares} shares, a restored VM takes at most {SPARE_ROOT_PORTS}"
+    return None
+
+
+def start_by_restore(vm: RestoreTarget) -> str:
+    """Restore ``vm`` from its shape's template, made first if need be; a bad template is
+    remade once. Returns how (for ``describe``); TemplateError if it cannot."""
+    for attempt in (1, 2):
+        template = templates.ensure(
+            vm.shape, vm.image, lambda t, r: build_template(vm, t, r), vm.progress
+        )
+        try:
+            restore_clone(vm, template)
+            return f"restored from template {template.key}"
+        except CorruptTemplateError as exc:
+            templates.invalidate(template)
+            if attempt == 2:
+                raise
+            vm.progress(f"template {template.key} is bad ({exc}): making it anew")
+            vm.reset()
+    raise AssertionError("unreachable")
+
+
+def restore_clone(vm: RestoreTarget, template: Template) -> None:
+    log = vm.runtime_dir / "qemu.log"
+    boot = Boot(
+        template.kernel, template.initrd, vm.kernel_cmdline(template.key), vm.overlay,
+        template.seed, TEMPLATE_MAC, vm.tap, vm.runtime_dir, restorable=True, incoming=True,
+    )  # fmt: skip
+    steps = Steps()
+    with channel.listening(vm.runtime_dir / IDENTITY_SOCKET) as listener:
+        with templates.restoring(template):
+            why = template.problem(vm.shape, vm.image)
+            if why is not None:
+                raise CorruptTemplateError(why)
+            disk.create_overlay(template.frozen, vm.overlay, "qcow2")
+            steps.done("overlay")
+            with disk.descriptors(vm.overlay) as fds:
+                process = vm.launch(dataclasses.replace(boot, disk_fds=fds), fds)
+            port = channel.accept(listener, process, log)
+            qmp = _connect_qmp(vm, process, log)
+            steps.done("qemu up")
+            verdict: list[str | None] = []
+            check = threading.Thread(target=lambda: verdict.append(template.verify_state()))
+            check.start()
+            fd = os.open(template.state, os.O_RDONLY)
+            try:
+                qmp.send_fd("state", fd)
+            finally:
+                os.close(fd)
+            try:
+                qmp.command("migrate-incoming", uri="fd:state")
+                status = wait_migration(qmp, LOAD_TIMEOUT)
+            except (OSError, ConnectionError) as exc:
+                status = f"QEMU gone ({exc})"
+            steps.done("state loaded")
+            check.join()
+            steps.done("state verified")
+        if status != "completed":
+            raise CorruptTemplateError(f"loading the state: {status}\n{system.tail(log, 5)}")
+        if verdict[0] is not None:
+            raise CorruptTemplateError(verdict[0])
+        _hot_plug_shares(vm.share_sockets(), qmp)
+        steps.done("shares plugged")
+        # Sent while the VM is paused: QEMU hands it to the guest's buffers meanwhile.
+        port.sendall(vm.identity(template.key))
+        qmp.command("cont")
+        reply = channel.read_line(port, IDENTITY_TIMEOUT, process, vm.console_log)
+        steps.done("identity taken")
+        port.close()
+    log_steps.debug("%s restored: %s", vm.name, steps)
+    done, said = restore.parse_reply(reply.encode())
+    if not done:
+        raise TemplateError(f"the restored guest did not take its identity: {said}")
+
+
+class Steps:
+    """How long each step of a restore took, for the debug log."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.taken: list[str] = []
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self.taken.append(f"{step} {now - self.last:.2f}s")
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(self.taken)
+
+
+def _connect_qmp(vm: RestoreTarget, process: subprocess.Popen[bytes], log: Path) -> QmpClient:
+    """The VM's QMP client, once QEMU has made its socket."""
+
+    def connected(last_try: bool) -> QmpClient | None:
+        try:
+            return vm.qmp()
+        except OSError:
+            if process.poll() is not None:
+                raise TemplateError(f"QEMU exited: {system.tail(log, 5)}") from None
+            if last_try:
+                raise
+            return None
+
+    client = retry_until(connected, QMP_TIMEOUT, 0.01)
+    assert client is not None  # the last try raises instead
+    return client
+
+
+def _hot_plug_shares(sockets: dict[str, Path], qmp: QmpClient) -> None:
+    """Each share's virtiofsd, connected by us and handed to QEMU, on a spare root port."""
+    for port, (tag, path) in enumerate(sockets.items()):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(path))
+            qmp.send_fd(f"fs-{tag}", conn.fileno())
+        qmp.command(
+            "chardev-add",
+            id=f"fs-{tag}",
+            backend={"type": "socket", "data": {
+                "addr": {"type": "fd", "data": {"str": f"fs-{tag}"}}, "server": False}},
+        )  # fmt: skip
+        qmp.command(
+            "device_add", driver="vhost-user-fs-pci", id=f"fsdev-{tag}", chardev=f"fs-{tag}",
+            tag=tag, bus=f"rp{port}", **{"queue-size": 1024},
+        )  # fmt: skip

@@ -1,0 +1,140 @@
+"""Making a template: a VM of one shape booted once and saved, for its clones to restore.
+
+QEMU boots the image with the template seed (``wsfixture.guest.restore``) in a network
+namespace of its own, with a TAP of its own (the NIC's backend is not part of the state);
+once the guest says it waits for its identity, QMP ``stop`` and ``migrate`` to a file
+descriptor (a sandboxed QEMU may not open files or start programs) save it, and QEMU
+quits. This module needs of the VM only ``TemplateHost``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from wsfixture.backends.qemu import channel, disk
+from wsfixture.backends.qemu.argv import IDENTITY_SOCKET, QMP_SOCKET, TEMPLATE_MAC, Boot
+from wsfixture.backends.qemu.qmp import QmpClient, wait_migration
+from wsfixture.errors import TemplateError
+from wsfixture.guest import restore
+from wsfixture.host import ledger, settings, system
+from wsfixture.image.recipe import Image
+from wsfixture.image.templates import Template, TemplateShape
+
+TEMPLATE_BOOT_TIMEOUT = 300.0  # a template's first boot, under TCG with other VMs about
+SAVE_TIMEOUT = 120.0
+TEMPLATE_TAP = "tap0"
+
+
+class TemplateHost(Protocol):
+    """What making a template needs of the VM that asks for one."""
+
+    image: Image
+    runtime_dir: Path
+
+    @property
+    def shape(self) -> TemplateShape: ...
+
+    def kernel_cmdline(self, machine_id_of: str) -> str: ...
+
+    def argv(self, boot: Boot) -> list[str]: ...
+
+    def spawn(
+        self,
+        argv: list[str],
+        cgroup: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        record: ledger.Record | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> subprocess.Popen[bytes]: ...
+
+    def watch_owner(self, cgroup: Path, record: ledger.Record) -> None: ...
+
+    def reap_spawned(self) -> None: ...
+
+
+@functools.cache
+def qemu_version() -> str:
+    """QEMU's version line, asked once per process."""
+    out = system.run([system.require_tool("qemu-system-x86_64"), "--version"])
+    return out.splitlines()[0].strip()
+
+
+def build_template(vm: TemplateHost, template: Template, record: ledger.Record) -> dict[str, Any]:
+    """Boot the template VM, wait until it waits for its identity, save it."""
+    started = time.monotonic()
+    sockets = system.private_dir(vm.runtime_dir / "template")
+    disk.create_overlay(template.disk, template.frozen, "raw", vm.shape.disk)
+    restore.template_seed(sockets / "seed-root", template.seed)
+    boot = Boot(
+        template.kernel, template.initrd, vm.kernel_cmdline(template.key), template.frozen,
+        template.seed, TEMPLATE_MAC, TEMPLATE_TAP, sockets, restorable=True,
+        console_log=template.dir / "console.log",
+    )  # fmt: skip
+    cgroup = settings.current().cgroup_root / f"template-{os.getpid()}-{time.monotonic_ns()}"
+    record.add_cgroup(cgroup)
+    vm.watch_owner(cgroup, record)
+    with channel.listening(sockets / IDENTITY_SOCKET) as listener:
+        with disk.descriptors(template.frozen) as fds:
+            argv = [
+                "unshare", "--net", "--", "/bin/sh", "-c",
+                f'ip tuntap add dev {TEMPLATE_TAP} mode tap && ip link set {TEMPLATE_TAP} up '
+                '&& exec "$@"', "sh", *vm.argv(dataclasses.replace(boot, disk_fds=fds)),
+            ]  # fmt: skip
+            process = vm.spawn(argv, cgroup, template.dir / "qemu.log", record=record, pass_fds=fds)
+        try:
+            port = channel.accept(listener, process, template.dir / "qemu.log")
+            line = channel.read_line(
+                port, TEMPLATE_BOOT_TIMEOUT, process, template.dir / "console.log"
+            )
+            booted = time.monotonic() - started
+            state = line.removeprefix("waiting ").strip()
+            if not line.startswith("waiting ") or state != "running":
+                raise TemplateError(
+                    f"the template's boot ended {state!r}, not 'running':\n"
+                    + system.tail(template.dir / "console.log", 15)
+                )
+            try:
+                _save(sockets / QMP_SOCKET, template.state)
+            except TemplateError as exc:
+                raise TemplateError(f"{exc}\n{system.tail(template.dir / 'qemu.log', 5)}") from None
+            process.wait(30)
+            port.close()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            ledger.kill_cgroup(str(cgroup))
+            vm.reap_spawned()  # its owner watch
+    # Over its disk by a relative path from now on: the directory is renamed into place.
+    disk.rebase_relative(template.frozen, template.disk, "raw")
+    system.remove_tree(sockets)
+    return {
+        "boot_seconds": round(booted, 2),
+        "save_seconds": round(time.monotonic() - started - booted, 2),
+    }
+
+
+def _save(qmp_socket: Path, state: Path) -> None:
+    qmp = QmpClient.connect(qmp_socket)
+    try:
+        qmp.command("stop")
+        fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            qmp.send_fd("state", fd)
+        finally:
+            os.close(fd)
+        qmp.command("migrate", uri="fd:state")
+        status = wait_migration(qmp, SAVE_TIMEOUT)
+        if status != "completed":
+            raise TemplateError(f"saving the template: migration {status}")
+        os.sync()  # the state and the frozen disk on disk before anyone restores them
+        qmp.command("quit")
+    finally:
+        qmp.close()
