@@ -41,7 +41,8 @@ from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
 from wsfixture.model.validation import check_share_sources
 from wsfixture.net.forward import PortForward
-from wsfixture.net.lab import Lab, LabHost
+from wsfixture.net.lab import Lab
+from wsfixture.net.labfiles import LabHost
 from wsfixture.process import Process
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 from wsfixture.retry import retry_until

@@ -11,16 +11,11 @@ import contextlib
 import enum
 import fcntl
 import os
-import shlex
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -28,22 +23,13 @@ from wsfixture.errors import CleanupError, ConfigError, ConfigIssue, LabError
 from wsfixture.host import ledger, settings, system
 from wsfixture.model import derive
 from wsfixture.model.config import NetworkSpec
-from wsfixture.net import guard, uplink
+from wsfixture.net import dns, guard, labfiles, uplink
+from wsfixture.net.labfiles import LabHost
+from wsfixture.net.netns import NETNS_DIR, Netns
 
-NETNS_DIR = Path("/run/netns")
 # Neighbour resolution retries every second by default: a connect to an address that is
 # not up yet then stalls for a second or more. In our own namespace we retry fast instead.
 NEIGH_RETRANS_MS = 50
-
-
-@dataclass(frozen=True)
-class LabHost:
-    """What the lab knows of one workspace: enough for DNS, known_hosts and ssh_config."""
-
-    name: str
-    ip: str
-    user: str
-    host_key: str  # "ssh-ed25519 AAAA..."
 
 
 class LabState(enum.Enum):
@@ -61,7 +47,7 @@ def new_lab_name(prefix: str = "wsf") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-class Lab:
+class Lab(Netns):
     """A network namespace with a bridge, DNS on the gateway, hosts file and ssh_config.
 
     Use it as a context manager; closing it removes everything it made.
@@ -76,8 +62,8 @@ class Lab:
         die_with_owner: bool = True,
         internet: bool = False,
     ) -> None:
+        super().__init__(name or new_lab_name())
         self.network = network
-        self.name = name or new_lab_name()
         # Shared by several processes (the CLI's persistent lab): opening finds it by name
         # if it exists, and its hosts are its workspaces' ledger records, changed under a lock.
         self.shared = shared
@@ -87,7 +73,6 @@ class Lab:
         self.internet = internet
         self.uplink = uplink.plan(network.subnet) if internet else None
         self.dir = settings.current().labs_dir / self.name
-        self.netns_path = NETNS_DIR / self.name
         self.etc_dir = Path("/etc/netns") / self.name
         self.hosts_file = self.etc_dir / "hosts"
         self.known_hosts = self.dir / "known_hosts"
@@ -239,114 +224,23 @@ class Lab:
     ) -> None:
         self.close()
 
-    # -- inside the namespace ------------------------------------------------------------
-
-    def exec_argv(self, argv: list[str]) -> list[str]:
-        """``argv`` run in the lab's network namespace (keeps /sys and cgroups visible)."""
-        return ["nsenter", f"--net={self.netns_path}", "--", *argv]
-
-    def run(self, argv: list[str], check: bool = True, input: str | None = None) -> str:
-        return system.run(self.exec_argv(argv), check=check, input=input)
-
-    def resolve(self, name: str) -> str:
-        """The address ``name`` has on the lab side: ``ip netns exec`` puts the lab's hosts
-        file in place of /etc/hosts, as it does for any program run that way."""
-        out = system.run(["ip", "netns", "exec", self.name, "getent", "hosts", name], check=False)
-        return out.split()[0] if out.strip() else ""
-
-    def ip_batch(self, commands: str) -> None:
-        system.run(["ip", "-netns", self.name, "-batch", "-"], input=commands + "\n")
-
-    def sysctl(self, key: str, value: str) -> None:
-        self.run(["sysctl", "-q", "-w", f"{key}={value}"])
-
-    def connect(self, ip: str, port: int, timeout: float) -> socket.socket:
-        """A TCP socket to ``ip:port`` inside the lab, connected, with TCP_NODELAY."""
-        holder: list[socket.socket | BaseException] = []
-
-        def make() -> None:
-            # setns applies to this thread only; the socket keeps the namespace it was
-            # born in, so it works from any thread afterwards.
-            try:
-                system.enter_netns(self.netns_path)
-                holder.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            except BaseException as exc:
-                holder.append(exc)
-
-        thread = threading.Thread(target=make, name=f"netns-{self.name}")
-        thread.start()
-        thread.join()
-        result = holder[0]
-        if isinstance(result, BaseException):
-            raise result
-        sock = result
-        sock.settimeout(timeout)
-        try:
-            sock.connect((ip, port))
-        except OSError:
-            sock.close()
-            raise
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(None)
-        return sock
-
-    def port_open(self, ip: str, port: int, timeout: float = 0.2) -> bool:
-        try:
-            self.connect(ip, port, timeout).close()
-        except OSError:
-            return False
-        return True
-
-    def forget_neighbour(self, ip: str) -> None:
-        """Drop a stale neighbour entry so a reused address resolves afresh."""
-        self.run(["ip", "neigh", "flush", "to", ip], check=False)
-
     # -- DNS, hosts, ssh_config ----------------------------------------------------------
 
     def _start_dns(self) -> None:
         assert self._record is not None
-        log = self.dir / "dnsmasq.log"
-        argv = [
-            system.require_tool("dnsmasq"),
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",  # no upstream but the uplink's: without one, outside names are refused
-            *([f"--server={self.uplink.dns}"] if self.uplink else []),
-            "--no-hosts",
-            "--no-poll",
-            f"--addn-hosts={self.hosts_file}",
-            f"--listen-address={self.network.gateway}",
-            "--bind-interfaces",
-            f"--pid-file={self.dir / 'dnsmasq.pid'}",
-            f"--log-facility={log}",
-            "--user=root",
-            "--cache-size=0",
-        ]
-        self._dnsmasq = subprocess.Popen(
-            self.exec_argv(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "ab"),  # noqa: SIM115 - the child keeps it
-            preexec_fn=system.set_parent_death_signal if self.die_with_owner else None,
-            start_new_session=True,
+        upstream = str(self.uplink.dns) if self.uplink else None
+        self._dnsmasq = dns.start(
+            self, self.network.gateway, self.hosts_file, self.dir, upstream, self.die_with_owner
         )
         ref = system.ProcessRef.of(self._dnsmasq.pid)
         if ref is not None:
             self._record.add_process(ref)
-        deadline = time.monotonic() + 5
-        while not self.port_open(str(self.network.gateway), 53, 0.1):
-            if self._dnsmasq.poll() is not None or time.monotonic() > deadline:
-                raise LabError(self.name, "dnsmasq did not start", system.tail(log))
-            time.sleep(0.02)
 
     def _reload_dns(self) -> None:
         """Make dnsmasq re-read the hosts file (it may belong to another process)."""
-        if not self.network.dns:
-            return
-        if self._dnsmasq is not None and self._dnsmasq.poll() is None:
-            self._dnsmasq.send_signal(signal.SIGHUP)
-        elif self._record is not None and self._record.processes:
-            self._record.processes[0].signal(signal.SIGHUP)
+        if self.network.dns:
+            owner = self._record.processes[0] if self._record and self._record.processes else None
+            dns.reload(self._dnsmasq, owner)
 
     def set_client_key(self, private_key: Path) -> None:
         self.client_key = private_key
@@ -444,45 +338,17 @@ class Lab:
     def _write_hosts(self) -> None:
         """Rewrite hosts file, known_hosts and ssh_config from ``self.hosts``."""
         hosts = sorted(self.hosts.values(), key=lambda h: h.name)
-        header = f"# wsfixture lab {self.name}: generated, rewritten on every change\n"
-        lines = [derive.hosts_line(h.name, h.ip) for h in hosts]
-        system.write_atomic(self.hosts_file, header + "".join(f"{line}\n" for line in lines))
+        system.write_atomic(self.hosts_file, labfiles.hosts_text(self.name, hosts))
         if not self.dir.exists():
             return
-        known = [f"{','.join([h.ip, *derive.hostnames(h.name)])} {h.host_key}" for h in hosts]
-        system.write_atomic(self.known_hosts, "".join(f"{k}\n" for k in known), 0o600)
-        system.write_atomic(self.ssh_config, self.render_ssh_config(hosts), 0o600)
-
-    def render_ssh_config(self, hosts: list[LabHost]) -> str:
-        # Every path quoted: a state root may hold a space (ProxyCommand goes through sh).
-        netns, python = shlex.quote(str(self.netns_path)), shlex.quote(sys.executable)
-        relay = f"{netns} {python} -m wsfixture.net.relay %h %p"
-        blocks = [f"# wsfixture lab {self.name}: use with  ssh -F {self.ssh_config} <name>\n"]
-        for host in hosts:
-            blocks.append(
-                "\n".join(
-                    [
-                        f"Host {' '.join([*derive.hostnames(host.name), host.ip])}",
-                        f"  HostName {host.ip}",
-                        f"  User {host.user}",
-                        f'  IdentityFile "{self.client_key}"',
-                        "  IdentitiesOnly yes",
-                        f'  UserKnownHostsFile "{self.known_hosts}"',
-                        "  StrictHostKeyChecking yes",
-                        "  PasswordAuthentication no",
-                        "  ControlMaster auto",
-                        f'  ControlPath "{self.dir}/cm-%C"',
-                        "  ControlPersist 60s",
-                        f"  ProxyCommand nsenter --net={relay}",
-                        "",
-                    ]
-                )
-            )
-        # Any other name or address is not a workspace of this lab: refuse it, rather than
-        # let OpenSSH resolve it the usual way and connect to whatever answers.
-        refusal = f"echo 'wsfixture: %n is not a workspace of lab {self.name}' >&2; exit 1"
-        blocks.append(f'Host *\n  ProxyCommand /bin/sh -c "{refusal}"\n')
-        return "\n".join(blocks)
+        system.write_atomic(self.known_hosts, labfiles.known_hosts_text(hosts), 0o600)
+        paths = labfiles.SshPaths(
+            self.dir, self.ssh_config, self.known_hosts, self.client_key, self.netns_path,
+            sys.executable,
+        )  # fmt: skip
+        system.write_atomic(
+            self.ssh_config, labfiles.ssh_config_text(self.name, hosts, paths), 0o600
+        )
 
     def _load_hosts(self) -> None:
         """Rebuild ``self.hosts`` from the ledger records of the lab's workspaces."""

@@ -1,0 +1,78 @@
+"""A lab's DNS: dnsmasq on the gateway, answering from the lab's hosts file and forwarding
+outside names only to the uplink's resolver (refusing them when there is none)."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import subprocess
+from pathlib import Path
+
+from wsfixture.errors import LabError
+from wsfixture.host import system
+from wsfixture.net.netns import Netns
+from wsfixture.retry import retry_until
+
+START_TIMEOUT = 5.0
+
+
+def dnsmasq_argv(gateway: str, hosts_file: Path, lab_dir: Path, upstream: str | None) -> list[str]:
+    return [
+        system.require_tool("dnsmasq"),
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",  # no upstream but the uplink's: without one, outside names are refused
+        *([f"--server={upstream}"] if upstream else []),
+        "--no-hosts",
+        "--no-poll",
+        f"--addn-hosts={hosts_file}",
+        f"--listen-address={gateway}",
+        "--bind-interfaces",
+        f"--pid-file={lab_dir / 'dnsmasq.pid'}",
+        f"--log-facility={lab_dir / 'dnsmasq.log'}",
+        "--user=root",
+        "--cache-size=0",
+    ]
+
+
+def start(
+    netns: Netns,
+    gateway: ipaddress.IPv4Address,
+    hosts_file: Path,
+    lab_dir: Path,
+    upstream: str | None,
+    die_with_owner: bool,
+) -> subprocess.Popen[bytes]:
+    """dnsmasq in ``netns``, returned once it answers on port 53."""
+    log = lab_dir / "dnsmasq.log"
+    argv = dnsmasq_argv(str(gateway), hosts_file, lab_dir, upstream)
+    process = subprocess.Popen(
+        netns.exec_argv(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),  # noqa: SIM115 - the child keeps it
+        preexec_fn=system.set_parent_death_signal if die_with_owner else None,
+        start_new_session=True,
+    )
+
+    def answering(_: bool) -> bool | None:
+        if netns.port_open(str(gateway), 53, 0.1):
+            return True
+        if process.poll() is not None:
+            return False
+        return None
+
+    if not retry_until(answering, START_TIMEOUT, 0.02):
+        process.kill()
+        process.wait()
+        raise LabError(netns.name, "dnsmasq did not start", system.tail(log))
+    return process
+
+
+def reload(process: subprocess.Popen[bytes] | None, owner: system.ProcessRef | None) -> None:
+    """Make dnsmasq re-read the hosts file: our child, or the one another process started
+    (the lab record's first process)."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGHUP)
+    elif owner is not None:
+        owner.signal(signal.SIGHUP)
