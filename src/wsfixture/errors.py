@@ -20,7 +20,7 @@
     ├── CheckFailed             a built-in check found the workspace wrong  [checks]
     ├── CleanupError            one or more resources could not be released
     ├── QmpError                QEMU's monitor refused a command or went away  [backends.qmp]
-    ├── UsageError              the command line asks for something that cannot be  [cli.main]
+    ├── UsageError              the command line asks for something that cannot be  [cli.lookup]
     └── HostsFileError          a hosts file's wsfixture block is damaged  [cli.hostsfile]
 
 Errors that concern a workspace's start carry the tail of its console log in the message,

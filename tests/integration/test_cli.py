@@ -136,7 +136,7 @@ def test_day_to_day(cli_config: Path) -> None:
     nope = wsf(cli_config, "ssh", "nope", "true", check=False)
     assert (nope.returncode, nope.stderr.strip()) == (
         2,
-        "wsfixture: no workspace named nope; known: one, two, vmthree",
+        "wsfixture: no workspace named 'nope'; known: one, two, vmthree",
     )
     stopped = wsf(cli_config, "ssh", "vmthree", "true", check=False)
     assert stopped.returncode == 1

@@ -18,7 +18,6 @@ system.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import os
 import re
@@ -28,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from wsfixture.errors import ConfigError, ConfigIssue
+from wsfixture.suggest import did_you_mean
 
 DECL = "wsfixture"  # the dataclass field metadata key of a declaration
 INVALID = object()  # what a parser returns for a value it reported as wrong
@@ -273,8 +273,7 @@ def choice(default: Any, doc: str, choices: tuple[str, ...], **extra: Any) -> An
 
     def parse(value: object, where: str, ctx: Context) -> Any:
         if value not in choices:
-            close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(value, choices)
             ctx.issues.add(where, "is not one of the choices", value, allowed + hint)
             return INVALID
         return value

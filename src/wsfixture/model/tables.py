@@ -6,7 +6,6 @@ of a table. Pure.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +23,7 @@ from wsfixture.model.fields import (
     snake,
     to_data,
 )
+from wsfixture.suggest import did_you_mean
 
 # -- sections: a table of declared fields -------------------------------------------------
 
@@ -41,8 +41,7 @@ def table_keys(
         norm = snake(str(key))
         if norm not in known:
             spellings = known if "_" in str(key) else camel_keys
-            close = difflib.get_close_matches(str(key), spellings, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, spellings)
             issues.add(f"{where}.{key}", f"unknown key{hint}", allowed=", ".join(camel_keys))
         elif norm in out:
             issues.add(f"{where}.{key}", "given twice (camelCase and snake_case)")

@@ -10,7 +10,6 @@ reports, kept workspaces) and ``verify`` (``--ws-verify``).
 
 from __future__ import annotations
 
-import difflib
 import os
 import signal
 import threading
@@ -40,6 +39,7 @@ from wsfixture.plugin.session import (
     track,
 )
 from wsfixture.plugin.verify import verify_items
+from wsfixture.suggest import did_you_mean, unknown_workspace
 
 # paramiko, fabric and testinfra load only when a test asks for a workspace: a plugin that
 # every pytest run loads should not cost every run (nor xdist's controller) their import.
@@ -368,10 +368,7 @@ def _check_marker(item: pytest.Item, marker: pytest.Mark, config: pytest.Config)
     where = f"{item.nodeid}: @pytest.mark.workspace({shown})"
     problems = []
     for key in sorted(set(marker.kwargs) - set(MARKER_FIELDS)):
-        close = difflib.get_close_matches(key, MARKER_FIELDS, n=1, cutoff=0.6)
-        problems.append(
-            f"unknown argument {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-        )
+        problems.append(f"unknown argument {key!r}{did_you_mean(key, MARKER_FIELDS)}")
     if len(marker.args) > 1:
         problems.append(f"one name only, got {len(marker.args)} positional arguments")
     scope = marker.kwargs.get("scope", "function")
@@ -387,14 +384,9 @@ def _check_marker(item: pytest.Item, marker: pytest.Mark, config: pytest.Config)
     name = marker.args[0] if marker.args else None
     try:
         if name is not None and name not in ws_config.workspaces:
-            known = list(ws_config.workspaces)
-            close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             source = ws_config.source or "no --ws-config given"
-            raise pytest.UsageError(
-                f"{where}: no workspace named {name!r} in {source}; {hint}"
-                f"known: {', '.join(known) or 'none'} (an inline workspace takes name=...)"
-            )
+            unknown = unknown_workspace([name], list(ws_config.workspaces), f" in {source}")
+            raise pytest.UsageError(f"{where}: {unknown} (an inline workspace takes name=...)")
         if name is not None:
             override(ws_config, ws_config.workspaces[name], **fields)
         else:

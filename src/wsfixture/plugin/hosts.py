@@ -21,7 +21,6 @@ fixture's, and so the module-scoped ``host`` may ask for the function-scoped wor
 
 from __future__ import annotations
 
-import difflib
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,6 +29,7 @@ import testinfra.host
 
 from wsfixture.errors import ConfigError
 from wsfixture.plugin.session import WsSession, session_key, shared_key, track
+from wsfixture.suggest import unknown_workspace
 
 if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
@@ -87,14 +87,9 @@ def _checked_ws_hosts(config: pytest.Config) -> list[str]:
         raise pytest.UsageError(str(exc)) from None
     for name in names:
         if name not in ws_config.workspaces:
-            known = list(ws_config.workspaces)
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise pytest.UsageError(
-                f"--ws-hosts: no workspace named {name!r} in "
-                f"{ws_config.source or 'the config (no --ws-config given)'}; {hint}"
-                f"known: {', '.join(known) or 'none'}"
-            )
+            source = ws_config.source or "the config (no --ws-config given)"
+            unknown = unknown_workspace([name], list(ws_config.workspaces), f" in {source}")
+            raise pytest.UsageError(f"--ws-hosts: {unknown}")
     return names
 
 

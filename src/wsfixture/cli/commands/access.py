@@ -1,0 +1,147 @@
+"""Commands that reach into a running workspace: ssh, cp, exec, logs, check, forward, and
+the Ansible inventory of a lab."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from wsfixture import checks
+from wsfixture.cli.lookup import UsageError, lab_dir, require_running, running_workspace
+from wsfixture.cli.output import EXIT_FAILED, emit, progress, say
+from wsfixture.cli.persistent import (
+    attached,
+)
+from wsfixture.host import ledger, system
+from wsfixture.model.config import load_config
+from wsfixture.net import inventory
+
+if TYPE_CHECKING:
+    pass
+
+# Colours and cursor moves of a console; a serial console also has broken ones (ESC[ cut
+# short where systemd shortened a line), which go as well.
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]?|[()][0-9A-Za-z]|[@-Z\\-_])?")
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    lab, directory = lab_dir(args)
+    if args.lab:  # a lab kept by pytest: its workspaces are in the ledger
+        known = sorted(ledger.workspaces(lab))
+        where = f" in lab {lab}"
+    else:
+        known = list(load_config(args.config).workspaces)
+        where = ""
+    require_running(args.name, known, lab, where)
+    ssh_config = directory / "ssh_config"
+    argv = ["ssh", "-F", str(ssh_config), args.name, *args.command]
+    os.execvp("ssh", argv)
+    return EXIT_FAILED  # not reached
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    """SFTP over the pinned session: exactly one side is NAME:PATH."""
+    sides = [s.partition(":") if ":" in s and not s.startswith(("/", ".")) else None
+             for s in (args.source, args.target)]  # fmt: skip
+    if (sides[0] is None) == (sides[1] is None):
+        raise UsageError("cp: exactly one of SOURCE and TARGET is NAME:PATH")
+    if sides[0] is not None:
+        name, _, remote = sides[0]
+        ws = running_workspace(args, name)
+        ws.get(remote, args.target)
+    else:
+        assert sides[1] is not None
+        name, _, remote = sides[1]
+        ws = running_workspace(args, name)
+        ws.put(args.source, remote)
+    ws.stop()  # an attached handle: closes the connection only
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    ws = running_workspace(args, args.name)
+    command = " ".join(args.command)  # as ssh joins its words: one line for the shell
+    try:
+        if args.detach:
+            process = ws.spawn(command)
+            say(f"{args.name}: pid {process.pid}, output in {process.output_path}")
+            return 0
+        rc, out, err = ws.run(command, timeout=None)
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+        return rc
+    finally:
+        ws.stop()
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    lab, directory = lab_dir(args)
+    console = directory / args.name / "console.log"
+    if not console.exists():
+        raise UsageError(f"{args.name} has no console log in lab {lab} (not running?)")
+    ssh = ["ssh", "-F", str(directory / "ssh_config"), args.name]
+    journal = f"doas -n journalctl -b --no-pager -n {args.lines}"
+    if args.follow:
+        # The journal has every service's output; the console is there for a workspace
+        # that never got as far as sshd.
+        if args.console:
+            os.execvp("tail", ["tail", "-n", str(args.lines), "-F", str(console)])
+        os.execvp("ssh", [*ssh, f"{journal} --follow"])
+    tail = system.tail(console, args.lines)
+    say(tail if sys.stdout.isatty() else ANSI_ESCAPE.sub("", tail))
+    if args.console:
+        return 0
+    result = subprocess.run(
+        [*ssh, journal], capture_output=True, text=True, timeout=60, check=False
+    )
+    say(f"--- journal of {args.name} ---\n{result.stdout or result.stderr}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    live = ledger.workspaces(config.network.namespace, live=True)
+    names = args.names or list(live)
+    outcomes: list[checks.Outcome] = []
+    for name in names:
+        if name not in live:
+            raise UsageError(f"{name} is not running; start it with `wsfixture up {name}`")
+        ws = attached(config, name)
+        try:
+            with progress().step(f"checking {name}") as say_check:
+                outcomes += checks.verify(ws, say_check)
+        finally:
+            ws.stop()
+    rows = [
+        {"workspace": o.workspace, "check": o.check.id, "result": o.result,
+         "detail": o.detail or o.check.doc}
+        for o in outcomes
+    ]  # fmt: skip
+    emit(args, rows, ["workspace", "check", "result", "detail"])
+    return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    require_running(args.name, list(config.workspaces), config.network.namespace)
+    ws = attached(config, args.name)
+    try:
+        host, port = ws.forward(args.port, args.local)
+        say(f"{host}:{port} -> {args.name}:{args.port} (Ctrl-C to stop)")
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        say("")
+    finally:
+        ws.stop()  # closes the forward and the connection; the workspace keeps running
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    lab, directory = lab_dir(args)
+    say(inventory.render(inventory.hosts(lab, directory / "ssh_config"), args.format))
+    return 0

@@ -1,0 +1,92 @@
+"""``wsfixture images``: the image and template cache, its pruning and removal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import TYPE_CHECKING
+
+from wsfixture.cli.lookup import UsageError
+from wsfixture.cli.output import emit, say
+from wsfixture.host import settings
+from wsfixture.image import cache as imagecache
+from wsfixture.image import templates
+
+if TYPE_CHECKING:
+    pass
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    if args.remove:
+        try:
+            removed = imagecache.remove_keys(args.remove)
+        except ValueError as exc:
+            raise UsageError(f"nothing removed: {exc}") from None
+        for key, size in removed:
+            say(f"removed {key} ({size / 2**20:.0f} MiB)")
+        return 0
+    if args.prune:
+        images_dir = settings.current().cache_dir / "images"
+        dropped = [
+            (t.key, "unused" if (why := t.state(images_dir)) == "current" else why, size)
+            for t, size in imagecache.prune_templates(args.days, dry_run=args.dry_run)
+        ]
+        dropped += [
+            (i.key, i.state if i.outdated else "unused", size)
+            for i, size in imagecache.prune(args.days, dry_run=args.dry_run)
+        ]
+        freed = sum(size for _, _, size in dropped)
+        if args.json:
+            say(json.dumps({"removed": [key for key, _, _ in dropped], "bytes": freed}))
+            return 0
+        verb = "would remove" if args.dry_run else "removed"
+        for key, why, size in dropped:
+            say(f"{verb} {key} ({why}, {size / 2**20:.0f} MiB)")
+        say(f"images and templates: {verb} {len(dropped)}, {freed / 2**30:.1f} GiB")
+        # What stays though no config may want it any more (a layer whose setup changed):
+        # unused, but within --days. Say so, rather than leave a bare "0".
+        kept = [i for i in imagecache.cached_images() if i.key not in {k for k, _, _ in dropped}]
+        recent = [i for i in kept if i.key not in imagecache.busy_keys(kept)]
+        if recent:
+            say(f"kept {len(recent)} not in use but used within {args.days:g} days "
+                "(`--days 0` prunes every unused one; `--remove KEY` one of them)")  # fmt: skip
+        return 0
+    images = imagecache.cached_images()
+    busy = imagecache.busy_keys(images)
+    now = time.time()
+    rows = [
+        {
+            "image": i.key,
+            "kind": "unreadable" if i.recipe is None else (
+                f"layer over {i.base_key}" if i.base_key else "base"),
+            "adds": ", ".join(i.recipe.adds) if i.recipe else "",
+            "last_used": f"{(now - i.last_used) / 3600:.0f}h ago",
+            "size": f"{imagecache.size_of(i.dir) / 2**20:.0f} MiB",
+            "state": "in use" if i.key in busy else i.state,
+        }
+        for i in images
+    ]  # fmt: skip
+    found = templates.cached_templates()
+    in_use = imagecache.busy_keys(found)
+    images_dir = settings.current().cache_dir / "images"
+    rows += [
+        {
+            "image": t.key,
+            "kind": f"VM template of {t.shape.image_key}" if t.shape else "VM template",
+            "adds": f"{t.shape.vcpu} vCPU, {t.shape.memory} MiB, {t.shape.accel}"
+            if t.shape else "",
+            "last_used": f"{(now - t.last_used) / 3600:.0f}h ago",
+            "size": f"{imagecache.size_of(t.dir) / 2**20:.0f} MiB",
+            "state": "in use" if t.key in in_use else t.state(images_dir),
+        }
+        for t in found
+    ]  # fmt: skip
+    rows += [
+        {"image": staging.name, "kind": "half built", "adds": "", "last_used": "-", "size": "-",
+         "state": "building" if alive else "abandoned: `wsfixture gc` removes it"}
+        for staging, alive in imagecache.builds()
+    ]  # fmt: skip
+    columns = ["image", "kind", "adds", "last_used", "size", "state"]
+    emit(args, rows, columns)
+    return 0

@@ -1,0 +1,56 @@
+"""What a command names: workspaces of the config, running or not, and the lab they are in."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wsfixture.cli.persistent import attached
+from wsfixture.errors import WorkspaceGone, WsfixtureError
+from wsfixture.host import ledger, settings
+from wsfixture.model.config import Config, load_config
+from wsfixture.suggest import unknown_workspace
+
+if TYPE_CHECKING:
+    from wsfixture.workspace import Workspace
+
+
+class UsageError(WsfixtureError):
+    """The command line asks for something that cannot be."""
+
+
+def select(
+    config: Config, names: list[str], all_: bool, default: Callable[[str], bool]
+) -> list[str]:
+    unknown = [n for n in names if n not in config.workspaces]
+    if unknown:
+        raise UsageError(
+            unknown_workspace(unknown, list(config.workspaces), f" in {config.source}")
+        )
+    if names:
+        return names
+    return [n for n in config.workspaces if all_ or default(n)]
+
+
+def lab_dir(args: argparse.Namespace) -> tuple[str, Path]:
+    name = args.lab or load_config(args.config).network.namespace
+    return name, settings.current().labs_dir / name
+
+
+def require_running(name: str, known: list[str], lab: str, where: str = "") -> None:
+    """A usage error for a name that is not a workspace (exit 2), WorkspaceGone for one
+    that is not running (exit 1)."""
+    if name not in known:
+        raise UsageError(unknown_workspace([name], known, where))
+    if name not in ledger.workspaces(lab, live=True):
+        raise WorkspaceGone(name, f"start it with `wsfixture up {name}`")
+
+
+def running_workspace(args: argparse.Namespace, name: str) -> Workspace:
+    """A handle on a running CLI workspace of the config (usage error for an unknown name,
+    WorkspaceGone for a stopped one)."""
+    config = load_config(args.config)
+    require_running(name, list(config.workspaces), config.network.namespace)
+    return attached(config, name)

@@ -1,0 +1,154 @@
+"""The command line's words: every command, its arguments and the function that runs it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+from collections.abc import Callable
+
+from wsfixture.cli.commands import access, config, host, images, lifecycle
+from wsfixture.model import fields
+from wsfixture.net import inventory
+
+DEFAULT_CONFIG = "workspaces.toml"
+DESCRIPTION = "plan, start, inspect, verify and reap workspaces from the command line"
+
+
+def ttl_seconds(text: str) -> int:
+    seconds = fields.parse_duration(text)
+    if not seconds:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a duration; allowed: seconds, or like "90s", "30m", "2h", "1d"'
+        )
+    return seconds
+
+
+def global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """-c and --debug, before the command (with their defaults) and after it (without, so
+    they override only when given there)."""
+    config_default = os.environ.get("WSFIXTURE_CONFIG", DEFAULT_CONFIG)
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks",
+        default=False if defaults else argparse.SUPPRESS,
+    )  # fmt: skip
+    parser.add_argument(
+        "-c", "--config",
+        help=f"workspace config (default: $WSFIXTURE_CONFIG or ./{DEFAULT_CONFIG})",
+        default=config_default if defaults else argparse.SUPPRESS,
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsfixture", description=DESCRIPTION)
+    global_options(parser, defaults=True)
+    parser.add_argument("--version", action="version", version=f"wsfixture {version()}")
+    after = argparse.ArgumentParser(add_help=False)
+    global_options(after, defaults=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], text: str,
+                json_out: bool = False) -> argparse.ArgumentParser:  # fmt: skip
+        p = sub.add_parser(name, help=text, description=text, parents=[after])
+        p.set_defaults(func=func)
+        if json_out:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = command(
+        "plan", config.cmd_plan, "print every workspace's derived identity; boots nothing", True
+    )
+    p.add_argument("config_file", nargs="?", help="config (default: -c)")
+    p = command("validate", config.cmd_validate, "check a config; print every problem")
+    p.add_argument("config_file", nargs="?", help="config (default: -c)")
+    command("doctor", host.cmd_doctor, "is this host ready? what to install if not (exit 3)", True)
+    command("setup-host", host.cmd_setup_host, "install what wsfixture needs (Debian/Ubuntu, root)")
+    p = command(
+        "schema", config.cmd_schema, "the config's JSON Schema, for editors that check TOML"
+    )
+    p.add_argument("--markdown", action="store_true", help="the options as a Markdown table")
+    p = command("up", lifecycle.cmd_up, "start workspaces (default: those with autoStart)", True)
+    p.add_argument("names", nargs="*")
+    p.add_argument("--ttl", type=ttl_seconds, metavar="DURATION",
+                   help='stop them after this long, like "90s", "30m", "2h"')  # fmt: skip
+    p.add_argument("--all", action="store_true", help="every workspace of the config")
+    p = command("down", lifecycle.cmd_down, "stop workspaces (default: all running); state is kept")
+    p.add_argument("names", nargs="*")
+    p = command("restart", lifecycle.cmd_restart, "stop and start workspaces")
+    p.add_argument("names", nargs="+")
+    p = command(
+        "status",
+        lifecycle.cmd_status,
+        "state, IP, uptime, type, and whether it matches the config",
+        True,
+    )
+    p.add_argument("names", nargs="*", help="just these (default: all)")
+    command("list", lifecycle.cmd_list, "running workspaces of every lab", True)
+    p = command("ssh", access.cmd_ssh, "ssh into a workspace (pinned host key)")
+    p.add_argument("name")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
+    p = command("logs", access.cmd_logs, "console log and journal of a workspace")
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true", help="follow the journal")
+    p.add_argument("--console", action="store_true", help="the console log only")
+    p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
+    p = command("check", access.cmd_check, "run the verification suite on running workspaces", True)
+    p.add_argument("names", nargs="*")
+    p = command("forward", access.cmd_forward, "relay 127.0.0.1:<local> to a workspace's port")
+    p.add_argument("name")
+    p.add_argument("port", type=int)
+    p.add_argument("--local", type=int, default=0, help="the host port (default: a free one)")
+    p = command(
+        "cp", access.cmd_cp, "copy a file in or out: cp LOCAL NAME:PATH, cp NAME:PATH LOCAL"
+    )
+    p.add_argument("source")
+    p.add_argument("target")
+    p = command("exec", access.cmd_exec, "run a command in a workspace; --detach leaves it running")
+    p.add_argument("--detach", action="store_true", help="return at once; output to a file")
+    p.add_argument("name")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p = command("aliases", config.cmd_aliases, 'shell aliases: eval "$(wsfixture aliases)"')
+    p.add_argument("--shell", choices=("bash", "zsh", "fish"), default="bash")
+    p = command("hosts", config.cmd_hosts, "print hosts entries, or --apply them to a hosts file")
+    p.add_argument("--apply", action="store_true")
+    p.add_argument("--file", help="hosts file to edit (default: the lab's)")
+    p.add_argument("--root-namespace", action="store_true", help="edit the real /etc/hosts")
+    p = command(
+        "apply", lifecycle.cmd_apply, "restart changed workspaces, start new autoStart ones", True
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what it would do; do nothing")
+    p = command(
+        "completion", host.cmd_completion, 'shell completion: eval "$(wsfixture completion)"'
+    )
+    p.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"), default="bash")
+    p = command("destroy", lifecycle.cmd_destroy, "delete a stopped workspace's state directory")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    p = command("gc", host.cmd_gc, "reap what crashed runs left behind (dead owners only)", True)
+    p.add_argument("--quiet", action="store_true", help="print only when something was reaped")
+    p.add_argument("--lab", help="release everything of this lab, kept workspaces too")
+    p = command(
+        "inventory", access.cmd_inventory,
+        "an Ansible inventory of a lab's running workspaces (host keys stay pinned)",
+    )  # fmt: skip
+    p.add_argument("--lab", help="a lab kept by pytest (default: the config's persistent lab)")
+    p.add_argument("--format", choices=inventory.FORMATS, default="ini")
+    p = command("images", images.cmd_images, "the image cache; --prune removes stale images", True)
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove images of an older wsfixture or unused for --days",
+    )
+    p.add_argument("--days", type=float, default=14.0, help="keep images used since (14)")
+    p.add_argument("--dry-run", action="store_true", help="say what --prune would remove")
+    p.add_argument("--remove", nargs="+", metavar="KEY", help="remove these images/templates")
+    return parser
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("wsfixture")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
