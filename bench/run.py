@@ -36,7 +36,7 @@ from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.model.spec import RELEASES
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import STOP_TIMEOUTS, Workspace
+from wsfixture.workspace import Workspace
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -175,7 +175,7 @@ def raw_stop(proc: subprocess.Popen[bytes], ws: Workspace) -> None:
     try:
         qmp.command("system_powerdown")
         try:
-            proc.wait(STOP_TIMEOUTS["vm"])
+            proc.wait(QemuBackend.stop_timeout)
         except subprocess.TimeoutExpired:
             qmp.command("quit")
             proc.wait(10)

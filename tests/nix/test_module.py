@@ -28,6 +28,7 @@ from wsfixture import ConfigError, config_from_dict
 from wsfixture.cli.persistent import alias_lines
 from wsfixture.model import derive, fields
 from wsfixture.model.config import Config, Defaults, NetworkSpec, UserSpec, WorkspaceSpec
+from wsfixture.model.spec import STANDARD_SHARE_TABLE
 
 ROOT = Path(__file__).parents[2]
 EVAL = Path(__file__).with_name("eval.nix")
@@ -210,11 +211,9 @@ def test_the_example_evaluates_without_a_failed_assertion(made: dict[str, Any]) 
 
 def shares_of(config: Config, spec: WorkspaceSpec) -> list[dict[str, Any]]:
     """The Python side's shares: the seed's three standard ones, then the spec's own."""
-    state, home = config.state_dir(spec.name), f"/home/{config.defaults.user.name}"
+    state, user = config.state_dir(spec.name), config.defaults.user.name
     standard = [
-        ("workspace", f"{state}/workspace", f"{home}/workspace", False),
-        ("claude-config", f"{state}/claude-config", f"{home}/.claude", False),
-        ("ssh-host-keys", f"{state}/ssh-host-keys", "/etc/ssh/host-keys", True),
+        (s.tag, f"{state}/{s.tag}", s.target(user), s.read_only) for s in STANDARD_SHARE_TABLE
     ]
     extra = [(f"share{i}", str(s.source), s.target, s.read_only) for i, s in enumerate(spec.shares)]
     return [{"tag": t, "source": s, "mountPoint": m, "ro": ro} for t, s, m, ro in standard + extra]

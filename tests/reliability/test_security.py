@@ -13,6 +13,7 @@ from tests.conftest import require_root_and_tools
 from wsfixture import checks
 from wsfixture.host import keys
 from wsfixture.model.config import Config, config_from_dict
+from wsfixture.model.spec import STANDARD_SHARES
 from wsfixture.net.lab import Lab
 from wsfixture.remote import SshSession
 from wsfixture.workspace import Workspace
@@ -41,7 +42,7 @@ def test_private_keys_and_state_dirs_are_private(ws: Workspace) -> None:
     root = ws.config.state_root()
     assert mode(root / ".wsfixture" / "id_ed25519") == 0o600
     assert mode(ws.state_dir / "ssh-host-keys" / "ssh_host_ed25519_key") == 0o600
-    for name in ("workspace", "ssh-host-keys", "claude-config"):
+    for name in STANDARD_SHARES:
         assert mode(ws.state_dir / name) == 0o700
     assert mode(ws.lab.dir) == 0o700
     assert mode(ws.lab.known_hosts) == 0o600

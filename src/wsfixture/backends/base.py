@@ -13,9 +13,10 @@ from pathlib import Path
 from wsfixture.guest.share_ids import ShareOwners
 from wsfixture.host import ledger, settings, system
 from wsfixture.host import setid_filter as filters
+from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
-from wsfixture.model.spec import READ_ONLY_STANDARD_SHARES, standard_share_targets
+from wsfixture.model.spec import STANDARD_SHARE_TABLE
 from wsfixture.net.lab import Lab
 
 
@@ -43,9 +44,12 @@ class Backend(abc.ABC):
     """Starts, watches and stops one workspace's machine."""
 
     kind: str = ""
+    ready_timeout: float = 60.0  # start to ready, unless the workspace is given one
+    stop_timeout: float = 10.0  # an orderly shutdown, before the machine is killed
 
-    def __init__(self, ctx: BackendContext) -> None:
+    def __init__(self, ctx: BackendContext, image: Image) -> None:
         self.ctx = ctx
+        self.image = image
         self.console_log = ctx.runtime_dir / "console.log"
         self.process: subprocess.Popen[bytes] | None = None
         # Every process ``spawn`` started (the machine, its share daemons, its owner
@@ -57,10 +61,10 @@ class Backend(abc.ABC):
     def shares(self) -> list[tuple[str, Path, str, bool]]:
         """(tag, host dir, guest path, read-only): the seed's three standard directories
         under ``<state root>/<name>``, then the spec's extra shares."""
-        targets = standard_share_targets(self.ctx.config.defaults.user.name)
+        user = self.ctx.config.defaults.user.name
         standard = [
-            (tag, self.ctx.state_dir / tag, target, tag in READ_ONLY_STANDARD_SHARES)
-            for tag, target in targets.items()
+            (s.tag, self.ctx.state_dir / s.tag, s.target(user), s.read_only)
+            for s in STANDARD_SHARE_TABLE
         ]
         extra = [
             (f"share{i}", s.source.expanduser(), s.target, s.read_only)
@@ -162,3 +166,14 @@ class Backend(abc.ABC):
         ledger.kill_cgroup(str(cgroup))
         self.reap_spawned()
         self.ctx.record.drop_cgroup(cgroup)
+
+
+def backend_class(kind: str) -> type[Backend]:
+    """The backend of a workspace ``type``; imported when first asked for."""
+    if kind == "container":
+        from wsfixture.backends.nspawn import NspawnBackend
+
+        return NspawnBackend
+    from wsfixture.backends.qemu import QemuBackend
+
+    return QemuBackend

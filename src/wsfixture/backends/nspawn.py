@@ -23,10 +23,11 @@ from wsfixture.model import derive
 
 class NspawnBackend(Backend):
     kind = "container"
+    ready_timeout = 60.0
+    stop_timeout = 10.0
 
     def __init__(self, ctx: BackendContext, image: Image) -> None:
-        super().__init__(ctx)
-        self.image = image
+        super().__init__(ctx, image)
         run = self.ctx.runtime_dir
         self.upper, self.work, self.root = run / "upper", run / "work", run / "root"
         self.mapped_shares = run / "shares"

@@ -24,8 +24,6 @@ SNAPSHOT_MODES: tuple[str, ...] = ("auto", "off")
 # Debian releases an image is built from; the first is the default: Debian's stable.
 RELEASES: tuple[str, ...] = ("trixie", "bookworm")
 DEFAULT_RELEASE = RELEASES[0]
-STANDARD_SHARES: tuple[str, ...] = ("workspace", "ssh-host-keys", "claude-config")
-READ_ONLY_STANDARD_SHARES = ("ssh-host-keys",)
 
 # `workspace-<name>` must stay a valid DNS label (63 bytes).
 NAME_MAX = 63 - len("workspace-")
@@ -49,14 +47,38 @@ DEFAULT_SUBNET = ipaddress.IPv4Network("192.168.83.0/24")
 SYSTEM_GUEST_PATHS = ("/proc", "/sys", "/dev", "/run", "/etc/ssh/host-keys")
 
 
+@dataclass(frozen=True)
+class StandardShare:
+    """One of the seed's directories under ``<state root>/<name>``, shared into every
+    workspace; the only ones that outlive it."""
+
+    tag: str
+    guest_path: str  # "~/" stands for the workspace user's home
+    read_only: bool
+    owner: str  # whose the host side is: "user" (the workspace user) or "root"
+
+    def target(self, user: str) -> str:
+        """Where it is mounted in the guest of workspace user ``user``."""
+        home_relative = self.guest_path.removeprefix("~/")
+        return (
+            self.guest_path if home_relative == self.guest_path else f"/home/{user}/{home_relative}"
+        )
+
+
+# In mount order (a share's tag and its hot-plug slot follow it).
+STANDARD_SHARE_TABLE: tuple[StandardShare, ...] = (
+    StandardShare("workspace", "~/workspace", read_only=False, owner="user"),
+    StandardShare("claude-config", "~/.claude", read_only=False, owner="user"),
+    StandardShare("ssh-host-keys", "/etc/ssh/host-keys", read_only=True, owner="root"),
+)
+STANDARD_SHARES = tuple(s.tag for s in STANDARD_SHARE_TABLE)
+READ_ONLY_STANDARD_SHARES = tuple(s.tag for s in STANDARD_SHARE_TABLE if s.read_only)
+WRITABLE_STANDARD_SHARES = tuple(s.tag for s in STANDARD_SHARE_TABLE if not s.read_only)
+
+
 def standard_share_targets(user: str) -> dict[str, str]:
-    """Where each standard share (``STANDARD_SHARES``) is mounted in the guest."""
-    home = f"/home/{user}"
-    return {
-        "workspace": f"{home}/workspace",
-        "claude-config": f"{home}/.claude",
-        "ssh-host-keys": "/etc/ssh/host-keys",
-    }
+    """Where each standard share is mounted in the guest, by tag."""
+    return {share.tag: share.target(user) for share in STANDARD_SHARE_TABLE}
 
 
 def overlaps(path: str, other: str) -> bool:

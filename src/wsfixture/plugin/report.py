@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from wsfixture.plugin.session import session_key, since_key, used_key
+from wsfixture.workspace.commands import journal_command
 
 if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
@@ -67,7 +68,7 @@ def diagnostics(ws: Workspace) -> list[tuple[str, str]]:
     gathered on its own."""
     parts: list[tuple[str, str]] = [("console (tail)", console_tail(ws, 40))]
     commands = {
-        "journal (tail)": "doas -n journalctl -b --no-pager -n 60",
+        "journal (tail)": journal_command(60),
         "failed units": "systemctl --failed --no-pager --no-legend",
         "network": "networkctl status --no-pager 2>&1 | head -30; ip -br addr; ip route",
     }

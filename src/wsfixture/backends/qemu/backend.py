@@ -60,10 +60,11 @@ def say_once(level: int, message: str) -> None:
 
 class QemuBackend(Backend):
     kind = "vm"
+    ready_timeout = 240.0  # a cold boot under TCG, with other VMs about
+    stop_timeout = 20.0
 
     def __init__(self, ctx: BackendContext, image: Image) -> None:
-        super().__init__(ctx)
-        self.image = image
+        super().__init__(ctx, image)
         spec = ctx.spec
         self.name = spec.name
         self.runtime_dir = ctx.runtime_dir

@@ -20,6 +20,7 @@ from wsfixture.cli.persistent import (
 from wsfixture.host import ledger, system
 from wsfixture.model.config import load_config
 from wsfixture.net import inventory
+from wsfixture.workspace.commands import journal_command
 
 if TYPE_CHECKING:
     pass
@@ -85,19 +86,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if not console.exists():
         raise UsageError(f"{args.name} has no console log in lab {lab} (not running?)")
     ssh = ["ssh", "-F", str(directory / "ssh_config"), args.name]
-    journal = f"doas -n journalctl -b --no-pager -n {args.lines}"
     if args.follow:
         # The journal has every service's output; the console is there for a workspace
         # that never got as far as sshd.
         if args.console:
             os.execvp("tail", ["tail", "-n", str(args.lines), "-F", str(console)])
-        os.execvp("ssh", [*ssh, f"{journal} --follow"])
+        os.execvp("ssh", [*ssh, journal_command(args.lines, follow=True)])
     tail = system.tail(console, args.lines)
     say(tail if sys.stdout.isatty() else ANSI_ESCAPE.sub("", tail))
     if args.console:
         return 0
     result = subprocess.run(
-        [*ssh, journal], capture_output=True, text=True, timeout=60, check=False
+        [*ssh, journal_command(args.lines)], capture_output=True, text=True, timeout=60, check=False
     )
     say(f"--- journal of {args.name} ---\n{result.stdout or result.stderr}")
     return 0

@@ -13,8 +13,6 @@ import dataclasses
 import enum
 import functools
 import logging
-import os
-import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,32 +22,28 @@ from typing import Any
 import fabric
 import testinfra.host
 
-from wsfixture.backends.base import Backend, BackendContext
+from wsfixture.backends.base import Backend, BackendContext, backend_class
 from wsfixture.errors import (
     CleanupError,
-    CommandError,
     ReadyTimeout,
     StartError,
-    WaitError,
-    WaitTimeout,
     WorkspaceGone,
 )
-from wsfixture.guest import identity as provision
-from wsfixture.host import keys, ledger, share_acl, system
-from wsfixture.image.build import Progress, ensure_image
-from wsfixture.image.recipe import Image, ImageRecipe
-from wsfixture.model.config import STANDARD_SHARES, Config, WorkspaceSpec
+from wsfixture.guest import identity
+from wsfixture.host import keys, ledger, system
+from wsfixture.image.build import Progress
+from wsfixture.image.recipe import Image
+from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.validation import check_share_sources
 from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab
-from wsfixture.net.labfiles import LabHost
 from wsfixture.process import Process
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 from wsfixture.retry import retry_until
+from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
+from wsfixture.workspace.prepare import prepare, prepare_image
 
 log = logging.getLogger("wsfixture.workspace")
-DEFAULT_TIMEOUTS = {"container": 60.0, "vm": 240.0}
-STOP_TIMEOUTS = {"container": 10.0, "vm": 20.0}
 
 
 class WorkspaceState(enum.Enum):
@@ -62,15 +56,7 @@ class WorkspaceState(enum.Enum):
     STOPPED = "stopped"  # released
 
 
-class _Default(enum.Enum):
-    SESSION = "the handle's command_timeout"
-
-
-SESSION_DEFAULT = _Default.SESSION
-Timeout = float | None | _Default
-
-
-class Workspace:
+class Workspace(Commands):
     """One workspace: booted by ``start()``, released by ``stop()``."""
 
     def __init__(
@@ -88,7 +74,7 @@ class Workspace:
         self.spec = spec
         self.config = config
         self.lab = lab
-        self.timeout = timeout or DEFAULT_TIMEOUTS[spec.type]
+        self.timeout = timeout or backend_class(spec.type).ready_timeout
         self.progress = progress
         self.die_with_owner = die_with_owner
         self.supervisor = supervisor  # a CLI workspace: what it was started from
@@ -170,46 +156,17 @@ class Workspace:
 
     def prepare_image(self) -> Image:
         """The image this workspace boots from, built now if it is not cached."""
-        files = self.config.files_for(self.spec)
-        recipe = ImageRecipe.for_packages(
-            self.config.packages_for(self.spec), self.spec.type, self.config.setup_for(self.spec),
-            files, self.config.release_for(self.spec),
-        )  # fmt: skip
-        return ensure_image(recipe, progress=self.progress, sources=files)
+        return prepare_image(self.config, self.spec, self.progress)
 
     def _launch(self, record: ledger.Record) -> None:
-        # The state root and each workspace's dir hold keys: private, as the README promises.
-        system.private_dir(self.config.state_root())
-        system.private_dir(self.state_dir)
-        shares = {name: self.state_dir / name for name in STANDARD_SHARES}
-        for path in shares.values():
-            system.private_dir(path)
-        uid = self.config.defaults.user.uid
-        for name in ("workspace", "claude-config"):
-            _chown_if_root_owned(shares[name], uid)
-            share_acl.grant(shares[name], shares[name].stat().st_uid)
-        host_key = keys.host_key(shares["ssh-host-keys"], self.name)
-        client = keys.client_key(self.config.state_root())
-        self.lab.set_client_key(client.private)
-        identity = provision.Identity.of(
-            self.config,
-            self.spec,
-            client.public_line(),
-            (host_key.private.read_text(), host_key.public.read_text()),
-        )
-        image = self.prepare_image()
+        ready = prepare(self.config, self.spec, self.progress)
+        self.lab.set_client_key(ready.client.private)
         record.add_dir(self.runtime_dir)
         system.private_dir(self.runtime_dir)
-        lab_host = LabHost(self.name, self.ip, self.user, host_key.public_key())
-        record.update(
-            dataclasses.replace(
-                ledger.workspace_info(record),
-                ip=lab_host.ip,
-                user=lab_host.user,
-                host_key=lab_host.host_key,
-            )
-        )
-        self.lab.add_host(lab_host, online=self.online)
+        host = ready.lab_host
+        info = ledger.workspace_info(record)
+        record.update(dataclasses.replace(info, ip=host.ip, user=host.user, host_key=host.host_key))
+        self.lab.add_host(host, online=self.online)
         ctx = BackendContext(
             config=self.config,
             spec=self.spec,
@@ -217,14 +174,14 @@ class Workspace:
             runtime_dir=self.runtime_dir,
             state_dir=self.state_dir,
             record=record,
-            provision=lambda root, uid_offset: provision.write(root, identity, uid_offset),
+            provision=lambda root, uid_offset: identity.write(root, ready.identity, uid_offset),
             die_with_owner=self.die_with_owner,
             snapshot=self.config.snapshot_for(self.spec),
             progress=self.progress,
         )
-        self.backend = _backend_for(ctx, image)
+        self.backend = backend_class(self.spec.type)(ctx, ready.image)
         self.session = SshSession(
-            self.lab, self.name, self.ip, self.user, client.private, host_key.public_key()
+            self.lab, self.name, self.ip, self.user, ready.client.private, ready.host_public_key
         )
         # Boot time (and the ready timeout) count from here: an image build is not a boot.
         self.started_at = time.monotonic()
@@ -309,7 +266,7 @@ class Workspace:
         if self.backend is not None:
             backend = self.backend
             started = time.monotonic()
-            grace = STOP_TIMEOUTS[self.spec.type] if orderly else 0.0
+            grace = backend.stop_timeout if orderly else 0.0
             attempt(f"stop {self.spec.type}", lambda: backend.stop(grace))
             self.stop_seconds = time.monotonic() - started
         if self.state is WorkspaceState.OWNED and self._record is not None:
@@ -367,7 +324,7 @@ class Workspace:
     def run(
         self,
         command: str,
-        timeout: Timeout = SESSION_DEFAULT,
+        timeout: Timeout = COMMAND_TIMEOUT_DEFAULT,
         max_output: int | None = None,
         probe: bool = False,
     ) -> tuple[int, str, str]:
@@ -378,67 +335,12 @@ class Workspace:
         command's process group is killed in the workspace and CommandTimeout or
         CommandError says so.
         """
-        seconds = self.command_timeout if timeout is SESSION_DEFAULT else timeout
+        seconds = self.command_timeout if timeout is COMMAND_TIMEOUT_DEFAULT else timeout
         rc, out, err = self._session().run(command, seconds, max_output, probe)
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
-    def succeed(self, command: str, timeout: Timeout = SESSION_DEFAULT) -> str:
-        """Run a command; return stdout; raise CommandError (rc, stdout, stderr) if it fails."""
-        __tracebackhide__ = True
-        rc, out, err = self.run(command, timeout)
-        if rc != 0:
-            raise CommandError(self.name, command, rc, out, err)
-        return out
-
-    def fail(self, command: str, timeout: Timeout = SESSION_DEFAULT) -> str:
-        """Run a command that must fail; return its stderr."""
-        __tracebackhide__ = True
-        rc, out, err = self.run(command, timeout)
-        if rc == 0:
-            raise CommandError(self.name, f"{command} (expected to fail)", rc, out, err)
-        return err
-
-    def wait_until_succeeds(self, command: str, timeout: float = 30.0) -> str:
-        """Retry ``command`` until it exits 0; WaitTimeout with its last output if never."""
-        last: dict[str, str] = {}
-
-        def attempt(final: bool) -> str | None:
-            rc, out, err = self.run(command)
-            last["state"] = f"exit status {rc}: {(out + err).strip()[-500:]}"
-            return out if rc == 0 else None
-
-        result = retry_until(attempt, timeout, 0.1)
-        if result is None:
-            raise WaitTimeout(self.name, f"`{command}` to succeed", timeout, last.get("state", ""))
-        return result
-
-    def wait_for_unit(self, unit: str, timeout: float = 30.0) -> None:
-        """Wait until a systemd unit is active; fail at once if it failed."""
-        quoted = shlex.quote(unit)
-        last: dict[str, str] = {}
-
-        def active(final: bool) -> bool | None:
-            # wsfixture's own polling: a report lists it marked as such.
-            _, out, _ = self.run(f"systemctl is-active {quoted}", probe=True)
-            state = out.strip()
-            last["state"] = state
-            if state == "failed":
-                _, status, _ = self.run(f"systemctl status --no-pager {quoted}", probe=True)
-                raise WaitError(self.name, f"unit {unit} to be active", f"it failed:\n{status}")
-            return True if state == "active" else None
-
-        if retry_until(active, timeout, 0.1) is None:
-            raise WaitTimeout(
-                self.name, f"unit {unit} to be active", timeout, last.get("state", "")
-            )
-
-    def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
-        """Wait until something listens on ``port`` of the workspace (seen from the lab)."""
-        if (
-            retry_until(lambda final: True if self.lab.port_open(self.ip, port) else None, timeout)
-            is None
-        ):
-            raise WaitTimeout(self.name, f"port {port} to accept connections", timeout, "closed")
+    def port_open(self, port: int) -> bool:
+        return self.lab.port_open(self.ip, port)
 
     def forward(self, port: int, local: int = 0) -> tuple[str, int]:
         """Relay ``127.0.0.1:<local>`` on the host (a free port unless given) to ``port`` of
@@ -467,10 +369,6 @@ class Workspace:
         """The tail of the console log."""
         return system.tail(self.console_log, lines)
 
-    def journal(self, lines: int = 100) -> str:
-        _, out, err = self.run(f"doas -n journalctl -b --no-pager -n {lines}")
-        return out or err
-
     @functools.cached_property
     def host(self) -> testinfra.host.Host:
         """A testinfra Host over the pinned SSH session (``host.sudo()`` uses doas)."""
@@ -492,19 +390,3 @@ class Workspace:
             "ready_seconds": self.ready_seconds,
             **(self.backend.describe() if self.backend else {}),
         }
-
-
-def _chown_if_root_owned(path: Path, uid: int) -> None:
-    """Give a fresh share to the workspace user; never touch one the user already owns."""
-    if path.stat().st_uid == 0:
-        os.chown(path, uid, uid)
-
-
-def _backend_for(ctx: BackendContext, image: Image) -> Backend:
-    if ctx.spec.type == "container":
-        from wsfixture.backends.nspawn import NspawnBackend
-
-        return NspawnBackend(ctx, image)
-    from wsfixture.backends.qemu import QemuBackend
-
-    return QemuBackend(ctx, image)

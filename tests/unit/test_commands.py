@@ -1,0 +1,84 @@
+"""``succeed``, ``fail`` and the waits, written on one ``run``: checked against a fake that
+answers from a script, as the NixOS test driver's Machine could be."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from wsfixture.errors import CommandError, WaitError, WaitTimeout
+from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
+
+Answer = tuple[int, str, str]
+
+
+class Scripted(Commands):
+    """A workspace whose commands answer from ``answer``; it keeps what it was asked."""
+
+    def __init__(self, answer: Callable[[str, int], Answer], ports: tuple[int, ...] = ()) -> None:
+        self.answer = answer
+        self.ports = ports
+        self.asked: list[tuple[str, Timeout, bool]] = []
+
+    @property
+    def name(self) -> str:
+        return "fake"
+
+    def run(
+        self,
+        command: str,
+        timeout: Timeout = COMMAND_TIMEOUT_DEFAULT,
+        max_output: int | None = None,
+        probe: bool = False,
+    ) -> tuple[int, str, str]:
+        self.asked.append((command, timeout, probe))
+        return self.answer(command, sum(1 for c, _, _ in self.asked if c == command))
+
+    def port_open(self, port: int) -> bool:
+        return port in self.ports
+
+
+def test_succeed_returns_stdout_and_fail_returns_stderr() -> None:
+    ws = Scripted(lambda cmd, n: (0, "out\n", "") if cmd == "true" else (3, "", "err\n"))
+    assert ws.succeed("true") == "out\n"
+    assert ws.fail("false") == "err\n"
+    assert ws.asked[0] == ("true", COMMAND_TIMEOUT_DEFAULT, False)
+    with pytest.raises(CommandError) as failed:
+        ws.succeed("false", timeout=5)
+    assert (failed.value.rc, failed.value.stderr) == (3, "err\n")
+    assert ws.asked[-1][1] == 5
+    with pytest.raises(CommandError, match="expected to fail"):
+        ws.fail("true")
+
+
+def test_wait_until_succeeds_retries_and_says_the_last_output() -> None:
+    ws = Scripted(lambda cmd, n: (0, "third\n", "") if n >= 3 else (1, "", f"try {n}"))
+    assert ws.wait_until_succeeds("probe", timeout=5) == "third\n"
+    assert len(ws.asked) == 3
+    never = Scripted(lambda cmd, n: (1, "", f"try {n}"))
+    with pytest.raises(WaitTimeout, match="exit status 1: try"):
+        never.wait_until_succeeds("probe", timeout=0.3)
+
+
+def test_wait_for_unit_polls_as_a_probe_and_fails_at_once_on_a_failed_unit() -> None:
+    states = {1: "activating", 2: "active"}
+    ws = Scripted(lambda cmd, n: (0, states.get(n, "active") + "\n", ""))
+    ws.wait_for_unit("sshd.service", timeout=5)
+    assert all(probe for _, _, probe in ws.asked), "wsfixture's own polling is marked"
+    failed = Scripted(lambda cmd, n: (3, "failed\n", "") if "is-active" in cmd else (3, "why", ""))
+    with pytest.raises(WaitError, match="it failed:\nwhy"):
+        failed.wait_for_unit("broken.service", timeout=5)
+    assert len(failed.asked) == 2, "no retry after the unit failed"
+
+
+def test_wait_for_port_times_out_with_the_port_closed() -> None:
+    Scripted(lambda cmd, n: (0, "", ""), ports=(22,)).wait_for_port(22, timeout=1)
+    with pytest.raises(WaitTimeout, match="port 80 to accept connections"):
+        Scripted(lambda cmd, n: (0, "", "")).wait_for_port(80, timeout=0.2)
+
+
+def test_journal_is_the_one_journalctl_line() -> None:
+    ws = Scripted(lambda cmd, n: (0, "log\n", ""))
+    assert ws.journal(7) == "log\n"
+    assert ws.asked[0][0] == "doas -n journalctl -b --no-pager -n 7"
