@@ -19,7 +19,7 @@ from tests.integration.leaks import leftovers
 from wsfixture import checks
 from wsfixture.backends import qemu
 from wsfixture.backends.qemu import template as template_maker
-from wsfixture.image import templates
+from wsfixture.image import store, templates
 from wsfixture.model import derive
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
@@ -79,7 +79,7 @@ def boot_of(ws: Workspace) -> str:
 def template_of(ws: Workspace) -> templates.Template:
     """The template of the workspace's VM shape (whether or not it exists)."""
     assert isinstance(ws.backend, qemu.QemuBackend)
-    return templates.Template(templates.templates_dir() / ws.backend.shape.key)
+    return templates.Template(store.templates_dir() / ws.backend.shape.key)
 
 
 def test_both_are_restored_from_one_template(twins: tuple[Workspace, Workspace]) -> None:
@@ -243,7 +243,7 @@ def test_a_template_that_cannot_be_made_gives_a_cold_boot_that_says_why(
             assert ws.succeed("hostname").strip() == "fallback"
         name = lab.name
     assert leftovers(name) == {}
-    building = list(templates.templates_dir().glob("*.building-*"))
+    building = list(store.templates_dir().glob("*.building-*"))
     assert building == [], "a failed template build leaves nothing behind"
 
 

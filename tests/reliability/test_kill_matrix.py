@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers
 from wsfixture.host import ledger, settings, system
-from wsfixture.image import templates
+from wsfixture.image import store, templates
 from wsfixture.image.build import ensure_image
 from wsfixture.image.recipe import ImageRecipe
 
@@ -97,7 +97,7 @@ def reached(phase: str, kind: str, pid: int, km: Path) -> bool:
         key = ImageRecipe.for_packages(LAYER_PACKAGES, kind).key
         return any(settings.current().images_dir.glob(f"{key}.building-*"))
     if phase == "template":
-        return any(templates.templates_dir().glob(f"*.building-{pid}"))
+        return any(store.templates_dir().glob(f"*.building-{pid}"))
     if phase == "boot":
         owned = [r for r in ledger.workspaces().values() if r.owner.pid == pid]
         return bool(owned) and not (km / "body").exists()
@@ -193,7 +193,7 @@ def test_killed_session_leaves_nothing_after_gc(
     assert owned_by(proc.pid) == []
     assert our_cgroups(labs, proc.pid) == []
     assert not any(settings.current().images_dir.glob("*.building-*"))
-    assert not any(templates.templates_dir().glob("*.building-*"))
+    assert not any(store.templates_dir().glob("*.building-*"))
     assert not [m for m in system.mount_points() if ".building-" in str(m)]
     assert set(Path("/tmp").glob("wsstate-*")) == states_before, "the state dir (keys) stays"
     if signum != signal.SIGKILL:

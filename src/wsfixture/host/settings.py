@@ -60,6 +60,10 @@ class Settings:
     def images_dir(self) -> Path:
         return self.cache_dir / "images"
 
+    @property
+    def templates_dir(self) -> Path:
+        return self.cache_dir / "templates"
+
 
 _current: Settings | None = None
 

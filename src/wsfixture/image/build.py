@@ -13,7 +13,6 @@ directories). A new package set then costs an apt install (seconds) instead of a
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -32,9 +31,8 @@ from filelock import FileLock
 from wsfixture.errors import CleanupError, ImageBuildError
 from wsfixture.guest import osconfig
 from wsfixture.host import inroot, ledger, settings, system
+from wsfixture.image import store
 from wsfixture.image.recipe import (
-    BASE_STAMP,
-    USED_STAMP,
     VM_DISK_NAME,
     Image,
     ImageRecipe,
@@ -68,11 +66,10 @@ def ensure_image(
         system.require_root()
         system.require_tool("mmdebstrap" if recipe.base is None else "systemd-nspawn")
         image.dir.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(image.dir) + ".lock"):
+        with FileLock(str(store.lock_path(image.dir))):
             if not image.ready:  # another process may have built it while we waited
                 _build(image, progress or stderr_progress, sources or {})
-    with contextlib.suppress(OSError):  # last use, for `wsfixture images --prune`
-        (image.dir / USED_STAMP).touch()
+    store.mark_used(image.dir)  # last use, for `wsfixture images --prune`
     return image
 
 
@@ -154,16 +151,12 @@ def finish(process: subprocess.Popen[Any]) -> int:
 
 
 def _build(image: Image, progress: Progress, sources: Mapping[str, Path]) -> None:
-    staging = image.dir.with_name(f"{image.dir.name}.building-{os.getpid()}")
-    system.remove_tree(staging)
-    system.remove_tree(image.dir)
-    record = ledger.Record.create(
-        f"build-{image.dir.name}-{os.getpid()}", ledger.BuildInfo(image.recipe.key, str(staging))
-    )
+    staging = store.staging_path(image.dir)
+    info = ledger.BuildInfo(image.recipe.key, str(staging))
     cgroup = settings.current().cgroup_root / f"image-build-{os.getpid()}-{time.monotonic_ns()}"
-    record.add_dir(staging)
-    record.add_cgroup(cgroup)
-    try:
+    # No process, mount, cgroup or staging directory outlives a failed build.
+    with store.staged(image.dir, f"build-{image.dir.name}-{os.getpid()}", info) as record:
+        record.add_cgroup(cgroup)
         staging.mkdir(parents=True)
         cgroup.mkdir(parents=True)
         build = _Build(image, staging, cgroup, record, progress, sources)
@@ -173,13 +166,7 @@ def _build(image: Image, progress: Progress, sources: Mapping[str, Path]) -> Non
             _install_layer(build)
         recipe = dataclasses.asdict(image.recipe)
         (staging / "recipe.json").write_text(json.dumps(recipe, indent=1))
-        (staging / "ready").write_text(f"{time.time()}\n")
-        staging.rename(image.dir)
-    except BaseException as exc:
-        # No process, mount, cgroup or staging directory outlives a failed build.
-        if failures := ledger.release(record):
-            exc.add_note(str(CleanupError(failures)))
-        raise
+        (staging / store.READY).write_text(f"{time.time()}\n")
     if failures := ledger.release(record):  # the cgroup; the staging dir is the image now
         raise CleanupError(failures)
     progress(f"image ready in {time.monotonic() - build.started:.1f}s: {image.dir}")
@@ -277,7 +264,7 @@ def _install_layer(build: _Build) -> None:
     # runs in the same user namespace, and what the host writes here is shifted likewise.
     shift = 0 if image.recipe.flavour == "vm" else osconfig.CONTAINER_UID_BASE
     os.chown(layer, shift, shift)  # the merged tree's root directory
-    (staging / BASE_STAMP).write_text((image.base.dir / "ready").read_text())
+    (staging / store.BASE_READY).write_text(store.ready_stamp(image.base.dir))
     lower = ":".join(str(path) for path in image.base.layers)
     build.record.add_mount(merged)
     system.run(["mount", "-t", "overlay", "overlay", "-o",

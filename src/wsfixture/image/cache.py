@@ -20,8 +20,8 @@ from typing import Protocol
 from filelock import FileLock
 
 from wsfixture.host import ledger, settings, system
-from wsfixture.image import templates
-from wsfixture.image.recipe import USED_STAMP, ImageRecipe
+from wsfixture.image import store, templates
+from wsfixture.image.recipe import ImageRecipe
 
 DAY = 86400.0
 
@@ -56,20 +56,14 @@ class CachedImage:
 
 def cached_images(cache_dir: Path | None = None) -> list[CachedImage]:
     """Every finished image in the cache (half-built ones belong to their builder)."""
-    images_dir = (cache_dir or settings.current().cache_dir) / "images"
     found = []
-    for entry in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
-        ready = entry / "ready"
-        if not entry.is_dir() or not ready.exists():
-            continue
+    for entry, used in store.finished(store.images_dir(cache_dir), store.READY):
         try:
             recipe: ImageRecipe | None = ImageRecipe.from_dict(
                 json.loads((entry / "recipe.json").read_text())
             )
         except (OSError, ValueError, KeyError, TypeError):
             recipe = None
-        stamp = entry / USED_STAMP
-        used = (stamp if stamp.exists() else ready).stat().st_mtime
         found.append(CachedImage(entry.name, entry, recipe, used))
     return found
 
@@ -78,7 +72,6 @@ def builds(cache_dir: Path | None = None) -> list[tuple[Path, bool]]:
     """Half-built images and VM templates (``<key>.building-<pid>``), each with whether
     its builder still runs; an abandoned one is reaped by ``wsfixture gc`` through its
     build record."""
-    root = cache_dir or settings.current().cache_dir
     live = {
         r.info.staging
         for r in ledger.records()
@@ -86,9 +79,8 @@ def builds(cache_dir: Path | None = None) -> list[tuple[Path, bool]]:
     }
     return [
         (entry, str(entry) in live)
-        for where in (root / "images", templates.templates_dir(root))
-        for entry in (sorted(where.glob("*.building-*")) if where.is_dir() else [])
-        if entry.is_dir()
+        for where in (store.images_dir(cache_dir), store.templates_dir(cache_dir))
+        for entry in store.staging_dirs(where)
     ]
 
 
@@ -165,10 +157,9 @@ def prune_templates(
 ) -> list[tuple[templates.CachedTemplate, int]]:
     """Remove the VM templates ``templates.choose_prunable`` picks, with the bytes each
     freed. Before the images: a template holds its image's files by hard links."""
-    root = cache_dir or settings.current().cache_dir
-    found = templates.cached_templates(root)
+    found = templates.cached_templates(cache_dir)
     chosen = templates.choose_prunable(
-        found, root / "images", time.time(), keep_days * DAY, busy_keys(found)
+        found, store.images_dir(cache_dir), time.time(), keep_days * DAY, busy_keys(found)
     )
     removed = []
     for template in chosen:
@@ -195,9 +186,9 @@ def prune(
 
 
 def _remove_image(image: CachedImage) -> None:
-    lock = Path(str(image.dir) + ".lock")
+    lock = store.lock_path(image.dir)
     with FileLock(str(lock)):  # not while someone builds it
-        (image.dir / "ready").unlink(missing_ok=True)  # no longer looks done
+        (image.dir / store.READY).unlink(missing_ok=True)  # no longer looks done
         system.remove_tree(image.dir)
     lock.unlink(missing_ok=True)
 

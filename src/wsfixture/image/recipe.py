@@ -19,7 +19,7 @@ from typing import Any
 
 from wsfixture.errors import ImageBuildError
 from wsfixture.guest import osconfig
-from wsfixture.host import settings
+from wsfixture.image import store
 from wsfixture.model.spec import DEFAULT_RELEASE
 
 # The build procedure's own version (mmdebstrap options, the layer script); the guest
@@ -30,8 +30,6 @@ VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
 # after every step (1 left the host's resolv.conf in setup-only layers). In those layers'
 # keys only, so a broken one is never reused and no other image is rebuilt.
 LAYER_STEPS_VERSION = 2
-USED_STAMP = "used"  # touched on every use
-BASE_STAMP = "base-ready"  # a layer's copy of its base's "ready" stamp
 
 
 @dataclass(frozen=True)
@@ -188,12 +186,12 @@ class Image:
     def ready(self) -> bool:
         """Built, and (a layer) over the very base build it was installed on: a layer over
         a rebuilt base would hide the new base's dpkg database behind its own."""
-        if not (self.dir / "ready").exists():
+        if not (self.dir / store.READY).exists():
             return False
         if self.base is None:
             return True
         try:
-            return (self.dir / BASE_STAMP).read_text() == (self.base.dir / "ready").read_text()
+            return (self.dir / store.BASE_READY).read_text() == store.ready_stamp(self.base.dir)
         except OSError:
             return False
 
@@ -219,7 +217,7 @@ def file_digest(path: Path) -> str:
 
 
 def image_dir(recipe: ImageRecipe, cache_dir: Path | None = None) -> Path:
-    return (cache_dir or settings.current().cache_dir) / "images" / recipe.key
+    return store.images_dir(cache_dir) / recipe.key
 
 
 def _is_whiteout(path: Path) -> bool:

@@ -11,9 +11,9 @@ A template directory (``<cache>/templates/<key>/``) holds:
 - ``template.json``: what it was made from, the state's size and digest. Written last: a
   directory without it is not a template.
 
-Builds run under an exclusive lock on ``<key>.lock``, in ``<key>.building-<pid>``, renamed
-into place when done; restores hold the same lock shared while QEMU opens the files, so a
-template is never replaced under a restore that is reading it.
+Made as every cache entry is (``image.store``); restores hold the entry's lock shared
+while QEMU opens the files, so a template is never replaced under a restore that is
+reading it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from wsfixture.guest import osconfig, restore
-from wsfixture.host import ledger, settings, system
-from wsfixture.image.recipe import USED_STAMP, Image, file_digest
+from wsfixture.host import ledger, system
+from wsfixture.image import store
+from wsfixture.image.recipe import Image, file_digest
 
 # The procedure's own version (file layout, how the VM is saved); the guest side's is the
 # digest of wsfixture.guest.restore, in every key.
@@ -110,7 +111,7 @@ class Template:
             return "no template yet" if not self.dir.exists() else f"{META} missing or unreadable"
         if meta.get("shape") != dataclasses.asdict(shape):
             return f"made for another shape or QEMU ({meta.get('shape')})"
-        if meta.get("image_ready") != _ready_stamp(image):
+        if meta.get("image_ready") != store.ready_stamp(image.dir):
             return "its image was rebuilt since"
         missing = [p.name for p in (self.disk, self.kernel, self.initrd, self.frozen, self.seed)
                    if not p.exists()]  # fmt: skip
@@ -139,18 +140,10 @@ class Template:
         return None if digest == wanted else "state digest differs from the saved one"
 
 
-def templates_dir(cache_dir: Path | None = None) -> Path:
-    return (cache_dir or settings.current().cache_dir) / "templates"
-
-
-def _ready_stamp(image: Image) -> str:
-    return (image.dir / "ready").read_text()
-
-
 @contextlib.contextmanager
 def _locked(template: Template, shared: bool) -> Iterator[None]:
     """``<key>.lock``: exclusive to build or remove, shared to restore."""
-    fd = os.open(str(template.dir) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(store.lock_path(template.dir), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
@@ -172,7 +165,7 @@ def ensure(
 ) -> Template:
     """The template for ``shape``, made by ``build`` if there is none or it cannot be
     restored; exactly once across processes."""
-    template = Template(templates_dir(cache_dir) / shape.key)
+    template = Template(store.templates_dir(cache_dir) / shape.key)
     if template.problem(shape, image) is None:
         return template
     template.dir.parent.mkdir(parents=True, exist_ok=True)
@@ -189,8 +182,7 @@ def restoring(template: Template) -> Iterator[None]:
     """Hold while a clone's QEMU opens the template's files: no rebuild replaces them."""
     with _locked(template, shared=True):
         yield
-    with contextlib.suppress(OSError):  # last use, for `wsfixture images --prune`
-        (template.dir / USED_STAMP).touch()
+    store.mark_used(template.dir)  # last use, for `wsfixture images --prune`
 
 
 def invalidate(template: Template) -> None:
@@ -201,15 +193,10 @@ def invalidate(template: Template) -> None:
 
 
 def _build(template: Template, shape: TemplateShape, image: Image, build: Build) -> None:
-    staging = template.dir.with_name(f"{template.key}.building-{os.getpid()}")
-    system.remove_tree(staging)
-    system.remove_tree(template.dir)
-    record = ledger.Record.create(
-        f"template-{template.key}-{os.getpid()}", ledger.BuildInfo(template.key, str(staging))
-    )
-    record.add_dir(staging)
+    staging = store.staging_path(template.dir)
+    info = ledger.BuildInfo(template.key, str(staging))
     started = time.monotonic()
-    try:
+    with store.staged(template.dir, f"template-{template.key}-{os.getpid()}", info) as record:
         system.private_dir(staging)
         kernel, initrd = image.kernel()
         building = Template(staging)
@@ -220,7 +207,7 @@ def _build(template: Template, shape: TemplateShape, image: Image, build: Build)
         meta = {
             "shape": dataclasses.asdict(shape),
             "image": image.recipe.label,
-            "image_ready": _ready_stamp(image),
+            "image_ready": store.ready_stamp(image.dir),
             "state_size": building.state.stat().st_size,
             "state_sha256": file_digest(building.state),
             "made": time.time(),
@@ -228,12 +215,7 @@ def _build(template: Template, shape: TemplateShape, image: Image, build: Build)
             **facts,
         }
         system.write_atomic(building.meta_path, json.dumps(meta, indent=1))
-        staging.rename(template.dir)
-    except BaseException as exc:
-        if failures := ledger.release(record):
-            exc.add_note(str(failures))
-        raise
-    record.forget()
+    record.forget()  # its processes and cgroup ended with the build
 
 
 def _link_or_copy(source: Path, link: Path) -> None:
@@ -267,9 +249,10 @@ class CachedTemplate:
             return "unreadable"
         if shape.key != self.key:
             return "older wsfixture"
-        ready = images_dir / shape.image_key / "ready"
         try:
-            if ready.read_text() != (self.meta or {}).get("image_ready"):
+            if store.ready_stamp(images_dir / shape.image_key) != (self.meta or {}).get(
+                "image_ready"
+            ):
                 return "its image was rebuilt"
         except OSError:
             return "its image is gone"
@@ -279,17 +262,11 @@ class CachedTemplate:
 def cached_templates(cache_dir: Path | None = None) -> list[CachedTemplate]:
     """Every finished template (half-made ones belong to their builder)."""
     found = []
-    root = templates_dir(cache_dir)
-    for entry in sorted(root.iterdir()) if root.is_dir() else []:
-        meta_path = entry / META
-        if not entry.is_dir() or ".building-" in entry.name or not meta_path.exists():
-            continue
+    for entry, used in store.finished(store.templates_dir(cache_dir), META):
         try:
-            meta: dict[str, Any] | None = json.loads(meta_path.read_text())
+            meta: dict[str, Any] | None = json.loads((entry / META).read_text())
         except (OSError, ValueError):
             meta = None
-        stamp = entry / USED_STAMP
-        used = (stamp if stamp.exists() else meta_path).stat().st_mtime
         found.append(CachedTemplate(entry.name, entry, meta, used))
     return found
 
@@ -310,4 +287,4 @@ def choose_prunable(
 
 def remove(template: CachedTemplate) -> None:
     invalidate(Template(template.dir))  # under the lock: not while one is made or restored
-    Path(str(template.dir) + ".lock").unlink(missing_ok=True)
+    store.lock_path(template.dir).unlink(missing_ok=True)

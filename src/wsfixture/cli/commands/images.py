@@ -27,7 +27,7 @@ def cmd_images(args: argparse.Namespace) -> int:
             say(f"removed {key} ({size / 2**20:.0f} MiB)")
         return 0
     if args.prune:
-        images_dir = settings.current().cache_dir / "images"
+        images_dir = settings.current().images_dir
         dropped = [
             (t.key, "unused" if (why := t.state(images_dir)) == "current" else why, size)
             for t, size in imagecache.prune_templates(args.days, dry_run=args.dry_run)
@@ -69,7 +69,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     found = templates.cached_templates()
     in_use = imagecache.busy_keys(found)
-    images_dir = settings.current().cache_dir / "images"
+    images_dir = settings.current().images_dir
     rows += [
         {
             "image": t.key,

@@ -1,0 +1,97 @@
+"""The cache's layout on disk, declared once: where images and VM templates live, the
+stamps that say an entry is finished and when it was last used, and the protocol every
+entry is made by.
+
+An entry ``<root>/<key>/`` is made in ``<key>.building-<pid>`` under an exclusive lock on
+``<key>.lock``, listed in a ledger record while it is made (so ``gc`` reaps a killed
+build), and renamed into place when done: a crash never leaves a half entry that looks
+finished. Images say they are finished with a ``ready`` stamp, templates with their
+``template.json``; both are touched ``used`` on every use, for pruning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from wsfixture.errors import CleanupError
+from wsfixture.host import ledger, settings, system
+
+READY = "ready"  # an image's "finished" stamp: the time it was built
+USED = "used"  # touched on every use
+BASE_READY = "base-ready"  # a layer's copy of its base's READY stamp
+STAGING_MARK = ".building-"
+
+
+def images_dir(cache_dir: Path | None = None) -> Path:
+    return settings.current().images_dir if cache_dir is None else cache_dir / "images"
+
+
+def templates_dir(cache_dir: Path | None = None) -> Path:
+    return settings.current().templates_dir if cache_dir is None else cache_dir / "templates"
+
+
+def lock_path(entry: Path) -> Path:
+    """``<key>.lock`` beside the entry: exclusive to make or remove it."""
+    return entry.with_name(f"{entry.name}.lock")
+
+
+def staging_path(entry: Path, pid: int | None = None) -> Path:
+    return entry.with_name(f"{entry.name}{STAGING_MARK}{pid or os.getpid()}")
+
+
+def is_staging(path: Path) -> bool:
+    return STAGING_MARK in path.name
+
+
+def staging_dirs(root: Path) -> list[Path]:
+    """The half-made entries under ``root``, of any process."""
+    return (
+        [p for p in sorted(root.glob(f"*{STAGING_MARK}*")) if p.is_dir()] if root.is_dir() else []
+    )
+
+
+def ready_stamp(entry: Path) -> str:
+    """An image's READY stamp (OSError if it has none): what a layer or a template
+    records of the very build it stands on."""
+    return (entry / READY).read_text()
+
+
+def mark_used(entry: Path) -> None:
+    with contextlib.suppress(OSError):  # only pruning reads it
+        (entry / USED).touch()
+
+
+def finished(root: Path, marker: str) -> list[tuple[Path, float]]:
+    """Every finished entry under ``root`` (one holding ``marker``; half-made ones belong
+    to their maker), with when it was last used (seconds since the epoch)."""
+    found = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        done = entry / marker
+        if not entry.is_dir() or is_staging(entry) or not done.exists():
+            continue
+        stamp = entry / USED
+        found.append((entry, (stamp if stamp.exists() else done).stat().st_mtime))
+    return found
+
+
+@contextlib.contextmanager
+def staged(entry: Path, record_name: str, info: ledger.BuildInfo) -> Iterator[ledger.Record]:
+    """Make ``entry`` in its staging directory (``staging_path``; the body creates it and
+    fills it), listed in a ledger record the body may add its processes and cgroups to;
+    renamed into place when the body ends. If it fails, nothing of it stays. The caller
+    holds the entry's lock, and releases (or forgets) the record afterwards."""
+    staging = Path(info.staging)
+    system.remove_tree(staging)
+    system.remove_tree(entry)
+    record = ledger.Record.create(record_name, info)
+    record.add_dir(staging)
+    try:
+        yield record
+        staging.rename(entry)
+    except BaseException as exc:
+        if failures := ledger.release(record):
+            exc.add_note(str(CleanupError(failures)))
+        raise
