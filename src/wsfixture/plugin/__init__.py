@@ -24,15 +24,12 @@ from wsfixture.model.config import override, workspace_spec
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net import inventory
 from wsfixture.net.lab import Lab
-from wsfixture.plugin import hosts
+from wsfixture.plugin import hosts, options
 from wsfixture.plugin.report import (
-    REPORT_CHOICES,
     pytest_runtest_makereport,
     pytest_terminal_summary,
 )
 from wsfixture.plugin.session import (
-    COMMAND_TIMEOUT,
-    KEEP_CHOICES,
     WsSession,
     session_key,
     shared_key,
@@ -60,38 +57,7 @@ WORKER_CLEANUP_KEY = "wsfixture_cleanup_failure"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("wsfixture", "wsfixture workspaces")
-    group.addoption("--ws-config", help="workspace config (TOML or nix eval JSON)")
-    parser.addini("wsfixture_config", "workspace config file (TOML or nix eval JSON)")
-    group.addoption(
-        "--ws-keep",
-        choices=KEEP_CHOICES,
-        help="keep workspaces running after the session: never (default), failed, always",
-    )
-    parser.addini("wsfixture_keep", "never, failed or always", default="never")
-    group.addoption("--ws-timeout", type=float, help="seconds a workspace may take to be ready")
-    group.addoption(
-        "--ws-command-timeout",
-        type=float,
-        help=f"seconds a command may run unless the call says (default {COMMAND_TIMEOUT:g}; "
-        "0: no limit)",
-    )
-    parser.addini("wsfixture_command_timeout", "the same as --ws-command-timeout")
-    group.addoption(
-        "--ws-report",
-        choices=REPORT_CHOICES,
-        help="what a failed test's report shows of its workspaces: short (default: the "
-        "test's commands with their last lines), full (console, journal, units, network, "
-        "every command), off",
-    )
-    parser.addini("wsfixture_report", "short, full or off", default="short")
-    group.addoption("--ws-state-dir", help="state root for workspaces (default: a temp dir)")
-    hosts.add_options(group, parser)
-    group.addoption(
-        "--ws-verify",
-        action="store_true",
-        help="collect one test per (workspace of --ws-config, built-in check)",
-    )
+    options.add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -100,10 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "workspace(name=None, *, scope='function', **fields): the workspace this test gets; "
         "a name from --ws-config, or inline fields such as type='vm', packages=[...]",
     )
-    keep = config.getoption("--ws-keep") or config.getini("wsfixture_keep") or "never"
-    if keep not in KEEP_CHOICES:
-        raise pytest.UsageError(f"wsfixture_keep = {keep!r}; allowed: {', '.join(KEEP_CHOICES)}")
-    config.stash[session_key] = WsSession(config, keep)
+    config.stash[session_key] = WsSession(config, options.read(config))
     # Registered now, after every entry-point plugin (testinfra's among them): its `host`
     # is then the one tests get (see wsfixture.plugin.hosts).
     if not config.pluginmanager.is_registered(hosts):
@@ -355,7 +318,7 @@ def pytest_collection_modifyitems(
         marker = item.get_closest_marker("workspace")
         if marker is not None:
             _check_marker(item, marker, config)
-    if config.getoption("--ws-verify"):
+    if config.stash[session_key].options.verify:
         items.extend(verify_items(session, config))
 
 

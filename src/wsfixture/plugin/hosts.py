@@ -60,23 +60,13 @@ class LocalHostWarning(UserWarning):
     """testinfra's ``host`` is the machine pytest runs on, in a session with workspaces."""
 
 
-def add_options(group: Any, parser: pytest.Parser) -> None:
-    group.addoption(
-        "--ws-hosts",
-        help="comma-separated workspaces of --ws-config: testinfra's `host` runs each test "
-        "on each of them (booted once per session), as its --hosts would",
-    )
-    parser.addini(WS_HOSTS_INI, "the same as --ws-hosts")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     """Mistakes in --ws-hosts are usage errors before anything is collected or booted."""
     config.stash[ws_hosts_key] = _checked_ws_hosts(config)
 
 
 def _checked_ws_hosts(config: pytest.Config) -> list[str]:
-    given = config.getoption("--ws-hosts") or config.getini(WS_HOSTS_INI) or ""
-    names = [name.strip() for name in given.split(",") if name.strip()]
+    names = list(config.stash[session_key].options.hosts)
     if not names:
         return []
     if config.getoption("hosts", None):

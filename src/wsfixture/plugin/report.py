@@ -14,9 +14,6 @@ if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
 
 
-REPORT_CHOICES = ("short", "full", "off")
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -39,12 +36,7 @@ def pytest_runtest_makereport(
 
 
 def report_style(config: pytest.Config) -> str:
-    style = config.getoption("--ws-report") or config.getini("wsfixture_report") or "short"
-    if style not in REPORT_CHOICES:
-        raise pytest.UsageError(
-            f"wsfixture_report = {style!r}; allowed: {', '.join(REPORT_CHOICES)}"
-        )
-    return str(style)
+    return config.stash[session_key].options.report
 
 
 def commands_run(ws: Workspace, since: int = 0) -> list[tuple[str, str]]:

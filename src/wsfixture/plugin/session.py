@@ -25,15 +25,11 @@ from wsfixture.errors import CleanupError
 from wsfixture.host import ledger
 from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
 from wsfixture.net.lab import Lab, new_lab_name
+from wsfixture.plugin.options import Options
 from wsfixture.progress import Ticker
 
 if TYPE_CHECKING:
     from wsfixture.workspace import Workspace
-
-KEEP_CHOICES = ("never", "failed", "always")
-# A command that never ends must not hold a whole test session: its bound unless a test
-# asks for another (``timeout=None`` per call lifts it).
-COMMAND_TIMEOUT = 600.0
 
 
 @dataclass
@@ -77,7 +73,7 @@ class WsSession:
     """This process's lab, config and the workspaces it keeps."""
 
     pytest_config: pytest.Config
-    keep: str
+    options: Options
     lab: Lab | None = None
     kept: list[Workspace] = field(default_factory=list)
     shared: dict[tuple[str, str], Workspace] = field(default_factory=dict)
@@ -106,27 +102,21 @@ class WsSession:
 
     def state_root(self) -> Path:
         if self._state_root is None:
-            given = self.pytest_config.getoption("--ws-state-dir")
+            given = self.options.state_dir
             self._state_root = Path(given) if given else Path(tempfile.mkdtemp(prefix="wsstate-"))
         return self._state_root
 
     @property
+    def keep(self) -> str:
+        return self.options.keep
+
+    @property
     def timeout(self) -> float | None:
-        value: float | None = self.pytest_config.getoption("--ws-timeout")
-        return value
+        return self.options.timeout
 
     @property
     def command_timeout(self) -> float | None:
-        given = self.pytest_config.getoption("--ws-command-timeout")
-        if given is None:
-            ini = self.pytest_config.getini("wsfixture_command_timeout")
-            try:
-                given = float(ini) if ini else COMMAND_TIMEOUT
-            except ValueError as exc:
-                raise pytest.UsageError(
-                    f"wsfixture_command_timeout = {ini!r}; allowed: seconds (0: no limit)"
-                ) from exc
-        return None if given == 0 else float(given)
+        return self.options.command_timeout
 
     def open_lab(self) -> Lab:
         if self.lab is None:
@@ -138,7 +128,7 @@ class WsSession:
                 self.config.network, name, die_with_owner=self.keep == "never",
                 internet=bool(self.config.network.internet),
             ).open()  # fmt: skip
-            if not self.pytest_config.getoption("--ws-state-dir"):
+            if not self.options.state_dir:
                 self.lab.adopt_dir(self.state_root())  # a killed session's keys go with gc
         return self.lab
 
@@ -161,8 +151,7 @@ class WsSession:
     @property
     def config_path(self) -> str:
         """The workspace config given (--ws-config, else the ini's); "" for none."""
-        given = self.pytest_config.getoption("--ws-config")
-        return str(given or self.pytest_config.getini("wsfixture_config") or "")
+        return self.options.config
 
     def shared_boot(self, scope: str, name: str | None, fields: dict[str, Any]) -> Workspace:
         """The workspace shared within ``scope`` (a module's node id, or "session") for this
@@ -269,11 +258,7 @@ class WsSession:
                 except Exception as exc:
                     failures.append((f"close lab {self.lab.name}", exc))
                 self.lab = None
-        if (
-            self._state_root is not None
-            and not self.kept
-            and not self.pytest_config.getoption("--ws-state-dir")
-        ):
+        if self._state_root is not None and not self.kept and not self.options.state_dir:
             shutil.rmtree(self._state_root, ignore_errors=True)
         if failures:
             raise CleanupError(failures)

@@ -1,7 +1,24 @@
 """The workspace handle (``handle``), the same for containers and VMs: what a boot needs
-(``prepare``), and the commands and waits a test uses (``commands``)."""
+(``prepare``), and the commands and waits a test uses (``commands``).
+
+The handle loads on first use (PEP 562): ``commands`` is light, and the plugin that every
+pytest run loads imports it without paramiko, fabric and testinfra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT
-from wsfixture.workspace.handle import Workspace, WorkspaceState
+
+if TYPE_CHECKING:
+    from wsfixture.workspace.handle import Workspace, WorkspaceState
 
 __all__ = ["COMMAND_TIMEOUT_DEFAULT", "Workspace", "WorkspaceState"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Workspace", "WorkspaceState"):
+        return getattr(importlib.import_module("wsfixture.workspace.handle"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,145 @@
+"""Every ``--ws-*`` option in one table: its ini key, what it takes, its default and its
+help. ``pytest_addoption`` is made from it, ``read`` gives the rest of the plugin one
+frozen ``Options`` (the command line over the ini over the default, checked), and the
+README's option table is ``markdown()``, held to it by a test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+KEEP_CHOICES = ("never", "failed", "always")
+REPORT_CHOICES = ("short", "full", "off")
+# A command that never ends must not hold a whole test session: its bound unless a test
+# asks for another (``timeout=None`` per call lifts it).
+COMMAND_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str  # "--ws-keep"
+    ini: str | None  # "wsfixture_keep"; None: the command line only
+    takes: str  # the value's shape, for help and the README: "PATH", "SECONDS", ...
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--ws-").replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--ws-config", "wsfixture_config", "PATH", "",
+           "the workspace config (TOML or `nix eval --json` output)"),
+    Option("--ws-hosts", "wsfixture_hosts", "NAME[,NAME]", "",
+           "workspaces of the config that testinfra's `host` runs each test on (each booted "
+           "once per session), as its --hosts would"),
+    Option("--ws-keep", "wsfixture_keep", "never|failed|always", "never",
+           "keep workspaces running after the session: `failed` keeps every workspace a "
+           "failed test used, module- and session-scoped ones too; the summary prints "
+           "`ssh -F <ssh_config> <name>` and how to remove each", KEEP_CHOICES),
+    Option("--ws-timeout", None, "SECONDS", None,
+           "how long a workspace may take to be ready (default: its kind's)"),
+    Option("--ws-command-timeout", "wsfixture_command_timeout", "SECONDS", COMMAND_TIMEOUT,
+           "how long a command may run unless the call says (`timeout=None` per call); "
+           "0: no limit"),
+    Option("--ws-report", "wsfixture_report", "short|full|off", "short",
+           "what a failed test's report shows of its workspaces: `short` (the test's "
+           "commands with their last lines), `full` (console, journal, units, network, every "
+           "command), `off`", REPORT_CHOICES),
+    Option("--ws-state-dir", None, "DIR", None,
+           "the state root for workspaces (default: a temporary directory per session)"),
+    Option("--ws-verify", None, "", False,
+           "collect one test item per workspace of the config and built-in check"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the session was asked for, read once."""
+
+    config: str  # "" for none
+    hosts: tuple[str, ...]
+    keep: str
+    timeout: float | None
+    command_timeout: float | None  # None: commands may run on
+    report: str
+    state_dir: str | None
+    verify: bool
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wsfixture", "wsfixture workspaces")
+    for option in OPTIONS:
+        if option.takes == "":
+            group.addoption(option.flag, action="store_true", help=option.help)
+        else:
+            metavar = None if option.choices else option.takes
+            group.addoption(option.flag, choices=option.choices or None, metavar=metavar,
+                            help=option.help)  # fmt: skip
+        if option.ini is not None:
+            parser.addini(option.ini, f"the same as {option.flag}")
+
+
+def _given(config: pytest.Config, option: Option) -> Any:
+    """The command line's value, else the ini's, else the default."""
+    value = config.getoption(option.flag)
+    if value in (None, False) and option.ini is not None:
+        value = config.getini(option.ini) or None
+    return option.default if value in (None, "") else value
+
+
+def _where(option: Option) -> str:
+    return f"{option.flag} (ini {option.ini})" if option.ini else option.flag
+
+
+def _seconds(option: Option, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise pytest.UsageError(f"{_where(option)} = {value!r}; allowed: seconds (0: no limit)")
+    return seconds
+
+
+def read(config: pytest.Config) -> Options:
+    """The options, checked: a bad value is a usage error naming the option and its ini
+    key, the value and what is allowed, before anything is collected or booted."""
+    by_dest = {option.dest: option for option in OPTIONS}
+    values = {dest: _given(config, option) for dest, option in by_dest.items()}
+    for dest, option in by_dest.items():
+        if option.choices and values[dest] not in option.choices:
+            raise pytest.UsageError(
+                f"{_where(option)} = {values[dest]!r}; allowed: {', '.join(option.choices)}"
+            )
+    command_timeout = _seconds(by_dest["command_timeout"], values["command_timeout"])
+    hosts = tuple(name.strip() for name in str(values["hosts"]).split(",") if name.strip())
+    return Options(
+        config=str(values["config"]),
+        hosts=hosts,
+        keep=str(values["keep"]),
+        timeout=_seconds(by_dest["timeout"], values["timeout"]),
+        command_timeout=None if command_timeout == 0 else command_timeout,
+        report=str(values["report"]),
+        state_dir=str(values["state_dir"]) if values["state_dir"] else None,
+        verify=bool(values["verify"]),
+    )
+
+
+def markdown() -> str:
+    """The README's option table (a "|" in a cell is escaped, even in code)."""
+    rows = ["| Option | ini key | Default | What it does |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        takes = option.takes.replace("|", "\\|")
+        flag = f"`{option.flag} {takes}`" if takes else f"`{option.flag}`"
+        ini = f"`{option.ini}`" if option.ini else "-"
+        default = "-" if option.default in (None, "", False) else f"`{option.default:g}`" if (
+            isinstance(option.default, float)) else f"`{option.default}`"  # fmt: skip
+        rows.append(f"| {flag} | {ini} | {default} | {option.help} |")
+    return "\n".join(rows)
