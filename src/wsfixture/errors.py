@@ -69,6 +69,11 @@ class ConfigError(WsfixtureError):
         super().__init__("\n".join(lines))
 
 
+def with_tail(text: str, what: str, tail: str) -> str:
+    """An error's text, then the last lines of ``what`` (a console, a build log) if any."""
+    return f"{text}\n--- {what} (last lines) ---\n{tail}" if tail else text
+
+
 class PrerequisiteError(WsfixtureError):
     """Something wsfixture needs on the host is missing."""
 
@@ -91,10 +96,7 @@ class ImageBuildError(WsfixtureError):
         self.image = image
         self.reason = reason
         self.log_tail = log_tail
-        text = f"image {image}: {reason}"
-        if log_tail:
-            text += f"\n--- build log (last lines) ---\n{log_tail}"
-        super().__init__(text)
+        super().__init__(with_tail(f"image {image}: {reason}", "build log", log_tail))
 
 
 class TemplateError(WsfixtureError):
@@ -125,9 +127,7 @@ class StartError(WsfixtureError):
         self.reason = reason
         self.console_tail = console_tail
         text = f"workspace {name!r} failed to start: {reason}"
-        if console_tail:
-            text += f"\n--- console of {name} (last lines) ---\n{console_tail}"
-        super().__init__(text)
+        super().__init__(with_tail(text, f"console of {name}", console_tail))
 
 
 class ReadyTimeout(StartError):
@@ -149,9 +149,7 @@ class WorkspaceGone(WsfixtureError):
         self.name = name
         self.reason = reason
         text = f"workspace {name!r} is not running: {reason}"
-        if console_tail:
-            text += f"\n--- console of {name} (last lines) ---\n{console_tail}"
-        super().__init__(text)
+        super().__init__(with_tail(text, f"console of {name}", console_tail))
 
 
 class WaitError(WsfixtureError):

@@ -157,12 +157,8 @@ class Backend(abc.ABC):
 
     def finish(self, cgroup: Path, timeout: float) -> None:
         """Wait for the machine process to exit, kill it if it will not, then empty its cgroup."""
-        if self.process is not None and self.process.poll() is None:
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            system.end_process(self.process, timeout, terminate=False)
         ledger.kill_cgroup(str(cgroup))
         self.reap_spawned()
         self.ctx.record.drop_cgroup(cgroup)

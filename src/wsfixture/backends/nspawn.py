@@ -36,31 +36,42 @@ class NspawnBackend(Backend):
         """Where a rw share's idmapped mount is made for nspawn to bind from."""
         return self.mapped_shares / tag
 
-    def argv(self) -> list[str]:
+    def argv(
+        self, own_veth: bool = True, user_namespace: bool = True, root: Path | None = None
+    ) -> list[str]:
+        """nspawn's command line, in the lab. The benchmarks' raw baselines ask for what a
+        person would run by hand: nspawn's own bridge port (``own_veth=False``), no user
+        namespace (over a tree shifted back, ``root``)."""
         spec, lab = self.ctx.spec, self.ctx.lab
         # A rw share is bound from its own idmapped mount (``guest.share_ids``: the user's
         # files are the share owner's, root's an unprivileged host id's). A read-only one
         # keeps nspawn's idmap, one to one: its files keep their owners inside.
+        idmap_suffix = ":idmap" if user_namespace else ""
         binds = [
-            f"--bind-ro={source}:{target}:idmap"
+            f"--bind-ro={source}:{target}{idmap_suffix}"
             if read_only
             else f"--bind={self.mapped_share(tag)}:{target}"
             for tag, source, target, read_only in self.shares()
         ]
+        network = (
+            f"--network-veth-extra={derive.veth_host_name(spec.name)}:host0"
+            if own_veth
+            else f"--network-bridge={lab.network.bridge}"
+        )
         nspawn = [
             system.require_tool("systemd-nspawn"),
             "--boot",
-            f"--directory={self.root}",
+            f"--directory={root or self.root}",
             f"--machine={spec.name}",
             "--register=no",
             "--keep-unit",
-            f"--network-veth-extra={derive.veth_host_name(spec.name)}:host0",
+            network,
             "--console=read-only",
             "--link-journal=no",
             "--resolv-conf=off",
             "--timezone=off",
             "--kill-signal=SIGRTMIN+4",  # poweroff, not halt
-            *osconfig.NSPAWN_USER_NAMESPACE,
+            *(osconfig.NSPAWN_USER_NAMESPACE if user_namespace else ()),
             # File capabilities are setuid by another name; with the setid filter the
             # container's root cannot make either, in a share or in its own tree.
             "--drop-capability=CAP_SETFCAP",

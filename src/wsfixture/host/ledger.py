@@ -16,11 +16,12 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsfixture.cleanup import Cleanup
 from wsfixture.host import settings, system
 
 
@@ -304,14 +305,8 @@ def sweep_cgroups() -> list[tuple[str, BaseException]]:
 
 def release(record: Record) -> list[tuple[str, BaseException]]:
     """Release everything a record lists; return the failures, never stop at the first."""
-    failures: list[tuple[str, BaseException]] = []
-
-    def attempt(what: str, action: Callable[..., object], *args: Any) -> None:
-        try:
-            action(*args)
-        except Exception as exc:
-            failures.append((what, exc))
-
+    cleanup = Cleanup()
+    attempt = cleanup.attempt
     for proc in reversed(record.processes):
         attempt(f"kill pid {proc.pid}", proc.signal, signal.SIGKILL)
     for cgroup in reversed(record.cgroups):
@@ -325,9 +320,9 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
         attempt(f"remove /etc/netns/{netns}", system.remove_tree, Path("/etc/netns") / netns)
     for directory in reversed(record.dirs):
         attempt(f"remove {directory}", system.remove_tree, Path(directory))
-    if not failures:
+    if not cleanup.failures:
         record.forget()
-    return failures
+    return cleanup.failures
 
 
 def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseException]]]:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wsfixture.errors import PrerequisiteError, WsfixtureError
 from wsfixture.host import setup
@@ -143,6 +144,19 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
     return path
+
+
+def end_process(process: subprocess.Popen[Any], grace: float, terminate: bool = True) -> int:
+    """End a child of ours: SIGTERM (unless it was told already, ``terminate=False``),
+    ``grace`` seconds to exit, then SIGKILL; always reaped. Returns its exit status."""
+    if process.poll() is None:
+        if terminate:
+            process.terminate()
+        try:
+            return process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
 
 
 def in_cgroup(cgroup: Path, argv: Sequence[str]) -> list[str]:

@@ -141,12 +141,7 @@ def finish(process: subprocess.Popen[Any]) -> int:
     try:
         return process.wait()
     except BaseException:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        system.end_process(process, 15.0)
         raise
 
 

@@ -63,8 +63,7 @@ def start(
         return None
 
     if not retry_until(answering, START_TIMEOUT, 0.02):
-        process.kill()
-        process.wait()
+        system.end_process(process, 0.0)
         raise LabError(netns.name, "dnsmasq did not start", system.tail(log))
     return process
 

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from wsfixture.errors import CleanupError, ConfigError, ConfigIssue, LabError
+from wsfixture.cleanup import Cleanup
+from wsfixture.errors import ConfigError, ConfigIssue, LabError
 from wsfixture.host import ledger, settings, system
 from wsfixture.model import derive
 from wsfixture.model.config import NetworkSpec
@@ -196,22 +197,16 @@ class Lab(Netns):
         self.state = LabState.CLOSED
 
     def destroy(self) -> None:
-        failures: list[tuple[str, BaseException]] = []
+        cleanup = Cleanup()
         for process in (self._dnsmasq, self._uplink):  # our children: end and reap them
             if process is not None:
-                process.terminate()
-                try:
-                    process.wait(5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                cleanup.attempt(f"end pid {process.pid}", system.end_process, process, 5.0)
         self._dnsmasq = self._uplink = None
         if self._record is not None:
-            failures = ledger.release(self._record)
+            cleanup.add(ledger.release(self._record))
             self._record = None
         self.state = LabState.CLOSED
-        if failures:
-            raise CleanupError(failures)
+        cleanup.raise_any()
 
     def __enter__(self) -> Lab:
         return self.open()

@@ -134,8 +134,6 @@ def wait_ready(process: subprocess.Popen[bytes], ready_fd: int, log: Path) -> No
     finally:
         os.close(ready_fd)
     if said != b"1":
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        system.end_process(process, 0.0)
         raise LabError(str(log.parent.name), "the uplink (slirp4netns) did not start",
                        system.tail(log))  # fmt: skip

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from wsfixture.cleanup import Cleanup
 from wsfixture.errors import CleanupError, ConfigError
 from wsfixture.model.config import override, workspace_spec
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
@@ -301,14 +302,10 @@ def _factory(
         return ws
 
     yield factory
-    failures: list[tuple[str, BaseException]] = []
+    cleanup = Cleanup()
     for ws in reversed(made):
-        try:
-            session.release(ws)
-        except Exception as exc:
-            failures.append((f"stop {ws.name}", exc))
-    if failures:
-        raise CleanupError(failures)
+        cleanup.attempt(f"stop {ws.name}", session.release, ws)
+    cleanup.raise_any()
 
 
 def pytest_collection_modifyitems(

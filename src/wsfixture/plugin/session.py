@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from wsfixture.cleanup import Cleanup
 from wsfixture.errors import CleanupError
 from wsfixture.host import ledger
 from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
@@ -242,26 +243,20 @@ class WsSession:
 
     def close(self) -> None:
         """Stop everything this process still holds; idempotent."""
-        failures = self.settle()
+        cleanup = Cleanup()
+        cleanup.add(self.settle())
         for ws in list(self.shared.values()):
-            try:
-                self.release(ws)
-            except Exception as exc:
-                failures.append((f"stop {ws.name}", exc))
+            cleanup.attempt(f"stop {ws.name}", self.release, ws)
         self.shared.clear()
         if self.lab is not None:
             if self.kept:
                 self.lab.detach()
             else:
-                try:
-                    self.lab.close()
-                except Exception as exc:
-                    failures.append((f"close lab {self.lab.name}", exc))
+                cleanup.attempt(f"close lab {self.lab.name}", self.lab.close)
                 self.lab = None
         if self._state_root is not None and not self.kept and not self.options.state_dir:
             shutil.rmtree(self._state_root, ignore_errors=True)
-        if failures:
-            raise CleanupError(failures)
+        cleanup.raise_any()
 
 
 def shared_key(scope: str, name: str | None, fields: dict[str, Any]) -> tuple[str, str]:

@@ -14,15 +14,14 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import fabric
 import testinfra.host
 
 from wsfixture.backends.base import Backend, BackendContext, backend_class
+from wsfixture.cleanup import Cleanup
 from wsfixture.errors import (
     CleanupError,
     ReadyTimeout,
@@ -250,14 +249,8 @@ class Workspace(Commands):
         self.state = WorkspaceState.DETACHED
 
     def _release(self, orderly: bool = True) -> None:
-        failures: list[tuple[str, BaseException]] = []
-
-        def attempt(what: str, action: Callable[[], Any]) -> None:
-            try:
-                action()
-            except Exception as exc:
-                failures.append((what, exc))
-
+        cleanup = Cleanup()
+        attempt = cleanup.attempt
         for forward in self.forwards:
             attempt(f"close {forward!r}", forward.close)
         self.forwards.clear()
@@ -271,15 +264,14 @@ class Workspace(Commands):
             self.stop_seconds = time.monotonic() - started
         if self.state is WorkspaceState.OWNED and self._record is not None:
             attempt("remove lab host", lambda: self.lab.remove_host(self.name))
-            failures += ledger.release(self._record)
+            cleanup.add(ledger.release(self._record))
         self._record = None
         self.backend = None
         if self.state is not WorkspaceState.DETACHED:
             self.state = WorkspaceState.STOPPED
         self.__dict__.pop("host", None)
         self.__dict__.pop("conn", None)
-        if failures:
-            raise CleanupError(failures)
+        cleanup.raise_any()
 
     def __enter__(self) -> Workspace:
         return self.start()

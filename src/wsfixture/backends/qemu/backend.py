@@ -129,11 +129,14 @@ class QemuBackend(Backend):
             derive.mac(self.ctx.spec.name), self.tap, self.runtime_dir,
         )  # fmt: skip
 
-    def argv(self, boot: Boot) -> list[str]:
+    def argv(self, boot: Boot, shares: bool = True) -> list[str]:
+        """QEMU's command line for ``boot``; without the virtiofs devices for the
+        benchmarks' raw baseline (``shares=False``)."""
         cid = derive.vsock_cid(self.ctx.spec.name) if self.vsock else None
+        sockets = self.share_sockets() if shares else {}
         return qemu_argv.qemu_argv(
             system.require_tool("qemu-system-x86_64"), self.machine, boot, self.console_log,
-            Extras(self.share_sockets(), cid), QEMU_USER,
+            Extras(sockets, cid), QEMU_USER,
         )  # fmt: skip
 
     def fs_socket(self, tag: str) -> Path:

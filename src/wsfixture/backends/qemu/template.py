@@ -107,9 +107,7 @@ def build_template(vm: TemplateHost, template: Template, record: ledger.Record) 
             process.wait(30)
             port.close()
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            system.end_process(process, 0.0)
             ledger.kill_cgroup(str(cgroup))
             vm.reap_spawned()  # its owner watch
     # Over its disk by a relative path from now on: the directory is renamed into place.
