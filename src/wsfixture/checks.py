@@ -7,6 +7,7 @@ pytest plugin (``--ws-verify``) makes one test item per (workspace, check), the 
 
 from __future__ import annotations
 
+import enum
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -194,17 +195,25 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
+class Result(enum.StrEnum):
+    """How a check went; the value is what tables and JSON show."""
+
+    OK = "ok"
+    FAIL = "FAIL"
+    SKIPPED = "skipped"
+
+
 @dataclass(frozen=True)
 class Outcome:
     workspace: str
     check: Check
-    result: str  # "ok", "FAIL" or "skipped"
+    result: Result
     detail: str
 
     @property
     def ok(self) -> bool:
         """Nothing wrong: passed, or not applicable (skipped, with the reason)."""
-        return self.result != "FAIL"
+        return self.result is not Result.FAIL
 
 
 def verify(ws: Workspace, say: Callable[[str], None] | None = None) -> list[Outcome]:
@@ -216,9 +225,9 @@ def verify(ws: Workspace, say: Callable[[str], None] | None = None) -> list[Outc
             say(f"{check.id}: {check.doc.splitlines()[0] if check.doc else ''}")
         try:
             check.run(ws)
-            outcomes.append(Outcome(ws.name, check, "ok", ""))
+            outcomes.append(Outcome(ws.name, check, Result.OK, ""))
         except CheckSkipped as skipped:
-            outcomes.append(Outcome(ws.name, check, "skipped", str(skipped)))
+            outcomes.append(Outcome(ws.name, check, Result.SKIPPED, str(skipped)))
         except Exception as exc:
-            outcomes.append(Outcome(ws.name, check, "FAIL", f"{type(exc).__name__}: {exc}"))
+            outcomes.append(Outcome(ws.name, check, Result.FAIL, f"{type(exc).__name__}: {exc}"))
     return outcomes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
+import enum
 import logging
 import select
 import shlex
@@ -30,7 +31,7 @@ from wsfixture.errors import CommandError, CommandTimeout
 if TYPE_CHECKING:
     from wsfixture.net.lab import Lab
 
-log = logging.getLogger("wsfixture.remote")
+logger = logging.getLogger("wsfixture.remote")
 SSH_PORT = 22
 DEFAULT_MAX_OUTPUT = 64 * 2**20
 
@@ -143,12 +144,12 @@ class SshSession:
                 )  # fmt: skip
                 out = drained.out.decode(errors="replace")
                 err = drained.err.decode(errors="replace")
-                if drained.over == "time":
+                if drained.over is Bound.TIME:
                     assert timeout is not None
                     error: CommandError = CommandTimeout(self.name, command, timeout, out, err)
                 else:
                     error = CommandError(
-                        self.name, f"{command} (its {drained.over} passed the output cap of "
+                        self.name, f"{command} (its {drained.over.value} passed the output cap of "
                         f"{_size(cap)})", -1, out, err,
                     )  # fmt: skip
                 error.add_note(killed)
@@ -160,7 +161,7 @@ class SshSession:
         if not probe and all(r.probe for r in self.history):
             # The last phase of a start's breakdown (after the backend's and readiness's
             # debug lines): a stall here once hid behind a ready workspace (#30).
-            log.debug("%s: first command took %.2fs", self.name, ran.seconds)
+            logger.debug("%s: first command took %.2fs", self.name, ran.seconds)
         self._remember(ran)
         return rc, drained.out, drained.err
 
@@ -204,12 +205,20 @@ class SshSession:
                 self._client = None
 
 
+class Bound(enum.Enum):
+    """Which bound ended a command before it finished."""
+
+    TIME = "time"
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
 @dataclass
 class _Drained:
     out: bytes
     err: bytes
     pid: int | None  # of the command's shell, from the first line of stderr
-    over: str | None  # which bound ended it: "time", "stdout", "stderr"; None: it finished
+    over: Bound | None  # None: it finished
 
 
 def _drain(channel: paramiko.Channel, timeout: float | None, cap: int) -> _Drained:
@@ -221,7 +230,7 @@ def _drain(channel: paramiko.Channel, timeout: float | None, cap: int) -> _Drain
     header = True  # the shell's PID line is still to come on stderr
     deadline = None if timeout is None else time.monotonic() + timeout
 
-    def result(over: str | None) -> _Drained:
+    def result(over: Bound | None) -> _Drained:
         return _Drained(bytes(out), bytes(err), pid, over)
 
     while True:
@@ -235,9 +244,9 @@ def _drain(channel: paramiko.Channel, timeout: float | None, cap: int) -> _Drain
             del err[: len(first) + 1]
             header = False
         if len(out) > cap:
-            return result("stdout")
+            return result(Bound.STDOUT)
         if len(err) > cap:
-            return result("stderr")
+            return result(Bound.STDERR)
         done = channel.closed or (channel.eof_received and channel.exit_status_ready())
         if done and not channel.recv_ready() and not channel.recv_stderr_ready():
             return result(None)
@@ -245,7 +254,7 @@ def _drain(channel: paramiko.Channel, timeout: float | None, cap: int) -> _Drain
         if deadline is not None:
             wait = deadline - time.monotonic()
             if wait <= 0:
-                return result("time")
+                return result(Bound.TIME)
         # The channel's fileno wakes on data for either stream, EOF and close.
         select.select([channel], [], [], min(wait, 1.0))
 

@@ -223,19 +223,19 @@ def test_failure_report_short_full_and_off(real: pytest.Pytester) -> None:
 
 
 BREAK_SSHD = """
-from wsfixture.guest import identity as provision
+from wsfixture.guest import identity
 
-_render = provision.render
+_render = identity.render
 
 
-def render(identity):
-    files = _render(identity)
+def render(given):
+    files = _render(given)
     # An sshd that refuses its config never listens: the workspace never becomes ready.
-    files["/etc/ssh/sshd_config.d/zz-broken.conf"] = provision.File("NoSuchOption yes\\n")
+    files["/etc/ssh/sshd_config.d/zz-broken.conf"] = identity.File("NoSuchOption yes\\n")
     return files
 
 
-provision.render = render
+identity.render = render
 """
 
 

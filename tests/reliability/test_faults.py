@@ -17,7 +17,7 @@ from tests.conftest import require_root_and_tools
 from tests.integration.leaks import leftovers, processes_with_cmdline
 from wsfixture import ConfigError, ReadyTimeout
 from wsfixture.errors import ImageBuildError, WorkspaceGone
-from wsfixture.guest import identity as provision
+from wsfixture.guest import identity
 from wsfixture.host import ledger, settings
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config, config_from_dict, config_from_toml
@@ -100,14 +100,14 @@ def test_killed_pytest_is_reaped_by_the_next_gc(tmp_path: Path) -> None:
 def test_sshd_that_never_starts_times_out_with_the_cause(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = provision.render
+    original = identity.render
 
-    def broken(identity: provision.Identity) -> dict[str, provision.File]:
-        files = original(identity)
-        files["/etc/ssh/sshd_config.d/zz-broken.conf"] = provision.File("NoSuchOption yes\n")
+    def broken(given: identity.Identity) -> dict[str, identity.File]:
+        files = original(given)
+        files["/etc/ssh/sshd_config.d/zz-broken.conf"] = identity.File("NoSuchOption yes\n")
         return files
 
-    monkeypatch.setattr(provision, "render", broken)
+    monkeypatch.setattr(identity, "render", broken)
     with Lab(config.network) as lab:
         began = time.monotonic()
         with pytest.raises(ReadyTimeout) as info:
@@ -124,7 +124,7 @@ def test_misconfigured_network_times_out_naming_the_address(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        provision, "network_unit", lambda identity: "[Match]\nName=nothing\n[Network]\n"
+        identity, "network_unit", lambda given: "[Match]\nName=nothing\n[Network]\n"
     )
     with Lab(config.network) as lab:
         with pytest.raises(ReadyTimeout) as info:

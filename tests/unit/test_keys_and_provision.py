@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from wsfixture.guest import identity as provision
+from wsfixture.guest import identity
 from wsfixture.host import keys
 from wsfixture.model.config import UserSpec, config_from_dict
 
@@ -31,21 +31,21 @@ def test_loose_private_key_is_tightened(tmp_path: Path) -> None:
 
 def test_add_user_is_idempotent() -> None:
     user = UserSpec("dev", 1000)
-    once = provision.add_user(
+    once = identity.add_user(
         "root:x:0:0::/root:/bin/bash\n", "root:x:0:\n", "root:*:1::::::\n", user
     )
     assert "dev:x:1000:1000::/home/dev:/bin/bash" in once[0]
     assert "dev:*:" in once[2]
-    assert provision.add_user(*once, user) == once
+    assert identity.add_user(*once, user) == once
 
 
 @pytest.fixture
-def identity() -> provision.Identity:
+def alpha() -> identity.Identity:
     config = config_from_dict(
         {"workspaces": {"alpha": {"type": "container", "ip": "192.168.83.10"},
                         "beta": {"type": "vm", "ip": "192.168.83.11"}}}
     )  # fmt: skip
-    return provision.Identity.of(
+    return identity.Identity.of(
         config,
         config.workspaces["alpha"],
         "ssh-ed25519 AAAAclient c",
@@ -53,8 +53,8 @@ def identity() -> provision.Identity:
     )
 
 
-def test_rendered_base(identity: provision.Identity) -> None:
-    files = provision.render(identity)
+def test_rendered_base(alpha: identity.Identity) -> None:
+    files = identity.render(alpha)
     assert files["/etc/hostname"].content == "alpha\n"
     assert files["/etc/doas.conf"].content == "permit nopass dev as root\n"
     assert files["/etc/ssh/ssh_host_ed25519_key"].mode == 0o600
@@ -68,10 +68,10 @@ def test_rendered_base(identity: provision.Identity) -> None:
     assert "DNS=192.168.83.1" in network
 
 
-def test_vm_network_matches_mac(identity: provision.Identity) -> None:
+def test_vm_network_matches_mac(alpha: identity.Identity) -> None:
     from dataclasses import replace
 
     from wsfixture.model import derive
 
-    unit = provision.network_unit(replace(identity, type="vm"))
+    unit = identity.network_unit(replace(alpha, type="vm"))
     assert f"MACAddress={derive.mac('alpha')}" in unit.split("[Network]")[0]

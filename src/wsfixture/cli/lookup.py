@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsfixture.cli.persistent import attached
+from wsfixture.cli.persistent import handle_on_running
 from wsfixture.errors import WorkspaceGone, WsfixtureError
 from wsfixture.host import ledger, settings
 from wsfixture.model.config import Config, load_config
@@ -53,4 +53,4 @@ def running_workspace(args: argparse.Namespace, name: str) -> Workspace:
     WorkspaceGone for a stopped one)."""
     config = load_config(args.config)
     require_running(name, list(config.workspaces), config.network.namespace)
-    return attached(config, name)
+    return handle_on_running(config, name)

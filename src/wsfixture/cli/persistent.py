@@ -117,8 +117,9 @@ def start_workspace(
     return False, line.removeprefix("FAILED ") or f"supervisor exited; see {log}"
 
 
-def stop_record(record: ledger.Record, timeout: float = 60.0) -> None:
-    """Ask a workspace's supervisor to stop it; force it if it will not."""
+def stop_supervised(record: ledger.Record, timeout: float = 60.0) -> None:
+    """Stop the supervised workspace of ``record``: ask its supervisor, force it if it
+    will not."""
     record.owner.signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while record.path.exists() and time.monotonic() < deadline:
@@ -183,7 +184,9 @@ def stops_in(info: ledger.SupervisorInfo, now: float | None = None) -> str | Non
     return None
 
 
-def attached(config: Config, name: str) -> Workspace:
+def handle_on_running(config: Config, name: str) -> Workspace:
+    """A handle on CLI workspace ``name``, running under its supervisor: pinned SSH only;
+    its ``stop()`` closes the connection and leaves the workspace running."""
     lab = Lab(config.network, config.network.namespace, shared=True).open()
     return Workspace(config.workspaces[name], config, lab).attach()
 

@@ -42,7 +42,7 @@ from wsfixture.retry import retry_until
 from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
 from wsfixture.workspace.prepare import prepare, prepare_image
 
-log = logging.getLogger("wsfixture.workspace")
+logger = logging.getLogger("wsfixture.workspace")
 
 
 class WorkspaceState(enum.Enum):
@@ -223,7 +223,7 @@ class Workspace(Commands):
                 )
             reached.append(f"{check.__name__} at {time.monotonic() - self.started_at:.2f}s")
         self.ready_seconds = time.monotonic() - self.started_at
-        log.debug("%s ready: %s", self.name, ", ".join(reached))
+        logger.debug("%s ready: %s", self.name, ", ".join(reached))
 
     def stop(self) -> None:
         """Shut down and release everything; the state directory stays."""

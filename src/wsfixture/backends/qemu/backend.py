@@ -36,7 +36,7 @@ from wsfixture.image.templates import TemplateShape
 from wsfixture.model import derive
 from wsfixture.retry import retry_until
 
-log = logging.getLogger("wsfixture.qemu")
+logger = logging.getLogger("wsfixture.qemu")
 
 VIRTIOFSD_OPTIONS = ("-o", "cache=auto", "-o", "xattr")
 SHARE_TRANSPORT = "virtiofs"  # 9p would serve rw shares as host root: refused
@@ -55,7 +55,7 @@ def say_once(level: int, message: str) -> None:
     """Log what is true of every VM of this process once, not in every test's log."""
     if message not in _said:
         _said.add(message)
-        log.log(level, "%s", message)
+        logger.log(level, "%s", message)
 
 
 class QemuBackend(Backend):
@@ -174,7 +174,7 @@ class QemuBackend(Backend):
                 self.boot_mode = clone.start_by_restore(self)
                 return
             except Exception as exc:  # a cold boot still gives a working VM
-                log.warning("%s: restore failed, booting cold: %s", self.ctx.spec.name, exc)
+                logger.warning("%s: restore failed, booting cold: %s", self.ctx.spec.name, exc)
                 self.boot_mode = f"cold boot (restore failed: {str(exc).splitlines()[0]})"
                 self.reset()
         else:

@@ -15,7 +15,7 @@ from wsfixture import checks
 from wsfixture.cli.lookup import UsageError, lab_dir, require_running, running_workspace
 from wsfixture.cli.output import EXIT_FAILED, emit, progress, say
 from wsfixture.cli.persistent import (
-    attached,
+    handle_on_running,
 )
 from wsfixture.host import ledger, system
 from wsfixture.model.config import load_config
@@ -111,7 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name in names:
         if name not in live:
             raise UsageError(f"{name} is not running; start it with `wsfixture up {name}`")
-        ws = attached(config, name)
+        ws = handle_on_running(config, name)
         try:
             with progress().step(f"checking {name}") as say_check:
                 outcomes += checks.verify(ws, say_check)
@@ -129,7 +129,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_forward(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     require_running(args.name, list(config.workspaces), config.network.namespace)
-    ws = attached(config, args.name)
+    ws = handle_on_running(config, args.name)
     try:
         host, port = ws.forward(args.port, args.local)
         say(f"{host}:{port} -> {args.name}:{args.port} (Ctrl-C to stop)")

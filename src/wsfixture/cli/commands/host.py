@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from wsfixture.cli.output import EXIT_FAILED, EXIT_PREREQ, emit, say
 from wsfixture.cli.persistent import (
-    stop_record,
+    stop_supervised,
 )
 from wsfixture.host import ledger
 
@@ -42,7 +42,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         # supervisor would leave it to tidy up a lab that is already gone.
         for record in ledger.workspaces(args.lab, live=True).values():
             if ledger.workspace_info(record).supervisor is not None:
-                stop_record(record)
+                stop_supervised(record)
     reaped, failures = ledger.reap(args.lab)
     if args.json:
         say(json.dumps({"reaped": [r.key for r in reaped], "failures": [str(f) for f in failures]}))

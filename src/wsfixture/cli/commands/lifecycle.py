@@ -16,7 +16,7 @@ from wsfixture.cli.persistent import (
     restart_reason,
     start_workspace,
     status_rows,
-    stop_record,
+    stop_supervised,
 )
 from wsfixture.host import keys, ledger, system
 from wsfixture.model.config import load_config
@@ -60,7 +60,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         if name not in live:
             say(f"{name}: not running")
             continue
-        stop_record(live[name])
+        stop_supervised(live[name])
         say(f"{name}: stopped (state in {config.state_dir(name)} kept)")
     if remove_lab_if_idle(lab):
         say(f"lab {lab}: removed (no workspace left)")
@@ -73,7 +73,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
     names = select(config, args.names, True, lambda n: True)
     for name in names:
         if name in live:
-            stop_record(live[name])
+            stop_supervised(live[name])
         ok, detail = start_workspace(config, name)
         say(f"{name}: restarted, {detail}" if ok else f"{name}: FAILED: {detail}")
         if not ok:
@@ -109,7 +109,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             actions.append({"name": name, "action": "unchanged", "changed": ""})
         elif spec.restart_if_changed:
             if not dry:
-                stop_record(record)
+                stop_supervised(record)
             actions.append({"name": name, "action": start(name, "restarted"), **what})
         else:
             reason = "needs restart (restartIfChanged = false)"
@@ -117,7 +117,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     for name, record in live.items():
         if name not in config.workspaces:
             if not dry:
-                stop_record(record)
+                stop_supervised(record)
             verb = "would be stopped" if dry else "stopped"
             action = f"{verb} (removed from config; state kept)"
             actions.append({"name": name, "action": action, "changed": ""})
