@@ -1,69 +1,29 @@
-"""Shared helpers for the test suite.
-
-Under CI=true, anything `make test` installs or sets up that is missing fails the test
-instead of skipping it. Only what this machine kind cannot have (working KVM, vsock) skips.
-"""
+"""The suite's rules: what is an integration test, and that the whole suite leaves nothing
+behind. What tests share is in ``tests.support``."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require(ok: bool, what: str) -> None:
-    """Skip locally, fail in CI, when a prerequisite that `make test` provides is missing."""
-    __tracebackhide__ = True
-    if ok:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is missing, but `make test` should have provided it (CI=true)")
-    pytest.skip(f"{what} is missing (run `make test`, which installs it)")
-
-
-def require_root_and_tools(*tools: str) -> None:
-    __tracebackhide__ = True
-    require(os.geteuid() == 0, "root")
-    for tool in tools:
-        found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
-        require(found is not None, tool)
-
+from tests.support.leaks import footprint
 
 # Fixtures that boot (or drive a pytest that boots) real workspaces as root.
 BOOTING_FIXTURES = {"real", "workspace", "workspace_factory", "ws_lab", "lab", "running"}
+# Every test under these directories boots something real.
+BOOTING_DIRS = tuple(Path(__file__).parent / d for d in ("integration", "reliability"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects anything
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that boots is marked `integration` by rule, so the fast lane (`make
-    test-fast`, a bare `pytest`: -m "not integration") cannot pick one up by accident."""
+    """The one place a test is marked `integration`: by its directory, or by a booting
+    fixture anywhere else, so the fast lane (`make test-fast`, a bare `pytest`:
+    -m "not integration") cannot pick one up by accident."""
     for item in items:
-        if BOOTING_FIXTURES & set(getattr(item, "fixturenames", ())):
+        in_booting_dir = any(item.path.is_relative_to(d) for d in BOOTING_DIRS)
+        if in_booting_dir or BOOTING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-
-
-def footprint() -> set[str]:
-    """Everything wsfixture can leave on this machine: lab directories, namespaces, their
-    /etc/netns entries, cgroups and ledger records."""
-    from wsfixture.host import settings
-
-    places = {
-        "lab dir": settings.current().labs_dir,
-        "netns": Path("/run/netns"),
-        "/etc/netns": Path("/etc/netns"),
-        "cgroup": settings.current().cgroup_root,
-        "ledger record": settings.current().ledger_dir,
-    }
-    found = set()
-    for kind, place in places.items():
-        if place.is_dir():
-            entries = (p for p in place.iterdir() if kind != "cgroup" or p.is_dir())
-            found |= {f"{kind} {p.name}" for p in entries}
-    return found
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

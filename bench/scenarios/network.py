@@ -75,8 +75,8 @@ def run(ctx: Context) -> list[Row]:
     a lab with internet against one without. The world is a namespace of this machine."""
     state, runs = ctx.state, ctx.runs
     sys.path.insert(0, str(HERE.parent))
-    from tests.integration.world import WORLD_HTTP
-    from tests.integration.world import world as make_world
+    from tests.support.world import WORLD_HTTP
+    from tests.support.world import world as make_world
 
     with make_world(state / "www") as world:
         blob = f"blob-{DOWNLOAD_MIB}m"

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root_and_tools
-from wsfixture.model.config import Config, config_from_dict
+from tests.support.configs import make_config
+from tests.support.prereqs import require_root_and_tools
+from wsfixture.model.config import Config
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,23 +27,16 @@ def state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def config(state_root: Path) -> Config:
-    return config_from_dict(
-        {
-            "defaults": {"stateRoot": str(state_root)},
-            "workspaces": {
-                "alpha": {"type": "container", "ip": "192.168.83.10"},
-                "beta": {"type": "container", "ip": "192.168.83.11"},
-                "vmone": {
-                    "type": "vm",
-                    "ip": "192.168.83.20",
-                    "vcpu": 2,
-                    "memory": 1024,
-                    "packages": ["curl"],  # a layered image
-                    "snapshot": "off",  # the cold boot path: test_restore has the other
-                },
-            },
-        }
-    )
+    return make_config(
+        state_root,
+        alpha={"type": "container", "ip": "192.168.83.10"},
+        beta={"type": "container", "ip": "192.168.83.11"},
+        vmone={
+            "type": "vm", "ip": "192.168.83.20", "vcpu": 2, "memory": 1024,
+            "packages": ["curl"],  # a layered image
+            "snapshot": "off",  # the cold boot path: test_restore has the other
+        },
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +49,8 @@ def lab(config: Config) -> Iterator[Lab]:
 def running(config: Config, lab: Lab) -> Iterator[dict[str, Workspace]]:
     """Every workspace of the module's config, booted in its lab, by name; all stopped
     after the module, also when one of them failed to boot."""
-    started = {name: Workspace(spec, config, lab) for name, spec in config.workspaces.items()}
-    try:
-        for ws in started.values():
-            ws.start()
-        yield started
-    finally:
-        for ws in started.values():
-            ws.stop()
+    with contextlib.ExitStack() as stack:
+        yield {
+            name: stack.enter_context(Workspace(spec, config, lab))
+            for name, spec in config.workspaces.items()
+        }

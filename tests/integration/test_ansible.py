@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
-from wsfixture.model.config import Config, config_from_dict
+from tests.support.configs import make_config
+from tests.support.prereqs import require
+from wsfixture.model.config import Config
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
-pytestmark = [pytest.mark.integration, pytest.mark.vm]
+pytestmark = pytest.mark.vm
 
 PLAYBOOK = """\
 - hosts: workspaces
@@ -42,14 +43,8 @@ PLAYBOOK = """\
 
 @pytest.fixture(scope="module")
 def config(state_root: Path) -> Config:
-    return config_from_dict(
-        {
-            "defaults": {"stateRoot": str(state_root)},
-            "workspaces": {
-                "web": {"type": "container", "ip": "192.168.83.70"},
-                "db": {"type": "vm", "ip": "192.168.83.71", "vcpu": 1, "memory": 768},
-            },
-        }
+    return make_config(
+        state_root, web={"type": "container"}, db={"type": "vm", "vcpu": 1, "memory": 768}
     )
 
 

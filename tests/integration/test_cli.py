@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.leaks import leftovers
-from tests.integration.world import world as make_world
+from tests.support.leaks import leftovers
+from tests.support.world import world as make_world
 from wsfixture import checks
 from wsfixture.host import ledger, settings
-
-pytestmark = pytest.mark.integration
 
 CONFIG = """
 [network]

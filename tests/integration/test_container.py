@@ -14,16 +14,16 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.integration.leaks import leftovers
+from tests.support.configs import booted, make_config
+from tests.support.leaks import leftovers
 from wsfixture import checks
 from wsfixture.errors import CommandError, CommandTimeout, ConfigError, WaitTimeout
 from wsfixture.host import keys, ledger
-from wsfixture.model.config import Config, config_from_dict, load_config, workspace_spec
+from wsfixture.model.config import Config, load_config, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.remote import SshSession
 from wsfixture.workspace import Workspace
 
-pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
 
 
@@ -222,7 +222,7 @@ def test_stop_detaches_a_mount_inside_and_keeps_its_data(config: Config, tmp_pat
 
 def test_example_config_boots(tmp_path: Path) -> None:
     config = load_config(EXAMPLE).with_state_root(tmp_path)
-    with Lab(config.network) as lab, Workspace(config.workspaces["myproject"], config, lab) as ws:
+    with booted(config, "myproject") as [ws]:
         for package in ("git", "curl", "make"):  # a layer over the base image
             assert ws.host.package(package).is_installed
         resolv = ws.host.file("/etc/resolv.conf")
@@ -286,14 +286,8 @@ def test_a_taken_name_or_address_is_refused_before_anything_is_made(
 
 
 def test_the_dns_check_is_skipped_without_lab_dns(state_root: Path) -> None:
-    config = config_from_dict(
-        {
-            "network": {"dns": False},
-            "defaults": {"stateRoot": str(state_root)},
-            "workspaces": {"nodns": {"type": "container", "ip": "192.168.83.30"}},
-        }
-    )
-    with Lab(config.network) as lab, Workspace(config.workspaces["nodns"], config, lab) as ws:
+    config = make_config(state_root, network={"dns": False}, nodns={"type": "container"})
+    with booted(config, "nodns") as [ws]:
         outcomes = {o.check.id: o for o in checks.verify(ws)}
     assert outcomes["networking:dns"].result == "skipped"
     assert "network.dns = false" in outcomes["networking:dns"].detail

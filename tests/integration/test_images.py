@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root_and_tools
+from tests.support.prereqs import require_root_and_tools
 from wsfixture.errors import ImageBuildError
 from wsfixture.host import settings, system
 from wsfixture.image.build import ensure_image
 from wsfixture.image.cache import DAY
 from wsfixture.image.recipe import ImageRecipe
-
-pytestmark = pytest.mark.integration
 
 
 def fake_image(cache: Path, recipe: ImageRecipe, key: str = "", days_ago: float = 0) -> Path:

@@ -8,11 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support.prereqs import require_root_and_tools
 
-from tests.conftest import require_root_and_tools
-
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 
 

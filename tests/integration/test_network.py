@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root_and_tools
-from tests.integration.leaks import leftovers
-from tests.integration.world import WORLD_HTTP, WORLD_NAME, World
-from tests.integration.world import world as make_world
+from tests.support.configs import booted, make_config
+from tests.support.leaks import leftovers
+from tests.support.prereqs import require_root_and_tools
+from tests.support.world import WORLD_HTTP, WORLD_NAME, World
+from tests.support.world import world as make_world
 from wsfixture.errors import ConfigError
 from wsfixture.host import system
 from wsfixture.model.config import Config, config_from_dict, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
-pytestmark = pytest.mark.integration
 FETCH = (
     'python3 -c "import urllib.request,sys; '
     'print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())" '
@@ -55,15 +55,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory, world: World) -> Config:
-    return config_from_dict(
-        {
-            "network": {"internet": True, "uplinkNamespace": world.netns},
-            "defaults": {"stateRoot": str(tmp_path_factory.mktemp("net"))},
-            "workspaces": {
-                "online": {"type": "container", "ip": "192.168.83.80"},
-                "offline": {"type": "container", "ip": "192.168.83.81", "internet": False},
-            },
-        }
+    return make_config(
+        tmp_path_factory.mktemp("net"),
+        network={"internet": True, "uplinkNamespace": world.netns},
+        online={"type": "container", "ip": "192.168.83.80"},
+        offline={"type": "container", "ip": "192.168.83.81", "internet": False},
     )
 
 
@@ -117,13 +113,13 @@ def test_the_root_namespace_is_unchanged(online: Workspace, root_before: str) ->
 
 def test_without_internet_outside_names_fail_fast(config: Config, world: World) -> None:
     spec = workspace_spec(config, name="hermit", type="container", ip="192.168.83.82")
-    with Lab(config.network) as lab, Workspace(spec, config, lab) as ws:
+    with booted(config, spec) as [ws]:
         rc, out, err = ws.run(f"resolvectl query {WORLD_NAME}", timeout=10)
         assert rc != 0
         assert "refused" in (out + err).lower() or "not found" in (out + err).lower()
         # ... and the address does not answer: no uplink, nothing forwards.
         assert ws.run(f"{FETCH} http://{WORLD_HTTP}/", timeout=15)[0] != 0
-        uplinks = lab.run(["ip", "-o", "link"], check=True)
+        uplinks = ws.lab.run(["ip", "-o", "link"], check=True)
         assert "wsup0" not in uplinks
 
 

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import make_config
 from wsfixture import checks
 from wsfixture.backends import qemu
 from wsfixture.image.recipe import ImageRecipe
-from wsfixture.model.config import Config, config_from_dict
+from wsfixture.model.config import Config
 from wsfixture.model.spec import RELEASES
 from wsfixture.workspace import Workspace
 
-pytestmark = [pytest.mark.integration, pytest.mark.vm]
+pytestmark = pytest.mark.vm
 
 # Debian's version file, by release.
 VERSIONS = {"trixie": "13.", "bookworm": "12."}
@@ -25,16 +26,15 @@ VM = {"type": "vm", "vcpu": 1, "memory": 768}
 def config(state_root: Path) -> Config:
     # The defaults say bookworm; the trixie workspaces say so themselves: both ways of
     # choosing a release are exercised.
-    return config_from_dict(
-        {
-            "defaults": {"stateRoot": str(state_root), "release": "bookworm"},
-            "workspaces": {
-                "bookworm-ct": {"type": "container", "ip": "192.168.83.70"},
-                "bookworm-vm": {**VM, "ip": "192.168.83.71"},
-                "trixie-ct": {"type": "container", "ip": "192.168.83.72", "release": "trixie"},
-                "trixie-vm": {**VM, "ip": "192.168.83.73", "release": "trixie"},
-            },
-        }
+    return make_config(
+        state_root,
+        defaults={"release": "bookworm"},
+        **{
+            "bookworm-ct": {"type": "container"},
+            "bookworm-vm": VM,
+            "trixie-ct": {"type": "container", "release": "trixie"},
+            "trixie-vm": {**VM, "release": "trixie"},
+        },
     )
 
 

@@ -15,18 +15,19 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from tests.integration.leaks import leftovers
+from tests.support.configs import make_config
+from tests.support.leaks import leftovers
 from wsfixture import checks
 from wsfixture.backends import qemu
 from wsfixture.backends.qemu import template as template_maker
 from wsfixture.image import store, templates
 from wsfixture.model import derive
-from wsfixture.model.config import Config, config_from_dict
+from wsfixture.model.config import Config
 from wsfixture.net.lab import Lab
 from wsfixture.retry import retry_until
 from wsfixture.workspace import Workspace
 
-pytestmark = [pytest.mark.integration, pytest.mark.vm]
+pytestmark = pytest.mark.vm
 
 SHAPE = {"type": "vm", "vcpu": 1, "memory": 768}
 
@@ -42,18 +43,13 @@ def config(state_root: Path) -> Config:
         {"source": str(shared / "ro"), "target": "/srv/ro", "readOnly": True},
         {"source": str(shared / "rw"), "target": "/srv/rw"},
     ]
-    return config_from_dict(
-        {
-            "defaults": {"stateRoot": str(state_root)},
-            "workspaces": {
-                "twin-a": {**SHAPE, "ip": "192.168.83.40", "shares": shares},
-                "twin-b": {**SHAPE, "ip": "192.168.83.41", "shares": shares},
-                "rebuilt": {**SHAPE, "ip": "192.168.83.42", "packages": ["less"]},
-                "afterwards": {**SHAPE, "ip": "192.168.83.43", "packages": ["less"]},
-                "corrupt": {**SHAPE, "ip": "192.168.83.44"},
-                "fallback": {**SHAPE, "ip": "192.168.83.45", "memory": 640},
-            },
-        }
+    return make_config(
+        state_root,
+        **{"twin-a": {**SHAPE, "shares": shares}, "twin-b": {**SHAPE, "shares": shares}},
+        rebuilt={**SHAPE, "packages": ["less"]},
+        afterwards={**SHAPE, "packages": ["less"]},
+        corrupt=SHAPE,
+        fallback={**SHAPE, "memory": 640},
     )
 
 

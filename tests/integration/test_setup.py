@@ -17,8 +17,6 @@ from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def app_conf(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.leaks import leftovers, processes_with_cmdline
+from tests.support.configs import booted
+from tests.support.leaks import leftovers, processes_with_cmdline
 from wsfixture import PrerequisiteError, StartError, checks
 from wsfixture.backends import qemu
 from wsfixture.host import virt
@@ -19,7 +20,7 @@ from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
-pytestmark = [pytest.mark.integration, pytest.mark.vm]
+pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_microvm_machine(config: Config) -> None:
     spec = workspace_spec(
         config, name="vmmicro", type="vm", ip="192.168.83.24", vcpu=1, memory=768, machine="microvm"
     )
-    with Lab(config.network) as lab, Workspace(spec, config, lab) as ws:
+    with booted(config, spec) as [ws]:
         facts = ws.describe()
         assert facts["machine"] == "microvm"
         assert facts["shares"] == "virtiofs"

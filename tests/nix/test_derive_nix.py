@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import require
+from tests.support.prereqs import require
 from wsfixture.model import derive
 
 ROOT = Path(__file__).parents[2]

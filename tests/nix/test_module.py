@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, require
+from tests.support.prereqs import IN_CI, require
 from wsfixture import ConfigError, config_from_dict
 from wsfixture.cli.persistent import alias_lines
 from wsfixture.model import derive, fields

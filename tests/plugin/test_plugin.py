@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root_and_tools
-from tests.integration.leaks import leftovers
+from tests.support.leaks import leftovers
+from tests.support.prereqs import require_root_and_tools
 from wsfixture import checks
 
 CONFIG = """

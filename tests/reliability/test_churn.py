@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root_and_tools
-from tests.integration.leaks import leftovers, processes_with_cmdline
+from tests.support.leaks import leftovers, processes_with_cmdline
+from tests.support.prereqs import require_root_and_tools
 from wsfixture.model.config import config_from_dict
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
-pytestmark = pytest.mark.integration
 SOAK = os.environ.get("WSFIXTURE_SOAK") == "1"
 CYCLES = {"container": 30, "vm": 30 if SOAK else 3}
 TIME_LIMIT = {"container": 300.0, "vm": 1800.0 if SOAK else 300.0}

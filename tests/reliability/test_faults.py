@@ -13,31 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root_and_tools
-from tests.integration.leaks import leftovers, processes_with_cmdline
+from tests.support.configs import make_config
+from tests.support.leaks import leftovers, processes_with_cmdline
+from tests.support.prereqs import require_root_and_tools
 from wsfixture import ConfigError, ReadyTimeout
 from wsfixture.errors import ImageBuildError, WorkspaceGone
 from wsfixture.guest import identity
 from wsfixture.host import ledger, settings
 from wsfixture.image.recipe import ImageRecipe
-from wsfixture.model.config import Config, config_from_dict, config_from_toml
+from wsfixture.model.config import Config, config_from_toml
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     require_root_and_tools("systemd-nspawn", "qemu-system-x86_64", "dnsmasq")
-    return config_from_dict(
-        {
-            "defaults": {"stateRoot": str(tmp_path)},
-            "workspaces": {
-                "box": {"type": "container", "ip": "192.168.83.50"},
-                "vm": {"type": "vm", "ip": "192.168.83.51", "vcpu": 1, "memory": 768},
-            },
-        }
+    return make_config(
+        tmp_path,
+        box={"type": "container", "ip": "192.168.83.50"},  # its address is in the errors
+        vm={"type": "vm", "vcpu": 1, "memory": 768},
     )
 
 

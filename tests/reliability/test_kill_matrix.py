@@ -21,14 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root_and_tools
-from tests.integration.leaks import leftovers
+from tests.support.leaks import leftovers
+from tests.support.prereqs import require_root_and_tools
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import store, templates
 from wsfixture.image.build import ensure_image
 from wsfixture.image.recipe import ImageRecipe
 
-pytestmark = pytest.mark.integration
 SOAK = os.environ.get("WSFIXTURE_SOAK") == "1"
 KINDS = ("container", "vm")
 PHASES = ("build", "template", "boot", "body", "teardown")

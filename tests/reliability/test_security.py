@@ -9,28 +9,20 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.conftest import require_root_and_tools
+from tests.support.configs import booted, make_config
+from tests.support.prereqs import require_root_and_tools
 from wsfixture import checks
 from wsfixture.host import keys
-from wsfixture.model.config import Config, config_from_dict
 from wsfixture.model.spec import STANDARD_SHARES
-from wsfixture.net.lab import Lab
 from wsfixture.remote import SshSession
 from wsfixture.workspace import Workspace
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     require_root_and_tools("systemd-nspawn", "dnsmasq")
-    config: Config = config_from_dict(
-        {
-            "defaults": {"stateRoot": str(tmp_path_factory.mktemp("sec"))},
-            "workspaces": {"sec": {"type": "container", "ip": "192.168.83.60"}},
-        }
-    )
-    with Lab(config.network) as lab, Workspace(config.workspaces["sec"], config, lab) as ws:
+    config = make_config(tmp_path_factory.mktemp("sec"), sec={"type": "container"})
+    with booted(config, "sec") as [ws]:
         yield ws
 
 
@@ -71,7 +63,7 @@ def test_password_login_and_foreign_doas_are_refused(ws: Workspace) -> None:
 
 
 def test_nothing_listens_in_the_root_namespace(ws: Workspace) -> None:
-    from tests.integration.leaks import processes_with_cmdline
+    from tests.support.leaks import processes_with_cmdline
 
     dns = processes_with_cmdline(f"--pid-file={ws.lab.dir}")
     assert dns, "dnsmasq runs"

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.strategies import corruptions, documents, valid_configs
 from wsfixture import Config, ConfigError, config_from_dict, config_from_json, config_from_toml
 from wsfixture.model.config import load_config, override, workspace_spec
 
@@ -185,29 +186,6 @@ def test_override_keeps_identity() -> None:
 
 # -- properties ---------------------------------------------------------------------------
 
-names = st.from_regex(r"[a-z]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
-
-
-@st.composite
-def valid_configs(draw: st.DrawFn) -> dict[str, object]:
-    chosen = draw(st.lists(names, min_size=0, max_size=6, unique=True))
-    hosts = draw(st.lists(st.integers(10, 254), min_size=len(chosen), max_size=len(chosen),
-                          unique=True))  # fmt: skip
-    workspaces = {}
-    for name, host in zip(chosen, hosts, strict=True):
-        entry: dict[str, object] = {
-            "type": draw(st.sampled_from(["vm", "container"])),
-            "ip": f"192.168.83.{host}",
-        }
-        if draw(st.booleans()):
-            entry["vcpu"] = draw(st.integers(1, 256))
-        if draw(st.booleans()):
-            entry["autoStart"] = draw(st.booleans())
-        if draw(st.booleans()):
-            entry["packages"] = draw(st.lists(st.sampled_from(["git", "curl", "vim"]), max_size=3))
-        workspaces[name] = entry
-    return {"workspaces": workspaces}
-
 
 @given(valid_configs())
 def test_valid_configs_load_and_round_trip(data: dict[str, object]) -> None:
@@ -216,16 +194,6 @@ def test_valid_configs_load_and_round_trip(data: dict[str, object]) -> None:
         {"workspaces": {name: spec.to_dict() for name, spec in config.workspaces.items()}}
     )
     assert again.workspaces == config.workspaces
-
-
-corruptions = st.sampled_from(
-    [
-        ("type", "bogus"), ("type", None), ("ip", "999.1.1.1"), ("ip", 42), ("ip", "192.168.83.1"),
-        ("vcpu", -1), ("vcpu", "two"), ("memory", 10**9), ("disk", "huge"), ("packages", "git"),
-        ("packages", ["Not Valid"]), ("autoStart", "yes"), ("unknownKey", 1), ("shares", [1]),
-        ("machine", "pc-i440fx"), ("accel", "hvf"), ("config", 3),
-    ]
-)  # fmt: skip
 
 
 @settings(max_examples=150)
@@ -243,15 +211,6 @@ def test_corruptions_always_raise_config_error(
         data["workspaces"][name][key] = value
     with pytest.raises(ConfigError):
         config_from_dict(data)
-
-
-documents = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=12,
-)
 
 
 @given(documents)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.test_config import documents, valid_configs
+from tests.support.strategies import documents, valid_configs
 from wsfixture import ConfigError, config_from_dict
 from wsfixture.cli import main as cli
 from wsfixture.model import fields, schema

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root_and_tools
+from tests.support.prereqs import require_root_and_tools
 from wsfixture.guest.osconfig import CONTAINER_UID_BASE
 from wsfixture.guest.share_ids import (
     HOST_ROOT_IN_CONTAINER_SHARES,

@@ -51,3 +51,23 @@ def leftovers(lab_name: str) -> dict[str, object]:
     if records:
         found["ledger"] = records
     return found
+
+
+def footprint() -> set[str]:
+    """Everything wsfixture can leave on this machine: lab directories, namespaces, their
+    /etc/netns entries, cgroups and ledger records."""
+    from wsfixture.host import settings
+
+    places = {
+        "lab dir": settings.current().labs_dir,
+        "netns": Path("/run/netns"),
+        "/etc/netns": Path("/etc/netns"),
+        "cgroup": settings.current().cgroup_root,
+        "ledger record": settings.current().ledger_dir,
+    }
+    found = set()
+    for kind, place in places.items():
+        if place.is_dir():
+            entries = (p for p in place.iterdir() if kind != "cgroup" or p.is_dir())
+            found |= {f"{kind} {p.name}" for p in entries}
+    return found
