@@ -19,3 +19,17 @@ def test_the_flake_packages_pyprojects_dependencies() -> None:
     assert found, "the flake's package has no dependencies list"
     assert set(found.group(1).split()) == wanted
     assert "argcomplete" in wanted, "cli/main.py imports it on every start"
+
+
+def test_the_readme_layout_names_every_package_and_module() -> None:
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("```")[1]
+    package = ROOT / "src" / "wsfixture"
+    for entry in sorted(package.iterdir()):
+        if entry.is_dir() and (entry / "__init__.py").exists():
+            assert f"{entry.name}/" in layout, f"the README's layout lacks {entry.name}/"
+            for module in sorted(entry.rglob("*.py")):
+                if module.stem not in ("__init__", "__main__"):
+                    assert re.search(rf"\b{module.stem}\b", layout), f"no {module} in the layout"
+        elif entry.suffix == ".py" and entry.stem != "__init__":
+            assert entry.name in layout, f"the README's layout lacks {entry.name}"
