@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from wsfixture.errors import WsfixtureError
+from wsfixture.guest import identity, osconfig
 from wsfixture.model import derive
 from wsfixture.remote import SSH_PORT
 
@@ -148,17 +149,15 @@ def check_doas_others(ws: Workspace) -> None:
     _expect(rc != 0, f"user nobody could use doas: {out!r}")
     _, conf = _out(ws, "doas -n cat /etc/doas.conf")
     rules = [line for line in conf.splitlines() if line.strip() and not line.startswith("#")]
-    _expect(rules == [f"permit nopass {ws.user} as root"], f"unexpected doas rules: {rules}")
+    _expect(rules == [identity.doas_rule(ws.user)], f"unexpected doas rules: {rules}")
 
 
 # -- services -----------------------------------------------------------------------------
 
-SERVICES = ("systemd-networkd", "systemd-resolved", "ssh")
-
 
 def check_services(ws: Workspace) -> None:
-    """networkd, resolved and sshd are active, and no unit failed."""
-    for unit in SERVICES:
+    """What every image enables (networkd, resolved, sshd) is active, and no unit failed."""
+    for unit in osconfig.ENABLED_UNITS:
         _, state = _out(ws, f"systemctl is-active {unit}")
         _expect(state == "active", f"{unit} is {state!r}")
     _, failed = _out(ws, "systemctl --failed --no-legend --plain")

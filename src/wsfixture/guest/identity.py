@@ -82,6 +82,11 @@ def network_unit(identity: Identity) -> str:
     return match + "\n" + "\n".join(lines) + "\n"
 
 
+def doas_rule(user: str) -> str:
+    """The one doas rule of every workspace: its user, as root, without a password."""
+    return f"permit nopass {user} as root"
+
+
 def render(identity: Identity) -> dict[str, File]:
     """The files of the shared base, by absolute path inside the workspace."""
     uid = identity.user.uid
@@ -95,7 +100,7 @@ def render(identity: Identity) -> dict[str, File]:
             "::1 localhost ip6-localhost ip6-loopback\n"
         ),
         "/etc/systemd/network/10-wsfixture.network": File(network_unit(identity)),
-        "/etc/doas.conf": File(f"permit nopass {identity.user.name} as root\n", 0o400),
+        "/etc/doas.conf": File(doas_rule(identity.user.name) + "\n", 0o400),
         "/etc/ssh/ssh_host_ed25519_key": File(identity.host_key_private, 0o600),
         "/etc/ssh/ssh_host_ed25519_key.pub": File(identity.host_key_public),
         f"{ssh_dir}/authorized_keys": File(
