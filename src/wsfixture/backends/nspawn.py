@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 from wsfixture.backends.base import Backend, BackendContext
@@ -19,6 +18,7 @@ from wsfixture.guest import osconfig
 from wsfixture.host import idmap, system
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
+from wsfixture.retry import retry_until
 
 
 class NspawnBackend(Backend):
@@ -116,15 +116,17 @@ class NspawnBackend(Backend):
         """Put the host side of the container's veth on the lab bridge once nspawn made it."""
         ifname = derive.veth_host_name(self.ctx.spec.name)
         bridge = self.ctx.lab.network.bridge
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def attached(last_try: bool) -> bool | None:
             try:
                 self.ctx.lab.ip_batch(f"link set {ifname} master {bridge} up")
-                return
+                return True
             except system.HostCommandError:
-                if not self.is_up() or time.monotonic() > deadline:
+                if last_try or not self.is_up():
                     raise
-                time.sleep(0.002)
+                return None
+
+        retry_until(attached, timeout, 0.002)
 
     def stop(self, timeout: float) -> None:
         if self.is_up():

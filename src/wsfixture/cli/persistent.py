@@ -26,6 +26,7 @@ from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
 from wsfixture.progress import Say
+from wsfixture.retry import retry_until
 from wsfixture.workspace import Workspace
 
 UP_TIMEOUT = {"container": 120.0, "vm": 600.0}
@@ -121,10 +122,7 @@ def stop_supervised(record: ledger.Record, timeout: float = 60.0) -> None:
     """Stop the supervised workspace of ``record``: ask its supervisor, force it if it
     will not."""
     record.owner.signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while record.path.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if record.path.exists():
+    if retry_until(lambda _: None if record.path.exists() else True, timeout, 0.1) is None:
         record.owner.signal(signal.SIGKILL)
         failures = ledger.release(record)
         if failures:

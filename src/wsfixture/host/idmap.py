@@ -16,12 +16,12 @@ import ctypes
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from wsfixture.errors import PrerequisiteError
 from wsfixture.guest.share_ids import IdMap, map_text
 from wsfixture.host import system
+from wsfixture.retry import retry_until
 
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442  # the same on x86_64 and arm64
 AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
@@ -72,11 +72,14 @@ def _new_user_namespace(uid_map: str, gid_map: str, timeout: float = 5.0) -> int
     )
     try:
         own = os.readlink("/proc/self/ns/user")
-        deadline = time.monotonic() + timeout
-        while os.readlink(f"/proc/{holder.pid}/ns/user") == own:
-            if holder.poll() is not None or time.monotonic() > deadline:
-                raise PrerequisiteError("unshare --user did not make a user namespace")
-            time.sleep(0.001)
+
+        def entered(_: bool) -> bool | None:
+            if os.readlink(f"/proc/{holder.pid}/ns/user") != own:
+                return True
+            return False if holder.poll() is not None else None
+
+        if not retry_until(entered, timeout, 0.001):
+            raise PrerequisiteError("unshare --user did not make a user namespace")
         Path(f"/proc/{holder.pid}/uid_map").write_text(uid_map)
         Path(f"/proc/{holder.pid}/gid_map").write_text(gid_map)
         return os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)

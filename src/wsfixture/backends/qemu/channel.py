@@ -12,6 +12,7 @@ from pathlib import Path
 
 from wsfixture.errors import TemplateError
 from wsfixture.host import system
+from wsfixture.retry import retry_until
 
 CONNECT_TIMEOUT = 30.0
 
@@ -31,16 +32,20 @@ def listening(path: Path) -> Iterator[socket.socket]:
 
 def accept(listener: socket.socket, process: subprocess.Popen[bytes], log: Path) -> socket.socket:
     """QEMU's connection to the port's socket (made while it starts)."""
-    listener.settimeout(0.1)
-    deadline = time.monotonic() + CONNECT_TIMEOUT
-    while time.monotonic() < deadline:
+    listener.settimeout(0.1)  # each try waits this long for QEMU
+
+    def connected(_: bool) -> socket.socket | None:
         try:
-            channel, _ = listener.accept()
-            return channel
+            return listener.accept()[0]
         except TimeoutError:
             if process.poll() is not None:
                 tail = system.tail(log, 8)
                 raise TemplateError(f"QEMU exited {process.returncode}: {tail}") from None
+            return None
+
+    channel = retry_until(connected, CONNECT_TIMEOUT, 0.0)
+    if channel is not None:
+        return channel
     raise TemplateError(
         f"QEMU did not connect to the identity socket within {CONNECT_TIMEOUT:.0f} s"
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from wsfixture.errors import WsfixtureError
+from wsfixture.retry import retry_until
 
 
 class QmpError(WsfixtureError):
@@ -84,13 +84,12 @@ class QmpClient:
 
 def wait_migration(qmp: QmpClient, timeout: float) -> str:
     """Poll a migration (a save or a load) until it ends: "completed", or why not."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def ended(_: bool) -> str | None:
         info = qmp.command("query-migrate")
         status = str(info.get("status", "none"))
         if status in ("failed", "cancelled"):
             return f"{status}: {info.get('error-desc', 'no reason given')}"
-        if status == "completed":
-            return status
-        time.sleep(0.02)
-    return f"not done after {timeout:.0f}s"
+        return status if status == "completed" else None
+
+    return retry_until(ended, timeout, 0.02) or f"not done after {timeout:.0f}s"
