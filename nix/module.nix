@@ -26,6 +26,23 @@ let
         unit = lib.toUpper (if builtins.elemAt m 2 == null then "M" else builtins.elemAt m 2);
         n = lib.toInt (builtins.elemAt m 0);
       in { K = n / 1024; M = n; G = n * 1024; T = n * 1048576; }.${unit};
+  vcpuType = types.ints.between 1 256;
+  memoryType = types.ints.between 128 1048576;
+  pidsType = types.ints.between 64 4194304;
+  # What a VM gets when neither it nor the defaults say (the Python side's VM_RESOURCES).
+  vmResources = { vcpu = 8; memory = 4096; disk = 8192; pids = 4096; };
+  firstSet = values: lib.findFirst (v: v != null) null values;
+  resourcesOf = ws: let kind = if ws.type == "vm" then vmResources else { }; in {
+    vcpu = firstSet [ ws.vcpu cfg.defaults.vcpu (kind.vcpu or null) ];
+    memory = firstSet [ ws.memory cfg.defaults.memory (kind.memory or null) ];
+    disk = firstSet [ ws.disk (kind.disk or null) ];
+    pids = firstSet [ ws.pids cfg.defaults.pids (kind.pids or null) ];
+  };
+  # A container's bounds as properties of its systemd unit (memory with no swap beyond it).
+  containerLimits = ws: let r = resourcesOf ws; in
+    lib.optionalAttrs (r.memory != null) { MemoryMax = "${toString r.memory}M"; MemorySwapMax = "0"; }
+    // lib.optionalAttrs (r.vcpu != null) { CPUQuota = "${toString (r.vcpu * 100)}%"; }
+    // lib.optionalAttrs (r.pids != null) { TasksMax = toString r.pids; };
   diskType = let inRange = n: n >= 256 && n <= 16777216; in types.either
     (types.addCheck types.int inRange)
     (types.addCheck types.str (s: sizeMatch s != null && inRange (sizeMiB s)));
@@ -54,9 +71,11 @@ let
         default = [ ];
         description = "Package names (nixpkgs attributes here, Debian names in wsfixture's own images).";
       };
-      vcpu = mkOption { type = types.ints.between 1 256; default = 8; };
-      memory = mkOption { type = types.ints.between 128 1048576; default = 4096; description = "MiB"; };
-      disk = mkOption { type = diskType; default = 8192; description = "MiB, or a size like \"8G\" (256 MiB to 16 TiB)"; };
+      # null: the defaults' value, else the kind's (a VM's vmResources; a container: no limit).
+      vcpu = mkOption { type = types.nullOr vcpuType; default = null; description = "VMs: virtual CPUs (8); containers: a CPU time bound (none)."; };
+      memory = mkOption { type = types.nullOr memoryType; default = null; description = "MiB. VMs: 4096; containers: a bound, swap included (none)."; };
+      disk = mkOption { type = types.nullOr diskType; default = null; description = "VMs: MiB, or a size like \"8G\" (256 MiB to 16 TiB; 8192)."; };
+      pids = mkOption { type = types.nullOr pidsType; default = null; description = "Processes and threads. VMs: 4096; containers: a bound (none)."; };
       shares = mkOption {
         default = [ ];
         type = types.listOf (types.submodule {
@@ -182,6 +201,9 @@ in
       release = mkOption { type = types.enum [ "trixie" "bookworm" ]; default = "trixie"; };
       setup = mkOption { type = types.listOf types.str; default = [ ]; };
       files = mkOption { type = types.attrsOf types.str; default = { }; };
+      vcpu = mkOption { type = types.nullOr vcpuType; default = null; description = "Every workspace's vcpu unless it sets its own."; };
+      memory = mkOption { type = types.nullOr memoryType; default = null; description = "Every workspace's memory unless it sets its own."; };
+      pids = mkOption { type = types.nullOr pidsType; default = null; description = "Every workspace's pids unless it sets its own."; };
     };
     workspaces = mkOption {
       type = types.attrsOf (types.submodule workspaceModule);
@@ -233,7 +255,13 @@ in
 
     # Host keys generated once and persisted in <stateRoot>/<name>/ssh-host-keys; the state
     # directories are created 0700 before the workspace starts, and never removed.
-    systemd.services = lib.mapAttrs' (name: ws: lib.nameValuePair "sandboxed-workspace-keys-${name}" {
+    systemd.services = lib.mapAttrs' (name: ws: lib.nameValuePair "container@${name}" {
+      serviceConfig = containerLimits ws;
+    }) (lib.filterAttrs (_: ws: containerLimits ws != { }) containers)
+    // lib.mapAttrs' (name: ws: lib.nameValuePair "microvm@${name}" {
+      serviceConfig.TasksMax = toString (resourcesOf ws).pids;
+    }) vms
+    // lib.mapAttrs' (name: ws: lib.nameValuePair "sandboxed-workspace-keys-${name}" {
       description = "wsfixture: state directories and persistent SSH host key of ${name}";
       wantedBy = [ (unitOf name ws) ];
       before = [ (unitOf name ws) ];
@@ -265,15 +293,15 @@ in
         imports = [ ws.config (sharedBase name ws) ];
         microvm = {
           hypervisor = "qemu";
-          vcpu = ws.vcpu;
-          mem = ws.memory;
+          vcpu = (resourcesOf ws).vcpu;
+          mem = (resourcesOf ws).memory;
           interfaces = [{ type = "tap"; id = derive.tapName name; mac = derive.mac name; }];
           # The seed: a VM's own /nix/store is an overlay, its writable part on a disk of
           # `disk` MiB (8 GB by default) over the host's store, shared read-only.
           shares = map (s: { proto = "virtiofs"; inherit (s) tag source mountPoint; }) (sharesOf name ws)
             ++ [{ proto = "virtiofs"; tag = "ro-store"; source = "/nix/store"; mountPoint = "/nix/.ro-store"; }];
           writableStoreOverlay = "/nix/.rw-store";
-          volumes = [{ image = "nix-store-overlay.img"; mountPoint = "/nix/.rw-store"; size = sizeMiB ws.disk; }];
+          volumes = [{ image = "nix-store-overlay.img"; mountPoint = "/nix/.rw-store"; size = sizeMiB (resourcesOf ws).disk; }];
           vsock.cid = derive.vsockCid name;
         };
       };

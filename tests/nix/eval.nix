@@ -75,4 +75,7 @@ in
   extraHosts = cfg.networking.extraHosts;
   bridge = { inherit (cfg.networking) bridges; addresses = lib.mapAttrs (_: i: i.ipv4.addresses) cfg.networking.interfaces; };
   keyServices = lib.mapAttrs (_: s: { inherit (s) wantedBy before; }) cfg.systemd.services;
+  # The units' resource properties: a container's bounds, a VM's TasksMax.
+  limits = lib.mapAttrs (_: s: s.serviceConfig)
+    (lib.filterAttrs (n: _: lib.hasPrefix "container@" n || lib.hasPrefix "microvm@" n) cfg.systemd.services);
 }

@@ -28,7 +28,7 @@ from wsfixture import ConfigError, config_from_dict
 from wsfixture.cli.persistent import alias_lines
 from wsfixture.model import derive, fields
 from wsfixture.model.config import Config, Defaults, NetworkSpec, UserSpec, WorkspaceSpec
-from wsfixture.model.spec import STANDARD_SHARE_TABLE
+from wsfixture.model.spec import STANDARD_SHARE_TABLE, Resources
 
 ROOT = Path(__file__).parents[2]
 EVAL = Path(__file__).with_name("eval.nix")
@@ -181,7 +181,9 @@ EXAMPLE = {
     },
     "workspaces": {
         "web": {"type": "container", "ip": "192.168.83.10", "autoStart": True, "packages": ["curl"],
-                "shares": [{"source": "/srv/data", "target": "/data", "readOnly": True}]},
+                "shares": [{"source": "/srv/data", "target": "/data", "readOnly": True}],
+                "memory": 512, "vcpu": 1},
+        "open": {"type": "container", "ip": "192.168.83.11"},
         "builder": {"type": "vm", "ip": "192.168.83.20", "vcpu": 2, "memory": 2048, "disk": "16G",
                     "restartIfChanged": False, "shares": [{"source": "~/src", "target": "/src"}]},
         "idle": {"type": "vm", "ip": "192.168.83.21"},
@@ -194,7 +196,7 @@ def made() -> dict[str, Any]:
     return nix_eval(  # type: ignore[no-any-return]
         EXAMPLE,
         "{ inherit (r) failedAssertions containers vms autostart shellAliases extraHosts bridge "
-        "keyServices; }",
+        "keyServices limits; }",
     )
 
 
@@ -205,7 +207,7 @@ def config() -> Config:
 
 def test_the_example_evaluates_without_a_failed_assertion(made: dict[str, Any]) -> None:
     assert made["failedAssertions"] == []
-    assert set(made["containers"]) == {"web"}
+    assert set(made["containers"]) == {"web", "open"}
     assert set(made["vms"]) == {"builder", "idle"}
 
 
@@ -257,7 +259,9 @@ def test_vms_carry_what_python_derives(made: dict[str, Any], config: Config) -> 
             {"type": "tap", "id": derive.tap_name(name), "mac": derive.mac(name)}
         ]
         assert micro["vsockCid"] == derive.vsock_cid(name)
-        assert (micro["vcpu"], micro["mem"]) == (spec.vcpu, spec.memory)
+        wanted = config.resources_for(spec)
+        assert (micro["vcpu"], micro["mem"]) == (wanted.vcpu, wanted.memory)
+        assert made["limits"][f"microvm@{name}"] == {"TasksMax": str(wanted.pids)}
         assert micro["hypervisor"] == "qemu"
         shares = [
             {"proto": "virtiofs", "tag": s["tag"], "mountPoint": s["mountPoint"],
@@ -269,7 +273,7 @@ def test_vms_carry_what_python_derives(made: dict[str, Any], config: Config) -> 
         assert micro["shares"] == [*shares, ro_store]
         assert micro["writableStoreOverlay"] == "/nix/.rw-store"
         assert micro["volumes"] == [
-            {"image": "nix-store-overlay.img", "mountPoint": "/nix/.rw-store", "size": spec.disk}
+            {"image": "nix-store-overlay.img", "mountPoint": "/nix/.rw-store", "size": wanted.disk}
         ]
         network = vm["base"]["network"]
         assert network["matchConfig"] == {"MACAddress": derive.mac(name)}
@@ -282,6 +286,33 @@ def test_vms_carry_what_python_derives(made: dict[str, Any], config: Config) -> 
 def test_the_seed_vm_defaults_are_8_vcpus_4_gb_and_an_8_gb_overlay(made: dict[str, Any]) -> None:
     idle = made["vms"]["idle"]["microvm"]
     assert (idle["vcpu"], idle["mem"], idle["volumes"][0]["size"]) == (8, 4096, 8192)
+
+
+def test_container_limits_are_their_units_properties(made: dict[str, Any], config: Config) -> None:
+    # Set ones are enforced by systemd (memory with no swap beyond it); unset, no limit.
+    wanted = config.resources_for(config.workspaces["web"])
+    assert (wanted.memory, wanted.vcpu, wanted.pids) == (512, 1, None)
+    assert made["limits"]["container@web"] == {
+        "MemoryMax": "512M",
+        "MemorySwapMax": "0",
+        "CPUQuota": "100%",
+    }
+    assert "container@open" not in made["limits"]
+    assert config.resources_for(config.workspaces["open"]) == Resources()
+
+
+def test_the_defaults_limits_reach_every_workspace() -> None:
+    data = {**EXAMPLE, "defaults": {**EXAMPLE["defaults"], "memory": 1024, "pids": 256}}
+    limits = nix_eval(data, "r.limits")
+    config = config_from_dict(data)
+    for name, spec in config.workspaces.items():
+        wanted = config.resources_for(spec)
+        unit = f"{'microvm' if spec.is_vm else 'container'}@{name}"
+        assert limits[unit]["TasksMax"] == str(wanted.pids) == "256"
+        if not spec.is_vm:
+            assert limits[unit]["MemoryMax"] == f"{wanted.memory}M"
+    assert config.resources_for(config.workspaces["idle"]).memory == 1024
+    assert config.resources_for(config.workspaces["builder"]).memory == 2048
 
 
 def test_every_workspace_gets_the_shared_base(made: dict[str, Any]) -> None:
@@ -352,6 +383,10 @@ INVALID: dict[str, dict[str, Any]] = {
     "vcpu zero": ws(vcpu=0),
     "vcpu not a number": ws(vcpu="many"),
     "memory too small": ws(memory=64),
+    "container memory too small": ws(type="container", memory=64),
+    "pids too few to boot": ws(pids=10),
+    "pids not a number": ws(type="container", pids="many"),
+    "defaults memory too small": {"defaults": {"memory": 1}, **ws()},
     "disk not a size": ws(disk="lots"),
     "disk too small": ws(disk=100),
     "disk too large": ws(disk="20T"),

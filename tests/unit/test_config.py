@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from tests.support.strategies import corruptions, documents, valid_configs
 from wsfixture import Config, ConfigError, config_from_dict, config_from_json, config_from_toml
 from wsfixture.model.config import load_config, override, workspace_spec
+from wsfixture.model.spec import VM_RESOURCES, Resources
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
 
@@ -31,10 +32,25 @@ def test_example_loads() -> None:
 
 
 def test_defaults() -> None:
-    spec = workspace_spec(name="a", type="vm", ip="192.168.83.10")
-    assert (spec.vcpu, spec.memory, spec.disk) == (8, 4096, 8192)
-    assert spec.auto_start is False
-    assert spec.restart_if_changed is True
+    config = config_from_dict(
+        {"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10"},
+                        "c": {"type": "container", "ip": "192.168.83.11"}}}
+    )  # fmt: skip
+    vm, container = config.workspaces["a"], config.workspaces["c"]
+    assert config.resources_for(vm) == VM_RESOURCES
+    assert config.resources_for(container) == Resources(), "containers: no limit unless set"
+    assert vm.auto_start is False
+    assert vm.restart_if_changed is True
+
+
+def test_limits_come_from_the_workspace_else_the_defaults_else_the_kind() -> None:
+    config = config_from_dict(
+        {"defaults": {"memory": 1024, "pids": 512},
+         "workspaces": {"vm": {"type": "vm", "ip": "192.168.83.10", "vcpu": 2},
+                        "ct": {"type": "container", "ip": "192.168.83.11", "memory": 256}}}
+    )  # fmt: skip
+    assert config.resources_for(config.workspaces["vm"]) == Resources(2, 1024, 8192, 512)
+    assert config.resources_for(config.workspaces["ct"]) == Resources(None, 256, None, 512)
 
 
 def test_five_mistakes_reported_together() -> None:
@@ -173,7 +189,8 @@ def test_nix_eval_json_shape() -> None:
     config = config_from_json(text)
     spec = config.workspaces["nixpkgs-contrib"]
     assert spec.config == "/nix/store/abc-nixpkgs-contrib.nix"
-    assert spec.vcpu == 8
+    assert spec.vcpu is None, "null: unset"
+    assert config.resources_for(spec).vcpu == VM_RESOURCES.vcpu
 
 
 def test_override_keeps_identity() -> None:

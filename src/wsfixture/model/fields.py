@@ -186,7 +186,9 @@ def boolean(default: bool | None, doc: str, **extra: Any) -> Any:
     return declared(default, doc=doc, parse=parse, schema={"type": "boolean"}, **extra)
 
 
-def integer(default: int, doc: str, low: int, high: int, unit: str = "", **extra: Any) -> Any:
+def integer(
+    default: int | None, doc: str, low: int, high: int, unit: str = "", **extra: Any
+) -> Any:
     allowed = f"an integer from {low} to {high}{unit}"
 
     def parse(value: object, where: str, ctx: Context) -> Any:
@@ -203,7 +205,7 @@ def integer(default: int, doc: str, low: int, high: int, unit: str = "", **extra
     return declared(default, doc=doc, parse=parse, schema=schema, **extra)
 
 
-def size_mib(default: int, doc: str, low: int, high: int, **extra: Any) -> Any:
+def size_mib(default: int | None, doc: str, low: int, high: int, **extra: Any) -> Any:
     """MiB as an integer, or a string like "8G" or "512MiB"."""
     allowed = f'MiB as an integer, or a string like "8G" or "512M", from {low} MiB to 16 TiB'
     factors = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}

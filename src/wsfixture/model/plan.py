@@ -6,6 +6,7 @@ for VMs), beside what is derived from its name.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from wsfixture.model import derive, fields
@@ -27,6 +28,12 @@ def plan(config: Config, accel: str | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {
             **derive.identity(spec.name, str(spec.ip)),
             **_fields_of(spec),
+            # What it may use, resolved (its own, the defaults', its kind's); none: no limit.
+            "resources": {
+                key: value
+                for key, value in dataclasses.asdict(config.resources_for(spec)).items()
+                if value is not None
+            },
             "release": config.release_for(spec),
             "packages": list(config.packages_for(spec)),
             # What the image layer gets beyond packages: the defaults' and its own, merged.
@@ -77,13 +84,15 @@ def render_text(data: dict[str, Any]) -> str:
             *[("setup" if i == 0 else "", line) for i, line in enumerate(ws["setup"])],
             ("state dirs", ", ".join(ws["stateDirs"].values())),
         ]
+        res = ws["resources"]
+        shown = [
+            f"{res['vcpu']} vcpu" if "vcpu" in res else "",
+            f"{res['memory']} MiB" if "memory" in res else "",
+            f"disk {res['disk']} MiB" if "disk" in res else "",
+            f"pids {res['pids']}" if "pids" in res else "",
+        ]
         if ws["type"] == "vm":
-            rows.append(
-                (
-                    "resources",
-                    f"{ws['vcpu']} vcpu, {ws['memory']} MiB, disk {ws['disk']} MiB, "
-                    f"{ws['machine']}, accel {ws['accel']}, vsock {ws['vsock']}",
-                )
-            )
+            shown += [ws["machine"], f"accel {ws['accel']}", f"vsock {ws['vsock']}"]
+        rows.append(("resources", ", ".join(part for part in shown if part) or "no limits"))
         lines += [f"  {key:<11} {value}" for key, value in rows]
     return "\n".join(lines)

@@ -38,6 +38,7 @@ SUBNET_PREFIXES = (8, 29)
 
 VCPU_RANGE = (1, 256)
 MEMORY_RANGE_MIB = (128, 1024 * 1024)
+PIDS_RANGE = (64, 4 * 1024 * 1024)  # below 64 a container's own boot cannot fork (measured)
 DISK_RANGE_MIB = (256, 16 * 1024 * 1024)
 UID_RANGE = (1000, 60000)
 DEFAULT_SUBNET = ipaddress.IPv4Network("192.168.83.0/24")
@@ -213,6 +214,20 @@ def _range_in_order(network: NetworkSpec, where: str, ctx: fields.Context) -> bo
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What a workspace may use; None: no limit (a container's unless it is given one)."""
+
+    vcpu: int | None = None
+    memory: int | None = None  # MiB
+    disk: int | None = None  # MiB
+    pids: int | None = None
+
+
+# A VM's when neither it nor the defaults say: the seed's 8 vCPUs, 4 GiB and 8 GiB disk.
+VM_RESOURCES = Resources(vcpu=8, memory=4096, disk=8192, pids=4096)
+
+
+@dataclass(frozen=True)
 class Defaults:
     """What every workspace gets unless it says otherwise."""
 
@@ -237,6 +252,18 @@ class Defaults:
     files: tuple[tuple[str, Path], ...] = fields.file_map(
         "files every workspace's image gets: guest path -> host file (before the setup lines)"
     )
+    vcpu: int | None = fields.integer(
+        None, "every workspace's `vcpu` unless it sets its own (containers: a bound)",
+        *VCPU_RANGE,
+    )  # fmt: skip
+    memory: int | None = fields.integer(
+        None, "every workspace's `memory` unless it sets its own (containers: a bound)",
+        *MEMORY_RANGE_MIB, unit=" MiB",
+    )  # fmt: skip
+    pids: int | None = fields.integer(
+        None, "every workspace's `pids` unless it sets its own (containers: a bound)",
+        *PIDS_RANGE,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -269,13 +296,23 @@ class WorkspaceSpec:
     files: tuple[tuple[str, Path], ...] = fields.file_map(
         "files put into its image beside the defaults': guest path -> host file"
     )
-    vcpu: int = fields.integer(8, "virtual CPUs (clamped to the host's)", *VCPU_RANGE, vm_only=True)
-    memory: int = fields.integer(
-        4096, "memory in MiB (clamped to the host's)", *MEMORY_RANGE_MIB, unit=" MiB",
-        vm_only=True,
+    vcpu: int | None = fields.integer(
+        None, f"CPUs: a VM's virtual CPUs (default {VM_RESOURCES.vcpu}, clamped to the host's); "
+        "a container's CPU time, in CPUs (default: no limit)", *VCPU_RANGE,
     )  # fmt: skip
-    disk: int = fields.size_mib(8192, "root disk size in MiB, or like \"8G\"", *DISK_RANGE_MIB,
-                                vm_only=True)  # fmt: skip
+    memory: int | None = fields.integer(
+        None, f"memory in MiB: a VM's (default {VM_RESOURCES.memory}, clamped to the host's); "
+        "a container's bound, swap included, over which it is OOM-killed (default: no limit)",
+        *MEMORY_RANGE_MIB, unit=" MiB",
+    )  # fmt: skip
+    disk: int | None = fields.size_mib(
+        None, f"a VM's root disk size in MiB, or like \"8G\" (default {VM_RESOURCES.disk})",
+        *DISK_RANGE_MIB, vm_only=True,
+    )  # fmt: skip
+    pids: int | None = fields.integer(
+        None, f"processes and threads: a VM's QEMU and share daemons (default "
+        f"{VM_RESOURCES.pids}); a container's (default: no limit)", *PIDS_RANGE,
+    )  # fmt: skip
     shares: tuple[ShareSpec, ...] = tables.section_list(
         ShareSpec, "extra host directories to share in", _distinct_targets
     )
@@ -339,6 +376,18 @@ class Config:
     def snapshot_for(self, spec: WorkspaceSpec) -> str:
         """Whether a VM may restore a template: its own setting, else the defaults'."""
         return spec.snapshot or self.defaults.snapshot
+
+    def resources_for(self, spec: WorkspaceSpec) -> Resources:
+        """What a workspace may use: its own settings, else the defaults', else its kind's
+        (a VM's ``VM_RESOURCES``; a container's: no limit)."""
+        kind = VM_RESOURCES if spec.is_vm else Resources()
+        defaults = self.defaults
+        return Resources(
+            vcpu=spec.vcpu or defaults.vcpu or kind.vcpu,
+            memory=spec.memory or defaults.memory or kind.memory,
+            disk=spec.disk or kind.disk,
+            pids=spec.pids or defaults.pids or kind.pids,
+        )
 
     def release_for(self, spec: WorkspaceSpec) -> str:
         """The Debian release a workspace's image is built from."""

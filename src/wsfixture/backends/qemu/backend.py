@@ -74,8 +74,14 @@ class QemuBackend(Backend):
         self.tap = derive.tap_name(spec.name)
         self.progress: Callable[[str], None] = ctx.progress or stderr_progress
         self.accel = virt.host_accel(spec.accel)
+        wanted = ctx.config.resources_for(spec)
+        # A VM's always has values (its kind's defaults at least).
+        assert wanted.vcpu is not None
+        assert wanted.memory is not None
+        assert wanted.disk is not None
+        self.disk_mib = wanted.disk
         self.vcpu, self.memory, self.warnings = virt.clamp_resources(
-            spec.vcpu, spec.memory, os.cpu_count() or 1, virt.host_memory_mib()
+            wanted.vcpu, wanted.memory, os.cpu_count() or 1, virt.host_memory_mib()
         )
         if spec.vsock == "required" and not virt.vsock_available():
             raise PrerequisiteError(
@@ -110,7 +116,7 @@ class QemuBackend(Backend):
             machine=self.ctx.spec.machine,
             vcpu=self.vcpu,
             memory=self.memory,
-            disk=self.ctx.spec.disk,
+            disk=self.disk_mib,
             accel=self.accel.name,
             share_transport=SHARE_TRANSPORT,
             qemu=qemu_version(),
@@ -187,7 +193,7 @@ class QemuBackend(Backend):
 
     def create_overlay(self) -> None:
         """A new qcow2 overlay over the cached base disk: every boot starts from the image."""
-        disk.create_overlay(self.image.disk, self.overlay, "raw", self.ctx.spec.disk)
+        disk.create_overlay(self.image.disk, self.overlay, "raw", self.disk_mib)
 
     def launch(self, boot: Boot, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
         self.process = self.spawn(
