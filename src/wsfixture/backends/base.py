@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsfixture.guest.share_ids import ShareOwners
-from wsfixture.host import ledger, settings, system
+from wsfixture.host import ledger, limits, settings, system
 from wsfixture.host import setid_filter as filters
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
-from wsfixture.model.spec import STANDARD_SHARE_TABLE
+from wsfixture.model.spec import STANDARD_SHARE_TABLE, Resources
 from wsfixture.net.lab import Lab
 
 
@@ -57,6 +57,10 @@ class Backend(abc.ABC):
         self.spawned: list[subprocess.Popen[bytes]] = []
         # The machine and its helpers, so cgroup.kill can end them all.
         self.cgroup = settings.current().cgroup_root / f"{ctx.lab.name}-{ctx.spec.name}"
+        self.resources = ctx.config.resources_for(ctx.spec)
+        # Where ``cgroup``'s limits are on a hybrid host (``host.limits``): its processes
+        # join these v1 cgroups too.
+        self.limit_dirs: list[Path] = []
 
     def shares(self) -> list[tuple[str, Path, str, bool]]:
         """(tag, host dir, guest path, read-only): the seed's three standard directories
@@ -108,7 +112,11 @@ class Backend(abc.ABC):
 
     def describe(self) -> dict[str, object]:
         """Facts for status and reports."""
-        return {"kind": self.kind, "pid": self.process.pid if self.process else None}
+        return {
+            "kind": self.kind,
+            "pid": self.process.pid if self.process else None,
+            "limits": self.limit_facts(),
+        }
 
     def spawn(
         self,
@@ -130,9 +138,10 @@ class Backend(abc.ABC):
         # throughout, so the PID we record is the machine's.
         if self.ctx.die_with_owner:
             argv = ["setpriv", "--pdeathsig", "TERM", "--", *argv]
+        also = self.limit_dirs if cgroup == self.cgroup else []
         with open(log, "ab") as output:
             process = subprocess.Popen(
-                system.in_cgroup(cgroup, argv),
+                system.in_cgroup(cgroup, argv, also),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -146,6 +155,18 @@ class Backend(abc.ABC):
         if ref is not None:
             record.add_process(ref)
         return process
+
+    def enforce(self, resources: Resources) -> None:
+        """Put ``resources``' limits on the machine's cgroup before anything runs in it;
+        the v1 cgroups they need are in the ledger record first, for ``gc``."""
+        for directory in limits.v1_dirs(self.cgroup, resources):
+            self.ctx.record.add_cgroup(directory)
+        self.limit_dirs = limits.apply(self.cgroup, resources)
+
+    def limit_facts(self) -> dict[str, object]:
+        """What the machine may use, for ``describe``: its limits, and how many of its
+        processes the OOM killer ended."""
+        return {**limits.describe(self.resources), "oom_kills": limits.oom_kills(self.cgroup)}
 
     def reap_spawned(self) -> None:
         """Collect the exit status of what ``spawn`` started, once its cgroup was killed:
@@ -162,6 +183,11 @@ class Backend(abc.ABC):
         ledger.kill_cgroup(str(cgroup))
         self.reap_spawned()
         self.ctx.record.drop_cgroup(cgroup)
+        if cgroup == self.cgroup:
+            for directory in self.limit_dirs:  # emptied with it: their processes are its
+                ledger.kill_cgroup(str(directory))
+                self.ctx.record.drop_cgroup(directory)
+            self.limit_dirs = []
 
 
 def backend_class(kind: str) -> type[Backend]:

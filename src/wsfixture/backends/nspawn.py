@@ -96,6 +96,7 @@ class NspawnBackend(Backend):
         # TERM=dumb: the console log is read as plain text, without colour escapes.
         env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "TERM": "dumb"}
         self.guard_port(derive.veth_host_name(self.ctx.spec.name))
+        self.enforce(self.resources)  # none unless set: the seed's containers are unbounded
         # The whole container under the setid filter: no setuid, setgid (nor, without
         # CAP_SETFCAP, capability-bearing) file anywhere, a share included.
         self.process = self.spawn(

@@ -21,7 +21,7 @@ from typing import Any
 from filelock import FileLock
 
 from wsfixture.errors import CleanupError
-from wsfixture.host import ledger, settings
+from wsfixture.host import ledger, limits, settings
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
@@ -147,6 +147,7 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
         record = live.get(name)
         row: dict[str, Any] = {
             "name": name, "type": spec.type, "ip": str(spec.ip),
+            "limits": limits.summary(config.resources_for(spec)),
             "forwards": " ".join(f"127.0.0.1:{local}->{port}" for local, port in spec.forwards),
         }  # fmt: skip
         supervisor = ledger.workspace_info(record).supervisor if record else None

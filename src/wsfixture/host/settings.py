@@ -27,6 +27,8 @@ class Settings:
     # systemd-nspawn mirrors each of our cgroups in the v1 name=systemd hierarchy, where
     # the host has one (a hybrid layout); those mirrors are ours to remove too.
     cgroup_v1_root: Path = Path("/sys/fs/cgroup/systemd/wsfixture")
+    # Where a hybrid host mounts its v1 controllers (a workspace's limits, host.limits).
+    cgroup_v1_controllers: Path = Path("/sys/fs/cgroup")
     # An explicit Debian mirror for image builds, for hosts whose apt reaches Debian through
     # another address than mmdebstrap's default.
     mirror: str | None = None

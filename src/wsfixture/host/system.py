@@ -10,6 +10,7 @@ import ctypes
 import errno
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -159,10 +160,13 @@ def end_process(process: subprocess.Popen[Any], grace: float, terminate: bool = 
     return process.wait()
 
 
-def in_cgroup(cgroup: Path, argv: Sequence[str]) -> list[str]:
-    """``argv`` started inside ``cgroup``: a shell joins it and execs the program, so it
-    stays one process (no preexec_fn, which forces a slow fork of a large Python)."""
-    return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup / "cgroup.procs"), *argv]
+def in_cgroup(cgroup: Path, argv: Sequence[str], also: Sequence[Path] = ()) -> list[str]:
+    """``argv`` started inside ``cgroup`` (and the v1 cgroups ``also``, where its limits
+    are): a shell joins them and execs the program, so it stays one process (no
+    preexec_fn, which forces a slow fork of a large Python)."""
+    joins = "".join(f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))} && " for d in also)
+    script = f'{joins}echo $$ > "$0" && exec "$@"'
+    return ["/bin/sh", "-c", script, str(cgroup / "cgroup.procs"), *argv]
 
 
 def mount_points() -> list[Path]:

@@ -28,6 +28,8 @@ def pytest_runtest_makereport(
         since = item.stash.get(since_key, {})
         for ws in used if style != "off" else []:
             parts = commands_run(ws, since.get(ws.name, 0))
+            if (oom := ws.out_of_memory()) is not None:
+                parts.insert(0, ("limits", oom))
             if style == "full":
                 parts = diagnostics(ws) + parts
             for title, text in parts:

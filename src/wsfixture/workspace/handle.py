@@ -371,6 +371,19 @@ class Workspace(Commands):
         """A fabric Connection over the pinned SSH session."""
         return PinnedConnection(self._session())
 
+    def out_of_memory(self) -> str | None:
+        """What a report says once the OOM killer ended one of its processes: "killed: out
+        of memory (memory = 512 MiB)"; None until then."""
+        if self.backend is None:
+            return None
+        facts = self.backend.limit_facts()
+        if not facts["oom_kills"]:
+            return None
+        return (
+            f"killed: out of memory (memory = {facts['memory_mib']} MiB): "
+            f"{facts['oom_kills']} process(es) of it"
+        )
+
     def describe(self) -> dict[str, object]:
         return {
             "name": self.name,

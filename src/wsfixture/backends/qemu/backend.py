@@ -34,6 +34,7 @@ from wsfixture.image.build import stderr_progress
 from wsfixture.image.recipe import Image
 from wsfixture.image.templates import TemplateShape
 from wsfixture.model import derive
+from wsfixture.model.spec import Resources
 from wsfixture.retry import retry_until
 
 logger = logging.getLogger("wsfixture.qemu")
@@ -170,6 +171,8 @@ class QemuBackend(Backend):
             f"tuntap add dev {self.tap} mode tap\n"
             f"link set {self.tap} master {self.ctx.lab.network.bridge} up"
         )
+        # QEMU bounds the guest's CPUs and memory itself; its cgroup bounds its threads.
+        self.enforce(Resources(pids=self.resources.pids))
         self._start_helpers()
         blocker = clone.restore_blocker(
             self.ctx.snapshot, self.ctx.spec.machine, self.vsock, len(self.shares())

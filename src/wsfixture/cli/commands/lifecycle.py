@@ -166,7 +166,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in rows
     ]  # fmt: skip
     shown = [{**r, "stops": r["stops"] or "-"} for r in shown]
-    say(table(shown, ["name", "type", "ip", "state", "uptime", "matches", "stops", "forwards"]))
+    columns = ["name", "type", "ip", "state", "uptime", "matches", "limits", "stops", "forwards"]
+    say(table(shown, columns))
     return 0
 
 
