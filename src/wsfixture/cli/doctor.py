@@ -73,6 +73,15 @@ def _qemu_user() -> Finding:
                    "wsfixture setup-host")  # fmt: skip
 
 
+def _inotify() -> Finding:
+    low = setup.low_sysctls()
+    detail = ", ".join(f"{key} = {now} (wanted {wanted})" for key, (now, wanted) in low.items())
+    fix = ("wsfixture setup-host (every container's systemd counts against host root's; "
+           "about 15 containers start at Debian's 128)")  # fmt: skip
+    return Finding("inotify limits", not low, detail or "enough for many containers", fix,
+                   required=False)  # fmt: skip
+
+
 def _space() -> Finding:
     cache = settings.current().cache_dir
     where = cache if cache.exists() else next(p for p in cache.parents if p.exists())
@@ -110,6 +119,7 @@ CHECKS: tuple[Callable[[], Finding | list[Finding]], ...] = (
     _netns,
     _cgroups,
     _qemu_user,
+    _inotify,
     _space,
     _kvm,
     _vsock,

@@ -43,6 +43,53 @@ NEEDS = (
     Need("make", ("make",), "the checkout's targets", False),
 )
 QEMU_USER = "wsfixture-qemu"  # QEMU runs as it once it has opened what it needs (-runas)
+# Every container's user namespace is root's, and the kernel counts what its processes
+# hold against their namespace's owner up the tree: the inotify instances of every
+# container's systemd, networkd and resolved add up in host root's 128 (Debian's default).
+# The 15th of 16 containers started at once failed there (networkd, resolved): measured.
+SYSCTLS = {"fs.inotify.max_user_instances": 8192, "fs.inotify.max_user_watches": 524288}
+SYSCTL_FILE = "/etc/sysctl.d/60-wsfixture.conf"
+
+
+def sysctl_path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def low_sysctls() -> dict[str, tuple[int, int]]:
+    """The host limits below what many workspaces need: key -> (now, wanted)."""
+    return {
+        key: (_current(key), wanted)
+        for key, wanted in SYSCTLS.items()
+        if 0 <= _current(key) < wanted
+    }
+
+
+def _current(key: str) -> int:
+    """The host's value now; -1 where this kernel has no such knob."""
+    try:
+        with open(sysctl_path(key)) as knob:
+            return int(knob.read())
+    except (OSError, ValueError):
+        return -1
+
+
+def raise_sysctls() -> list[str]:
+    """Raise the low ones now and at every boot (never lower one); what changed."""
+    changed = []
+    for key, (now, wanted) in low_sysctls().items():
+        with open(sysctl_path(key), "w") as knob:
+            knob.write(str(wanted))
+        changed.append(f"{key} {now} -> {wanted}")
+    # At boot too, never below what the host has now (another file may set more).
+    kept = {key: max(wanted, _current(key)) for key, wanted in SYSCTLS.items()}
+    lines = "".join(f"{key} = {value}\n" for key, value in kept.items())
+    if os.path.isdir(os.path.dirname(SYSCTL_FILE)):
+        with open(SYSCTL_FILE, "w") as conf:
+            conf.write("# wsfixture: many containers' inotify instances (wsfixture setup-host)\n")
+            conf.write(lines)
+    return changed
+
+
 SEARCH_PATH = "/usr/sbin:/sbin:/usr/lib/qemu"
 
 
@@ -112,6 +159,8 @@ def setup_host(say: object = print) -> int:
             check=True,
         )  # fmt: skip
         say(f"setup-host: created the system user {QEMU_USER}")
+    for change in raise_sysctls():
+        say(f"setup-host: raised {change} (also in {SYSCTL_FILE})")
     return 0
 
 
