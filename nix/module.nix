@@ -204,6 +204,8 @@ in
       vcpu = mkOption { type = types.nullOr vcpuType; default = null; description = "Every workspace's vcpu unless it sets its own."; };
       memory = mkOption { type = types.nullOr memoryType; default = null; description = "Every workspace's memory unless it sets its own."; };
       pids = mkOption { type = types.nullOr pidsType; default = null; description = "Every workspace's pids unless it sets its own."; };
+      # wsfixture only: whether a workspace may ask for more memory than the host has free.
+      overcommit = mkOption { type = types.bool; default = false; };
     };
     workspaces = mkOption {
       type = types.attrsOf (types.submodule workspaceModule);

@@ -11,7 +11,8 @@
     │   └── CorruptTemplateError  a template's files are not what was saved: it is made anew
     ├── LabError                the lab network could not be made or changed (DNS, addresses)
     ├── StartError              a workspace could not be started (its machine failed to boot)
-    │   └── ReadyTimeout        it started but never became ready in time
+    │   ├── ReadyTimeout        it started but never became ready in time
+    │   └── OvercommitError     its memory is more than the host has available: not started
     ├── WorkspaceGone           a workspace in use is not running (never started, or died)
     ├── CommandError            a command in a workspace exited non-zero
     │   └── CommandTimeout      a command in a workspace ran past its timeout (a TimeoutError)
@@ -19,7 +20,7 @@
     │   └── WaitTimeout         ... because time ran out (a TimeoutError)
     ├── CheckFailed             a built-in check found the workspace wrong  [checks]
     ├── CleanupError            one or more resources could not be released
-    ├── QmpError                QEMU's monitor refused a command or went away  [backends.qmp]
+    ├── QmpError                QEMU's monitor refused a command or went away  [backends.qemu.qmp]
     ├── UsageError              the command line asks for something that cannot be  [cli.lookup]
     └── HostsFileError          a hosts file's wsfixture block is damaged  [cli.hostsfile]
 
@@ -139,6 +140,21 @@ class ReadyTimeout(StartError):
         self.state = state
         reason = f"timed out after {timeout:.1f}s waiting for {awaited}; last state: {state}"
         super().__init__(name, reason, console_tail)
+
+
+class OvercommitError(StartError):
+    """A workspace's memory is more than the host has available; refused before anything
+    is made, with the figures, unless overcommit was asked for."""
+
+    def __init__(self, name: str, wanted_mib: int, available_mib: int, what: str) -> None:
+        self.wanted_mib = wanted_mib
+        self.available_mib = available_mib
+        super().__init__(
+            name,
+            f"{what} = {wanted_mib} MiB, but the host has {available_mib} MiB available "
+            "(MemAvailable); free memory, ask for less, or allow overcommit "
+            "(defaults.overcommit = true, pytest --ws-overcommit)",
+        )
 
 
 class WorkspaceGone(WsfixtureError):

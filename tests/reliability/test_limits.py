@@ -11,7 +11,9 @@ import pytest
 
 from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
-from wsfixture.host import ledger
+from wsfixture.errors import OvercommitError
+from wsfixture.host import ledger, virt
+from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
 MEMORY, PIDS = 256, 128
@@ -124,3 +126,20 @@ def test_stopping_removes_the_limit_cgroups(tmp_path: Path) -> None:
         dirs = list(ws.backend.limit_dirs)
         assert all(d.is_dir() for d in dirs)
     assert [d for d in dirs if d.exists()] == []
+
+
+def test_memory_the_host_does_not_have_is_refused_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    require_root_and_tools("systemd-nspawn", "dnsmasq")
+    more = virt.host_memory_mib("MemAvailable") + 1024
+    config = make_config(tmp_path, greedy={"type": "container", "memory": more})
+    with Lab(config.network) as lab:
+        with pytest.raises(OvercommitError) as info:
+            Workspace(config.workspaces["greedy"], config, lab).start()
+        assert f"memory = {more} MiB, but the host has" in str(info.value)
+        assert not (lab.dir / "greedy").exists(), "nothing of it was made"
+        assert not [r for r in ledger.records() if r.key.endswith("-greedy")]
+        # Positive control: asked for, the same workspace starts (its bound never binds).
+        with Workspace(config.workspaces["greedy"], config, lab, overcommit=True) as ws:
+            assert ws.describe()["limits"]["memory_mib"] == more  # type: ignore[index]

@@ -57,9 +57,11 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def host_memory_mib() -> int:
+def host_memory_mib(field: str = "MemTotal") -> int:
+    """A /proc/meminfo figure in MiB: the host's memory, or (``MemAvailable``) what it can
+    give without swapping."""
     for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) // 1024
     return 0
 

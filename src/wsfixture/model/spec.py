@@ -264,6 +264,10 @@ class Defaults:
         None, "every workspace's `pids` unless it sets its own (containers: a bound)",
         *PIDS_RANGE,
     )  # fmt: skip
+    overcommit: bool = fields.boolean(
+        False, "start a workspace whose `memory` is more than the host has available "
+        "(refused otherwise, before anything is made)",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ OPTIONS: tuple[Option, ...] = (
            "command), `off`", REPORT_CHOICES),
     Option("--ws-state-dir", None, "DIR", None,
            "the state root for workspaces (default: a temporary directory per session)"),
+    Option("--ws-overcommit", None, "", False,
+           "start workspaces whose memory is more than the host has available (refused "
+           "otherwise, before anything is made; the config's `defaults.overcommit`)"),
     Option("--ws-verify", None, "", False,
            "collect one test item per workspace of the config and built-in check"),
 )  # fmt: skip
@@ -68,6 +71,7 @@ class Options:
     command_timeout: float | None  # None: commands may run on
     report: str
     state_dir: str | None
+    overcommit: bool
     verify: bool
 
 
@@ -128,6 +132,7 @@ def read(config: pytest.Config) -> Options:
         command_timeout=None if command_timeout == 0 else command_timeout,
         report=str(values["report"]),
         state_dir=str(values["state_dir"]) if values["state_dir"] else None,
+        overcommit=bool(values["overcommit"]),
         verify=bool(values["verify"]),
     )
 

@@ -187,6 +187,8 @@ class WsSession:
                 timeout=self.timeout,
                 die_with_owner=self.keep == "never",
                 command_timeout=self.command_timeout,
+                # --ws-overcommit lifts it; else the config's defaults.overcommit says.
+                overcommit=True if self.options.overcommit else None,
                 progress=say,
             )
             return ws.start()

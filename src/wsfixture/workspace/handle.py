@@ -24,12 +24,13 @@ from wsfixture.backends.base import Backend, BackendContext, backend_class
 from wsfixture.cleanup import Cleanup
 from wsfixture.errors import (
     CleanupError,
+    OvercommitError,
     ReadyTimeout,
     StartError,
     WorkspaceGone,
 )
 from wsfixture.guest import identity
-from wsfixture.host import keys, ledger, system
+from wsfixture.host import keys, ledger, system, virt
 from wsfixture.image.build import Progress
 from wsfixture.image.recipe import Image
 from wsfixture.model.config import Config, WorkspaceSpec
@@ -69,6 +70,7 @@ class Workspace(Commands):
         die_with_owner: bool = True,
         supervisor: ledger.SupervisorInfo | None = None,
         command_timeout: float | None = None,
+        overcommit: bool | None = None,
     ) -> None:
         self.spec = spec
         self.config = config
@@ -78,6 +80,8 @@ class Workspace(Commands):
         self.die_with_owner = die_with_owner
         self.supervisor = supervisor  # a CLI workspace: what it was started from
         self.command_timeout = command_timeout  # run()'s default; None: commands may run on
+        # May it take more memory than the host has available? (None: the config says.)
+        self.overcommit = config.defaults.overcommit if overcommit is None else overcommit
         self.state_dir = config.state_dir(spec.name)
         self.runtime_dir = lab.dir / spec.name
         self.backend: Backend | None = None
@@ -144,6 +148,7 @@ class Workspace(Commands):
         check_share_sources(self.config, self.spec)  # before anything is made
         self.lab.ensure_free(self.name, self.ip)
         self.online = self.lab.check_internet(self.name, self.spec.internet)
+        self._admit()
         self.state = WorkspaceState.OWNED
         self._record = ledger.Record.create(
             f"ws-{self.lab.name}-{self.name}",
@@ -152,6 +157,18 @@ class Workspace(Commands):
             ),
         )
         self._launch(self._record)
+
+    def _admit(self) -> None:
+        """OvercommitError, before anything is made, for memory the host does not have
+        available (a VM's as clamped; a container's bound, where it has one)."""
+        wanted = self.config.resources_for(self.spec).memory
+        if wanted is None or self.overcommit:
+            return
+        if self.spec.is_vm:
+            wanted = virt.clamp_resources(1, wanted, 1, virt.host_memory_mib())[1]
+        available = virt.host_memory_mib("MemAvailable")
+        if wanted > available:
+            raise OvercommitError(self.name, wanted, available, "memory")
 
     def prepare_image(self) -> Image:
         """The image this workspace boots from, built now if it is not cached."""
