@@ -74,7 +74,7 @@ let
       # null: the defaults' value, else the kind's (a VM's vmResources; a container: no limit).
       vcpu = mkOption { type = types.nullOr vcpuType; default = null; description = "VMs: virtual CPUs (8); containers: a CPU time bound (none)."; };
       memory = mkOption { type = types.nullOr memoryType; default = null; description = "MiB. VMs: 4096; containers: a bound, swap included (none)."; };
-      disk = mkOption { type = types.nullOr diskType; default = null; description = "VMs: MiB, or a size like \"8G\" (256 MiB to 16 TiB; 8192)."; };
+      disk = mkOption { type = types.nullOr diskType; default = null; description = "MiB, or a size like \"8G\" (256 MiB to 16 TiB). VMs: the store overlay's disk (8192); containers: wsfixture's bound on what it writes (not mapped here)."; };
       pids = mkOption { type = types.nullOr pidsType; default = null; description = "Processes and threads. VMs: 4096; containers: a bound (none)."; };
       shares = mkOption {
         default = [ ];

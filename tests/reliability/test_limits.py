@@ -4,6 +4,7 @@ positive control: the same workload succeeds in a container without limits."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +144,23 @@ def test_memory_the_host_does_not_have_is_refused_before_anything_is_made(
         # Positive control: asked for, the same workspace starts (its bound never binds).
         with Workspace(config.workspaces["greedy"], config, lab, overcommit=True) as ws:
             assert ws.describe()["limits"]["memory_mib"] == more  # type: ignore[index]
+
+
+def test_writing_past_disk_gets_enospc_and_costs_the_host_at_most_disk(
+    pair: tuple[Workspace, Workspace], tmp_path: Path
+) -> None:
+    disk = 256
+    config = make_config(tmp_path, small={"type": "container", "disk": disk})
+    fill = f"dd if=/dev/zero of=/var/tmp/fill bs=1M count={2 * disk} 2>&1; rm -f /var/tmp/fill"
+    _, unlimited = pair
+    assert "No space" not in unlimited.succeed(fill, timeout=120)  # control: 2x fits there
+    with booted(config, "small") as [ws]:
+        assert ws.backend is not None
+        free_before = shutil.disk_usage(ws.runtime_dir).free
+        dd = f"dd if=/dev/zero of=/var/tmp/fill bs=1M count={2 * disk}"
+        rc, out, err = ws.run(dd, timeout=120)
+        used = free_before - shutil.disk_usage(ws.runtime_dir).free
+        assert rc != 0
+        assert "No space left on device" in out + err
+        assert used <= (disk + 16) * 2**20, f"the host lost {used / 2**20:.0f} MiB"
+        assert ws.succeed("echo still up").strip() == "still up"

@@ -30,6 +30,7 @@ class NspawnBackend(Backend):
         super().__init__(ctx, image)
         run = self.ctx.runtime_dir
         self.upper, self.work, self.root = run / "upper", run / "work", run / "root"
+        self.layer = run / "layer"  # where upper and work live when `disk` bounds them
         self.mapped_shares = run / "shares"
 
     def mapped_share(self, tag: str) -> Path:
@@ -83,6 +84,8 @@ class NspawnBackend(Backend):
 
     def start(self) -> None:
         record = self.ctx.record
+        if self.resources.disk is not None:
+            self._mount_sized_layer(self.resources.disk)
         for directory in (self.upper, self.work, self.root):
             directory.mkdir(parents=True, exist_ok=True)
         # The merged root directory takes the upper's owner: the containers' root.
@@ -103,6 +106,20 @@ class NspawnBackend(Backend):
             self.argv(), self.cgroup, self.console_log, env, setid_filter="setid"
         )
         self._attach_veth()
+
+    def _mount_sized_layer(self, mib: int) -> None:
+        """The container's own layer (overlay upper and work) on a filesystem of ``mib``:
+        a sparse file holding ext4, mounted by loop. What the container writes to its
+        root past that gets ENOSPC; the host loses at most ``mib`` of its disk."""
+        self.layer.mkdir(parents=True, exist_ok=True)
+        sized = self.ctx.runtime_dir / "disk.img"
+        with open(sized, "wb") as sparse:
+            sparse.truncate(mib * 2**20)
+        system.run([system.require_tool("mkfs.ext4"), "-q", "-F", "-m", "0",
+                    "-E", "lazy_itable_init=1,lazy_journal_init=1", str(sized)])  # fmt: skip
+        self.ctx.record.add_mount(self.layer)
+        system.run(["mount", "-o", "loop,nosuid,nodev", str(sized), str(self.layer)])
+        self.upper, self.work = self.layer / "upper", self.layer / "work"
 
     def _map_shares(self) -> None:
         for tag, source, _, read_only in self.shares():
@@ -137,7 +154,7 @@ class NspawnBackend(Backend):
         self.finish(self.cgroup, timeout)
         self.ctx.lab.unguard_port(derive.veth_host_name(self.ctx.spec.name))
         mapped = [self.mapped_share(tag) for tag, _, _, ro in self.shares() if not ro]
-        for mount in (self.root, *mapped):
+        for mount in (self.root, *mapped, self.layer):
             if system.is_mounted(mount):
                 system.run(["umount", str(mount)])
             self.ctx.record.drop_mount(mount)

@@ -310,8 +310,9 @@ class WorkspaceSpec:
         *MEMORY_RANGE_MIB, unit=" MiB",
     )  # fmt: skip
     disk: int | None = fields.size_mib(
-        None, f"a VM's root disk size in MiB, or like \"8G\" (default {VM_RESOURCES.disk})",
-        *DISK_RANGE_MIB, vm_only=True,
+        None, f"MiB, or like \"8G\": a VM's root disk (default {VM_RESOURCES.disk}); what a "
+        "container may write to its root, past which it gets ENOSPC (default: no limit)",
+        *DISK_RANGE_MIB,
     )  # fmt: skip
     pids: int | None = fields.integer(
         None, f"processes and threads: a VM's QEMU and share daemons (default "
