@@ -100,9 +100,9 @@ let
       setup = mkOption { type = types.listOf types.str; default = [ ]; };
       files = mkOption { type = types.attrsOf types.str; default = { }; };
       internet = mkOption {
-        type = types.nullOr types.bool;
+        type = types.nullOr (types.either types.bool (types.listOf types.str));
         default = null;
-        description = "false keeps this workspace off the internet (its forwarding is dropped).";
+        description = "false keeps this workspace off the internet (its forwarding is dropped); a list (an allowlist) is wsfixture's, refused here.";
       };
       forwards = mkOption {
         type = types.attrsOf (types.ints.between 1 65535);
@@ -162,6 +162,14 @@ let
 
   # `setup` and `files` build wsfixture's Debian images; a NixOS workspace says the same in
   # its own module (`config`: environment.etc, systemd services, activation scripts).
+  # Allowlists are enforced in wsfixture's lab namespaces (net/egress.py); this module has
+  # no such enforcement yet, and must not open the whole internet where a list was meant.
+  allowlistsRefused = map (where: {
+    assertion = false;
+    message = "sandboxed-workspace: ${where}: is an allowlist, which wsfixture's labs enforce and this module does not yet; use true or false here";
+  }) (lib.optionals (builtins.isList cfg.network.internet) [ "network.internet" ]
+    ++ lib.concatLists (lib.mapAttrsToList (name: ws:
+      lib.optionals (builtins.isList ws.internet) [ "workspaces.${name}.internet" ]) cfg.workspaces));
   imageOnly = lib.concatMap (where: [{
     assertion = false;
     message = "sandboxed-workspace: ${where}: is wsfixture's image setup, not NixOS's; put it in the workspace's `config` module (environment.etc, systemd services)";
@@ -183,9 +191,9 @@ in
       dns = mkOption { type = types.bool; default = true; };
       namespace = mkOption { type = namespaceName; default = "wsfixture"; description = "wsfixture CLI only."; };
       internet = mkOption {
-        type = types.nullOr types.bool;
+        type = types.nullOr (types.either types.bool (types.listOf types.str));
         default = null;
-        description = "NAT out of the bridge (the seed's); null means on, as for wsfixture up.";
+        description = "NAT out of the bridge (the seed's); null means on, as for wsfixture up. A list (an allowlist) is wsfixture's, refused here.";
       };
       uplinkNamespace = mkOption { type = types.nullOr namespaceName; default = null; description = "wsfixture CLI only."; };
     };
@@ -215,7 +223,7 @@ in
   };
 
   config = mkIf cfg.enable {
-    assertions = imageOnly ++ map
+    assertions = imageOnly ++ allowlistsRefused ++ map
       (p: { assertion = false; message = "sandboxed-workspace: ${p.where}: ${p.problem}"; })
       (validate {
         network = cfg.network or { };

@@ -543,3 +543,10 @@ def test_image_setup_is_refused_by_the_module_saying_what_to_use(key: str) -> No
             f"sandboxed-workspace: {where}: is wsfixture's image setup, not NixOS's; put it "
             "in the workspace's `config` module (environment.etc, systemd services)"
         ]
+
+
+def test_an_allowlist_is_refused_by_the_module_until_it_enforces_one() -> None:
+    data = {"enable": True, "workspaces": {"a": {**WS, "internet": ["pypi.org:443"]}}}
+    failed = nix_eval(data, "r.failedAssertions")
+    assert any("workspaces.a.internet: is an allowlist" in message for message in failed)
+    assert config_from_dict(data).workspaces["a"].internet == ("pypi.org:443",)

@@ -20,6 +20,10 @@ from wsfixture.host import system
 WORLD_HTTP = "198.51.100.10"
 WORLD_DNS = "198.51.100.53"
 WORLD_NAME = "world.test"
+# A second server and name, for allowlists: one allowed, the other not.
+OTHER_HTTP = "198.51.100.20"
+OTHER_NAME = "other.test"
+SUB_NAME = "api.world.test"  # a subdomain of WORLD_NAME, at WORLD_HTTP
 PAGE = "hello from the world\n"
 
 
@@ -39,26 +43,31 @@ def world(root: Path) -> Iterator[World]:
     system.run(["ip", "netns", "add", name])
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        batch = f"link set lo up\naddr add {WORLD_HTTP}/32 dev lo\naddr add {WORLD_DNS}/32 dev lo\n"
+        batch = "link set lo up\n" + "".join(
+            f"addr add {address}/32 dev lo\n" for address in (WORLD_HTTP, OTHER_HTTP, WORLD_DNS)
+        )
         system.run(["ip", "-netns", name, "-batch", "-"], input=batch)
         etc.mkdir(parents=True)
         (etc / "resolv.conf").write_text(f"nameserver {WORLD_DNS}\n")
         inside = ["ip", "netns", "exec", name]
-        processes.append(subprocess.Popen(
-            [*inside, sys.executable, "-m", "http.server", "--bind", WORLD_HTTP,
-             "--directory", str(root), "80"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))  # fmt: skip
+        for address in (WORLD_HTTP, OTHER_HTTP):
+            processes.append(subprocess.Popen(
+                [*inside, sys.executable, "-m", "http.server", "--bind", address,
+                 "--directory", str(root), "80"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
         processes.append(subprocess.Popen(
             [*inside, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
              "--no-hosts", f"--address=/{WORLD_NAME}/{WORLD_HTTP}",
+             f"--address=/{OTHER_NAME}/{OTHER_HTTP}",
              f"--listen-address={WORLD_DNS}", "--bind-interfaces", "--user=root"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))  # fmt: skip
         deadline = time.monotonic() + 10
         while subprocess.run(
             [*inside, sys.executable, "-c",
-             f"import socket; socket.create_connection(('{WORLD_HTTP}', 80), 1)"],
+             "import socket\n"
+             f"for a in ('{WORLD_HTTP}', '{OTHER_HTTP}'): socket.create_connection((a, 80), 1)"],
             capture_output=True, check=False,
         ).returncode:  # fmt: skip
             if time.monotonic() > deadline:

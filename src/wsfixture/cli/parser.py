@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("port", type=int)
     p.add_argument("--local", type=int, default=0, help="the host port (default: a free one)")
+    p = command("egress", access.cmd_egress, "what an allowlist let through and refused", True)
+    p.add_argument("name")
     p = command(
         "cp", access.cmd_cp, "copy a file in or out: cp LOCAL NAME:PATH, cp NAME:PATH LOCAL"
     )

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from wsfixture.errors import ConfigError, ConfigIssue
+from wsfixture.model import allowlist
 from wsfixture.suggest import did_you_mean
 
 DECL = "wsfixture"  # the dataclass field metadata key of a declaration
@@ -184,6 +185,30 @@ def boolean(default: bool | None, doc: str, **extra: Any) -> Any:
         return value
 
     return declared(default, doc=doc, parse=parse, schema={"type": "boolean"}, **extra)
+
+
+def egress(doc: str) -> Any:
+    """``true``, ``false``, or an allowlist of destinations (``model.allowlist``)."""
+
+    def parse(value: object, where: str, ctx: Context) -> Any:
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, list | tuple):
+            wanted = f"true, false, or a list of destinations: each {allowlist.ALLOWED}"
+            ctx.issues.add(where, "has the wrong type", value, wanted)
+            return INVALID
+        good = []
+        for index, item in enumerate(value):
+            found = allowlist.parse(item) if isinstance(item, str) else "is not a string"
+            if isinstance(found, str):
+                ctx.issues.add(f"{where}[{index}]", found, item, allowlist.ALLOWED)
+            else:
+                good.append(str(found))
+        return tuple(good)
+
+    schema = {"oneOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "string"}}]}
+    return declared(None, doc=doc, parse=parse, schema=schema,
+                    to_data=lambda v: list(v) if isinstance(v, tuple) else v)  # fmt: skip
 
 
 def integer(

@@ -180,10 +180,10 @@ class NetworkSpec:
         "1-15 characters of letters, digits, '_', '.', '-'",
     )  # fmt: skip
     dns: bool = fields.boolean(True, "run a DNS server on the gateway for workspace names")
-    internet: bool | None = fields.boolean(
-        None, "egress through NAT and the host's DNS (default: on for `wsfixture up`'s lab, "
-        "off in pytest labs)",
-    )  # fmt: skip
+    internet: bool | tuple[str, ...] | None = fields.egress(
+        "egress through NAT and the host's DNS (default: on for `wsfixture up`'s lab, off in "
+        "pytest labs); a list allows only those destinations (domains, IPv4 networks, ports)"
+    )
     uplink_namespace: str | None = fields.text(
         None, "run the uplink in this network namespace, not the host's (a VPN's; a test's)",
         NAMESPACE_RE, "namespace name", "an existing network namespace: 1-31 characters of "
@@ -329,8 +329,9 @@ class WorkspaceSpec:
         None, "\"auto\" or \"off\" for this VM (default: the defaults' snapshot)",
         SNAPSHOT_MODES, vm_only=True,
     )  # fmt: skip
-    internet: bool | None = fields.boolean(
-        None, "false keeps this workspace off the internet in a lab that has it"
+    internet: bool | tuple[str, ...] | None = fields.egress(
+        "false keeps it off the internet in a lab that has it; a list allows only those "
+        "destinations (default: the network's)"
     )
     forwards: tuple[tuple[int, int], ...] = fields.port_map(
         "host port -> workspace port on 127.0.0.1 (`wsfixture up` workspaces)"

@@ -43,20 +43,36 @@ def start(
     upstream: str | None,
     die_with_owner: bool,
 ) -> subprocess.Popen[bytes]:
-    """dnsmasq in ``netns``, returned once it answers on port 53."""
+    """The lab's dnsmasq in ``netns``, returned once it answers on port 53."""
     log = lab_dir / "dnsmasq.log"
     argv = dnsmasq_argv(str(gateway), hosts_file, lab_dir, upstream)
-    process = subprocess.Popen(
+    process = start_process(netns, argv, log, die_with_owner)
+    wait_answering(netns, process, str(gateway), 53, log)
+    return process
+
+
+def start_process(
+    netns: Netns, argv: list[str], log: Path, die_with_owner: bool
+) -> subprocess.Popen[bytes]:
+    """A dnsmasq ``argv`` in ``netns``, its errors in ``log``; it gets SIGTERM when we die,
+    unless it is meant to outlive us."""
+    return subprocess.Popen(
         netns.exec_argv(argv),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=open(log, "ab"),  # noqa: SIM115 - the child keeps it
+        stderr=open(log, "ab"),
         preexec_fn=system.set_parent_death_signal if die_with_owner else None,
         start_new_session=True,
     )
 
+
+def wait_answering(
+    netns: Netns, process: subprocess.Popen[bytes], address: str, port: int, log: Path
+) -> None:
+    """Return once ``process`` answers on ``address:port`` (TCP); else end it, LabError."""
+
     def answering(_: bool) -> bool | None:
-        if netns.port_open(str(gateway), 53, 0.1):
+        if netns.port_open(address, port, 0.1):
             return True
         if process.poll() is not None:
             return False
@@ -65,7 +81,6 @@ def start(
     if not retry_until(answering, START_TIMEOUT, 0.02):
         system.end_process(process, 0.0)
         raise LabError(netns.name, "dnsmasq did not start", system.tail(log))
-    return process
 
 
 def reload(process: subprocess.Popen[bytes] | None, owner: system.ProcessRef | None) -> None:

@@ -22,9 +22,9 @@ from types import TracebackType
 from wsfixture.cleanup import Cleanup
 from wsfixture.errors import ConfigError, ConfigIssue, LabError
 from wsfixture.host import ledger, settings, system
-from wsfixture.model import derive
+from wsfixture.model import allowlist, derive
 from wsfixture.model.config import NetworkSpec
-from wsfixture.net import dns, guard, labfiles, uplink
+from wsfixture.net import dns, egress, guard, labfiles, uplink
 from wsfixture.net.labfiles import LabHost
 from wsfixture.net.netns import NETNS_DIR, Netns
 
@@ -157,7 +157,9 @@ class Lab(Netns):
         if ref is not None:
             self._record.add_process(ref)
         # The lab's NAT rules while slirp4netns starts: both take milliseconds.
-        rules = uplink.nat_rules(self.network.subnet, self.network.bridge)
+        rules = uplink.nat_rules(
+            self.network.subnet, self.network.bridge, str(self.network.gateway)
+        )
         try:
             self.run(["nft", "-f", "-"], input=rules)
         finally:
@@ -308,15 +310,44 @@ class Lab(Netns):
         """Drop a port's filter once the port is gone (a lab being removed has none)."""
         self.run(["nft", "-f", "-"], input=guard.remove_port(ifname), check=False)
 
-    def check_internet(self, name: str, wanted: bool | None) -> bool:
-        """Whether workspace ``name`` gets the internet: as it asks, or as its lab has it.
-        Asking for it where the lab has none is a ConfigError, before anything is made."""
-        if wanted and not self.internet:
+    def check_internet(self, name: str, wanted: bool | tuple[str, ...] | None) -> bool:
+        """Whether workspace ``name`` gets the uplink: as it asks (true, or an allowlist),
+        or as its lab has it. Asking for it where the lab has none is a ConfigError, before
+        anything is made."""
+        asks = wanted is not None and wanted is not False
+        if asks and not self.internet:
+            what = "is true" if wanted is True else "is an allowlist"
             raise ConfigError([ConfigIssue(
-                f"workspaces.{name}.internet", f"is true, but lab {self.name} has no internet",
-                True, "network.internet = true (pytest labs are off unless they ask)",
+                f"workspaces.{name}.internet", f"{what}, but lab {self.name} has no internet",
+                wanted, "network.internet = true or a list (pytest labs are off unless they ask)",
             )])  # fmt: skip
-        return self.internet if wanted is None else wanted
+        return self.internet if wanted is None else asks
+
+    def restrict_egress(
+        self, ip: str, entries: tuple[str, ...], record: ledger.Record, log: Path
+    ) -> subprocess.Popen[bytes]:
+        """Hold workspace ``ip`` to its allowlist (``net.egress``): its own resolver, then
+        its rules. Returns the resolver, a process listed in ``record``."""
+        assert self.uplink is not None, "check_internet refuses an allowlist without uplink"
+        allowed = allowlist.destinations(entries)
+        gateway = str(self.network.gateway)
+        port = egress.resolver_port(ip, self.network.subnet)
+        argv = egress.resolver_argv(
+            system.require_tool("dnsmasq"), ip, gateway, port, allowed, str(self.uplink.dns),
+            self.etc_dir, log,
+        )  # fmt: skip
+        resolver = dns.start_process(self, argv, log, self.die_with_owner)
+        ref = system.ProcessRef.of(resolver.pid)
+        if ref is not None:
+            record.add_process(ref)
+        dns.wait_answering(self, resolver, gateway, port, log)
+        self.run(["nft", "-f", "-"], input=egress.restrict(ip, gateway, port, allowed))
+        return resolver
+
+    def unrestrict_egress(self, ip: str, entries: tuple[str, ...]) -> None:
+        """Remove ``restrict_egress``'s rules (the caller ends the resolver)."""
+        batch = egress.unrestrict(ip, allowlist.destinations(entries))
+        self.run(["nft", "-f", "-"], input=batch, check=False)
 
     def remove_host(self, name: str) -> None:
         with self._hosts_locked() as present:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from wsfixture.errors import LabError
 from wsfixture.host import system
+from wsfixture.net import egress
 
 INTERFACE = "wsup0"
 # slirp4netns's own network inside the lab: the first that does not overlap the lab's.
@@ -55,18 +56,20 @@ def plan(subnet: ipaddress.IPv4Network) -> Uplink:
     raise LabError(str(subnet), "no uplink subnet left that does not overlap the lab's")
 
 
-def nat_rules(subnet: ipaddress.IPv4Network, bridge: str) -> str:
+def nat_rules(subnet: ipaddress.IPv4Network, bridge: str, gateway: str) -> str:
     """The lab's nftables ruleset: masquerade the workspaces to the uplink, forward what
-    they start (and its replies), drop the workspaces in the ``offline`` set. Traffic
-    between workspaces is bridged, but where br_netfilter is loaded it passes this hook as
-    well: it is accepted first."""
+    they start (and its replies), drop the workspaces in the ``offline`` set, hold those
+    with an allowlist to it (``net.egress``). Traffic between workspaces is bridged, but
+    where br_netfilter is loaded it passes this hook as well: it is accepted first."""
     return f"""\
 table ip wsfixture {{
   set offline {{ type ipv4_addr; }}
+{egress.scaffold(bridge, gateway, INTERFACE)}
   chain forward {{
     type filter hook forward priority filter; policy drop;
     iifname "{bridge}" oifname "{bridge}" accept
     iifname "{bridge}" oifname "{INTERFACE}" ip saddr @offline drop
+    {egress.forward_rule(bridge, INTERFACE)}
     iifname "{bridge}" oifname "{INTERFACE}" ip saddr {subnet} accept
     iifname "{INTERFACE}" oifname "{bridge}" ct state established,related accept
   }}

@@ -30,11 +30,24 @@ def pytest_runtest_makereport(
             parts = commands_run(ws, since.get(ws.name, 0))
             if (oom := ws.out_of_memory()) is not None:
                 parts.insert(0, ("limits", oom))
+            if (denied := denials(ws)) is not None:
+                parts.insert(0, ("egress denied (not in the allowlist)", denied))
             if style == "full":
                 parts = diagnostics(ws) + parts
             for title, text in parts:
                 report.sections.append((f"wsfixture {ws.name}: {title}", text))
     return report
+
+
+def denials(ws: Workspace, last: int = 20) -> str | None:
+    """The destinations its allowlist refused, newest last; None if none were."""
+    try:
+        record = ws.egress()
+    except Exception as exc:  # a report must not fail for what it merely adds
+        return f"(could not read: {type(exc).__name__}: {exc})"
+    if record is None or not record.denied:
+        return None
+    return "\n".join(str(d) for d in record.denied[-last:])
 
 
 def report_style(config: pytest.Config) -> str:

@@ -127,7 +127,7 @@ class WsSession:
             # A test's lab has internet only when its config asks: tests stay hermetic.
             self.lab = Lab(
                 self.config.network, name, die_with_owner=self.keep == "never",
-                internet=bool(self.config.network.internet),
+                internet=self.config.network.internet not in (None, False),
             ).open()  # fmt: skip
             if not self.options.state_dir:
                 self.lab.adopt_dir(self.state_root())  # a killed session's keys go with gc

@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,7 @@ from wsfixture.image.build import Progress
 from wsfixture.image.recipe import Image
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.validation import check_share_sources
+from wsfixture.net import egress as egress_rules
 from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab
 from wsfixture.process import Process
@@ -92,6 +94,8 @@ class Workspace(Commands):
         self._record: ledger.Record | None = None
         self.state = WorkspaceState.NEW
         self.online = False  # whether it may use its lab's internet (decided at launch)
+        # Its own resolver, where an allowlist holds it (``net.egress``).
+        self.egress_resolver: subprocess.Popen[bytes] | None = None
         self.forwards: list[PortForward] = []
 
     # -- identity ------------------------------------------------------------------------
@@ -107,6 +111,15 @@ class Workspace(Commands):
     @property
     def user(self) -> str:
         return self.config.defaults.user.name
+
+    @property
+    def allowlist(self) -> tuple[str, ...] | None:
+        """The destinations it may reach, where a list says so: its own, else its network's;
+        None: its uplink is open (or it has none)."""
+        own, lab_wide = self.spec.internet, self.config.network.internet
+        if isinstance(own, tuple):
+            return own
+        return lab_wide if own is None and isinstance(lab_wide, tuple) else None
 
     @property
     def console_log(self) -> Path:
@@ -183,6 +196,9 @@ class Workspace(Commands):
         info = ledger.workspace_info(record)
         record.update(dataclasses.replace(info, ip=host.ip, user=host.user, host_key=host.host_key))
         self.lab.add_host(host, online=self.online)
+        if (allowed := self.allowlist) is not None and self.online:
+            log = self.runtime_dir / "egress-dns.log"
+            self.egress_resolver = self.lab.restrict_egress(self.ip, allowed, record, log)
         ctx = BackendContext(
             config=self.config,
             spec=self.spec,
@@ -280,6 +296,11 @@ class Workspace(Commands):
             attempt(f"stop {self.spec.type}", lambda: backend.stop(grace))
             self.stop_seconds = time.monotonic() - started
         if self.state is WorkspaceState.OWNED and self._record is not None:
+            if (allowed := self.allowlist) is not None and self.egress_resolver is not None:
+                resolver = self.egress_resolver
+                attempt("lift its allowlist", lambda: self.lab.unrestrict_egress(self.ip, allowed))
+                attempt("end its resolver", lambda: system.end_process(resolver, 5.0))
+                self.egress_resolver = None
             attempt("remove lab host", lambda: self.lab.remove_host(self.name))
             cleanup.add(ledger.release(self._record))
         self._record = None
@@ -387,6 +408,22 @@ class Workspace(Commands):
     def conn(self) -> fabric.Connection:
         """A fabric Connection over the pinned SSH session."""
         return PinnedConnection(self._session())
+
+    def egress(self) -> egress_rules.Record | None:
+        """What its allowlist let through and refused: the names that resolved (and their
+        addresses), and every refused connection and name, oldest first (``net.egress``).
+        None: it has no allowlist."""
+        allowed = self.allowlist
+        if allowed is None:
+            return None
+        now = time.time()
+        log = self.runtime_dir / "egress-dns.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        resolved, refused_names = egress_rules.read_log(text, now)
+        listed = self.lab.run(["nft", "-j", "list", "set", "ip", "wsfixture", "denied"], False)
+        denied = egress_rules.read_denied(listed, self.ip, now, resolved) if listed else []
+        every = sorted([*refused_names, *denied], key=lambda d: d.when)
+        return egress_rules.Record(allowed, resolved, every)
 
     def out_of_memory(self) -> str | None:
         """What a report says once the OOM killer ended one of its processes: "killed: out

@@ -4,11 +4,14 @@ the Ansible inventory of a lab."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import re
 import subprocess
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from wsfixture import checks
@@ -144,4 +147,29 @@ def cmd_forward(args: argparse.Namespace) -> int:
 def cmd_inventory(args: argparse.Namespace) -> int:
     lab, directory = lab_dir(args)
     say(inventory.render(inventory.hosts(lab, directory / "ssh_config"), args.format))
+    return 0
+
+
+def cmd_egress(args: argparse.Namespace) -> int:
+    """What a running workspace's allowlist let through and refused."""
+    ws = running_workspace(args, args.name)
+    try:
+        record = ws.egress()
+    finally:
+        ws.stop()  # an attached handle: closes the connection only
+    if record is None:
+        raise UsageError(f"{args.name} has no allowlist (its internet is not a list)")
+    if args.json:
+        data = {
+            "allowlist": list(record.allowlist),
+            "resolved": record.resolved,
+            "denied": [dataclasses.asdict(d) for d in record.denied],
+        }
+        say(json.dumps(data))
+        return 0
+    say(f"allowlist: {', '.join(record.allowlist) or '(empty: nothing)'}")
+    for name, addresses in record.resolved.items():
+        say(f"allowed   {name}: {', '.join(addresses)}")
+    for denial in record.denied:
+        say(f"denied    {time.strftime('%H:%M:%S', time.localtime(denial.when))} {denial}")
     return 0
