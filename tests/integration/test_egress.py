@@ -1,0 +1,153 @@
+"""Egress allowlists against the world namespace the tests build (tests/support/world.py):
+an allowed name works; another name is refused at once; another address is reset at once;
+DNS to the world's resolver directly is refused; root inside cannot lift the list; one
+workspace's list does not open another's; ws.egress() lists the denials; IPv6 has no route
+out; the root namespace stays unchanged. Each refusal first shows its positive control: the
+same request succeeds from a workspace whose internet is open."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.test_network import root_namespace_state
+from tests.support.configs import make_config
+from tests.support.leaks import leftovers
+from tests.support.prereqs import require_root_and_tools
+from tests.support.world import OTHER_HTTP, OTHER_NAME, PAGE, SUB_NAME, WORLD_DNS, WORLD_NAME
+from tests.support.world import world as make_world
+from wsfixture.model.config import Config
+from wsfixture.net.lab import Lab
+from wsfixture.workspace import Workspace
+
+# A GET that says how it ended: the page, or the error's class and text.
+GET = """python3 -c '
+import sys, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=8).read().decode(), end="")
+except Exception as exc:
+    reason = getattr(exc, "reason", exc)
+    print("FAILED", type(reason).__name__, reason)
+' """
+# A DNS query over a connected UDP socket, as resolvers send it: the answer's size, or why not.
+DIRECT_DNS = """python3 -c '
+import socket, sys
+query = bytes.fromhex("abcd01000001000000000000") + b"".join(
+    bytes([len(p)]) + p.encode() for p in sys.argv[2].split(".")) + bytes.fromhex("0000010001")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect((sys.argv[1], 53))
+try:
+    s.send(query)
+    print("ANSWERED", len(s.recv(512)))
+except OSError as exc:
+    print("FAILED", type(exc).__name__, exc)
+' """
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Lab]]:
+    require_root_and_tools("systemd-nspawn", "dnsmasq", "slirp4netns", "nft")
+    before = root_namespace_state()
+    with make_world(tmp_path_factory.mktemp("world")) as world:
+        config = make_config(
+            tmp_path_factory.mktemp("egress"),
+            network={"internet": True, "uplinkNamespace": world.netns},
+            open={"type": "container"},
+            held={"type": "container", "internet": [WORLD_NAME]},
+            other={"type": "container", "internet": [f"{OTHER_HTTP}/32:80"]},
+        )
+        with Lab(config.network, internet=True) as lab:
+            yield config, lab
+            name = lab.name
+        assert leftovers(name) == {}
+    assert root_namespace_state() == before, "the root namespace is unchanged"
+
+
+@pytest.fixture(scope="module")
+def trio(setup: tuple[Config, Lab]) -> Iterator[tuple[Workspace, Workspace, Workspace]]:
+    config, lab = setup
+    with (
+        Workspace(config.workspaces["open"], config, lab) as open_,
+        Workspace(config.workspaces["held"], config, lab) as held,
+        Workspace(config.workspaces["other"], config, lab) as other,
+    ):
+        yield open_, held, other
+
+
+def get(ws: Workspace, url: str) -> str:
+    return ws.succeed(GET + shlex.quote(url), timeout=30)
+
+
+def test_an_allowed_name_works_and_so_do_its_subdomains(trio: tuple[Workspace, ...]) -> None:
+    _, held, _ = trio
+    assert get(held, f"http://{WORLD_NAME}/") == PAGE
+    assert get(held, f"http://{SUB_NAME}/") == PAGE
+
+
+def test_another_name_is_refused_at_once(trio: tuple[Workspace, ...]) -> None:
+    open_, held, _ = trio
+    assert open_.succeed(f"getent hosts {OTHER_NAME}").split()[0] == OTHER_HTTP  # control
+    rc, out, err = held.run(f"resolvectl query {OTHER_NAME}", timeout=30)
+    assert rc != 0
+    assert "refused" in (out + err).lower(), out + err
+    assert held.run(f"getent hosts {OTHER_NAME}")[0] == 2, "not found"
+    assert held.succeed("getent hosts open").split()[0] == str(open_.ip), "lab names resolve"
+
+
+def test_another_address_is_reset_at_once(trio: tuple[Workspace, ...]) -> None:
+    open_, held, _ = trio
+    assert get(open_, f"http://{OTHER_HTTP}/") == PAGE  # control
+    said = get(held, f"http://{OTHER_HTTP}/")
+    assert said.startswith("FAILED ConnectionRefusedError"), said
+
+
+def test_dns_to_the_worlds_resolver_is_refused(trio: tuple[Workspace, ...]) -> None:
+    open_, held, _ = trio
+    assert open_.succeed(DIRECT_DNS + f"{WORLD_DNS} {WORLD_NAME}").startswith("ANSWERED")
+    said = held.succeed(DIRECT_DNS + f"{WORLD_DNS} {WORLD_NAME}")
+    assert said.startswith("FAILED"), said
+    assert "timed out" not in said, "refused at once, not dropped into a timeout"
+
+
+def test_one_allowlist_does_not_open_another(trio: tuple[Workspace, ...]) -> None:
+    _, held, other = trio
+    assert get(other, f"http://{OTHER_HTTP}/") == PAGE  # its own list: an address and port
+    assert get(other, f"http://{WORLD_NAME}/").startswith("FAILED"), "held's name is held's"
+    assert get(held, f"http://{OTHER_HTTP}/").startswith("FAILED"), "other's address is other's"
+
+
+def test_root_inside_cannot_lift_the_list(trio: tuple[Workspace, ...]) -> None:
+    _, held, _ = trio
+    # Its own names and its own namespace's firewall (where it has nft) are root's to
+    # change: a name it sets itself resolves, and its firewall goes. The list is elsewhere.
+    held.succeed(f"doas -n sh -c 'echo {OTHER_HTTP} {OTHER_NAME} >> /etc/hosts'")
+    held.succeed("doas -n sh -c 'command -v nft >/dev/null && nft flush ruleset; true'")
+    assert held.succeed(f"getent hosts {OTHER_NAME}").split()[0] == OTHER_HTTP
+    assert get(held, f"http://{OTHER_NAME}/").startswith("FAILED ConnectionRefusedError")
+    assert get(held, f"http://{WORLD_NAME}/") == PAGE
+
+
+def test_ipv6_has_no_route_out(trio: tuple[Workspace, ...]) -> None:
+    _, held, _ = trio
+    assert held.succeed("ip -6 route show default").strip() == ""
+    said = get(held, "http://[2001:db8::1]/")
+    assert said.startswith("FAILED"), said
+
+
+def test_egress_lists_what_was_allowed_and_denied(trio: tuple[Workspace, ...]) -> None:
+    open_, held, _ = trio
+    get(held, f"http://{WORLD_NAME}/")
+    held.run(f"getent hosts {OTHER_NAME}")
+    get(held, f"http://{OTHER_HTTP}/")
+    record = held.egress()
+    assert record is not None
+    assert record.allowlist == (WORLD_NAME,)
+    assert WORLD_NAME in record.resolved
+    refused_names = [d.name for d in record.denied if d.address is None]
+    assert OTHER_NAME in refused_names
+    refused = [(d.address, d.protocol, d.port) for d in record.denied if d.address]
+    assert (OTHER_HTTP, "tcp", 80) in refused
+    assert open_.egress() is None, "an open uplink has no allowlist to report on"
