@@ -22,7 +22,10 @@ def problems(data: object) -> list[str]:
 
 def test_example_loads() -> None:
     config = load_config(EXAMPLE)
-    assert set(config.workspaces) == {"myproject", "sandbox"}
+    assert set(config.workspaces) == {"myproject", "agent", "sandbox"}
+    agent = config.workspaces["agent"]
+    assert agent.internet == ("pypi.org:443", "files.pythonhosted.org:443", "github.com:443")
+    assert config.resources_for(agent) == Resources(vcpu=2, memory=2048, disk=4096, pids=1024)
     box = config.workspaces["sandbox"]
     assert box.type == "vm"
     assert box.ip == ipaddress.IPv4Address("192.168.83.11")

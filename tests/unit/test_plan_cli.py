@@ -17,8 +17,8 @@ def test_plan_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", EXAMPLE, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     names = [w["name"] for w in data["workspaces"]]
-    assert names == ["myproject", "sandbox"]
-    box = data["workspaces"][1]
+    assert names == ["myproject", "agent", "sandbox"]
+    box = data["workspaces"][2]
     assert box["mac"].startswith("02:")
     assert box["interfaces"]["tap"].startswith("wst-")
     assert box["aliases"][0] == "workspace_sandbox"
@@ -57,7 +57,7 @@ def test_global_options_on_both_sides_and_a_positional_config(
     assert cli.main(["-c", EXAMPLE, "validate"]) == 0
     assert cli.main(["validate", EXAMPLE]) == 0
     assert cli.main(["plan", "--config", EXAMPLE]) == 0
-    assert capsys.readouterr().out.count("valid, 2 workspaces") == 3
+    assert capsys.readouterr().out.count("valid, 3 workspaces") == 3
 
 
 def test_version_completion_and_restart_needs_names(

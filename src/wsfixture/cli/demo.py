@@ -14,7 +14,7 @@ from pathlib import Path
 from wsfixture import checks
 from wsfixture.errors import WsfixtureError
 from wsfixture.host import system
-from wsfixture.model.config import load_config
+from wsfixture.model.config import load_config, override
 from wsfixture.model.plan import plan, render_text
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
@@ -34,9 +34,16 @@ def run_demo(path: str) -> int:
     with Lab(config.network) as lab:
         say(f"== lab {lab.name}: network namespace with bridge {config.network.bridge}, "
             f"DNS on {config.network.gateway}, no internet")  # fmt: skip
+        specs = []
+        for spec in config.workspaces.values():
+            if isinstance(spec.internet, tuple) or isinstance(config.network.internet, tuple):
+                say(
+                    f"   {spec.name}: its allowlist applies under `wsfixture up`; here, no internet"
+                )
+                spec = override(config, spec, internet=False)
+            specs.append(spec)
         workspaces = [
-            Workspace(spec, config, lab, progress=lambda line: say(f"   {line}"))
-            for spec in config.workspaces.values()
+            Workspace(spec, config, lab, progress=lambda line: say(f"   {line}")) for spec in specs
         ]
         try:
             # Images first: a boot timed while another workspace's image builds would
