@@ -48,6 +48,21 @@ def small_get_latency(ws: Workspace, url: str, count: int) -> float:
     return float(ws.succeed(f"{SMALL_GETS} {url} {count}", timeout=120))
 
 
+FRESH_NAMES = (
+    "python3 -c 'import socket, statistics, sys, time, uuid\n"
+    "def one():\n b = time.perf_counter()\n"
+    ' socket.getaddrinfo(f"n{uuid.uuid4().hex[:8]}.{sys.argv[1]}", 80)\n'
+    " return time.perf_counter() - b\n"
+    "print(statistics.median(one() for _ in range(int(sys.argv[2]))))' "
+)
+
+
+def fresh_name_latency(ws: Workspace, domain: str, count: int) -> float:
+    """Median seconds to resolve a subdomain of ``domain`` never asked before (no cache
+    anywhere holds it), ``count`` times, inside the workspace."""
+    return float(ws.succeed(f"{FRESH_NAMES} {domain} {count}", timeout=120))
+
+
 def http_get_from_host(address: tuple[str, int], path: str = "/") -> float:
     """One small GET from this process over a fresh connection to ``address``."""
     import urllib.request
@@ -75,7 +90,7 @@ def run(ctx: Context) -> list[Row]:
     a lab with internet against one without. The world is a namespace of this machine."""
     state, runs = ctx.state, ctx.runs
     sys.path.insert(0, str(HERE.parent))
-    from tests.support.world import WORLD_HTTP
+    from tests.support.world import WORLD_HTTP, WORLD_NAME
     from tests.support.world import world as make_world
 
     with make_world(state / "www") as world:
@@ -87,6 +102,7 @@ def run(ctx: Context) -> list[Row]:
             "workspaces": {
                 "nc": {"type": "container", "ip": "192.168.83.13"},
                 "ns": {"type": "container", "ip": "192.168.83.14"},
+                "nh": {"type": "container", "ip": "192.168.83.15", "internet": [WORLD_NAME]},
             },
         })  # fmt: skip
         on, off = [], []
@@ -100,6 +116,7 @@ def run(ctx: Context) -> list[Row]:
             Lab(config.network, internet=True) as lab,
             Workspace(config.workspaces["nc"], config, lab) as client,
             Workspace(config.workspaces["ns"], config, lab) as server,
+            Workspace(config.workspaces["nh"], config, lab) as held,
         ):
             server.succeed(f"head -c {DOWNLOAD_MIB * 2**20} /dev/urandom > /tmp/{blob}")
             server.succeed(
@@ -116,6 +133,13 @@ def run(ctx: Context) -> list[Row]:
             lab_rtt = [
                 small_get_latency(client, f"http://{server.ip}:8000/small", 20) for _ in range(runs)
             ]
+            # An allowlisted workspace against an open one, in turns, by name.
+            open_get, held_get, open_names, held_names = [], [], [], []
+            for _ in range(runs):
+                open_get.append(small_get_latency(client, f"http://{WORLD_NAME}/small", 20))
+                held_get.append(small_get_latency(held, f"http://{WORLD_NAME}/small", 20))
+                open_names.append(fresh_name_latency(client, WORLD_NAME, 20))
+                held_names.append(fresh_name_latency(held, WORLD_NAME, 20))
             address = server.forward(8000)
             forwarded = [http_get_from_host(address, "/small") for _ in range(50 * runs)]
             direct = [http_get_in_lab(lab, server.ip, 8000, "/small") for _ in range(50 * runs)]
@@ -133,6 +157,15 @@ def run(ctx: Context) -> list[Row]:
         Row(
             "HTTP GET via ws.forward (127.0.0.1)", median(forwarded) * 1000,
             median(direct) * 1000, "the same request made in the lab", unit="ms",
+        ),
+        Row(
+            "small HTTP GET by name through an allowlist", median(held_get) * 1000,
+            median(open_get) * 1000, "the same with internet = true", unit="ms",
+            target="<= 1.10x", met=median(held_get) <= 1.10 * median(open_get),
+        ),
+        Row(
+            "resolving a new allowed name (its own resolver)", median(held_names) * 1000,
+            median(open_names) * 1000, "the same through the lab's resolver", unit="ms",
         ),
         Row(
             "lab creation with internet", median(on), median(off), "lab creation without",
