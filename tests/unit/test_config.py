@@ -411,3 +411,19 @@ def test_host_paths_in_a_config_file_are_relative_to_its_directory(tmp_path: Pat
         "workspaces.a.files./x: is not an absolute host path (got 'debs/x.deb'); allowed: a "
         "path starting with / or ~, or relative to the config file's directory"
     ]
+
+
+def test_allowlist_entries_and_their_network_are_checked_before_anything_starts() -> None:
+    found = problems(
+        {"network": {"internet": False},
+         "workspaces": {"a": {"type": "container", "ip": "192.168.83.10",
+                              "internet": ["pypi.org:443", "no such thing", "x.org:0"]}}}
+    )  # fmt: skip
+    assert any("internet[1]: is neither a domain nor an IPv4 network" in p for p in found)
+    assert any("internet[2]: has a port out of range" in p for p in found)
+    assert any("a.internet: is an allowlist, but network.internet is false" in p for p in found)
+    config = config_from_dict(
+        {"network": {"internet": ["github.com"]},
+         "workspaces": {"a": {"type": "container", "ip": "192.168.83.10"}}}
+    )  # fmt: skip
+    assert config.network.internet == ("github.com",)

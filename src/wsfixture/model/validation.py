@@ -167,4 +167,22 @@ def parse_config(
     _check_collisions(parsed, issues)
     workspaces = {w.spec.name: w.spec for w in parsed if w.spec is not None}
     _check_standard_share_targets(workspaces.values(), config.defaults.user.name, issues)
+    _check_allowlists_have_an_uplink(workspaces.values(), config.network.internet, issues)
     return Config(**sections, workspaces=workspaces, source=source)
+
+
+def _check_allowlists_have_an_uplink(
+    specs: Iterable[WorkspaceSpec], internet: object, issues: Collector
+) -> None:
+    """An allowlist means "the uplink, but only to these": in a network that has none
+    (``internet = false``) it could never apply. (A pytest lab without internet says the
+    same when the workspace starts, before anything is made.)"""
+    if internet is not False:
+        return
+    for spec in specs:
+        if isinstance(spec.internet, tuple):
+            issues.add(
+                f"workspaces.{spec.name}.internet",
+                "is an allowlist, but network.internet is false", list(spec.internet),
+                "an allowlist where network.internet is true or a list",
+            )  # fmt: skip
