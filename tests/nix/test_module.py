@@ -28,7 +28,8 @@ from wsfixture import ConfigError, config_from_dict
 from wsfixture.cli.persistent import alias_lines
 from wsfixture.model import derive, fields
 from wsfixture.model.config import Config, Defaults, NetworkSpec, UserSpec, WorkspaceSpec
-from wsfixture.model.spec import STANDARD_SHARE_TABLE, Resources
+from wsfixture.model.resources import Resources
+from wsfixture.model.shares import STANDARD_SHARE_TABLE
 
 ROOT = Path(__file__).parents[2]
 EVAL = Path(__file__).with_name("eval.nix")

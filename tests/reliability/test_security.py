@@ -13,7 +13,7 @@ from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture import checks
 from wsfixture.host import keys
-from wsfixture.model.spec import STANDARD_SHARES
+from wsfixture.model.shares import STANDARD_SHARES
 from wsfixture.remote import SshSession
 from wsfixture.workspace import Workspace
 

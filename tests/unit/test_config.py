@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from tests.support.strategies import corruptions, documents, valid_configs
 from wsfixture import Config, ConfigError, config_from_dict, config_from_json, config_from_toml
 from wsfixture.model.config import load_config, override, workspace_spec
-from wsfixture.model.spec import VM_RESOURCES, Resources
+from wsfixture.model.resources import VM_RESOURCES, Resources
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
 

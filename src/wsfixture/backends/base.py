@@ -16,7 +16,8 @@ from wsfixture.host import setid_filter as filters
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
-from wsfixture.model.spec import STANDARD_SHARE_TABLE, Resources
+from wsfixture.model.resources import Resources
+from wsfixture.model.shares import STANDARD_SHARE_TABLE
 from wsfixture.net.lab import Lab
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsfixture.host import settings
-from wsfixture.model.spec import Resources
+from wsfixture.model.resources import Resources
 
 PERIOD_US = 100_000  # the CPU bandwidth period: vcpu = 2 allows 200 ms of CPU time per 100 ms
 

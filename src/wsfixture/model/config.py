@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from wsfixture.errors import ConfigError, ConfigIssue
+from wsfixture.model.shares import STANDARD_SHARES
 from wsfixture.model.spec import (
-    STANDARD_SHARES,
     WORKSPACE_TYPES,
     Config,
     Defaults,

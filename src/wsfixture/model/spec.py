@@ -14,6 +14,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from wsfixture.model import derive, fields, tables
+from wsfixture.model.resources import (
+    DISK_RANGE_MIB,
+    MEMORY_RANGE_MIB,
+    PIDS_RANGE,
+    VCPU_RANGE,
+    VM_RESOURCES,
+    Resources,
+)
 
 WorkspaceType = Literal["vm", "container"]
 WORKSPACE_TYPES: tuple[str, ...] = ("vm", "container")
@@ -36,50 +44,12 @@ NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 KEY_RE = re.compile(r"^(ssh-|ecdsa-|sk-)")
 SUBNET_PREFIXES = (8, 29)
 
-VCPU_RANGE = (1, 256)
-MEMORY_RANGE_MIB = (128, 1024 * 1024)
-PIDS_RANGE = (64, 4 * 1024 * 1024)  # below 64 a container's own boot cannot fork (measured)
-DISK_RANGE_MIB = (256, 16 * 1024 * 1024)
 UID_RANGE = (1000, 60000)
 DEFAULT_SUBNET = ipaddress.IPv4Network("192.168.83.0/24")
 
 
 # Guest trees a share may not cover: the kernel's and systemd's own, and the host keys'.
 SYSTEM_GUEST_PATHS = ("/proc", "/sys", "/dev", "/run", "/etc/ssh/host-keys")
-
-
-@dataclass(frozen=True)
-class StandardShare:
-    """One of the seed's directories under ``<state root>/<name>``, shared into every
-    workspace; the only ones that outlive it."""
-
-    tag: str
-    guest_path: str  # "~/" stands for the workspace user's home
-    read_only: bool
-    owner: str  # whose the host side is: "user" (the workspace user) or "root"
-
-    def target(self, user: str) -> str:
-        """Where it is mounted in the guest of workspace user ``user``."""
-        home_relative = self.guest_path.removeprefix("~/")
-        return (
-            self.guest_path if home_relative == self.guest_path else f"/home/{user}/{home_relative}"
-        )
-
-
-# In mount order (a share's tag and its hot-plug slot follow it).
-STANDARD_SHARE_TABLE: tuple[StandardShare, ...] = (
-    StandardShare("workspace", "~/workspace", read_only=False, owner="user"),
-    StandardShare("claude-config", "~/.claude", read_only=False, owner="user"),
-    StandardShare("ssh-host-keys", "/etc/ssh/host-keys", read_only=True, owner="root"),
-)
-STANDARD_SHARES = tuple(s.tag for s in STANDARD_SHARE_TABLE)
-READ_ONLY_STANDARD_SHARES = tuple(s.tag for s in STANDARD_SHARE_TABLE if s.read_only)
-WRITABLE_STANDARD_SHARES = tuple(s.tag for s in STANDARD_SHARE_TABLE if not s.read_only)
-
-
-def standard_share_targets(user: str) -> dict[str, str]:
-    """Where each standard share is mounted in the guest, by tag."""
-    return {share.tag: share.target(user) for share in STANDARD_SHARE_TABLE}
 
 
 def overlaps(path: str, other: str) -> bool:
@@ -211,20 +181,6 @@ def _range_in_order(network: NetworkSpec, where: str, ctx: fields.Context) -> bo
         )  # fmt: skip
         return False
     return True
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What a workspace may use; None: no limit (a container's unless it is given one)."""
-
-    vcpu: int | None = None
-    memory: int | None = None  # MiB
-    disk: int | None = None  # MiB
-    pids: int | None = None
-
-
-# A VM's when neither it nor the defaults say: the seed's 8 vCPUs, 4 GiB and 8 GiB disk.
-VM_RESOURCES = Resources(vcpu=8, memory=4096, disk=8192, pids=4096)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from wsfixture.model import derive, fields, tables
 from wsfixture.model.fields import Collector, Context, camel
+from wsfixture.model.shares import standard_share_targets
 from wsfixture.model.spec import (
     NAME_MAX,
     NAME_RE,
@@ -23,7 +24,6 @@ from wsfixture.model.spec import (
     NetworkSpec,
     WorkspaceSpec,
     overlaps,
-    standard_share_targets,
 )
 
 __all__ = [

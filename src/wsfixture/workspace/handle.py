@@ -25,24 +25,23 @@ from wsfixture.backends.base import Backend, BackendContext, backend_class
 from wsfixture.cleanup import Cleanup
 from wsfixture.errors import (
     CleanupError,
-    OvercommitError,
     ReadyTimeout,
     StartError,
     WorkspaceGone,
 )
 from wsfixture.guest import identity
-from wsfixture.host import keys, ledger, system, virt
+from wsfixture.host import keys, ledger, system
 from wsfixture.image.build import Progress
 from wsfixture.image.recipe import Image
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.validation import check_share_sources
-from wsfixture.net import egress as egress_rules
 from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab
 from wsfixture.process import Process
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 from wsfixture.retry import retry_until
 from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
+from wsfixture.workspace.guardrails import Guardrails
 from wsfixture.workspace.prepare import prepare, prepare_image
 
 logger = logging.getLogger("wsfixture.workspace")
@@ -58,7 +57,7 @@ class WorkspaceState(enum.Enum):
     STOPPED = "stopped"  # released
 
 
-class Workspace(Commands):
+class Workspace(Commands, Guardrails):
     """One workspace: booted by ``start()``, released by ``stop()``."""
 
     def __init__(
@@ -113,15 +112,6 @@ class Workspace(Commands):
         return self.config.defaults.user.name
 
     @property
-    def allowlist(self) -> tuple[str, ...] | None:
-        """The destinations it may reach, where a list says so: its own, else its network's;
-        None: its uplink is open (or it has none)."""
-        own, lab_wide = self.spec.internet, self.config.network.internet
-        if isinstance(own, tuple):
-            return own
-        return lab_wide if own is None and isinstance(lab_wide, tuple) else None
-
-    @property
     def console_log(self) -> Path:
         return self.runtime_dir / "console.log"
 
@@ -170,18 +160,6 @@ class Workspace(Commands):
             ),
         )
         self._launch(self._record)
-
-    def _admit(self) -> None:
-        """OvercommitError, before anything is made, for memory the host does not have
-        available (a VM's as clamped; a container's bound, where it has one)."""
-        wanted = self.config.resources_for(self.spec).memory
-        if wanted is None or self.overcommit:
-            return
-        if self.spec.is_vm:
-            wanted = virt.clamp_resources(1, wanted, 1, virt.host_memory_mib())[1]
-        available = virt.host_memory_mib("MemAvailable")
-        if wanted > available:
-            raise OvercommitError(self.name, wanted, available, "memory")
 
     def prepare_image(self) -> Image:
         """The image this workspace boots from, built now if it is not cached."""
@@ -408,35 +386,6 @@ class Workspace(Commands):
     def conn(self) -> fabric.Connection:
         """A fabric Connection over the pinned SSH session."""
         return PinnedConnection(self._session())
-
-    def egress(self) -> egress_rules.Record | None:
-        """What its allowlist let through and refused: the names that resolved (and their
-        addresses), and every refused connection and name, oldest first (``net.egress``).
-        None: it has no allowlist."""
-        allowed = self.allowlist
-        if allowed is None:
-            return None
-        now = time.time()
-        log = self.runtime_dir / "egress-dns.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        resolved, refused_names = egress_rules.read_log(text, now)
-        listed = self.lab.run(["nft", "-j", "list", "set", "ip", "wsfixture", "denied"], False)
-        denied = egress_rules.read_denied(listed, self.ip, now, resolved) if listed else []
-        every = sorted([*refused_names, *denied], key=lambda d: d.when)
-        return egress_rules.Record(allowed, resolved, every)
-
-    def out_of_memory(self) -> str | None:
-        """What a report says once the OOM killer ended one of its processes: "killed: out
-        of memory (memory = 512 MiB)"; None until then."""
-        if self.backend is None:
-            return None
-        facts = self.backend.limit_facts()
-        if not facts["oom_kills"]:
-            return None
-        return (
-            f"killed: out of memory (memory = {facts['memory_mib']} MiB): "
-            f"{facts['oom_kills']} process(es) of it"
-        )
 
     def describe(self) -> dict[str, object]:
         return {

@@ -13,7 +13,7 @@ from wsfixture.host import keys, share_acl, system
 from wsfixture.image.build import Progress, ensure_image
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.model.config import Config, WorkspaceSpec
-from wsfixture.model.spec import STANDARD_SHARES, WRITABLE_STANDARD_SHARES
+from wsfixture.model.shares import STANDARD_SHARES, WRITABLE_STANDARD_SHARES
 from wsfixture.net.labfiles import LabHost
 
 

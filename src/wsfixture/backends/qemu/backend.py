@@ -34,7 +34,7 @@ from wsfixture.image.build import stderr_progress
 from wsfixture.image.recipe import Image
 from wsfixture.image.templates import TemplateShape
 from wsfixture.model import derive
-from wsfixture.model.spec import Resources
+from wsfixture.model.resources import Resources
 from wsfixture.retry import retry_until
 
 logger = logging.getLogger("wsfixture.qemu")
