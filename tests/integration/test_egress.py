@@ -18,7 +18,7 @@ from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
 from tests.support.world import OTHER_HTTP, OTHER_NAME, PAGE, SUB_NAME, WORLD_DNS, WORLD_NAME
 from tests.support.world import world as make_world
-from wsfixture.model.config import Config
+from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
@@ -151,3 +151,20 @@ def test_egress_lists_what_was_allowed_and_denied(trio: tuple[Workspace, ...]) -
     refused = [(d.address, d.protocol, d.port) for d in record.denied if d.address]
     assert (OTHER_HTTP, "tcp", 80) in refused
     assert open_.egress() is None, "an open uplink has no allowlist to report on"
+
+
+@pytest.mark.vm
+def test_a_vm_is_held_the_same_way(setup: tuple[Config, Lab]) -> None:
+    # The rules are per address on the lab bridge: a VM's TAP is held as a container's veth.
+    config, lab = setup
+    spec = workspace_spec(
+        config, name="vmheld", type="vm", vcpu=1, memory=768, internet=[WORLD_NAME],
+        ip=lab.free_ip({str(s.ip) for s in config.workspaces.values()}),
+    )  # fmt: skip
+    with Workspace(spec, config, lab) as vm:
+        assert get(vm, f"http://{WORLD_NAME}/") == PAGE
+        assert get(vm, f"http://{OTHER_HTTP}/").startswith("FAILED ConnectionRefusedError")
+        assert vm.run(f"getent hosts {OTHER_NAME}")[0] == 2
+        record = vm.egress()
+        assert record is not None
+        assert (OTHER_HTTP, "tcp", 80) in [(d.address, d.protocol, d.port) for d in record.denied]

@@ -249,9 +249,12 @@ def drop_in(path: Path, text: str) -> None:
 
 def _content(module: ModuleType) -> dict[str, object]:
     """A module's constants (upper-case names), read each time, and its functions' source."""
+    # A copy, taken at once: another thread's warning adds __warningregistry__ to the
+    # module of the code that raised it, and a dict changing under its iteration raises
+    # (seen once in a full run).
     constants = {
         name: value
-        for name, value in vars(module).items()
+        for name, value in dict(vars(module)).items()
         if name.isupper() and isinstance(value, str | tuple | int)
     }
     return {**constants, **_sources(module)}
@@ -262,7 +265,7 @@ def _sources(module: ModuleType) -> dict[str, str]:
     # Code does not change while a process runs; reading it is the slow part (~2 ms).
     return {
         name: inspect.getsource(value)
-        for name, value in vars(module).items()
+        for name, value in dict(vars(module)).items()
         if inspect.isfunction(value) and value.__module__ == module.__name__
     }
 
