@@ -38,7 +38,7 @@ DENIED_TIMEOUT = "1h"  # how long a denial stays on record
 RESOLVER_PORT_BASE = 20000
 
 
-def scaffold(bridge: str, gateway: str, uplink_interface: str) -> str:
+def scaffold(bridge: str, gateway: str) -> str:
     """What every lab with an uplink has for allowlists (inside ``table ip wsfixture``):
     the maps, the ``denied`` record, the ``deny`` chain and the DNS redirection."""
     return f"""\

@@ -64,7 +64,7 @@ def nat_rules(subnet: ipaddress.IPv4Network, bridge: str, gateway: str) -> str:
     return f"""\
 table ip wsfixture {{
   set offline {{ type ipv4_addr; }}
-{egress.scaffold(bridge, gateway, INTERFACE)}
+{egress.scaffold(bridge, gateway)}
   chain forward {{
     type filter hook forward priority filter; policy drop;
     iifname "{bridge}" oifname "{bridge}" accept
