@@ -14,6 +14,7 @@
     │   ├── ReadyTimeout        it started but never became ready in time
     │   └── OvercommitError     its memory is more than the host has available: not started
     ├── WorkspaceGone           a workspace in use is not running (never started, or died)
+    ├── CheckpointError         a checkpoint or rollback cannot be done; nothing was changed
     ├── CommandError            a command in a workspace exited non-zero
     │   └── CommandTimeout      a command in a workspace ran past its timeout (a TimeoutError)
     ├── WaitError               a wait_* in a running workspace ended without its condition
@@ -166,6 +167,16 @@ class WorkspaceGone(WsfixtureError):
         self.reason = reason
         text = f"workspace {name!r} is not running: {reason}"
         super().__init__(with_tail(text, f"console of {name}", console_tail))
+
+
+class CheckpointError(WsfixtureError):
+    """A checkpoint or a rollback that cannot be done: an unknown or bad tag, a workspace
+    that is not running, a machine that cannot be saved. Nothing was changed."""
+
+    def __init__(self, name: str, reason: str, hint: str = "") -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"workspace {name!r}: {reason}" + (f"; {hint}" if hint else ""))
 
 
 class WaitError(WsfixtureError):

@@ -13,6 +13,7 @@ from pathlib import Path
 from wsfixture.guest.share_ids import ShareOwners
 from wsfixture.host import ledger, limits, settings, system
 from wsfixture.host import setid_filter as filters
+from wsfixture.image import store
 from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
@@ -91,6 +92,33 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stop(self, timeout: float) -> None:
         """Orderly shutdown within ``timeout``, then force; release what start made."""
+
+    # -- checkpoints (``workspace.checkpoints``) -------------------------------------------
+
+    def checkpoint_blocker(self) -> str | None:
+        """Why this machine cannot be checkpointed; None if it can."""
+        return None
+
+    def image_build(self) -> str:
+        """Which build of its image it runs: the key and when that build was finished (an
+        image removed and built again under the same key is another build)."""
+        return f"{self.image.recipe.key}@{store.ready_stamp(self.image.dir).strip()}"
+
+    def checkpoint_shape(self) -> str:
+        """What a checkpoint of it can be restored into: the same again, or no rollback."""
+        return self.image_build()
+
+    @abc.abstractmethod
+    def checkpoint(self, into: Path, final: Path, seq: int, commit: Callable[[], None]) -> str:
+        """Save the running machine's root (a VM's memory and devices too) into ``into``,
+        a directory the caller renames to ``final``; call ``commit`` once what runs
+        stands on it. Returns how long its steps took, for the debug log."""
+
+    @abc.abstractmethod
+    def rollback(self, chain: list[Path], shape: str) -> str:
+        """Return the machine to the checkpoint ``chain[0]`` (``chain``: it and those it
+        stands on, newest first), made for ``shape``; it is booting or running when this
+        returns. Returns how long its steps took."""
 
     def say(self, line: str) -> None:
         """Tell whoever watches the start (``progress``) what it is doing now."""

@@ -85,6 +85,53 @@ route add default via $gateway dev eth0
 EOF
 echo ok >&3
 networkctl reload
+# ---- checkpoints (``wsfixture.backends.qemu.checkpoint``): the host keeps the port open
+# and asks, before it saves the VM, for the shares to be let go (virtiofs cannot be
+# migrated), and for them back, with the clock, once the VM runs again: after the save,
+# or in a rollback to it, which goes on from the read below.
+mounts=/{seed.MOUNTS_FILE}
+remount() {{
+    awk -v t="$1" '$2 == t' "$mounts" | while read -r tag target fstype options; do
+        mount -t "$fstype" -o "$options" "$tag" "$target"
+    done
+}}
+holders() {{
+    for p in /proc/[0-9]*; do
+        for link in "$p"/cwd "$p"/fd/*; do
+            case $(readlink "$link" 2>/dev/null) in
+            "$1"|"$1"/*) echo "${{p#/proc/}}:$(cat "$p"/comm 2>/dev/null)"; break ;;
+            esac
+        done
+    done | head -n 8 | tr '\n' ' '
+}}
+quiesce() {{
+    released=""
+    for target in $(awk '{{print $2}}' "$mounts" | tac); do
+        if umount "$target" 2>/dev/null; then
+            released="$target $released"
+            continue
+        fi
+        held=$(holders "$target")
+        for back in $released; do remount "$back"; done
+        echo "error $target is in use (pid:command $held)"
+        return
+    done
+    # No sync: the page cache is saved with the memory, consistent with the disk.
+    echo quiesced
+}}
+while read -r verb now <&3; do
+    case "$verb" in
+    quiesce) quiesce >&3 ;;
+    resume)
+        date -s "@$now" >/dev/null
+        if WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares; then
+            echo ok >&3
+        else
+            echo "error mounting the shares" >&3
+        fi ;;
+    *) echo "error unknown request $verb" >&3 ;;
+    esac
+done
 """
 AGENT_UNIT = f"""\
 [Unit]

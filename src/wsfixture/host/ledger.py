@@ -148,6 +148,9 @@ class Record:
     def drop_mount(self, path: Path) -> None:
         self._drop(self.mounts, str(path))
 
+    def drop_dir(self, path: Path) -> None:
+        self._drop(self.dirs, str(path))
+
     def _add(self, items: list[Any], value: object) -> None:
         if value not in items:
             items.append(value)

@@ -30,8 +30,10 @@ from wsfixture.plugin.report import (
     pytest_runtest_makereport,
     pytest_terminal_summary,
 )
+from wsfixture.plugin.reset import RESET_CHOICES, SharedReset
 from wsfixture.plugin.session import (
     WsSession,
+    failed_key,
     session_key,
     shared_key,
     track,
@@ -51,7 +53,7 @@ SCOPES = ("function", "module", "session")
 # The marker's and the factory's keywords: a name, a scope, and every workspace field in
 # either spelling, as the model declares them.
 MARKER_FIELDS = (
-    "name", "scope",
+    "name", "scope", "reset",
     *dict.fromkeys(spelling for key in WORKSPACE_KEYS[1:] for spelling in (key, camel(key))),
 )  # fmt: skip
 WORKER_CLEANUP_KEY = "wsfixture_cleanup_failure"
@@ -64,8 +66,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "workspace(name=None, *, scope='function', **fields): the workspace this test gets; "
-        "a name from --ws-config, or inline fields such as type='vm', packages=[...]",
+        "workspace(name=None, *, scope='function', reset='none', **fields): the workspace "
+        "this test gets; a name from --ws-config, or inline fields such as type='vm', "
+        "packages=[...]; reset='checkpoint' gives each test of a shared one a rollback",
     )
     config.stash[session_key] = WsSession(config, options.read(config))
     # Registered now, after every entry-point plugin (testinfra's among them): its `host`
@@ -202,6 +205,7 @@ def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
     session = _session(request)
     name, fields = _marker_args(request)
     scope = fields.pop("scope", "function")
+    reset = fields.pop("reset", "none")
     if scope == "function":
         ws = session.boot(session.spec(name, **fields))
         track(request.node, ws)
@@ -215,8 +219,14 @@ def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
         module = request.node.getparent(pytest.Module)
         assert module is not None
         module.addfinalizer(lambda: session.release_shared(scope_key, name, fields))
+    resets = None
+    if reset == "checkpoint":
+        resets = session.resets.setdefault(shared_key(scope_key, name, fields), SharedReset(ws))
+        resets.before_test()
     track(request.node, ws)
     yield ws
+    if resets is not None:
+        resets.after_test(request.node.stash.get(failed_key, False), session.keep == "failed")
 
 
 def _scope_key(request: pytest.FixtureRequest, scope: str) -> str:
@@ -334,13 +344,19 @@ def _check_marker(item: pytest.Item, marker: pytest.Mark, config: pytest.Config)
     scope = marker.kwargs.get("scope", "function")
     if scope not in SCOPES:
         problems.append(f"scope={scope!r}; allowed: {', '.join(SCOPES)}")
+    reset = marker.kwargs.get("reset", "none")
+    if reset not in RESET_CHOICES:
+        problems.append(f"reset={reset!r}; allowed: {', '.join(RESET_CHOICES)}")
+    elif reset == "checkpoint" and scope == "function":
+        problems.append("reset='checkpoint' is for a shared workspace: scope='module' or "
+                        "'session' (a function-scoped one is new for each test)")  # fmt: skip
     if problems:
         raise pytest.UsageError(f"{where}: {'; '.join(problems)}")
     try:
         ws_config = config.stash[session_key].config
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    fields = {k: v for k, v in marker.kwargs.items() if k not in ("name", "scope")}
+    fields = {k: v for k, v in marker.kwargs.items() if k not in ("name", "scope", "reset")}
     name = marker.args[0] if marker.args else None
     try:
         if name is not None and name not in ws_config.workspaces:

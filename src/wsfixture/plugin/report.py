@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from wsfixture.plugin.session import session_key, since_key, used_key
+from wsfixture.plugin.session import failed_key, session_key, since_key, used_key
 from wsfixture.workspace.commands import journal_command
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when == "call" and report.failed:
+        item.stash[failed_key] = True
         used = item.stash.get(used_key, [])
         session = item.config.stash.get(session_key, None)
         if session is not None:

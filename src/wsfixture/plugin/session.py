@@ -30,6 +30,7 @@ from wsfixture.plugin.options import Options
 from wsfixture.progress import Ticker
 
 if TYPE_CHECKING:
+    from wsfixture.plugin.reset import SharedReset
     from wsfixture.workspace import Workspace
 
 
@@ -89,6 +90,8 @@ class WsSession:
     stopping: list[BackgroundStop] = field(default_factory=list)
     # What each scoped factory (ws_factory_module, ws_factory_session) made and holds.
     factory_made: dict[str, list[Workspace]] = field(default_factory=dict)
+    # Shared workspaces with reset="checkpoint", by their shared key.
+    resets: dict[tuple[str, str], SharedReset] = field(default_factory=dict)
     _config: Config | None = None
     _state_root: Path | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
@@ -164,7 +167,15 @@ class WsSession:
         return self.shared[key]
 
     def release_shared(self, scope: str, name: str | None, fields: dict[str, Any]) -> None:
-        self.release(self.shared.pop(shared_key(scope, name, fields)))
+        key = shared_key(scope, name, fields)
+        self._before_release(key)
+        self.release(self.shared.pop(key))
+
+    def _before_release(self, key: tuple[str, str]) -> None:
+        """A shared workspace kept for a failed test goes back to what that test saw."""
+        reset = self.resets.pop(key, None)
+        if reset is not None and self.keep == "failed" and reset.ws.name in self.failed:
+            reset.before_keep()
 
     def boot(self, spec: WorkspaceSpec) -> Workspace:
         from wsfixture.workspace import Workspace
@@ -247,7 +258,8 @@ class WsSession:
         """Stop everything this process still holds; idempotent."""
         cleanup = Cleanup()
         cleanup.add(self.settle())
-        for ws in list(self.shared.values()):
+        for key, ws in list(self.shared.items()):
+            cleanup.attempt(f"roll back {ws.name}", self._before_release, key)
             cleanup.attempt(f"stop {ws.name}", self.release, ws)
         self.shared.clear()
         if self.lab is not None:
@@ -275,3 +287,4 @@ def track(test: pytest.Item, ws: Workspace) -> None:
 session_key = pytest.StashKey[WsSession]()
 used_key = pytest.StashKey["list[Workspace]"]()
 since_key = pytest.StashKey["dict[str, int]"]()  # per workspace: its first command's seq
+failed_key = pytest.StashKey[bool]()  # the test's call failed

@@ -40,6 +40,7 @@ from wsfixture.net.lab import Lab
 from wsfixture.process import Process
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 from wsfixture.retry import retry_until
+from wsfixture.workspace.checkpoints import Checkpoints
 from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
 from wsfixture.workspace.guardrails import Guardrails
 from wsfixture.workspace.prepare import prepare, prepare_image
@@ -57,7 +58,7 @@ class WorkspaceState(enum.Enum):
     STOPPED = "stopped"  # released
 
 
-class Workspace(Commands, Guardrails):
+class Workspace(Commands, Guardrails, Checkpoints):
     """One workspace: booted by ``start()``, released by ``stop()``."""
 
     def __init__(
@@ -128,6 +129,9 @@ class Workspace(Commands, Guardrails):
         try:
             self.launch()
             self.wait_ready()
+            if self.supervisor is not None:  # a CLI workspace's checkpoints outlive it
+                for tag, why in self.keep_matching():
+                    self._say(f"checkpoint {tag!r} removed: {why}")
         except BaseException as exc:
             try:
                 # No orderly shutdown of a machine that never became ready: a VM half way
@@ -222,8 +226,7 @@ class Workspace(Commands, Guardrails):
             return True if rc == 0 else None
 
         assert self.started_at is not None
-        if self.progress is not None:
-            self.progress(f"waiting for sshd on {self.ip} (pinned-key login)")
+        self._say(f"waiting for sshd on {self.ip} (pinned-key login)")
         reached = []
         for check in (port_open, ssh_works):
             remaining = self.timeout - (time.monotonic() - self.started_at)
@@ -265,8 +268,7 @@ class Workspace(Commands, Guardrails):
         for forward in self.forwards:
             attempt(f"close {forward!r}", forward.close)
         self.forwards.clear()
-        if self.session is not None:
-            attempt("close ssh", self.session.close)
+        attempt("close ssh", self.drop_session)
         if self.backend is not None:
             backend = self.backend
             started = time.monotonic()
@@ -285,9 +287,18 @@ class Workspace(Commands, Guardrails):
         self.backend = None
         if self.state is not WorkspaceState.DETACHED:
             self.state = WorkspaceState.STOPPED
+        cleanup.raise_any()
+
+    def drop_session(self) -> None:
+        """Close the SSH session and forget ``host`` and ``conn``: the next use logs in anew."""
+        if self.session is not None:
+            self.session.close()
         self.__dict__.pop("host", None)
         self.__dict__.pop("conn", None)
-        cleanup.raise_any()
+
+    def _say(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress(line)
 
     def __enter__(self) -> Workspace:
         return self.start()

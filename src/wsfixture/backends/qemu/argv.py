@@ -96,6 +96,11 @@ def disk_argv(boot: Boot) -> list[str]:
         for fd in boot.disk_fds:
             argv += ["-add-fd", f"fd={fd},set={DISK_FDSET}"]
         source = f"/dev/fdset/{DISK_FDSET}"
+        # Image locks are taken per open file description, and the fd set's read-only
+        # and read-write descriptors are two: once QEMU has moved between them (a
+        # checkpoint makes this disk a backing file) it would refuse its own lock.
+        # Nothing else opens these private files.
+        source += ",file.locking=off"
     return [*argv, "-drive", f"file={source},if=none,id=root,format=qcow2,cache=writeback"]
 
 

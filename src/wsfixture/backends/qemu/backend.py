@@ -22,17 +22,18 @@ from pathlib import Path
 
 from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.backends.qemu import argv as qemu_argv
+from wsfixture.backends.qemu import checkpoint as vm_checkpoint
 from wsfixture.backends.qemu import clone, disk
 from wsfixture.backends.qemu.argv import QMP_SOCKET, Boot, Extras, Machine
 from wsfixture.backends.qemu.qmp import QmpClient
 from wsfixture.backends.qemu.template import qemu_version
-from wsfixture.errors import PrerequisiteError
+from wsfixture.errors import CheckpointError, PrerequisiteError
 from wsfixture.guest import restore, seed
-from wsfixture.host import idmap, ledger, system, virt
+from wsfixture.host import idmap, ledger, settings, system, virt
 from wsfixture.host.setup import QEMU_USER, has_qemu_user
 from wsfixture.image.build import stderr_progress
 from wsfixture.image.recipe import Image
-from wsfixture.image.templates import TemplateShape
+from wsfixture.image.templates import Template, TemplateShape
 from wsfixture.model import derive
 from wsfixture.model.resources import Resources
 from wsfixture.retry import retry_until
@@ -101,6 +102,9 @@ class QemuBackend(Backend):
         require_qemu_user()
         self._qmp: QmpClient | None = None
         self.boot_mode = "not started"
+        # A clone's: the guest port, kept for its agent (checkpoints), and its template.
+        self.agent_port: socket.socket | None = None
+        self.restored_from: Template | None = None
 
     # -- what the command line is made of ------------------------------------------------
 
@@ -209,7 +213,12 @@ class QemuBackend(Backend):
         """The VM's owner watch (``watch_owner``) and its share daemons."""
         if self.ctx.die_with_owner:
             self.watch_owner(self.cgroup, self.ctx.record)
+        self.start_share_daemons()
+
+    def start_share_daemons(self) -> None:
+        """A virtiofsd per share; each serves one connection (a new one after an unplug)."""
         for tag, source, _, read_only in self.shares():
+            self.fs_socket(tag).unlink(missing_ok=True)
             if read_only:
                 self._start_read_only_virtiofsd(tag, source)
             else:
@@ -225,6 +234,7 @@ class QemuBackend(Backend):
     def reset(self) -> None:
         """Undo a failed restore: its QEMU and share daemons gone, daemons started anew
         (each serves one connection)."""
+        self._close_agent()
         self._close_qmp()
         ledger.kill_cgroup(str(self.cgroup))
         self.reap_spawned()
@@ -280,10 +290,42 @@ class QemuBackend(Backend):
         shares = [(tag, target, ro) for tag, _, target, ro in self.shares()]
         seed.pack(staging, seed.mount_table(shares, SHARE_TRANSPORT), self.seed)
 
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint_blocker(self) -> str | None:
+        if self.restored_from is None or self.agent_port is None:
+            return (f"only a VM restored from a template can be checkpointed (its agent does "
+                    f"the guest's part), and this one is a {self.boot_mode}")  # fmt: skip
+        return None
+
+    def checkpoint_shape(self) -> str:
+        """Its template, and which making of it (one remade under its key is another)."""
+        assert self.restored_from is not None
+        return template_build(self.restored_from)
+
+    def checkpoint(self, into: Path, final: Path, seq: int, commit: Callable[[], None]) -> str:
+        return vm_checkpoint.save(self, into, final, seq, commit)
+
+    def rollback(self, chain: list[Path], shape: str) -> str:
+        template = Template(settings.current().templates_dir / shape.split("@")[0])
+        if not template.meta_path.is_file() or template_build(template) != shape:
+            raise CheckpointError(
+                self.name, f"the VM template {template.key} it stands on is gone or was "
+                "made anew since", "make a new checkpoint",
+            )  # fmt: skip
+        steps = vm_checkpoint.rollback(self, chain[0], template)
+        self.restored_from = template
+        return steps
+
     def qmp(self) -> QmpClient:
         if self._qmp is None:
             self._qmp = QmpClient.connect(self.qmp_socket)
         return self._qmp
+
+    def _close_agent(self) -> None:
+        if self.agent_port is not None:
+            self.agent_port.close()
+            self.agent_port = None
 
     def _close_qmp(self) -> None:
         if self._qmp is not None:
@@ -327,6 +369,7 @@ class QemuBackend(Backend):
             except Exception:
                 with contextlib.suppress(Exception):
                     self.qmp().command("quit")
+        self._close_agent()
         self._close_qmp()
         self.finish(self.cgroup, 5.0)
         if self._tap_exists():
@@ -338,6 +381,10 @@ class QemuBackend(Backend):
     def _tap_exists(self) -> bool:
         out = self.ctx.lab.run(["ip", "-o", "link", "show", self.tap], check=False)
         return bool(out.strip())
+
+
+def template_build(template: Template) -> str:
+    return f"{template.key}@{str(template.meta().get('state_sha256', ''))[:16]}"
 
 
 def require_qemu_user() -> None:

@@ -47,6 +47,9 @@ class RestoreTarget(TemplateHost, Protocol):
     tap: str
     console_log: Path
     progress: Callable[[str], None]
+    agent_port: socket.socket | None  # the guest port, kept once the clone took its identity
+    restored_from: Template | None
+    process: subprocess.Popen[bytes] | None
 
     def launch(self, boot: Boot, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
         """QEMU for ``boot``, in the lab, as the workspace's machine process."""
@@ -99,12 +102,15 @@ def start_by_restore(vm: RestoreTarget) -> str:
     raise AssertionError("unreachable")
 
 
-def restore_clone(vm: RestoreTarget, template: Template) -> None:
-    log = vm.runtime_dir / "qemu.log"
-    boot = Boot(
+def clone_boot(vm: RestoreTarget, template: Template) -> Boot:
+    """How a clone of ``template`` starts: the template's devices, waiting for a state."""
+    return Boot(
         template.kernel, template.initrd, vm.kernel_cmdline(template.key), vm.overlay,
         template.seed, TEMPLATE_MAC, vm.tap, vm.runtime_dir, restorable=True, incoming=True,
     )  # fmt: skip
+
+
+def restore_clone(vm: RestoreTarget, template: Template) -> None:
     steps = Steps()
     with channel.listening(vm.runtime_dir / IDENTITY_SOCKET) as listener:
         with templates.restoring(template):
@@ -113,43 +119,65 @@ def restore_clone(vm: RestoreTarget, template: Template) -> None:
                 raise CorruptTemplateError(why)
             disk.create_overlay(template.frozen, vm.overlay, "qcow2")
             steps.done("overlay")
-            with disk.descriptors(vm.overlay) as fds:
-                process = vm.launch(dataclasses.replace(boot, disk_fds=fds), fds)
-            port = channel.accept(listener, process, log)
-            qmp = _connect_qmp(vm, process, log)
-            steps.done("qemu up")
-            verdict: list[str | None] = []
-            check = threading.Thread(target=lambda: verdict.append(template.verify_state()))
-            check.start()
-            fd = os.open(template.state, os.O_RDONLY)
-            try:
-                qmp.send_fd("state", fd)
-            finally:
-                os.close(fd)
-            try:
-                qmp.command("migrate-incoming", uri="fd:state")
-                status = wait_migration(qmp, LOAD_TIMEOUT)
-            except (OSError, ConnectionError) as exc:
-                status = f"QEMU gone ({exc})"
-            steps.done("state loaded")
-            check.join()
-            steps.done("state verified")
-        if status != "completed":
-            raise CorruptTemplateError(f"loading the state: {status}\n{system.tail(log, 5)}")
-        if verdict[0] is not None:
-            raise CorruptTemplateError(verdict[0])
-        _hot_plug_shares(vm.share_sockets(), qmp)
+            port, qmp, process = load(
+                vm, clone_boot(vm, template), template.state, listener, steps,
+                template.verify_state,
+            )  # fmt: skip
+        hot_plug_shares(vm.share_sockets(), qmp)
         steps.done("shares plugged")
         # Sent while the VM is paused: QEMU hands it to the guest's buffers meanwhile.
         port.sendall(vm.identity(template.key))
         qmp.command("cont")
         reply = channel.read_line(port, IDENTITY_TIMEOUT, process, vm.console_log)
         steps.done("identity taken")
-        port.close()
+    # The port stays open: the guest's agent serves checkpoints on it (``checkpoint``).
+    vm.agent_port = port
+    vm.restored_from = template
     log_steps.debug("%s restored: %s", vm.name, steps)
     done, said = restore.parse_reply(reply.encode())
     if not done:
         raise TemplateError(f"the restored guest did not take its identity: {said}")
+
+
+def load(
+    vm: RestoreTarget,
+    boot: Boot,
+    state: Path,
+    listener: socket.socket,
+    steps: Steps,
+    verify: Callable[[], str | None] | None = None,
+) -> tuple[socket.socket, QmpClient, subprocess.Popen[bytes]]:
+    """QEMU for ``boot`` (over ``vm.overlay``, made by the caller), with ``state`` loaded
+    and the VM paused: the guest port's connection, QMP and the process.
+    CorruptTemplateError if the state does not load, or ``verify`` (run while it loads)
+    says why it is bad."""
+    log = vm.runtime_dir / "qemu.log"
+    with disk.descriptors(vm.overlay) as fds:
+        process = vm.launch(dataclasses.replace(boot, disk_fds=fds), fds)
+    port = channel.accept(listener, process, log)
+    qmp = _connect_qmp(vm, process, log)
+    steps.done("qemu up")
+    verdict: list[str | None] = []
+    check = threading.Thread(target=lambda: verdict.append(verify() if verify else None))
+    check.start()
+    fd = os.open(state, os.O_RDONLY)
+    try:
+        qmp.send_fd("state", fd)
+    finally:
+        os.close(fd)
+    try:
+        qmp.command("migrate-incoming", uri="fd:state")
+        status = wait_migration(qmp, LOAD_TIMEOUT)
+    except (OSError, ConnectionError) as exc:
+        status = f"QEMU gone ({exc})"
+    steps.done("state loaded")
+    check.join()
+    steps.done("state verified")
+    if status != "completed":
+        raise CorruptTemplateError(f"loading the state: {status}\n{system.tail(log, 5)}")
+    if verdict[0] is not None:
+        raise CorruptTemplateError(verdict[0])
+    return port, qmp, process
 
 
 class Steps:
@@ -186,7 +214,7 @@ def _connect_qmp(vm: RestoreTarget, process: subprocess.Popen[bytes], log: Path)
     return client
 
 
-def _hot_plug_shares(sockets: dict[str, Path], qmp: QmpClient) -> None:
+def hot_plug_shares(sockets: dict[str, Path], qmp: QmpClient) -> None:
     """Each share's virtiofsd, connected by us and handed to QEMU, on a spare root port."""
     for port, (tag, path) in enumerate(sockets.items()):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:

@@ -11,14 +11,18 @@ from pathlib import Path
 from wsfixture.host import system
 
 
-def create_overlay(backing: Path, overlay: Path, backing_format: str, size_mib: int = 0) -> None:
+def create_overlay(
+    backing: Path, overlay: Path, backing_format: str, size_mib: int = 0, unopened: bool = False
+) -> None:
     """A new qcow2 ``overlay`` over ``backing`` (never written through it); ``size_mib``
-    grows the guest's disk beyond the backing file's size, 0 keeps it."""
+    grows the guest's disk beyond the backing file's size, 0 keeps it. ``unopened``: the
+    backing file is named, not read (it is not in place yet; the size must be given)."""
     overlay.unlink(missing_ok=True)
     size = [f"{size_mib}M"] if size_mib else []
+    unsafe = ["-u"] if unopened else []
     system.run(
         [system.require_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-F", backing_format,
-         "-b", str(backing), str(overlay), *size]
+         "-b", str(backing), *unsafe, str(overlay), *size]
     )  # fmt: skip
 
 

@@ -55,6 +55,11 @@ class QmpClient:
         migration stream or a connected socket."""
         self._execute("getfd", {"fdname": name}, fd)
 
+    def add_fd(self, fdset: int, fd: int) -> None:
+        """Put an open file descriptor into fd set ``fdset`` (``add-fd``): a node opened as
+        ``/dev/fdset/<fdset>`` takes it."""
+        self._execute("add-fd", {"fdset-id": fdset}, fd)
+
     def _execute(self, name: str, arguments: dict[str, Any], fd: int | None) -> Any:
         request: dict[str, Any] = {"execute": name}
         if arguments:
@@ -80,6 +85,11 @@ class QmpClient:
             self._file.close()
         finally:
             self._sock.close()
+
+
+# A migration's bandwidth cap (bytes/s): QEMU's default, 128 MiB/s, throttles a save to a
+# local file as it would a link between hosts (measured: 180 MiB took 1.33 s).
+UNTHROTTLED = 2**40
 
 
 def wait_migration(qmp: QmpClient, timeout: float) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from wsfixture.backends.qemu import channel, disk
 from wsfixture.backends.qemu.argv import IDENTITY_SOCKET, QMP_SOCKET, TEMPLATE_MAC, Boot
-from wsfixture.backends.qemu.qmp import QmpClient, wait_migration
+from wsfixture.backends.qemu.qmp import UNTHROTTLED, QmpClient, wait_migration
 from wsfixture.errors import TemplateError
 from wsfixture.guest import restore
 from wsfixture.host import ledger, settings, system
@@ -128,6 +128,7 @@ def _save(qmp_socket: Path, state: Path) -> None:
             qmp.send_fd("state", fd)
         finally:
             os.close(fd)
+        qmp.command("migrate-set-parameters", **{"max-bandwidth": UNTHROTTLED})
         qmp.command("migrate", uri="fd:state")
         status = wait_migration(qmp, SAVE_TIMEOUT)
         if status != "completed":
