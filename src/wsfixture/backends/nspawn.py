@@ -117,7 +117,7 @@ class NspawnBackend(Backend):
         """The upper layer copied while every process of the container is frozen: what it
         wrote so far, consistent; it runs on as it was."""
         started = time.monotonic()
-        with freezer.frozen(self.cgroup):
+        with freezer.frozen(self.ctx.spec.name, self.cgroup):
             frozen = time.monotonic()
             system.run(["cp", "-a", "--reflink=auto", str(self.upper), str(into / UPPER)])
             copied = time.monotonic()

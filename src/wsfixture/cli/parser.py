@@ -7,7 +7,7 @@ import importlib.metadata
 import os
 from collections.abc import Callable
 
-from wsfixture.cli.commands import access, config, host, images, lifecycle
+from wsfixture.cli.commands import access, checkpoints, config, host, images, lifecycle
 from wsfixture.model import fields
 from wsfixture.net import inventory
 
@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", type=int, default=0, help="the host port (default: a free one)")
     p = command("egress", access.cmd_egress, "what an allowlist let through and refused", True)
     p.add_argument("name")
+    p = command("checkpoint", checkpoints.cmd_checkpoint,
+                "save a running workspace's root (a VM's memory too) under a tag")  # fmt: skip
+    p.add_argument("name")
+    p.add_argument("tag", nargs="?", help="default: checkpoint-<n>")
+    p = command("rollback", checkpoints.cmd_rollback,
+                "return a running workspace to a checkpoint; shares stay as they are")  # fmt: skip
+    p.add_argument("name")
+    p.add_argument("tag")
+    p = command("checkpoints", checkpoints.cmd_checkpoints, "a workspace's checkpoints", True)
+    p.add_argument("name")
+    p.add_argument("--delete", metavar="TAG", help="delete this checkpoint")
     p = command(
         "cp", access.cmd_cp, "copy a file in or out: cp LOCAL NAME:PATH, cp NAME:PATH LOCAL"
     )

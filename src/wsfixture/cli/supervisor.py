@@ -5,8 +5,9 @@ the workspace in the config's persistent lab (created on first use, then owned b
 dnsmasq), prints ``PROGRESS <what it does>`` lines, then ``READY <seconds>`` or ``FAILED
 <reason>``, on stdout, and stays until
 SIGTERM (``wsfixture down``), when its ``--ttl`` runs out, or when its ``idleTimeout`` passes
-without an SSH session; then it stops the workspace. As the workspace's owner in the
-ledger, a supervisor that dies makes its workspace an orphan that ``gc`` reaps.
+without an SSH session; then it stops the workspace. Meanwhile it answers checkpoint
+requests on the workspace's control socket (``cli.control``). As the workspace's owner in
+the ledger, a supervisor that dies makes its workspace an orphan that ``gc`` reaps.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from wsfixture.cli import control
 from wsfixture.cli.persistent import config_hash, config_snapshot, shared_lab
 from wsfixture.host import ledger
 from wsfixture.model.config import load_config
@@ -41,11 +43,20 @@ def publish(lab_name: str, name: str, info: ledger.SupervisorInfo) -> None:
         record.update(dataclasses.replace(ledger.workspace_info(record), supervisor=info))
 
 
-def watch(ws: Workspace, lab: Lab, info: ledger.SupervisorInfo, stop: threading.Event) -> str:
-    """Wait for a reason to stop: a signal, the workspace gone, its ttl or idle time."""
+def watch(
+    ws: Workspace,
+    lab: Lab,
+    info: ledger.SupervisorInfo,
+    stop: threading.Event,
+    busy: threading.Lock,
+) -> str:
+    """Wait for a reason to stop: a signal, the workspace gone, its ttl or idle time.
+    ``busy`` is held while a control request (a rollback) changes the machine."""
     while not stop.is_set():
         stop.wait(1.0)
-        if not ws.is_running:
+        with busy:
+            running = ws.is_running
+        if not running:
             return "the workspace is gone"
         now = time.time()
         if info.stop_at is not None and now >= info.stop_at:
@@ -101,13 +112,15 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
     # The `up` command reads one line and leaves; nothing more goes to its pipe.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    if ws.session is not None:
-        ws.session.close()  # its readiness login is not a user's session
-    why = watch(ws, lab, supervisor, stop)
+    ws.drop_session()  # its readiness login is not a user's session
+    busy = threading.Lock()
+    control.serve(ws, busy, stop)
+    why = watch(ws, lab, supervisor, stop, busy)
     print(f"{name}: stopping: {why}", file=sys.stderr, flush=True)
     for forward in forwards:
         forward.close()
-    ws.stop()
+    with busy:  # not under a checkpoint being written
+        ws.stop()
     return 0
 
 

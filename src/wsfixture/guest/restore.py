@@ -95,14 +95,13 @@ remount() {{
         mount -t "$fstype" -o "$options" "$tag" "$target"
     done
 }}
+# Which processes hold a share (working directory or open file), as pid:command: one
+# find over /proc (a readlink per descriptor took tens of seconds under TCG).
 holders() {{
-    for p in /proc/[0-9]*; do
-        for link in "$p"/cwd "$p"/fd/*; do
-            case $(readlink "$link" 2>/dev/null) in
-            "$1"|"$1"/*) echo "${{p#/proc/}}:$(cat "$p"/comm 2>/dev/null)"; break ;;
-            esac
-        done
-    done | head -n 8 | tr '\n' ' '
+    find /proc/[0-9]*/cwd /proc/[0-9]*/fd/ -maxdepth 1 -lname "$1*" 2>/dev/null |
+        cut -d/ -f3 | sort -un | head -n 8 | while read -r pid; do
+        printf '%s:%s ' "$pid" "$(cat /proc/"$pid"/comm 2>/dev/null)"
+    done
 }}
 quiesce() {{
     released=""

@@ -7,15 +7,16 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from wsfixture.errors import WsfixtureError
+from wsfixture.errors import CheckpointError
 from wsfixture.retry import retry_until
 
 FREEZE_TIMEOUT = 10.0
 
 
 @contextlib.contextmanager
-def frozen(cgroup: Path, timeout: float = FREEZE_TIMEOUT) -> Iterator[None]:
-    """Every process of ``cgroup`` (and its children) frozen while the block runs."""
+def frozen(name: str, cgroup: Path, timeout: float = FREEZE_TIMEOUT) -> Iterator[None]:
+    """Every process of workspace ``name``'s ``cgroup`` (and its children) frozen while
+    the block runs."""
     control = cgroup / "cgroup.freeze"
     control.write_text("1")
     try:
@@ -24,7 +25,7 @@ def frozen(cgroup: Path, timeout: float = FREEZE_TIMEOUT) -> Iterator[None]:
             return True if "frozen 1" in (cgroup / "cgroup.events").read_text() else None
 
         if retry_until(settled, timeout, 0.002) is None:
-            raise WsfixtureError(f"{cgroup} did not freeze within {timeout:.0f} s")
+            raise CheckpointError(name, f"its processes did not freeze within {timeout:.0f} s")
         yield
     finally:
         control.write_text("0")

@@ -74,19 +74,25 @@ class Checkpoints:
             raise CheckpointError(self._name, f"cannot be checkpointed: {why}")
         base = store.base
         started = time.monotonic()
-        with store.making(record) as (staging, final):
-            seq = int(final.name)
+        seq = 0
+        try:
+            with store.making(record) as (staging, final):
+                seq = int(final.name)
 
-            def commit() -> None:
-                made = Checkpoint(
-                    tag, seq, time.time(), self.spec.type, self.image_key(backend),
-                    backend.checkpoint_shape(), base.seq if base else None,
-                    time.monotonic() - started,
-                )  # fmt: skip
-                store.write_meta(staging, made)
+                def commit() -> None:
+                    made = Checkpoint(
+                        tag, seq, time.time(), self.spec.type, self.image_key(backend),
+                        backend.checkpoint_shape(), base.seq if base else None,
+                        time.monotonic() - started,
+                    )  # fmt: skip
+                    store.write_meta(staging, made)
 
-            steps = backend.checkpoint(staging, final, seq, commit)
-            commit()  # again: with the whole time it took
+                steps = backend.checkpoint(staging, final, seq, commit)
+                commit()  # again: with the whole time it took
+        except BaseException:
+            if (kept := store.by_seq(seq)) is not None:  # a VM's running disk stands on it
+                store.set_base(kept)
+            raise
         made = store.find(tag)
         if self.spec.type == "vm":
             store.set_base(made)  # the running disk stands on it from now on

@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
-from typing import TYPE_CHECKING
 
 from wsfixture.cli.lookup import UsageError
 from wsfixture.cli.output import emit, say
+from wsfixture.errors import WsfixtureError
 from wsfixture.host import settings
 from wsfixture.image import cache as imagecache
 from wsfixture.image import templates
+from wsfixture.model.config import load_config
+from wsfixture.workspace.checkpoint_store import CheckpointStore
 
-if TYPE_CHECKING:
-    pass
+
+def checkpoint_stores(args: argparse.Namespace) -> list[tuple[CheckpointStore, str]]:
+    """Every workspace's checkpoints on this host: running workspaces' (in their labs),
+    and the config's CLI workspaces' (in their state directories, kept while stopped)."""
+    found = [
+        (CheckpointStore(ws_dir.name, ws_dir / "checkpoints"), f"lab {ws_dir.parent.name}")
+        for ws_dir in sorted(settings.current().labs_dir.glob("*/*"))
+        if (ws_dir / "checkpoints").is_dir()
+    ]
+    with contextlib.suppress(WsfixtureError, OSError):  # no config here: the labs' only
+        config = load_config(args.config)
+        found += [
+            (CheckpointStore(name, config.state_dir(name) / "checkpoints"), "CLI workspace")
+            for name in config.workspaces
+        ]
+    return found
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -86,6 +103,12 @@ def cmd_images(args: argparse.Namespace) -> int:
         {"image": staging.name, "kind": "half built", "adds": "", "last_used": "-", "size": "-",
          "state": "building" if alive else "abandoned: `wsfixture gc` removes it"}
         for staging, alive in imagecache.builds()
+    ]  # fmt: skip
+    rows += [
+        {"image": f"{store.name}:{c.tag}", "kind": f"checkpoint of {c.kind} {store.name}",
+         "adds": "", "last_used": f"{(now - c.created) / 3600:.0f}h ago",
+         "size": f"{store.size(c) / 2**20:.0f} MiB", "state": where}
+        for store, where in checkpoint_stores(args) for c in store.listed()
     ]  # fmt: skip
     columns = ["image", "kind", "adds", "last_used", "size", "state"]
     emit(args, rows, columns)
