@@ -47,6 +47,11 @@ type = "vm"
 ip = "192.168.83.12"
 vcpu = 2
 memory = 1024
+
+[workspaces.ckpt]
+type = "container"
+ip = "192.168.83.13"
+packages = ["figlet"]  # a layer of its own: the checkpoint test removes and rebuilds it
 """
 
 
@@ -134,7 +139,7 @@ def test_day_to_day(cli_config: Path) -> None:
     nope = wsf(cli_config, "ssh", "nope", "true", check=False)
     assert (nope.returncode, nope.stderr.strip()) == (
         2,
-        "wsfixture: no workspace named 'nope'; known: one, two, vmthree",
+        "wsfixture: no workspace named 'nope'; known: one, two, vmthree, ckpt",
     )
     stopped = wsf(cli_config, "ssh", "vmthree", "true", check=False)
     assert stopped.returncode == 1
@@ -283,6 +288,50 @@ def test_vm_through_the_cli(cli_config: Path) -> None:
     assert "[  OK  ] Started a coloured line." in console_text
     assert "\x1b[" not in console_text
     wsf(cli_config, "down", "vmthree")
+
+
+def test_checkpoints_through_the_cli(cli_config: Path) -> None:
+    """checkpoint, rollback and checkpoints on a CLI workspace (its supervisor does them);
+    its checkpoints outlive `down` while its image build matches, and one made over an
+    image rebuilt since is removed at `up`, which says so."""
+    wsf(cli_config, "up", "ckpt")
+    wsf(cli_config, "exec", "ckpt", "echo one | doas tee /etc/ck")
+    made = wsf(cli_config, "checkpoint", "ckpt", "first").stdout
+    assert made.startswith("ckpt: checkpoint 'first' made in "), made
+    bad = wsf(cli_config, "checkpoint", "ckpt", "a/b", check=False)
+    assert bad.returncode == 1
+    assert "checkpoint tag 'a/b' is not allowed" in bad.stderr
+    wsf(cli_config, "exec", "ckpt", "echo two | doas tee /etc/ck")
+    rolled = wsf(cli_config, "rollback", "ckpt", "first").stdout
+    assert rolled.startswith("ckpt: rolled back to 'first', ready in "), rolled
+    assert wsf(cli_config, "exec", "ckpt", "cat /etc/ck").stdout.strip() == "one"
+    unknown = wsf(cli_config, "rollback", "ckpt", "frist", check=False)
+    assert "no checkpoint tagged 'frist'; did you mean 'first'?" in unknown.stderr
+    rows = json.loads(wsf(cli_config, "checkpoints", "ckpt", "--json").stdout)
+    assert [r["tag"] for r in rows] == ["first"]
+    assert "ckpt:first" in wsf(cli_config, "images").stdout  # its disk use is shown
+    image_key = rows[0]["image"].split("@")[0]
+
+    wsf(cli_config, "down", "ckpt")
+    stopped = json.loads(wsf(cli_config, "checkpoints", "ckpt", "--json").stdout)
+    assert [r["tag"] for r in stopped] == ["first"], "kept while it is stopped"
+    up = wsf(cli_config, "up", "ckpt").stdout
+    assert "removed" not in up, up
+    assert wsf(cli_config, "exec", "ckpt", "cat /etc/ck", check=False).returncode == 1
+    wsf(cli_config, "rollback", "ckpt", "first")  # a new boot, the same image build
+    assert wsf(cli_config, "exec", "ckpt", "cat /etc/ck").stdout.strip() == "one"
+
+    wsf(cli_config, "down", "ckpt")
+    wsf(cli_config, "images", "--remove", image_key)  # built again at the next up
+    up = wsf(cli_config, "up", "ckpt").stdout
+    assert f"checkpoint 'first' removed: it was made over image {image_key}@" in up, up
+    assert wsf(cli_config, "checkpoints", "ckpt").stdout.strip() == "ckpt: no checkpoints"
+    wsf(cli_config, "checkpoint", "ckpt")
+    tags = [r["tag"] for r in json.loads(wsf(cli_config, "checkpoints", "ckpt", "--json").stdout)]
+    assert tags == ["checkpoint-1"]
+    wsf(cli_config, "checkpoints", "ckpt", "--delete", "checkpoint-1")
+    assert wsf(cli_config, "checkpoints", "ckpt").stdout.strip() == "ckpt: no checkpoints"
+    wsf(cli_config, "down", "ckpt")
 
 
 def test_aliases_and_hosts(cli_config: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from tests.support.configs import booted
 from tests.support.leaks import leftovers, processes_with_cmdline
 from wsfixture import PrerequisiteError, StartError, checks
 from wsfixture.backends import qemu
+from wsfixture.errors import CheckpointError
 from wsfixture.host import virt
 from wsfixture.host.virt import host_accel, vsock_available
 from wsfixture.image import cache as imagecache
@@ -180,3 +181,13 @@ def test_the_vm_user_edits_what_the_host_user_put_in_the_share(vm: Workspace) ->
     assert vm.succeed(f"stat -c %U:%G {inside}").strip() == "dev:dev"
     vm.succeed(f"echo edited inside >> {inside}")
     assert dropped.read_text() == "written on the host\nedited inside\n"
+
+
+def test_a_cold_booted_vm_refuses_a_checkpoint_and_makes_nothing(vm: Workspace) -> None:
+    """Only a restored VM has the agent that lets go of its shares for a save."""
+    with pytest.raises(CheckpointError) as refused:
+        vm.checkpoint("cold")
+    assert "only a VM restored from a template can be checkpointed" in str(refused.value)
+    assert "cold boot (snapshot = 'off')" in str(refused.value)
+    assert vm.checkpoints() == []
+    assert not vm.checkpoint_store.root.exists()

@@ -107,13 +107,16 @@ def start_workspace(
         )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
-    while line.startswith("PROGRESS "):
-        if say is not None:
+    notes = []
+    while line.startswith(("PROGRESS ", "NOTE ")):
+        if line.startswith("NOTE "):
+            notes.append(line.removeprefix("NOTE "))
+        elif say is not None:
             say(line.removeprefix("PROGRESS "))
         line = proc.stdout.readline().decode().strip()
     proc.stdout.close()
     if line.startswith("READY"):
-        return True, f"ready in {line.split()[1]}s"
+        return True, "; ".join([f"ready in {line.split()[1]}s", *notes])
     proc.wait(UP_TIMEOUT[config.workspaces[name].type])
     return False, line.removeprefix("FAILED ") or f"supervisor exited; see {log}"
 

@@ -2,8 +2,8 @@
 
 ``wsfixture up`` starts one supervisor per workspace, detached from the terminal. It boots
 the workspace in the config's persistent lab (created on first use, then owned by its
-dnsmasq), prints ``PROGRESS <what it does>`` lines, then ``READY <seconds>`` or ``FAILED
-<reason>``, on stdout, and stays until
+dnsmasq), prints ``PROGRESS <what it does>`` and ``NOTE <what the user should know>``
+lines, then ``READY <seconds>`` or ``FAILED <reason>``, on stdout, and stays until
 SIGTERM (``wsfixture down``), when its ``--ttl`` runs out, or when its ``idleTimeout`` passes
 without an SSH session; then it stops the workspace. Meanwhile it answers checkpoint
 requests on the workspace's control socket (``cli.control``). As the workspace's owner in
@@ -108,6 +108,9 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
         print(f"FAILED {reason}", flush=True)
         print(str(exc), file=sys.stderr)
         return 1
+    # Its checkpoints outlive it (in its state dir): those it can no longer take are said.
+    for tag, why in ws.keep_matching():
+        print(f"NOTE checkpoint {tag!r} removed: {why}", flush=True)
     print(f"READY {ws.ready_seconds:.2f}", flush=True)
     # The `up` command reads one line and leaves; nothing more goes to its pipe.
     devnull = os.open(os.devnull, os.O_WRONLY)

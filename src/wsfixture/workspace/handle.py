@@ -23,12 +23,7 @@ import testinfra.host
 
 from wsfixture.backends.base import Backend, BackendContext, backend_class
 from wsfixture.cleanup import Cleanup
-from wsfixture.errors import (
-    CleanupError,
-    ReadyTimeout,
-    StartError,
-    WorkspaceGone,
-)
+from wsfixture.errors import CleanupError, ReadyTimeout, StartError, WorkspaceGone
 from wsfixture.guest import identity
 from wsfixture.host import keys, ledger, system
 from wsfixture.image.build import Progress
@@ -129,9 +124,6 @@ class Workspace(Commands, Guardrails, Checkpoints):
         try:
             self.launch()
             self.wait_ready()
-            if self.supervisor is not None:  # a CLI workspace's checkpoints outlive it
-                for tag, why in self.keep_matching():
-                    self._say(f"checkpoint {tag!r} removed: {why}")
         except BaseException as exc:
             try:
                 # No orderly shutdown of a machine that never became ready: a VM half way
@@ -226,7 +218,8 @@ class Workspace(Commands, Guardrails, Checkpoints):
             return True if rc == 0 else None
 
         assert self.started_at is not None
-        self._say(f"waiting for sshd on {self.ip} (pinned-key login)")
+        if self.progress is not None:
+            self.progress(f"waiting for sshd on {self.ip} (pinned-key login)")
         reached = []
         for check in (port_open, ssh_works):
             remaining = self.timeout - (time.monotonic() - self.started_at)
@@ -295,10 +288,6 @@ class Workspace(Commands, Guardrails, Checkpoints):
             self.session.close()
         self.__dict__.pop("host", None)
         self.__dict__.pop("conn", None)
-
-    def _say(self, line: str) -> None:
-        if self.progress is not None:
-            self.progress(line)
 
     def __enter__(self) -> Workspace:
         return self.start()
