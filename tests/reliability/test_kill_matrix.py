@@ -1,11 +1,12 @@
 """The kill matrix: a pytest session is killed with SIGKILL, SIGTERM or SIGINT while it builds
-a layer, makes a VM template, boots, runs the test body or tears down, for both kinds. After
+a layer, makes a VM template, boots, runs the test body, writes a checkpoint or tears down,
+for both kinds. After
 one `wsfixture gc` nothing of it is left: namespaces, mounts, cgroups in both hierarchies,
 processes, directories (its temporary state dir too), ledger records, half-built images and
 templates.
 
 `make test` runs a short version (every cell for containers; for VMs the layer build and
-the boot with every signal, the test body with SIGTERM); `make soak` (WSFIXTURE_SOAK=1) runs
+the boot with every signal, the test body and the checkpoint with SIGTERM); `make soak` (WSFIXTURE_SOAK=1) runs
 every cell three times.
 """
 
@@ -30,7 +31,7 @@ from wsfixture.image.recipe import ImageRecipe
 
 SOAK = os.environ.get("WSFIXTURE_SOAK") == "1"
 KINDS = ("container", "vm")
-PHASES = ("build", "template", "boot", "body", "teardown")
+PHASES = ("build", "template", "boot", "body", "checkpoint", "teardown")
 TEMPLATE_MEMORY = 704  # a VM shape no other test has: its template is made in the cell
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 LAYER_PACKAGES = ["sl"]  # a layer no other test builds: its build is the "build" phase
@@ -45,16 +46,20 @@ INNER_CONFTEST = textwrap.dedent(
 
     KM = pathlib.Path(os.environ["KM_DIR"])
 
-    def paused(original):
-        def stop(self, timeout):
-            (KM / "teardown").write_text("")
+    def paused(original, phase):
+        # Inside the phase (the checkpoint's staging dir made and in the ledger), a
+        # pause for the signal to land in.
+        def method(self, *args):
+            (KM / phase).write_text("")
             time.sleep({TEARDOWN_PAUSE})
-            return original(self, timeout)
-        return stop
+            return original(self, *args)
+        return method
 
-    if os.environ["KM_PHASE"] == "teardown":
-        for backend in (NspawnBackend, QemuBackend):
-            backend.stop = paused(backend.stop)
+    for backend in (NspawnBackend, QemuBackend):
+        if os.environ["KM_PHASE"] == "teardown":
+            backend.stop = paused(backend.stop, "teardown")
+        if os.environ["KM_PHASE"] == "checkpoint":
+            backend.checkpoint = paused(backend.checkpoint, "checkpoint")
     """
 )
 INNER_TEST = textwrap.dedent(
@@ -72,6 +77,8 @@ INNER_TEST = textwrap.dedent(
         (KM / "body").write_text("")
         if os.environ["KM_PHASE"] == "body":
             time.sleep(600)
+        if os.environ["KM_PHASE"] == "checkpoint":
+            workspace.checkpoint("km")
     """
 )
 
@@ -84,7 +91,7 @@ def cells() -> list[tuple[str, str, signal.Signals]]:
                 continue  # containers have none
             for signum in SIGNALS:
                 full = SOAK or kind == "container" or phase in ("build", "template", "boot")
-                if full or (phase == "body" and signum == signal.SIGTERM):
+                if full or (phase in ("body", "checkpoint") and signum == signal.SIGTERM):
                     chosen.append((kind, phase, signum))
     # A closed terminal (SIGHUP) is handled like SIGTERM; one cell shows it.
     chosen.append(("container", "body", signal.SIGHUP))
@@ -194,6 +201,8 @@ def test_killed_session_leaves_nothing_after_gc(
     assert not any(settings.current().images_dir.glob("*.building-*"))
     assert not any(store.templates_dir().glob("*.building-*"))
     assert not [m for m in system.mount_points() if ".building-" in str(m)]
+    half_written = list(settings.current().labs_dir.glob("*/*/checkpoints/.making-*"))
+    assert half_written == [], "a checkpoint being written when the signal came"
     assert set(Path("/tmp").glob("wsstate-*")) == states_before, "the state dir (keys) stays"
     if signum != signal.SIGKILL:
         # A handled signal: the session itself tore down; gc found nothing of it to reap.
