@@ -6,8 +6,8 @@ processes, directories (its temporary state dir too), ledger records, half-built
 templates.
 
 `make test` runs a short version (every cell for containers; for VMs the layer build and
-the boot with every signal, the test body and the checkpoint with SIGTERM); `make soak` (WSFIXTURE_SOAK=1) runs
-every cell three times.
+the boot with every signal, the test body and the checkpoint with SIGTERM); `make soak`
+(WSFIXTURE_SOAK=1) runs every cell three times.
 """
 
 from __future__ import annotations
