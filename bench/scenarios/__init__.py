@@ -8,6 +8,7 @@ from collections.abc import Callable
 from harness import Context, Row
 
 from scenarios import (
+    checkpoints,
     coldwarm,
     container,
     latency,
@@ -29,4 +30,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "releases": releases.run,
     "sessions": sessions.run,
     "peer": peer.run,
+    "checkpoints": checkpoints.run,
 }

@@ -16,7 +16,9 @@ inside that same read, told to go on. What is in the shares is never rolled back
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -160,7 +162,7 @@ def _switch_disk(vm: CheckpointTarget, qmp: QmpClient, into: Path, final: Path, 
     gets the new overlay's as an fd set: it may not open files."""
     node = next(d["inserted"]["node-name"] for d in qmp.command("query-block")
                 if d["device"] == "root")  # fmt: skip
-    os.rename(vm.overlay, into / DISK)
+    _move(vm.overlay, into / DISK)
     disk.create_overlay(final / DISK, vm.overlay, "qcow2", vm.disk_mib, unopened=True)
     fd = os.open(vm.overlay, os.O_RDWR)
     try:
@@ -173,6 +175,20 @@ def _switch_disk(vm: CheckpointTarget, qmp: QmpClient, into: Path, final: Path, 
         file={"driver": "file", "filename": f"/dev/fdset/{fdset}", "locking": "off"},
     )  # fmt: skip
     qmp.command("blockdev-snapshot", node=node, overlay=overlay)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename, or copy and unlink where ``target`` is on another filesystem (a CLI
+    workspace's checkpoints are in its state directory): QEMU goes on reading the file it
+    has open, whose content no longer changes, and the new overlay names the copy."""
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o600)
+        source.unlink()
 
 
 def _save_state(name: str, qmp: QmpClient, state: Path) -> None:
