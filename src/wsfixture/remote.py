@@ -12,6 +12,7 @@ import base64
 import collections
 import dataclasses
 import enum
+import json
 import logging
 import select
 import shlex
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("wsfixture.remote")
 SSH_PORT = 22
 DEFAULT_MAX_OUTPUT = 64 * 2**20
+TRANSCRIPT_CAP = 2**20  # bytes per stream of one command in the transcript (artifacts)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class SshSession:
         # Bytes a command may write to either stream before it is killed: output is kept in
         # memory, and a runaway command must not take the test process down with it.
         self.max_output = DEFAULT_MAX_OUTPUT
+        # Where every command is written whole (up to TRANSCRIPT_CAP a stream), one JSON
+        # line each, for a failed test's artifacts; None: only ``history`` keeps them.
+        self.transcript: Path | None = None
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
 
@@ -140,7 +145,7 @@ class SshSession:
                 killed = self._kill_group(drained.pid)
                 self._remember(
                     Ran(command, -1, time.monotonic() - started,
-                        _tail(drained.out, drained.err), probe)
+                        _tail(drained.out, drained.err), probe), drained.out, drained.err,
                 )  # fmt: skip
                 out = drained.out.decode(errors="replace")
                 err = drained.err.decode(errors="replace")
@@ -162,12 +167,18 @@ class SshSession:
             # The last phase of a start's breakdown (after the backend's and readiness's
             # debug lines): a stall here once hid behind a ready workspace (#30).
             logger.debug("%s: first command took %.2fs", self.name, ran.seconds)
-        self._remember(ran)
+        self._remember(ran, drained.out, drained.err)
         return rc, drained.out, drained.err
 
-    def _remember(self, ran: Ran) -> None:
-        self.history.append(dataclasses.replace(ran, seq=self.commands_run))
+    def _remember(self, ran: Ran, out: bytes, err: bytes) -> None:
+        ran = dataclasses.replace(ran, seq=self.commands_run)
+        self.history.append(ran)
         self.commands_run += 1
+        if self.transcript is not None:
+            line = {**dataclasses.asdict(ran), "stdout": _capped(out), "stderr": _capped(err)}
+            del line["tail"]
+            with open(self.transcript, "a") as transcript:
+                transcript.write(json.dumps(line) + "\n")
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a host file into the workspace (SFTP over the pinned connection, as the
@@ -262,6 +273,15 @@ def _drain(channel: paramiko.Channel, timeout: float | None, cap: int) -> _Drain
 def _tail(out: bytes, err: bytes, lines: int = 5) -> str:
     text = (out[-4096:] + err[-4096:]).decode(errors="replace")
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _capped(data: bytes) -> str:
+    kept = data[:TRANSCRIPT_CAP].decode(errors="replace")
+    return (
+        kept
+        if len(data) <= TRANSCRIPT_CAP
+        else f"{kept}\n[... {len(data)} bytes, cut at {TRANSCRIPT_CAP}]"
+    )
 
 
 def _size(n: int) -> str:

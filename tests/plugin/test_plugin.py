@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -698,3 +701,57 @@ def test_reset_needs_a_shared_workspace(real: pytest.Pytester) -> None:
         ["*test_x: @pytest.mark.workspace(reset='checkpoint'): reset='checkpoint' is for a "
          "shared workspace: scope='module' or 'session'*"]
     )  # fmt: skip
+
+
+def test_a_failed_test_leaves_its_artifacts(real: pytest.Pytester, tmp_path: Path) -> None:
+    """--ws-artifacts: console, journal, every command whole, describe and the network of
+    each workspace a failed test used; a JUnit property and a GitHub job summary point at
+    them; a passing test leaves nothing."""
+    real.makepyfile(
+        """
+        def test_passes(workspace):
+            workspace.succeed("true")
+
+        def test_fails(workspace_factory):
+            a = workspace_factory("alpha")
+            b = workspace_factory()
+            a.succeed("seq 1 5000")  # more than a report's last lines
+            b.run("echo to-stderr >&2; exit 3")
+            assert False, "it failed"
+        """
+    )
+    out, summary = tmp_path / "artifacts", tmp_path / "summary.md"
+    junit = tmp_path / "junit.xml"
+    result = real.runpytest_subprocess(
+        "--ws-config", "workspaces.toml", "--ws-artifacts", str(out), f"--junitxml={junit}",
+        "-p", "no:cacheprovider", env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)},
+    )  # fmt: skip
+    result.assert_outcomes(passed=1, failed=1)
+    (test_dir,) = out.iterdir()
+    assert test_dir.name == "test_a_failed_test_leaves_its_artifacts.py_test_fails"
+    alpha, other = sorted(test_dir.iterdir(), key=lambda d: d.name != "alpha")
+    assert alpha.name == "alpha"
+    for ws_dir in (alpha, other):
+        names = {p.name for p in ws_dir.iterdir()}
+        assert names == {"console.log", "journal.txt", "commands.txt", "describe.json",
+                         "network.txt"}  # fmt: skip
+        assert json.loads((ws_dir / "describe.json").read_text())["name"] == ws_dir.name
+        assert "(could not gather" not in "".join(p.read_text() for p in ws_dir.iterdir())
+        assert (
+            "-- Boot" in (ws_dir / "journal.txt").read_text()
+            or "systemd" in (ws_dir / "journal.txt").read_text()
+        )
+        assert "192.168.83." in (ws_dir / "network.txt").read_text()
+    commands = (alpha / "commands.txt").read_text()
+    assert commands.startswith("$ seq 1 5000\n# exit 0, ")
+    assert "\n1\n2\n3\n" in commands
+    assert "\n5000\n" in commands, "whole, not the last lines"
+    assert "$ echo to-stderr >&2; exit 3\n# exit 3, " in (other / "commands.txt").read_text()
+    assert "--- stderr ---\nto-stderr" in (other / "commands.txt").read_text()
+    properties = {
+        (p.get("name"), p.get("value")) for p in ElementTree.parse(junit).iter("property")
+    }
+    assert ("wsfixture_artifacts", str(test_dir)) in properties
+    assert "### wsfixture: `test_a_failed_test_leaves_its_artifacts.py::test_fails` failed" in (
+        summary.read_text()
+    )

@@ -39,12 +39,15 @@ def test_the_readme_option_table_is_the_generated_one() -> None:
 
 
 def test_defaults_then_the_ini_then_the_command_line() -> None:
-    assert read() == Options("", (), "never", None, COMMAND_TIMEOUT, "short", None, False, False)
+    assert read() == Options(
+        "", (), "never", None, COMMAND_TIMEOUT, "short", None, None, False, False
+    )
     ini = {"wsfixture_keep": "failed", "wsfixture_command_timeout": "0",
-           "wsfixture_hosts": "a, b", "wsfixture_config": "ws.toml"}  # fmt: skip
+           "wsfixture_hosts": "a, b", "wsfixture_config": "ws.toml",
+           "wsfixture_artifacts": "out/artifacts"}  # fmt: skip
     from_ini = read(ini=ini)
     assert (from_ini.keep, from_ini.command_timeout, from_ini.hosts) == ("failed", None, ("a", "b"))
-    assert from_ini.config == "ws.toml"
+    assert (from_ini.config, from_ini.artifacts) == ("ws.toml", "out/artifacts")
     flags = {"--ws-keep": "always", "--ws-command-timeout": 5.0, "--ws-verify": True}
     both = read(flags, ini)
     assert (both.keep, both.command_timeout, both.verify) == ("always", 5.0, True)

@@ -50,6 +50,11 @@ OPTIONS: tuple[Option, ...] = (
            "what a failed test's report shows of its workspaces: `short` (the test's "
            "commands with their last lines), `full` (console, journal, units, network, every "
            "command), `off`", REPORT_CHOICES),
+    Option("--ws-artifacts", "wsfixture_artifacts", "DIR", None,
+           "for each failed test that used a workspace, write `DIR/<test id>/<workspace>/`: "
+           "console.log, journal.txt, commands.txt (every command the test ran, its status, "
+           "time and output), describe.json, network.txt; the JUnit XML gets a "
+           "`wsfixture_artifacts` property, and $GITHUB_STEP_SUMMARY a section, per failure"),
     Option("--ws-state-dir", None, "DIR", None,
            "the state root for workspaces (default: a temporary directory per session)"),
     Option("--ws-overcommit", None, "", False,
@@ -70,6 +75,7 @@ class Options:
     timeout: float | None
     command_timeout: float | None  # None: commands may run on
     report: str
+    artifacts: str | None  # the failure artifacts' directory
     state_dir: str | None
     overcommit: bool
     verify: bool
@@ -131,6 +137,7 @@ def read(config: pytest.Config) -> Options:
         timeout=_seconds(by_dest["timeout"], values["timeout"]),
         command_timeout=None if command_timeout == 0 else command_timeout,
         report=str(values["report"]),
+        artifacts=str(values["artifacts"]) if values["artifacts"] else None,
         state_dir=str(values["state_dir"]) if values["state_dir"] else None,
         overcommit=bool(values["overcommit"]),
         verify=bool(values["verify"]),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from wsfixture.plugin import artifacts
 from wsfixture.plugin.session import failed_key, session_key, since_key, used_key
 from wsfixture.workspace.commands import journal_command
 
@@ -25,8 +27,12 @@ def pytest_runtest_makereport(
         session = item.config.stash.get(session_key, None)
         if session is not None:
             session.mark_failed(used)
-        style = report_style(item.config)
         since = item.stash.get(since_key, {})
+        if session is not None and session.options.artifacts and used:
+            where = artifacts.write(Path(session.options.artifacts), item.nodeid, used, since)
+            report.user_properties.append((artifacts.PROPERTY, str(where)))
+            artifacts.github_summary(item.nodeid, used, where)
+        style = report_style(item.config)
         for ws in used if style != "off" else []:
             parts = commands_run(ws, since.get(ws.name, 0))
             if (oom := ws.out_of_memory()) is not None:

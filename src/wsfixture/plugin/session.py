@@ -26,6 +26,7 @@ from wsfixture.errors import CleanupError
 from wsfixture.host import ledger
 from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
 from wsfixture.net.lab import Lab, new_lab_name
+from wsfixture.plugin import artifacts
 from wsfixture.plugin.options import Options
 from wsfixture.progress import Ticker
 
@@ -202,7 +203,10 @@ class WsSession:
                 overcommit=True if self.options.overcommit else None,
                 progress=say,
             )
-            return ws.start()
+            ws.start()
+            if self.options.artifacts and ws.session is not None:
+                ws.session.transcript = artifacts.transcript_of(ws)  # whole, for a failure's
+            return ws
 
     def ticker(self) -> Ticker | None:
         """Progress in the live terminal, as plain lines, when the run is verbose or on a
