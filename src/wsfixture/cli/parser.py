@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=inventory.FORMATS, default="ini")
     p = command("images", images.cmd_images, "the image cache; --prune removes stale images", True)
     p.add_argument(
+        "action", nargs="?", choices=images.ACTIONS,
+        help="key: a hash of what the config's images and templates depend on (a CI cache "
+        "key); export FILE [KEY...]: them (default: the config's) into a file; import FILE",
+    )  # fmt: skip
+    p.add_argument("operands", nargs="*", metavar="FILE|KEY", help="the action's file, keys")
+    p.add_argument(
         "--prune",
         action="store_true",
         help="remove images of an older wsfixture or unused for --days",

@@ -28,14 +28,17 @@ class Prepared:
     lab_host: LabHost
 
 
-def prepare_image(config: Config, spec: WorkspaceSpec, progress: Progress | None) -> Image:
-    """The image the workspace boots from, built now if it is not cached."""
-    files = config.files_for(spec)
-    recipe = ImageRecipe.for_packages(
-        config.packages_for(spec), spec.type, config.setup_for(spec), files,
+def recipe_for(config: Config, spec: WorkspaceSpec) -> ImageRecipe:
+    """The image recipe of a workspace: its kind, release, packages, setup and files."""
+    return ImageRecipe.for_packages(
+        config.packages_for(spec), spec.type, config.setup_for(spec), config.files_for(spec),
         config.release_for(spec),
     )  # fmt: skip
-    return ensure_image(recipe, progress=progress, sources=files)
+
+
+def prepare_image(config: Config, spec: WorkspaceSpec, progress: Progress | None) -> Image:
+    """The image the workspace boots from, built now if it is not cached."""
+    return ensure_image(recipe_for(config, spec), progress=progress, sources=config.files_for(spec))
 
 
 def prepare(config: Config, spec: WorkspaceSpec, progress: Progress | None) -> Prepared:

@@ -35,6 +35,7 @@ from wsfixture.image.build import stderr_progress
 from wsfixture.image.recipe import Image
 from wsfixture.image.templates import Template, TemplateShape
 from wsfixture.model import derive
+from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.resources import Resources
 from wsfixture.retry import retry_until
 
@@ -116,16 +117,7 @@ class QemuBackend(Backend):
     @property
     def shape(self) -> TemplateShape:
         """The template this VM can restore from."""
-        return TemplateShape(
-            image_key=self.image.recipe.key,
-            machine=self.ctx.spec.machine,
-            vcpu=self.vcpu,
-            memory=self.memory,
-            disk=self.disk_mib,
-            accel=self.accel.name,
-            share_transport=SHARE_TRANSPORT,
-            qemu=qemu_version(),
-        )
+        return shape_for(self.ctx.config, self.ctx.spec, self.image.recipe.key)
 
     def kernel_cmdline(self, machine_id_of: str) -> str:
         microvm = self.ctx.spec.machine == "microvm"
@@ -381,6 +373,24 @@ class QemuBackend(Backend):
     def _tap_exists(self) -> bool:
         out = self.ctx.lab.run(["ip", "-o", "link", "show", self.tap], check=False)
         return bool(out.strip())
+
+
+def shape_for(config: Config, spec: WorkspaceSpec, image_key: str) -> TemplateShape:
+    """The template shape of a VM of ``spec`` on this host (its resources as clamped to
+    the host, the accelerator it gets, this QEMU)."""
+    wanted = config.resources_for(spec)
+    # A VM's always has values (its kind's defaults at least).
+    assert wanted.vcpu is not None
+    assert wanted.memory is not None
+    assert wanted.disk is not None
+    vcpu, memory, _ = virt.clamp_resources(
+        wanted.vcpu, wanted.memory, os.cpu_count() or 1, virt.host_memory_mib()
+    )
+    return TemplateShape(
+        image_key=image_key, machine=spec.machine, vcpu=vcpu, memory=memory, disk=wanted.disk,
+        accel=virt.host_accel(spec.accel).name, share_transport=SHARE_TRANSPORT,
+        qemu=qemu_version(),
+    )  # fmt: skip
 
 
 def template_build(template: Template) -> str:

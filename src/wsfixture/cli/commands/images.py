@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import time
+from pathlib import Path
 
 from wsfixture.cli.lookup import UsageError
 from wsfixture.cli.output import emit, say
 from wsfixture.errors import WsfixtureError
 from wsfixture.host import settings
 from wsfixture.image import cache as imagecache
-from wsfixture.image import templates
+from wsfixture.image import templates, transfer
+from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import load_config
 from wsfixture.workspace.checkpoint_store import CheckpointStore
 
@@ -34,7 +37,12 @@ def checkpoint_stores(args: argparse.Namespace) -> list[tuple[CheckpointStore, s
     return found
 
 
+ACTIONS = ("key", "export", "import")
+
+
 def cmd_images(args: argparse.Namespace) -> int:
+    if args.action is not None:
+        return {"key": cmd_key, "export": cmd_export, "import": cmd_import}[args.action](args)
     if args.remove:
         try:
             removed = imagecache.remove_keys(args.remove)
@@ -112,4 +120,64 @@ def cmd_images(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     columns = ["image", "kind", "adds", "last_used", "size", "state"]
     emit(args, rows, columns)
+    return 0
+
+
+def config_keys(config_path: str) -> list[str]:
+    """The keys of every image (bases included) and VM template the config's workspaces
+    boot from on this host."""
+    from wsfixture.backends.qemu.backend import shape_for
+    from wsfixture.backends.qemu.clone import restore_blocker
+    from wsfixture.host import virt
+    from wsfixture.model.shares import STANDARD_SHARE_TABLE
+    from wsfixture.workspace.prepare import recipe_for
+
+    config = load_config(config_path)
+    keys = set()
+    for spec in config.workspaces.values():
+        recipe = recipe_for(config, spec)
+        layer: ImageRecipe | None = recipe
+        while layer is not None:
+            keys.add(layer.key)
+            layer = layer.base
+        vsock = spec.vsock != "off" and virt.vsock_available()
+        shares = len(STANDARD_SHARE_TABLE) + len(spec.shares)
+        if spec.type == "vm" and not restore_blocker(
+            config.snapshot_for(spec), spec.machine, vsock, shares
+        ):
+            keys.add(shape_for(config, spec, recipe.key).key)
+    return sorted(keys)
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    """One stable hash of everything the config's images and templates depend on."""
+    keys = config_keys(args.config)
+    digest = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:32]
+    say(json.dumps({"key": digest, "keys": keys}) if args.json else digest)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not args.operands:
+        raise UsageError("images export FILE [KEY...]: which file?")
+    target, keys = Path(args.operands[0]), args.operands[1:] or config_keys(args.config)
+    cached = {i.key for i in imagecache.cached_images()}
+    cached |= {t.key for t in templates.cached_templates()}
+    if not args.operands[1:]:
+        keys = [k for k in keys if k in cached]  # the config's, as far as they are made
+        if not keys:
+            raise UsageError(f"none of the images of {args.config} is in the cache yet")
+    entries = transfer.export(keys, target)
+    size = target.stat().st_size
+    for entry in entries:
+        say(f"exported {entry.kind} {entry.key}")
+    say(f"{target}: {len(entries)} entries, {size / 2**20:.0f} MiB")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    if len(args.operands) != 1:
+        raise UsageError("images import FILE: one file")
+    for entry, what in transfer.import_(Path(args.operands[0])):
+        say(f"{entry.kind} {entry.key}: {what}")
     return 0

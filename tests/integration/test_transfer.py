@@ -1,0 +1,149 @@
+"""`wsfixture images export` / `import`, for real: the cache's container image and a VM
+template carried through a file into an empty cache, owners, modes, xattrs and file
+capabilities kept exactly; a container and a restored VM then boot from the imported cache
+without building or making anything; a full disk and a tampered file leave nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.configs import booted, make_config
+from tests.support.prereqs import require_root_and_tools
+from wsfixture.host import ledger, settings, system
+from wsfixture.image import store, templates, transfer
+from wsfixture.workspace.prepare import recipe_for
+
+SHAPE = {"type": "vm", "vcpu": 1, "memory": 768}  # the bench's: its template exists early
+
+
+def wsf(
+    *args: str, cache: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"WSFIXTURE_CACHE_DIR": str(cache)} if cache else {})}
+    result = subprocess.run(
+        [sys.executable, "-m", "wsfixture.cli", *args],
+        env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 or not check, (args, result.stdout, result.stderr)
+    return result
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The container base image and a VM's image and template, booted once in the real
+    cache (made there if need be), exported into one file."""
+    require_root_and_tools("tar", "systemd-nspawn", "qemu-system-x86_64")
+    top = tmp_path_factory.mktemp("transfer")
+    config = make_config(top / "state", ct={"type": "container"}, vm=SHAPE)
+    with booted(config, "ct", "vm") as (_, vm):
+        assert vm.backend is not None
+        template = vm.backend.checkpoint_shape().split("@")[0]  # the one it restored from
+    keys = [recipe_for(config, config.workspaces["ct"]).key, template]
+    archive = top / "cache.tar"
+    out = wsf("images", "export", str(archive), *keys).stdout
+    assert f"exported template {template}" in out
+    return archive, keys
+
+
+def test_an_import_is_exactly_what_was_exported(
+    exported: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    archive, keys = exported
+    cache = tmp_path / "cache"
+    said = wsf("images", "import", str(archive), cache=cache).stdout
+    assert f"template {keys[1]}: imported" in said
+    entries = transfer.entries_for(keys)  # what the real cache holds for them
+    assert transfer.facts_of(cache, entries) == transfer.facts_of(
+        settings.current().cache_dir, entries
+    )
+    # Owners shifted to 2^30 and a v3 file capability survive, by number, byte for byte.
+    root = cache / "images" / keys[0] / "root"
+    assert (root / "etc").stat().st_uid == 2**30
+    ping = root / "usr" / "bin" / "ping"
+    if ping.exists() and "security.capability" in os.listxattr(ping):
+        assert os.getxattr(ping, "security.capability")[0] == 3  # VFS_CAP_REVISION_3
+    # Imported again: present, kept (never rebuilt nor replaced).
+    again = wsf("images", "import", str(archive), cache=cache).stdout
+    assert f"image {keys[0]}: present, kept" in again
+    # A container and a restored VM boot from the imported cache: no build, no template boot.
+    config = make_config(tmp_path / "state", ct={"type": "container"}, vm=SHAPE)
+    with settings.use(cache_dir=cache), booted(config, "ct", "vm") as (ct, vm):
+        assert vm.describe()["boot"] == f"restored from template {keys[1]}"
+        assert ct.succeed("hostname").strip() == "ct"
+    real = settings.current().cache_dir
+    for key in keys[:1]:  # the same build: a rebuild would have stamped it anew
+        ready = (cache / "images" / key / store.READY).read_text()
+        assert ready == (real / "images" / key / store.READY).read_text()
+    made = templates.Template(cache / "templates" / keys[1]).meta()["made"]
+    assert made == templates.Template(real / "templates" / keys[1]).meta()["made"]
+
+
+def test_a_tampered_file_and_a_full_disk_leave_nothing(
+    exported: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    archive, keys = exported
+    # One byte of the template's state changed in the file: refused by its digest.
+    tampered = tmp_path / "tampered.tar"
+    with (
+        tarfile.open(archive) as source,
+        tarfile.open(tampered, "w", format=tarfile.PAX_FORMAT) as out,
+    ):
+        for member in source.getmembers():
+            data = source.extractfile(member) if member.isfile() else None
+            if member.name == f"templates/{keys[1]}/template.json" and data is not None:
+                text = data.read().replace(b'"made"', b'"made "')
+                member.size = len(text)
+                out.addfile(member, io.BytesIO(text))
+                continue
+            out.addfile(member, data)
+    cache = tmp_path / "cache"
+    refused = wsf("images", "import", str(tampered), cache=cache, check=False)
+    assert refused.returncode == 1
+    assert "not as its manifest says, nothing was imported" in refused.stderr
+    assert f"templates/{keys[1]}/template.json: sha256 is " in refused.stderr
+    assert sorted(p.name for p in cache.iterdir()) == []
+    # A full disk: a cache on a 64 MiB tmpfs.
+    small = tmp_path / "small"
+    small.mkdir()
+    system.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)])
+    try:
+        full = wsf("images", "import", str(archive), cache=small, check=False)
+        assert full.returncode == 1
+        assert "unpacking it failed, nothing was imported" in full.stderr
+        assert "No space left on device" in full.stderr
+        assert sorted(p.name for p in small.iterdir()) == []
+    finally:
+        system.run(["umount", str(small)])
+    assert not [r for r in ledger.records() if r.path.name.startswith("import-")]
+
+
+def test_bad_export_requests(tmp_path: Path) -> None:
+    missing = wsf("images", "export", str(tmp_path / "x.tar"), "no-such-key", check=False)
+    assert missing.returncode == 1
+    assert "no-such-key: the cache has no such image or VM template" in missing.stderr
+    assert not (tmp_path / "x.tar").exists()
+    bad = tmp_path / "not-ours.tar"
+    with tarfile.open(bad, "w") as out:
+        out.add(__file__, arcname="something.py")
+    refused = wsf("images", "import", str(bad), cache=tmp_path / "cache", check=False)
+    assert "not a wsfixture export" in refused.stderr
+
+
+def test_images_key_is_stable_and_follows_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "ws.toml"
+    config.write_text('[workspaces.a]\ntype = "container"\nip = "192.168.83.10"\n')
+    first = wsf("-c", str(config), "images", "key").stdout.strip()
+    assert first == wsf("-c", str(config), "images", "key").stdout.strip()
+    assert len(first) == 32
+    config.write_text(config.read_text() + 'packages = ["curl"]\n')
+    second = json.loads(wsf("-c", str(config), "images", "key", "--json").stdout)
+    assert second["key"] != first
+    assert len(second["keys"]) == 2  # the layer and its base
