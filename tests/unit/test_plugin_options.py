@@ -40,7 +40,7 @@ def test_the_readme_option_table_is_the_generated_one() -> None:
 
 def test_defaults_then_the_ini_then_the_command_line() -> None:
     assert read() == Options(
-        "", (), "never", None, COMMAND_TIMEOUT, "short", None, None, False, False
+        "", (), "never", None, COMMAND_TIMEOUT, "short", None, None, False, None, False, False
     )
     ini = {"wsfixture_keep": "failed", "wsfixture_command_timeout": "0",
            "wsfixture_hosts": "a, b", "wsfixture_config": "ws.toml",

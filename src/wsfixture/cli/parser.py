@@ -152,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "action", nargs="?", choices=images.ACTIONS,
         help="key: a hash of what the config's images and templates depend on (a CI cache "
-        "key); export FILE [KEY...]: them (default: the config's) into a file; import FILE",
+        "key); export FILE [KEY...]: them (default: the config's) into a file; import FILE; "
+        "push REF [KEY...]: to an OCI registry; pull REF [KEY...] (default: REF's index)",
     )  # fmt: skip
-    p.add_argument("operands", nargs="*", metavar="FILE|KEY", help="the action's file, keys")
+    p.add_argument("operands", nargs="*", metavar="FILE|REF|KEY",
+                   help="the action's file or registry reference, then keys")  # fmt: skip
     p.add_argument(
         "--prune",
         action="store_true",

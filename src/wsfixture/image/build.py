@@ -67,8 +67,15 @@ def ensure_image(
         system.require_tool("mmdebstrap" if recipe.base is None else "systemd-nspawn")
         image.dir.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(store.lock_path(image.dir))):
-            if not image.ready:  # another process may have built it while we waited
-                _build(image, progress or stderr_progress, sources or {})
+            from wsfixture.image import shared_cache  # it stands on this package's modules
+
+            say = progress or stderr_progress
+            shared = shared_cache.ACTIVE
+            if not image.ready and not (shared and shared.fetch(recipe.key, say)):
+                # (another process may have built it while we waited)
+                _build(image, say, sources or {})
+                if shared:
+                    shared.publish(recipe.key, say)
     store.mark_used(image.dir)  # last use, for `wsfixture images --prune`
     return image
 

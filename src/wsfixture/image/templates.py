@@ -171,9 +171,19 @@ def ensure(
     template.dir.parent.mkdir(parents=True, exist_ok=True)
     with _locked(template, shared=False):
         why = template.problem(shape, image)
-        if why is not None:  # another process may have made it while we waited
+        # (shared_cache stands on this module: asked for here, not at import)
+        from wsfixture.image import shared_cache
+
+        shared = shared_cache.ACTIVE
+        # (another process may have made it while we waited; else the shared cache may
+        # have it)
+        if why is not None and shared and shared.fetch(shape.key, progress):
+            why = template.problem(shape, image)
+        if why is not None:
             progress(f"making VM template {shape.key} ({why})")
             _build(template, shape, image, build)
+            if shared:
+                shared.publish(shape.key, progress)
     return template
 
 

@@ -16,6 +16,7 @@ disk, a file not as listed) leaves nothing behind and says why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -127,6 +128,12 @@ def export(keys: list[str], target: Path, cache_dir: Path | None = None) -> list
     all (made beside it and renamed)."""
     root = cache_dir or settings.current().cache_dir
     entries = entries_for(keys, root)
+    export_entries(entries, target, root)
+    return entries
+
+
+def export_entries(entries: list[Entry], target: Path, root: Path) -> None:
+    """Write exactly ``entries`` of the cache at ``root`` into the tar ``target``."""
     manifest = {"format": FORMAT, "entries": [e.__dict__ for e in entries],
                 "files": facts_of(root, entries)}  # fmt: skip
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
@@ -142,12 +149,14 @@ def export(keys: list[str], target: Path, cache_dir: Path | None = None) -> list
             if isinstance(exc, system.HostCommandError):
                 raise TransferError(str(target), f"writing it failed: {exc}") from None
             raise
-    return entries
 
 
-def import_(source: Path, cache_dir: Path | None = None) -> list[tuple[Entry, str]]:
+def import_(
+    source: Path, cache_dir: Path | None = None, locked: bool = False
+) -> list[tuple[Entry, str]]:
     """Unpack ``source`` into the cache, checked against its manifest first; each entry
-    with what became of it ("imported", or "present, kept")."""
+    with what became of it ("imported", or "present, kept"). ``locked``: the caller
+    holds the entries' locks (it is making the one entry the file holds)."""
     system.require_root()  # owners and capabilities are set as they were
     root = cache_dir or settings.current().cache_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -175,7 +184,7 @@ def import_(source: Path, cache_dir: Path | None = None) -> list[tuple[Entry, st
                 str(source), f"not as its manifest says, nothing was imported: "
                 f"{'; '.join(problems[:5])}{more}",
             )  # fmt: skip
-        return [(entry, _place(staging, root, entry)) for entry in entries]
+        return [(entry, _place(staging, root, entry, locked)) for entry in entries]
     finally:
         system.remove_tree(staging)
         ledger.release(record)
@@ -192,12 +201,12 @@ def _manifest(source: Path, staging: Path) -> dict[str, Any]:
     return manifest
 
 
-def _place(staging: Path, root: Path, entry: Entry) -> str:
+def _place(staging: Path, root: Path, entry: Entry, locked: bool) -> str:
     """Rename one checked entry into the cache, under its lock, unless it is there."""
     target = root / entry.relative
     target.parent.mkdir(parents=True, exist_ok=True)
     marker = store.READY if entry.kind == "image" else templates.META
-    with FileLock(str(store.lock_path(target))):
+    with contextlib.nullcontext() if locked else FileLock(str(store.lock_path(target))):
         if (target / marker).exists():
             return "present, kept"
         system.remove_tree(target)  # a half entry without its marker

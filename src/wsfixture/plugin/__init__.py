@@ -70,7 +70,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "this test gets; a name from --ws-config, or inline fields such as type='vm', "
         "packages=[...]; reset='checkpoint' gives each test of a shared one a rollback",
     )
-    config.stash[session_key] = WsSession(config, options.read(config))
+    chosen = options.read(config)
+    config.stash[session_key] = WsSession(config, chosen)
+    if chosen.image_cache:
+        from wsfixture.backends.qemu.template import qemu_version
+        from wsfixture.image import shared_cache
+        from wsfixture.image.registry import Reference
+
+        ref = Reference.parse(chosen.image_cache)
+        shared_cache.use(shared_cache.SharedCache(ref, chosen.image_cache_push, qemu_version))
     # Registered now, after every entry-point plugin (testinfra's among them): its `host`
     # is then the one tests get (see wsfixture.plugin.hosts).
     if not config.pluginmanager.is_registered(hosts):

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from wsfixture.image.registry import Reference, RegistryError
+
 KEEP_CHOICES = ("never", "failed", "always")
 REPORT_CHOICES = ("short", "full", "off")
 # A command that never ends must not hold a whole test session: its bound unless a test
@@ -55,6 +57,12 @@ OPTIONS: tuple[Option, ...] = (
            "console.log, journal.txt, commands.txt (every command the test ran, its status, "
            "time and output), describe.json, network.txt; the JUnit XML gets a "
            "`wsfixture_artifacts` property, and $GITHUB_STEP_SUMMARY a section, per failure"),
+    Option("--ws-image-cache", "wsfixture_image_cache", "REF", None,
+           "an OCI registry reference (HOST[:PORT]/NAME): images and VM templates the session "
+           "needs are pulled from it before they would be built (an unreachable one is said "
+           "once, and they are built)"),
+    Option("--ws-image-cache-push", None, "", False,
+           "push to --ws-image-cache what the session built"),
     Option("--ws-state-dir", None, "DIR", None,
            "the state root for workspaces (default: a temporary directory per session)"),
     Option("--ws-overcommit", None, "", False,
@@ -76,6 +84,8 @@ class Options:
     command_timeout: float | None  # None: commands may run on
     report: str
     artifacts: str | None  # the failure artifacts' directory
+    image_cache: str | None  # an OCI registry reference
+    image_cache_push: bool
     state_dir: str | None
     overcommit: bool
     verify: bool
@@ -129,6 +139,11 @@ def read(config: pytest.Config) -> Options:
                 f"{_where(option)} = {values[dest]!r}; allowed: {', '.join(option.choices)}"
             )
     command_timeout = _seconds(by_dest["command_timeout"], values["command_timeout"])
+    if values["image_cache"]:
+        try:
+            Reference.parse(str(values["image_cache"]))
+        except RegistryError as exc:
+            raise pytest.UsageError(f"{_where(by_dest['image_cache'])}: {exc}") from None
     hosts = tuple(name.strip() for name in str(values["hosts"]).split(",") if name.strip())
     return Options(
         config=str(values["config"]),
@@ -138,6 +153,8 @@ def read(config: pytest.Config) -> Options:
         command_timeout=None if command_timeout == 0 else command_timeout,
         report=str(values["report"]),
         artifacts=str(values["artifacts"]) if values["artifacts"] else None,
+        image_cache=str(values["image_cache"]) if values["image_cache"] else None,
+        image_cache_push=bool(values["image_cache_push"]),
         state_dir=str(values["state_dir"]) if values["state_dir"] else None,
         overcommit=bool(values["overcommit"]),
         verify=bool(values["verify"]),

@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 from wsfixture.cli.lookup import UsageError
-from wsfixture.cli.output import emit, say
+from wsfixture.cli.output import EXIT_FAILED, emit, say
 from wsfixture.errors import WsfixtureError
 from wsfixture.host import settings
 from wsfixture.image import cache as imagecache
-from wsfixture.image import templates, transfer
+from wsfixture.image import shared_cache, templates, transfer
 from wsfixture.image.recipe import ImageRecipe
+from wsfixture.image.registry import Reference
 from wsfixture.model.config import load_config
 from wsfixture.workspace.checkpoint_store import CheckpointStore
 
@@ -37,12 +38,14 @@ def checkpoint_stores(args: argparse.Namespace) -> list[tuple[CheckpointStore, s
     return found
 
 
-ACTIONS = ("key", "export", "import")
+ACTIONS = ("key", "export", "import", "push", "pull")
 
 
 def cmd_images(args: argparse.Namespace) -> int:
     if args.action is not None:
-        return {"key": cmd_key, "export": cmd_export, "import": cmd_import}[args.action](args)
+        actions = {"key": cmd_key, "export": cmd_export, "import": cmd_import,
+                   "push": cmd_push, "pull": cmd_pull}  # fmt: skip
+        return actions[args.action](args)
     if args.remove:
         try:
             removed = imagecache.remove_keys(args.remove)
@@ -157,17 +160,23 @@ def cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def keys_to_send(args: argparse.Namespace, given: list[str]) -> list[str]:
+    """The keys named, or the config's that the cache holds."""
+    if given:
+        return given
+    cached = {i.key for i in imagecache.cached_images()}
+    cached |= {t.key for t in templates.cached_templates()}
+    keys = [k for k in config_keys(args.config) if k in cached]
+    if not keys:
+        raise UsageError(f"none of the images of {args.config} is in the cache yet")
+    return keys
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     if not args.operands:
         raise UsageError("images export FILE [KEY...]: which file?")
-    target, keys = Path(args.operands[0]), args.operands[1:] or config_keys(args.config)
-    cached = {i.key for i in imagecache.cached_images()}
-    cached |= {t.key for t in templates.cached_templates()}
-    if not args.operands[1:]:
-        keys = [k for k in keys if k in cached]  # the config's, as far as they are made
-        if not keys:
-            raise UsageError(f"none of the images of {args.config} is in the cache yet")
-    entries = transfer.export(keys, target)
+    target = Path(args.operands[0])
+    entries = transfer.export(keys_to_send(args, args.operands[1:]), target)
     size = target.stat().st_size
     for entry in entries:
         say(f"exported {entry.kind} {entry.key}")
@@ -181,3 +190,27 @@ def cmd_import(args: argparse.Namespace) -> int:
     for entry, what in transfer.import_(Path(args.operands[0])):
         say(f"{entry.kind} {entry.key}: {what}")
     return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    if not args.operands:
+        raise UsageError("images push REF [KEY...]: which registry reference?")
+    ref = Reference.parse(args.operands[0])
+    for entry in shared_cache.push(ref, keys_to_send(args, args.operands[1:])):
+        say(f"pushed {entry.kind} {entry.key} to {ref.host}/{ref.name}:{entry.key}")
+    if ref.tag:
+        say(f"{ref}: the index of them")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from wsfixture.backends.qemu.template import qemu_version
+
+    if not args.operands:
+        raise UsageError("images pull REF [KEY...]: which registry reference?")
+    ref = Reference.parse(args.operands[0])
+    keys = args.operands[1:] or shared_cache.listed(ref)
+    results = shared_cache.pull(ref, keys, qemu_version)
+    for key, what in results:
+        say(f"{key}: {what}")
+    return EXIT_FAILED if any(w.startswith("refused") for _, w in results) else 0
