@@ -1,0 +1,242 @@
+"""Images and VM templates through a real OCI registry (Debian's docker-registry, the
+reference distribution registry, started here on 127.0.0.1 with a throwaway storage dir):
+pushed from the cache, pulled into an empty one, a container and a restored VM booted from
+what was pulled without building or making anything; a tampered blob, a template of
+another QEMU, a missing key, a malformed reference, 401 and 500 answers, and an
+unreachable registry."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.configs import booted, make_config
+from tests.support.prereqs import require_root_and_tools
+from wsfixture.host import ledger, settings, system
+from wsfixture.image import registry, shared_cache, store, templates
+from wsfixture.workspace.prepare import recipe_for
+
+SHAPE = {"type": "vm", "vcpu": 1, "memory": 768}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wsf(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"WSFIXTURE_CACHE_DIR": str(cache)} if cache else {})}
+    return subprocess.run(
+        [sys.executable, "-m", "wsfixture.cli", *args],
+        env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A docker-registry on 127.0.0.1 (host:port) and its storage dir; ended by its PID."""
+    require_root_and_tools("docker-registry")
+    top = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = top / "config.yml"
+    config.write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {top / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    with open(top / "registry.log", "wb") as log:
+        process = subprocess.Popen(["docker-registry", "serve", str(config)],
+                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
+                break
+            except OSError:
+                assert process.poll() is None, (top / "registry.log").read_text()
+                assert time.monotonic() < deadline, "the registry never answered"
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}", top / "storage"
+    finally:
+        system.end_process(process, 5.0)
+
+
+@pytest.fixture(scope="module")
+def pushed(
+    registry_host: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, list[str]]:
+    """The container base image and a VM template (and its image), booted once in the
+    real cache (made there if need be), pushed under REF:trixie."""
+    top = tmp_path_factory.mktemp("pushed")
+    config = make_config(top / "state", ct={"type": "container"}, vm=SHAPE)
+    with booted(config, "ct", "vm") as (_, vm):
+        assert vm.backend is not None
+        template = vm.backend.checkpoint_shape().split("@")[0]
+    keys = [recipe_for(config, config.workspaces["ct"]).key, template]
+    ref = f"{registry_host[0]}/team/wsfixture-images:trixie"
+    out = wsf("images", "push", ref, *keys)
+    assert out.returncode == 0, out.stderr
+    assert f"pushed template {template} to " in out.stdout
+    return ref, keys
+
+
+def test_pulled_images_boot_without_building(pushed: tuple[str, list[str]], tmp_path: Path) -> None:
+    ref, keys = pushed
+    cache = tmp_path / "cache"
+    pulled = wsf("images", "pull", ref, cache=cache)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"{keys[1]}: imported" in pulled.stdout
+    assert not [p for p in cache.rglob("*") if store.is_staging(p)]
+    config = make_config(tmp_path / "state", ct={"type": "container"}, vm=SHAPE)
+    with settings.use(cache_dir=cache), booted(config, "ct", "vm") as (ct, vm):
+        # Restored from the pulled template: no template boot, no mmdebstrap.
+        assert vm.describe()["boot"] == f"restored from template {keys[1]}"
+        assert ct.succeed("hostname").strip() == "ct"
+    real = settings.current().cache_dir
+    ready = (cache / "images" / keys[0] / store.READY).read_text()
+    assert ready == (real / "images" / keys[0] / store.READY).read_text(), "never rebuilt"
+    made = templates.Template(cache / "templates" / keys[1]).meta()["made"]
+    assert made == templates.Template(real / "templates" / keys[1]).meta()["made"]
+
+
+def test_a_tampered_blob_is_refused_by_its_digest(
+    pushed: tuple[str, list[str]], registry_host: tuple[str, Path], tmp_path: Path
+) -> None:
+    ref, keys = pushed
+    _, storage = registry_host
+    manifest = registry.Registry(registry.Reference.parse(ref)).get_manifest(keys[0])
+    assert manifest is not None
+    digest = manifest["layers"][0]["digest"].removeprefix("sha256:")
+    data = storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    original = data.read_bytes()
+    try:
+        data.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        cache = tmp_path / "cache"
+        refused = wsf("images", "pull", ref, keys[0], cache=cache)
+        assert refused.returncode == 1
+        assert f"blob sha256:{digest} arrived as sha256:" in refused.stderr
+        assert "refused" in refused.stderr
+        assert not (cache / "images" / keys[0]).exists()
+        assert not [p for p in cache.rglob("*") if store.is_staging(p)]
+    finally:
+        data.write_bytes(original)
+
+
+def test_a_template_of_another_qemu_is_refused(
+    pushed: tuple[str, list[str]], registry_host: tuple[str, Path], tmp_path: Path
+) -> None:
+    ref, keys = pushed
+    source = registry.Registry(registry.Reference.parse(ref))
+    other = registry.Registry(registry.Reference.parse(f"{registry_host[0]}/team/other"))
+    manifest = source.get_manifest(keys[1])
+    assert manifest is not None
+    config = json.loads(source.blob_bytes(manifest["config"]["digest"]))
+    config["shape"]["qemu"] = "QEMU emulator version 1.0.0"
+    blob = json.dumps(config).encode()
+    with open(tmp_path / "config.json", "w+b") as stream:
+        stream.write(blob)
+        digest, size = registry.describe(stream)
+        other.push_blob(stream, digest, size)
+    layer = manifest["layers"][0]
+    with open(tmp_path / "layer", "w+b") as stream:  # the same layer, mounted across
+        source.fetch_blob(layer["digest"], tmp_path / "layer")
+        other.push_blob(stream, layer["digest"], layer["size"])
+    other.put_manifest(keys[1], {**manifest, "config": {**manifest["config"], "digest": digest,
+                                                         "size": size}})  # fmt: skip
+    said = wsf("images", "pull", f"{registry_host[0]}/team/other", keys[1],
+               cache=tmp_path / "cache")  # fmt: skip
+    assert said.returncode == 1
+    assert f"{keys[1]}: refused: a template made by 'QEMU emulator version 1.0.0'" in said.stdout
+
+
+def test_bad_references_and_answers(pushed: tuple[str, list[str]], tmp_path: Path) -> None:
+    ref, _ = pushed
+    cache = tmp_path / "cache"
+    malformed = wsf("images", "pull", "not a reference", cache=cache)
+    assert "image cache reference 'not a reference' is malformed; allowed: HOST[:PORT]/NAME" in (
+        malformed.stderr
+    )
+    missing = wsf("images", "pull", ref.rsplit(":", 1)[0], "no-such-key", cache=cache)
+    assert "team/wsfixture-images has no 'no-such-key'" in missing.stderr
+    cases = (
+        (401, {}, "asks for credentials and none were found (~/.docker/config.json"),
+        (401, {"WSFIXTURE_REGISTRY_USERNAME": "u", "WSFIXTURE_REGISTRY_PASSWORD": "wrong"},
+         "401 unauthorized; give credentials in ~/.docker/config.json"),
+        (500, {}, "500 (the registry broke)"),
+    )  # fmt: skip
+    for status, env, said in cases:
+        with answering(status) as host, patched_env(env | {"DOCKER_CONFIG": str(tmp_path)}):
+            failed = wsf("images", "pull", f"{host}/team/x:tag", cache=cache)
+        assert failed.returncode == 1
+        assert said in failed.stderr, failed.stderr
+    assert not list(cache.rglob(f"*{store.STAGING_MARK}*"))
+    assert not [r for r in ledger.records() if r.path.name.startswith("pull-")]
+
+
+def test_an_unreachable_cache_falls_back_to_building_and_says_so_once() -> None:
+    said: list[str] = []
+    closed = registry.Reference.parse(f"127.0.0.1:{free_port()}/team/images")
+    cache = shared_cache.SharedCache(closed, push_built=True)
+    assert cache.fetch("trixie-container-anything", said.append) is False
+    assert cache.fetch("trixie-vm-anything", said.append) is False
+    cache.publish("trixie-container-anything", said.append)
+    assert len(said) == 1
+    assert said[0].startswith(f"image cache {closed} unreachable (registry 127.0.0.1:")
+    assert said[0].endswith(": building here")
+
+
+@contextlib.contextmanager
+def patched_env(changes: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def answering(status: int) -> Iterator[str]:
+    """A stand-in registry on 127.0.0.1 that answers every request with ``status``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"the registry broke" if status == 500 else b"{}"
+            self.send_response(status)
+            if status == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="test"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
