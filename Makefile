@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	scripts/ci-tools.sh
 	touch $@
 
 venv: $(STAMP) ## Create .venv with wsfixture and its test tools
