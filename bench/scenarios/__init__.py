@@ -17,6 +17,7 @@ from scenarios import (
     peer,
     releases,
     sessions,
+    sharedcache,
     vm,
 )
 
@@ -31,4 +32,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "sessions": sessions.run,
     "peer": peer.run,
     "checkpoints": checkpoints.run,
+    "sharedcache": sharedcache.run,
 }

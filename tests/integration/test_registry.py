@@ -11,12 +11,9 @@ import contextlib
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,18 +21,12 @@ import pytest
 
 from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
-from wsfixture.host import ledger, settings, system
+from tests.support.registry import free_port, local_registry
+from wsfixture.host import ledger, settings
 from wsfixture.image import registry, shared_cache, store, templates
 from wsfixture.workspace.prepare import recipe_for
 
 SHAPE = {"type": "vm", "vcpu": 1, "memory": 768}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wsf(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -48,31 +39,10 @@ def wsf(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[st
 
 @pytest.fixture(scope="module")
 def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A docker-registry on 127.0.0.1 (host:port) and its storage dir; ended by its PID."""
+    """A docker-registry on 127.0.0.1 (host:port) and its storage dir."""
     require_root_and_tools("docker-registry")
-    top = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = top / "config.yml"
-    config.write_text(
-        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {top / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-    )
-    with open(top / "registry.log", "wb") as log:
-        process = subprocess.Popen(["docker-registry", "serve", str(config)],
-                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
-                break
-            except OSError:
-                assert process.poll() is None, (top / "registry.log").read_text()
-                assert time.monotonic() < deadline, "the registry never answered"
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}", top / "storage"
-    finally:
-        system.end_process(process, 5.0)
+    with local_registry(tmp_path_factory.mktemp("registry")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,8 @@ NEEDS = (
     Need("zstd", ("zstd",), "the VM initrd"),
     Need("nix-bin", ("nix-instantiate",), "checking the NixOS module (the test suite)", False),
     Need("make", ("make",), "the checkout's targets", False),
+    Need("docker-registry", ("docker-registry",), "the image-cache tests' own OCI registry", False),
+    Need("openssh-server", ("sshd",), "the remote-worker tests' own sshd on 127.0.0.1", False),
 )
 QEMU_USER = "wsfixture-qemu"  # QEMU runs as it once it has opened what it needs (-runas)
 # Every container's user namespace is root's, and the kernel counts what its processes

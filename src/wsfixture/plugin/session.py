@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from wsfixture.cleanup import Cleanup
-from wsfixture.errors import CleanupError
+from wsfixture.errors import CleanupError, ConfigError, ConfigIssue
 from wsfixture.host import ledger
 from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
 from wsfixture.net.lab import Lab, new_lab_name
@@ -101,6 +102,12 @@ class WsSession:
     def config(self) -> Config:
         if self._config is None:
             path = self.config_path
+            if path and not Path(path).is_file():
+                # A remote xdist worker resolves it on its own machine, in its own cwd.
+                where = f"{socket.gethostname()}:{Path.cwd()}"
+                worker = os.environ.get("PYTEST_XDIST_WORKER")
+                said = f"no such file on {where}" + (f" (xdist worker {worker})" if worker else "")
+                raise ConfigError([ConfigIssue(path, said)])
             base = load_config(path) if path else Config()
             self._config = base.with_state_root(self.state_root())
         return self._config
