@@ -10,7 +10,15 @@ import pytest
 from tests.support.leaks import footprint
 
 # Fixtures that boot (or drive a pytest that boots) real workspaces as root.
-BOOTING_FIXTURES = {"real", "workspace", "workspace_factory", "ws_lab", "lab", "running"}
+BOOTING_FIXTURES = {
+    "real",
+    "remote_sshd",
+    "workspace",
+    "workspace_factory",
+    "ws_lab",
+    "lab",
+    "running",
+}
 # Every test under these directories boots something real.
 BOOTING_DIRS = tuple(Path(__file__).parent / d for d in ("integration", "reliability"))
 

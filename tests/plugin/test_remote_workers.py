@@ -37,7 +37,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ssh_config(tmp_path: Path) -> Iterator[Path]:
+def remote_sshd(tmp_path: Path) -> Iterator[Path]:
     """An sshd on 127.0.0.1 for this test, and a client config that pins its host key."""
     require_root_and_tools("ssh", "ssh-keygen")
     if not Path(SSHD).exists():
@@ -80,7 +80,7 @@ def ssh_config(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_two_ssh_workers_run_a_container_and_a_vm(
-    pytester: pytest.Pytester, ssh_config: Path
+    pytester: pytest.Pytester, remote_sshd: Path
 ) -> None:
     pytester.makefile(".toml", workspaces=CONFIG)
     pytester.makepyfile(
@@ -94,7 +94,9 @@ def test_two_ssh_workers_run_a_container_and_a_vm(
             print("WORKER", os.environ["PYTEST_XDIST_WORKER"], "LAB", ws_lab.name)
         """
     )
-    spec = f"ssh=127.0.0.1//python={sys.executable}//chdir={pytester.path}//ssh_config={ssh_config}"
+    spec = (
+        f"ssh=127.0.0.1//python={sys.executable}//chdir={pytester.path}//ssh_config={remote_sshd}"
+    )
     result = pytester.runpytest_subprocess(
         "--tx", spec, "--tx", spec, "--dist", "load",
         "--ws-config", "workspaces.toml", "-v", "-p", "no:cacheprovider", "-rA",
@@ -110,14 +112,14 @@ def test_two_ssh_workers_run_a_container_and_a_vm(
 
 
 def test_a_config_missing_on_the_worker_names_the_path_and_where(
-    pytester: pytest.Pytester, ssh_config: Path, tmp_path: Path
+    pytester: pytest.Pytester, remote_sshd: Path, tmp_path: Path
 ) -> None:
     pytester.makepyfile("def test_x(workspace):\n    pass\n")
     elsewhere = tmp_path / "worker-cwd"
     elsewhere.mkdir()
     shutil.copy(pytester.path / "test_a_config_missing_on_the_worker_names_the_path_and_where.py",
                 elsewhere)  # fmt: skip
-    spec = f"ssh=127.0.0.1//python={sys.executable}//chdir={elsewhere}//ssh_config={ssh_config}"
+    spec = f"ssh=127.0.0.1//python={sys.executable}//chdir={elsewhere}//ssh_config={remote_sshd}"
     pytester.makefile(".toml", workspaces=CONFIG)  # on the controller only
     result = pytester.runpytest_subprocess("--tx", spec, "--dist", "load",
                                            "--ws-config", "workspaces.toml", "-p",
