@@ -342,7 +342,7 @@ def test_aliases_and_hosts(cli_config: Path, tmp_path: Path) -> None:
         for line in bash
     )
     assert any(line.startswith("alias workspace_two_restart=") for line in bash)
-    assert len(bash) == 15
+    assert len(bash) == 5 * 4  # five aliases for each of the four workspaces
     fish = wsf(cli_config, "aliases", "--shell", "fish").stdout.splitlines()
     assert fish[0].startswith(f"alias workspace_one '{sys.executable} -m wsfixture.cli")
     # Syntax check: bash accepts every line.

@@ -366,7 +366,6 @@ def test_cleanup_failure_on_a_worker_fails_the_run(real: pytest.Pytester) -> Non
     real.makepyfile(
         f"""
         import subprocess
-import sys
 
         def test_pins_a_file(workspace, ws_lab):
             pinned = workspace.runtime_dir / "pinned"
