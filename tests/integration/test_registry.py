@@ -72,7 +72,8 @@ def test_pulled_images_boot_without_building(pushed: tuple[str, list[str]], tmp_
     assert f"{keys[1]}: imported" in pulled.stdout
     assert not [p for p in cache.rglob("*") if store.is_staging(p)]
     config = make_config(tmp_path / "state", ct={"type": "container"}, vm=SHAPE)
-    with settings.use(cache_dir=cache), booted(config, "ct", "vm") as (ct, vm):
+    pulled_cache = settings.current().replace(cache_dir=cache)
+    with settings.use(pulled_cache), booted(config, "ct", "vm") as (ct, vm):
         # Restored from the pulled template: no template boot, no mmdebstrap.
         assert vm.describe()["boot"] == f"restored from template {keys[1]}"
         assert ct.succeed("hostname").strip() == "ct"

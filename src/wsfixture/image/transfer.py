@@ -81,19 +81,21 @@ def entries_for(keys: list[str], cache_dir: Path | None = None) -> list[Entry]:
     return sorted(wanted.values(), key=lambda e: (e.kind != "image", e.key))
 
 
-def facts_of(root: Path, entries: list[Entry]) -> dict[str, dict[str, Any]]:
-    """Every file of the entries under ``root``, by relative path: what an import checks."""
+def facts_of(root: Path, entries: list[Entry], digests: bool = True) -> dict[str, dict[str, Any]]:
+    """Every file of the entries under ``root``, by relative path: what an import checks
+    (``digests``: with each regular file's SHA-256, a hard link's read once)."""
     facts: dict[str, dict[str, Any]] = {}
+    hashed: dict[tuple[int, int], str] = {}
     for entry in entries:
         top = root / entry.relative
         for directory, dirs, files in os.walk(top):
             for name in [*dirs, *files, *([""] if directory == str(top) else [])]:
                 path = Path(directory) / name if name else Path(directory)
-                facts[str(path.relative_to(root))] = _facts(path)
+                facts[str(path.relative_to(root))] = _facts(path, hashed if digests else None)
     return facts
 
 
-def _facts(path: Path) -> dict[str, Any]:
+def _facts(path: Path, hashed: dict[tuple[int, int], str] | None) -> dict[str, Any]:
     st = os.lstat(path)
     fact: dict[str, Any] = {
         "type": stat.S_IFMT(st.st_mode), "mode": stat.S_IMODE(st.st_mode),
@@ -103,8 +105,12 @@ def _facts(path: Path) -> dict[str, Any]:
     }  # fmt: skip
     if stat.S_ISREG(st.st_mode):
         fact["size"] = st.st_size
-        with open(path, "rb") as stream:
-            fact["sha256"] = hashlib.file_digest(stream, "sha256").hexdigest()
+        if hashed is not None:
+            inode = (st.st_dev, st.st_ino)
+            if inode not in hashed:
+                with open(path, "rb") as stream:
+                    hashed[inode] = hashlib.file_digest(stream, "sha256").hexdigest()
+            fact["sha256"] = hashed[inode]
     elif stat.S_ISLNK(st.st_mode):
         fact["link"] = os.readlink(path)
     elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
