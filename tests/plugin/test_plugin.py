@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -702,7 +701,9 @@ def test_reset_needs_a_shared_workspace(real: pytest.Pytester) -> None:
     )  # fmt: skip
 
 
-def test_a_failed_test_leaves_its_artifacts(real: pytest.Pytester, tmp_path: Path) -> None:
+def test_a_failed_test_leaves_its_artifacts(
+    real: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--ws-artifacts: console, journal, every command whole, describe and the network of
     each workspace a failed test used; a JUnit property and a GitHub job summary point at
     them; a passing test leaves nothing."""
@@ -721,9 +722,10 @@ def test_a_failed_test_leaves_its_artifacts(real: pytest.Pytester, tmp_path: Pat
     )
     out, summary = tmp_path / "artifacts", tmp_path / "summary.md"
     junit = tmp_path / "junit.xml"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     result = real.runpytest_subprocess(
         "--ws-config", "workspaces.toml", "--ws-artifacts", str(out), f"--junitxml={junit}",
-        "-p", "no:cacheprovider", env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)},
+        "-p", "no:cacheprovider",
     )  # fmt: skip
     result.assert_outcomes(passed=1, failed=1)
     (test_dir,) = out.iterdir()

@@ -99,7 +99,7 @@ def test_two_ssh_workers_run_a_container_and_a_vm(
     )
     result = pytester.runpytest_subprocess(
         "--tx", spec, "--tx", spec, "--dist", "load",
-        "--ws-config", "workspaces.toml", "-v", "-p", "no:cacheprovider", "-rA",
+        "--ws-config=workspaces.toml", "-v", "-p", "no:cacheprovider", "-rA",
     )  # fmt: skip
     result.assert_outcomes(passed=2)
     out = result.stdout.str()
@@ -122,7 +122,7 @@ def test_a_config_missing_on_the_worker_names_the_path_and_where(
     spec = f"ssh=127.0.0.1//python={sys.executable}//chdir={elsewhere}//ssh_config={remote_sshd}"
     pytester.makefile(".toml", workspaces=CONFIG)  # on the controller only
     result = pytester.runpytest_subprocess("--tx", spec, "--dist", "load",
-                                           "--ws-config", "workspaces.toml", "-p",
+                                           "--ws-config=workspaces.toml", "-p",
                                            "no:cacheprovider")  # fmt: skip
     text = result.stdout.str() + result.stderr.str()
     assert result.ret != 0

@@ -30,7 +30,8 @@ def pytest_runtest_makereport(
         since = item.stash.get(since_key, {})
         if session is not None and session.options.artifacts and used:
             where = artifacts.write(Path(session.options.artifacts), item.nodeid, used, since)
-            report.user_properties.append((artifacts.PROPERTY, str(where)))
+            # junitxml writes the properties of the teardown's report, made from the item's.
+            item.user_properties.append((artifacts.PROPERTY, str(where)))
             artifacts.github_summary(item.nodeid, used, where)
         style = report_style(item.config)
         for ws in used if style != "off" else []:
