@@ -25,6 +25,7 @@ from typing import Any
 
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import store, templates, transfer
+from wsfixture.image.recipe import ImageRecipe
 from wsfixture.image.registry import (
     INDEX_TYPE,
     MANIFEST_TYPE,
@@ -61,6 +62,13 @@ def refusal(config: dict[str, Any], key: str, qemu: Callable[[], str]) -> str | 
         return f"its config names {config.get('key')!r}, not {key!r}"
     if config.get("machine") != platform.machine():
         return f"made on a {config.get('machine')} machine, this is {platform.machine()}"
+    if config.get("kind") == "image":
+        try:
+            made_for = ImageRecipe.from_dict(config.get("recipe") or {}).key
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"its recipe is unreadable ({exc})"
+        if made_for != key:
+            return f"its recipe makes {made_for!r} here, not {key!r} (another wsfixture?)"
     shape = config.get("shape") or {}
     if config.get("kind") == "template" and shape.get("qemu") != qemu():
         return f"a template made by {shape.get('qemu')!r}; this host has {qemu()!r}"
