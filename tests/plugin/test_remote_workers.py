@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
+from tests.support.registry import free_port
 from wsfixture.host import system
 
 SSHD = "/usr/sbin/sshd"
@@ -27,13 +28,6 @@ CONFIG = """
 type = "container"
 ip = "192.168.83.10"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from typing import Protocol
 from wsfixture.backends.qemu import channel, clone, disk
 from wsfixture.backends.qemu.argv import IDENTITY_SOCKET
 from wsfixture.backends.qemu.clone import RestoreTarget, Steps
-from wsfixture.backends.qemu.qmp import UNTHROTTLED, QmpClient, wait_migration
+from wsfixture.backends.qemu.qmp import QmpClient, save_state
 from wsfixture.errors import CheckpointError
 from wsfixture.image import templates
 from wsfixture.image.templates import Template
@@ -192,13 +192,6 @@ def _move(source: Path, target: Path) -> None:
 
 
 def _save_state(name: str, qmp: QmpClient, state: Path) -> None:
-    fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        qmp.send_fd("checkpoint", fd)
-    finally:
-        os.close(fd)
-    qmp.command("migrate-set-parameters", **{"max-bandwidth": UNTHROTTLED})
-    qmp.command("migrate", uri="fd:checkpoint")
-    status = wait_migration(qmp, SAVE_TIMEOUT)
+    status = save_state(qmp, state, SAVE_TIMEOUT)
     if status != "completed":
         raise CheckpointError(name, f"saving the VM's state: migration {status}")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from wsfixture.backends.qemu import channel, disk
 from wsfixture.backends.qemu.argv import IDENTITY_SOCKET, QMP_SOCKET, TEMPLATE_MAC, Boot
-from wsfixture.backends.qemu.qmp import UNTHROTTLED, QmpClient, wait_migration
+from wsfixture.backends.qemu.qmp import QmpClient, save_state
 from wsfixture.errors import TemplateError
 from wsfixture.guest import restore
 from wsfixture.host import ledger, settings, system
@@ -123,14 +123,7 @@ def _save(qmp_socket: Path, state: Path) -> None:
     qmp = QmpClient.connect(qmp_socket)
     try:
         qmp.command("stop")
-        fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            qmp.send_fd("state", fd)
-        finally:
-            os.close(fd)
-        qmp.command("migrate-set-parameters", **{"max-bandwidth": UNTHROTTLED})
-        qmp.command("migrate", uri="fd:state")
-        status = wait_migration(qmp, SAVE_TIMEOUT)
+        status = save_state(qmp, state, SAVE_TIMEOUT)
         if status != "completed":
             raise TemplateError(f"saving the template: migration {status}")
         os.sync()  # the state and the frozen disk on disk before anyone restores them
