@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
+from tests.support.registry import local_registry
 from wsfixture import checks
 
 CONFIG = """
@@ -756,3 +757,37 @@ def test_a_failed_test_leaves_its_artifacts(
     assert "### wsfixture: `test_a_failed_test_leaves_its_artifacts.py::test_fails` failed" in (
         summary.read_text()
     )
+
+
+def test_a_session_pushes_what_it_built_and_another_pulls_it(
+    real: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ws-image-cache-push: a session on an empty cache builds its images and pushes
+    them; --ws-image-cache: a second session on another empty cache pulls them and builds
+    nothing."""
+    require_root_and_tools("docker-registry")
+    real.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.workspace(packages=["tree"])
+        def test_tree(workspace):
+            assert workspace.succeed("tree --version").startswith("tree")
+        """
+    )
+    with local_registry(tmp_path / "registry") as (host, _):
+        ref = f"--ws-image-cache={host}/team/wsfixture-images"
+        monkeypatch.setenv("WSFIXTURE_CACHE_DIR", str(tmp_path / "first"))
+        first = real.runpytest_subprocess(ref, "--ws-image-cache-push", "-p", "no:cacheprovider")
+        first.assert_outcomes(passed=1)
+        said = first.stdout.str() + first.stderr.str()
+        assert said.count("image ready in") == 2, said  # built here: the base, the layer
+        pushed = re.findall(r"pushed (trixie-container-\w+) to ", said)
+        assert len(pushed) == 2, said
+        monkeypatch.setenv("WSFIXTURE_CACHE_DIR", str(tmp_path / "second"))
+        second = real.runpytest_subprocess(ref, "-p", "no:cacheprovider")
+        second.assert_outcomes(passed=1)
+        said = second.stdout.str() + second.stderr.str()
+        pulled = re.findall(r"pulled (trixie-container-\w+) from ", said)
+        assert sorted(pulled) == sorted(pushed), said
+        assert "image ready in" not in said, "nothing built"
