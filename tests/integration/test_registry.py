@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +212,31 @@ def answering(status: int) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_killed_pull_leaves_nothing_after_gc(
+    pushed: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    """SIGKILL while a template downloads: its staging dir is in the ledger, and one gc
+    removes it; nothing half-pulled is in the cache."""
+    ref, keys = pushed
+    cache = tmp_path / "cache"
+    env = {**os.environ, "WSFIXTURE_CACHE_DIR": str(cache)}
+    puller = subprocess.Popen(
+        [sys.executable, "-m", "wsfixture.cli", "images", "pull", ref.rsplit(":", 1)[0], keys[1]],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list(cache.glob(f".pull{store.STAGING_MARK}{puller.pid}/*.tar")):
+            assert puller.poll() is None, "the pull ended before its download was seen"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        puller.kill()  # our own child, by PID
+    finally:
+        puller.wait()
+    assert [r for r in ledger.records() if r.owner.pid == puller.pid], "on record until gc"
+    gc = wsf("gc", cache=cache)
+    assert gc.returncode == 0, gc.stderr
+    assert not [r for r in ledger.records() if r.owner.pid == puller.pid]
+    assert sorted(p.name for p in cache.iterdir()) == []
