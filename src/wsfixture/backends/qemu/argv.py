@@ -19,6 +19,7 @@ SPARE_ROOT_PORTS = 8
 # Every template's NIC: a clone takes its own MAC from its identity. Locally administered.
 TEMPLATE_MAC = "52:54:00:00:00:01"
 DISK_FDSET = 1
+SHARE_TRANSPORT = "virtiofs"  # 9p would serve rw shares as host root: refused
 TCG_TB_SIZE_MIB = 128  # translation cache; QEMU's default (1 GiB) inflates every VM's RSS
 # elevateprivileges stays "allow": QEMU 7.2 switches to -runas's user after installing the
 # filter, and with "deny" (or "children") the switch is refused and QEMU silently stays

@@ -24,9 +24,9 @@ from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.backends.qemu import argv as qemu_argv
 from wsfixture.backends.qemu import checkpoint as vm_checkpoint
 from wsfixture.backends.qemu import clone, disk
-from wsfixture.backends.qemu.argv import QMP_SOCKET, Boot, Extras, Machine
+from wsfixture.backends.qemu.argv import QMP_SOCKET, SHARE_TRANSPORT, Boot, Extras, Machine
 from wsfixture.backends.qemu.qmp import QmpClient
-from wsfixture.backends.qemu.template import qemu_version
+from wsfixture.backends.qemu.template import shape_for, template_build
 from wsfixture.errors import CheckpointError, PrerequisiteError
 from wsfixture.guest import restore, seed
 from wsfixture.host import idmap, ledger, settings, system, virt
@@ -35,14 +35,12 @@ from wsfixture.image.build import stderr_progress
 from wsfixture.image.recipe import Image
 from wsfixture.image.templates import Template, TemplateShape
 from wsfixture.model import derive
-from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.resources import Resources
 from wsfixture.retry import retry_until
 
 logger = logging.getLogger("wsfixture.qemu")
 
 VIRTIOFSD_OPTIONS = ("-o", "cache=auto", "-o", "xattr")
-SHARE_TRANSPORT = "virtiofs"  # 9p would serve rw shares as host root: refused
 # Where a rw share's daemon, not host root in its user namespace, finds the share: a
 # directory every uid may walk to, in its own mount namespace.
 SHARE_VIEW = Path("/mnt")
@@ -373,28 +371,6 @@ class QemuBackend(Backend):
     def _tap_exists(self) -> bool:
         out = self.ctx.lab.run(["ip", "-o", "link", "show", self.tap], check=False)
         return bool(out.strip())
-
-
-def shape_for(config: Config, spec: WorkspaceSpec, image_key: str) -> TemplateShape:
-    """The template shape of a VM of ``spec`` on this host (its resources as clamped to
-    the host, the accelerator it gets, this QEMU)."""
-    wanted = config.resources_for(spec)
-    # A VM's always has values (its kind's defaults at least).
-    assert wanted.vcpu is not None
-    assert wanted.memory is not None
-    assert wanted.disk is not None
-    vcpu, memory, _ = virt.clamp_resources(
-        wanted.vcpu, wanted.memory, os.cpu_count() or 1, virt.host_memory_mib()
-    )
-    return TemplateShape(
-        image_key=image_key, machine=spec.machine, vcpu=vcpu, memory=memory, disk=wanted.disk,
-        accel=virt.host_accel(spec.accel).name, share_transport=SHARE_TRANSPORT,
-        qemu=qemu_version(),
-    )  # fmt: skip
-
-
-def template_build(template: Template) -> str:
-    return f"{template.key}@{str(template.meta().get('state_sha256', ''))[:16]}"
 
 
 def require_qemu_user() -> None:

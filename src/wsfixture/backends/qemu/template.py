@@ -18,13 +18,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from wsfixture.backends.qemu import channel, disk
-from wsfixture.backends.qemu.argv import IDENTITY_SOCKET, QMP_SOCKET, TEMPLATE_MAC, Boot
+from wsfixture.backends.qemu.argv import (
+    IDENTITY_SOCKET,
+    QMP_SOCKET,
+    SHARE_TRANSPORT,
+    TEMPLATE_MAC,
+    Boot,
+)
 from wsfixture.backends.qemu.qmp import QmpClient, save_state
 from wsfixture.errors import TemplateError
 from wsfixture.guest import restore
-from wsfixture.host import ledger, settings, system
+from wsfixture.host import ledger, settings, system, virt
 from wsfixture.image.recipe import Image
 from wsfixture.image.templates import Template, TemplateShape
+from wsfixture.model.config import Config, WorkspaceSpec
 
 TEMPLATE_BOOT_TIMEOUT = 300.0  # a template's first boot, under TCG with other VMs about
 SAVE_TIMEOUT = 120.0
@@ -130,3 +137,25 @@ def _save(qmp_socket: Path, state: Path) -> None:
         qmp.command("quit")
     finally:
         qmp.close()
+
+
+def shape_for(config: Config, spec: WorkspaceSpec, image_key: str) -> TemplateShape:
+    """The template shape of a VM of ``spec`` on this host (its resources as clamped to
+    the host, the accelerator it gets, this QEMU)."""
+    wanted = config.resources_for(spec)
+    # A VM's always has values (its kind's defaults at least).
+    assert wanted.vcpu is not None
+    assert wanted.memory is not None
+    assert wanted.disk is not None
+    vcpu, memory, _ = virt.clamp_resources(
+        wanted.vcpu, wanted.memory, os.cpu_count() or 1, virt.host_memory_mib()
+    )
+    return TemplateShape(
+        image_key=image_key, machine=spec.machine, vcpu=vcpu, memory=memory, disk=wanted.disk,
+        accel=virt.host_accel(spec.accel).name, share_transport=SHARE_TRANSPORT,
+        qemu=qemu_version(),
+    )  # fmt: skip
+
+
+def template_build(template: Template) -> str:
+    return f"{template.key}@{str(template.meta().get('state_sha256', ''))[:16]}"

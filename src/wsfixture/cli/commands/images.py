@@ -129,8 +129,8 @@ def cmd_images(args: argparse.Namespace) -> int:
 def config_keys(config_path: str) -> list[str]:
     """The keys of every image (bases included) and VM template the config's workspaces
     boot from on this host."""
-    from wsfixture.backends.qemu.backend import shape_for
     from wsfixture.backends.qemu.clone import restore_blocker
+    from wsfixture.backends.qemu.template import shape_for
     from wsfixture.host import virt
     from wsfixture.model.shares import STANDARD_SHARE_TABLE
     from wsfixture.workspace.prepare import recipe_for
