@@ -15,6 +15,8 @@ from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
 from tests.support.registry import local_registry
 from wsfixture import checks
+from wsfixture.image.recipe import ImageRecipe
+from wsfixture.image.registry import Reference, Registry
 
 CONFIG = """
 [workspaces.alpha]
@@ -775,19 +777,23 @@ def test_a_session_pushes_what_it_built_and_another_pulls_it(
             assert workspace.succeed("tree --version").startswith("tree")
         """
     )
+    (tmp_path / "registry").mkdir()
     with local_registry(tmp_path / "registry") as (host, _):
         ref = f"--ws-image-cache={host}/team/wsfixture-images"
         monkeypatch.setenv("WSFIXTURE_CACHE_DIR", str(tmp_path / "first"))
-        first = real.runpytest_subprocess(ref, "--ws-image-cache-push", "-p", "no:cacheprovider")
+        first = real.runpytest_subprocess(
+            ref, "--ws-image-cache-push", "-v", "-p", "no:cacheprovider"
+        )
         first.assert_outcomes(passed=1)
-        said = first.stdout.str() + first.stderr.str()
-        assert said.count("image ready in") == 2, said  # built here: the base, the layer
-        pushed = re.findall(r"pushed (trixie-container-\w+) to ", said)
-        assert len(pushed) == 2, said
+        layer = ImageRecipe.for_packages(["tree"], "container")
+        assert layer.base is not None
+        keys = [layer.base.key, layer.key]
+        images = Registry(Reference.parse(f"{host}/team/wsfixture-images"))
+        for key in keys:  # built on the empty cache, then pushed
+            assert images.get_manifest(key) is not None, key
         monkeypatch.setenv("WSFIXTURE_CACHE_DIR", str(tmp_path / "second"))
         second = real.runpytest_subprocess(ref, "-p", "no:cacheprovider")
         second.assert_outcomes(passed=1)
-        said = second.stdout.str() + second.stderr.str()
-        pulled = re.findall(r"pulled (trixie-container-\w+) from ", said)
-        assert sorted(pulled) == sorted(pushed), said
-        assert "image ready in" not in said, "nothing built"
+        for key in keys:  # pulled, not built: the very build the first session made
+            ready = (tmp_path / "second" / "images" / key / "ready").read_text()
+            assert ready == (tmp_path / "first" / "images" / key / "ready").read_text(), key

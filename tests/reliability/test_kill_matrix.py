@@ -206,7 +206,8 @@ def test_killed_session_leaves_nothing_after_gc(
     assert set(Path("/tmp").glob("wsstate-*")) == states_before, "the state dir (keys) stays"
     if signum != signal.SIGKILL:
         # A handled signal: the session itself tore down; gc found nothing of it to reap.
-        assert "reaped 0 record(s)" in gc.stdout, (gc.stdout, log.read_text())
+        # (a str message: pytest shows it whole, where a tuple's repr was cut)
+        assert "reaped 0 record(s)" in gc.stdout, f"{gc.stdout}\n--- inner ---\n{log.read_text()}"
     if phase == "build" and signum == signal.SIGKILL:
         # What a killed build left is gone for good: the next session builds the layer.
         recipe = ImageRecipe.for_packages(LAYER_PACKAGES, kind)
