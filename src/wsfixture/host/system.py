@@ -188,18 +188,21 @@ def remove_tree(path: Path) -> None:
     """Remove a directory wsfixture made. Whatever is mounted inside it is detached first
     (lazily, deepest first): removing files through a mount would reach data that is not
     ours. A file that cannot be removed raises; ignoring it would be a silent leak."""
-    inside = [m for m in mount_points() if m == path or path in m.parents]
-    for mount in sorted(inside, key=lambda m: len(m.parts), reverse=True):
-        run(["umount", "--lazy", str(mount)])
     # A lazily detached overlayfs can still be tidying its work directory for a moment
-    # (seen after an interrupted layer build): "not empty" is retried, briefly.
+    # (seen after an interrupted layer build): "not empty" is retried, briefly; so is
+    # "busy", a mount made inside after the list was read (an interrupted step's mount
+    # command finishing: seen in the kill matrix), which the next round detaches too.
     deadline = time.monotonic() + 5.0
     while True:
+        inside = [m for m in mount_points() if m == path or path in m.parents]
+        for mount in sorted(inside, key=lambda m: len(m.parts), reverse=True):
+            run(["umount", "--lazy", str(mount)])
         try:
             shutil.rmtree(path, onerror=_removal_failed)
             return
         except OSError as exc:
-            if exc.errno != errno.ENOTEMPTY or time.monotonic() > deadline:
+            retried = exc.errno in (errno.ENOTEMPTY, errno.EBUSY)
+            if not retried or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 
