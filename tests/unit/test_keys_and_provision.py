@@ -65,7 +65,15 @@ def test_rendered_base(alpha: identity.Identity) -> None:
     assert "Name=host0" in network
     assert "Address=192.168.83.10/24" in network
     assert "Gateway=192.168.83.1" in network
-    assert "DNS=192.168.83.1" in network
+    assert "DNS=" not in network  # resolved's, not networkd's: see identity.DNS_DROP_IN
+    dns = files[identity.DNS_DROP_IN].content
+    assert "DNS=192.168.83.1\nDomains=~.\n" in dns
+
+
+def test_no_dns_drop_in_without_dns(alpha: identity.Identity) -> None:
+    from dataclasses import replace
+
+    assert identity.DNS_DROP_IN not in identity.render(replace(alpha, dns=False))
 
 
 def test_vm_network_matches_mac(alpha: identity.Identity) -> None:

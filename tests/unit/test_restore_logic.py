@@ -112,7 +112,9 @@ def test_a_cold_boot_has_its_shares_and_its_own_mac(tmp_path: Path) -> None:
     assert argv[argv.index("-drive") + 1].startswith(f"file={tmp_path / 'd'},")
 
 
-SHAPE = TemplateShape("bookworm-vm-0", "q35", 1, 768, 8192, "tcg", "virtiofs", "QEMU 7.2.22")
+SHAPE = TemplateShape(
+    "bookworm-vm-0", "q35", 1, 768, 8192, "tcg", "virtiofs", "QEMU 7.2.22", "console=ttyS0"
+)
 
 
 def test_every_part_of_the_shape_is_in_the_key() -> None:

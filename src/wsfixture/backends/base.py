@@ -55,8 +55,8 @@ class Backend(abc.ABC):
         self.console_log = ctx.runtime_dir / "console.log"
         self.process: subprocess.Popen[bytes] | None = None
         # Every process ``spawn`` started (the machine, its share daemons, its owner
-        # watch): reaped by ``reap_spawned`` once their cgroup is killed.
-        self.spawned: list[subprocess.Popen[bytes]] = []
+        # watch), by the cgroup it runs in: reaped by ``reap_spawned`` once that is killed.
+        self.spawned: list[tuple[Path, subprocess.Popen[bytes]]] = []
         # The machine and its helpers, so cgroup.kill can end them all.
         self.cgroup = settings.current().cgroup_root / f"{ctx.lab.name}-{ctx.spec.name}"
         self.resources = ctx.config.resources_for(ctx.spec)
@@ -179,7 +179,7 @@ class Backend(abc.ABC):
                 pass_fds=pass_fds,
                 preexec_fn=filters.installer(setid_filter) if setid_filter else None,
             )
-        self.spawned.append(process)
+        self.spawned.append((cgroup, process))
         ref = system.ProcessRef.of(process.pid)
         if ref is not None:
             record.add_process(ref)
@@ -197,20 +197,23 @@ class Backend(abc.ABC):
         processes the OOM killer ended."""
         return {**limits.describe(self.resources), "oom_kills": limits.oom_kills(self.cgroup)}
 
-    def reap_spawned(self) -> None:
-        """Collect the exit status of what ``spawn`` started, once its cgroup was killed:
-        no zombie of ours stays behind, and no Popen is dropped while its process runs."""
-        for process in self.spawned:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(5)
-        self.spawned = [p for p in self.spawned if p.returncode is None]
+    def reap_spawned(self, cgroup: Path) -> None:
+        """Collect the exit status of what ``spawn`` started in ``cgroup``, once that was
+        killed: no zombie of ours stays behind, and no Popen is dropped while its process
+        runs. Only that cgroup's: a template's build ends while the VM's share daemons
+        run on, and waiting for those cost each template 5 s apiece."""
+        for where, process in self.spawned:
+            if where == cgroup:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(5)
+        self.spawned = [(w, p) for w, p in self.spawned if p.returncode is None]
 
     def finish(self, cgroup: Path, timeout: float) -> None:
         """Wait for the machine process to exit, kill it if it will not, then empty its cgroup."""
         if self.process is not None:
             system.end_process(self.process, timeout, terminate=False)
         ledger.kill_cgroup(str(cgroup))
-        self.reap_spawned()
+        self.reap_spawned(cgroup)
         self.ctx.record.drop_cgroup(cgroup)
         if cgroup == self.cgroup:
             for directory in self.limit_dirs:  # emptied with it: their processes are its

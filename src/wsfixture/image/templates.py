@@ -54,6 +54,7 @@ class TemplateShape:
     accel: str
     share_transport: str
     qemu: str  # QEMU's version line: a migration stream is only read by its own QEMU
+    kernel_args: str  # the template's kernel booted with them; its clones run on as it
 
     @property
     def key(self) -> str:

@@ -204,7 +204,11 @@ class Workspace(Commands, Guardrails, Checkpoints):
             if (reason := backend.failure()) is not None:
                 raise StartError(self.name, reason, system.tail(self.console_log))
             state["now"] = f"{self.ip}:{SSH_PORT} not accepting connections"
-            return True if self.lab.port_open(self.ip, SSH_PORT, 0.25) else None
+            try:
+                session.adopt(self.lab.connect(self.ip, SSH_PORT, 0.25))
+            except OSError:
+                return None
+            return True
 
         def ssh_works(last: bool) -> bool | None:
             try:

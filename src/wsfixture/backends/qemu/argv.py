@@ -71,19 +71,22 @@ def accel_argv(accel: str) -> list[str]:
     return ["-accel", f"tcg,tb-size={TCG_TB_SIZE_MIB}"]
 
 
+KERNEL_ARGS = (
+    "console=ttyS0",
+    "root=/dev/vda",
+    "rw",
+    "rootfstype=ext4",
+    "panic=-1",  # a panic reboots, and -no-reboot turns that into an exit we see
+    "systemd.show_status=1",
+    "net.ifnames=0",
+    "mitigations=off",
+)
+
+
 def kernel_cmdline(machine_id: str, tsc_khz: int | None) -> str:
     """The guest kernel's command line; ``tsc_khz`` for a microvm (it has no calibration
     source of its own under TCG)."""
-    args = [
-        "console=ttyS0",
-        "root=/dev/vda",
-        "rw",
-        "rootfstype=ext4",
-        "panic=-1",  # a panic reboots, and -no-reboot turns that into an exit we see
-        f"systemd.machine_id={machine_id}",
-        "systemd.show_status=1",
-        "net.ifnames=0",
-    ]
+    args = [*KERNEL_ARGS, f"systemd.machine_id={machine_id}"]
     if tsc_khz is not None:
         args.append(f"tsc_early_khz={tsc_khz}")
     return " ".join(args)

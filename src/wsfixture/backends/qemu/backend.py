@@ -227,7 +227,7 @@ class QemuBackend(Backend):
         self._close_agent()
         self._close_qmp()
         ledger.kill_cgroup(str(self.cgroup))
-        self.reap_spawned()
+        self.reap_spawned(self.cgroup)
         self.process = None
         for path in self.runtime_dir.glob("*.sock"):
             path.unlink()

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from wsfixture.backends.qemu import channel, disk
 from wsfixture.backends.qemu.argv import (
     IDENTITY_SOCKET,
+    KERNEL_ARGS,
     QMP_SOCKET,
     SHARE_TRANSPORT,
     TEMPLATE_MAC,
@@ -63,7 +64,7 @@ class TemplateHost(Protocol):
 
     def watch_owner(self, cgroup: Path, record: ledger.Record) -> None: ...
 
-    def reap_spawned(self) -> None: ...
+    def reap_spawned(self, cgroup: Path) -> None: ...
 
 
 @functools.cache
@@ -116,7 +117,7 @@ def build_template(vm: TemplateHost, template: Template, record: ledger.Record) 
         finally:
             system.end_process(process, 0.0)
             ledger.kill_cgroup(str(cgroup))
-            vm.reap_spawned()  # its owner watch
+            vm.reap_spawned(cgroup)  # its owner watch
     # Over its disk by a relative path from now on: the directory is renamed into place.
     disk.rebase_relative(template.frozen, template.disk, "raw")
     system.remove_tree(sockets)
@@ -153,7 +154,7 @@ def shape_for(config: Config, spec: WorkspaceSpec, image_key: str) -> TemplateSh
     return TemplateShape(
         image_key=image_key, machine=spec.machine, vcpu=vcpu, memory=memory, disk=wanted.disk,
         accel=virt.host_accel(spec.accel).name, share_transport=SHARE_TRANSPORT,
-        qemu=qemu_version(),
+        qemu=qemu_version(), kernel_args=" ".join(KERNEL_ARGS),
     )  # fmt: skip
 
 
