@@ -14,7 +14,7 @@ import pytest
 from wsfixture.backends.base import BackendContext
 from wsfixture.backends.qemu import QemuBackend
 from wsfixture.backends.qemu.argv import SPARE_ROOT_PORTS, TEMPLATE_MAC, Boot
-from wsfixture.backends.qemu.clone import restore_blocker
+from wsfixture.backends.qemu.clone import restore_blocker, spec_restore_blocker
 from wsfixture.guest import restore, seed
 from wsfixture.host import ledger, system
 from wsfixture.host.virt import Accel
@@ -48,6 +48,34 @@ def test_snapshot_comes_from_the_workspace_or_the_defaults() -> None:
     assert config.snapshot_for(config.workspaces["a"]) == "off"
     assert config.snapshot_for(config.workspaces["b"]) == "auto"
     assert Config().defaults.snapshot == "auto"
+
+
+def test_a_spec_s_blocker_counts_the_standard_shares_and_the_host_s_vsock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wsfixture.model.config import config_from_dict
+
+    extra = SPARE_ROOT_PORTS - 3  # the three standard shares fill the rest
+    shares = [{"source": "/srv", "target": f"/mnt/{i}", "readOnly": True} for i in range(extra)]
+    config = config_from_dict(
+        {
+            "workspaces": {
+                "fits": {"type": "vm", "ip": "192.168.83.10", "shares": shares},
+                "over": {
+                    "type": "vm",
+                    "ip": "192.168.83.11",
+                    "shares": [*shares, {**shares[0], "target": "/mnt/x"}],
+                },
+                "cold": {"type": "vm", "ip": "192.168.83.12", "snapshot": "off"},
+            }
+        }
+    )
+    monkeypatch.setattr("wsfixture.host.virt.vsock_available", lambda: False)
+    assert spec_restore_blocker(config, config.workspaces["fits"]) is None
+    assert "at most" in str(spec_restore_blocker(config, config.workspaces["over"]))
+    assert spec_restore_blocker(config, config.workspaces["cold"]) == "snapshot = 'off'"
+    monkeypatch.setattr("wsfixture.host.virt.vsock_available", lambda: True)
+    assert "vsock" in str(spec_restore_blocker(config, config.workspaces["fits"]))
 
 
 def backend(tmp_path: Path, accel: str) -> QemuBackend:

@@ -37,8 +37,6 @@ class BackendContext:
     provision: Callable[[Path, int], None]
     # False for workspaces that may outlive this process (kept by pytest, started by the CLI).
     die_with_owner: bool = True
-    # "auto": a VM restores a template where it can; "off": it always boots cold.
-    snapshot: str = "auto"
     progress: Callable[[str], None] | None = None  # what takes long (a template's first boot)
 
 

@@ -182,7 +182,6 @@ class Workspace(Commands, Guardrails, Checkpoints):
             record=record,
             provision=lambda root, uid_offset: identity.write(root, ready.identity, uid_offset),
             die_with_owner=self.die_with_owner,
-            snapshot=self.config.snapshot_for(self.spec),
             progress=self.progress,
         )
         self.backend = backend_class(self.spec.type)(ctx, ready.image)

@@ -168,9 +168,7 @@ class QemuBackend(Backend):
         # QEMU bounds the guest's CPUs and memory itself; its cgroup bounds its threads.
         self.enforce(Resources(pids=self.resources.pids))
         self._start_helpers()
-        blocker = clone.restore_blocker(
-            self.ctx.snapshot, self.ctx.spec.machine, self.vsock, len(self.shares())
-        )
+        blocker = clone.spec_restore_blocker(self.ctx.config, self.ctx.spec)
         if blocker is None:
             try:
                 self.say("restoring from a template")

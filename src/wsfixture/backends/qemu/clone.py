@@ -27,9 +27,11 @@ from wsfixture.backends.qemu.qmp import QmpClient, wait_migration
 from wsfixture.backends.qemu.template import TemplateHost, build_template
 from wsfixture.errors import CorruptTemplateError, TemplateError
 from wsfixture.guest import restore
-from wsfixture.host import system
+from wsfixture.host import system, virt
 from wsfixture.image import templates
 from wsfixture.image.templates import Template
+from wsfixture.model.config import Config, WorkspaceSpec
+from wsfixture.model.shares import STANDARD_SHARE_TABLE
 from wsfixture.retry import retry_until
 
 log_steps = logging.getLogger("wsfixture.restore")
@@ -81,6 +83,14 @@ def restore_blocker(snapshot_mode: str, machine: str, vsock: bool, shares: int) 
     if shares > SPARE_ROOT_PORTS:
         return f"{shares} shares, a restored VM takes at most {SPARE_ROOT_PORTS}"
     return None
+
+
+def spec_restore_blocker(config: Config, spec: WorkspaceSpec) -> str | None:
+    """``restore_blocker`` for a VM of ``spec`` on this host: what the backend decides by,
+    and what ``wsfixture images key`` counts templates by."""
+    vsock = spec.vsock != "off" and virt.vsock_available()
+    shares = len(STANDARD_SHARE_TABLE) + len(spec.shares)
+    return restore_blocker(config.snapshot_for(spec), spec.machine, vsock, shares)
 
 
 def start_by_restore(vm: RestoreTarget) -> str:

@@ -129,10 +129,8 @@ def cmd_images(args: argparse.Namespace) -> int:
 def config_keys(config_path: str) -> list[str]:
     """The keys of every image (bases included) and VM template the config's workspaces
     boot from on this host."""
-    from wsfixture.backends.qemu.clone import restore_blocker
+    from wsfixture.backends.qemu.clone import spec_restore_blocker
     from wsfixture.backends.qemu.template import shape_for
-    from wsfixture.host import virt
-    from wsfixture.model.shares import STANDARD_SHARE_TABLE
     from wsfixture.workspace.prepare import recipe_for
 
     config = load_config(config_path)
@@ -143,11 +141,7 @@ def config_keys(config_path: str) -> list[str]:
         while layer is not None:
             keys.add(layer.key)
             layer = layer.base
-        vsock = spec.vsock != "off" and virt.vsock_available()
-        shares = len(STANDARD_SHARE_TABLE) + len(spec.shares)
-        if spec.type == "vm" and not restore_blocker(
-            config.snapshot_for(spec), spec.machine, vsock, shares
-        ):
+        if spec.type == "vm" and spec_restore_blocker(config, spec) is None:
             keys.add(shape_for(config, spec, recipe.key).key)
     return sorted(keys)
 
