@@ -226,21 +226,19 @@ def _link_but_copy_disk(source: str, target: str) -> None:
         Path(target).hardlink_to(source)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "changed inside"])
-def test_a_damaged_template_is_detected_and_made_anew(
-    config: Config, lab: Lab, damage: str
-) -> None:
+def test_a_damaged_template_is_detected_and_made_anew(config: Config, lab: Lab) -> None:
+    """Changed inside at its size and start: only the digest checked while QEMU loads it can
+    tell, and the clone never runs. (A truncated one is found before QEMU reads it, as a
+    template that is not there: unit-tested, and it takes the path of every first VM of a
+    shape.)"""
     spec = config.workspaces["corrupt"]
     with Workspace(spec, config, lab) as ws:  # the template exists, whole
         template = template_of(ws)
     made = template.meta()["made"]
     size = template.state.stat().st_size
     with open(template.state, "r+b") as state:
-        if damage == "truncated":
-            state.truncate(size // 2)
-        else:  # same size, same start: only the digest can tell
-            state.seek(size // 2)
-            state.write(b"\xa5" * 4096)
+        state.seek(size // 2)
+        state.write(b"\xa5" * 4096)
     with Workspace(spec, config, lab) as ws:
         assert boot_of(ws).startswith("restored from template")
         assert ws.succeed("hostname").strip() == "corrupt"

@@ -19,10 +19,10 @@ MOUNTS_FILE = "etc/wsfixture/mounts"
 # Units the seed asks to start once it is unpacked (one per line): how a VM template's
 # restore agent (``wsfixture.guest.restore``) runs without being part of the image.
 START_UNITS_FILE = "etc/wsfixture/start-units"
-# Per-VM identity arrives as a tar through fw_cfg; one unit unpacks it before the network
-# and sshd start, so nothing depends on udev noticing a disk in time. Another mounts the
-# shares, before sshd but beside networkd's start: under TCG each took a second or two on
-# the way to sshd when one unit did both.
+# Per-VM identity arrives as a tar through fw_cfg; one unit unpacks it before the network,
+# resolved (the lab DNS is its setting) and sshd start, so nothing depends on udev noticing
+# a disk in time. Another mounts the shares, before sshd but beside networkd's start: under
+# TCG each took a second or two on the way to sshd when one unit did both.
 SEED_FW_CFG = "opt/wsfixture/seed"
 SEED_SCRIPT = f"""\
 #!/bin/sh
@@ -61,7 +61,8 @@ SEED_UNIT = """\
 Description=wsfixture: install this VM's identity from fw_cfg
 DefaultDependencies=no
 After=systemd-remount-fs.service local-fs.target
-Before=systemd-networkd.service ssh.service network-pre.target systemd-user-sessions.service
+Before=systemd-networkd.service systemd-resolved.service ssh.service network-pre.target
+Before=systemd-user-sessions.service
 Wants=network-pre.target
 
 [Service]
