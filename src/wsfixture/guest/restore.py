@@ -10,9 +10,10 @@ A clone restored from that state continues inside the same read. The host sends 
 line, ``HEADER_MAGIC <epoch> <tar size> <mac> <entropy hex>``, and the identity tar (the
 same tar a cold boot reads from fw_cfg). The agent sets the clock, mixes the entropy in
 (the vmgenid device reseeds the kernel's generator as well), takes the MAC, unpacks the
-identity, gives sshd its host key, mounts the shares (hot-plugged by the host) and only then
-lets networkd give the NIC its address: nothing reaches sshd before it is the workspace's.
-It answers ``ok`` or ``error <why>``.
+identity, gives sshd its host key and resolved the lab DNS, mounts the shares (hot-plugged
+by the host) and only then gives the NIC its address itself (networkd, which read no unit
+for it in the template, is not reloaded): nothing reaches sshd before it is the
+workspace's. It answers ``ok`` or ``error <why>``.
 
 ``/etc/machine-id``: each clone gets its own (the identity tar carries it, derived from the
 name, as a cold boot's). PID 1 and journald keep the template's in memory until the next
@@ -87,7 +88,7 @@ shares=$!
 read -r name </etc/hostname && echo "$name" >/proc/sys/kernel/hostname || fail "hostname"
 # The lab DNS, if the workspace has one, is a resolved setting (identity.DNS_DROP_IN): a
 # HUP makes resolved read it.
-dns=/{DNS_DROP_IN.lstrip("/")}
+dns={DNS_DROP_IN}
 if [ -f "$dns" ]; then
     kill -HUP "$resolved" || fail "reloading resolved"
 fi
