@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -163,11 +164,16 @@ def made_template(tmp_path: Path) -> tuple[Template, Image]:
     for path in (template.disk, template.kernel, template.initrd, template.frozen, template.seed):
         path.write_text("")
     template.state.write_bytes(templates.QEMU_STATE_MAGIC + b"\0" * 4092)
+    with open(template.ram, "wb") as ram:  # sparse: the guest wrote two pages
+        ram.truncate(SHAPE.memory * 2**20)
+        ram.seek(5 * 4096)
+        ram.write(b"guest" * 1000)
     meta = {
         "shape": dataclasses.asdict(SHAPE),
         "image_ready": "1\n",
         "state_size": 4096,
         "state_sha256": templates.file_digest(template.state),
+        "ram_sha256": templates.ram_digest(template.ram),
     }
     template.meta_path.write_text(json.dumps(meta))
     return template, image
@@ -197,6 +203,55 @@ def test_a_changed_state_is_found_by_its_digest(tmp_path: Path) -> None:
     assert "migration stream" in str(template.problem(SHAPE, image))
 
 
+def test_the_agent_is_a_shell_script_whose_escapes_survived(tmp_path: Path) -> None:
+    """It is written inside a Python f-string: a lost backslash changes the script."""
+    script = tmp_path / "agent"
+    script.write_text(restore.AGENT_SCRIPT)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert restore.AGENT_SCRIPT.count("printf '%s\\n'") == 2
+
+
+def test_changed_or_cut_memory_is_found(tmp_path: Path) -> None:
+    template, image = made_template(tmp_path)
+    with open(template.ram, "r+b") as ram:
+        ram.seek(300 * 2**20)  # a hole until now
+        ram.write(b"x")
+    assert template.problem(SHAPE, image) is None
+    assert "ram digest" in str(template.verify_state())
+    with open(template.ram, "r+b") as ram:
+        ram.truncate(2**20)
+    assert "not the shape's 768 MiB" in str(template.problem(SHAPE, image))
+
+
+def test_the_memory_digest_is_the_same_for_zeros_stored_or_left_as_holes(
+    tmp_path: Path,
+) -> None:
+    """A copy (an import, ``cp``) may store zeros where the template's file had holes."""
+    template, _ = made_template(tmp_path)
+    dense = tmp_path / "dense"
+    with open(template.ram, "rb") as ram, open(dense, "wb") as out:
+        out.write(ram.read(2**20))  # its first MiB whole, zeros and all
+        out.truncate(SHAPE.memory * 2**20)
+    assert templates.ram_digest(dense) == templates.ram_digest(template.ram)
+    with open(dense, "r+b") as ram:
+        ram.seek(7 * 4096)
+        ram.write(b"\1")
+    assert templates.ram_digest(dense) != templates.ram_digest(template.ram)
+
+
+def test_a_clone_s_memory_copy_has_the_template_s_content_and_holes(tmp_path: Path) -> None:
+    template, _ = made_template(tmp_path)
+    copy = tmp_path / "copy"
+    with open(copy, "w+b") as target:
+        target.truncate(SHAPE.memory * 2**20)
+        with open(template.ram, "rb") as source:
+            templates.copy_ram(source.fileno(), target.fileno())
+    assert templates.ram_digest(copy) == templates.ram_digest(template.ram)
+    with open(copy, "rb") as copied:
+        assert copied.read(7 * 4096)[5 * 4096 :].startswith(b"guest" * 800)
+    assert copy.stat().st_blocks * 512 < 2**20  # only what the guest wrote was copied
+
+
 def test_a_template_from_another_qemu_or_image_build_is_not_restored(tmp_path: Path) -> None:
     template, image = made_template(tmp_path)
     newer = dataclasses.replace(SHAPE, qemu="QEMU 8.2.0")
@@ -215,7 +270,9 @@ def test_the_identity_message_is_a_header_and_a_short_tar(tmp_path: Path) -> Non
     seed.pack(staging, "workspace /home/dev/workspace virtiofs rw,relatime\n", seed_tar)
     data = seed_tar.read_bytes()
     message = restore.message("02:00:00:00:00:01", "10.0.0.2/24", "10.0.0.1", data, ("a", "b"), 5.0)
-    header, tar = message.split(b"\n", 1)
+    at = message.rindex(restore.HEADER_MAGIC.encode())
+    tar, header = message[:at], message[at:]
+    assert header.endswith(b"\n")
     magic, now, size, mac, address, gateway, entropy = header.decode().split()
     assert (magic, now, int(size), mac) == (restore.HEADER_MAGIC, "5.000000", len(tar), mac)
     assert (address, gateway, len(entropy)) == ("10.0.0.2/24", "10.0.0.1", 64)

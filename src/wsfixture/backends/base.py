@@ -88,8 +88,10 @@ class Backend(abc.ABC):
         """Launch the machine; return without waiting for it to boot."""
 
     @abc.abstractmethod
-    def stop(self, timeout: float) -> None:
-        """Orderly shutdown within ``timeout``, then force; release what start made."""
+    def stop(self, timeout: float, discard: bool = False) -> None:
+        """Orderly shutdown within ``timeout``, then force; release what start made.
+        ``discard``: nothing inside is wanted any more but what it wrote to its shares (a
+        test's workspace): the machine may be ended without its shutdown once that is out."""
 
     # -- checkpoints (``workspace.checkpoints``) -------------------------------------------
 

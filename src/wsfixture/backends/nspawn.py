@@ -178,7 +178,9 @@ class NspawnBackend(Backend):
 
         retry_until(attached, timeout, 0.002)
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float, discard: bool = False) -> None:
+        # A container's shutdown takes a fraction of a second: discarded or not, it is
+        # what ends it (its processes get SIGTERM, as anywhere).
         if self.is_up():
             # nspawn turns SIGTERM into the --kill-signal for the container's init.
             assert self.process is not None

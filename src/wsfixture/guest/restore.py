@@ -3,17 +3,17 @@ restored clone receives it.
 
 A template is a VM booted with ``template_seed``: a throwaway hostname and host key, no
 network, no user, and this agent, which the image's seed script starts (``START_UNITS``).
-The agent waits until the boot has settled, says ``waiting <system state>`` on a
-virtio-serial port, and blocks reading it. The host saves the VM there.
+The agent waits until the boot has settled, starts a tar reading a virtio-serial port, says
+``waiting <system state>`` on it, and waits for the tar. The host saves the VM there.
 
-A clone restored from that state continues inside the same read. The host sends one header
-line, ``HEADER_MAGIC <epoch> <tar size> <mac> <entropy hex>``, and the identity tar (the
-same tar a cold boot reads from fw_cfg). The agent sets the clock, mixes the entropy in
-(the vmgenid device reseeds the kernel's generator as well), takes the MAC, unpacks the
-identity, gives sshd its host key and resolved the lab DNS, mounts the shares (hot-plugged
-by the host) and only then gives the NIC its address itself (networkd, which read no unit
-for it in the template, is not reloaded): nothing reaches sshd before it is the
-workspace's. It answers ``ok`` or ``error <why>``.
+A clone restored from that state continues inside the same reads. The host sends the
+identity tar (the same tar a cold boot reads from fw_cfg), which a tar the template started
+unpacks, then one header line, ``HEADER_MAGIC <epoch> <tar size> <mac> <address> <gateway>
+<entropy hex>``. The agent sets the clock, mixes the entropy in (the vmgenid device
+reseeds the kernel's generator as well), takes the MAC, gives sshd its host key and
+resolved the lab DNS, mounts the shares (hot-plugged by the host) and only then gives the
+NIC its address itself (networkd, which read no unit for it in the template, is not
+reloaded): nothing reaches sshd before it is the workspace's. It answers ``ok`` or ``error <why>``.
 
 ``/etc/machine-id``: each clone gets its own (the identity tar carries it, derived from the
 name, as a cold boot's). PID 1 and journald keep the template's in memory until the next
@@ -61,27 +61,47 @@ state=$(timeout {SETTLE_SECONDS} systemctl is-system-running --wait 2>/dev/null)
 # udev may still be loading modules for the machine's devices ("running" does not wait for
 # it); a template saved then leaves each clone to finish that on its CPU.
 udevadm settle --timeout={SETTLE_SECONDS} || true
+# The shares' driver, loaded now: the template has no share, and a clone whose hot-plugged
+# shares made udev load it spent its CPU on that before their mounts could go on.
+modprobe virtiofs || fail "no virtiofs driver"
+# The boot's dirty pages, written back: a clone would otherwise write them on its CPU.
+sync
 # What a clone signals, looked up now: each program run after the restore costs it ~50 ms
 # of its one CPU under TCG.
 read -r sshd </run/sshd.pid || fail "no sshd running"
+# The program that sets a clone's address, started now: it waits (opening the fifo) for
+# what to do, so a clone does not pay for starting it (exec and its eight libraries linked,
+# ~0.1 s of its CPU under TCG).
+nic=/run/wsfixture-nic
+rm -f "$nic" && mkfifo -m 600 "$nic" || fail "making $nic"
+ip -batch "$nic" 3>&- &
+configure=$!
 resolved=$(systemctl show --property=MainPID --value systemd-resolved.service)
 # The files a clone reads first (its login's programs, PAM modules and their libraries; this
 # agent's tools), read now: they are saved in the page cache, so no clone waits on its disk
-# for them. A login's sshd-session used ~0.1 s less of a clone's CPU.
-for program in {" ".join(PREREAD_PROGRAMS)} /usr/lib/*/security/*.so; do
-    echo "$program"
-    ldd "$program" 2>/dev/null | awk '$3 ~ "^/" {{ print $3 }}'
-done | sort -u | xargs cat >/dev/null 2>&1
+# for them. A login's sshd-session used ~0.1 s less of a clone's CPU. One ldd, for the
+# programs only: one for each of ~40 PAM modules as well took the template ~5 s under TCG,
+# and what they link, the programs do.
+{{
+    printf '%s\\n' {" ".join(PREREAD_PROGRAMS)} /usr/lib/*/security/*.so
+    ldd {" ".join(PREREAD_PROGRAMS)} 2>/dev/null | awk '$3 ~ "^/" {{ print $3 }}'
+}} | sort -u | xargs cat >/dev/null 2>&1
+# Python as well, which testinfra's checks, Ansible and most tests' first commands start: run
+# once, it leaves its interpreter and start-up modules in the page cache.
+python3 -c '' 2>/dev/null
+# The identity comes first, to a tar started now: a clone does not pay for starting it.
+# GNU tar stops at the archive's end (reading 512-byte records, -b 1), and the header
+# line that follows is ours. The files keep the host's times (the clock is set after).
+tar -x -b 1 --numeric-owner -p --warning=no-timestamp -f - -C / <&3 3>&- &
+unpack=$!
 echo "waiting ${{state:-unknown}}" >&3
-# ---- the template is saved here; a restored clone goes on from this read ----
+# ---- the template is saved here; a restored clone goes on from this wait ----
+wait "$unpack" || fail "unpacking the identity"
 read -r magic now size mac address gateway entropy <&3 || fail "no identity header"
 [ "$magic" = {HEADER_MAGIC} ] || fail "unknown identity header $magic"
 date -s "@$now" >/dev/null &
 clock=$!
 printf '%s' "$entropy" >/dev/urandom
-# GNU tar stops at the archive's end (reading 512-byte records, -b 1): the port stays
-# ours for the answer.
-tar -x -m -b 1 --numeric-owner -p -f - -C / <&3 || fail "unpacking the identity"
 # The shares, hot-plugged while the VM was paused, appear while the rest is done.
 WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares &
 shares=$!
@@ -121,16 +141,14 @@ fi
 # address, no router advertisements.
 echo 1 >/proc/sys/net/ipv6/conf/eth0/addr_gen_mode
 echo 0 >/proc/sys/net/ipv6/conf/eth0/accept_ra
-ip -batch - <<EOF || fail "configuring eth0"
-link set dev eth0 address $mac up
-address add $address dev eth0
-route add default via $gateway dev eth0
-EOF
+printf '%s\\n' "link set dev eth0 address $mac up" "address add $address dev eth0" \\
+    "route add default via $gateway dev eth0" >"$nic"
+wait "$configure" || fail "configuring eth0"
 echo ok >&3
-# ---- checkpoints (``wsfixture.backends.qemu.checkpoint``): the host keeps the port open
-# and asks, before it saves the VM, for the shares to be let go (virtiofs cannot be
-# migrated), and for them back, with the clock, once the VM runs again: after the save,
-# or in a rollback to it, which goes on from the read below.
+# ---- the host's requests, on the port it keeps open. Checkpoints
+# (``wsfixture.backends.qemu.checkpoint``): before it saves the VM, the shares let go
+# (virtiofs cannot be migrated), and back, with the clock, once the VM runs again: after
+# the save, or in a rollback to it, which goes on from the read below.
 mounts=/{seed.MOUNTS_FILE}
 remount() {{
     awk -v t="$1" '$2 == t' "$mounts" | while read -r tag target fstype options; do
@@ -170,6 +188,10 @@ while read -r verb now <&3; do
         else
             echo "error mounting the shares" >&3
         fi ;;
+    # Before the host ends a discarded VM (``QemuBackend.stop``): what the guest holds for
+    # its shares (a file's dirty pages written through a mapping) written out.
+    sync)
+        if sync; then echo synced >&3; else echo "error sync failed" >&3; fi ;;
     *) echo "error unknown request $verb" >&3 ;;
     esac
 done
@@ -195,14 +217,14 @@ def message(
     journal: tuple[str, str],
     now: float | None = None,
 ) -> bytes:
-    """What a clone reads: the header line, then the identity (the cold boot's seed).
+    """What a clone reads: the identity (the cold boot's seed), then the header line.
     ``address`` is the NIC's, with its prefix length ("10.0.0.2/24"); ``journal`` is the
     clone's machine-id and the template's (see the module's notes)."""
     tar = wire_tar(seed_tar, journal)
     epoch = f"{time.time() if now is None else now:.6f}"
     entropy = os.urandom(32).hex()
     line = f"{HEADER_MAGIC} {epoch} {len(tar)} {mac} {address} {gateway} {entropy}\n"
-    return line.encode() + tar
+    return tar + line.encode()
 
 
 # Directories every guest has: the seed's entries for them are left out of the message, as

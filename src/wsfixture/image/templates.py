@@ -7,7 +7,8 @@ A template directory (``<cache>/templates/<key>/``) holds:
 - ``frozen.qcow2``: the root disk as the template left it (over ``disk``, by a relative
   path, so the directory can be renamed into place); clones get an overlay over it;
 - ``seed.tar``: the template's fw_cfg seed (a clone declares the same devices);
-- ``state``: QEMU's migration stream;
+- ``ram``: the guest's memory, a sparse file (QEMU ran the template on it, shared);
+- ``state``: QEMU's migration stream of everything else (devices, firmware);
 - ``template.json``: what it was made from, the state's size and digest. Written last: a
   directory without it is not a template.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -37,9 +39,10 @@ from wsfixture.image.recipe import Image, file_digest
 
 # The procedure's own version (file layout, how the VM is saved); the guest side's is the
 # digest of wsfixture.guest.restore, in every key.
-TEMPLATE_VERSION = "1"
+TEMPLATE_VERSION = "2"  # 2: the guest's memory in ``ram``, not in the state
 META = "template.json"
 QEMU_STATE_MAGIC = b"QEVM"
+RAM_BLOCK = 2**16  # what ``ram_digest`` reads at a time, and skips when all zeros
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ class Template:
         return self.dir / "state"
 
     @property
+    def ram(self) -> Path:
+        return self.dir / "ram"
+
+    @property
     def meta_path(self) -> Path:
         return self.dir / META
 
@@ -119,6 +126,12 @@ class Template:
         if missing:
             return f"missing {', '.join(missing)}"
         try:
+            ram = self.ram.stat().st_size
+        except OSError as exc:
+            return f"ram unreadable: {exc}"
+        if ram != shape.memory * 2**20:
+            return f"ram is {ram} bytes, not the shape's {shape.memory} MiB"
+        try:
             size = self.state.stat().st_size
             with open(self.state, "rb") as stream:
                 magic = stream.read(len(QEMU_STATE_MAGIC))
@@ -131,14 +144,63 @@ class Template:
         return None
 
     def verify_state(self) -> str | None:
-        """Read the whole state and compare its digest with the saved one; why not, or
-        None. Runs while QEMU loads the same file, before the clone is let run."""
+        """Read the whole state and memory and compare their digests with the saved ones;
+        why not, or None. Runs while a clone is loaded, before it is let run."""
         try:
-            digest = file_digest(self.state)
-            wanted = self.meta().get("state_sha256")
+            meta = self.meta()
+            if file_digest(self.state) != meta.get("state_sha256"):
+                return "state digest differs from the saved one"
+            if ram_digest(self.ram) != meta.get("ram_sha256"):
+                return "ram digest differs from the saved one"
         except (OSError, ValueError) as exc:
             return f"state unreadable: {exc}"
-        return None if digest == wanted else "state digest differs from the saved one"
+        return None
+
+
+def data_extents(fd: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each stretch of a sparse file that is not a hole."""
+    size, offset = os.fstat(fd).st_size, 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                return
+            raise
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, end - start
+        offset = end
+
+
+def ram_digest(path: Path) -> str:
+    """SHA-256 of a memory file's blocks (``RAM_BLOCK``) that are not all zeros, each after
+    its number: the same for the same memory wherever the file keeps a hole or stored
+    zeros (a copy may differ in that), and only what the guest wrote is read."""
+    digest = hashlib.sha256()
+    zero = bytes(RAM_BLOCK)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0  # blocks below this one are digested
+        for start, length in data_extents(fd):
+            for block in range(max(start // RAM_BLOCK, done), -(-(start + length) // RAM_BLOCK)):
+                data = os.pread(fd, RAM_BLOCK, block * RAM_BLOCK)
+                if data != zero[: len(data)]:
+                    digest.update(block.to_bytes(8, "little"))
+                    digest.update(data)
+                done = block + 1
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+def copy_ram(source: int, target: int) -> None:
+    """The memory file open as ``source`` into the file ``target`` (open, as long, all
+    zeros), its holes left holes: only what the guest wrote is copied."""
+    for start, length in data_extents(source):
+        os.lseek(target, start, os.SEEK_SET)
+        done = 0
+        while done < length:
+            done += os.sendfile(target, source, start + done, length - done)
 
 
 @contextlib.contextmanager
@@ -221,6 +283,7 @@ def _build(template: Template, shape: TemplateShape, image: Image, build: Build)
             "image_ready": store.ready_stamp(image.dir),
             "state_size": building.state.stat().st_size,
             "state_sha256": file_digest(building.state),
+            "ram_sha256": ram_digest(building.ram),
             "made": time.time(),
             "build_seconds": round(time.monotonic() - started, 2),
             **facts,

@@ -52,7 +52,7 @@ class BackgroundStop:
 
     def _run(self) -> None:
         try:
-            self.ws.stop()
+            self.ws.stop(discard=True)
         except BaseException as exc:
             self.errors.append(exc)
         finally:
@@ -248,7 +248,7 @@ class WsSession:
         elif background:
             self.stopping.append(BackgroundStop.start(ws))
         else:
-            ws.stop()
+            ws.stop(discard=True)
 
     def settle(
         self, name: str | None = None, ip: str | None = None

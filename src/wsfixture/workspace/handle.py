@@ -235,9 +235,11 @@ class Workspace(Commands, Guardrails, Checkpoints):
         self.ready_seconds = time.monotonic() - self.started_at
         logger.debug("%s ready: %s", self.name, ", ".join(reached))
 
-    def stop(self) -> None:
-        """Shut down and release everything; the state directory stays."""
-        self._release()
+    def stop(self, discard: bool = False) -> None:
+        """Shut down and release everything; the state directory stays. ``discard``:
+        nothing inside is wanted any more but what it wrote to its shares, and the machine
+        may be ended without its shutdown once that is out (the pytest plugin's are)."""
+        self._release(discard=discard)
 
     def detach(self) -> None:
         """Let the workspace outlive this process: its machine process becomes the owner in
@@ -258,7 +260,7 @@ class Workspace(Commands, Guardrails, Checkpoints):
         self.backend = None
         self.state = WorkspaceState.DETACHED
 
-    def _release(self, orderly: bool = True) -> None:
+    def _release(self, orderly: bool = True, discard: bool = False) -> None:
         cleanup = Cleanup()
         attempt = cleanup.attempt
         for forward in self.forwards:
@@ -269,7 +271,7 @@ class Workspace(Commands, Guardrails, Checkpoints):
             backend = self.backend
             started = time.monotonic()
             grace = backend.stop_timeout if orderly else 0.0
-            attempt(f"stop {self.spec.type}", lambda: backend.stop(grace))
+            attempt(f"stop {self.spec.type}", lambda: backend.stop(grace, discard))
             self.stop_seconds = time.monotonic() - started
         if self.state is WorkspaceState.OWNED and self._record is not None:
             if (allowed := self.allowlist) is not None and self.egress_resolver is not None:

@@ -44,6 +44,9 @@ class Boot:
     incoming: bool = False  # a clone: QEMU waits for the template's state
     console_log: Path | None = None  # None: the workspace's
     disk_fds: tuple[int, ...] = ()  # the disk as an fd set (``disk.descriptors``)
+    # A restorable boot's memory, a file: the template's own (``templates.Template.ram``),
+    # or a clone's copy of it. None: anonymous shared memory.
+    ram: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,8 @@ def qemu_argv(
     argv += accel_argv(vm.accel)
     argv += [
         "-smp", str(vm.vcpu), "-m", f"{vm.memory}M",
-        # virtiofs needs guest memory that virtiofsd can map
-        "-object", f"memory-backend-memfd,id=mem,size={vm.memory}M,share=on",
+        # virtiofs needs guest memory that virtiofsd can map: shared
+        "-object", memory_backend(vm.memory, boot.ram),
         "-numa", "node,memdev=mem",
         "-kernel", str(boot.kernel), "-initrd", str(boot.initrd), "-append", boot.cmdline,
         *disk_argv(boot),
@@ -179,6 +182,14 @@ def qemu_argv(
     if extras.vsock_cid is not None:
         argv += ["-device", f"vhost-vsock-{dev},guest-cid={extras.vsock_cid}"]
     return argv
+
+
+def memory_backend(mib: int, ram: Path | None) -> str:
+    """The guest memory's backend: a file, shared (what a template's state leaves out
+    and a clone starts from), or an anonymous one."""
+    if ram is None:
+        return f"memory-backend-memfd,id=mem,size={mib}M,share=on"
+    return f"memory-backend-file,id=mem,size={mib}M,mem-path={ram},share=on"
 
 
 def private_view(source: Path, at: Path, options: str = "") -> list[str]:

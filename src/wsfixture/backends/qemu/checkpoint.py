@@ -192,6 +192,6 @@ def _move(source: Path, target: Path) -> None:
 
 
 def _save_state(name: str, qmp: QmpClient, state: Path) -> None:
-    status = save_state(qmp, state, SAVE_TIMEOUT)
+    status = save_state(qmp, state, SAVE_TIMEOUT, memory=True)
     if status != "completed":
         raise CheckpointError(name, f"saving the VM's state: migration {status}")

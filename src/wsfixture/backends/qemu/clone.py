@@ -1,10 +1,12 @@
 """VM start by restore: a clone of its shape's template per workspace.
 
-An overlay over the template's frozen disk, QEMU with the template's devices and
-``-incoming defer``, the state handed over by descriptor. While QEMU loads it, the state's
-digest is checked; the clone is let run (``cont``) only if it matches, so a corrupt
-template never runs. The shares are hot-plugged (connected by us, handed over by
-descriptor), then the identity goes down the virtio-serial port and the guest answers.
+An overlay over the template's frozen disk; the guest's memory, a copy of the template's
+(only what its guest wrote; the copy is a memfd, which virtiofsd can map); QEMU with the
+template's devices over them and ``-incoming defer``, the state of its devices handed over
+by descriptor. Meanwhile the template's digests are checked; the clone is let run
+(``cont``) only if they match, so a corrupt template never runs. The shares are
+hot-plugged (connected by us, handed over by descriptor), then the identity goes down the
+virtio-serial port and the guest answers.
 This module needs of the VM only ``RestoreTarget``.
 """
 
@@ -23,7 +25,7 @@ from typing import Protocol
 
 from wsfixture.backends.qemu import channel, disk
 from wsfixture.backends.qemu.argv import IDENTITY_SOCKET, SPARE_ROOT_PORTS, TEMPLATE_MAC, Boot
-from wsfixture.backends.qemu.qmp import QmpClient, wait_migration
+from wsfixture.backends.qemu.qmp import QmpClient, leave_out_memory, wait_migration
 from wsfixture.backends.qemu.template import TemplateHost, build_template
 from wsfixture.errors import CorruptTemplateError, TemplateError
 from wsfixture.guest import restore
@@ -131,7 +133,7 @@ def restore_clone(vm: RestoreTarget, template: Template) -> None:
             steps.done("overlay")
             port, qmp, process = load(
                 vm, clone_boot(vm, template), template.state, listener, steps,
-                template.verify_state,
+                template.verify_state, template.ram,
             )  # fmt: skip
         hot_plug_shares(vm.share_sockets(), qmp)
         steps.done("shares plugged")
@@ -156,26 +158,41 @@ def load(
     listener: socket.socket,
     steps: Steps,
     verify: Callable[[], str | None] | None = None,
+    ram: Path | None = None,
 ) -> tuple[socket.socket, QmpClient, subprocess.Popen[bytes]]:
     """QEMU for ``boot`` (over ``vm.overlay``, made by the caller), with ``state`` loaded
-    and the VM paused: the guest port's connection, QMP and the process.
-    CorruptTemplateError if the state does not load, or ``verify`` (run while it loads)
-    says why it is bad."""
+    and the VM paused: the guest port's connection, QMP and the process. Its memory starts
+    as a copy of the memory file ``ram``, which ``state`` then leaves out (a template's);
+    None: empty, and ``state`` has it all (a checkpoint's). CorruptTemplateError if the
+    state does not load, or ``verify`` (run meanwhile) says why it is bad."""
     log = vm.runtime_dir / "qemu.log"
-    with disk.descriptors(vm.overlay) as fds:
-        process = vm.launch(dataclasses.replace(boot, disk_fds=fds), fds)
+    verdict: list[str | None] = []
+    check = threading.Thread(
+        target=lambda: verdict.append(verify() if verify else None), daemon=True
+    )
+    check.start()
+    memory = os.memfd_create(f"wsfixture-{vm.name}-ram", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(memory, vm.shape.memory * 2**20)
+        # QEMU opens its own descriptor of it by this name: it is QEMU's inherited fd.
+        boot = dataclasses.replace(boot, ram=Path(f"/proc/self/fd/{memory}"))
+        with disk.descriptors(vm.overlay) as fds:
+            process = vm.launch(dataclasses.replace(boot, disk_fds=fds), (*fds, memory))
+        if ram is not None:
+            with open(ram, "rb") as source:
+                templates.copy_ram(source.fileno(), memory)  # while QEMU starts
+    finally:
+        os.close(memory)
     port = channel.accept(listener, process, log)
     qmp = _connect_qmp(vm, process, log)
-    steps.done("qemu up")
-    verdict: list[str | None] = []
-    check = threading.Thread(target=lambda: verdict.append(verify() if verify else None))
-    check.start()
+    steps.done("memory copied, qemu up")
     fd = os.open(state, os.O_RDONLY)
     try:
         qmp.send_fd("state", fd)
     finally:
         os.close(fd)
     try:
+        leave_out_memory(qmp, ram is not None)
         qmp.command("migrate-incoming", uri="fd:state")
         status = wait_migration(qmp, LOAD_TIMEOUT)
     except (OSError, ConnectionError) as exc:

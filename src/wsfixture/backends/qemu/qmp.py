@@ -93,17 +93,29 @@ class QmpClient:
 UNTHROTTLED = 2**40
 
 
-def save_state(qmp: QmpClient, state: Path, timeout: float) -> str:
-    """Migrate the (paused) VM's memory and devices into the file ``state``, handed over
-    as a descriptor, unthrottled: "completed", or why not."""
+def save_state(qmp: QmpClient, state: Path, timeout: float, memory: bool) -> str:
+    """Migrate the (paused) VM's devices, and its memory if ``memory`` (a template's
+    stays in its memory file), into the file ``state``, handed over as a descriptor,
+    unthrottled: "completed", or why not."""
     fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         qmp.send_fd("state", fd)
     finally:
         os.close(fd)
+    leave_out_memory(qmp, not memory)
     qmp.command("migrate-set-parameters", **{"max-bandwidth": UNTHROTTLED})
     qmp.command("migrate", uri="fd:state")
     return wait_migration(qmp, timeout)
+
+
+def leave_out_memory(qmp: QmpClient, left_out: bool) -> None:
+    """Whether a migration leaves out shared guest memory (x-ignore-shared): set alike on
+    both sides of one, as the stream's format follows it. A clone loaded from a template
+    has it set, so each later save says what it wants."""
+    qmp.command(
+        "migrate-set-capabilities",
+        capabilities=[{"capability": "x-ignore-shared", "state": left_out}],
+    )
 
 
 def wait_migration(qmp: QmpClient, timeout: float) -> str:
