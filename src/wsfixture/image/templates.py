@@ -153,7 +153,7 @@ class Template:
             if ram_digest(self.ram) != meta.get("ram_sha256"):
                 return "ram digest differs from the saved one"
         except (OSError, ValueError) as exc:
-            return f"state unreadable: {exc}"
+            return f"unreadable: {exc}"  # names the file
         return None
 
 
