@@ -15,6 +15,7 @@ from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
 from tests.support.registry import local_registry
 from wsfixture import checks
+from wsfixture.host import system
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.image.registry import Reference, Registry
 
@@ -781,6 +782,15 @@ def test_a_session_pushes_what_it_built_and_another_pulls_it(
         """
     )
     (tmp_path / "registry").mkdir()
+    try:
+        push_and_pull(real, tmp_path, monkeypatch)
+    finally:  # the images' trees (device nodes): not left to pytest's kept tmp dirs
+        for cache in (tmp_path / "first", tmp_path / "second"):
+            if cache.exists():  # the second is not made if the first session failed
+                system.remove_tree(cache)
+
+
+def push_and_pull(real: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with local_registry(tmp_path / "registry") as (host, _):
         ref = f"--ws-image-cache={host}/team/wsfixture-images"
         monkeypatch.setenv("WSFIXTURE_CACHE_DIR", str(tmp_path / "first"))
