@@ -7,10 +7,11 @@ A template directory (``<cache>/templates/<key>/``) holds:
 - ``frozen.qcow2``: the root disk as the template left it (over ``disk``, by a relative
   path, so the directory can be renamed into place); clones get an overlay over it;
 - ``seed.tar``: the template's fw_cfg seed (a clone declares the same devices);
-- ``ram``: the guest's memory, a sparse file (QEMU ran the template on it, shared);
+- ``ram``: the guest's memory, a sparse file of the pages it wrote (copied from the memfd
+  QEMU ran the template on);
 - ``state``: QEMU's migration stream of everything else (devices, firmware);
-- ``template.json``: what it was made from, the state's size and digest. Written last: a
-  directory without it is not a template.
+- ``template.json``: what it was made from, the state's size and digest, the memory's
+  digest. Written last: a directory without it is not a template.
 
 Made as every cache entry is (``image.store``); restores hold the entry's lock shared
 while QEMU opens the files, so a template is never replaced under a restore that is

@@ -44,8 +44,9 @@ class Boot:
     incoming: bool = False  # a clone: QEMU waits for the template's state
     console_log: Path | None = None  # None: the workspace's
     disk_fds: tuple[int, ...] = ()  # the disk as an fd set (``disk.descriptors``)
-    # A restorable boot's memory, a file: the template's own (``templates.Template.ram``),
-    # or a clone's copy of it. None: anonymous shared memory.
+    # A restorable boot's memory, a memfd by its /proc path: a template's (whose pages are
+    # then kept in ``templates.Template.ram``), or a clone's copy of those. None: one QEMU
+    # makes itself.
     ram: Path | None = None
 
 
