@@ -26,6 +26,7 @@ from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net import inventory
 from wsfixture.net.lab import Lab
 from wsfixture.plugin import hosts, options
+from wsfixture.plugin.prestart import marker_args
 from wsfixture.plugin.report import (
     pytest_runtest_makereport,
     pytest_terminal_summary,
@@ -157,20 +158,17 @@ def _session(request: pytest.FixtureRequest) -> WsSession:
 
 
 def _marker_args(request: pytest.FixtureRequest) -> tuple[str | None, dict[str, Any]]:
-    marker = request.node.get_closest_marker("workspace")
-    fields: dict[str, Any] = {}
-    name: str | None = None
-    if marker is not None:
-        name = marker.args[0] if marker.args else marker.kwargs.get("name")
-        fields = {k: v for k, v in marker.kwargs.items() if k != "name"}
-    param = getattr(request, "param", None)
-    if isinstance(param, str) and param in ("container", "vm"):
-        fields["type"] = param
-    elif isinstance(param, str):
-        name = param
-    elif isinstance(param, dict):
-        fields.update(param)
-    return name, fields
+    return marker_args(request.node, getattr(request, "param", None))
+
+
+# The test pytest runs after this one (None for the last): its workspace may start early.
+next_item_key = pytest.StashKey["pytest.Item | None"]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    item.stash[next_item_key] = nextitem
+    return (yield)
 
 
 @pytest.fixture
@@ -184,11 +182,15 @@ def ws_inventory_of(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[
     """``ws_inventory_of()`` writes an Ansible inventory (INI) of this session's running
     workspaces, as they are when it is called, and returns its path. Host keys stay
     pinned: each host goes through the lab's ssh_config."""
-    lab = _session(request).open_lab()
+    session = _session(request)
+    lab = session.open_lab()
 
     def write() -> Path:
         path = tmp_path / "inventory.ini"
-        text = inventory.render(inventory.hosts(lab.name, lab.ssh_config), "ini")
+        running = inventory.hosts(lab.name, lab.ssh_config)
+        if session.prestarted is not None:  # no test has it yet
+            running.pop(session.prestarted.spec.name, None)
+        text = inventory.render(running, "ini")
         path.write_text(text + "\n")
         return path
 
@@ -215,7 +217,15 @@ def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
     scope = fields.pop("scope", "function")
     reset = fields.pop("reset", "none")
     if scope == "function":
-        ws = session.boot(session.spec(name, **fields))
+        nextitem = request.node.stash.get(next_item_key, None)
+        ws = None
+        claimed = session.claim(name, fields)
+        if claimed is not None:
+            session.prestart(nextitem)  # beside the rest of this one's start
+            ws = session.take(claimed)
+        if ws is None:
+            ws = session.boot(session.spec(name, **fields))
+            session.prestart(nextitem)  # after: this one may have made the image or template
         track(request.node, ws)
         yield ws
         session.release(ws, background=True)

@@ -14,6 +14,7 @@ from wsfixture.image.registry import Reference, RegistryError
 
 KEEP_CHOICES = ("never", "failed", "always")
 REPORT_CHOICES = ("short", "full", "off")
+PRESTART_CHOICES = ("vm", "all", "off")
 # A command that never ends must not hold a whole test session: its bound unless a test
 # asks for another (``timeout=None`` per call lifts it).
 COMMAND_TIMEOUT = 600.0
@@ -68,6 +69,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--ws-overcommit", None, "", False,
            "start workspaces whose memory is more than the host has available (refused "
            "otherwise, before anything is made; the config's `defaults.overcommit`)"),
+    Option("--ws-prestart", "wsfixture_prestart", "vm|all|off", "vm",
+           "start the next test's workspace while this test runs, when both ask for the same "
+           "inline workspace (no name or ip, function scope): `vm` for VMs, whose restore "
+           "costs seconds of a core, `all` for containers too, `off`", PRESTART_CHOICES),
     Option("--ws-verify", None, "", False,
            "collect one test item per workspace of the config and built-in check"),
 )  # fmt: skip
@@ -88,6 +93,7 @@ class Options:
     image_cache_push: bool
     state_dir: str | None
     overcommit: bool
+    prestart: str  # one of PRESTART_CHOICES
     verify: bool
 
 
@@ -157,6 +163,7 @@ def read(config: pytest.Config) -> Options:
         image_cache_push=bool(values["image_cache_push"]),
         state_dir=str(values["state_dir"]) if values["state_dir"] else None,
         overcommit=bool(values["overcommit"]),
+        prestart=str(values["prestart"]),
         verify=bool(values["verify"]),
     )
 

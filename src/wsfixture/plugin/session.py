@@ -15,7 +15,8 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,13 @@ from wsfixture.model.config import Config, WorkspaceSpec, load_config, override,
 from wsfixture.net.lab import Lab, new_lab_name
 from wsfixture.plugin import artifacts
 from wsfixture.plugin.options import Options
+from wsfixture.plugin.prestart import (
+    NOT_WORKSPACE,
+    Prestarted,
+    marker_args,
+    param_of,
+    prestart_key,
+)
 from wsfixture.progress import Ticker
 
 if TYPE_CHECKING:
@@ -94,6 +102,13 @@ class WsSession:
     factory_made: dict[str, list[Workspace]] = field(default_factory=dict)
     # Shared workspaces with reset="checkpoint", by their shared key.
     resets: dict[tuple[str, str], SharedReset] = field(default_factory=dict)
+    # The workspace started for the next test (--ws-prestart), and the one a test has
+    # taken but is still waiting for.
+    prestarted: Prestarted | None = None
+    claimed: Prestarted | None = None
+    # Their starts' threads. A machine gets a signal when the thread that started it ends:
+    # these live until the session closes, after every workspace they started is gone.
+    _starter: ThreadPoolExecutor | None = None
     _config: Config | None = None
     _state_root: Path | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
@@ -157,7 +172,10 @@ class WsSession:
         if "ip" not in fields:
             declared = {str(s.ip) for s in config.workspaces.values()}
             running = {w.ip for w in self.shared.values()}
-            fields["ip"] = lab.free_ip(declared | running)
+            # Not one still shutting down (its boot would wait for it), nor one starting.
+            stopping = {stop.ws.ip for stop in self.stopping}
+            starting = {str(p.spec.ip) for p in (self.prestarted, self.claimed) if p}
+            fields["ip"] = lab.free_ip(declared | running | stopping | starting)
         return workspace_spec(config, name=name or self.fresh_name(), **fields)
 
     @property
@@ -186,34 +204,86 @@ class WsSession:
             reset.before_keep()
 
     def boot(self, spec: WorkspaceSpec) -> Workspace:
-        from wsfixture.workspace import Workspace
-
         # A workspace of the same name or address may still be shutting down.
         failures = self.settle(spec.name, str(spec.ip))
         if failures:
             raise CleanupError(failures)
+        with self._starting(spec) as say:
+            return self._start(spec, say)
+
+    @contextlib.contextmanager
+    def _starting(self, spec: WorkspaceSpec) -> Iterator[Callable[[str], None] | None]:
+        """The live progress of a start (its phases go to the callable yielded), if any."""
         ticker = self.ticker()
-        with contextlib.ExitStack() as stack:
-            say = (
-                stack.enter_context(ticker.step(f"wsfixture: starting {spec.name} ({spec.type})"))
-                if ticker
-                else None
-            )
-            ws = Workspace(
-                spec,
-                self.config,
-                self.open_lab(),
-                timeout=self.timeout,
-                die_with_owner=self.keep == "never",
-                command_timeout=self.command_timeout,
-                # --ws-overcommit lifts it; else the config's defaults.overcommit says.
-                overcommit=True if self.options.overcommit else None,
-                progress=say,
-            )
-            ws.start()
-            if self.options.artifacts and ws.session is not None:
-                ws.session.transcript = artifacts.transcript_of(ws)  # whole, for a failure's
-            return ws
+        if ticker is None:
+            yield None
+            return
+        with ticker.step(f"wsfixture: starting {spec.name} ({spec.type})") as say:
+            yield say
+
+    def _start(self, spec: WorkspaceSpec, say: Callable[[str], None] | None) -> Workspace:
+        from wsfixture.workspace import Workspace
+
+        ws = Workspace(
+            spec,
+            self.config,
+            self.open_lab(),
+            timeout=self.timeout,
+            die_with_owner=self.keep == "never",
+            command_timeout=self.command_timeout,
+            # --ws-overcommit lifts it; else the config's defaults.overcommit says.
+            overcommit=True if self.options.overcommit else None,
+            progress=say,
+        )
+        ws.start()
+        if self.options.artifacts and ws.session is not None:
+            ws.session.transcript = artifacts.transcript_of(ws)  # whole, for a failure's
+        return ws
+
+    def prestart(self, item: pytest.Item | None) -> None:
+        """Start now the workspace ``item`` will ask for, if it may start before its test
+        (``prestart.prestart_key``) and is not started already."""
+        if item is None or "workspace" not in getattr(item, "fixturenames", ()):
+            return
+        name, fields = marker_args(item, param_of(item))
+        key = prestart_key(name, fields, self.options.prestart)
+        if key is None or (self.prestarted is not None and self.prestarted.key == key):
+            return
+        if self.prestarted is not None:  # for a test that did not take it
+            self._drop(self.prestarted)
+            self.prestarted = None
+        spec = self.spec(None, **{k: v for k, v in fields.items() if k not in NOT_WORKSPACE})
+        if self._starter is None:
+            # Two: the next test's may start while the one this test took still does.
+            self._starter = ThreadPoolExecutor(2, thread_name_prefix="wsfixture-prestart")
+        self.prestarted = Prestarted(key, spec, self._starter.submit(self._start, spec, None))
+
+    def claim(self, name: str | None, fields: dict[str, Any]) -> Prestarted | None:
+        """The workspace started for this test, if one was: the test then ``take``s it."""
+        prestarted = self.prestarted
+        key = prestart_key(name, fields, self.options.prestart)
+        if prestarted is None or prestarted.key != key:
+            return None
+        self.prestarted, self.claimed = None, prestarted
+        return prestarted
+
+    def take(self, claimed: Prestarted) -> Workspace | None:
+        """The claimed workspace once it is ready; None if its start failed."""
+        if claimed.started.done():
+            ws = claimed.result()
+        else:
+            with self._starting(claimed.spec):
+                ws = claimed.result()
+        self.claimed = None
+        return ws
+
+    def _drop(self, prestarted: Prestarted) -> None:
+        """Stop a workspace started for a test that did not take it (one skipped, or not
+        run), or whose test was interrupted while it waited."""
+        ws, interrupted = prestarted.settle()
+        self.interrupted |= interrupted
+        if ws is not None:
+            self.stopping.append(BackgroundStop.start(ws))
 
     def ticker(self) -> Ticker | None:
         """Progress in the live terminal, as plain lines, when the run is verbose or on a
@@ -268,6 +338,10 @@ class WsSession:
     def close(self) -> None:
         """Stop everything this process still holds; idempotent."""
         cleanup = Cleanup()
+        for prestarted in (self.prestarted, self.claimed):
+            if prestarted is not None:
+                self._drop(prestarted)
+        self.prestarted = self.claimed = None
         cleanup.add(self.settle())
         for key, ws in list(self.shared.items()):
             cleanup.attempt(f"roll back {ws.name}", self._before_release, key)
@@ -279,6 +353,9 @@ class WsSession:
             else:
                 cleanup.attempt(f"close lab {self.lab.name}", self.lab.close)
                 self.lab = None
+        if self._starter is not None:  # every machine it started is gone or kept
+            self._starter.shutdown()
+            self._starter = None
         if self._state_root is not None and not self.kept and not self.options.state_dir:
             shutil.rmtree(self._state_root, ignore_errors=True)
         cleanup.raise_any()
