@@ -40,7 +40,19 @@ def test_the_readme_option_table_is_the_generated_one() -> None:
 
 def test_defaults_then_the_ini_then_the_command_line() -> None:
     assert read() == Options(
-        "", (), "never", None, COMMAND_TIMEOUT, "short", None, None, False, None, False, False
+        "",
+        (),
+        "never",
+        None,
+        COMMAND_TIMEOUT,
+        "short",
+        None,
+        None,
+        False,
+        None,
+        False,
+        "vm",
+        False,
     )
     ini = {"wsfixture_keep": "failed", "wsfixture_command_timeout": "0",
            "wsfixture_hosts": "a, b", "wsfixture_config": "ws.toml",
@@ -48,9 +60,11 @@ def test_defaults_then_the_ini_then_the_command_line() -> None:
     from_ini = read(ini=ini)
     assert (from_ini.keep, from_ini.command_timeout, from_ini.hosts) == ("failed", None, ("a", "b"))
     assert (from_ini.config, from_ini.artifacts) == ("ws.toml", "out/artifacts")
-    flags = {"--ws-keep": "always", "--ws-command-timeout": 5.0, "--ws-verify": True}
-    both = read(flags, ini)
+    flags = {"--ws-keep": "always", "--ws-command-timeout": 5.0, "--ws-verify": True,
+             "--ws-prestart": "off"}  # fmt: skip
+    both = read(flags, {**ini, "wsfixture_prestart": "all"})
     assert (both.keep, both.command_timeout, both.verify) == ("always", 5.0, True)
+    assert (both.prestart, read(ini={"wsfixture_prestart": "all"}).prestart) == ("off", "all")
 
 
 @pytest.mark.parametrize(
@@ -58,6 +72,7 @@ def test_defaults_then_the_ini_then_the_command_line() -> None:
     [
         ({"wsfixture_keep": "sometimes"}, "--ws-keep (ini wsfixture_keep) = 'sometimes'; allowed:"),
         ({"wsfixture_report": "long"}, "--ws-report (ini wsfixture_report) = 'long'; allowed:"),
+        ({"wsfixture_prestart": "containers"}, "(ini wsfixture_prestart) = 'containers'; allowed:"),
         ({"wsfixture_command_timeout": "soon"}, "= 'soon'; allowed: seconds (0: no limit)"),
         ({"wsfixture_command_timeout": "-1"}, "= '-1'; allowed: seconds"),
     ],
