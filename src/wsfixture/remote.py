@@ -329,10 +329,17 @@ class WorkspaceBackend(BaseBackend):  # type: ignore[misc]
         return str(self.quote("doas -n -u %s /bin/sh -c %s", sudo_user, command))
 
 
-def testinfra_host(session: SshSession) -> testinfra.host.Host:
+def testinfra_host(
+    session: SshSession, system_info: dict[str, str | None] | None
+) -> testinfra.host.Host:
+    """A testinfra Host over ``session``; ``system_info``, if known, is what its
+    ``host.system_info`` answers instead of asking the guest (``image.osinfo``)."""
     backend = WorkspaceBackend(session)
     host = testinfra.host.Host(backend)
     backend.set_host(host)
+    if system_info is not None:
+        # testinfra keeps what it found in the instance's cached_property, under its name.
+        host.system_info.__dict__["sysinfo"] = dict(system_info)
     return host
 
 

@@ -19,6 +19,7 @@ from wsfixture.host.virt import host_accel, vsock_available
 from wsfixture.image import cache as imagecache
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
+from wsfixture.remote import testinfra_host
 from wsfixture.workspace import Workspace
 
 pytestmark = pytest.mark.vm
@@ -61,6 +62,21 @@ def test_vm_from_a_package_layer(vm: Workspace) -> None:
     # QEMU holds the layer's disk open: a prune leaves that image (and its base) alone.
     assert isinstance(vm.backend, qemu.QemuBackend)
     assert vm.backend.image.dir.name in imagecache.busy_keys(imagecache.cached_images())
+
+
+def test_testinfra_knows_the_system_from_the_image(vm: Workspace, peer: Workspace) -> None:
+    """``host.system_info`` is read from the image, no command run for it, and it is what
+    testinfra finds when it asks the guest (the control: asking runs commands)."""
+    for ws in (vm, peer):
+        assert ws.session is not None
+        before = ws.session.commands_run
+        known = ws.host.system_info.sysinfo
+        assert ws.host.file("/etc/debian_version").is_file  # GNU's file module, from it
+        assert ws.session.commands_run == before + 1, "one command: the file check's"
+        asked = testinfra_host(ws.session, None).system_info.sysinfo
+        assert ws.session.commands_run > before + 1
+        assert known == asked, ws.name
+        assert (known["type"], known["distribution"]) == ("linux", "debian")
 
 
 def test_container_and_vm_reach_each_other_by_name(vm: Workspace, peer: Workspace) -> None:

@@ -26,6 +26,7 @@ from wsfixture.cleanup import Cleanup
 from wsfixture.errors import CleanupError, ReadyTimeout, StartError, WorkspaceGone
 from wsfixture.guest import identity
 from wsfixture.host import keys, ledger, system
+from wsfixture.image import osinfo
 from wsfixture.image.build import Progress
 from wsfixture.image.recipe import Image
 from wsfixture.model.config import Config, WorkspaceSpec
@@ -384,8 +385,10 @@ class Workspace(Commands, Guardrails, Checkpoints):
 
     @functools.cached_property
     def host(self) -> testinfra.host.Host:
-        """A testinfra Host over the pinned SSH session (``host.sudo()`` uses doas)."""
-        return testinfra_host(self._session())
+        """A testinfra Host over the pinned SSH session (``host.sudo()`` uses doas). It knows
+        the system (``host.system_info``) from the image, without asking the guest."""
+        image = self.backend.image if self.backend is not None else None
+        return testinfra_host(self._session(), osinfo.system_info(image) if image else None)
 
     @functools.cached_property
     def conn(self) -> fabric.Connection:
