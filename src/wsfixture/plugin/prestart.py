@@ -3,11 +3,12 @@
 A restored VM takes seconds of one core to become ready, and many test bodies take less:
 run one after the other, a session pays a whole restore per test while the machine's other
 core waits. When the test that runs next (pytest's ``nextitem``; an xdist worker knows its
-own next test) asks for a function-scoped inline workspace with the same marker, that
-workspace starts in a thread of its own while this test runs.
+own next test) asks for a function-scoped inline workspace with the same marker fields,
+that workspace starts in a thread of its own while this test runs.
 
 It is the workspace the test would have booted: fresh from its image or template, with its
-own name and address, and nobody logs in to it before its test takes it. A test whose
+own name and address, and nothing but its readiness check runs in it before its test takes
+it. A test whose
 workspace did not come from here boots its own as before; one that did not start (a
 refused admission, a failure) is said in the log and booted anew by the test, whose own
 boot then shows any error that is real.
