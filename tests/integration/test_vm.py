@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.configs import booted
 from tests.support.leaks import leftovers, processes_with_cmdline
-from wsfixture import PrerequisiteError, StartError, checks
+from wsfixture import PrerequisiteError, StartError, checks, remote
 from wsfixture.backends import qemu
 from wsfixture.errors import CheckpointError
 from wsfixture.host import virt
@@ -19,7 +19,6 @@ from wsfixture.host.virt import host_accel, vsock_available
 from wsfixture.image import cache as imagecache
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
-from wsfixture.remote import testinfra_host
 from wsfixture.workspace import Workspace
 
 pytestmark = pytest.mark.vm
@@ -73,7 +72,7 @@ def test_testinfra_knows_the_system_from_the_image(vm: Workspace, peer: Workspac
         known = ws.host.system_info.sysinfo
         assert ws.host.file("/etc/debian_version").is_file  # GNU's file module, from it
         assert ws.session.commands_run == before + 1, "one command: the file check's"
-        asked = testinfra_host(ws.session, None).system_info.sysinfo
+        asked = remote.testinfra_host(ws.session, None).system_info.sysinfo
         assert ws.session.commands_run > before + 1
         assert known == asked, ws.name
         assert (known["type"], known["distribution"]) == ("linux", "debian")
