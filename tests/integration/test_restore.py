@@ -135,11 +135,13 @@ def test_a_clone_answers_its_first_command_with_the_lab_dns_and_its_unit_s_nic(
 
 
 def test_clocks_follow_the_host(twins: tuple[Workspace, Workspace]) -> None:
+    """A clone's clock is the host's, asked for once its identity is unpacked (one sent with
+    the identity had left clones 1.4-2 s behind)."""
     for ws in twins:
         before = time.time()
         guest = float(ws.succeed("date +%s.%N"))
         after = time.time()
-        assert before - 2 <= guest <= after + 2, (before, guest, after)
+        assert before - 1 <= guest <= after + 1, (before, guest, after)
 
 
 def test_clones_reach_each_other_by_name_and_the_bridge_learns_their_macs(

@@ -269,12 +269,13 @@ def test_the_identity_message_is_a_header_and_a_short_tar(tmp_path: Path) -> Non
     seed_tar = tmp_path / "seed.tar"
     seed.pack(staging, "workspace /home/dev/workspace virtiofs rw,relatime\n", seed_tar)
     data = seed_tar.read_bytes()
-    message = restore.message("02:00:00:00:00:01", "10.0.0.2/24", "10.0.0.1", data, ("a", "b"), 5.0)
+    message = restore.message("02:00:00:00:00:01", "10.0.0.2/24", "10.0.0.1", data, ("a", "b"))
     at = message.rindex(restore.HEADER_MAGIC.encode())
     tar, header = message[:at], message[at:]
     assert header.endswith(b"\n")
-    magic, now, size, mac, address, gateway, entropy = header.decode().split()
-    assert (magic, now, int(size), mac) == (restore.HEADER_MAGIC, "5.000000", len(tar), mac)
+    magic, size, mac, address, gateway, entropy = header.decode().split()
+    assert (magic, int(size), mac) == (restore.HEADER_MAGIC, len(tar), "02:00:00:00:00:01")
+    assert restore.time_line(5.0) == b"time 5.000000\n", "the answer to its clock request"
     assert (address, gateway, len(entropy)) == ("10.0.0.2/24", "10.0.0.1", 64)
     assert len(tar) % 512 == 0
     assert len(tar) < len(data)

@@ -141,6 +141,9 @@ def restore_clone(vm: RestoreTarget, template: Template) -> None:
         port.sendall(vm.identity(template.key))
         qmp.command("cont")
         reply = channel.read_line(port, IDENTITY_TIMEOUT, process, vm.console_log)
+        if reply == restore.CLOCK_REQUEST:  # once the identity is unpacked
+            port.sendall(restore.time_line())
+            reply = channel.read_line(port, IDENTITY_TIMEOUT, process, vm.console_log)
         steps.done("identity taken")
     # The port stays open: the guest's agent serves checkpoints on it (``checkpoint``).
     vm.agent_port = port
