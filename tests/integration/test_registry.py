@@ -23,7 +23,7 @@ import pytest
 from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
 from tests.support.registry import free_port, local_registry
-from wsfixture.host import ledger, settings
+from wsfixture.host import ledger, settings, system
 from wsfixture.image import registry, shared_cache, store, templates
 from wsfixture.workspace.prepare import recipe_for
 
@@ -68,6 +68,14 @@ def pushed(
 def test_pulled_images_boot_without_building(pushed: tuple[str, list[str]], tmp_path: Path) -> None:
     ref, keys = pushed
     cache = tmp_path / "cache"
+    try:
+        pulled_and_booted(ref, keys, cache, tmp_path)
+    finally:  # the image's tree (device nodes): not left to pytest's kept tmp dirs
+        if cache.exists():
+            system.remove_tree(cache)
+
+
+def pulled_and_booted(ref: str, keys: list[str], cache: Path, tmp_path: Path) -> None:
     pulled = wsf("images", "pull", ref, cache=cache)
     assert pulled.returncode == 0, pulled.stderr
     assert f"{keys[1]}: imported" in pulled.stdout
