@@ -8,10 +8,9 @@ that workspace starts in a thread of its own while this test runs.
 
 It is the workspace the test would have booted: fresh from its image or template, with its
 own name and address, and nothing but its readiness check runs in it before its test takes
-it. A test whose
-workspace did not come from here boots its own as before; one that did not start (a
-refused admission, a failure) is said in the log and booted anew by the test, whose own
-boot then shows any error that is real.
+it. A test whose workspace did not come from here boots its own as before; one that did
+not start (a refused admission, a failure) is said in the log and booted anew by the test,
+whose own boot then shows any error that is real.
 """
 
 from __future__ import annotations
