@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.clock import assert_clock_is_the_hosts
 from tests.support.configs import make_config
 from wsfixture import checks
 from wsfixture.errors import CheckpointError
@@ -130,6 +132,18 @@ def test_two_checkpoints_and_back_to_the_older(ws: Workspace) -> None:
     ws.rollback("step-1")
     ws.rollback("step-2b")
     assert ws.succeed("cat /etc/ck-step").strip() == "2b"
+
+
+def test_the_clock_is_the_host_s_after_a_checkpoint_and_a_rollback(ws: Workspace) -> None:
+    """A VM's clock stands still while it is paused for a checkpoint, and a rollback starts
+    from the checkpoint's time: the guest asks the host for the time as it resumes. (A
+    container's clock is the host's.)"""
+    ws.checkpoint("clock")
+    assert_clock_is_the_hosts(ws)
+    time.sleep(3)  # a rollback that kept the checkpoint's time would be this far behind
+    ws.rollback("clock")
+    assert_clock_is_the_hosts(ws)
+    ws.delete_checkpoint("clock")
 
 
 def test_bad_requests_change_nothing(ws: Workspace) -> None:

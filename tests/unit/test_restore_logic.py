@@ -6,8 +6,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import socket
 import subprocess
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ import pytest
 from wsfixture.backends.base import BackendContext
 from wsfixture.backends.qemu import QemuBackend
 from wsfixture.backends.qemu.argv import SPARE_ROOT_PORTS, TEMPLATE_MAC, Boot
-from wsfixture.backends.qemu.clone import restore_blocker, spec_restore_blocker
+from wsfixture.backends.qemu.clone import agent_answer, restore_blocker, spec_restore_blocker
 from wsfixture.guest import restore, seed
 from wsfixture.host import ledger, system
 from wsfixture.host.virt import Accel
@@ -209,6 +212,33 @@ def test_the_agent_is_a_shell_script_whose_escapes_survived(tmp_path: Path) -> N
     script.write_text(restore.AGENT_SCRIPT)
     subprocess.run(["sh", "-n", str(script)], check=True)
     assert restore.AGENT_SCRIPT.count("printf '%s\\n'") == 2
+
+
+def test_a_guest_that_asks_for_the_time_is_told_it_before_it_answers(tmp_path: Path) -> None:
+    """The host's side of the agent's protocol, over a socket pair: the clock request is
+    answered with the host's time then, and the answer after it is what the host gets."""
+    host, guest = socket.socketpair()
+    heard: list[bytes] = []
+
+    def agent() -> None:
+        heard.append(guest.recv(64))  # the host's request
+        guest.sendall(f"{restore.CLOCK_REQUEST}\n".encode())
+        heard.append(guest.recv(64))
+        guest.sendall(b"ok\n")
+
+    with host, guest, subprocess.Popen(["sleep", "30"]) as alive:
+        try:
+            thread = threading.Thread(target=agent)
+            thread.start()
+            host.sendall(b"resume\n")
+            asked = time.time()
+            assert agent_answer(host, 5.0, alive, tmp_path / "console.log") == "ok"
+            thread.join()
+        finally:
+            alive.kill()
+    verb, told = heard[1].decode().split()
+    assert (heard[0], verb) == (b"resume\n", "time")
+    assert asked <= float(told) <= time.time()
 
 
 def test_changed_or_cut_memory_is_found(tmp_path: Path) -> None:

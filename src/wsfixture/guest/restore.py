@@ -8,8 +8,9 @@ The agent waits until the boot has settled, starts a tar reading a virtio-serial
 
 A clone restored from that state continues inside the same reads. The host sends the
 identity tar (the same tar a cold boot reads from fw_cfg), which a tar the template started
-unpacks, then one header line, ``HEADER_MAGIC <epoch> <tar size> <mac> <address> <gateway>
-<entropy hex>``. The agent sets the clock, mixes the entropy in (the vmgenid device
+unpacks, then one header line, ``HEADER_MAGIC <tar size> <mac> <address> <gateway>
+<entropy hex>``. The agent asks for the host's time (``CLOCK_REQUEST``) and sets the clock,
+mixes the entropy in (the vmgenid device
 reseeds the kernel's generator as well), takes the MAC, gives sshd its host key and
 resolved the lab DNS, mounts the shares (hot-plugged by the host) and only then gives the
 NIC its address itself (networkd, which read no unit for it in the template, is not
@@ -78,18 +79,27 @@ nic=/run/wsfixture-nic
 rm -f "$nic" && mkfifo -m 600 "$nic" || fail "making $nic"
 ip -batch "$nic" 3>&- &
 configure=$!
-# The program that sets a clone's clock, started now as well. It gets the host's time and
-# this machine's uptime when the clone asked for it, and adds the uptime passed since:
-# whatever waits for the one CPU in between (an exec of `date` alone left clones ~0.6 s
-# behind) is counted. It opens its fifo itself (a redirection would block before it starts).
-clockfifo=/run/wsfixture-clock
-rm -f "$clockfifo" && mkfifo -m 600 "$clockfifo" || fail "making $clockfifo"
-python3 -c 'import sys, time
-with open(sys.argv[1]) as fifo:
-    host, asked = map(float, fifo.readline().split())
+# The program that sets the clock (a clone's, and again after a checkpoint's resume). It
+# reads the host's time and this machine's uptime when it asked for it, and adds the uptime
+# passed since: whatever waits for the one CPU in between (an exec of `date` alone left
+# clones ~0.6 s behind) is counted. It opens the file it is given itself.
+set_clock='import sys, time
+with open(sys.argv[1]) as given:
+    host, asked = map(float, given.readline().split())
 with open("/proc/uptime") as uptime:
     since = float(uptime.read().split()[0]) - asked
-time.clock_settime(time.CLOCK_REALTIME, host + since)' "$clockfifo" 3>&- &
+time.clock_settime(time.CLOCK_REALTIME, host + since)'
+# The host's time, asked for on the port: prints "<host time> <uptime when asked>".
+ask_time() {{
+    read -r asked _ </proc/uptime
+    echo {CLOCK_REQUEST} >&3
+    read -r verb now <&3 && [ "$verb" = time ] && echo "$now $asked"
+}}
+# A clone's setter is started now, waiting on a fifo (a redirection would block before it
+# starts): a clone does not pay for starting Python.
+clockfifo=/run/wsfixture-clock
+rm -f "$clockfifo" && mkfifo -m 600 "$clockfifo" || fail "making $clockfifo"
+python3 -c "$set_clock" "$clockfifo" 3>&- &
 clock=$!
 resolved=$(systemctl show --property=MainPID --value systemd-resolved.service)
 # The files a clone reads first (its login's programs, PAM modules and their libraries; this
@@ -117,10 +127,7 @@ read -r magic size mac address gateway entropy <&3 || fail "no identity header"
 # The host's time, asked for now: one written with the identity, before the VM ran again,
 # was 1.4-2 s old by here under TCG (the unpacking comes first), and the clone's clock
 # stayed that far behind the host's.
-read -r asked _ </proc/uptime
-echo {CLOCK_REQUEST} >&3
-read -r verb now <&3 && [ "$verb" = time ] || fail "no time from the host"
-echo "$now $asked" >"$clockfifo"
+ask_time >"$clockfifo" || fail "no time from the host"
 printf '%s' "$entropy" >/dev/urandom
 # The shares, hot-plugged while the VM was paused, appear while the rest is done.
 WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares &
@@ -168,7 +175,9 @@ echo ok >&3
 # ---- the host's requests, on the port it keeps open. Checkpoints
 # (``wsfixture.backends.qemu.checkpoint``): before it saves the VM, the shares let go
 # (virtiofs cannot be migrated), and back, with the clock, once the VM runs again: after
-# the save, or in a rollback to it, which goes on from the read below.
+# the save, or in a rollback to it, which goes on from the read below. The clock is asked
+# for there as a clone's is: a time sent with the request was the one before the guest's
+# CPU had handled the shares' hot-plug.
 mounts=/{seed.MOUNTS_FILE}
 remount() {{
     awk -v t="$1" '$2 == t' "$mounts" | while read -r tag target fstype options; do
@@ -198,12 +207,13 @@ quiesce() {{
     # No sync: the page cache is saved with the memory, consistent with the disk.
     echo quiesced
 }}
-while read -r verb now <&3; do
+while read -r verb _ <&3; do
     case "$verb" in
     quiesce) quiesce >&3 ;;
     resume)
-        date -s "@$now" >/dev/null
-        if WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares; then
+        if ! ask_time | python3 -c "$set_clock" /dev/stdin; then
+            echo "error setting the clock" >&3
+        elif WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares; then
             echo ok >&3
         else
             echo "error mounting the shares" >&3
@@ -242,7 +252,7 @@ def message(
 
 
 def time_line(now: float | None = None) -> bytes:
-    """The answer to a clone's ``CLOCK_REQUEST``: the host's time (``now``, else the
+    """The answer to a guest's ``CLOCK_REQUEST``: the host's time (``now``, else the
     current one)."""
     return f"time {time.time() if now is None else now:.6f}\n".encode()
 

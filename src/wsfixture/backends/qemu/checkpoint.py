@@ -20,7 +20,6 @@ import errno
 import os
 import shutil
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -82,7 +81,7 @@ def save(
     finally:
         _plug_missing(vm, qmp, tags)
         steps.done("shares plugged")
-        said = ask(vm, port, f"resume {time.time():.6f}")
+        said = ask(vm, port, "resume")
         steps.done("shares mounted")
     if said != "ok":
         raise CheckpointError(vm.name, f"the guest did not take its shares back: {said}")
@@ -106,7 +105,7 @@ def rollback(vm: CheckpointTarget, checkpoint: Path, template: Template) -> str:
         steps.done("shares plugged")
         qmp.command("cont")
         vm.agent_port = port
-        said = ask(vm, port, f"resume {time.time():.6f}")
+        said = ask(vm, port, "resume")
         steps.done("guest resumed")
     if said != "ok":
         raise CheckpointError(vm.name, f"the rolled-back guest did not take its shares: {said}")
@@ -117,7 +116,7 @@ def ask(vm: CheckpointTarget, port: socket.socket, request: str) -> str:
     """One request to the guest's agent, and its one-line answer."""
     assert vm.process is not None
     port.sendall(f"{request}\n".encode())
-    return channel.read_line(port, AGENT_TIMEOUT, vm.process, vm.console_log)
+    return clone.agent_answer(port, AGENT_TIMEOUT, vm.process, vm.console_log)
 
 
 def _agent(vm: CheckpointTarget) -> socket.socket:

@@ -140,10 +140,7 @@ def restore_clone(vm: RestoreTarget, template: Template) -> None:
         # Sent while the VM is paused: QEMU hands it to the guest's buffers meanwhile.
         port.sendall(vm.identity(template.key))
         qmp.command("cont")
-        reply = channel.read_line(port, IDENTITY_TIMEOUT, process, vm.console_log)
-        if reply == restore.CLOCK_REQUEST:  # once the identity is unpacked
-            port.sendall(restore.time_line())
-            reply = channel.read_line(port, IDENTITY_TIMEOUT, process, vm.console_log)
+        reply = agent_answer(port, IDENTITY_TIMEOUT, process, vm.console_log)
         steps.done("identity taken")
     # The port stays open: the guest's agent serves checkpoints on it (``checkpoint``).
     vm.agent_port = port
@@ -152,6 +149,20 @@ def restore_clone(vm: RestoreTarget, template: Template) -> None:
     done, said = restore.parse_reply(reply.encode())
     if not done:
         raise TemplateError(f"the restored guest did not take its identity: {said}")
+
+
+def agent_answer(
+    port: socket.socket, timeout: float, process: subprocess.Popen[bytes], console_log: Path
+) -> str:
+    """The guest agent's answer to what the host sent it. On its way there it may ask for
+    the host's time (``restore.CLOCK_REQUEST``: a clone once its identity is unpacked, a
+    checkpointed VM as it resumes), which it is told then: a time sent with the request
+    would be as old as the guest's work before it reads it."""
+    reply = channel.read_line(port, timeout, process, console_log)
+    if reply == restore.CLOCK_REQUEST:
+        port.sendall(restore.time_line())
+        reply = channel.read_line(port, timeout, process, console_log)
+    return reply
 
 
 def load(
