@@ -26,7 +26,7 @@ from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net import inventory
 from wsfixture.net.lab import Lab
 from wsfixture.plugin import hosts, options
-from wsfixture.plugin.prestart import marker_args
+from wsfixture.plugin.prestart import NOT_WORKSPACE, marker_args
 from wsfixture.plugin.report import (
     pytest_runtest_makereport,
     pytest_terminal_summary,
@@ -54,7 +54,7 @@ SCOPES = ("function", "module", "session")
 # The marker's and the factory's keywords: a name, a scope, and every workspace field in
 # either spelling, as the model declares them.
 MARKER_FIELDS = (
-    "name", "scope", "reset",
+    "name", *NOT_WORKSPACE,
     *dict.fromkeys(spelling for key in WORKSPACE_KEYS[1:] for spelling in (key, camel(key))),
 )  # fmt: skip
 WORKER_CLEANUP_KEY = "wsfixture_cleanup_failure"
@@ -374,7 +374,7 @@ def _check_marker(item: pytest.Item, marker: pytest.Mark, config: pytest.Config)
         ws_config = config.stash[session_key].config
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    fields = {k: v for k, v in marker.kwargs.items() if k not in ("name", "scope", "reset")}
+    fields = {k: v for k, v in marker.kwargs.items() if k not in ("name", *NOT_WORKSPACE)}
     name = marker.args[0] if marker.args else None
     try:
         if name is not None and name not in ws_config.workspaces:

@@ -42,7 +42,8 @@ def prestart_key(name: str | None, fields: dict[str, Any], wanted: str) -> str |
     return repr(sorted((k, v) for k, v in fields.items() if k not in NOT_WORKSPACE))
 
 
-# Marker keywords that say how a workspace is held, not what it is.
+# Marker keywords that say how a workspace is held, not what it is (the marker's check and
+# the ``workspace`` fixture take them out of its fields as well).
 NOT_WORKSPACE = ("scope", "reset")
 
 
