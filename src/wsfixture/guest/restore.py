@@ -10,11 +10,11 @@ A clone restored from that state continues inside the same reads. The host sends
 identity tar (the same tar a cold boot reads from fw_cfg), which a tar the template started
 unpacks, then one header line, ``HEADER_MAGIC <tar size> <mac> <address> <gateway>
 <entropy hex>``. The agent asks for the host's time (``CLOCK_REQUEST``) and sets the clock,
-mixes the entropy in (the vmgenid device
-reseeds the kernel's generator as well), takes the MAC, gives sshd its host key and
-resolved the lab DNS, mounts the shares (hot-plugged by the host) and only then gives the
-NIC its address itself (networkd, which read no unit for it in the template, is not
-reloaded): nothing reaches sshd before it is the workspace's. It answers ``ok`` or ``error <why>``.
+mixes the entropy in (the vmgenid device reseeds the kernel's generator as well), takes the
+MAC, gives sshd its host key and resolved the lab DNS, mounts the shares (hot-plugged by the
+host) and only then gives the NIC its address itself (networkd, which read no unit for it in
+the template, is not reloaded): nothing reaches sshd before it is the workspace's. It
+answers ``ok`` or ``error <why>``.
 
 ``/etc/machine-id``: each clone gets its own (the identity tar carries it, derived from the
 name, as a cold boot's). PID 1 and journald keep the template's in memory until the next
