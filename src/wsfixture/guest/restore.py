@@ -80,20 +80,24 @@ rm -f "$nic" && mkfifo -m 600 "$nic" || fail "making $nic"
 ip -batch "$nic" 3>&- &
 configure=$!
 # The program that sets the clock (a clone's, and again after a checkpoint's resume). It
-# reads the host's time and this machine's uptime when it asked for it, and adds the uptime
-# passed since: whatever waits for the one CPU in between (an exec of `date` alone left
+# reads the host's time and this machine's uptime when it asked for it and when the answer
+# came, and adds the uptime passed since the middle of the two (the host's time is from
+# in between): whatever waits for the one CPU meanwhile (an exec of `date` alone left
 # clones ~0.6 s behind) is counted. It opens the file it is given itself.
 set_clock='import sys, time
 with open(sys.argv[1]) as given:
-    host, asked = map(float, given.readline().split())
+    host, asked, answered = map(float, given.readline().split())
 with open("/proc/uptime") as uptime:
-    since = float(uptime.read().split()[0]) - asked
+    since = float(uptime.read().split()[0]) - (asked + answered) / 2
 time.clock_settime(time.CLOCK_REALTIME, host + since)'
-# The host's time, asked for on the port: prints "<host time> <uptime when asked>".
+# The host's time, asked for on the port: prints "<host time> <uptime when asked>
+# <uptime when answered>".
 ask_time() {{
     read -r asked _ </proc/uptime
     echo {CLOCK_REQUEST} >&3
-    read -r verb now <&3 && [ "$verb" = time ] && echo "$now $asked"
+    read -r verb now <&3 && [ "$verb" = time ] || return 1
+    read -r answered _ </proc/uptime
+    echo "$now $asked $answered"
 }}
 # A clone's setter is started now, waiting on a fifo (a redirection would block before it
 # starts): a clone does not pay for starting Python.
@@ -211,7 +215,9 @@ while read -r verb _ <&3; do
     case "$verb" in
     quiesce) quiesce >&3 ;;
     resume)
-        if ! ask_time | python3 -c "$set_clock" /dev/stdin; then
+        # Asked for first: Python starting beside it would delay the question or the
+        # answer's reading on the one CPU.
+        if ! told=$(ask_time) || ! echo "$told" | python3 -c "$set_clock" /dev/stdin; then
             echo "error setting the clock" >&3
         elif WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares; then
             echo ok >&3
