@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 import socket
 import subprocess
 import tarfile
@@ -239,6 +240,23 @@ def test_a_guest_that_asks_for_the_time_is_told_it_before_it_answers(tmp_path: P
     verb, told = heard[1].decode().split()
     assert (heard[0], verb) == (b"resume\n", "time")
     assert asked <= float(told) <= time.time()
+
+
+def uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def test_a_resume_sets_the_host_s_time_plus_the_uptime_since_halfway_through_asking() -> None:
+    """The awk a resumed VM's agent runs: told the host's time 1000.0, asked at uptime 50.0
+    and answered at 50.2, it gives 1000.0 plus the uptime passed since 50.1."""
+    before = uptime()
+    said = subprocess.run(
+        ["awk", "-v", "told=1000.0 50.0 50.2", restore.CLOCK_NOW_AWK],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    after = uptime()
+    assert 1000.0 + before - 50.1 <= float(said) <= 1000.0 + after - 50.1 + 0.01, said
+    assert re.fullmatch(r"\d+\.\d{6}", said), f"not what `date -s @...` takes: {said!r}"
 
 
 def test_changed_or_cut_memory_is_found(tmp_path: Path) -> None:

@@ -53,6 +53,15 @@ PREREAD_PROGRAMS = (
     "/usr/bin/bash", "/usr/bin/doas", "/usr/bin/tar", "/usr/bin/date", "/usr/bin/mount",
     "/usr/sbin/ip",
 )  # fmt: skip
+# The time to set from the host's and two uptimes (``told``: "<host time> <uptime when the
+# guest asked> <uptime when it was answered>"): the host's time plus the uptime passed since
+# halfway between the two.
+CLOCK_NOW_AWK = """BEGIN {
+    split(told, t, " ")
+    getline up <"/proc/uptime"
+    split(up, u, " ")
+    printf "%.6f", t[1] + u[1] - (t[2] + t[3]) / 2
+}"""
 AGENT_SCRIPT = f"""\
 #!/bin/sh
 # wsfixture: wait (in a template) for this VM's identity, then take it (in a clone).
@@ -91,12 +100,7 @@ with open("/proc/uptime") as uptime:
     since = float(uptime.read().split()[0]) - (asked + answered) / 2
 time.clock_settime(time.CLOCK_REALTIME, host + since)'
 # The same sum in awk, for `date` (a resume's): the time to set, from ``ask_time``'s.
-clock_now='BEGIN {{
-    split(told, t, " ")
-    getline up <"/proc/uptime"
-    split(up, u, " ")
-    printf "%.6f", t[1] + u[1] - (t[2] + t[3]) / 2
-}}'
+clock_now='{CLOCK_NOW_AWK}'
 # The host's time, asked for on the port: prints "<host time> <uptime when asked>
 # <uptime when answered>".
 ask_time() {{
