@@ -38,7 +38,8 @@ from wsfixture.host import keys
 
 PORT_NAME = "org.wsfixture.identity"
 HEADER_MAGIC = "WSFIXTURE-IDENTITY-2"
-# What a clone asks before it sets its clock; the host answers with ``time_line``.
+# What the guest asks before it sets its clock (a clone, a VM resuming after a checkpoint);
+# the host answers with ``time_line``.
 CLOCK_REQUEST = "clock"
 AGENT_PATH = "usr/local/sbin/wsfixture-restore"
 AGENT_UNIT_NAME = "wsfixture-restore.service"
