@@ -1,4 +1,5 @@
-"""`wsfixture images --prune` on a cache of its own: what goes, what stays, for real mounts."""
+"""`wsfixture images --prune` on a cache of its own: what goes, what stays, for real mounts;
+and a cache on a small filesystem of its own that runs short: what making room removes."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.prereqs import require_root_and_tools
-from wsfixture.errors import ImageBuildError
-from wsfixture.host import settings, system
+from wsfixture.errors import ImageBuildError, TemplateError
+from wsfixture.host import ledger, settings, system
+from wsfixture.image import templates
 from wsfixture.image.build import ensure_image
-from wsfixture.image.cache import DAY
-from wsfixture.image.recipe import ImageRecipe
+from wsfixture.image.cache import DAY, free_bytes, make_room
+from wsfixture.image.recipe import Image, ImageRecipe
+from wsfixture.image.templates import Template, TemplateShape
 
 
 def fake_image(cache: Path, recipe: ImageRecipe, key: str = "", days_ago: float = 0) -> Path:
@@ -117,3 +122,118 @@ def test_images_have_sizes_and_one_can_be_removed(tmp_path: Path) -> None:
     assert f"removed {layer.name} (3 MiB)" in removed.stdout
     assert not layer.exists()
     assert not base.exists()
+
+
+MIB = 2**20
+
+
+def fake_template(
+    cache: Path, shape: TemplateShape, key: str = "", hours_ago: float = 0, size: int = 0
+) -> Path:
+    """A VM template directory as a build leaves it: its ``template.json`` (made for its
+    image's build when that image is in ``cache``), a memory file of ``size`` bytes, a use
+    stamp."""
+    directory = cache / "templates" / (key or shape.key)
+    directory.mkdir(parents=True)
+    ready = cache / "images" / shape.image_key / "ready"
+    meta = {"shape": dataclasses.asdict(shape), "image_ready": ready.read_text()}
+    (directory / "ram").write_bytes(os.urandom(size))
+    (directory / "template.json").write_text(json.dumps(meta))
+    used = directory / "used"
+    used.touch()
+    stamp = time.time() - hours_ago * 3600
+    os.utime(used, (stamp, stamp))
+    return directory
+
+
+def shape_of(image: ImageRecipe, memory: int) -> TemplateShape:
+    return TemplateShape(image.key, "q35", 1, memory, 8192, "tcg", "virtiofs", "QEMU 7.2", "ro")
+
+
+@pytest.fixture
+def small_cache(tmp_path: Path) -> Iterator[Path]:
+    """A cache on a filesystem of its own, 512 MiB, so that it can run short for real."""
+    require_root_and_tools("mount", "mmdebstrap")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    system.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0700", "tmpfs", str(cache)])
+    try:
+        yield cache
+    finally:
+        system.run(["umount", str(cache)])
+
+
+def test_a_cache_running_short_makes_room_from_what_nothing_uses(small_cache: Path) -> None:
+    cache = small_cache
+    base = ImageRecipe.base_of("vm")
+    image = fake_image(cache, base)  # used just now: a session may be starting on it
+    (image / "root" / "blob").write_bytes(os.urandom(40 * MIB))
+    old_image = fake_image(cache, base, key="bookworm-vm-0123456789abcdef")
+    (old_image / "root" / "blob").write_bytes(os.urandom(120 * MIB))
+    old_template = fake_template(
+        cache, shape_of(base, 768), key="trixie-vm-old-q35-1c768m", hours_ago=0.1, size=120 * MIB
+    )
+    idle = fake_template(cache, shape_of(base, 768), hours_ago=2, size=100 * MIB)
+    busy = fake_template(cache, shape_of(base, 512), hours_ago=3, size=60 * MIB)
+    said: list[str] = []
+    floor = settings.current().replace(cache_dir=cache, cache_min_free=150 * MIB)
+    with settings.use(floor), open(busy / "ram", "rb"):  # held open, as a VM holds its files
+        assert free_bytes(cache) < 200 * MIB
+        # Room for 50 MiB and the floor: what this wsfixture never uses again is enough.
+        assert make_room(50 * MIB, "a test image", say=said.append) is None
+        assert not old_template.exists()
+        assert not old_image.exists()
+        assert idle.exists()
+        assert busy.exists()
+        assert image.exists()
+        assert [line.split(": removed ")[1].split(",")[0] for line in said] == [
+            old_template.name, old_image.name,
+        ]  # fmt: skip
+        assert free_bytes(cache) >= 200 * MIB
+        # More: the idle template goes; what is busy or was just used stays, and what still
+        # fits (300 MiB, under the floor) is let through.
+        assert make_room(300 * MIB, "a test image") is None
+        assert not idle.exists()
+        assert busy.exists()
+        assert image.exists()
+        # What does not fit is refused, saying why, and nothing in use went for it.
+        short = make_room(430 * MIB, "a test image")
+        assert short is not None
+        assert short.startswith(f"no room for a test image in {cache}: 0.4 GiB free, ")
+        assert "it needs about 0.4 GiB" in short
+        assert busy.exists()
+        assert image.exists()
+    with settings.use(floor):
+        # The controls: let go, the busy template goes; stamped long ago, so does the image.
+        assert make_room(500 * MIB, "a test image") is not None
+        assert not busy.exists()
+        assert image.exists(), "used within the hour"
+        long_ago = time.time() - 7200
+        os.utime(image / "used", (long_ago, long_ago))
+        assert make_room(500 * MIB, "a test image") is None
+        assert not image.exists()
+
+
+def test_an_image_or_template_that_would_not_fit_is_refused_before_anything_is_made(
+    small_cache: Path,
+) -> None:
+    cache = small_cache
+    floor = settings.current().replace(cache_dir=cache, cache_min_free=0)
+    with settings.use(floor):
+        recipe = ImageRecipe.base_of("vm")  # a base needs 2 GiB
+        with pytest.raises(ImageBuildError) as info:
+            ensure_image(recipe, progress=lambda line: None)
+        assert f"image {recipe.key} (the vm base): no room for image {recipe.key}" in str(
+            info.value
+        )
+        assert sorted(p.name for p in (cache / "images").iterdir()) == [f"{recipe.key}.lock"]
+        # A template of 768 MiB of memory, on an image that is there.
+        image = Image(recipe, fake_image(cache, recipe))
+        shape = shape_of(recipe, 768)
+
+        def build(template: Template, record: ledger.Record) -> dict[str, Any]:
+            raise AssertionError("a template that does not fit was made")
+
+        with pytest.raises(TemplateError, match=f"no room for VM template {shape.key} in "):
+            templates.ensure(shape, image, build, lambda line: None)
+        assert sorted(p.name for p in (cache / "templates").iterdir()) == [f"{shape.key}.lock"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from wsfixture.errors import ConfigError
 from wsfixture.host import ledger, settings, system
 
 
@@ -20,6 +21,21 @@ def test_settings_come_from_the_environment_once() -> None:
     assert resolved.ledger_dir == Path("/tmp/r/ledger")
     assert resolved.labs_dir == Path("/var/lib/wsfixture/labs")
     assert settings.current() is settings.current()
+
+
+@pytest.mark.parametrize(("given", "expected"), [("", 10 * 2**30), ("2.5", 5 * 2**29), ("0", 0)])
+def test_the_cache_s_free_space_floor_is_in_gib(given: str, expected: int) -> None:
+    resolved = settings.Settings.from_env({"WSFIXTURE_CACHE_MIN_FREE": given})
+    assert resolved.cache_min_free == expected
+
+
+@pytest.mark.parametrize("given", ["ten", "-1", "nan", "inf", "5G"])
+def test_a_floor_that_is_not_a_size_names_the_variable_and_what_it_takes(given: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings.Settings.from_env({"WSFIXTURE_CACHE_MIN_FREE": given})
+    said = str(info.value)
+    assert f"WSFIXTURE_CACHE_MIN_FREE: not a size in GiB (got {given!r})" in said
+    assert "allowed: a number of GiB, 0 or more" in said
 
 
 def test_records_round_trip_typed(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Where wsfixture keeps things on the host, resolved once.
 
 The environment (``WSFIXTURE_RUN_DIR``, ``WSFIXTURE_LIB_DIR``, ``WSFIXTURE_CACHE_DIR``,
-``WSFIXTURE_MIRROR``) is read the first time ``current()`` is asked, never at import, and
-every module asks ``current()`` instead of keeping its own copy. A test or a benchmark that
-wants the cache elsewhere says so with ``use(...)`` for the length of a ``with`` block.
+``WSFIXTURE_CACHE_MIN_FREE``, ``WSFIXTURE_MIRROR``) is read the first time ``current()`` is
+asked, never at import, and every module asks ``current()`` instead of keeping its own copy.
+A test or a benchmark that wants the cache elsewhere says so with ``use(...)`` for the length
+of a ``with`` block.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsfixture.errors import ConfigError, ConfigIssue
+
+GIB = 2**30
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -23,6 +28,10 @@ class Settings:
     run_dir: Path = Path("/run/wsfixture")  # the ledger: gone with a reboot, as processes are
     lib_dir: Path = Path("/var/lib/wsfixture")  # labs and supervisor logs
     cache_dir: Path = Path("/var/cache/wsfixture")  # images
+    # Bytes to leave free on the cache's filesystem: before it makes an image or a VM
+    # template, wsfixture removes cached ones nothing uses until that much is left, so its
+    # cache never fills the disk the workspaces (and everything else) write to.
+    cache_min_free: int = 10 * GIB
     cgroup_root: Path = Path("/sys/fs/cgroup/unified/wsfixture")
     # systemd-nspawn mirrors each of our cgroups in the v1 name=systemd hierarchy, where
     # the host has one (a hybrid layout); those mirrors are ours to remove too.
@@ -40,6 +49,7 @@ class Settings:
             run_dir=Path(environ.get("WSFIXTURE_RUN_DIR", default.run_dir)),
             lib_dir=Path(environ.get("WSFIXTURE_LIB_DIR", default.lib_dir)),
             cache_dir=Path(environ.get("WSFIXTURE_CACHE_DIR", default.cache_dir)),
+            cache_min_free=_gib(environ, "WSFIXTURE_CACHE_MIN_FREE", default.cache_min_free),
             mirror=environ.get("WSFIXTURE_MIRROR") or None,
         )
 
@@ -65,6 +75,21 @@ class Settings:
     @property
     def templates_dir(self) -> Path:
         return self.cache_dir / "templates"
+
+
+def _gib(environ: Mapping[str, str], name: str, default: int) -> int:
+    """A size in GiB from the environment, in bytes."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = -1.0
+    if not 0 <= gib < float("inf"):
+        issue = ConfigIssue(name, "not a size in GiB", text, "a number of GiB, 0 or more (10, 2.5)")
+        raise ConfigError([issue], source="the environment")
+    return int(gib * GIB)
 
 
 _current: Settings | None = None

@@ -31,7 +31,7 @@ from filelock import FileLock
 from wsfixture.errors import CleanupError, ImageBuildError
 from wsfixture.guest import osconfig
 from wsfixture.host import inroot, ledger, settings, system
-from wsfixture.image import store
+from wsfixture.image import cache, store
 from wsfixture.image.recipe import (
     VM_DISK_NAME,
     Image,
@@ -41,6 +41,10 @@ from wsfixture.image.recipe import (
 )
 
 EXT4_SIZE = "3G"  # sparse; the per-VM qcow2 overlay and growfs take it to the spec's size
+# Room an image needs in the cache while it is built, a little over the most seen here: a
+# bookworm VM base 1.4 GiB (its tree and its ext4 disk), a layer 0.4 GiB.
+BASE_ROOM = 2 * settings.GIB
+LAYER_ROOM = 1 * settings.GIB
 
 Progress = Callable[[str], None]
 
@@ -65,11 +69,16 @@ def ensure_image(
     else:
         system.require_root()
         system.require_tool("mmdebstrap" if recipe.base is None else "systemd-nspawn")
+        say = progress or stderr_progress
         image.dir.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(store.lock_path(image.dir))):
             from wsfixture.image import shared_cache  # it stands on this package's modules
 
-            say = progress or stderr_progress
+            need = BASE_ROOM if recipe.base is None else LAYER_ROOM
+            if not image.ready and (  # fetched or built, it needs the room
+                short := cache.make_room(need, f"image {recipe.label}", cache_dir, say)
+            ):
+                raise ImageBuildError(recipe.label, short)
             shared = shared_cache.ACTIVE
             if not image.ready and not (shared and shared.fetch(recipe.key, say)):
                 # (another process may have built it while we waited)

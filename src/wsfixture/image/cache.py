@@ -4,15 +4,23 @@ Every workspace start stamps its image (and the base under a layer) as used. ``p
 removes images an older wsfixture built (their key no longer matches their recipe) and
 images unused for a number of days, but never one a workspace stands on (an overlay lower
 directory, or a VM disk a process holds open), nor the base of a layer that stays.
+
+``make_room`` prunes on its own, when the cache's filesystem runs short: before an image
+or a template is made, it removes what nothing uses until the settings' free space is left
+(what this wsfixture will never use again first, then what has not been used for an hour),
+and says why not when what is to be made still would not fit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import math
 import os
+import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +32,9 @@ from wsfixture.image import store, templates
 from wsfixture.image.recipe import ImageRecipe
 
 DAY = 86400.0
+# What was used this recently may belong to a session that is starting now (a start stamps
+# its image before it boots from it): making room never takes it.
+RECENT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -133,10 +144,15 @@ def busy_keys(images: Iterable[Cached]) -> set[str]:
                     busy.add(key)
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         try:
-            targets = [os.readlink(fd) for fd in fd_dir.iterdir()]
+            fds = list(fd_dir.iterdir())
         except OSError:
             continue  # gone, or not ours to look at
-        busy.update(key for target in targets if (key := owner(target)))
+        for fd in fds:
+            # One by one: an fd may close after the listing (the listing's own, in this
+            # process), and the others still count.
+            with contextlib.suppress(OSError):
+                if key := owner(os.readlink(fd)):
+                    busy.add(key)
     return busy
 
 
@@ -183,6 +199,94 @@ def prune(
             _remove_image(image)
         removed.append((image, size))
     return removed
+
+
+def eviction_order(
+    found: list[templates.CachedTemplate],
+    images: list[CachedImage],
+    images_dir: Path,
+    now: float,
+    busy: set[str],
+) -> list[templates.CachedTemplate | CachedImage]:
+    """What making room removes, in the order it goes: first what this wsfixture will never
+    use again, then what has not been used for ``RECENT`` seconds; templates before images
+    (a template holds its image's disk by a hard link), least recently used first, a layer
+    before its base. Never a busy one, nor the base of an image that stays."""
+    old_templates = templates.choose_prunable(found, images_dir, now, math.inf, busy)
+    old_images = choose_prunable(images, now, math.inf, busy)
+    idle_templates = templates.choose_prunable(found, images_dir, now, RECENT, busy)
+    idle_images = choose_prunable(images, now, RECENT / DAY, busy)
+    order: list[templates.CachedTemplate | CachedImage] = []
+    for some_templates, some_images in ((old_templates, old_images), (idle_templates, idle_images)):
+        order += sorted((t for t in some_templates if t not in order), key=lambda t: t.last_used)
+        # (a base is stamped whenever a layer on it is used: it is never older than its layers)
+        by_age = sorted(some_images, key=lambda i: (i.last_used, i.base_key is None))
+        order += [i for i in by_age if i not in order]
+    return order
+
+
+def free_bytes(path: Path) -> int:
+    """What the filesystem holding ``path`` has free for us."""
+    return shutil.disk_usage(path).free
+
+
+def make_room(
+    need: int, what: str, cache_dir: Path | None = None, say: Callable[[str], None] | None = None
+) -> str | None:
+    """Before ``what`` (about ``need`` bytes) is made in the cache: when its filesystem has
+    less than ``need`` and the settings' ``cache_min_free`` left, remove cached images and
+    templates in ``eviction_order`` until it has. Returns why ``what`` cannot be made if
+    ``need`` still does not fit (None: it fits). One process removes at a time."""
+    root = cache_dir or settings.current().cache_dir
+    root.mkdir(parents=True, exist_ok=True)
+    want = need + settings.current().cache_min_free
+    if free_bytes(root) >= want:
+        return None
+    with FileLock(str(root / "room.lock")):
+        images = cached_images(root)
+        found = templates.cached_templates(root)
+        busy = busy_keys(images) | busy_keys(found)
+        for entry in eviction_order(found, images, store.images_dir(root), time.time(), busy):
+            before = free_bytes(root)
+            if before >= want:
+                break
+            marker = templates.META if isinstance(entry, templates.CachedTemplate) else store.READY
+            if _evict(entry.dir, marker, entry.last_used) and say:
+                freed = _gib(free_bytes(root) - before)
+                say(f"making room for {what}: removed {entry.key}, unused ({freed})")
+        free = free_bytes(root)
+    if free >= need:
+        return None
+    return (
+        f"no room for {what} in {root}: {_gib(free)} free, it needs about {_gib(need)}, and "
+        "nothing cached is left that no workspace uses; free space on that filesystem, or "
+        "set WSFIXTURE_CACHE_DIR to a larger one"
+    )
+
+
+def _gib(size: int) -> str:
+    return f"{size / settings.GIB:.1f} GiB"
+
+
+def _evict(entry: Path, marker: str, last_used: float) -> bool:
+    """Remove a finished cache entry unless someone holds its lock (it is being made,
+    removed or restored) or it was used since it was listed; whether it went."""
+    fd = os.open(store.lock_path(entry), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        stamps = [entry / store.USED, entry / marker]
+        used = next((s.stat().st_mtime for s in stamps if s.exists()), None)
+        if used != last_used:
+            return False  # used (or made anew) since: no longer idle
+        (entry / marker).unlink(missing_ok=True)  # no longer looks finished
+        system.remove_tree(entry)
+    finally:
+        os.close(fd)
+    store.lock_path(entry).unlink(missing_ok=True)
+    return True
 
 
 def _remove_image(image: CachedImage) -> None:

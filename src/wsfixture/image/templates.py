@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wsfixture.errors import TemplateError
 from wsfixture.guest import osconfig, restore
 from wsfixture.host import ledger, system
 from wsfixture.image import store
@@ -44,6 +45,9 @@ TEMPLATE_VERSION = "2"  # 2: the guest's memory in ``ram``, not in the state
 META = "template.json"
 QEMU_STATE_MAGIC = b"QEVM"
 RAM_BLOCK = 2**16  # what ``ram_digest`` reads at a time, and skips when all zeros
+# Room a template needs beside its memory file (as large as the shape's memory): its state
+# (up to 200 MiB seen), the frozen overlay and the console log.
+TEMPLATE_ROOM_MIB = 256
 
 
 @dataclass(frozen=True)
@@ -235,9 +239,13 @@ def ensure(
     template.dir.parent.mkdir(parents=True, exist_ok=True)
     with _locked(template, shared=False):
         why = template.problem(shape, image)
-        # (shared_cache stands on this module: asked for here, not at import)
-        from wsfixture.image import shared_cache
+        # (cache and shared_cache stand on this module: asked for here, not at import)
+        from wsfixture.image import cache, shared_cache
 
+        if why is not None:  # fetched or made, it needs the room
+            need = (shape.memory + TEMPLATE_ROOM_MIB) * 2**20
+            if short := cache.make_room(need, f"VM template {shape.key}", cache_dir, progress):
+                raise TemplateError(short)
         shared = shared_cache.ACTIVE
         # (another process may have made it while we waited; else the shared cache may
         # have it)
