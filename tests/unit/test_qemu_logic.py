@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from wsfixture.backends.qemu.backend import kernel_panic
 from wsfixture.backends.qemu.qmp import QmpClient, QmpError
 from wsfixture.errors import PrerequisiteError
 from wsfixture.host.virt import choose_accel, clamp_resources
@@ -69,3 +70,15 @@ def test_a_host_fact_is_said_once_per_process(caplog: pytest.LogCaptureFixture) 
     for _ in range(3):
         qemu.say_once(30, "vcpu 8 clamped to the host's 2 CPUs (a test's own message)")
     assert caplog.text.count("clamped to the host's 2 CPUs (a test's own message)") == 1
+
+
+def test_a_guest_kernel_panic_is_named_by_its_own_line() -> None:
+    console = (
+        "[    2.1] Run /bin/false as init process\n"
+        "[    2.3] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n"
+        "[    2.3] CPU: 0 UID: 0 PID: 1 Comm: false Not tainted\n"
+        "[    2.4] Call Trace:\n"
+    )
+    said = kernel_panic(console)
+    assert said == "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
+    assert kernel_panic("[    2.1] Run /bin/false as init process\n") is None

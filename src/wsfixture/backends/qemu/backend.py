@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -49,7 +50,15 @@ ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
 # The owner watch: SIGTERM (its parent-death signal) kills its cgroup ($0 is cgroup.kill).
 OWNER_WATCH = "trap 'echo 1 > \"$0\"; exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 
+KERNEL_PANIC = re.compile(r"Kernel panic - not syncing: .*")
+
 _said: set[str] = set()
+
+
+def kernel_panic(console: str) -> str | None:
+    """The last kernel panic line of a console's text, without its timestamp."""
+    found = KERNEL_PANIC.findall(console)
+    return found[-1].strip() if found else None
 
 
 def say_once(level: int, message: str) -> None:
@@ -324,7 +333,7 @@ class QemuBackend(Backend):
     def failure(self) -> str | None:
         reason = super().failure()
         if reason is not None:
-            return f"{reason}\n{system.tail(self.runtime_dir / 'qemu.log', 10)}"
+            return f"{reason}{self.panic()}\n{system.tail(self.runtime_dir / 'qemu.log', 10)}"
         if not self.qmp_socket.exists():
             return None
         try:
@@ -332,8 +341,16 @@ class QemuBackend(Backend):
         except (OSError, ConnectionError):
             return None
         if status.get("status") in ("internal-error", "guest-panicked", "shutdown"):
-            return f"the VM stopped in state {status['status']!r} (accelerator: {self.accel.name})"
+            state = f"the VM stopped in state {status['status']!r}"
+            return f"{state} (accelerator: {self.accel.name}){self.panic()}"
         return None
+
+    def panic(self) -> str:
+        """``: <the guest kernel's panic line>`` if its console has one, else nothing: the
+        reason itself, which a console's last lines may no longer hold (a panic's call trace
+        alone is ~40 lines)."""
+        said = kernel_panic(system.tail(self.console_log, lines=1000))
+        return f": {said}" if said else ""
 
     def describe(self) -> dict[str, object]:
         return {
