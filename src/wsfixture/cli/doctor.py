@@ -86,9 +86,11 @@ def _space() -> Finding:
     cache = settings.current().cache_dir
     where = cache if cache.exists() else next(p for p in cache.parents if p.exists())
     free = shutil.disk_usage(where).free
+    floor = settings.current().cache_min_free / settings.GIB
     return Finding(
         "free space", free >= FREE_SPACE_NEEDED,
-        f"{free / 2**30:.1f} GiB free at {where} (images need about 5)",
+        f"{free / 2**30:.1f} GiB free at {where} (images need about 5; while less than "
+        f"{floor:g} GiB is free, unused cached ones make room)",
         f"free space at {cache}, or set WSFIXTURE_CACHE_DIR elsewhere",
     )  # fmt: skip
 
