@@ -251,7 +251,7 @@ def make_room(
             if before >= want:
                 break
             marker = templates.META if isinstance(entry, templates.CachedTemplate) else store.READY
-            if _evict(entry.dir, marker, entry.last_used) and say:
+            if _remove_entry(entry.dir, marker, idle_since=entry.last_used) and say:
                 freed = _gib(free_bytes(root) - before)
                 say(f"making room for {what}: removed {entry.key}, unused ({freed})")
         free = free_bytes(root)
@@ -268,19 +268,25 @@ def _gib(size: int) -> str:
     return f"{size / settings.GIB:.1f} GiB"
 
 
-def _evict(entry: Path, marker: str, last_used: float) -> bool:
-    """Remove a finished cache entry unless someone holds its lock (it is being made,
-    removed or restored) or it was used since it was listed; whether it went."""
+def _remove_entry(entry: Path, marker: str, idle_since: float | None = None) -> bool:
+    """Remove a finished cache entry under its lock (not while someone makes it); whether
+    it went. With ``idle_since`` (making room), not if someone holds the lock now (it is
+    being made, removed or restored) or it was used after that time."""
     fd = os.open(store.lock_path(entry), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        stamps = [entry / store.USED, entry / marker]
-        used = next((s.stat().st_mtime for s in stamps if s.exists()), None)
-        if used != last_used:
-            return False  # used (or made anew) since: no longer idle
+        if idle_since is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                used = store.last_used(entry, marker)
+            except OSError:
+                return False  # removed meanwhile
+            if used != idle_since:
+                return False  # used (or made anew) since
         (entry / marker).unlink(missing_ok=True)  # no longer looks finished
         system.remove_tree(entry)
     finally:
@@ -290,11 +296,7 @@ def _evict(entry: Path, marker: str, last_used: float) -> bool:
 
 
 def _remove_image(image: CachedImage) -> None:
-    lock = store.lock_path(image.dir)
-    with FileLock(str(lock)):  # not while someone builds it
-        (image.dir / store.READY).unlink(missing_ok=True)  # no longer looks done
-        system.remove_tree(image.dir)
-    lock.unlink(missing_ok=True)
+    _remove_entry(image.dir, store.READY)
 
 
 def remove_keys(keys: Iterable[str], cache_dir: Path | None = None) -> list[tuple[str, int]]:

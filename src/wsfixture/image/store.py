@@ -69,12 +69,17 @@ def finished(root: Path, marker: str) -> list[tuple[Path, float]]:
     to their maker), with when it was last used (seconds since the epoch)."""
     found = []
     for entry in sorted(root.iterdir()) if root.is_dir() else []:
-        done = entry / marker
-        if not entry.is_dir() or is_staging(entry) or not done.exists():
+        if not entry.is_dir() or is_staging(entry) or not (entry / marker).exists():
             continue
-        stamp = entry / USED
-        found.append((entry, (stamp if stamp.exists() else done).stat().st_mtime))
+        found.append((entry, last_used(entry, marker)))
     return found
+
+
+def last_used(entry: Path, marker: str) -> float:
+    """When a finished entry was last used: its use stamp, else when it was finished
+    (OSError if it has neither)."""
+    stamp = entry / USED
+    return (stamp if stamp.exists() else entry / marker).stat().st_mtime
 
 
 @contextlib.contextmanager
