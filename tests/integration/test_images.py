@@ -103,6 +103,7 @@ def test_images_have_sizes_and_one_can_be_removed(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     base = fake_image(cache, ImageRecipe.base_of("container"), days_ago=1)
     layer = fake_image(cache, ImageRecipe.for_packages(["curl"]), days_ago=1)
+    template = fake_template(cache, shape_of(ImageRecipe.base_of("container"), 768), size=MIB)
     (layer / "root" / "blob").write_bytes(os.urandom(3 * 2**20))
     rows = {r["image"]: r for r in json.loads(images_cli(cache, "--json").stdout)}
     assert rows[layer.name]["size"] == "3 MiB"
@@ -120,8 +121,11 @@ def test_images_have_sizes_and_one_can_be_removed(tmp_path: Path) -> None:
     removed = images_cli(cache, "--remove", layer.name, base.name)
     assert removed.returncode == 0, removed.stderr
     assert f"removed {layer.name} (3 MiB)" in removed.stdout
+    assert f"removed {template.name} (" in removed.stdout, "an image's templates go with it"
     assert not layer.exists()
     assert not base.exists()
+    assert not template.exists()
+    assert not (cache / "templates" / f"{template.name}.lock").exists()
 
 
 MIB = 2**20

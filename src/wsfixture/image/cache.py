@@ -14,7 +14,6 @@ and says why not when what is to be made still would not fit.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from typing import Protocol
 
 from filelock import FileLock
 
-from wsfixture.host import ledger, settings, system
+from wsfixture.host import ledger, settings
 from wsfixture.image import store, templates
 from wsfixture.image.recipe import ImageRecipe
 
@@ -196,7 +195,7 @@ def prune(
     for image in chosen:
         size = size_of(image.dir)
         if not dry_run:
-            _remove_image(image)
+            store.remove(image.dir, store.READY)
         removed.append((image, size))
     return removed
 
@@ -251,7 +250,7 @@ def make_room(
             if before >= want:
                 break
             marker = templates.META if isinstance(entry, templates.CachedTemplate) else store.READY
-            if _remove_entry(entry.dir, marker, idle_since=entry.last_used) and say:
+            if store.remove(entry.dir, marker, idle_since=entry.last_used) and say:
                 freed = _gib(free_bytes(root) - before)
                 say(f"making room for {what}: removed {entry.key}, unused ({freed})")
         free = free_bytes(root)
@@ -266,37 +265,6 @@ def make_room(
 
 def _gib(size: int) -> str:
     return f"{size / settings.GIB:.1f} GiB"
-
-
-def _remove_entry(entry: Path, marker: str, idle_since: float | None = None) -> bool:
-    """Remove a finished cache entry under its lock (not while someone makes it); whether
-    it went. With ``idle_since`` (making room), not if someone holds the lock now (it is
-    being made, removed or restored) or it was used after that time."""
-    fd = os.open(store.lock_path(entry), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if idle_since is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        else:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            try:
-                used = store.last_used(entry, marker)
-            except OSError:
-                return False  # removed meanwhile
-            if used != idle_since:
-                return False  # used (or made anew) since
-        (entry / marker).unlink(missing_ok=True)  # no longer looks finished
-        system.remove_tree(entry)
-    finally:
-        os.close(fd)
-    store.lock_path(entry).unlink(missing_ok=True)
-    return True
-
-
-def _remove_image(image: CachedImage) -> None:
-    _remove_entry(image.dir, store.READY)
 
 
 def remove_keys(keys: Iterable[str], cache_dir: Path | None = None) -> list[tuple[str, int]]:
@@ -327,5 +295,5 @@ def remove_keys(keys: Iterable[str], cache_dir: Path | None = None) -> list[tupl
     layers_first = sorted(wanted & set(images), key=lambda k: images[k].base_key is None)
     for key in layers_first:
         removed.append((key, size_of(images[key].dir)))
-        _remove_image(images[key])
+        store.remove(images[key].dir, store.READY)
     return removed

@@ -12,6 +12,7 @@ finished. Images say they are finished with a ``ready`` stamp, templates with th
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,33 @@ def last_used(entry: Path, marker: str) -> float:
     (OSError if it has neither)."""
     stamp = entry / USED
     return (stamp if stamp.exists() else entry / marker).stat().st_mtime
+
+
+def remove(entry: Path, marker: str, idle_since: float | None = None) -> bool:
+    """Remove a finished cache entry under its lock (not while someone makes it); whether
+    it went. With ``idle_since`` (making room), not if someone holds the lock now (it is
+    being made, removed or restored) or it was used after that time."""
+    fd = os.open(lock_path(entry), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if idle_since is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                used = last_used(entry, marker)
+            except OSError:
+                return False  # removed meanwhile
+            if used != idle_since:
+                return False  # used (or made anew) since
+        (entry / marker).unlink(missing_ok=True)  # no longer looks finished
+        system.remove_tree(entry)
+    finally:
+        os.close(fd)
+    lock_path(entry).unlink(missing_ok=True)
+    return True
 
 
 @contextlib.contextmanager

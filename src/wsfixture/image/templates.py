@@ -369,5 +369,4 @@ def choose_prunable(
 
 
 def remove(template: CachedTemplate) -> None:
-    invalidate(Template(template.dir))  # under the lock: not while one is made or restored
-    store.lock_path(template.dir).unlink(missing_ok=True)
+    store.remove(template.dir, META)  # under the lock: not while one is made or restored
