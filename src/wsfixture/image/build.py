@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 import time
@@ -70,7 +71,7 @@ def ensure_image(
         system.require_root()
         system.require_tool("mmdebstrap" if recipe.base is None else "systemd-nspawn")
         say = progress or stderr_progress
-        image.dir.parent.mkdir(parents=True, exist_ok=True)
+        store.private_dirs(cache_dir)
         with FileLock(str(store.lock_path(image.dir))):
             from wsfixture.image import shared_cache  # it stands on this package's modules
 
@@ -228,6 +229,18 @@ def _bootstrap(build: _Build) -> None:
         _make_ext4(build, staging / "root")
     else:
         osconfig.shift_ownership(staging / "root")  # owned by the containers' root
+    drop_device_nodes(staging / "root")
+
+
+def drop_device_nodes(tree: Path) -> None:
+    """Remove the device nodes the bootstrap made (``dev/console``, ``dev/null``, ... 0666):
+    on the host they would open real devices for whoever reaches them, and no workspace
+    uses them (nspawn mounts a /dev of its own, a VM's initrd devtmpfs; a VM's disk was
+    made before, with them). Overlay whiteouts (0:0) are an upper layer's deletions: kept."""
+    for path in tree.rglob("*"):
+        st = path.lstat()
+        if (stat.S_ISCHR(st.st_mode) and st.st_rdev != 0) or stat.S_ISBLK(st.st_mode):
+            path.unlink()
 
 
 # Run by apt inside the overlay. No daemon starts during the install (policy-rc.d), and the
@@ -303,6 +316,7 @@ def _install_layer(build: _Build) -> None:
     build.record.drop_mount(merged)
     system.remove_tree(work)
     merged.rmdir()
+    drop_device_nodes(layer)
 
 
 def _in_tree(build: _Build, root: Path, shift: int, script: str, what: str) -> None:

@@ -236,8 +236,7 @@ def make_room(
     less than ``need`` and the settings' ``cache_min_free`` left, remove cached images and
     templates in ``eviction_order`` until it has. Returns why ``what`` cannot be made if
     ``need`` still does not fit (None: it fits). One process removes at a time."""
-    root = cache_dir or settings.current().cache_dir
-    root.mkdir(parents=True, exist_ok=True)
+    root = store.private_dirs(cache_dir)
     want = need + settings.current().cache_min_free
     if free_bytes(root) >= want:
         return None

@@ -7,6 +7,13 @@ An entry ``<root>/<key>/`` is made in ``<key>.building-<pid>`` under an exclusiv
 build), and renamed into place when done: a crash never leaves a half entry that looks
 finished. Images say they are finished with a ``ready`` stamp, templates with their
 ``template.json``; both are touched ``used`` on every use, for pruning.
+
+The cache is root's alone: its top directory, ``images/``, ``templates/`` and every entry
+are 0700. An image's tree holds what its guest release ships (setuid-root binaries in a
+VM's tree): a host user who could reach them could run them on the host.
+
+A key is one path component of the grammar ``KEY``: the one check a key from outside (an
+archive's manifest, a registry's index) passes before it names anything on disk.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +32,22 @@ READY = "ready"  # an image's "finished" stamp: the time it was built
 USED = "used"  # touched on every use
 BASE_READY = "base-ready"  # a layer's copy of its base's READY stamp
 STAGING_MARK = ".building-"
+# What every key is made of: ``trixie-container-0123abcd...``, a template's
+# ``<image key>-x86_64-1c768m-<digest>``. One component: no "/", never "." or "..".
+KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\Z")
+
+
+def valid_key(key: object) -> bool:
+    return isinstance(key, str) and KEY.match(key) is not None
+
+
+def private_dirs(cache_dir: Path | None = None) -> Path:
+    """The cache's top directory, ``images/`` and ``templates/``, made 0700 (an older
+    cache's 0755 ones too); the top."""
+    for directory in (images_dir(cache_dir), templates_dir(cache_dir)):
+        system.private_dir(directory.parent)
+        system.private_dir(directory)
+    return images_dir(cache_dir).parent
 
 
 def images_dir(cache_dir: Path | None = None) -> Path:
@@ -123,6 +147,7 @@ def staged(entry: Path, record_name: str, info: ledger.BuildInfo) -> Iterator[le
     record.add_dir(staging)
     try:
         yield record
+        staging.chmod(0o700)
         staging.rename(entry)
     except BaseException as exc:
         if failures := ledger.release(record):

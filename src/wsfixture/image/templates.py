@@ -236,7 +236,7 @@ def ensure(
     template = Template(store.templates_dir(cache_dir) / shape.key)
     if template.problem(shape, image) is None:
         return template
-    template.dir.parent.mkdir(parents=True, exist_ok=True)
+    store.private_dirs(cache_dir)
     with _locked(template, shared=False):
         why = template.problem(shape, image)
         # (cache and shared_cache stand on this module: asked for here, not at import)
