@@ -133,7 +133,7 @@ def test_a_template_of_another_qemu_is_refused(
         other.push_blob(stream, digest, size)
     layer = manifest["layers"][0]
     with open(tmp_path / "layer", "w+b") as stream:  # the same layer, mounted across
-        source.fetch_blob(layer["digest"], tmp_path / "layer")
+        source.fetch_blob(layer["digest"], layer["size"], tmp_path / "layer")
         other.push_blob(stream, layer["digest"], layer["size"])
     other.put_manifest(keys[1], {**manifest, "config": {**manifest["config"], "digest": digest,
                                                          "size": size}})  # fmt: skip

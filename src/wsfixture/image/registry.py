@@ -29,6 +29,7 @@ from wsfixture.errors import WsfixtureError
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 CHUNK = 1 << 20
+MANIFEST_LIMIT = 4 << 20  # the distribution spec's own limit for a manifest
 TIMEOUT = 60.0
 # HOST[:PORT]/NAME[/NAME...][:TAG]: the distribution spec's name and tag grammar.
 REFERENCE = re.compile(
@@ -37,6 +38,7 @@ REFERENCE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?\Z"
 )
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
 
 
 class RegistryError(WsfixtureError):
@@ -113,9 +115,9 @@ class Registry:
     ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:  # fmt: skip
         """One request, authorised (after one challenge); the open response, whose
         connection the caller closes. RegistryError for a status not in ``ok``."""
+        url = self._own_url(path)
         for attempt in (1, 2):
-            url = urllib.parse.urlsplit(path)
-            conn = self._connection(url.netloc or self.ref.host)
+            conn = self._connection(self.ref.host)
             sent = dict(headers or {})
             if self.authorization:
                 sent["Authorization"] = self.authorization
@@ -142,6 +144,18 @@ class Registry:
                 raise RegistryError(self._status_message(method, path, response.status, said))
             return response, conn
         raise AssertionError("unreachable")
+
+    def _own_url(self, path: str) -> urllib.parse.SplitResult:
+        """``path`` (a path, or a URL the registry named, such as an upload's ``Location``)
+        if it is on the registry's own host and scheme: the credentials go nowhere else."""
+        url = urllib.parse.urlsplit(path)
+        scheme = "https" if self.ref.secure else "http"
+        if (url.netloc or url.scheme) and (url.netloc != self.ref.host or url.scheme != scheme):
+            raise RegistryError(
+                f"registry {self.ref.host} sent us to {scheme_host(url)}: refused (requests, "
+                "and the credentials with them, go to the registry's own host only)"
+            )
+        return url
 
     def _status_message(self, method: str, path: str, status: int, said: str) -> str:
         where = f"registry {self.ref.host}: {method} {urllib.parse.urlsplit(path).path}"
@@ -220,34 +234,44 @@ class Registry:
         try:
             if response.status == 404:
                 return None
-            manifest: dict[str, Any] = json.loads(response.read())
-            return manifest
+            data = response.read(MANIFEST_LIMIT + 1)
         finally:
             conn.close()
+        return json_object(data, f"registry {self.ref.host}: manifest {tag!r}", MANIFEST_LIMIT)
 
-    def fetch_blob(self, digest: str, target: Path) -> None:
-        """Download a blob into ``target``, hashed as it comes: RegistryError (and no
-        file) if what came is not what ``digest`` names."""
-        response, conn = self.request("GET", self._path("blobs", digest))
-        hasher = hashlib.sha256()
+    def fetch_blob(self, digest: str, size: int, target: Path) -> None:
+        """Download a blob of ``size`` bytes (its descriptor's) into ``target``, hashed as
+        it comes: RegistryError (and no file) as soon as more arrives than ``size``, or if
+        what came is not what ``digest`` names."""
+        response, conn = self.request("GET", self._path("blobs", check_digest(digest)))
+        hasher, got = hashlib.sha256(), 0
         try:
             with open(target, "wb") as out:
                 for chunk in _chunks(response):
+                    got += len(chunk)
+                    if got > size:
+                        raise RegistryError(
+                            f"registry {self.ref.host}: blob {digest} is over the {size} bytes "
+                            "its descriptor says: refused"
+                        )
                     hasher.update(chunk)
                     out.write(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
         finally:
             conn.close()
-        got = f"sha256:{hasher.hexdigest()}"
-        if got != digest:
+        arrived = f"sha256:{hasher.hexdigest()}"
+        if arrived != digest or got != size:
             target.unlink(missing_ok=True)
             raise RegistryError(
-                f"registry {self.ref.host}: blob {digest} arrived as {got}: refused (changed "
-                "in the registry's storage, or in transit)"
+                f"registry {self.ref.host}: blob {digest} ({size} bytes) arrived as {arrived} "
+                f"({got} bytes): refused (changed in the registry's storage, or in transit)"
             )
 
     def blob_bytes(self, digest: str, limit: int = 1 << 20) -> bytes:
         """A small blob (a config), checked against its digest."""
-        response, conn = self.request("GET", self._path("blobs", digest))
+        response, conn = self.request("GET", self._path("blobs", check_digest(digest)))
         try:
             data = response.read(limit + 1)
         finally:
@@ -255,6 +279,44 @@ class Registry:
         if len(data) > limit or f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
             raise RegistryError(f"registry {self.ref.host}: blob {digest} does not match it")
         return data
+
+
+def json_object(data: bytes, what: str, limit: int) -> dict[str, Any]:
+    """A JSON object a registry sent, or RegistryError saying what it was instead."""
+    if len(data) > limit:
+        raise RegistryError(f"{what}: over {limit} bytes")
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise RegistryError(f"{what}: not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise RegistryError(f"{what}: not a JSON object")
+    return document
+
+
+def descriptor(document: dict[str, Any], field: str, what: str) -> tuple[str, int]:
+    """(digest, size) of a manifest's ``config`` or single layer, checked."""
+    value = document.get(field)
+    if field == "layers":
+        value = value[0] if isinstance(value, list) and len(value) == 1 else None
+    if not isinstance(value, dict):
+        raise RegistryError(f"{what}: {field} is not one descriptor")
+    size = value.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise RegistryError(f"{what}: {field}'s size {size!r:.40} is not a byte count")
+    return check_digest(value.get("digest")), size
+
+
+def check_digest(digest: object) -> str:
+    """A digest from a registry's JSON, before it goes into a path: ``sha256:`` and 64
+    hex digits, or RegistryError."""
+    if not isinstance(digest, str) or not DIGEST.match(digest):
+        raise RegistryError(f"digest {digest!r:.100} is not sha256:<64 hex digits>")
+    return digest
+
+
+def scheme_host(url: urllib.parse.SplitResult) -> str:
+    return f"{url.scheme}://{url.netloc}" if url.scheme else url.netloc
 
 
 def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:

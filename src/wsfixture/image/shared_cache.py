@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from wsfixture.host import ledger, settings, system
-from wsfixture.image import store, templates, transfer
+from wsfixture.image import cache, store, templates, transfer
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.image.registry import (
     INDEX_TYPE,
@@ -34,6 +34,8 @@ from wsfixture.image.registry import (
     RegistryError,
     RegistryUnreachableError,
     describe,
+    descriptor,
+    json_object,
 )
 from wsfixture.image.transfer import Entry
 
@@ -41,6 +43,7 @@ ARTIFACT_TYPE = "application/vnd.wsfixture.cache-entry.v1"
 CONFIG_TYPE = "application/vnd.wsfixture.cache-entry.config.v1+json"
 LAYER_TYPE = "application/vnd.wsfixture.cache-entry.tar.v1"
 KEY_ANNOTATION = "org.wsfixture.key"
+CONFIG_LIMIT = 1 << 20
 
 logger = logging.getLogger("wsfixture.images")
 
@@ -122,8 +125,23 @@ def listed(ref: Reference) -> list[str]:
     index = Registry(ref).get_manifest(ref.tag)
     if index is None:
         raise RegistryError(f"registry {ref.host}: {ref.name} has no tag {ref.tag!r}")
-    return [m["annotations"][KEY_ANNOTATION] for m in index.get("manifests", [])
-            if KEY_ANNOTATION in m.get("annotations", {})]  # fmt: skip
+    listed = index.get("manifests")
+    if not isinstance(listed, list) or not all(isinstance(m, dict) for m in listed):
+        raise RegistryError(f"registry {ref.host}: {ref}'s index lists no manifests")
+    keys = []
+    for manifest in listed:
+        annotations = manifest.get("annotations")
+        if isinstance(annotations, dict) and KEY_ANNOTATION in annotations:
+            keys.append(checked_key(annotations[KEY_ANNOTATION], f"{ref}'s index"))
+    return keys
+
+
+def checked_key(key: object, where: str) -> str:
+    """A key from a registry or the command line, before it names anything."""
+    if not store.valid_key(key):
+        raise RegistryError(f"{where}: {key!r:.120} is not a cache key ({store.KEY.pattern})")
+    assert isinstance(key, str)
+    return key
 
 
 def pull(
@@ -139,22 +157,28 @@ def pull(
     root = cache_dir or settings.current().cache_dir
     registry = Registry(ref)
     done = []
+    keys = [checked_key(key, f"registry {ref.host}") for key in keys]
     with _staging(root, "pull") as staging:
-        manifests = {}
+        layers, configs = {}, {}
         for key in keys:
             manifest = registry.get_manifest(key)
             if manifest is None:
                 raise RegistryError(f"registry {ref.host}: {ref.name} has no {key!r}")
-            manifests[key] = manifest
-        configs = {key: json.loads(registry.blob_bytes(m["config"]["digest"]))
-                   for key, m in manifests.items()}  # fmt: skip
+            what = f"registry {ref.host}: {key}'s manifest"
+            layers[key] = descriptor(manifest, "layers", what)
+            config_digest, _ = descriptor(manifest, "config", what)
+            configs[key] = json_object(registry.blob_bytes(config_digest), f"{key}'s config",
+                                       CONFIG_LIMIT)  # fmt: skip
         for key in sorted(keys, key=lambda k: configs[k].get("kind") != "image"):
             why = refusal(configs[key], key, qemu)
             if why is not None:
                 done.append((key, f"refused: {why}"))
                 continue
-            tar = staging / f"{key}.tar"
-            registry.fetch_blob(manifests[key]["layers"][0]["digest"], tar)
+            digest, size = layers[key]
+            if short := cache.make_room(size, f"the download of {key}", root):
+                raise RegistryError(f"registry {ref.host}: {key} not pulled: {short}")
+            tar = staging / f"{key}.tar"  # a checked key: one path component
+            registry.fetch_blob(digest, size, tar)
             placed = transfer.import_(tar, root, locked)
             tar.unlink()
             done += [(entry.key, what) for entry, what in placed]

@@ -8,10 +8,12 @@ sparse, hard links kept (a template links its image's files). Its first member,
 ``MANIFEST``, lists each entry (kind, key) and every file's type, owner, mode, size,
 extended attributes and, for a regular file, SHA-256.
 
-An import unpacks into a staging directory in the cache (in a ledger record: ``gc`` reaps
-a killed import), checks every file against the manifest, and only then renames each
-entry into place; an entry the cache has already is kept as it is. A failure (a full
-disk, a file not as listed) leaves nothing behind and says why.
+An archive is hostile input (``image.archive``): its manifest and every member are
+checked before anything is unpacked, and room is made for it (or it is refused) first.
+An import then unpacks into a private staging directory in the cache (in a ledger record:
+``gc`` reaps a killed import), checks every file against the manifest, and only then
+renames each entry into place; an entry the cache has already is kept as it is. A failure
+(a full disk, a file not as listed) leaves nothing behind and says why.
 """
 
 from __future__ import annotations
@@ -22,37 +24,18 @@ import json
 import os
 import stat
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from wsfixture.errors import ImageBuildError
 from wsfixture.host import ledger, settings, system
-from wsfixture.image import cache, store, templates
+from wsfixture.image import archive, cache, store, templates
+from wsfixture.image.archive import FORMAT, MANIFEST, Entry, TransferError
 
-MANIFEST = "wsfixture-export.json"
-FORMAT = 1
-KINDS = {"image": "images", "template": "templates"}  # kind -> its directory in the cache
+__all__ = ["Entry", "TransferError", "entries_for", "export", "export_entries", "import_"]
+
 TAR_FLAGS = ["--format=posix", "--xattrs", "--xattrs-include=*", "--numeric-owner"]
-
-
-class TransferError(ImageBuildError):
-    """An export or import that cannot be done; nothing of it was left behind."""
-
-    def __init__(self, what: str, reason: str) -> None:
-        super().__init__(what, reason)
-
-
-@dataclass(frozen=True)
-class Entry:
-    kind: str  # "image" or "template"
-    key: str
-
-    @property
-    def relative(self) -> Path:
-        return Path(KINDS[self.kind]) / self.key
 
 
 def entries_for(keys: list[str], cache_dir: Path | None = None) -> list[Entry]:
@@ -164,8 +147,10 @@ def import_(
     with what became of it ("imported", or "present, kept"). ``locked``: the caller
     holds the entries' locks (it is making the one entry the file holds)."""
     system.require_root()  # owners and capabilities are set as they were
-    root = cache_dir or settings.current().cache_dir
-    root.mkdir(parents=True, exist_ok=True)
+    root = store.private_dirs(cache_dir)
+    manifest = archive.check(source)  # before a byte of it is unpacked
+    if short := cache.make_room(_size(source), f"the import of {source}", root):
+        raise TransferError(str(source), short)
     staging = root / f".import{store.STAGING_MARK}{os.getpid()}"
     info = ledger.BuildInfo("import", str(staging))
     record = ledger.Record.create(f"import-{os.getpid()}", info)
@@ -181,9 +166,9 @@ def import_(
             raise TransferError(
                 str(source), f"unpacking it failed, nothing was imported: {exc}"
             ) from None
-        manifest = _manifest(source, staging)
-        entries = [Entry(**e) for e in manifest["entries"]]
-        problems = differences(manifest["files"], facts_of(staging, entries))
+        entries = manifest.entries
+        problems = [f"{path}: not in the manifest" for path in _strays(staging, entries)]
+        problems += differences(manifest.files, facts_of(staging, entries))
         if problems:
             more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
             raise TransferError(
@@ -196,25 +181,37 @@ def import_(
         ledger.release(record)
 
 
-def _manifest(source: Path, staging: Path) -> dict[str, Any]:
+def _strays(staging: Path, entries: list[Entry]) -> list[str]:
+    """What the unpacking made in ``staging`` beside the manifest and the entries (tar
+    and the check read the archive alike, or this is where they did not)."""
+    wanted = {Path(MANIFEST), *(e.relative.parent for e in entries), *(e.relative for e in entries)}
+    return sorted(
+        str(path.relative_to(staging))
+        for path in [*staging.iterdir(), *(p for d in ("images", "templates")
+                                           for p in (staging / d).glob("*"))]
+        if path.relative_to(staging) not in wanted
+    )  # fmt: skip
+
+
+def _size(source: Path) -> int:
     try:
-        manifest: dict[str, Any] = json.loads((staging / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise TransferError(str(source), f"not a wsfixture export ({MANIFEST}: {exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise TransferError(str(source), f"export format {manifest.get('format')!r}; this "
-                            f"wsfixture reads {FORMAT}")  # fmt: skip
-    return manifest
+        return source.stat().st_size
+    except OSError as exc:
+        raise TransferError(str(source), f"cannot be read: {exc.strerror}") from None
 
 
 def _place(staging: Path, root: Path, entry: Entry, locked: bool) -> str:
     """Rename one checked entry into the cache, under its lock, unless it is there."""
-    target = root / entry.relative
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = root / entry.relative  # a checked key: one component under images/ or templates/
     marker = store.READY if entry.kind == "image" else templates.META
     with contextlib.nullcontext() if locked else FileLock(str(store.lock_path(target))):
         if (target / marker).exists():
             return "present, kept"
         system.remove_tree(target)  # a half entry without its marker
-        (staging / entry.relative).rename(target)
+        unpacked = staging / entry.relative
+        unpacked.chmod(0o700)
+        try:
+            unpacked.rename(target)
+        except OSError as exc:
+            raise TransferError(str(target), f"placing it failed: {exc.strerror}") from None
     return "imported"
