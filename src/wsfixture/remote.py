@@ -28,6 +28,7 @@ import paramiko
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
+from wsfixture import copying
 from wsfixture.errors import CommandError, CommandTimeout
 
 if TYPE_CHECKING:
@@ -195,16 +196,19 @@ class SshSession:
             with open(self.transcript, "a") as transcript:
                 transcript.write(json.dumps(line) + "\n")
 
-    def put(self, local: Path, remote: str) -> None:
-        """Copy a host file into the workspace (SFTP over the pinned connection, as the
-        workspace user: the file is that user's)."""
+    def put(self, local: Path, remote: str, recursive: bool = False) -> copying.Copied:
+        """Copy a host file (a directory with ``recursive``) into the workspace (SFTP over
+        the pinned connection, as the workspace user: the files are that user's)."""
         with self.client().open_sftp() as sftp:
-            sftp.put(str(local), remote)
+            return copying.put(sftp, self.name, local, remote, recursive)
 
-    def get(self, remote: str, local: Path) -> None:
-        """Copy a workspace file to the host (SFTP over the pinned connection)."""
+    def get(
+        self, remote: str, local: Path, recursive: bool = False, max_bytes: int | None = None
+    ) -> copying.Copied:
+        """Copy a workspace file (a directory with ``recursive``) to the host, read as
+        hostile (``wsfixture.copying``)."""
         with self.client().open_sftp() as sftp:
-            sftp.get(remote, str(local))
+            return copying.get(sftp, self.name, remote, local, recursive, max_bytes)
 
     def _kill_group(self, pid: int | None) -> str:
         """End a bounded command's process group in the workspace (through doas, for what

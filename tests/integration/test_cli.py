@@ -174,6 +174,17 @@ def test_day_to_day(cli_config: Path) -> None:
     wsf(cli_config, "cp", "one:/etc/hostname", str(cli_config.parent / "hostname"))
     assert (cli_config.parent / "hostname").read_text() == "one\n"
     assert wsf(cli_config, "cp", "a", "b", check=False).returncode == 2
+    # A directory needs -r (an error, not a traceback); with it, the tree comes out.
+    tree = cli_config.parent / "apt"
+    flat = wsf(cli_config, "cp", "one:/etc/apt", str(tree), check=False)
+    assert flat.returncode == 1, flat.stderr
+    assert "is a directory; cp -r" in flat.stderr
+    assert "Traceback" not in flat.stderr
+    wsf(cli_config, "cp", "-r", "one:/etc/apt", str(tree))
+    assert (tree / "sources.list").is_file() or any(tree.rglob("*.sources"))
+    over = wsf(cli_config, "cp", "--max", "2", "one:/etc/hostname", str(tree / "h"), check=False)
+    assert "over the bound of 2 (--max)" in over.stderr, over.stderr
+    assert not (tree / "h").exists()
     detached = wsf(cli_config, "exec", "--detach", "one", "sleep 300; echo late").stdout
     pid, output = re.fullmatch(r"one: pid (\d+), output in (\S+)\n", detached).groups()
     assert wsf(cli_config, "exec", "one", "kill", "-0", pid).returncode == 0, "still running"

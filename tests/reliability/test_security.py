@@ -12,6 +12,7 @@ import pytest
 from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture import checks
+from wsfixture.copying import CopyError
 from wsfixture.host import keys
 from wsfixture.model.shares import STANDARD_SHARES
 from wsfixture.remote import SshSession
@@ -87,3 +88,67 @@ def test_no_lab_address_or_route_in_the_root_namespace(ws: Workspace) -> None:
     subnet = str(ws.config.network.subnet.network_address).rsplit(".", 1)[0] + "."
     assert subnet not in addresses
     assert subnet not in routes
+
+
+def test_a_copy_out_replaces_a_link_the_guest_planted_and_never_writes_through(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """The guest plants ``~/workspace/dest -> <a root-only host file>`` in its share; a
+    copy to that host path replaces the link. Control: paramiko's plain ``sftp.get`` (what
+    ``get`` did before) writes through the very same link."""
+    victim, control = tmp_path / "victim", tmp_path / "control"
+    for path in (victim, control):
+        path.write_text("host secret\n")
+        path.chmod(0o600)
+    share = ws.state_dir / "workspace"
+    ws.succeed(f"ln -s {victim} ~/workspace/dest && ln -s {control} ~/workspace/control")
+    try:
+        ws.get("/etc/hostname", share / "dest")
+        assert victim.read_text() == "host secret\n"
+        assert not (share / "dest").is_symlink()
+        assert (share / "dest").read_text() == f"{ws.name}\n"
+        assert sorted(p.name for p in share.iterdir()) == ["control", "dest"]  # no temporaries
+        assert ws.session is not None
+        with ws.session.client().open_sftp() as sftp:
+            sftp.get("/etc/hostname", str(share / "control"))
+        assert control.read_text() == f"{ws.name}\n", "the attack is real without the guard"
+    finally:
+        ws.succeed("rm -f ~/workspace/dest ~/workspace/control")
+
+
+def test_a_copy_out_is_bounded_and_refuses_what_is_not_a_file(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    ws.succeed("ln -sf /dev/zero ~/zero && head -c 1048576 /dev/urandom > ~/mib")
+    try:
+        with pytest.raises(CopyError, match="not a regular file"):
+            ws.get("/home/dev/zero", tmp_path / "zero")
+        with pytest.raises(CopyError, match="over the bound of 1000"):
+            ws.get("/home/dev/mib", tmp_path / "mib", max_bytes=1000)
+        assert list(tmp_path.iterdir()) == []  # nothing half-written
+        ws.get("/home/dev/mib", tmp_path / "mib")  # control: within its own size
+        assert (tmp_path / "mib").stat().st_size == 1048576
+    finally:
+        ws.succeed("rm -f ~/zero ~/mib")
+
+
+def test_a_directory_copies_out_with_its_links_as_links(ws: Workspace, tmp_path: Path) -> None:
+    ws.succeed(
+        "mkdir -p ~/tree/sub && echo a > ~/tree/a && echo b > ~/tree/sub/b && chmod 750 "
+        "~/tree/a && ln -s /etc/shadow ~/tree/sub/shadow && mkfifo ~/tree/fifo"
+    )
+    try:
+        with pytest.raises(CopyError, match="is a directory"):
+            ws.get("/home/dev/tree", tmp_path / "flat")
+        done = ws.get("/home/dev/tree", tmp_path / "tree", recursive=True)
+        out = tmp_path / "tree"
+        assert (out / "a").read_text() == "a\n"
+        assert mode(out / "a") == 0o750  # the guest's mode
+        assert (out / "sub" / "b").read_text() == "b\n"
+        assert (out / "sub" / "shadow").is_symlink()
+        assert str((out / "sub" / "shadow").readlink()) == "/etc/shadow"
+        assert not (out / "fifo").exists()
+        assert done.skipped == ["/home/dev/tree/fifo"]
+        assert (done.files, done.bytes) == (3, 4)
+    finally:
+        ws.succeed("rm -rf ~/tree")

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "cp", access.cmd_cp, "copy a file in or out: cp LOCAL NAME:PATH, cp NAME:PATH LOCAL"
     )
+    p.add_argument("-r", "--recursive", action="store_true", help="copy a directory")
+    p.add_argument("--max", metavar="SIZE", help="refuse a copy out over SIZE (100M, 2G); "
+                   "default: each file's own size, and the target's free space")  # fmt: skip
     p.add_argument("source")
     p.add_argument("target")
     p = command("exec", access.cmd_exec, "run a command in a workspace; --detach leaves it running")

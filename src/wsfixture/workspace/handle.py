@@ -23,6 +23,7 @@ import testinfra.host
 
 from wsfixture.backends.base import Backend, BackendContext, backend_class
 from wsfixture.cleanup import Cleanup
+from wsfixture.copying import Copied
 from wsfixture.errors import CleanupError, ReadyTimeout, StartError, WorkspaceGone
 from wsfixture.guest import identity
 from wsfixture.host import keys, ledger, system
@@ -365,14 +366,18 @@ class Workspace(Commands, Guardrails, Checkpoints):
         self.forwards.append(forward)
         return forward.address
 
-    def put(self, local: str | Path, remote: str) -> None:
-        """Copy a host file to ``remote`` in the workspace (SFTP over the pinned session);
-        it is the workspace user's there."""
-        self._session().put(Path(local), remote)
+    def put(self, local: str | Path, remote: str, recursive: bool = False) -> Copied:
+        """Copy a host file (a directory with ``recursive``) to ``remote`` in the workspace
+        (SFTP over the pinned session); it is the workspace user's there."""
+        return self._session().put(Path(local), remote, recursive)
 
-    def get(self, remote: str, local: str | Path) -> None:
-        """Copy a file of the workspace to ``local`` on the host."""
-        self._session().get(remote, Path(local))
+    def get(
+        self, remote: str, local: str | Path, recursive: bool = False, max_bytes: int | None = None
+    ) -> Copied:
+        """Copy a file of the workspace (a directory with ``recursive``) to ``local`` on the
+        host. The guest's side is hostile: a link at ``local`` is replaced, not written
+        through; a file is read up to its size (or ``max_bytes``); CopyError otherwise."""
+        return self._session().get(remote, Path(local), recursive, max_bytes)
 
     def spawn(self, command: str) -> Process:
         """Start ``command`` detached (its own session, output to a file) and return at

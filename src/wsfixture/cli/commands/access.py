@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from wsfixture import checks
+from wsfixture import checks, copying
 from wsfixture.cli.lookup import UsageError, lab_dir, require_running, running_workspace
 from wsfixture.cli.output import EXIT_FAILED, emit, progress, say
 from wsfixture.cli.persistent import (
@@ -54,16 +54,28 @@ def cmd_cp(args: argparse.Namespace) -> int:
              for s in (args.source, args.target)]  # fmt: skip
     if (sides[0] is None) == (sides[1] is None):
         raise UsageError("cp: exactly one of SOURCE and TARGET is NAME:PATH")
+    try:
+        limit = None if args.max is None else copying.parse_size(args.max)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if sides[0] is not None:
         name, _, remote = sides[0]
         ws = running_workspace(args, name)
-        ws.get(remote, args.target)
+        try:
+            done = ws.get(remote, args.target, args.recursive, limit)
+        finally:
+            ws.stop()  # an attached handle: closes the connection only
     else:
         assert sides[1] is not None
         name, _, remote = sides[1]
         ws = running_workspace(args, name)
-        ws.put(args.source, remote)
-    ws.stop()  # an attached handle: closes the connection only
+        try:
+            done = ws.put(args.source, remote, args.recursive)
+        finally:
+            ws.stop()
+    for path in done.skipped:
+        print(f"wsfixture: cp: {path}: not a regular file, directory or link: skipped",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
