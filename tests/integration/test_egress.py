@@ -7,7 +7,10 @@ same request succeeds from a workspace whose internet is open."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -16,9 +19,22 @@ from tests.integration.test_network import root_namespace_state
 from tests.support.configs import make_config
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
-from tests.support.world import OTHER_HTTP, OTHER_NAME, PAGE, SUB_NAME, WORLD_DNS, WORLD_NAME
+from tests.support.world import (
+    HOST_ADDRESS,
+    HOST_PAGE,
+    HOST_PORT,
+    METADATA,
+    OTHER_HTTP,
+    OTHER_NAME,
+    PAGE,
+    SUB_NAME,
+    WORLD_DNS,
+    WORLD_NAME,
+    World,
+)
 from tests.support.world import world as make_world
 from wsfixture.model.config import Config, workspace_spec
+from wsfixture.net import egress
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
@@ -38,7 +54,7 @@ query = bytes.fromhex("abcd01000001000000000000") + b"".join(
     bytes([len(p)]) + p.encode() for p in sys.argv[2].split(".")) + bytes.fromhex("0000010001")
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(5)
-s.connect((sys.argv[1], 53))
+s.connect((sys.argv[1], int(sys.argv[3]) if len(sys.argv) > 3 else 53))
 try:
     s.send(query)
     print("ANSWERED", len(s.recv(512)))
@@ -48,7 +64,7 @@ except OSError as exc:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Lab]]:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Lab, World]]:
     require_root_and_tools("systemd-nspawn", "dnsmasq", "slirp4netns", "nft")
     before = root_namespace_state()
     with make_world(tmp_path_factory.mktemp("world")) as world:
@@ -60,15 +76,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, La
             other={"type": "container", "internet": [f"{OTHER_HTTP}/32:80"]},
         )
         with Lab(config.network, internet=True) as lab:
-            yield config, lab
+            yield config, lab, world
             name = lab.name
         assert leftovers(name) == {}
     assert root_namespace_state() == before, "the root namespace is unchanged"
 
 
 @pytest.fixture(scope="module")
-def trio(setup: tuple[Config, Lab]) -> Iterator[tuple[Workspace, Workspace, Workspace]]:
-    config, lab = setup
+def trio(setup: tuple[Config, Lab, World]) -> Iterator[tuple[Workspace, Workspace, Workspace]]:
+    config, lab, _ = setup
     with (
         Workspace(config.workspaces["open"], config, lab) as open_,
         Workspace(config.workspaces["held"], config, lab) as held,
@@ -154,9 +170,9 @@ def test_egress_lists_what_was_allowed_and_denied(trio: tuple[Workspace, ...]) -
 
 
 @pytest.mark.vm
-def test_a_vm_is_held_the_same_way(setup: tuple[Config, Lab]) -> None:
+def test_a_vm_is_held_the_same_way(setup: tuple[Config, Lab, World]) -> None:
     # The rules are per address on the lab bridge: a VM's TAP is held as a container's veth.
-    config, lab = setup
+    config, lab, _ = setup
     spec = workspace_spec(
         config, name="vmheld", type="vm", vcpu=1, memory=768, internet=[WORLD_NAME],
         ip=lab.free_ip({str(s.ip) for s in config.workspaces.values()}),
@@ -168,3 +184,60 @@ def test_a_vm_is_held_the_same_way(setup: tuple[Config, Lab]) -> None:
         record = vm.egress()
         assert record is not None
         assert (OTHER_HTTP, "tcp", 80) in [(d.address, d.protocol, d.port) for d in record.denied]
+
+
+@contextlib.contextmanager
+def lifted(lab: Lab, element: str, add: bool = False) -> Iterator[None]:
+    """A positive control: one guard element deleted (or, ``add``, one let in) for the
+    block, and put back as it was."""
+    first, then = ("add", "delete") if add else ("delete", "add")
+    lab.run(["nft", f"{first} element ip wsfixture {element}"])
+    try:
+        yield
+    finally:
+        lab.run(["nft", f"{then} element ip wsfixture {element}"])
+
+
+def test_the_hosts_own_addresses_and_the_metadata_service_are_refused(
+    setup: tuple[Config, Lab, World], trio: tuple[Workspace, ...]
+) -> None:
+    """The world's host namespace stands in for the machine: a service of its own bound to
+    0.0.0.0, and 169.254.169.254 beyond it. Both answer the host itself, and a workspace
+    whose internet is open once the guard is lifted; with it, they are refused at once,
+    to open and allowlisted workspaces alike."""
+    _, lab, world = setup
+    open_, held, _ = trio
+    host_url, metadata_url = f"http://{HOST_ADDRESS}:{HOST_PORT}/", f"http://{METADATA}/"
+    from_host = subprocess.run(
+        ["ip", "netns", "exec", world.netns, sys.executable, "-c",
+         f"import urllib.request as u; print(u.urlopen('{host_url}', timeout=5).read().decode())"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert from_host.stdout == HOST_PAGE + "\n"
+    for ws in (open_, held):
+        for url in (host_url, metadata_url):
+            said = get(ws, url)
+            assert said.startswith("FAILED ConnectionRefusedError"), (ws.name, url, said)
+    with lifted(lab, f"host {{ {HOST_ADDRESS} }}"), lifted(lab, "host { 169.254.0.0/16 }"):
+        assert get(open_, host_url) == HOST_PAGE, "the attack is real without the guard"
+        assert get(open_, metadata_url) == PAGE
+    assert get(open_, host_url).startswith("FAILED ConnectionRefusedError"), "put back"
+    assert get(open_, f"http://{WORLD_NAME}/") == PAGE, "the internet itself still answers"
+
+
+def test_a_resolver_answers_only_the_workspace_it_is_for(
+    setup: tuple[Config, Lab, World], trio: tuple[Workspace, ...]
+) -> None:
+    """``held``'s resolver (gateway:20000+N) forwards its allowlist upstream: another
+    workspace asking it directly is dropped in the lab namespace."""
+    config, lab, _ = setup
+    open_, held, _ = trio
+    gateway = str(config.network.gateway)
+    port = egress.resolver_port(held.ip, config.network.subnet)
+    ask = DIRECT_DNS + f"{gateway} {WORLD_NAME} {port}"
+    assert held.succeed(ask).startswith("ANSWERED"), "its own resolver answers it"
+    said = open_.succeed(ask)
+    assert said.startswith("FAILED"), said
+    with lifted(lab, f"resolvers {{ {open_.ip} . {port} }}", add=True):
+        assert open_.succeed(ask).startswith("ANSWERED"), "the attack is real without the guard"
+    assert open_.succeed(ask).startswith("FAILED"), "put back"

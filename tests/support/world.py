@@ -1,7 +1,15 @@
-"""A "world" for egress tests: a network namespace the test builds, with an HTTP server and
-a DNS server on addresses of its own (TEST-NET-2, 198.51.100.0/24, on its loopback device:
-this kernel has no dummy interfaces). A lab's uplink runs inside it (network.uplinkNamespace),
-so what a workspace sends "to the internet" never leaves the machine.
+"""A "world" for egress tests, in two network namespaces the test builds:
+
+- the **host** (``World.netns``), where a lab's uplink runs (``network.uplinkNamespace``),
+  standing in for the machine wsfixture runs on: an address of its own on a link
+  (``HOST_ADDRESS``, TEST-NET-3), a service bound to every address (``HOST_PORT``, as a
+  database or an agent on a CI runner is), and the internet's resolver in its resolv.conf;
+- the **internet** beyond it, over a veth pair: HTTP and DNS servers on addresses of its
+  own (TEST-NET-2, 198.51.100.0/24, on its loopback device: this kernel has no dummy
+  interfaces) and a cloud's instance metadata service at 169.254.169.254.
+
+What a workspace sends "to the internet" goes through the uplink into the host, and on to
+the internet namespace; nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -25,58 +33,83 @@ OTHER_HTTP = "198.51.100.20"
 OTHER_NAME = "other.test"
 SUB_NAME = "api.world.test"  # a subdomain of WORLD_NAME, at WORLD_HTTP
 PAGE = "hello from the world\n"
+METADATA = "169.254.169.254"  # a cloud's instance metadata, beyond the host
+HOST_ADDRESS, INTERNET_ADDRESS = "203.0.113.1", "203.0.113.2"  # the veth pair's ends
+HOST_PORT = 8080  # the host's own service, bound to 0.0.0.0
+HOST_PAGE = "the host's own service\n"
 
 
 @dataclass
 class World:
-    netns: str
+    netns: str  # the host: where the uplink runs
+    internet: str
     processes: list[subprocess.Popen[bytes]]
+
+
+def _serve(netns: str, address: str, port: int, root: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "http.server", "--bind", address,
+         "--directory", str(root), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _wait_listening(netns: str, targets: list[tuple[str, int]]) -> None:
+    probe = "import socket, sys\nfor a, p in eval(sys.argv[1]): socket.create_connection((a, p), 1)"
+    deadline = time.monotonic() + 10
+    while subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", probe, repr(targets)],
+                         capture_output=True, check=False).returncode:  # fmt: skip
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the world's servers never listened: {targets}")
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
 def world(root: Path) -> Iterator[World]:
-    """Build the world (its page served from ``root``), yield it, take it all down."""
-    name = f"wsft-world-{uuid.uuid4().hex[:6]}"
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "index.html").write_text(PAGE)
-    etc = Path("/etc/netns") / name
-    system.run(["ip", "netns", "add", name])
+    """Build the world (its pages served from ``root``), yield it, take it all down."""
+    tag = uuid.uuid4().hex[:6]
+    host, internet = f"wsft-host-{tag}", f"wsft-world-{tag}"
+    for directory, page in ((root / "www", PAGE), (root / "host", HOST_PAGE)):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "index.html").write_text(page)
+    etc = Path("/etc/netns") / host
     processes: list[subprocess.Popen[bytes]] = []
+    made: list[str] = []
     try:
-        batch = "link set lo up\n" + "".join(
-            f"addr add {address}/32 dev lo\n" for address in (WORLD_HTTP, OTHER_HTTP, WORLD_DNS)
-        )
-        system.run(["ip", "-netns", name, "-batch", "-"], input=batch)
+        for name in (host, internet):
+            system.run(["ip", "netns", "add", name])
+            made.append(name)
+        system.run(["ip", "-netns", host, "link", "add", "wh0", "type", "veth", "peer", "name",
+                    "ww0", "netns", internet])  # fmt: skip
+        system.run(["ip", "-netns", host, "-batch", "-"], input=(
+            f"link set lo up\nlink set wh0 up\naddr add {HOST_ADDRESS}/24 dev wh0\n"
+            f"route add default via {INTERNET_ADDRESS}\n"
+        ))  # fmt: skip
+        system.run(["ip", "-netns", internet, "-batch", "-"], input=(
+            "link set lo up\nlink set ww0 up\n" f"addr add {INTERNET_ADDRESS}/24 dev ww0\n"
+            + "".join(f"addr add {a}/32 dev lo\n" for a in (WORLD_HTTP, OTHER_HTTP, WORLD_DNS,
+                                                           METADATA))
+        ))  # fmt: skip
         etc.mkdir(parents=True)
         (etc / "resolv.conf").write_text(f"nameserver {WORLD_DNS}\n")
-        inside = ["ip", "netns", "exec", name]
-        for address in (WORLD_HTTP, OTHER_HTTP):
-            processes.append(subprocess.Popen(
-                [*inside, sys.executable, "-m", "http.server", "--bind", address,
-                 "--directory", str(root), "80"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))  # fmt: skip
+        for address in (WORLD_HTTP, OTHER_HTTP, METADATA):
+            processes.append(_serve(internet, address, 80, root / "www"))
+        processes.append(_serve(host, "0.0.0.0", HOST_PORT, root / "host"))
         processes.append(subprocess.Popen(
-            [*inside, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-             "--no-hosts", f"--address=/{WORLD_NAME}/{WORLD_HTTP}",
-             f"--address=/{OTHER_NAME}/{OTHER_HTTP}",
+            ["ip", "netns", "exec", internet, "dnsmasq", "--keep-in-foreground",
+             "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+             f"--address=/{WORLD_NAME}/{WORLD_HTTP}", f"--address=/{OTHER_NAME}/{OTHER_HTTP}",
              f"--listen-address={WORLD_DNS}", "--bind-interfaces", "--user=root"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))  # fmt: skip
-        deadline = time.monotonic() + 10
-        while subprocess.run(
-            [*inside, sys.executable, "-c",
-             "import socket\n"
-             f"for a in ('{WORLD_HTTP}', '{OTHER_HTTP}'): socket.create_connection((a, 80), 1)"],
-            capture_output=True, check=False,
-        ).returncode:  # fmt: skip
-            if time.monotonic() > deadline:
-                raise RuntimeError("the world's HTTP server never listened")
-            time.sleep(0.1)
-        yield World(name, processes)
+        # From the host: the internet's servers and its own service answer.
+        _wait_listening(host, [(WORLD_HTTP, 80), (OTHER_HTTP, 80), (METADATA, 80),
+                               (HOST_ADDRESS, HOST_PORT)])  # fmt: skip
+        yield World(host, internet, processes)
     finally:
         for process in processes:  # our own children, by PID
             process.terminate()
             process.wait(10)
-        system.run(["ip", "netns", "delete", name], check=False)
+        for name in made:
+            system.run(["ip", "netns", "delete", name], check=False)
         system.remove_tree(etc)

@@ -4,15 +4,13 @@ workspace gets, and how its record is read back."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import time
-from pathlib import Path
 
 import pytest
 
 from wsfixture.model import allowlist
 from wsfixture.model.allowlist import Destination
-from wsfixture.net import egress
+from wsfixture.net import egress, uplink
 
 
 @pytest.mark.parametrize(
@@ -60,53 +58,41 @@ def test_a_workspace_chain_refuses_dns_then_private_ranges_unless_listed() -> No
     assert rules[4].endswith("ip daddr @n_192_168_83_10_2 accept")
     assert rules[-1].endswith("goto deny"), "everything else: refused"
     assert "add element ip wsfixture dns_to { 192.168.83.10 : 192.168.83.1 . 20010 }" in batch
-    undo = egress.unrestrict("192.168.83.10", allowed)
+    # Its resolver's port answers it alone (the lab namespace's input filter).
+    assert "add element ip wsfixture resolvers { 192.168.83.10 . 20010 }" in batch
+    undo = egress.unrestrict("192.168.83.10", "192.168.83.1", 20010, allowed)
     assert "delete chain ip wsfixture e_192_168_83_10" in undo
+    assert "delete element ip wsfixture resolvers { 192.168.83.10 . 20010 }" in undo
     assert undo.count("delete set") == 2
 
 
-def test_the_resolver_forwards_only_listed_domains_into_their_sets() -> None:
-    allowed = allowlist.destinations(("world.test", "*.example.com", "198.51.100.0/24"))
-    argv = egress.resolver_argv(
-        "dnsmasq", "192.168.83.10", "192.168.83.1", 20010, allowed, "10.0.2.3",
-        Path("/etc/netns/l"), Path("/tmp/log"),
-    )  # fmt: skip
-    assert "--no-resolv" in argv
-    servers = [a for a in argv if a.startswith("--server=")]
-    assert servers == ["--server=/world.test/10.0.2.3", "--server=/*.example.com/10.0.2.3"]
-    assert "--nftset=/world.test/4#ip#wsfixture#n_192_168_83_10_0" in argv
-    assert egress.resolver_port("192.168.83.10", ipaddress.IPv4Network("192.168.83.0/24")) == (
-        egress.RESOLVER_PORT_BASE + 10
+def test_the_lab_refuses_the_host_and_lets_each_resolver_answer_its_workspace_only() -> None:
+    rules = uplink.nat_rules(
+        ipaddress.IPv4Network("192.168.83.0/24"), "wsbr0", "192.168.83.1", ["203.0.113.1"]
     )
-
-
-LOG = """\
-Nov 29 23:51:06 dnsmasq[1]: query[A] world.test from 192.168.83.10
-Nov 29 23:51:06 dnsmasq[1]: forwarded world.test to 10.0.2.3
-Nov 29 23:51:06 dnsmasq[1]: nftset add 4 ip wsfixture n_0 198.51.100.10 world.test
-Nov 29 23:51:06 dnsmasq[1]: reply world.test is 198.51.100.10
-Nov 29 23:51:07 dnsmasq[1]: query[A] other.test from 192.168.83.10
-Nov 29 23:51:07 dnsmasq[1]: config error is REFUSED (EDE: not ready)
-Nov 29 23:51:07 dnsmasq[1]: query[AAAA] other.test from 192.168.83.10
-Nov 29 23:51:07 dnsmasq[1]: config error is REFUSED (EDE: not ready)
-"""
-
-
-def test_the_record_reads_names_and_denials() -> None:
-    now = time.mktime(
-        time.strptime(f"{time.localtime().tm_year} Nov 29 23:55:00", "%Y %b %d %H:%M:%S")
+    assert "elements = { 169.254.0.0/16, 203.0.113.1 }" in rules
+    forward = rules[rules.index("chain forward") :]
+    host_rule = forward.index("ip daddr @host goto deny")
+    assert host_rule < forward.index("vmap @egress"), "before any allowlist can accept it"
+    assert forward.index("ip saddr @offline drop") < host_rule
+    inputs = rules[rules.index("chain input") : rules.index("chain prerouting")]
+    assert inputs.index("@resolvers accept") < inputs.index(
+        f"th dport >= {egress.RESOLVER_PORT_BASE}"
     )
-    resolved, refused = egress.read_log(LOG, now)
-    assert resolved == {"world.test": ["198.51.100.10"]}
-    assert [d.name for d in refused] == ["other.test"], "each refused name once"
-    assert str(refused[0]) == "name other.test: refused (not in the allowlist)"
-    listed = {"nftables": [{"set": {"elem": [
-        {"elem": {"val": {"concat": ["192.168.83.10", "198.51.100.10", "tcp", 8080]},
-                  "timeout": 3600, "expires": 3590}},
-        {"elem": {"val": {"concat": ["192.168.83.11", "198.51.100.20", "tcp", 80]},
-                  "timeout": 3600, "expires": 3500}},
-    ]}}]}  # fmt: skip
-    denied = egress.read_denied(json.dumps(listed), "192.168.83.10", now, resolved)
-    assert len(denied) == 1, "another workspace's denials are its own"
-    assert str(denied[0]) == "198.51.100.10 (world.test) tcp/8080: refused"
-    assert denied[0].when == pytest.approx(now - 10)
+    assert "ct state established,related accept" in inputs, "our own connections' replies"
+    # Every protocol is recorded: ICMP and the rest with port 0.
+    assert "meta l4proto != { tcp, udp } update @denied" in rules
+    offline = uplink.offline_change("192.168.83.10", "192.168.83.1", offline=True)
+    assert "add element ip wsfixture offline { 192.168.83.10 }" in offline
+    port = egress.OFFLINE_RESOLVER_PORT
+    assert f"add element ip wsfixture dns_to {{ 192.168.83.10 : 192.168.83.1 . {port} }}" in offline
+    assert "delete element" in uplink.offline_change("192.168.83.10", "192.168.83.1", offline=False)
+
+
+def test_read_log_records_each_refused_name_once() -> None:
+    lines = []
+    for n in (*range(1000), *range(1000)):  # every name asked twice
+        lines.append(f"Dec  3 10:00:00 dnsmasq[7]: query[A] n{n}.example from 192.168.83.10")
+        lines.append(f"Dec  3 10:00:00 dnsmasq[7]: config n{n}.example is REFUSED")
+    _, refused = egress.read_log("\n".join(lines), time.time())
+    assert [d.name for d in refused] == [f"n{n}.example" for n in range(1000)]

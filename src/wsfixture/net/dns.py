@@ -16,7 +16,13 @@ from wsfixture.retry import retry_until
 START_TIMEOUT = 5.0
 
 
-def dnsmasq_argv(gateway: str, hosts_file: Path, lab_dir: Path, upstream: str | None) -> list[str]:
+def dnsmasq_argv(
+    gateway: str, hosts_file: Path, lab_dir: Path, upstream: str | None, port: int = 53,
+    name: str = "dnsmasq",
+) -> list[str]:  # fmt: skip
+    """A lab resolver on ``gateway:port`` (``name``: its pid and log files in the lab
+    directory); without ``upstream``, lab names only. The lab's own (port 53) re-reads
+    the hosts file on SIGHUP (``reload``); another watches its directory (no signal)."""
     return [
         system.require_tool("dnsmasq"),
         "--keep-in-foreground",
@@ -25,11 +31,12 @@ def dnsmasq_argv(gateway: str, hosts_file: Path, lab_dir: Path, upstream: str | 
         *([f"--server={upstream}"] if upstream else []),
         "--no-hosts",
         "--no-poll",
-        f"--addn-hosts={hosts_file}",
+        f"--addn-hosts={hosts_file}" if port == 53 else f"--hostsdir={hosts_file.parent}",
         f"--listen-address={gateway}",
+        f"--port={port}",
         "--bind-interfaces",
-        f"--pid-file={lab_dir / 'dnsmasq.pid'}",
-        f"--log-facility={lab_dir / 'dnsmasq.log'}",
+        f"--pid-file={lab_dir / f'{name}.pid'}",
+        f"--log-facility={lab_dir / f'{name}.log'}",
         "--user=root",
         "--cache-size=0",
     ]

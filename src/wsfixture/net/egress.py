@@ -35,24 +35,41 @@ PRIVATE = (
 )  # fmt: skip
 DNS_PORTS = "{ 53, 853 }"
 DENIED_TIMEOUT = "1h"  # how long a denial stays on record
+DENIED_SIZE = 65536  # entries the record holds; a full record says so (``record_full``)
 RESOLVER_PORT_BASE = 20000
+# The lab's resolver for its offline workspaces: lab names only, no upstream. At the
+# subnet's network address's port, which is never a workspace's.
+OFFLINE_RESOLVER_PORT = RESOLVER_PORT_BASE
 
 
 def scaffold(bridge: str, gateway: str) -> str:
-    """What every lab with an uplink has for allowlists (inside ``table ip wsfixture``):
-    the maps, the ``denied`` record, the ``deny`` chain and the DNS redirection."""
+    """What every lab with an uplink has for allowlists and offline workspaces (inside
+    ``table ip wsfixture``): the maps, the ``denied`` record (every protocol: ICMP and the
+    rest with port 0), the ``deny`` chain, the DNS redirection, and the lab namespace's
+    input filter: a resolver port (``RESOLVER_PORT_BASE`` and up) answers only the
+    workspace it is for (the ``resolvers`` set), so no workspace reads another's
+    allowlist or uses another's upstream."""
     return f"""\
   map egress {{ type ipv4_addr : verdict; }}
   map dns_to {{ type ipv4_addr : ipv4_addr . inet_service; }}
+  set resolvers {{ type ipv4_addr . inet_service; }}
   set denied {{
     type ipv4_addr . ipv4_addr . inet_proto . inet_service
-    flags dynamic, timeout; timeout {DENIED_TIMEOUT}; size 65536
+    flags dynamic, timeout; timeout {DENIED_TIMEOUT}; size {DENIED_SIZE}
   }}
   chain deny {{
     meta l4proto {{ tcp, udp }} update @denied {{ ip saddr . ip daddr . meta l4proto . th dport }}
+    meta l4proto != {{ tcp, udp }} update @denied {{ ip saddr . ip daddr . meta l4proto . 0 }}
     counter
     meta l4proto tcp reject with tcp reset
     reject with icmp type admin-prohibited
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname != "{bridge}" accept
+    ct state established,related accept
+    meta l4proto {{ tcp, udp }} ip saddr . th dport @resolvers accept
+    meta l4proto {{ tcp, udp }} th dport >= {RESOLVER_PORT_BASE} counter drop
   }}
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
@@ -99,16 +116,26 @@ def restrict(ip: str, gateway: str, port: int, allowed: list[Destination]) -> st
               for i, d in enumerate(allowed) if d.domain]  # fmt: skip
     lines.append(f"{rule} goto deny")
     lines.append(f"add element {table} egress {{ {ip} : jump {chain} }}")
-    lines.append(f"add element {table} dns_to {{ {ip} : {gateway} . {port} }}")
+    lines += resolver_elements("add", ip, gateway, port)
     return "\n".join(lines) + "\n"
 
 
-def unrestrict(ip: str, allowed: list[Destination]) -> str:
+def resolver_elements(verb: str, ip: str, gateway: str, port: int) -> list[str]:
+    """The nft commands that send workspace ``ip``'s DNS to the gateway's ``port`` and
+    let only it in there (``verb``: add), or stop both (delete)."""
+    value = f" : {gateway} . {port}" if verb == "add" else ""
+    return [
+        f"{verb} element ip wsfixture dns_to {{ {ip}{value} }}",
+        f"{verb} element ip wsfixture resolvers {{ {ip} . {port} }}",
+    ]
+
+
+def unrestrict(ip: str, gateway: str, port: int, allowed: list[Destination]) -> str:
     """The nft batch that removes what ``restrict`` added."""
     table, chain = "ip wsfixture", chain_name(ip)
     lines = [
         f"delete element {table} egress {{ {ip} }}",
-        f"delete element {table} dns_to {{ {ip} }}",
+        *resolver_elements("delete", ip, gateway, port),
         f"flush chain {table} {chain}",
         f"delete chain {table} {chain}",
     ]
@@ -155,7 +182,8 @@ class Denial:
         if self.address is None:
             return f"name {self.name}: refused (not in the allowlist)"
         asked = f" ({self.name})" if self.name else ""
-        return f"{self.address}{asked} {self.protocol}/{self.port}: refused"
+        port = f"/{self.port}" if self.protocol in ("tcp", "udp") else ""
+        return f"{self.address}{asked} {self.protocol}{port}: refused"
 
 
 @dataclass(frozen=True)
@@ -183,6 +211,7 @@ def read_log(text: str, now: float) -> tuple[dict[str, list[str]], list[Denial]]
     refused (asked, then answered REFUSED by its config)."""
     resolved: dict[str, list[str]] = {}
     refused: list[Denial] = []
+    refused_names: set[str] = set()  # one denial a name: a set, or 49k names take a minute
     asked: str | None = None
     for line in text.splitlines():
         match = LOG_LINE.match(line)
@@ -192,7 +221,8 @@ def read_log(text: str, now: float) -> tuple[dict[str, list[str]], list[Denial]]
         if what.startswith("query["):
             asked = what.split("]", 1)[1].split(" from ", 1)[0].strip()
         elif what.startswith("config ") and "is REFUSED" in what and asked:
-            if not any(d.name == asked for d in refused):
+            if asked not in refused_names:
+                refused_names.add(asked)
                 refused.append(Denial(_when(match.group("when"), now), None, None, None, asked))
         elif what.startswith("reply ") and " is " in what:
             name, _, address = what.removeprefix("reply ").partition(" is ")

@@ -82,6 +82,7 @@ class Lab(Netns):
         self.hosts: dict[str, LabHost] = {}
         self._dnsmasq: subprocess.Popen[bytes] | None = None
         self._uplink: subprocess.Popen[bytes] | None = None
+        self._offline_dns: subprocess.Popen[bytes] | None = None
         self._record: ledger.Record | None = None
         self._lock = threading.Lock()
         self.state = LabState.NEW
@@ -136,6 +137,9 @@ class Lab(Netns):
         self.ip_batch(batch)
         self.run([system.require_tool("nft"), "-f", "-"], input=guard.table())
         self.sysctl(f"net.ipv4.neigh.{bridge}.retrans_time_ms", str(NEIGH_RETRANS_MS))
+        # A workspace's root may send router advertisements: the lab takes no address or
+        # route from them (one made the lab route through a workspace).
+        self.sysctl(f"net.ipv6.conf.{bridge}.accept_ra", "0")
         # Without internet the lab forwards nothing: workspaces reach each other on the bridge.
         self.sysctl("net.ipv4.ip_forward", "1" if self.uplink else "0")
         # dnsmasq first: a shared lab's other users find it as the record's first process.
@@ -143,6 +147,8 @@ class Lab(Netns):
             self._start_dns()
         if self.uplink is not None:
             self._start_uplink(self.uplink)
+            if self.network.dns:
+                self._start_offline_resolver()
 
     def _start_uplink(self, plan: uplink.Uplink) -> None:
         assert self._record is not None
@@ -158,8 +164,9 @@ class Lab(Netns):
             self._record.add_process(ref)
         # The lab's NAT rules while slirp4netns starts: both take milliseconds.
         rules = uplink.nat_rules(
-            self.network.subnet, self.network.bridge, str(self.network.gateway)
-        )
+            self.network.subnet, self.network.bridge, str(self.network.gateway),
+            uplink.own_addresses(via),
+        )  # fmt: skip
         try:
             self.run(["nft", "-f", "-"], input=rules)
         finally:
@@ -200,10 +207,10 @@ class Lab(Netns):
 
     def destroy(self) -> None:
         cleanup = Cleanup()
-        for process in (self._dnsmasq, self._uplink):  # our children: end and reap them
+        for process in (self._dnsmasq, self._offline_dns, self._uplink):  # our children
             if process is not None:
                 cleanup.attempt(f"end pid {process.pid}", system.end_process, process, 5.0)
-        self._dnsmasq = self._uplink = None
+        self._dnsmasq = self._offline_dns = self._uplink = None
         if self._record is not None:
             cleanup.add(ledger.release(self._record))
             self._record = None
@@ -232,6 +239,20 @@ class Lab(Netns):
         ref = system.ProcessRef.of(self._dnsmasq.pid)
         if ref is not None:
             self._record.add_process(ref)
+
+    def _start_offline_resolver(self) -> None:
+        """The resolver of the lab's offline workspaces: lab names only, no upstream
+        (``uplink.offline_change`` sends their DNS to it)."""
+        assert self._record is not None
+        gateway, port = str(self.network.gateway), egress.OFFLINE_RESOLVER_PORT
+        log = self.dir / "offline-dns.log"
+        argv = dns.dnsmasq_argv(gateway, self.hosts_file, self.dir, None, port, "offline-dns")
+        resolver = dns.start_process(self, argv, log, self.die_with_owner)
+        ref = system.ProcessRef.of(resolver.pid)
+        if ref is not None:
+            self._record.add_process(ref)
+        self._offline_dns = resolver
+        dns.wait_answering(self, resolver, gateway, port, log)
 
     def _reload_dns(self) -> None:
         """Make dnsmasq re-read the hosts file (it may belong to another process)."""
@@ -299,7 +320,8 @@ class Lab(Netns):
             self._write_hosts()
         self._reload_dns()
         if self.uplink is not None and not online:
-            self.run(["nft", uplink.offline_change(host.ip, offline=True)])
+            batch = uplink.offline_change(host.ip, str(self.network.gateway), offline=True)
+            self.run(["nft", "-f", "-"], input=batch)
 
     def guard_port(self, ifname: str, mac: str, ip: str) -> None:
         """Admit only ``mac`` and ``ip`` from bridge port ``ifname`` (``net.guard``); call
@@ -346,7 +368,10 @@ class Lab(Netns):
 
     def unrestrict_egress(self, ip: str, entries: tuple[str, ...]) -> None:
         """Remove ``restrict_egress``'s rules (the caller ends the resolver)."""
-        batch = egress.unrestrict(ip, allowlist.destinations(entries))
+        port = egress.resolver_port(ip, self.network.subnet)
+        batch = egress.unrestrict(
+            ip, str(self.network.gateway), port, allowlist.destinations(entries)
+        )
         self.run(["nft", "-f", "-"], input=batch, check=False)
 
     def remove_host(self, name: str) -> None:
@@ -359,7 +384,8 @@ class Lab(Netns):
         if host is not None:
             self.forget_neighbour(host.ip)
             if self.uplink is not None:
-                self.run(["nft", uplink.offline_change(host.ip, offline=False)], check=False)
+                batch = uplink.offline_change(host.ip, str(self.network.gateway), offline=False)
+                self.run(["nft", "-f", "-"], input=batch, check=False)
 
     def _write_hosts(self) -> None:
         """Rewrite hosts file, known_hosts and ssh_config from ``self.hosts``."""

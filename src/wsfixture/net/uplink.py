@@ -5,7 +5,11 @@ whose far end is a process: what leaves the lab leaves as that process's own soc
 the namespace the process runs in. So there is no change to the root namespace at all: no
 ip_forward, no firewall rule, no route there. Inside the lab, the workspace subnet is
 masqueraded to the TAP and forwarded; workspaces that must stay off are in an nftables set
-that is dropped. `--disable-host-loopback` keeps the host's 127.0.0.0/8 out of reach.
+that is dropped. `--disable-host-loopback` keeps the host's 127.0.0.0/8 out of reach; the
+rest of the host is the ``host`` set, refused to every workspace: the addresses of the
+namespace slirp4netns runs in (read as it starts: a connection from slirp4netns to one of
+them is the host talking to itself, to any service bound to 0.0.0.0) and 169.254.0.0/16
+(a cloud's instance metadata and its credentials).
 Chosen over pasta (passt) because it is the packaged, settled one here and has that switch
 and a ready signal; pasta's Debian 12 build is a 2023 snapshot.
 
@@ -17,6 +21,7 @@ namespace's resolv.conf in place), so no test packet leaves the machine.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import select
 import subprocess
@@ -56,19 +61,26 @@ def plan(subnet: ipaddress.IPv4Network) -> Uplink:
     raise LabError(str(subnet), "no uplink subnet left that does not overlap the lab's")
 
 
-def nat_rules(subnet: ipaddress.IPv4Network, bridge: str, gateway: str) -> str:
+LINK_LOCAL = "169.254.0.0/16"
+
+
+def nat_rules(subnet: ipaddress.IPv4Network, bridge: str, gateway: str, host: list[str]) -> str:
     """The lab's nftables ruleset: masquerade the workspaces to the uplink, forward what
-    they start (and its replies), drop the workspaces in the ``offline`` set, hold those
-    with an allowlist to it (``net.egress``). Traffic between workspaces is bridged, but
-    where br_netfilter is loaded it passes this hook as well: it is accepted first."""
+    they start (and its replies), drop the workspaces in the ``offline`` set, refuse the
+    ``host`` (its own addresses, and link-local) to all, hold those with an allowlist to
+    it (``net.egress``). Traffic between workspaces is bridged, but where br_netfilter is
+    loaded it passes this hook as well: it is accepted first."""
+    refused = ", ".join([LINK_LOCAL, *host])
     return f"""\
 table ip wsfixture {{
   set offline {{ type ipv4_addr; }}
+  set host {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {refused} }} }}
 {egress.scaffold(bridge, gateway)}
   chain forward {{
     type filter hook forward priority filter; policy drop;
     iifname "{bridge}" oifname "{bridge}" accept
     iifname "{bridge}" oifname "{INTERFACE}" ip saddr @offline drop
+    iifname "{bridge}" oifname "{INTERFACE}" ip daddr @host goto deny
     {egress.forward_rule(bridge, INTERFACE)}
     iifname "{bridge}" oifname "{INTERFACE}" ip saddr {subnet} accept
     iifname "{INTERFACE}" oifname "{bridge}" ct state established,related accept
@@ -81,10 +93,27 @@ table ip wsfixture {{
 """
 
 
-def offline_change(ip: str, offline: bool) -> str:
-    """The nft command that puts a workspace's address into the offline set, or out."""
+def offline_change(ip: str, gateway: str, offline: bool) -> str:
+    """The nft batch that puts a workspace's address into the offline set, its DNS to the
+    lab's resolver without upstream (lab names only: no channel out in DNS labels), or
+    both back."""
     verb = "add" if offline else "delete"
-    return f"{verb} element ip wsfixture offline {{ {ip} }}"
+    port = egress.OFFLINE_RESOLVER_PORT
+    lines = [f"{verb} element ip wsfixture offline {{ {ip} }}",
+             *egress.resolver_elements(verb, ip, gateway, port)]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def own_addresses(via: str | None) -> list[str]:
+    """The IPv4 addresses of the namespace the uplink runs in (``via``, or the root one):
+    what a workspace must not reach through it. Read, never changed."""
+    argv = ["ip", *(["-netns", via] if via else []), "-json", "-4", "addr", "show"]
+    try:
+        links = json.loads(system.run(argv) or "[]")
+    except (system.HostCommandError, ValueError) as exc:
+        raise LabError(via or "root namespace", f"cannot read its addresses: {exc}") from None
+    return sorted({a["local"] for link in links for a in link.get("addr_info", [])
+                   if a.get("family") == "inet" and "local" in a})  # fmt: skip
 
 
 def argv(netns_path: Path, uplink: Uplink, ready_fd: int, via: str | None) -> list[str]:
