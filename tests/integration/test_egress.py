@@ -33,6 +33,7 @@ from tests.support.world import (
     World,
 )
 from tests.support.world import world as make_world
+from wsfixture.host import logcap
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net import egress
 from wsfixture.net.lab import Lab
@@ -241,3 +242,41 @@ def test_a_resolver_answers_only_the_workspace_it_is_for(
     with lifted(lab, f"resolvers {{ {open_.ip} . {port} }}", add=True):
         assert open_.succeed(ask).startswith("ANSWERED"), "the attack is real without the guard"
     assert open_.succeed(ask).startswith("FAILED"), "put back"
+
+
+MANY_QUERIES = """python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+for n in range(int(sys.argv[2])):
+    name = f"q{n}.flood.test"
+    s.sendto(bytes.fromhex("abcd01000001000000000000") + b"".join(
+        bytes([len(p)]) + p.encode() for p in name.split(".")) + bytes.fromhex("0000010001"),
+        (sys.argv[1], 53))
+    s.recv(512)
+' """
+
+
+def test_a_workspace_asking_without_end_fills_no_disk(
+    setup: tuple[Config, Lab, World], trio: tuple[Workspace, ...]
+) -> None:
+    """Each refused name is two lines of its resolver's query log, on the host's disk:
+    held to its limit (the limit put back after)."""
+    config, _, _ = setup
+    _, held, _ = trio
+    assert held.log_cap is not None
+    log = held.runtime_dir / "egress-dns.log"
+    before, held.log_cap.limit = held.log_cap.limit, 64 * 1024
+    cuts = held.log_cap.cuts
+    try:
+        held.succeed(MANY_QUERIES + f"{config.network.gateway} 3000", timeout=120)
+        held.log_cap.stop()  # its last look, then on again as the handle had it
+        assert held.log_cap.cuts > cuts, "the queries (~480 KB of log) reached the log"
+        assert log.stat().st_size + logcap.previous(log).stat().st_size <= 96 * 1024
+        record = held.egress()
+        assert record is not None
+        names = [d.name for d in record.denied]
+        assert "q2999.flood.test" in names, "the newest are kept"
+        assert "q0.flood.test" not in names, "the oldest went"
+    finally:
+        held.log_cap = logcap.LogCap([held.console_log, log], before).start()

@@ -209,3 +209,9 @@ def test_a_cold_booted_vm_refuses_a_checkpoint_and_makes_nothing(vm: Workspace) 
     assert "cold boot (snapshot = 'off')" in str(refused.value)
     assert vm.checkpoints() == []
     assert not vm.checkpoint_store.root.exists()
+
+
+def test_a_vm_flooding_its_serial_port_fills_no_disk(vm: Workspace) -> None:
+    from tests.reliability.test_security import console_flood
+
+    console_flood(vm, "/dev/ttyS0", 6, 1 * 2**20)

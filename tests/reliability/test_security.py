@@ -13,7 +13,7 @@ from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture import checks
 from wsfixture.copying import CopyError
-from wsfixture.host import keys
+from wsfixture.host import keys, logcap
 from wsfixture.model.shares import STANDARD_SHARES
 from wsfixture.remote import SshSession
 from wsfixture.workspace import Workspace
@@ -152,3 +152,26 @@ def test_a_directory_copies_out_with_its_links_as_links(ws: Workspace, tmp_path:
         assert (done.files, done.bytes) == (3, 4)
     finally:
         ws.succeed("rm -rf ~/tree")
+
+
+def console_flood(ws: Workspace, device: str, mib: int, limit: int) -> None:
+    """Root in ``ws`` writes ``mib`` MiB to its console ``device`` while the handle holds
+    the log to ``limit``: the log and its kept half stay near the limit (the flood's own
+    rate past it, between two looks), and the flood is really in the log (it was cut, and
+    its tail is the flood's). The handle's limit is put back."""
+    assert ws.log_cap is not None
+    before, ws.log_cap.limit = ws.log_cap.limit, limit
+    cuts = ws.log_cap.cuts
+    try:
+        ws.succeed(f"doas -n sh -c 'yes wsfixture-flood | head -c {mib}M > {device}'", timeout=120)
+        held = ws.console_log.stat().st_size + logcap.previous(ws.console_log).stat().st_size
+        assert ws.log_cap.cuts - cuts >= mib * 2**20 // limit // 2, "the flood reached the log"
+        assert held < limit * 2 + 48 * 2**20, held
+        assert b"wsfixture-flood" in logcap.read_tail(ws.console_log, 4096)
+    finally:
+        ws.log_cap.limit = before
+
+
+def test_a_container_flooding_its_console_fills_no_disk(ws: Workspace) -> None:
+    """1200 MiB went into the log against disk = 1G before it was held."""
+    console_flood(ws, "/dev/console", 96, 2 * 2**20)

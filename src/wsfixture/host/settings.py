@@ -41,6 +41,9 @@ class Settings:
     # An explicit Debian mirror for image builds, for hosts whose apt reaches Debian through
     # another address than mmdebstrap's default.
     mirror: str | None = None
+    # Bytes each log a guest writes (console, serial, query log) is held to, beside the
+    # half of it kept in ``<log>.1`` (host.logcap).
+    log_max: int = 16 * 2**20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

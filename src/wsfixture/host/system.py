@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from wsfixture.errors import PrerequisiteError, WsfixtureError
-from wsfixture.host import setup
+from wsfixture.host import logcap, setup
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
@@ -221,11 +221,9 @@ def _removal_failed(
 
 def tail(path: Path, lines: int = 40) -> str:
     """The last ``lines`` lines of a log file, or a note that it does not exist."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    if not path.exists():
         return f"(no log at {path})"
+    data = logcap.read_tail(path, 64 * 1024)  # a log the guest writes may be long
     if not data.strip():
         return f"({path} is empty)"
-    text = data[-64 * 1024 :].decode(errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])

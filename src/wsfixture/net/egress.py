@@ -194,6 +194,16 @@ class Record:
     allowlist: tuple[str, ...]
     resolved: dict[str, list[str]]
     denied: list[Denial]
+    full: bool = False  # the lab's record of refusals is full: newer ones were not kept
+
+    @property
+    def note(self) -> str | None:
+        if not self.full:
+            return None
+        return (
+            f"the lab's record of refused connections is full ({DENIED_SIZE} entries, each "
+            f"kept {DENIED_TIMEOUT}): refusals since were enforced, not recorded"
+        )
 
 
 def _when(stamp: str, now: float) -> float:
@@ -233,13 +243,18 @@ def read_log(text: str, now: float) -> tuple[dict[str, list[str]], list[Denial]]
     return resolved, refused
 
 
-def read_denied(nft_json: str, ip: str, now: float, names: dict[str, list[str]]) -> list[Denial]:
+def read_denied(
+    nft_json: str, ip: str, now: float, names: dict[str, list[str]]
+) -> tuple[list[Denial], bool]:
     """``ip``'s entries of the ``denied`` set (``nft -j list set``), each with when it was
-    last refused and the name that resolved to its address, if one did."""
+    last refused and the name that resolved to its address, if one did; and whether the
+    set is full (a refusal then goes unrecorded)."""
     by_address = {address: name for name, found in names.items() for address in found}
     denied = []
+    entries = 0
     for item in json.loads(nft_json).get("nftables", []):
         for element in item.get("set", {}).get("elem", []):
+            entries += 1
             inner = element.get("elem", {})
             source, address, protocol, port = inner.get("val", {}).get("concat", [None] * 4)
             if source != ip:
@@ -247,4 +262,4 @@ def read_denied(nft_json: str, ip: str, now: float, names: dict[str, list[str]])
             expires = inner.get("expires", 0)
             when = now - (inner.get("timeout", 3600) - expires)
             denied.append(Denial(when, address, protocol, port, by_address.get(address)))
-    return denied
+    return denied, entries >= DENIED_SIZE

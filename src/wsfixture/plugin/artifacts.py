@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wsfixture.host import logcap
 from wsfixture.workspace.commands import journal_command
 
 if TYPE_CHECKING:
@@ -91,9 +92,7 @@ def parts_of(ws: Workspace, since: int) -> dict[str, Callable[[], str]]:
 
 
 def console_tail(ws: Workspace) -> str:
-    with open(ws.console_log, "rb") as console:
-        console.seek(max(0, console.seek(0, os.SEEK_END) - CONSOLE_CAP))
-        return console.read().decode(errors="replace")
+    return logcap.read_tail(ws.console_log, CONSOLE_CAP).decode(errors="replace")
 
 
 def inside(ws: Workspace, command: str) -> str:

@@ -55,7 +55,8 @@ def denials(ws: Workspace, last: int = 20) -> str | None:
         return f"(could not read: {type(exc).__name__}: {exc})"
     if record is None or not record.denied:
         return None
-    return "\n".join(str(d) for d in record.denied[-last:])
+    said = [str(d) for d in record.denied[-last:]]
+    return "\n".join([*said, *([record.note] if record.note else [])])
 
 
 def report_style(config: pytest.Config) -> str:

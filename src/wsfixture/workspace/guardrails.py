@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsfixture.errors import OvercommitError
-from wsfixture.host import virt
+from wsfixture.host import logcap, settings, virt
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net import egress as egress_rules
 from wsfixture.net.lab import Lab
@@ -58,14 +58,16 @@ class Guardrails:
             return None
         now = time.time()
         log = self.runtime_dir / "egress-dns.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
+        text = logcap.read_tail(log, 2 * settings.current().log_max).decode(errors="replace")
         resolved, refused_names = egress_rules.read_log(text, now)
         listed = self.lab.run(["nft", "-j", "list", "set", "ip", "wsfixture", "denied"], False)
-        denied = (
-            egress_rules.read_denied(listed, str(self.spec.ip), now, resolved) if listed else []
+        denied, full = (
+            egress_rules.read_denied(listed, str(self.spec.ip), now, resolved)
+            if listed
+            else ([], False)
         )
         every = sorted([*refused_names, *denied], key=lambda d: d.when)
-        return egress_rules.Record(allowed, resolved, every)
+        return egress_rules.Record(allowed, resolved, every, full)
 
     def out_of_memory(self) -> str | None:
         """What a report says once the OOM killer ended one of its processes: "killed: out

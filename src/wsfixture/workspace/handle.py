@@ -26,7 +26,7 @@ from wsfixture.cleanup import Cleanup
 from wsfixture.copying import Copied
 from wsfixture.errors import CleanupError, ReadyTimeout, StartError, WorkspaceGone
 from wsfixture.guest import identity
-from wsfixture.host import keys, ledger, system
+from wsfixture.host import keys, ledger, logcap, settings, system
 from wsfixture.image import osinfo
 from wsfixture.image.build import Progress
 from wsfixture.image.recipe import Image
@@ -94,6 +94,8 @@ class Workspace(Commands, Guardrails, Checkpoints):
         # Its own resolver, where an allowlist holds it (``net.egress``).
         self.egress_resolver: subprocess.Popen[bytes] | None = None
         self.forwards: list[PortForward] = []
+        # The logs its guest writes, held to settings.log_max while this handle owns it.
+        self.log_cap: logcap.LogCap | None = None
 
     # -- identity ------------------------------------------------------------------------
 
@@ -172,8 +174,10 @@ class Workspace(Commands, Guardrails, Checkpoints):
         info = ledger.workspace_info(record)
         record.update(dataclasses.replace(info, ip=host.ip, user=host.user, host_key=host.host_key))
         self.lab.add_host(host, online=self.online)
+        self.log_cap = logcap.LogCap([self.console_log], settings.current().log_max).start()
         if (allowed := self.allowlist) is not None and self.online:
             log = self.runtime_dir / "egress-dns.log"
+            self.log_cap.watch(log)
             self.egress_resolver = self.lab.restrict_egress(self.ip, allowed, record, log)
         ctx = BackendContext(
             config=self.config,
@@ -256,15 +260,22 @@ class Workspace(Commands, Guardrails, Checkpoints):
         if machine is not None:
             self._record.owner = machine
             self._record.save()
+        self._stop_log_cap()  # no process of ours holds its logs now
         if self.session is not None:
             self.session.close()
         self._record = None
         self.backend = None
         self.state = WorkspaceState.DETACHED
 
+    def _stop_log_cap(self) -> None:
+        if self.log_cap is not None:
+            self.log_cap.stop()
+            self.log_cap = None
+
     def _release(self, orderly: bool = True, discard: bool = False) -> None:
         cleanup = Cleanup()
         attempt = cleanup.attempt
+        attempt("stop holding its logs", self._stop_log_cap)
         for forward in self.forwards:
             attempt(f"close {forward!r}", forward.close)
         self.forwards.clear()

@@ -164,7 +164,7 @@ def qemu_argv(
         "-device", f"virtio-rng-{dev}",
         "-fw_cfg", f"name={seed.SEED_FW_CFG},file={boot.seed}",
         "-chardev", f"socket,id=ser0,path={sockets / SERIAL_SOCKET},server=on,wait=off,"
-        f"logfile={boot.console_log or console_log}",
+        f"logfile={boot.console_log or console_log},logappend=on",  # logcap cuts it
         "-serial", "chardev:ser0",
         "-qmp", f"unix:{sockets / QMP_SOCKET},server=on,wait=off",
         "-sandbox", SANDBOX,

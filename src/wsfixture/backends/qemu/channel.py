@@ -15,6 +15,7 @@ from wsfixture.host import system
 from wsfixture.retry import retry_until
 
 CONNECT_TIMEOUT = 30.0
+LINE_LIMIT = 1 << 16  # the agent's longest line is its JSON reply: a few hundred bytes
 
 
 @contextlib.contextmanager
@@ -60,6 +61,8 @@ def read_line(
     deadline = time.monotonic() + timeout
     data = b""
     while b"\n" not in data:
+        if len(data) > LINE_LIMIT:
+            raise TemplateError(f"the guest sent a line of over {LINE_LIMIT} bytes: refused")
         if time.monotonic() > deadline:
             said = f"the guest said nothing within {timeout:.0f}s ({data!r})"
             raise TemplateError(f"{said}\n{system.tail(console_log, 10)}")

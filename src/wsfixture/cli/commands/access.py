@@ -176,6 +176,7 @@ def cmd_egress(args: argparse.Namespace) -> int:
             "allowlist": list(record.allowlist),
             "resolved": record.resolved,
             "denied": [dataclasses.asdict(d) for d in record.denied],
+            "full": record.full,
         }
         say(json.dumps(data))
         return 0
@@ -184,4 +185,6 @@ def cmd_egress(args: argparse.Namespace) -> int:
         say(f"allowed   {name}: {', '.join(addresses)}")
     for denial in record.denied:
         say(f"denied    {time.strftime('%H:%M:%S', time.localtime(denial.when))} {denial}")
+    if record.note:
+        say(f"note: {record.note}")
     return 0
