@@ -82,3 +82,45 @@ def test_journal_is_the_one_journalctl_line() -> None:
     ws = Scripted(lambda cmd, n: (0, "log\n", ""))
     assert ws.journal(7) == "log\n"
     assert ws.asked[0][0] == "doas -n journalctl -b --no-pager -n 7"
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (b"[1, 2]\n", "one JSON object, not list"),
+        (b'"rollback"\n', "one JSON object, not str"),
+        (b"{not json\n", "one JSON object ("),
+        (b'{"verb": "rollback", "tag": ["a"]}\n', "tag: text"),
+        (b"[" * 100_000, "at most 65536 bytes"),
+    ],
+)
+def test_a_control_request_that_is_not_one_is_answered_as_such(line: bytes, said: str) -> None:
+    from wsfixture.cli import control
+
+    problem = control.parse_request(line)
+    assert isinstance(problem, str)
+    assert said in problem
+
+
+def test_a_control_request_that_is_one_passes() -> None:
+    from wsfixture.cli import control
+
+    assert control.parse_request(b'{"verb": "rollback", "tag": "t1"}\n') == {
+        "verb": "rollback",
+        "tag": "t1",
+    }
+    assert control.parse_request(b"") == {}
+
+
+def test_a_guests_console_reaches_the_terminal_without_its_escapes() -> None:
+    from wsfixture.cli.commands.access import for_terminal
+
+    hostile = (
+        "\x1b]0;owned title\x07boot \x1b[1;32mOK\x1b[0m\r\n"
+        "\x1b]52;c;ZWNobyBwd25lZA==\x07copied \x1bP+q\x1b\\dcs \x1b[2J\x1b[Hcleared \x9b31m\tend\n"
+    )
+    assert for_terminal(hostile, colours=True) == (
+        "boot \x1b[1;32mOK\x1b[0m\ncopied dcs cleared 31m\tend\n"
+    )
+    assert for_terminal(hostile, colours=False) == "boot OK\ncopied dcs cleared 31m\tend\n"
+    assert for_terminal("plain text\n", colours=True) == "plain text\n"  # control

@@ -427,3 +427,20 @@ def test_allowlist_entries_and_their_network_are_checked_before_anything_starts(
          "workspaces": {"a": {"type": "container", "ip": "192.168.83.10"}}}
     )  # fmt: skip
     assert config.network.internet == ("github.com",)
+
+
+@pytest.mark.parametrize(
+    "root", ["/etc", "/", "/usr/local/state", "/var/lib/dpkg/x", "/etc/../etc"]
+)
+def test_a_state_root_in_a_system_directory_is_refused(root: str) -> None:
+    """stateRoot = "/etc" with a workspace named "ssh" was /etc/ssh, written as root."""
+    with pytest.raises(ConfigError, match="is a system directory of the host") as info:
+        config_from_dict({"defaults": {"stateRoot": root}, "workspaces": {"ssh": {}}})
+    assert "defaults.stateRoot" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "root", ["/srv/state", "/var/lib/wsfixture-state", "~/sandboxed", "/etcetera"]
+)
+def test_a_state_root_elsewhere_is_taken(root: str) -> None:
+    assert config_from_dict({"defaults": {"stateRoot": root}}).state_root().name

@@ -38,6 +38,10 @@ def test_entries_mean_what_they_say(text: str, meant: Destination) -> None:
         ("pypi.org:0", "port out of range"),
         ("pypi.org:70000", "port out of range"),
         ("2001:db8::1", "neither"),
+        ("0.0.0.0/0", "covers every private range at once"),
+        ("0.0.0.0/1:443", "covers every private range at once"),
+        ("198.51.100.0/24:53", "names port 53, DNS's"),
+        ("dns.example:853", "names port 853"),
     ],
 )
 def test_bad_entries_say_why(text: str, problem: str) -> None:

@@ -25,12 +25,29 @@ from wsfixture.workspace import Workspace
 SOCKET = "control.sock"
 REQUEST_TIMEOUT = 600.0  # a rollback of a VM under TCG with others about, at most
 VERBS = ("checkpoint", "rollback", "checkpoints", "delete")
+REQUEST_LIMIT = 1 << 16
 
 logger = logging.getLogger("wsfixture.cli")
 
 
 def socket_path(lab: str, name: str) -> Path:
     return settings.current().labs_dir / lab / name / SOCKET
+
+
+def parse_request(line: bytes) -> dict[str, Any] | str:
+    """One request line as a request (a JSON object whose ``tag``, if any, is text), or
+    what is wrong with it: a client is any local root process, and is read as such."""
+    if len(line) > REQUEST_LIMIT:
+        return f"a request is one line of at most {REQUEST_LIMIT} bytes"
+    try:
+        request = json.loads(line or b"{}")
+    except (ValueError, RecursionError) as exc:
+        return f"a request is one JSON object ({exc})"
+    if not isinstance(request, dict):
+        return f"a request is one JSON object, not {type(request).__name__}"
+    if not isinstance(request.get("tag", ""), str | None):
+        return f"tag: text, not {request['tag']!r:.40}"
+    return request
 
 
 def handle(ws: Workspace, request: dict[str, Any]) -> dict[str, Any]:
@@ -77,9 +94,12 @@ def serve(ws: Workspace, lock: threading.Lock, stop: threading.Event) -> threadi
                     continue
                 with conn, conn.makefile("rwb") as stream:
                     try:
-                        request = json.loads(stream.readline() or b"{}")
-                        with lock:
-                            answer = handle(ws, request)
+                        request = parse_request(stream.readline(REQUEST_LIMIT + 1))
+                        if isinstance(request, str):
+                            answer = {"ok": False, "error": request}
+                        else:
+                            with lock:
+                                answer = handle(ws, request)
                     except Exception as exc:  # the supervisor goes on; the client hears why
                         logger.exception("control request failed")
                         answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

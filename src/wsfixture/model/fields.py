@@ -352,10 +352,22 @@ def string_list(
     return declared((), doc=doc, parse=parse, schema=schema, to_data=list, **extra)
 
 
-def path(default: Path, doc: str, prefixes: tuple[str, ...] = (), **extra: Any) -> Any:
+# The host's own directories: a state root there would make "<root>/<workspace name>" one
+# of them (stateRoot = "/etc" and a workspace "ssh" is /etc/ssh, written as root).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
+               "/run", "/sbin", "/sys", "/usr", "/var/lib/dpkg", "/var/lib/apt")  # fmt: skip
+
+
+def path(
+    default: Path, doc: str, prefixes: tuple[str, ...] = (), not_system: bool = False,
+    **extra: Any,
+) -> Any:  # fmt: skip
     """A host path (``host_path``); ``prefixes``: it must not be relative to the reader's
-    working directory (an absolute, ~ or config-relative path)."""
+    working directory (an absolute, ~ or config-relative path); ``not_system``: neither
+    ``/`` nor in one of the host's ``SYSTEM_DIRS``."""
     allowed = RELATIVE_ALLOWED if prefixes else "a directory path"
+    if not_system:
+        allowed += f", not / nor under {', '.join(SYSTEM_DIRS)}"
 
     def parse(value: object, where: str, ctx: Context) -> Any:
         if not isinstance(value, str) or not value.strip():
@@ -365,12 +377,22 @@ def path(default: Path, doc: str, prefixes: tuple[str, ...] = (), **extra: Any) 
         if resolved is None and prefixes:
             ctx.issues.add(where, "is not an absolute host path", value, allowed)
             return INVALID
+        if not_system and is_system_dir(resolved or Path(value)):
+            ctx.issues.add(where, "is a system directory of the host", value, allowed)
+            return INVALID
         return resolved or Path(value)
 
     schema: dict[str, Any] = {"type": "string", "pattern": r"\S"}
     return declared(
         default, doc=doc, parse=parse, schema=schema, to_data=str, allowed=allowed, **extra
     )
+
+
+def is_system_dir(path: Path) -> bool:
+    """``/``, or a path in one of the host's ``SYSTEM_DIRS`` (as written: the config is
+    the user's, and this guards against a slip, not a link)."""
+    seen = Path(os.path.normpath(path.expanduser()))
+    return seen == Path("/") or any(seen == Path(d) or Path(d) in seen.parents for d in SYSTEM_DIRS)
 
 
 def file_map(doc: str) -> Any:

@@ -192,8 +192,9 @@ class Defaults:
         "Debian packages every workspace gets", PACKAGE_RE, "Debian package names"
     )
     state_root: Path = fields.path(
-        Path("~/sandboxed"), "where each workspace keeps <name>/{workspace,ssh-host-keys,...}"
-    )
+        Path("~/sandboxed"), "where each workspace keeps <name>/{workspace,ssh-host-keys,...}",
+        not_system=True,
+    )  # fmt: skip
     release: str = fields.choice(
         DEFAULT_RELEASE, "the Debian release every workspace's image is built from", RELEASES
     )

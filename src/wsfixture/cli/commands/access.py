@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsfixture import checks, copying
@@ -28,9 +29,22 @@ from wsfixture.workspace.commands import journal_command
 if TYPE_CHECKING:
     pass
 
-# Colours and cursor moves of a console; a serial console also has broken ones (ESC[ cut
-# short where systemd shortened a line), which go as well.
-ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]?|[()][0-9A-Za-z]|[@-Z\\-_])?")
+# A guest writes its console; `logs` shows it on the user's terminal. Every escape and
+# control character goes (OSC: window titles, OSC 52 clipboard writes; DCS; cursor moves;
+# C1 controls; broken ones, an ESC[ cut short where systemd shortened a line), but tabs,
+# newlines and, on a terminal, colours (SGR).
+TERMINAL_ESCAPE = re.compile(
+    r"\x1b[\]P^_X][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC, DCS, PM, APC, SOS: to BEL or ST
+    r"|\x1b\[[0-9;?]*[ -/]*[@-~]?"  # CSI
+    r"|\x1b.?"  # any other escape
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"  # C0 but tab and newline, DEL, C1
+)
+SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def for_terminal(text: str, colours: bool) -> str:
+    """``text`` as a guest wrote it, safe to print: no escape but colours (``colours``)."""
+    return TERMINAL_ESCAPE.sub(lambda m: m[0] if colours and SGR.fullmatch(m[0]) else "", text)
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
@@ -105,16 +119,33 @@ def cmd_logs(args: argparse.Namespace) -> int:
         # The journal has every service's output; the console is there for a workspace
         # that never got as far as sshd.
         if args.console:
-            os.execvp("tail", ["tail", "-n", str(args.lines), "-F", str(console)])
+            return follow_console(console, args.lines)
         os.execvp("ssh", [*ssh, journal_command(args.lines, follow=True)])
     tail = system.tail(console, args.lines)
-    say(tail if sys.stdout.isatty() else ANSI_ESCAPE.sub("", tail))
+    say(for_terminal(tail, colours=sys.stdout.isatty()))
     if args.console:
         return 0
     result = subprocess.run(
         [*ssh, journal_command(args.lines)], capture_output=True, text=True, timeout=60, check=False
     )
     say(f"--- journal of {args.name} ---\n{result.stdout or result.stderr}")
+    return 0
+
+
+def follow_console(console: Path, lines: int) -> int:
+    """``tail -F`` of a console, each line made safe for the terminal, until Ctrl-C."""
+    colours = sys.stdout.isatty()
+    argv = ["tail", "-n", str(lines), "-F", str(console)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, errors="replace") as tail:
+        assert tail.stdout is not None
+        try:
+            for line in tail.stdout:
+                sys.stdout.write(for_terminal(line, colours))
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            system.end_process(tail, 2.0)
     return 0
 
 
