@@ -124,3 +124,17 @@ def test_a_guests_console_reaches_the_terminal_without_its_escapes() -> None:
     )
     assert for_terminal(hostile, colours=False) == "boot OK\ncopied dcs cleared 31m\tend\n"
     assert for_terminal("plain text\n", colours=True) == "plain text\n"  # control
+
+
+def test_hosts_in_the_root_namespace_only_for_addresses_routed_there() -> None:
+    from wsfixture.cli.commands.config import off_the_machine
+
+    via = '[{"dst":"192.168.83.10","gateway":"192.0.2.1","dev":"eth0","prefsrc":"192.0.2.2"}]'
+    assert off_the_machine("192.168.83.10", via) == (
+        "the root namespace reaches 192.168.83.10 only through 192.0.2.1 on eth0"
+    )
+    assert (
+        off_the_machine("192.168.83.10", "") == "the root namespace has no route to 192.168.83.10"
+    )
+    on_link = '[{"dst":"192.168.83.10","dev":"wsbr0","prefsrc":"192.168.83.1"}]'
+    assert off_the_machine("192.168.83.10", on_link) is None  # a lab kept in the root namespace

@@ -24,15 +24,15 @@ def previous(path: Path) -> Path:
     return path.with_name(f"{path.name}.1")
 
 
-def trim(path: Path, limit: int) -> bool:
+def trim(path: Path, limit: int) -> int:
     """If ``path`` is over ``limit`` bytes: its last ``limit // 2`` into ``<path>.1``, and
-    ``path`` emptied. Whether it was cut."""
+    ``path`` emptied. The bytes it held when cut (0: not cut)."""
     try:
         size = path.stat().st_size
     except OSError:
-        return False
+        return 0
     if size <= limit:
-        return False
+        return 0
     keep = limit // 2
     with open(path, "rb") as log:
         log.seek(max(0, size - keep))
@@ -41,7 +41,7 @@ def trim(path: Path, limit: int) -> bool:
     partial.write_bytes(kept)
     partial.replace(previous(path))
     os.truncate(path, 0)
-    return True
+    return size
 
 
 def read_tail(path: Path, size: int) -> bytes:
@@ -61,7 +61,7 @@ class LogCap:
     def __init__(self, paths: list[Path], limit: int) -> None:
         self.paths = list(paths)
         self.limit = limit
-        self.cuts = 0
+        self.cut_bytes = 0  # what the logs held when they were cut, together
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wsfixture-logcap", daemon=True)
 
@@ -76,7 +76,7 @@ class LogCap:
         while not self._stop.wait(EVERY):
             for path in list(self.paths):
                 with contextlib.suppress(OSError):  # a log that went with its workspace
-                    self.cuts += trim(path, self.limit)
+                    self.cut_bytes += trim(path, self.limit)
 
     def stop(self) -> None:
         self._stop.set()
@@ -84,4 +84,4 @@ class LogCap:
             self._thread.join(5)
         for path in self.paths:  # a last look: what was written since
             with contextlib.suppress(OSError):
-                self.cuts += trim(path, self.limit)
+                self.cut_bytes += trim(path, self.limit)

@@ -14,6 +14,9 @@ from wsfixture.net.netns import Netns
 from wsfixture.retry import retry_until
 
 START_TIMEOUT = 5.0
+# Every workspace of a lab reaches its resolvers: they drop root once their files are open
+# (a resolver's nftset keeps CAP_NET_ADMIN, all it needs; nothing else of root's).
+UNPRIVILEGED = ("--user=nobody", "--group=nogroup")
 
 
 def dnsmasq_argv(
@@ -37,7 +40,7 @@ def dnsmasq_argv(
         "--bind-interfaces",
         f"--pid-file={lab_dir / f'{name}.pid'}",
         f"--log-facility={lab_dir / f'{name}.log'}",
-        "--user=root",
+        *UNPRIVILEGED,
         "--cache-size=0",
     ]
 

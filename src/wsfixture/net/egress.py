@@ -152,7 +152,8 @@ def resolver_argv(
     argv = [
         dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
         "--no-poll", f"--hostsdir={hosts_dir}", f"--listen-address={gateway}", f"--port={port}",
-        "--bind-interfaces", "--user=root", "--log-queries", f"--log-facility={log}",
+        "--bind-interfaces", "--user=nobody", "--group=nogroup", "--log-queries",
+        f"--log-facility={log}",
     ]  # fmt: skip
     for index, d in enumerate(allowed):
         if d.domain is None:

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsfixture.cli import hostsfile
+from wsfixture.cli.lookup import UsageError
 from wsfixture.cli.output import say
 from wsfixture.cli.persistent import (
     alias_lines,
 )
+from wsfixture.host import system
 from wsfixture.model import derive, schema
 from wsfixture.model.config import load_config
 from wsfixture.model.plan import plan, render_text
@@ -45,6 +47,24 @@ def cmd_aliases(args: argparse.Namespace) -> int:
     return 0
 
 
+def off_the_machine(ip: str, route_json: str) -> str | None:
+    """Why the root namespace's route to ``ip`` (``ip -json route get``) leaves the
+    machine (through a gateway, or none at all); None for a route on a link of its own
+    (a lab kept in the root namespace: its bridge)."""
+    try:
+        routes = json.loads(route_json or "[]")
+    except ValueError:
+        routes = []
+    route = routes[0] if routes and isinstance(routes[0], dict) else None
+    if route is None:
+        return f"the root namespace has no route to {ip}"
+    if route.get("gateway"):
+        return (
+            f"the root namespace reaches {ip} only through {route['gateway']} on {route.get('dev')}"
+        )
+    return None
+
+
 def cmd_hosts(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     entries = [derive.hosts_line(s.name, str(s.ip)) for s in config.workspaces.values()]
@@ -55,6 +75,14 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         target = Path(args.file)
     elif args.root_namespace:
         target = Path("/etc/hosts")
+        routes = {str(s.ip): system.run(["ip", "-json", "route", "get", str(s.ip)], check=False)
+                  for s in config.workspaces.values()}  # fmt: skip
+        if problems := [p for ip, text in routes.items() if (p := off_the_machine(ip, text))]:
+            raise UsageError(
+                f"hosts --root-namespace: {problems[0]}: the names would send packets off this "
+                f"machine. Run host tools in the lab (ip netns exec {config.network.namespace} "
+                "...), or write the lab's own hosts file (without --root-namespace)"
+            )
     else:
         target = Path("/etc/netns") / config.network.namespace / "hosts"
     changed = hostsfile.write_block(target, entries)
