@@ -75,7 +75,7 @@ def get(
     if not _is_real_dir(local):
         target_dir, target_name = local.parent, local.name
     done = Copied()
-    with _directory(target_dir, name, remote) as dir_fd:
+    with _directory(target_dir, name, remote) as dir_fd, _said(name, remote):
         if stat.S_ISDIR(attrs.st_mode or 0):
             if not recursive:
                 raise CopyError(name, remote, "is a directory; cp -r (recursive=True) copies it")
@@ -89,6 +89,16 @@ def get(
             raise CopyError(name, remote, "is not a regular file or a directory (a device, "
                             "FIFO or socket, or a link to one): not copied")  # fmt: skip
     return done
+
+
+@contextlib.contextmanager
+def _said(name: str, remote: str) -> Iterator[None]:
+    """What SFTP refused (a directory the workspace user cannot read), as a CopyError."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise CopyError(name, remote, f"{exc.strerror or exc}{where}") from None
 
 
 def _stat(sftp: paramiko.SFTPClient, name: str, remote: str) -> paramiko.SFTPAttributes:

@@ -182,6 +182,13 @@ def test_day_to_day(cli_config: Path) -> None:
     assert "Traceback" not in flat.stderr
     wsf(cli_config, "cp", "-r", "one:/etc/apt", str(tree))
     assert (tree / "sources.list").is_file() or any(tree.rglob("*.sources"))
+    unreadable = wsf(cli_config, "cp", "-r", "one:/root", str(tree / "r"), check=False)
+    assert unreadable.returncode == 1, unreadable.stderr
+    assert "Permission denied" in unreadable.stderr
+    assert "Traceback" not in unreadable.stderr
+    missing = wsf(cli_config, "cp", str(tree / "nothing"), "one:/tmp/x", check=False)
+    assert missing.returncode == 1, missing.stderr
+    assert "Traceback" not in missing.stderr
     over = wsf(cli_config, "cp", "--max", "2", "one:/etc/hostname", str(tree / "h"), check=False)
     assert "over the bound of 2 (--max)" in over.stderr, over.stderr
     assert not (tree / "h").exists()
