@@ -7,7 +7,7 @@
     ├── PrerequisiteError       a tool or permission is missing; names what to install
     ├── HostCommandError        a host-side command (ip, mount, ...) failed  [host.system]
     ├── ImageBuildError         an image or layer could not be built, or a cached one is corrupt
-    │   └── TransferError       an export or import cannot be done  [image.transfer]
+    │   └── TransferError       an export or import cannot be done  [image.archive]
     ├── TemplateError           a VM template could not be made or restored: the VM boots cold
     │   └── CorruptTemplateError  a template's files are not what was saved: it is made anew
     ├── LabError                the lab network could not be made or changed (DNS, addresses)
@@ -21,6 +21,7 @@
     ├── WaitError               a wait_* in a running workspace ended without its condition
     │   └── WaitTimeout         ... because time ran out (a TimeoutError)
     ├── CheckFailed             a built-in check found the workspace wrong  [checks]
+    ├── CopyError               a copy in or out cannot be done; nothing half-written  [copying]
     ├── CleanupError            one or more resources could not be released
     ├── QmpError                QEMU's monitor refused a command or went away  [backends.qemu.qmp]
     ├── RegistryError           an OCI registry refused or failed  [image.registry]
