@@ -93,6 +93,21 @@ def test_an_artifact_whose_archive_climbs_is_refused(cache: Path, tmp_path: Path
     assert entries(cache) in ([], ["images", "templates"])  # nor any staging left
 
 
+def test_an_artifact_holding_another_entry_than_its_own_is_refused(
+    cache: Path, tmp_path: Path
+) -> None:
+    """Tagged as one template, its archive brings another (a valid key): the cache would
+    hold an entry no one asked for, under a key the host trusts."""
+    crafted = Crafted()
+    other = KEY.replace("0123456789abcdef-x86", "fedcba9876543210-x86")
+    archive = write_archive(tmp_path / "a.tar", [{"kind": "template", "key": other}],
+                            template_members(other))  # fmt: skip
+    artifact(crafted, tmp_path, KEY, archive)
+    with hostile_registry(crafted) as host, pytest.raises(WsfixtureError, match="refused"):
+        pull(host, [KEY], cache)
+    assert entries(cache) in ([], ["images", "templates"])
+
+
 def test_a_blob_longer_than_its_descriptor_is_refused_as_it_streams(
     cache: Path, tmp_path: Path
 ) -> None:

@@ -179,7 +179,8 @@ def pull(
                 raise RegistryError(f"registry {ref.host}: {key} not pulled: {short}")
             tar = staging / f"{key}.tar"  # a checked key: one path component
             registry.fetch_blob(digest, size, tar)
-            placed = transfer.import_(tar, root, locked)
+            expected = [Entry(str(configs[key].get("kind")), key)]
+            placed = transfer.import_(tar, root, locked, expected)
             tar.unlink()
             done += [(entry.key, what) for entry, what in placed]
     return done

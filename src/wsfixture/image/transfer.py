@@ -141,14 +141,23 @@ def export_entries(entries: list[Entry], target: Path, root: Path) -> None:
 
 
 def import_(
-    source: Path, cache_dir: Path | None = None, locked: bool = False
+    source: Path,
+    cache_dir: Path | None = None,
+    locked: bool = False,
+    expected: list[Entry] | None = None,
 ) -> list[tuple[Entry, str]]:
     """Unpack ``source`` into the cache, checked against its manifest first; each entry
     with what became of it ("imported", or "present, kept"). ``locked``: the caller
-    holds the entries' locks (it is making the one entry the file holds)."""
+    holds the entries' locks (it is making the one entry the file holds). ``expected``:
+    the entries it must hold, no other (a registry's artifact holds the one it is tagged
+    by: another entry in it would poison the cache)."""
     system.require_root()  # owners and capabilities are set as they were
     root = store.private_dirs(cache_dir)
     manifest = archive.check(source)  # before a byte of it is unpacked
+    if expected is not None and manifest.entries != expected:
+        listed = ", ".join(f"{e.kind} {e.key}" for e in manifest.entries)
+        wanted = ", ".join(f"{e.kind} {e.key}" for e in expected)
+        raise TransferError(str(source), f"it holds {listed}, not {wanted}: refused")
     if short := cache.make_room(_size(source), f"the import of {source}", root):
         raise TransferError(str(source), short)
     staging = root / f".import{store.STAGING_MARK}{os.getpid()}"
