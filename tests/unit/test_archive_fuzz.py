@@ -133,3 +133,44 @@ def test_registry_answers_raise_only_registry_errors(value: Any) -> None:
             assert size >= 0
     except registry.RegistryError:
         pass
+
+
+members = st.lists(
+    st.tuples(paths, st.sampled_from(["file", "dir", "sym", "lnk", "chr", "fifo"]), paths),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(members)
+def test_members_are_accepted_only_inside_and_never_under_a_link(listed: list[Any]) -> None:
+    """Tar members of any name, type and link target, listed in a manifest whatever they
+    are: what ``check_members`` accepts lies inside its entry and under no link."""
+    import tarfile
+
+    kinds = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE,
+             "lnk": tarfile.LNKTYPE, "chr": tarfile.CHRTYPE, "fifo": tarfile.FIFOTYPE}  # fmt: skip
+    types = {"file": stat.S_IFREG, "lnk": stat.S_IFREG, "dir": stat.S_IFDIR,
+             "sym": stat.S_IFLNK, "chr": stat.S_IFCHR, "fifo": stat.S_IFIFO}  # fmt: skip
+    infos = []
+    for name, kind, link in listed:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kinds[kind], link
+        infos.append(info)
+    files = {
+        i.name: {"type": types[k], "link": link}
+        for i, (_, k, link) in zip(infos, listed, strict=True)
+    }
+    manifest = archive.Manifest([archive.Entry("image", KEY)], files)
+    try:
+        archive.check_members(infos, manifest, "fuzz")
+    except WsfixtureError:
+        return
+    links = {i.name for i in infos if i.issym() or i.islnk()}
+    for info in infos:
+        parts = info.name.split("/")
+        assert not any(part in ("", ".", "..") for part in parts), info.name
+        assert info.name == f"images/{KEY}" or info.name.startswith(f"images/{KEY}/")
+        assert not any("/".join(parts[:n]) in links for n in range(1, len(parts)))
+        assert not (info.ischr() and (info.devmajor or info.devminor))
+        assert info.type != tarfile.FIFOTYPE

@@ -243,12 +243,14 @@ def check_members(members: Iterable[tarfile.TarInfo], manifest: Manifest, where:
     links: set[str] = set()
     regular: set[str] = set()
     seen: set[str] = set()
+    tops = {PurePosixPath(*e.relative.parts): e for e in manifest.entries}
     for member in members:
         name = member.name
         if name not in manifest.files or name in seen:
             why = "listed twice" if name in seen else "not in the manifest"
             raise TransferError(where, f"member {name!r:.120}: {why}")
         seen.add(name)
+        _owning_entry(name, tops, where)  # a plain path inside an entry, whatever the manifest
         fact = manifest.files[name]
         if _member_type(member) != fact.get("type") or (
             member.issym() and member.linkname != fact.get("link")
