@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
-from tests.support.registry import free_port, local_registry
+from tests.support.registry import free_port, local_registry, serving
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import registry, shared_cache, store, templates
 from wsfixture.workspace.prepare import recipe_for
@@ -212,14 +211,8 @@ def answering(status: int) -> Iterator[str]:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as address:
+        yield address
 
 
 def test_a_killed_pull_leaves_nothing_after_gc(

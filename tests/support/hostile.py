@@ -12,12 +12,12 @@ import io
 import json
 import stat
 import tarfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.registry import serving
 from wsfixture.image.archive import FORMAT, MANIFEST
 
 CONTAINER_ROOT = 2**30
@@ -185,12 +185,5 @@ def hostile_registry(crafted: Crafted) -> Iterator[str]:
                 self.rfile.read(length)
                 self._send(201)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Handler) as address:
+        yield address
