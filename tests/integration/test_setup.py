@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.prereqs import require_root_and_tools
 from wsfixture import checks
 from wsfixture.backends.nspawn import NspawnBackend
 from wsfixture.errors import ConfigError, ImageBuildError
@@ -149,3 +150,22 @@ def test_bad_files_are_refused_naming_the_field(files: dict[str, str], problem: 
         config_from_dict(
             {"workspaces": {"a": {"type": "container", "ip": "192.168.83.10", "files": files}}}
         )
+
+
+def test_a_hard_linked_file_is_shifted_into_the_containers_range_once(tmp_path: Path) -> None:
+    """``perl`` and ``perl5.40.1`` are one file: shifted twice it was 2^31's, an id outside
+    the containers' namespace (an import of the honest image found it)."""
+    from wsfixture.guest import osconfig
+
+    require_root_and_tools()
+    tree = tmp_path / "root"
+    (tree / "usr" / "bin").mkdir(parents=True)
+    (tree / "usr" / "bin" / "perl").write_text("#!/bin/true\n")
+    os.link(tree / "usr" / "bin" / "perl", tree / "usr" / "bin" / "perl5.40.1")
+    (tree / "usr" / "bin" / "alone").write_text("x")  # control: a file with one name
+    osconfig.shift_ownership(tree)
+    base = osconfig.CONTAINER_UID_BASE
+    for name in ("perl", "perl5.40.1", "alone"):
+        st = (tree / "usr" / "bin" / name).lstat()
+        assert (st.st_uid, st.st_gid) == (base, base), name
+    assert tree.stat().st_uid == base

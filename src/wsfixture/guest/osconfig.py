@@ -139,9 +139,15 @@ def shift_ownership(root: Path, offset: int = CONTAINER_UID_BASE) -> None:
     """Every file under ``root`` (and ``root``) owned ``offset`` higher: a tree made as host
     root becomes the tree a container's root owns. chown clears setuid and setgid bits and
     file capabilities, so they are put back; capabilities as belonging to the namespace's
-    root (``ping`` needs cap_net_raw, and a host root's capabilities mean nothing there)."""
+    root (``ping`` needs cap_net_raw, and a host root's capabilities mean nothing there).
+    A file with several names (a hard link: ``perl`` and ``perl5.40.1``) is shifted once:
+    twice made it 2^31's, an id outside the namespace."""
+    shifted: set[tuple[int, int]] = set()
     for path in [root, *root.rglob("*")]:
         st = path.lstat()
+        if (st.st_dev, st.st_ino) in shifted:
+            continue
+        shifted.add((st.st_dev, st.st_ino))
         link = stat.S_ISLNK(st.st_mode)
         caps = None if link else _file_caps(path)
         os.lchown(path, _shifted(st.st_uid, offset), _shifted(st.st_gid, offset))
