@@ -21,6 +21,7 @@
     ├── WaitError               a wait_* in a running workspace ended without its condition
     │   └── WaitTimeout         ... because time ran out (a TimeoutError)
     ├── CheckFailed             a built-in check found the workspace wrong  [checks]
+    ├── FaultError              a fault cannot be made as asked: names the argument
     ├── CopyError               a copy in or out cannot be done; nothing half-written  [copying]
     ├── CleanupError            one or more resources could not be released
     ├── QmpError                QEMU's monitor refused a command or went away  [backends.qemu.qmp]
@@ -228,6 +229,15 @@ class CommandTimeout(CommandError, TimeoutError):
     def __init__(self, name: str, command: str, timeout: float, stdout: str, stderr: str) -> None:
         self.timeout = timeout
         super().__init__(name, f"{command} (timed out after {timeout}s)", -1, stdout, stderr)
+
+
+class FaultError(WsfixtureError):
+    """A fault between workspaces asked for with an argument that cannot be: which one,
+    what it was, what is allowed. Nothing of it was made."""
+
+    def __init__(self, argument: str, value: str, allowed: str) -> None:
+        self.argument = argument
+        super().__init__(f"fault: {argument} {value}: allowed: {allowed}")
 
 
 class CleanupError(WsfixtureError):

@@ -77,8 +77,19 @@ class BuildInfo:
         return ""  # of no lab
 
 
-Info = LabInfo | WorkspaceInfo | BuildInfo
-KINDS: dict[type, str] = {LabInfo: "lab", WorkspaceInfo: "workspace", BuildInfo: "build"}
+@dataclass(frozen=True)
+class FaultsInfo:
+    """Faults between a lab's workspaces (``net.faults``): the nftables table that holds
+    them, deleted when they are healed, or by ``gc`` when their owner died."""
+
+    lab: str
+    table: str
+
+
+Info = LabInfo | WorkspaceInfo | BuildInfo | FaultsInfo
+KINDS: dict[type, str] = {
+    LabInfo: "lab", WorkspaceInfo: "workspace", BuildInfo: "build", FaultsInfo: "faults",
+}  # fmt: skip
 
 
 @dataclass
@@ -173,6 +184,8 @@ def _info(kind: str, data: dict[str, Any]) -> Info:
         return LabInfo(data["name"], data.get("internet", False))
     if kind == "build":
         return BuildInfo(**data)
+    if kind == "faults":
+        return FaultsInfo(**data)
     if "lab_host" in data:  # written by wsfixture 0.1 (untyped): still reapable after an upgrade
         host = data["lab_host"] or {}
         return WorkspaceInfo(
@@ -310,6 +323,8 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
     """Release everything a record lists; return the failures, never stop at the first."""
     cleanup = Cleanup()
     attempt = cleanup.attempt
+    if isinstance(record.info, FaultsInfo):
+        attempt(f"heal faults {record.info.table}", delete_fault_table, record.info)
     for proc in reversed(record.processes):
         attempt(f"kill pid {proc.pid}", proc.signal, signal.SIGKILL)
     for cgroup in reversed(record.cgroups):
@@ -326,6 +341,15 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
     if not cleanup.failures:
         record.forget()
     return cleanup.failures
+
+
+def delete_fault_table(info: FaultsInfo) -> None:
+    """Heal a set of faults: delete its table, if its lab and the table are still there."""
+    if not (Path("/run/netns") / info.lab).exists():
+        return  # the lab went, and its faults with it
+    nft = ["ip", "netns", "exec", info.lab, "nft"]
+    if f"table bridge {info.table}" in system.run([*nft, "list", "tables"]).splitlines():
+        system.run([*nft, "delete", "table", "bridge", info.table])
 
 
 def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseException]]]:

@@ -10,6 +10,7 @@ reports, kept workspaces) and ``verify`` (``--ws-verify``).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -35,12 +36,14 @@ from wsfixture.plugin.reset import RESET_CHOICES, SharedReset
 from wsfixture.plugin.session import (
     WsSession,
     failed_key,
+    faults_key,
     session_key,
     shared_key,
     track,
 )
 from wsfixture.plugin.verify import verify_items
 from wsfixture.suggest import did_you_mean, unknown_workspace
+from wsfixture.workspace.faults import Faults
 
 # paramiko, fabric and testinfra load only when a test asks for a workspace: a plugin that
 # every pytest run loads should not cost every run (nor xdist's controller) their import.
@@ -175,6 +178,24 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def ws_lab(request: pytest.FixtureRequest) -> Lab:
     """The lab network namespace of this pytest process (bridge, DNS, hosts, ssh_config)."""
     return _session(request).open_lab()
+
+
+@pytest.fixture
+def ws_faults(request: pytest.FixtureRequest) -> Iterator[Faults]:
+    """Faults between this session's workspaces (handles or names): ``partition(*groups)``,
+    ``block(src, dst)``, ``shape(ws, peer=None, loss=...)``, each a context manager that
+    heals it, and ``heal()``. Everything is healed at the test's end, pass or fail; the
+    timeline is in a failed test's report, its artifacts, and the JUnit property
+    ``wsfixture_faults``."""
+    faults = Faults(_session(request).open_lab())
+    request.node.stash[faults_key] = faults
+    try:
+        yield faults
+    finally:
+        faults.heal()
+        if faults.timeline:
+            timeline = json.dumps([fault.summary() for fault in faults.timeline])
+            request.node.user_properties.append(("wsfixture_faults", timeline))
 
 
 @pytest.fixture

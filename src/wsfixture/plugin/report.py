@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from wsfixture.plugin import artifacts
-from wsfixture.plugin.session import failed_key, session_key, since_key, used_key
+from wsfixture.plugin.session import failed_key, faults_key, session_key, since_key, used_key
 from wsfixture.workspace.commands import journal_command
 
 if TYPE_CHECKING:
@@ -28,8 +28,13 @@ def pytest_runtest_makereport(
         if session is not None:
             session.mark_failed(used)
         since = item.stash.get(since_key, {})
+        faults = item.stash.get(faults_key, None)
+        if faults is not None and faults.timeline:  # the failure, read against what broke
+            report.sections.append(("wsfixture faults", faults.describe()))
         if session is not None and session.options.artifacts and used:
             where = artifacts.write(Path(session.options.artifacts), item.nodeid, used, since)
+            if faults is not None and faults.timeline:
+                (where / "faults.txt").write_text(faults.describe() + "\n")
             # junitxml writes the properties of the teardown's report, made from the item's.
             item.user_properties.append((artifacts.PROPERTY, str(where)))
             artifacts.github_summary(item.nodeid, used, where)

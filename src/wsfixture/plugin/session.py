@@ -42,6 +42,7 @@ from wsfixture.progress import Ticker
 if TYPE_CHECKING:
     from wsfixture.plugin.reset import SharedReset
     from wsfixture.workspace import Workspace
+    from wsfixture.workspace.faults import Faults
 
 
 @dataclass
@@ -376,3 +377,4 @@ session_key = pytest.StashKey[WsSession]()
 used_key = pytest.StashKey["list[Workspace]"]()
 since_key = pytest.StashKey["dict[str, int]"]()  # per workspace: its first command's seq
 failed_key = pytest.StashKey[bool]()  # the test's call failed
+faults_key: pytest.StashKey[Faults] = pytest.StashKey()  # the test's ws_faults, for its report
