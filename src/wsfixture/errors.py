@@ -15,6 +15,7 @@
     │   ├── ReadyTimeout        it started but never became ready in time
     │   └── OvercommitError     its memory is more than the host has available: not started
     ├── WorkspaceGone           a workspace in use is not running (never started, or died)
+    ├── WorkspacePaused         a command sent to a paused workspace (``ws.pause()``)
     ├── CheckpointError         a checkpoint or rollback cannot be done; nothing was changed
     ├── CommandError            a command in a workspace exited non-zero
     │   └── CommandTimeout      a command in a workspace ran past its timeout (a TimeoutError)
@@ -172,6 +173,14 @@ class WorkspaceGone(WsfixtureError):
         self.reason = reason
         text = f"workspace {name!r} is not running: {reason}"
         super().__init__(with_tail(text, f"console of {name}", console_tail))
+
+
+class WorkspacePaused(WsfixtureError):
+    """A command was sent to a paused workspace: it would only hang."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"workspace {name!r} is paused: ws.resume() before sending it commands")
 
 
 class CheckpointError(WsfixtureError):

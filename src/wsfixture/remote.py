@@ -29,7 +29,7 @@ import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
 from wsfixture import copying
-from wsfixture.errors import CommandError, CommandTimeout
+from wsfixture.errors import CommandError, CommandTimeout, WsfixtureError
 
 if TYPE_CHECKING:
     from wsfixture.net.lab import Lab
@@ -82,6 +82,8 @@ class SshSession:
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
         self._spare: socket.socket | None = None  # see ``adopt``
+        # Set while the workspace cannot answer (paused): every use raises it at once.
+        self.refusal: WsfixtureError | None = None
 
     def adopt(self, sock: socket.socket) -> None:
         """Use ``sock``, a connection to the workspace's sshd that a caller made already,
@@ -128,6 +130,8 @@ class SshSession:
 
     def client(self, timeout: float = 10.0) -> paramiko.SSHClient:
         """The connected client, connecting (again) when there is none or it dropped."""
+        if self.refusal is not None:
+            raise self.refusal
         with self._lock:
             transport = self._client.get_transport() if self._client else None
             if transport is None or not transport.is_active():

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
-from wsfixture.errors import FaultError
+from wsfixture.errors import FaultError, WorkspaceGone, WorkspacePaused
 from wsfixture.host import ledger, system
 from wsfixture.workspace import Workspace
 from wsfixture.workspace.faults import Faults
@@ -183,3 +183,53 @@ def test_what_a_killed_session_left_is_healed_by_gc(trio: list[Workspace]) -> No
     assert failures == []
     assert record.key in [r.key for r in reaped]
     assert reaches(a, b), "gc healed it"
+
+
+SERVE = "python3 -m http.server --directory /etc 8088"
+
+
+def answers(src: Workspace, dst: Workspace) -> bool:
+    fetch = f"import urllib.request as u; u.urlopen('http://{dst.ip}:8088/hostname', timeout=2)"
+    return src.run(python(fetch), timeout=20)[0] == 0
+
+
+def test_a_paused_workspace_stops_and_goes_on_as_the_same_processes(
+    trio: list[Workspace],
+) -> None:
+    a, b, _ = trio
+    sleeper = a.spawn("sleep 1000")
+    server = a.spawn(SERVE)
+    try:
+        deadline = time.monotonic() + 15
+        while not answers(b, a):
+            assert time.monotonic() < deadline, "control: its server never answered"
+        a.pause()
+        assert a.paused
+        with pytest.raises(WorkspacePaused, match=r"'a' is paused: ws\.resume\(\)"):
+            a.run("true")
+        with pytest.raises(WorkspacePaused):
+            assert a.host.file("/etc/hostname").exists  # testinfra's way in, too
+        assert not answers(b, a), "its processes answer nothing while paused"
+        a.resume()
+        assert answers(b, a)
+        assert a.succeed(f"kill -0 {sleeper.pid} && echo alive").strip() == "alive"
+    finally:
+        if a.paused:
+            a.resume()
+        sleeper.kill()
+        server.kill()
+
+
+def test_a_crash_cuts_the_power_and_a_start_brings_it_back(trio: list[Workspace]) -> None:
+    """The last of the module: ``a`` is booted anew, with its pinned host key."""
+    a, b, _ = trio
+    a.succeed("echo before > /tmp/mark")
+    a.crash()
+    assert a.state.value == "stopped"
+    with pytest.raises(WorkspaceGone):
+        a.run("true")
+    assert not reaches(b, a), "nothing answers at its address"
+    a.start()
+    assert a.succeed("hostname").strip() == "a", "the pinned login works: the same host key"
+    assert a.run("cat /tmp/mark")[0] != 0, "a boot anew: /tmp was the machine's"
+    assert reaches(b, a)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsfixture.guest.share_ids import ShareOwners
-from wsfixture.host import ledger, limits, settings, system
+from wsfixture.host import freezer, ledger, limits, settings, system
 from wsfixture.host import setid_filter as filters
 from wsfixture.image import store
 from wsfixture.image.recipe import Image
@@ -128,6 +128,21 @@ class Backend(abc.ABC):
     def guard_port(self, ifname: str) -> None:
         """The machine's bridge port admits only its own MAC and address (``net.guard``)."""
         self.ctx.lab.guard_port(ifname, derive.mac(self.ctx.spec.name), str(self.ctx.spec.ip))
+
+    def pause(self) -> None:
+        """Stop every process of the machine where it stands (a container's cgroup
+        frozen; a VM's vCPUs stopped, ``Qemu`` says how)."""
+        freezer.freeze(self.ctx.spec.name, self.cgroup)
+
+    def resume(self) -> None:
+        freezer.thaw(self.cgroup)
+
+    def power_cut(self) -> None:
+        """End the machine at once, as a cut power cord would: every process of its cgroup
+        killed, nothing inside told. ``stop`` then releases the rest."""
+        ledger.kill_cgroup(str(self.cgroup))
+        if self.process is not None:
+            self.process.wait(10)
 
     def is_up(self) -> bool:
         return self.process is not None and self.process.poll() is None

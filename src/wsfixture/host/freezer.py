@@ -1,5 +1,6 @@
-"""Stopping every process of a cgroup for a moment (cgroup v2's freezer): what a
-container checkpoint copies is then what its processes wrote, none of it half way."""
+"""Stopping every process of a cgroup (cgroup v2's freezer): for a moment, so that what a
+container checkpoint copies is what its processes wrote, none of it half way; or until
+told (``ws.pause()``)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,25 @@ FREEZE_TIMEOUT = 10.0
 def frozen(name: str, cgroup: Path, timeout: float = FREEZE_TIMEOUT) -> Iterator[None]:
     """Every process of workspace ``name``'s ``cgroup`` (and its children) frozen while
     the block runs."""
-    control = cgroup / "cgroup.freeze"
-    control.write_text("1")
     try:
-
-        def settled(_: bool) -> bool | None:
-            return True if "frozen 1" in (cgroup / "cgroup.events").read_text() else None
-
-        if retry_until(settled, timeout, 0.002) is None:
-            raise CheckpointError(name, f"its processes did not freeze within {timeout:.0f} s")
+        freeze(name, cgroup, timeout)
         yield
     finally:
-        control.write_text("0")
+        thaw(cgroup)
+
+
+def freeze(name: str, cgroup: Path, timeout: float = FREEZE_TIMEOUT) -> None:
+    """Freeze every process of ``cgroup``; return once they all are (CheckpointError if
+    they are not within ``timeout``: the cgroup is thawed again)."""
+    (cgroup / "cgroup.freeze").write_text("1")
+
+    def settled(_: bool) -> bool | None:
+        return True if "frozen 1" in (cgroup / "cgroup.events").read_text() else None
+
+    if retry_until(settled, timeout, 0.002) is None:
+        thaw(cgroup)
+        raise CheckpointError(name, f"its processes did not freeze within {timeout:.0f} s")
+
+
+def thaw(cgroup: Path) -> None:
+    (cgroup / "cgroup.freeze").write_text("0")

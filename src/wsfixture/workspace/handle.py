@@ -40,6 +40,7 @@ from wsfixture.retry import retry_until
 from wsfixture.workspace.checkpoints import Checkpoints
 from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
 from wsfixture.workspace.guardrails import Guardrails
+from wsfixture.workspace.power import Power
 from wsfixture.workspace.prepare import prepare, prepare_image
 
 logger = logging.getLogger("wsfixture.workspace")
@@ -55,7 +56,7 @@ class WorkspaceState(enum.Enum):
     STOPPED = "stopped"  # released
 
 
-class Workspace(Commands, Guardrails, Checkpoints):
+class Workspace(Commands, Guardrails, Checkpoints, Power):
     """One workspace: booted by ``start()``, released by ``stop()``."""
 
     def __init__(
@@ -276,6 +277,8 @@ class Workspace(Commands, Guardrails, Checkpoints):
         cleanup = Cleanup()
         attempt = cleanup.attempt
         attempt("stop holding its logs", self._stop_log_cap)
+        if self.paused:  # a frozen machine cannot shut down: it goes on first
+            attempt("resume it", self.resume)
         for forward in self.forwards:
             attempt(f"close {forward!r}", forward.close)
         self.forwards.clear()

@@ -386,6 +386,13 @@ class QemuBackend(Backend):
         for path in (self.overlay, self.seed):
             path.unlink(missing_ok=True)
 
+    def pause(self) -> None:
+        # QEMU itself stays up, its vCPUs stop: the guest's clock and devices with them.
+        self.qmp().command("stop")
+
+    def resume(self) -> None:
+        self.qmp().command("cont")
+
     def _synced(self) -> bool:
         """Whether the guest's agent wrote out what it holds for the shares, so that QEMU
         may be ended: a discarded VM's shutdown would only cost its CPU (~6 s under TCG,

@@ -1,0 +1,63 @@
+"""A running workspace's power: ``pause`` and ``resume`` (every process stops where it
+stands and goes on as the same process: a container's cgroup frozen, a VM's vCPUs
+stopped), and ``crash`` (a power cut: nothing inside is told; the handle is then stopped,
+and ``start()`` boots it again with the same name, address and host key).
+
+While a workspace is paused, a command sent to it fails at once with WorkspacePaused
+(its SSH session refuses, testinfra's and fabric's included): it would only hang.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+from wsfixture.errors import WorkspaceGone, WorkspacePaused
+from wsfixture.model.config import WorkspaceSpec
+
+if TYPE_CHECKING:
+    from wsfixture.backends.base import Backend
+    from wsfixture.remote import SshSession
+
+
+class Power:
+    """Mixed into ``Workspace``: what it uses of the handle is declared here."""
+
+    spec: WorkspaceSpec
+    backend: Backend | None
+    session: SshSession | None
+    state: enum.Enum
+
+    def stop(self, discard: bool = False) -> None: ...
+
+    @property
+    def paused(self) -> bool:
+        return self.session is not None and self.session.refusal is not None
+
+    def pause(self) -> None:
+        """Stop every process of the workspace where it stands, until ``resume``."""
+        backend, session = self._powered("pause")
+        if session.refusal is None:
+            backend.pause()
+            session.refusal = WorkspacePaused(self.spec.name)
+
+    def resume(self) -> None:
+        """Let a paused workspace go on; its processes are the same processes."""
+        backend, session = self._powered("resume")
+        if session.refusal is not None:
+            backend.resume()
+            session.refusal = None
+
+    def crash(self) -> None:
+        """Cut the power: the machine ends at once, no shutdown inside (what it had not
+        written out is lost, as it would be). The handle is stopped; ``start()`` again
+        boots it anew, with the same name, address and host key."""
+        backend, session = self._powered("crash")
+        session.refusal = None
+        backend.power_cut()
+        self.stop(discard=True)
+
+    def _powered(self, verb: str) -> tuple[Backend, SshSession]:
+        if self.backend is None or self.session is None or self.state.value != "owned":
+            raise WorkspaceGone(self.spec.name, f"cannot {verb}: this handle does not run it")
+        return self.backend, self.session
