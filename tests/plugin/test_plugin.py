@@ -810,3 +810,50 @@ def push_and_pull(real: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.Mon
         for key in keys:  # pulled, not built: the very build the first session made
             ready = (tmp_path / "second" / "images" / key / "ready").read_text()
             assert ready == (tmp_path / "first" / "images" / key / "ready").read_text(), key
+
+
+def readme_example(heading: str) -> str:
+    """The first Python block under ``heading`` in the README, as it is written there."""
+    section = (Path(__file__).parents[2] / "README.md").read_text().split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_faults_example_runs_and_a_failure_shows_the_timeline(
+    real: pytest.Pytester, tmp_path: Path
+) -> None:
+    """The README's example as it is written; then a failing test under a partition: its
+    report, artifacts and JUnit property say what was broken and when; nothing is left."""
+    real.makepyfile(
+        readme_example("### Faults between workspaces")
+        + """
+
+def test_fails_under_a_partition(workspace_factory, ws_faults):
+    a, b = workspace_factory(), workspace_factory()
+    ws_faults.partition([a], [b])
+    a.succeed(f"ping -c 1 -W 1 {b.ip}")
+"""
+    )
+    out, junit = tmp_path / "artifacts", tmp_path / "junit.xml"
+    result = real.runpytest_subprocess(
+        "--ws-config", "workspaces.toml", "--ws-artifacts", str(out), f"--junitxml={junit}",
+        "-p", "no:cacheprovider",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1, failed=1)
+    text = result.stdout.str()
+    assert "wsfixture faults" in text
+    # Still on when the test failed: the report says so.
+    assert re.search(r"\d\d:\d\d:\d\d-active partition ws\S* \| ws", text), text
+    (test_dir,) = out.iterdir()
+    assert "partition" in (test_dir / "faults.txt").read_text()
+    properties = {p.get("name"): p.get("value") for p in ElementTree.parse(junit).iter("property")}
+    timeline = json.loads(properties["wsfixture_faults"])
+    assert timeline[0]["fault"].startswith("partition ")
+    assert timeline[0]["ended"] >= timeline[0]["started"]
+    assert not any(path.name.startswith("faults-") for path in ledger_files()), "all healed"
+
+
+def ledger_files() -> list[Path]:
+    from wsfixture.host import settings
+
+    directory = settings.current().ledger_dir
+    return sorted(directory.glob("*.json")) if directory.is_dir() else []
