@@ -189,6 +189,15 @@ def test_day_to_day(cli_config: Path) -> None:
     missing = wsf(cli_config, "cp", str(tree / "nothing"), "one:/tmp/x", check=False)
     assert missing.returncode == 1, missing.stderr
     assert "Traceback" not in missing.stderr
+    # Paused through its supervisor: what would hang is refused at once; resumed, it runs.
+    sleeper = wsf(cli_config, "exec", "--detach", "one", "sleep 600").stdout
+    sleeper_pid = re.fullmatch(r"one: pid (\d+), output in (\S+)\n", sleeper).group(1)
+    assert wsf(cli_config, "pause", "one").stdout == "one: paused\n"
+    paused = wsf(cli_config, "exec", "one", "true", check=False)
+    assert paused.returncode == 1, paused.stderr
+    assert "'one' is paused" in paused.stderr
+    assert wsf(cli_config, "resume", "one").stdout == "one: running\n"
+    assert wsf(cli_config, "exec", "one", "kill", sleeper_pid).returncode == 0, "the same process"
     over = wsf(cli_config, "cp", "--max", "2", "one:/etc/hostname", str(tree / "h"), check=False)
     assert "over the bound of 2 (--max)" in over.stderr, over.stderr
     assert not (tree / "h").exists()

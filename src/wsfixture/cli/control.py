@@ -10,6 +10,7 @@ moment without a machine is not a workspace gone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
@@ -18,13 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wsfixture.cli.persistent import publish
 from wsfixture.errors import CheckpointError, WsfixtureError
 from wsfixture.host import settings
 from wsfixture.workspace import Workspace
 
 SOCKET = "control.sock"
 REQUEST_TIMEOUT = 600.0  # a rollback of a VM under TCG with others about, at most
-VERBS = ("checkpoint", "rollback", "checkpoints", "delete")
+VERBS = ("checkpoint", "rollback", "checkpoints", "delete", "pause", "resume")
 REQUEST_LIMIT = 1 << 16
 
 logger = logging.getLogger("wsfixture.cli")
@@ -67,6 +69,12 @@ def handle(ws: Workspace, request: dict[str, Any]) -> dict[str, Any]:
         elif verb == "checkpoints":
             store = ws.checkpoint_store
             result = [c.summary(store.size(c)) for c in store.listed()]
+        elif verb in ("pause", "resume"):
+            ws.pause() if verb == "pause" else ws.resume()
+            result = {"paused": ws.paused}
+            if ws.supervisor is not None:  # `exec`, `ssh` and `cp` read it there
+                ws.supervisor = dataclasses.replace(ws.supervisor, paused=ws.paused)
+                publish(ws.lab.name, ws.name, ws.supervisor)
         else:
             return {"ok": False, "error": f"unknown request {verb!r}; known: {', '.join(VERBS)}"}
     except WsfixtureError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsfixture.cli.persistent import handle_on_running
-from wsfixture.errors import WorkspaceGone, WsfixtureError
+from wsfixture.errors import WorkspaceGone, WorkspacePaused, WsfixtureError
 from wsfixture.host import ledger, settings
 from wsfixture.model.config import Config, load_config
 from wsfixture.suggest import unknown_workspace
@@ -39,13 +39,20 @@ def lab_dir(args: argparse.Namespace) -> tuple[str, Path]:
     return name, settings.current().labs_dir / name
 
 
-def require_running(name: str, known: list[str], lab: str, where: str = "") -> None:
+def require_running(
+    name: str, known: list[str], lab: str, where: str = "", paused_ok: bool = False
+) -> None:
     """A usage error for a name that is not a workspace (exit 2), WorkspaceGone for one
-    that is not running (exit 1)."""
+    that is not running (exit 1), WorkspacePaused for a paused one unless ``paused_ok``
+    (what would be sent to it would only hang)."""
     if name not in known:
         raise UsageError(unknown_workspace([name], known, where))
-    if name not in ledger.workspaces(lab, live=True):
+    record = ledger.workspaces(lab, live=True).get(name)
+    if record is None:
         raise WorkspaceGone(name, f"start it with `wsfixture up {name}`")
+    supervisor = ledger.workspace_info(record).supervisor
+    if supervisor is not None and supervisor.paused and not paused_ok:
+        raise WorkspacePaused(name)
 
 
 def running_workspace(args: argparse.Namespace, name: str) -> Workspace:

@@ -7,7 +7,7 @@ import importlib.metadata
 import os
 from collections.abc import Callable
 
-from wsfixture.cli.commands import access, checkpoints, config, host, images, lifecycle
+from wsfixture.cli.commands import access, checkpoints, config, host, images, lifecycle, power
 from wsfixture.model import fields
 from wsfixture.net import inventory
 
@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("checkpoints", checkpoints.cmd_checkpoints, "a workspace's checkpoints", True)
     p.add_argument("name")
     p.add_argument("--delete", metavar="TAG", help="delete this checkpoint")
+    p = command("pause", power.cmd_pause, "stop every process of a running workspace where it is")
+    p.add_argument("name")
+    p = command("resume", power.cmd_resume, "let a paused workspace go on")
+    p.add_argument("name")
     p = command(
         "cp", access.cmd_cp, "copy a file in or out: cp LOCAL NAME:PATH, cp NAME:PATH LOCAL"
     )

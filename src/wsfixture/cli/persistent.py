@@ -7,6 +7,7 @@ ledger is where later commands find them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -221,3 +222,11 @@ def alias_lines(config: Config, shell: str) -> list[str]:
             else:
                 lines.append(f"alias {alias}={shlex.quote(command)}")
     return lines
+
+
+def publish(lab_name: str, name: str, info: ledger.SupervisorInfo) -> None:
+    """What `status` and the other commands read of a supervisor (its timers, a pause),
+    into the workspace's record."""
+    record = ledger.workspaces(lab_name, live=True).get(name)
+    if record is not None:
+        record.update(dataclasses.replace(ledger.workspace_info(record), supervisor=info))

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from wsfixture.cli import control
-from wsfixture.cli.persistent import config_hash, config_snapshot, shared_lab
+from wsfixture.cli.persistent import config_hash, config_snapshot, publish, shared_lab
 from wsfixture.host import ledger
 from wsfixture.model.config import load_config
 from wsfixture.net.forward import PortForward
@@ -34,13 +34,6 @@ def ssh_sessions(lab: Lab, ip: str) -> int:
     ``wsfixture ssh``, the pinned sessions of exec and cp)."""
     out = lab.run(["ss", "-Htn", "state", "established", f"( dst {ip} and dport = :22 )"])
     return len(out.splitlines())
-
-
-def publish(lab_name: str, name: str, info: ledger.SupervisorInfo) -> None:
-    """What `status` shows of this supervisor's timers, into the workspace's record."""
-    record = ledger.workspaces(lab_name, live=True).get(name)
-    if record is not None:
-        record.update(dataclasses.replace(ledger.workspace_info(record), supervisor=info))
 
 
 def watch(
@@ -66,10 +59,10 @@ def watch(
             continue
         if ssh_sessions(lab, ws.ip):
             if info.idle_since is not None:
-                info = dataclasses.replace(info, idle_since=None)
+                info = dataclasses.replace(info, idle_since=None, paused=ws.paused)
                 publish(lab.name, ws.name, info)
         elif info.idle_since is None:
-            info = dataclasses.replace(info, idle_since=now)
+            info = dataclasses.replace(info, idle_since=now, paused=ws.paused)
             publish(lab.name, ws.name, info)
         elif now - info.idle_since >= timeout:
             return f"no SSH session for {timeout}s (idleTimeout)"

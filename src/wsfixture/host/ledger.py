@@ -50,6 +50,7 @@ class SupervisorInfo:
     stop_at: float | None = None  # `up --ttl`: when the supervisor stops it (epoch seconds)
     idle_timeout: int | None = None  # seconds without an SSH session before it is stopped
     idle_since: float | None = None  # when its last SSH session ended; None while one is open
+    paused: bool = False  # `wsfixture pause`: commands to it are refused until `resume`
 
 
 @dataclass(frozen=True)
