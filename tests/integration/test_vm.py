@@ -215,3 +215,52 @@ def test_a_vm_flooding_its_serial_port_fills_no_disk(vm: Workspace) -> None:
     from tests.reliability.test_security import console_flood
 
     console_flood(vm, "/dev/ttyS0", 6, 1 * 2**20)
+
+
+def test_a_partition_pause_and_clock_of_a_vm(vm: Workspace, peer: Workspace) -> None:
+    """Faults on a VM and a container, as on two containers: a partition cuts both ways
+    and heals; a paused VM answers nothing and goes on with the same processes; its clock
+    is set ahead and back (a container's cannot be: it is the host kernel's)."""
+    import time
+
+    from tests.integration.test_partitions import SERVE, answers, reaches
+    from wsfixture.errors import FaultError, WorkspacePaused
+    from wsfixture.workspace.faults import Faults
+
+    faults = Faults(vm.lab)
+    try:
+        assert reaches(peer, vm)  # control
+        with faults.partition([vm], [peer]):
+            assert not reaches(peer, vm)
+            assert not reaches(vm, peer)
+            assert vm.succeed("true") == "", "the test's channel is not cut"
+        assert reaches(vm, peer)
+    finally:
+        faults.heal()
+    server, sleeper = vm.spawn(SERVE), vm.spawn("sleep 1000")
+    try:
+        deadline = time.monotonic() + 30
+        while not answers(peer, vm):
+            assert time.monotonic() < deadline, "control: its server never answered"
+        vm.pause()
+        with pytest.raises(WorkspacePaused):
+            vm.run("true")
+        assert not answers(peer, vm), "a stopped VM answers nothing, its kernel neither"
+        assert not reaches(peer, vm)
+        vm.resume()
+        assert answers(peer, vm)
+        assert vm.succeed(f"kill -0 {sleeper.pid} && echo alive").strip() == "alive"
+    finally:
+        if vm.paused:
+            vm.resume()
+        server.kill()
+        sleeper.kill()
+    vm.clock_offset(3600)
+    try:
+        ahead = float(vm.succeed("date +%s.%N")) - time.time()
+        assert 3598 < ahead < 3603, ahead
+    finally:
+        vm.clock_offset(0)
+    assert abs(float(vm.succeed("date +%s.%N")) - time.time()) < 2
+    with pytest.raises(FaultError, match="a container shares the host kernel's wall clock"):
+        peer.clock_offset(60)

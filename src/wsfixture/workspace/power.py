@@ -1,7 +1,9 @@
-"""A running workspace's power: ``pause`` and ``resume`` (every process stops where it
-stands and goes on as the same process: a container's cgroup frozen, a VM's vCPUs
-stopped), and ``crash`` (a power cut: nothing inside is told; the handle is then stopped,
-and ``start()`` boots it again with the same name, address and host key).
+"""A running workspace's power and clock: ``pause`` and ``resume`` (every process stops
+where it stands and goes on as the same process: a container's cgroup frozen, a VM's vCPUs
+stopped), ``crash`` (a power cut: nothing inside is told; the handle is then stopped, and
+``start()`` boots it again with the same name, address and host key), and a VM's
+``clock_offset`` (its wall clock set that far from the host's; a container has none of its
+own: it shares the host kernel's).
 
 While a workspace is paused, a command sent to it fails at once with WorkspacePaused
 (its SSH session refuses, testinfra's and fabric's included): it would only hang.
@@ -10,9 +12,10 @@ While a workspace is paused, a command sent to it fails at once with WorkspacePa
 from __future__ import annotations
 
 import enum
+import time
 from typing import TYPE_CHECKING
 
-from wsfixture.errors import WorkspaceGone, WorkspacePaused
+from wsfixture.errors import CommandError, FaultError, WorkspaceGone, WorkspacePaused
 from wsfixture.model.config import WorkspaceSpec
 
 if TYPE_CHECKING:
@@ -56,6 +59,18 @@ class Power:
         session.refusal = None
         backend.power_cut()
         self.stop(discard=True)
+
+    def clock_offset(self, seconds: float) -> None:
+        """Set a VM's wall clock ``seconds`` ahead of the host's (behind, if negative; 0
+        puts it back); it runs on from there. FaultError for a container."""
+        if not self.spec.is_vm:
+            raise FaultError("clock_offset", f"for container {self.spec.name}",
+                             "a VM: a container shares the host kernel's wall clock")  # fmt: skip
+        _, session = self._powered("set the clock of")
+        command = f"doas -n date -u -s @{time.time() + seconds:.3f}"
+        rc, out, err = session.run(command, 30.0, None, False)
+        if rc != 0:
+            raise CommandError(self.spec.name, command, rc, out.decode(), err.decode())
 
     def _powered(self, verb: str) -> tuple[Backend, SshSession]:
         if self.backend is None or self.session is None or self.state.value != "owned":
