@@ -265,8 +265,8 @@ class Registry:
         if arrived != digest or got != size:
             target.unlink(missing_ok=True)
             raise RegistryError(
-                f"registry {self.ref.host}: blob {digest} ({size} bytes) arrived as {arrived} "
-                f"({got} bytes): refused (changed in the registry's storage, or in transit)"
+                f"registry {self.ref.host}: blob {digest} arrived as {arrived} ({got} of {size} "
+                "bytes): refused (changed in the registry's storage, or in transit)"
             )
 
     def blob_bytes(self, digest: str, limit: int = 1 << 20) -> bytes:
