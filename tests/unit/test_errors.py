@@ -27,7 +27,7 @@ def test_the_drawing_lists_every_error_with_its_parent() -> None:
     drawing = [line for line in (errors.__doc__ or "").splitlines() if line.startswith("    ")]
     for line in drawing:
         match = re.match(r"^(\s*(?:[│ ]   )*)(?:├── |└── )?([A-Z]\w+)\s", line + " ")
-        if not match or not re.search(r"Error|Timeout|Gone|Failed", match.group(2)):
+        if not match or not re.search(r"Error|Timeout|Gone|Paused|Failed", match.group(2)):
             continue
         depth = len(match.group(1)) // 4 + (1 if "── " in line else 0)
         stack = [(d, n) for d, n in stack if d < depth]

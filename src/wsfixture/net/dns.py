@@ -10,22 +10,20 @@ from pathlib import Path
 
 from wsfixture.errors import LabError
 from wsfixture.host import system
+from wsfixture.net import egress
 from wsfixture.net.netns import Netns
 from wsfixture.retry import retry_until
 
 START_TIMEOUT = 5.0
-# Every workspace of a lab reaches its resolvers: they drop root once their files are open
-# (a resolver's nftset keeps CAP_NET_ADMIN, all it needs; nothing else of root's).
-UNPRIVILEGED = ("--user=nobody", "--group=nogroup")
 
 
 def dnsmasq_argv(
     gateway: str, hosts_file: Path, lab_dir: Path, upstream: str | None, port: int = 53,
-    name: str = "dnsmasq",
+    name: str = "dnsmasq", watched: bool = False,
 ) -> list[str]:  # fmt: skip
     """A lab resolver on ``gateway:port`` (``name``: its pid and log files in the lab
-    directory); without ``upstream``, lab names only. The lab's own (port 53) re-reads
-    the hosts file on SIGHUP (``reload``); another watches its directory (no signal)."""
+    directory); without ``upstream``, lab names only. It re-reads the hosts file on SIGHUP
+    (``reload``: the lab's own), or, ``watched``, whenever its directory changes."""
     return [
         system.require_tool("dnsmasq"),
         "--keep-in-foreground",
@@ -34,13 +32,13 @@ def dnsmasq_argv(
         *([f"--server={upstream}"] if upstream else []),
         "--no-hosts",
         "--no-poll",
-        f"--addn-hosts={hosts_file}" if port == 53 else f"--hostsdir={hosts_file.parent}",
+        f"--hostsdir={hosts_file.parent}" if watched else f"--addn-hosts={hosts_file}",
         f"--listen-address={gateway}",
         f"--port={port}",
         "--bind-interfaces",
         f"--pid-file={lab_dir / f'{name}.pid'}",
         f"--log-facility={lab_dir / f'{name}.log'}",
-        *UNPRIVILEGED,
+        *egress.UNPRIVILEGED,
         "--cache-size=0",
     ]
 

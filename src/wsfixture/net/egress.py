@@ -35,8 +35,11 @@ PRIVATE = (
 )  # fmt: skip
 DNS_PORTS = "{ 53, 853 }"
 DENIED_TIMEOUT = "1h"  # how long a denial stays on record
-DENIED_SIZE = 65536  # entries the record holds; a full record says so (``record_full``)
+DENIED_SIZE = 65536  # entries the record holds; a full record says so (``Record.note``)
 RESOLVER_PORT_BASE = 20000
+# Every workspace of a lab reaches its resolvers: they drop root once their files are open
+# (a resolver's nftset keeps CAP_NET_ADMIN, all it needs; nothing else of root's).
+UNPRIVILEGED = ("--user=nobody", "--group=nogroup")
 # The lab's resolver for its offline workspaces: lab names only, no upstream. At the
 # subnet's network address's port, which is never a workspace's.
 OFFLINE_RESOLVER_PORT = RESOLVER_PORT_BASE
@@ -152,8 +155,7 @@ def resolver_argv(
     argv = [
         dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
         "--no-poll", f"--hostsdir={hosts_dir}", f"--listen-address={gateway}", f"--port={port}",
-        "--bind-interfaces", "--user=nobody", "--group=nogroup", "--log-queries",
-        f"--log-facility={log}",
+        "--bind-interfaces", *UNPRIVILEGED, "--log-queries", f"--log-facility={log}",
     ]  # fmt: skip
     for index, d in enumerate(allowed):
         if d.domain is None:

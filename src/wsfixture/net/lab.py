@@ -246,7 +246,9 @@ class Lab(Netns):
         assert self._record is not None
         gateway, port = str(self.network.gateway), egress.OFFLINE_RESOLVER_PORT
         log = self.dir / "offline-dns.log"
-        argv = dns.dnsmasq_argv(gateway, self.hosts_file, self.dir, None, port, "offline-dns")
+        argv = dns.dnsmasq_argv(
+            gateway, self.hosts_file, self.dir, None, port, "offline-dns", watched=True
+        )
         resolver = dns.start_process(self, argv, log, self.die_with_owner)
         ref = system.ProcessRef.of(resolver.pid)
         if ref is not None:
