@@ -189,6 +189,19 @@ def test_day_to_day(cli_config: Path) -> None:
     missing = wsf(cli_config, "cp", str(tree / "nothing"), "one:/tmp/x", check=False)
     assert missing.returncode == 1, missing.stderr
     assert "Traceback" not in missing.stderr
+    # Faults between CLI workspaces, kept between commands until healed.
+    ping_two = ("exec", "one", "ping", "-c", "1", "-W", "1", "192.168.83.11")
+    assert wsf(cli_config, *ping_two).returncode == 0  # control
+    assert wsf(cli_config, "fault", "partition", "one", "two").stdout == "partition one | two\n"
+    assert wsf(cli_config, *ping_two, check=False).returncode != 0
+    assert re.match(r"\d\d:\d\d:\d\d-active partition one \| two\n",
+                    wsf(cli_config, "fault", "list").stdout)  # fmt: skip
+    bad = wsf(cli_config, "fault", "shape", "one", "--loss", "200", check=False)
+    assert bad.returncode == 1, bad.stderr
+    assert "loss '200'" in bad.stderr
+    assert wsf(cli_config, "fault", "heal").stdout == "healed\n"
+    assert wsf(cli_config, *ping_two).returncode == 0
+    assert wsf(cli_config, "fault", "list").stdout == "no faults\n"
     # Paused through its supervisor: what would hang is refused at once; resumed, it runs.
     sleeper = wsf(cli_config, "exec", "--detach", "one", "sleep 600").stdout
     sleeper_pid = re.fullmatch(r"one: pid (\d+), output in (\S+)\n", sleeper).group(1)

@@ -7,7 +7,16 @@ import importlib.metadata
 import os
 from collections.abc import Callable
 
-from wsfixture.cli.commands import access, checkpoints, config, host, images, lifecycle, power
+from wsfixture.cli.commands import (
+    access,
+    checkpoints,
+    config,
+    faults,
+    host,
+    images,
+    lifecycle,
+    power,
+)
 from wsfixture.model import fields
 from wsfixture.net import inventory
 
@@ -113,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("checkpoints", checkpoints.cmd_checkpoints, "a workspace's checkpoints", True)
     p.add_argument("name")
     p.add_argument("--delete", metavar="TAG", help="delete this checkpoint")
+    p = command("fault", faults.cmd_fault, "faults between running workspaces: partition, "
+                "block, shape --loss, list, heal")  # fmt: skip
+    p.add_argument("action", choices=faults.ACTIONS)
+    p.add_argument(
+        "operands", nargs=argparse.REMAINDER, metavar="NAME",
+        help="workspaces (partition A B, or A B -- C D; block SRC DST; shape WS [PEER] --loss P)",
+    )  # fmt: skip
     p = command("pause", power.cmd_pause, "stop every process of a running workspace where it is")
     p.add_argument("name")
     p = command("resume", power.cmd_resume, "let a paused workspace go on")

@@ -6,19 +6,27 @@ The faults live in a table of their own in the lab namespace (``net.faults``), l
 ledger record: ``gc`` heals what a killed session left. Every change rewrites the table's
 set and rules in one nft transaction from the faults that are active, so two faults that
 share a pair never undo each other, and no packet passes in between.
+
+``Faults.kept`` is the CLI's (``wsfixture fault``): its state in a file of the lab's, its
+record owned by the lab's own owner, so the faults outlive the command that made them and
+go with the lab.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from wsfixture.errors import FaultError
-from wsfixture.host import ledger
+from wsfixture.host import ledger, system
 from wsfixture.net import faults as rules
 
 if TYPE_CHECKING:
@@ -71,6 +79,24 @@ class Faults:
         self.timeline: list[Fault] = []
         self._table: str | None = None
         self._record: ledger.Record | None = None
+        self._kept_in: Path | None = None  # ``kept``: where the state is written
+        self._owner: system.ProcessRef | None = None
+
+    @classmethod
+    def kept(cls, lab: Lab, path: Path, owner: system.ProcessRef) -> Faults:
+        """The faults of ``lab`` kept in ``path`` between commands, owned by ``owner``."""
+        faults = cls(lab)
+        faults._kept_in, faults._owner = path, owner
+        if path.exists():
+            state = json.loads(path.read_text())
+            faults.timeline = [
+                Fault(f["what"], f["started"], f["ended"], [(a, b) for a, b in f["pairs"]],
+                      [(ip, peer, percent) for ip, peer, percent in f["loss"]])
+                for f in state["timeline"]
+            ]  # fmt: skip
+            faults._table = state["table"]
+            faults._record = next((r for r in ledger.records() if r.key == state["record"]), None)
+        return faults
 
     @property
     def active(self) -> list[Fault]:
@@ -78,9 +104,11 @@ class Faults:
 
     # -- the verbs ------------------------------------------------------------------------
 
-    def partition(self, *groups: list[Workspace | str] | tuple[Workspace | str, ...]) -> Healing:
+    def partition(self, *groups: Sequence[Workspace | str]) -> Healing:
         """Workspaces in different groups exchange no packet, either way; others are
         unaffected. ``partition([a], [b, c])``."""
+        if any(isinstance(group, str) for group in groups):
+            raise FaultError("partition", repr(groups), "groups as lists: partition([a], [b, c])")
         named = [[self._address("partition", member) for member in group] for group in groups]
         rules.check_groups([[name for name, _ in group] for group in named])
         pairs = rules.partition_pairs([[ip for _, ip in group] for group in named])
@@ -120,6 +148,7 @@ class Faults:
             ledger.delete_fault_table(self._record.info)
             self._record.forget()
             self._record = self._table = None
+        self._save()
 
     def end(self, fault: Fault) -> None:
         if fault.ended is None:
@@ -167,6 +196,17 @@ class Faults:
             for ip, peer, percent in fault.loss:
                 batch += rules.loss_rules(name, ip, peer, percent)
         self.lab.run(["nft", "-f", "-"], input=batch)
+        self._save()
+
+    def _save(self) -> None:
+        if self._kept_in is None:
+            return
+        if self._record is None:
+            self._kept_in.unlink(missing_ok=True)
+            return
+        state = {"table": self._table, "record": self._record.key,
+                 "timeline": [dataclasses.asdict(f) for f in self.timeline]}  # fmt: skip
+        system.write_atomic(self._kept_in, json.dumps(state), 0o600)
 
     def _ensure_table(self) -> str:
         if self._table is None:
@@ -174,6 +214,9 @@ class Faults:
             self._record = ledger.Record.create(
                 f"faults-{self.lab.name}-{name}", ledger.FaultsInfo(self.lab.name, name)
             )
+            if self._owner is not None:  # they go with the lab, not with this process
+                self._record.owner = self._owner
+                self._record.save()
             self.lab.run(["nft", "-f", "-"], input=rules.table(name))
             self._table = name
         return self._table
