@@ -89,37 +89,53 @@ def test_a_tampered_file_and_a_full_disk_leave_nothing(
     exported: tuple[Path, list[str]], tmp_path: Path
 ) -> None:
     archive, keys = exported
-    # The manifest says another digest for one file than the file has: refused.
+    # One file's bytes changed in the archive, its manifest as it was: refused.
     tampered = tmp_path / "tampered.tar"
     shutil.copy(archive, tampered)
-    scratch = tmp_path / "manifest"
-    scratch.mkdir()
-    system.run(["tar", "-xf", str(tampered), "-C", str(scratch), transfer.MANIFEST])
-    manifest = json.loads((scratch / transfer.MANIFEST).read_text())
     listed = f"templates/{keys[1]}/template.json"
-    manifest["files"][listed]["sha256"] = "0" * 64
-    (scratch / transfer.MANIFEST).write_text(json.dumps(manifest))
-    # Appended: unpacked after the first, it is the manifest the import reads.
-    system.run(["tar", "--append", "-f", str(tampered), "-C", str(scratch), transfer.MANIFEST])
+    with tarfile.open(tampered) as tar:
+        member = tar.getmember(listed)
+    with open(tampered, "r+b") as raw:
+        raw.seek(member.offset_data)
+        first = raw.read(1)
+        raw.seek(member.offset_data)
+        raw.write(b"[" if first != b"[" else b"{")
     cache = tmp_path / "cache"
     refused = wsf("images", "import", str(tampered), cache=cache, check=False)
     assert refused.returncode == 1
     assert "not as its manifest says, nothing was imported" in refused.stderr
     assert f"{listed}: sha256 is " in refused.stderr
-    assert sorted(p.name for p in cache.iterdir()) == []
-    # A full disk: a cache on a 64 MiB tmpfs.
+    assert cache_entries(cache) == []
+    # A second manifest appended (unpacked after the first, it would be the one read):
+    # refused before anything is unpacked.
+    scratch = tmp_path / "manifest"
+    scratch.mkdir()
+    system.run(["tar", "-xf", str(archive), "-C", str(scratch), transfer.MANIFEST])
+    appended = tmp_path / "appended.tar"
+    shutil.copy(archive, appended)
+    system.run(["tar", "--append", "-f", str(appended), "-C", str(scratch), transfer.MANIFEST])
+    twice = wsf("images", "import", str(appended), cache=cache, check=False)
+    assert twice.returncode == 1
+    assert f"member {transfer.MANIFEST!r}" in twice.stderr
+    assert cache_entries(cache) == []
+    # A full disk: a cache on a 64 MiB tmpfs: refused before a byte is unpacked.
     small = tmp_path / "small"
     small.mkdir()
     system.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)])
     try:
         full = wsf("images", "import", str(archive), cache=small, check=False)
         assert full.returncode == 1
-        assert "unpacking it failed, nothing was imported" in full.stderr
-        assert "No space left on device" in full.stderr
-        assert sorted(p.name for p in small.iterdir()) == []
+        assert f"no room for the import of {archive}" in full.stderr
+        assert cache_entries(small) == []
     finally:
         system.run(["umount", str(small)])
     assert not [r for r in ledger.records() if r.path.name.startswith("import-")]
+
+
+def cache_entries(cache: Path) -> list[str]:
+    """Everything in a cache but its own (empty, 0700) directories and making room's lock."""
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*")
+                  if p.name not in ("images", "templates", "room.lock"))  # fmt: skip
 
 
 def test_bad_export_requests(tmp_path: Path) -> None:
