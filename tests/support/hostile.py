@@ -105,7 +105,7 @@ def honest_image(key: str, uid: int = CONTAINER_ROOT) -> list[Member]:
             uid=uid,
             gid=uid,
         ),
-        Member(f"{top}/root/gone", "chr", mode=0o000, uid=uid, gid=uid),  # a whiteout
+        Member(f"{top}/root/gone", "chr", mode=0o000),  # a whiteout: overlayfs makes it as root
     ]
 
 

@@ -17,7 +17,8 @@ the import runs as host root. Before GNU tar writes anything, ``check`` refuses:
   capability, anywhere but in a VM image's guest tree (``root/``, ``layer/``: the guest's
   own ``su`` and ``ping``, reachable by host root alone since the cache is 0700);
 - in a container image's tree, an owner outside the containers' uid range (its tree is
-  stored shifted: host root owns nothing there, so nothing there is host root's setuid).
+  stored shifted: host root owns nothing there, so nothing there is host root's setuid),
+  but for a layer's whiteouts, which overlayfs makes as the mounter, host root.
 
 After the unpacking every file is checked against the manifest (``transfer``), so what
 was checked here is what lies on disk.
@@ -199,6 +200,7 @@ def _check_fact(path: str, fact: object, entry: Entry, where: str) -> None:
         entry.flavour == "container"
         and in_tree
         and (uid not in CONTAINER_IDS or gid not in CONTAINER_IDS)
+        and kind != stat.S_IFCHR  # a whiteout (0:0, checked above): overlayfs makes it as root
     ):
         raise TransferError(where, f"files: {path}: owner {uid}:{gid} in a container image's "
                             f"tree; allowed: the containers' ids {CONTAINER_IDS.start}-"
@@ -217,15 +219,20 @@ def _check_fact(path: str, fact: object, entry: Entry, where: str) -> None:
 
 
 # Besides file capabilities: what overlayfs writes in an upper layer (an opaque directory,
-# a copied-up file's origin, a directory holding such files, a copied-up hard link's
-# count), user attributes, ACLs. Not overlay redirects or metacopy: they point elsewhere.
-XATTRS = ("trusted.overlay.opaque", "trusted.overlay.origin", "trusted.overlay.impure",
-          "trusted.overlay.nlink", "system.posix_acl_access", "system.posix_acl_default",
-          "user.*")  # fmt: skip
+# a copied-up file's origin, the upper's uuid, ...), user attributes, ACLs. Not overlay
+# redirects or metacopy: they point at other files of the layers.
+XATTRS = ("trusted.overlay.*", "system.posix_acl_access", "system.posix_acl_default", "user.*")
+POINTING = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
 
 
 def _known_xattr(name: str) -> bool:
-    return name == CAPS_XATTR or name in XATTRS or name.startswith("user.")
+    if name in POINTING:
+        return False
+    return name in (
+        CAPS_XATTR,
+        "system.posix_acl_access",
+        "system.posix_acl_default",
+    ) or name.startswith(("trusted.overlay.", "user."))
 
 
 def _caps_root(value: str | None) -> int | None:
