@@ -211,7 +211,9 @@ def _check_fact(path: str, fact: object, entry: Entry, where: str) -> None:
         raise TransferError(where, f"files: {path}: setuid or setgid root outside a VM "
                             "image's guest tree")  # fmt: skip
     caps = xattrs.get(CAPS_XATTR)
-    container_caps = entry.flavour == "container" and in_tree and _caps_root(caps) in CONTAINER_IDS
+    root = _caps_root(caps)  # (None in a range would be a scan of it: 65536 comparisons)
+    container_caps = entry.flavour == "container" and in_tree and root is not None
+    container_caps = container_caps and root in CONTAINER_IDS
     if caps is not None and not (vm_tree or container_caps):
         raise TransferError(where, f"files: {path}: a file capability that host users would "
                             "hold (allowed: a VM image's guest tree, or one namespaced to the "
