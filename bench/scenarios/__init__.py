@@ -11,6 +11,7 @@ from scenarios import (
     checkpoints,
     coldwarm,
     container,
+    faults,
     latency,
     network,
     parallel,
@@ -33,4 +34,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "peer": peer.run,
     "checkpoints": checkpoints.run,
     "sharedcache": sharedcache.run,
+    "faults": faults.run,
 }

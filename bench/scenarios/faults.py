@@ -1,0 +1,83 @@
+"""Faults between workspaces: how long a partition and a heal take to be in force (the nft
+transaction is synchronous: once the call returns, packets are dropped or pass), what the
+fault table costs a small GET when no fault is active, and how close requested loss comes
+to what is measured. Two containers of one lab."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from harness import Context, Row, median
+
+from scenarios.network import small_get_latency
+from wsfixture.model.config import config_from_dict
+from wsfixture.net.lab import Lab
+from wsfixture.workspace import Workspace
+from wsfixture.workspace.faults import Faults
+
+PINGS = 400
+
+
+def round_trip_loss(ws: Workspace, ip: str) -> float:
+    """Percent of ``PINGS`` round trips lost, measured inside ``ws``."""
+    out = ws.run(f"ping -q -c {PINGS} -i 0.005 -W 1 {ip}", timeout=120)[1]
+    match = re.search(r"([0-9.]+)% packet loss", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def run(ctx: Context) -> list[Row]:
+    config = config_from_dict({
+        "defaults": {"stateRoot": str(ctx.state)},
+        "workspaces": {"fa": {"type": "container", "ip": "192.168.83.31"},
+                       "fb": {"type": "container", "ip": "192.168.83.32"}},
+    })  # fmt: skip
+    with (
+        Lab(config.network) as lab,
+        Workspace(config.workspaces["fa"], config, lab) as a,
+        Workspace(config.workspaces["fb"], config, lab) as b,
+    ):
+        b.succeed("echo small > /tmp/small")
+        b.succeed("python3 -m http.server --directory /tmp 8000 </dev/null >/dev/null 2>&1 &")
+        b.wait_for_port(8000)
+        url = f"http://{b.ip}:8000/small"
+        faults = Faults(lab)
+        partition, heal, without, with_table = [], [], [], []
+        try:
+            for _ in range(ctx.runs):
+                without.append(small_get_latency(a, url, 30))
+                begin = time.perf_counter()
+                healing = faults.partition([a], [b])
+                partition.append(time.perf_counter() - begin)
+                assert a.run(f"ping -c 1 -W 1 {b.ip}")[0] != 0, "the partition holds"
+                begin = time.perf_counter()
+                healing.heal()
+                heal.append(time.perf_counter() - begin)
+                # The table stays, empty: what an idle ws_faults costs what passes.
+                with_table.append(small_get_latency(a, url, 30))
+                faults.heal()  # the table gone: the next "without" has none
+            faults.shape(a, b, loss=20)
+            lost = round_trip_loss(a, b.ip)
+        finally:
+            faults.heal()
+    # A round trip crosses the rule twice: loss per packet p gives 1 - (1 - p)^2.
+    per_packet = 100 * (1 - (1 - lost / 100) ** 0.5)
+    return [
+        Row("faults: partition() to in force", median(partition), target="< 0.05 s"),
+        Row("faults: heal() to in force", median(heal), target="< 0.05 s"),
+        Row(
+            "faults: small GET, the fault table idle",
+            median(with_table),
+            median(without),
+            "the same GET, no fault table",
+            target="<= 1.05x",
+        ),
+        Row(
+            "faults: loss asked 20 %, measured per packet",
+            per_packet,
+            20.0,
+            f"asked ({PINGS} round trips)",
+            unit="%",
+        ),
+    ]
