@@ -237,6 +237,8 @@ def fmt(value: float | None, unit: str) -> str:
         return "-"
     if unit == "MiB/s":
         return f"{value:.0f}MiB/s"
+    if unit == "%":
+        return f"{value:.1f}%"
     return f"{value:.1f}ms" if unit == "ms" else f"{value:.3f}s"
 
 
