@@ -307,8 +307,13 @@ def test_vm_through_the_cli(cli_config: Path) -> None:
     # the pinned login). How it booted is checked below, from its console.
     progress = [line for line in up.stderr.splitlines() if line.startswith("starting vmthree")]
     doing = (": restoring from a template (", ": making VM template ", ": waiting for sshd on ")
-    assert any(what in line for line in progress for what in doing), up.stderr
-    assert progress[-1].startswith("starting vmthree (vm): done in "), up.stderr
+    if progress:
+        assert any(what in line for line in progress for what in doing), up.stderr
+        assert progress[-1].startswith("starting vmthree (vm): done in "), up.stderr
+    else:  # a start within the reporter's two quiet seconds says nothing (seen in CI)
+        ready = re.search(r"vmthree: ready in ([0-9.]+)s", up.stdout)
+        assert ready is not None, up.stdout
+        assert float(ready.group(1)) < 2.5, (up.stdout, up.stderr)
     assert "\r" not in up.stderr, "no terminal redraws into a pipe"
     assert status(cli_config)["vmthree"]["state"] == "running"
     assert wsf(cli_config, "ssh", "vmthree", "uname", "-r").stdout.strip().endswith("amd64")
