@@ -45,8 +45,7 @@ def run(ctx: Context) -> list[Row]:
         faults = Faults(lab)
         partition, heal, without, with_table = [], [], [], []
         try:
-            for _ in range(ctx.runs):
-                without.append(small_get_latency(a, url, 30))
+            for run in range(ctx.runs):
                 begin = time.perf_counter()
                 healing = faults.partition([a], [b])
                 partition.append(time.perf_counter() - begin)
@@ -54,9 +53,15 @@ def run(ctx: Context) -> list[Row]:
                 begin = time.perf_counter()
                 healing.heal()
                 heal.append(time.perf_counter() - begin)
-                # The table stays, empty: what an idle ws_faults costs what passes.
-                with_table.append(small_get_latency(a, url, 30))
-                faults.heal()  # the table gone: the next "without" has none
+                # The table stays, empty: what an idle ws_faults costs what passes, against
+                # the same GETs with no table, in turns (which goes first alternates).
+                for idle in (run % 2 == 0, run % 2 == 1):
+                    if idle:
+                        faults.partition([a], [b]).heal()  # the table there, empty
+                    else:
+                        faults.heal()  # the table gone
+                    (with_table if idle else without).append(small_get_latency(a, url, 30))
+                faults.heal()
             faults.shape(a, b, loss=20)
             lost = round_trip_loss(a, b.ip)
         finally:
