@@ -70,7 +70,8 @@ def get(
 ) -> Copied:
     """Copy ``remote`` of workspace ``name`` to ``local`` (into it, as ``cp`` does, if it
     is a real directory), under the module's guards."""
-    attrs = _stat(sftp, name, remote)
+    with _said(name, remote):
+        attrs = sftp.stat(remote)
     target_dir, target_name = local, posixpath.basename(remote.rstrip("/")) or "root"
     if not _is_real_dir(local):
         target_dir, target_name = local.parent, local.name
@@ -99,13 +100,6 @@ def _said(name: str, remote: str) -> Iterator[None]:
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         raise CopyError(name, remote, f"{exc.strerror or exc}{where}") from None
-
-
-def _stat(sftp: paramiko.SFTPClient, name: str, remote: str) -> paramiko.SFTPAttributes:
-    try:
-        return sftp.stat(remote)
-    except OSError as exc:
-        raise CopyError(name, remote, exc.strerror or str(exc) or "no such file") from None
 
 
 def _is_real_dir(path: Path) -> bool:
@@ -173,7 +167,7 @@ def _get_tree(
                 done.files += 1
             else:
                 done.skipped.append(path)
-        os.fchmod(sub, stat.S_IMODE(_stat(sftp, name, remote).st_mode or 0o700) & PLAIN_MODE)
+        os.fchmod(sub, stat.S_IMODE(sftp.stat(remote).st_mode or 0o700) & PLAIN_MODE)
     finally:
         os.close(sub)
 

@@ -26,6 +26,7 @@ was checked here is what lies on disk.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import stat
 import tarfile
@@ -123,7 +124,7 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
         raise TransferError(where, "entries: one entry is listed twice")
     if not isinstance(files, dict):
         raise TransferError(where, "files: not an object of path -> facts")
-    tops = {PurePosixPath(*e.relative.parts): e for e in entries}
+    tops = _tops(entries)
     for path, fact in files.items():
         entry = _owning_entry(path, tops, where)
         _check_fact(path, fact, entry, where)
@@ -146,6 +147,11 @@ def _entry(item: object, where: str) -> Entry:
             f"{store.KEY.pattern})",
         )  # fmt: skip
     return Entry(kind, key)
+
+
+def _tops(entries: list[Entry]) -> dict[PurePosixPath, Entry]:
+    """Each entry by its top directory in the archive (``images/<key>``)."""
+    return {PurePosixPath(*e.relative.parts): e for e in entries}
 
 
 def _owning_entry(path: object, tops: dict[PurePosixPath, Entry], where: str) -> Entry:
@@ -193,7 +199,7 @@ def _check_fact(path: str, fact: object, entry: Entry, where: str) -> None:
     mode, uid, gid = fact["mode"], fact["uid"], fact["gid"]  # numbers: checked above
     if unknown := sorted(name for name in xattrs if not _known_xattr(name)):
         raise TransferError(where, f"files: {path}: extended attribute {unknown[0]!r:.80}; "
-                            f"allowed: {CAPS_XATTR}, {', '.join(XATTRS)}")  # fmt: skip
+                            f"allowed: {', '.join(XATTRS)}")  # fmt: skip
     parts = path.split("/")
     in_tree = len(parts) > 2 and parts[2] in GUEST_TREES
     if (
@@ -212,29 +218,25 @@ def _check_fact(path: str, fact: object, entry: Entry, where: str) -> None:
                             "image's guest tree")  # fmt: skip
     caps = xattrs.get(CAPS_XATTR)
     root = _caps_root(caps)  # (None in a range would be a scan of it: 65536 comparisons)
-    container_caps = entry.flavour == "container" and in_tree and root is not None
-    container_caps = container_caps and root in CONTAINER_IDS
+    container_caps = (
+        entry.flavour == "container" and in_tree and root is not None and root in CONTAINER_IDS
+    )
     if caps is not None and not (vm_tree or container_caps):
         raise TransferError(where, f"files: {path}: a file capability that host users would "
                             "hold (allowed: a VM image's guest tree, or one namespaced to the "
                             "containers' root)")  # fmt: skip
 
 
-# Besides file capabilities: what overlayfs writes in an upper layer (an opaque directory,
-# a copied-up file's origin, the upper's uuid, ...), user attributes, ACLs. Not overlay
-# redirects or metacopy: they point at other files of the layers.
-XATTRS = ("trusted.overlay.*", "system.posix_acl_access", "system.posix_acl_default", "user.*")
+# File capabilities (checked apart), what overlayfs writes in an upper layer (an opaque
+# directory, a copied-up file's origin, the upper's uuid, ...), ACLs, user attributes. Not
+# overlay redirects or metacopy: they point at other files of the layers.
+XATTRS = (CAPS_XATTR, "trusted.overlay.*", "system.posix_acl_access",
+          "system.posix_acl_default", "user.*")  # fmt: skip
 POINTING = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
 
 
 def _known_xattr(name: str) -> bool:
-    if name in POINTING:
-        return False
-    return name in (
-        CAPS_XATTR,
-        "system.posix_acl_access",
-        "system.posix_acl_default",
-    ) or name.startswith(("trusted.overlay.", "user."))
+    return name not in POINTING and any(fnmatch.fnmatchcase(name, p) for p in XATTRS)
 
 
 def _caps_root(value: str | None) -> int | None:
@@ -252,7 +254,7 @@ def check_members(members: Iterable[tarfile.TarInfo], manifest: Manifest, where:
     links: set[str] = set()
     regular: set[str] = set()
     seen: set[str] = set()
-    tops = {PurePosixPath(*e.relative.parts): e for e in manifest.entries}
+    tops = _tops(manifest.entries)
     for member in members:
         name = member.name
         if name not in manifest.files or name in seen:
