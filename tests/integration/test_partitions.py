@@ -10,7 +10,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -193,31 +193,44 @@ def answers(src: Workspace, dst: Workspace) -> bool:
     return src.run(python(fetch), timeout=20)[0] == 0
 
 
+def pause_and_resume(
+    ws: Workspace, peer: Workspace, while_paused: Callable[[], None], wait: float = 15.0
+) -> None:
+    """``ws`` paused once its server answers ``peer``: commands to it are refused at once,
+    ``while_paused`` runs, nothing answers; resumed, it answers again and a process
+    started before the pause is the same one. Resumed and its processes ended, whatever
+    happens."""
+    sleeper, server = ws.spawn("sleep 1000"), ws.spawn(SERVE)
+    try:
+        deadline = time.monotonic() + wait
+        while not answers(peer, ws):
+            assert time.monotonic() < deadline, "control: its server never answered"
+        ws.pause()
+        assert ws.paused
+        with pytest.raises(WorkspacePaused, match=rf"'{ws.name}' is paused: ws\.resume\(\)"):
+            ws.run("true")
+        while_paused()
+        assert not answers(peer, ws), "its processes answer nothing while paused"
+        ws.resume()
+        assert answers(peer, ws)
+        assert ws.succeed(f"kill -0 {sleeper.pid} && echo alive").strip() == "alive"
+    finally:
+        if ws.paused:
+            ws.resume()
+        sleeper.kill()
+        server.kill()
+
+
 def test_a_paused_workspace_stops_and_goes_on_as_the_same_processes(
     trio: list[Workspace],
 ) -> None:
     a, b, _ = trio
-    sleeper = a.spawn("sleep 1000")
-    server = a.spawn(SERVE)
-    try:
-        deadline = time.monotonic() + 15
-        while not answers(b, a):
-            assert time.monotonic() < deadline, "control: its server never answered"
-        a.pause()
-        assert a.paused
-        with pytest.raises(WorkspacePaused, match=r"'a' is paused: ws\.resume\(\)"):
-            a.run("true")
+
+    def testinfra_is_refused_too() -> None:
         with pytest.raises(WorkspacePaused):
-            assert a.host.file("/etc/hostname").exists  # testinfra's way in, too
-        assert not answers(b, a), "its processes answer nothing while paused"
-        a.resume()
-        assert answers(b, a)
-        assert a.succeed(f"kill -0 {sleeper.pid} && echo alive").strip() == "alive"
-    finally:
-        if a.paused:
-            a.resume()
-        sleeper.kill()
-        server.kill()
+            assert a.host.file("/etc/hostname").exists
+
+    pause_and_resume(a, b, testinfra_is_refused_too)
 
 
 def test_a_crash_cuts_the_power_and_a_start_brings_it_back(trio: list[Workspace]) -> None:

@@ -223,8 +223,8 @@ def test_a_partition_pause_and_clock_of_a_vm(vm: Workspace, peer: Workspace) -> 
     is set ahead and back (a container's cannot be: it is the host kernel's)."""
     import time
 
-    from tests.integration.test_partitions import SERVE, answers, reaches
-    from wsfixture.errors import FaultError, WorkspacePaused
+    from tests.integration.test_partitions import pause_and_resume, reaches
+    from wsfixture.errors import FaultError
     from wsfixture.workspace.faults import Faults
 
     faults = Faults(vm.lab)
@@ -237,24 +237,11 @@ def test_a_partition_pause_and_clock_of_a_vm(vm: Workspace, peer: Workspace) -> 
         assert reaches(vm, peer)
     finally:
         faults.heal()
-    server, sleeper = vm.spawn(SERVE), vm.spawn("sleep 1000")
-    try:
-        deadline = time.monotonic() + 30
-        while not answers(peer, vm):
-            assert time.monotonic() < deadline, "control: its server never answered"
-        vm.pause()
-        with pytest.raises(WorkspacePaused):
-            vm.run("true")
-        assert not answers(peer, vm), "a stopped VM answers nothing, its kernel neither"
-        assert not reaches(peer, vm)
-        vm.resume()
-        assert answers(peer, vm)
-        assert vm.succeed(f"kill -0 {sleeper.pid} && echo alive").strip() == "alive"
-    finally:
-        if vm.paused:
-            vm.resume()
-        server.kill()
-        sleeper.kill()
+
+    def its_kernel_answers_no_ping() -> None:  # a container's would: the host's kernel
+        assert not reaches(peer, vm), "a stopped VM answers nothing, its kernel neither"
+
+    pause_and_resume(vm, peer, its_kernel_answers_no_ping, wait=30.0)
     vm.clock_offset(3600)
     try:
         ahead = float(vm.succeed("date +%s.%N")) - time.time()
