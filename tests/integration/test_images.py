@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.configs import make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.errors import ImageBuildError, TemplateError
 from wsfixture.host import ledger, settings, system
@@ -23,6 +25,7 @@ from wsfixture.image.build import ensure_image
 from wsfixture.image.cache import DAY, free_bytes, make_room
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.image.templates import Template, TemplateShape
+from wsfixture.workspace.prepare import recipe_for
 
 
 def fake_image(cache: Path, recipe: ImageRecipe, key: str = "", days_ago: float = 0) -> Path:
@@ -241,3 +244,38 @@ def test_an_image_or_template_that_would_not_fit_is_refused_before_anything_is_m
         with pytest.raises(TemplateError, match=f"no room for VM template {shape.key} in "):
             templates.ensure(shape, image, build, lambda line: None)
         assert sorted(p.name for p in (cache / "templates").iterdir()) == [f"{shape.key}.lock"]
+
+
+def test_the_cache_is_out_of_other_users_reach(tmp_path: Path) -> None:
+    """An image's tree holds what its guest release ships (a VM's setuid-root `su`, a
+    container's binaries): with the cache, images/ and every entry root's alone (0700), a
+    host user can neither run nor read one. Control: the same file, copied where anyone
+    may go, is read by that user."""
+    require_root_and_tools("mmdebstrap", "runuser")
+    config = make_config(tmp_path / "state", ct={"type": "container"})
+    recipe = recipe_for(config, config.workspaces["ct"])
+    while recipe.base is not None:  # the base the suite's containers stand on: its tree
+        recipe = recipe.base
+    image = ensure_image(recipe)
+    root = settings.current().cache_dir
+    for directory in (root, root / "images", image.dir):
+        assert os.stat(directory).st_mode & 0o777 == 0o700, directory
+    inside = image.dir / "root" / "usr" / "bin" / "true"
+    refused = subprocess.run(["runuser", "-u", "nobody", "--", str(inside)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert refused.returncode != 0
+    assert "Permission denied" in refused.stderr
+    read = ["runuser", "-u", "nobody", "--", "cat"]
+    unread = subprocess.run([*read, str(inside)], capture_output=True, text=True, check=False)
+    assert unread.returncode != 0
+    assert "Permission denied" in unread.stderr
+    reachable = Path(tempfile.mkdtemp(prefix="wsft-reach-"))  # not under pytest's 0700 dirs
+    try:
+        reachable.chmod(0o755)
+        (copy := reachable / "true").write_bytes(inside.read_bytes())
+        copy.chmod(0o755)
+        ran = subprocess.run([*read, str(copy)], capture_output=True, check=False)
+        assert ran.returncode == 0, "control: a reachable copy is read"
+        assert ran.stdout == inside.read_bytes()
+    finally:
+        system.remove_tree(reachable)
