@@ -23,6 +23,7 @@ from typing import Any
 
 from wsfixture.cleanup import Cleanup
 from wsfixture.host import settings, system
+from wsfixture.model import derive
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,13 @@ class BuildInfo:
 
 @dataclass(frozen=True)
 class FaultsInfo:
-    """Faults between a lab's workspaces (``net.faults``): the nftables table that holds
-    them, deleted when they are healed, or by ``gc`` when their owner died."""
+    """Faults between a lab's workspaces (``net.faults``): the nftables tables, iptables
+    chain and shaped bridge ports that hold them, taken away when they are healed, or by
+    ``gc`` when their owner died (their helper processes are the record's)."""
 
     lab: str
     table: str
+    ports: tuple[str, ...] | list[str] = ()
 
 
 Info = LabInfo | WorkspaceInfo | BuildInfo | FaultsInfo
@@ -345,12 +348,26 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
 
 
 def delete_fault_table(info: FaultsInfo) -> None:
-    """Heal a set of faults: delete its table, if its lab and the table are still there."""
+    """Heal a set of faults: delete its tables, its delays' chain and its ports' shaping,
+    where its lab and they are still there."""
     if not (Path("/run/netns") / info.lab).exists():
         return  # the lab went, and its faults with it
-    nft = ["ip", "netns", "exec", info.lab, "nft"]
-    if f"table bridge {info.table}" in system.run([*nft, "list", "tables"]).splitlines():
-        system.run([*nft, "delete", "table", "bridge", info.table])
+    lab = ["nsenter", f"--net=/run/netns/{info.lab}", "--"]
+    tables = system.run([*lab, "nft", "list", "tables"]).splitlines()
+    for family in ("bridge", "ip"):
+        if f"table {family} {info.table}" in tables:
+            system.run([*lab, "nft", "delete", "table", family, info.table])
+    chain = derive.fault_queue_chain(info.table)
+    iptables = [*lab, "iptables-legacy"]
+    if system.run([*iptables, "-S", chain], check=False).strip():
+        while f"-j {chain}" in system.run([*iptables, "-S", "FORWARD"]):
+            system.run([*iptables, "-D", "FORWARD", "-j", chain])
+        system.run([*iptables, "-F", chain])
+        system.run([*iptables, "-X", chain])
+    for port in info.ports:
+        for qdisc in ("root", "ingress"):  # what is not there any more is no failure
+            system.run([*lab, "tc", "qdisc", "del", "dev", port, qdisc], check=False)
+        system.run([*lab, "ip", "link", "delete", derive.ifb_name(port)], check=False)
 
 
 def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseException]]]:

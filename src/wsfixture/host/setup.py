@@ -34,6 +34,7 @@ NEEDS = (
     Need("util-linux", ("nsenter", "unshare", "setpriv"), "entering a lab's namespace"),
     Need("slirp4netns", ("slirp4netns",), "internet for a lab: the userspace uplink"),
     Need("nftables", ("nft",), "anti-spoofing on the lab bridge; NAT in a lab with internet"),
+    Need("iptables", ("iptables-legacy",), "delay and jitter between workspaces (NFQUEUE)"),
     Need("qemu-system-x86", ("qemu-system-x86_64",), "VM workspaces, virtiofsd"),
     Need("qemu-utils", ("qemu-img",), "VM disks (qcow2 overlays)"),
     Need("e2fsprogs", ("mkfs.ext4",), "VM root disks"),

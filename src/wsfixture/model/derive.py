@@ -70,6 +70,19 @@ def veth_host_name(name: str) -> str:
     return VETH_HOST_PREFIX + digest(name)[:8]
 
 
+FAULTS_TABLE_PREFIX = "wsfixture_faults"
+
+
+def fault_queue_chain(table: str) -> str:
+    """The iptables chain of a fault table's delays (iptables allows 28 characters)."""
+    return "wsff" + table.removeprefix(FAULTS_TABLE_PREFIX)
+
+
+def ifb_name(port: str) -> str:
+    """The IFB device a bridge port's ingress is shaped on (15 characters at most)."""
+    return "wsfi" + port[-11:]
+
+
 def interface_names(name: str) -> dict[str, str]:
     """Every interface name a workspace may own, by role."""
     return {"tap": tap_name(name), "veth": veth_host_name(name)}
