@@ -201,7 +201,18 @@ def test_day_to_day(cli_config: Path) -> None:
     assert "loss '200'" in bad.stderr
     assert wsf(cli_config, "fault", "heal").stdout == "healed\n"
     assert wsf(cli_config, *ping_two).returncode == 0
+    slow = wsf(cli_config, "fault", "shape", "one", "two", "--delay", "300ms", "--rate", "1mbit")
+    assert slow.stdout == "delay 300ms rate 1mbit one <-> two\n"
+    delayed = re.search(r"time=([0-9.]+) ms", wsf(cli_config, *ping_two).stdout)
+    assert delayed, "a round trip"
+    assert float(delayed.group(1)) >= 300
+    assert wsf(cli_config, "fault", "dns", "two", "nxdomain").stdout == "dns two nxdomain\n"
+    assert wsf(cli_config, "exec", "one", "getent", "hosts", "two", check=False).returncode != 0
+    assert wsf(cli_config, "fault", "heal").stdout == "healed\n"
     assert wsf(cli_config, "fault", "list").stdout == "no faults\n"
+    assert wsf(cli_config, "exec", "one", "getent", "hosts", "two").stdout.startswith(
+        "192.168.83.11 "
+    )
     # Paused through its supervisor: what would hang is refused at once; resumed, it runs.
     sleeper = wsf(cli_config, "exec", "--detach", "one", "sleep 600").stdout
     sleeper_pid = re.fullmatch(r"one: pid (\d+), output in (\S+)\n", sleeper).group(1)

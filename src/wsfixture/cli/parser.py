@@ -123,11 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--delete", metavar="TAG", help="delete this checkpoint")
     p = command("fault", faults.cmd_fault, "faults between running workspaces: partition, "
-                "block, shape --loss, list, heal")  # fmt: skip
+                "block, shape (loss, delay, jitter, rate), dns, list, heal")  # fmt: skip
     p.add_argument("action", choices=faults.ACTIONS)
     p.add_argument(
         "operands", nargs=argparse.REMAINDER, metavar="NAME",
-        help="workspaces (partition A B, or A B -- C D; block SRC DST; shape WS [PEER] --loss P)",
+        help="partition A B, or A B -- C D; block SRC DST; shape WS [PEER] [--loss 10%%] "
+             "[--delay 50ms [--jitter 10ms]] [--rate 1mbit]; dns NAME nxdomain|servfail|timeout",
     )  # fmt: skip
     p = command("pause", power.cmd_pause, "stop every process of a running workspace where it is")
     p.add_argument("name")

@@ -315,8 +315,8 @@ class Faults:
             self.lab.run(["ip", "link", "delete", ifb], check=False)
             if port in by_port:
                 self.lab.ip_batch(f"link add {ifb} type ifb\nlink set {ifb} up")
-                self.lab.run(["tc", "-batch", "-"],
-                             input=rules.rate_batch(port, gateway, subnet, by_port[port]))  # fmt: skip
+                shaping = rules.rate_batch(port, gateway, subnet, by_port[port])
+                self.lab.run(["tc", "-batch", "-"], input=shaping)
         self._ports = set(by_port)
         if self._record is not None:
             assert isinstance(self._record.info, ledger.FaultsInfo)

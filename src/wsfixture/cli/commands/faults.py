@@ -4,9 +4,14 @@ goes.
 
     fault partition A B [-- C D]   A | B, or the groups A B | C D: no packet across
     fault block A B                A's packets to B dropped (one way)
-    fault shape A [B] --loss 10%   A's traffic (with B only) loses that share
+    fault shape A [B] --loss 10% --delay 50ms --jitter 10ms --rate 1mbit
+                                   A's traffic (with B only) degraded
+    fault dns NAME MODE            the lab's DNS fails NAME: nxdomain, servfail, timeout
     fault list                     each fault, from when to when
     fault heal                     all off
+
+The helpers some faults need (a delayer, a failing resolver) outlive the command: they are
+the lab owner's, and go with ``fault heal`` or the lab.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from wsfixture.model.config import load_config
 from wsfixture.net.lab import Lab
 from wsfixture.workspace.faults import Faults
 
-ACTIONS = ("partition", "block", "shape", "list", "heal")
+ACTIONS = ("partition", "block", "shape", "dns", "list", "heal")
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
@@ -54,16 +59,24 @@ def _act(faults: Faults, action: str, operands: list[str]) -> None:
             raise UsageError("fault block: SRC DST, two workspaces")
         faults.block(operands[0], operands[1])
         say(faults.timeline[-1].what)
+    elif action == "dns":
+        if len(operands) != 2:
+            raise UsageError("fault dns: NAME MODE (nxdomain, servfail or timeout)")
+        faults.dns(operands[0], operands[1])
+        say(faults.timeline[-1].what)
     else:
         parser = argparse.ArgumentParser(prog="wsfixture fault shape", add_help=False)
         parser.add_argument("ws")
         parser.add_argument("peer", nargs="?")
-        parser.add_argument("--loss", required=True, help="percent: 10, 2.5, 10%%")
+        for option in ("--loss", "--delay", "--jitter", "--rate"):
+            parser.add_argument(option)
         try:
             shaped = parser.parse_args(operands)
         except SystemExit:
-            raise UsageError("fault shape: WS [PEER] --loss PERCENT") from None
-        faults.shape(shaped.ws, shaped.peer, loss=shaped.loss)
+            raise UsageError("fault shape: WS [PEER] [--loss PERCENT] [--delay MS [--jitter MS]] "
+                             "[--rate BITS]") from None  # fmt: skip
+        faults.shape(shaped.ws, shaped.peer, loss=shaped.loss, delay=shaped.delay,
+                     jitter=shaped.jitter, rate=shaped.rate)  # fmt: skip
         say(faults.timeline[-1].what)
 
 
