@@ -219,8 +219,10 @@ def test_a_vm_flooding_its_serial_port_fills_no_disk(vm: Workspace) -> None:
 
 def test_a_partition_pause_and_clock_of_a_vm(vm: Workspace, peer: Workspace) -> None:
     """Faults on a VM and a container, as on two containers: a partition cuts both ways
-    and heals; a paused VM answers nothing and goes on with the same processes; its clock
-    is set ahead and back (a container's cannot be: it is the host kernel's)."""
+    and heals; a delay on the VM's port slows its round trips (outside the guest, as a
+    container's); a paused VM answers nothing and goes on with the same processes; its
+    clock is set ahead and back (a container's cannot be: it is the host kernel's)."""
+    import re
     import time
 
     from tests.integration.test_partitions import pause_and_resume, reaches
@@ -235,6 +237,17 @@ def test_a_partition_pause_and_clock_of_a_vm(vm: Workspace, peer: Workspace) -> 
             assert not reaches(vm, peer)
             assert vm.succeed("true") == "", "the test's channel is not cut"
         assert reaches(vm, peer)
+
+        def round_trips() -> list[float]:
+            out = vm.succeed(f"ping -c 4 -i 0.2 -W 2 {peer.ip}", timeout=30)
+            return [float(t) for t in re.findall(r"time=([0-9.]+) ms", out)]
+
+        assert max(round_trips()) < 100  # control
+        with faults.shape(vm, delay=150):
+            delayed = round_trips()
+            assert len(delayed) == 4, delayed
+            assert min(delayed) >= 150, delayed
+        assert max(round_trips()) < 100
     finally:
         faults.heal()
 
