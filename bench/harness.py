@@ -237,8 +237,8 @@ def fmt(value: float | None, unit: str) -> str:
         return "-"
     if unit == "MiB/s":
         return f"{value:.0f}MiB/s"
-    if unit == "%":
-        return f"{value:.1f}%"
+    if unit in ("%", "Mbit/s"):
+        return f"{value:.1f}{unit}" if unit == "%" else f"{value:.2f}{unit}"
     return f"{value:.1f}ms" if unit == "ms" else f"{value:.3f}s"
 
 

@@ -1,11 +1,14 @@
 """Faults between workspaces: how long a partition and a heal take to be in force (the nft
 transaction is synchronous: once the call returns, packets are dropped or pass), what the
-fault table costs a small GET when no fault is active, and how close requested loss comes
-to what is measured. Two containers of one lab."""
+fault table costs a small GET when no fault is active, and how close requested loss,
+delay, jitter and rate come to what is measured (a delay's call includes starting its
+delayer). Two containers of one lab."""
 
 from __future__ import annotations
 
 import re
+import shlex
+import statistics
 import time
 
 from harness import Context, Row, median
@@ -17,6 +20,40 @@ from wsfixture.workspace import Workspace
 from wsfixture.workspace.faults import Faults
 
 PINGS = 400
+DELAY_MS, JITTER_MS, RATE = 100, 30, 4_000_000
+SEND = """\
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], 9600))
+start = time.monotonic()
+c.sendall(bytes(1_000_000))
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+print(8_000_000 / (time.monotonic() - start))
+"""
+SINK = """\
+import socket
+server = socket.create_server(("", 9600))
+while True:  # a readiness probe connects too
+    c = server.accept()[0]
+    while c.recv(1 << 16):
+        pass
+    c.close()
+"""
+
+
+def round_trips(ws: Workspace, ip: str, count: int = 20) -> list[float]:
+    """Round trips (ms) of ``count`` pings from ``ws``."""
+    out = ws.succeed(f"ping -c {count} -i 0.05 -W 2 {ip}", timeout=60)
+    return [float(t) for t in re.findall(r"time=([0-9.]+) ms", out)]
+
+
+def bits_per_second(src: Workspace, dst: Workspace) -> float:
+    sink = dst.spawn(f"python3 -c {shlex.quote(SINK)}")
+    dst.wait_for_port(9600)
+    try:
+        return float(src.succeed(f"python3 -c {shlex.quote(SEND)} {dst.ip}", timeout=60))
+    finally:
+        sink.kill()
 
 
 def round_trip_loss(ws: Workspace, ip: str) -> float:
@@ -64,6 +101,19 @@ def run(ctx: Context) -> list[Row]:
                 faults.heal()
             faults.shape(a, b, loss=20)
             lost = round_trip_loss(a, b.ip)
+            faults.heal()
+            plain = round_trips(a, b.ip)
+            delay_calls, added, spread, rates = [], [], [], []
+            for _ in range(ctx.runs):
+                begin = time.perf_counter()
+                healing = faults.shape(a, b, delay=DELAY_MS)
+                delay_calls.append(time.perf_counter() - begin)
+                added.append(median(round_trips(a, b.ip)) - median(plain))
+                healing.heal()
+                with faults.shape(a, b, delay=DELAY_MS, jitter=JITTER_MS):
+                    spread.append(statistics.pstdev(round_trips(a, b.ip, 40)))
+                with faults.shape(a, rate=RATE):
+                    rates.append(bits_per_second(a, b))
         finally:
             faults.heal()
     # A round trip crosses the rule twice: loss per packet p gives 1 - (1 - p)^2.
@@ -84,5 +134,31 @@ def run(ctx: Context) -> list[Row]:
             20.0,
             f"asked ({PINGS} round trips)",
             unit="%",
+        ),
+        Row(
+            "faults: shape(delay=) to in force (its delayer started)",
+            median(delay_calls),
+            target="< 0.5 s",
+        ),
+        Row(
+            f"faults: delay asked {DELAY_MS} ms, added to a round trip",
+            median(added),
+            float(DELAY_MS),
+            "asked (median of 20 pings, less the plain median)",
+            unit="ms",
+        ),
+        Row(
+            f"faults: jitter asked +-{JITTER_MS} ms (uniform), round trips' std dev",
+            median(spread),
+            JITTER_MS / 3**0.5,
+            "a uniform +-30 ms's std dev",
+            unit="ms",
+        ),
+        Row(
+            "faults: rate asked 4 Mbit/s, 1 MB over TCP",
+            median(rates) / 1e6,
+            RATE / 1e6,
+            "asked",
+            unit="Mbit/s",
         ),
     ]
