@@ -29,7 +29,7 @@ from pathlib import Path
 import wsfixture
 from wsfixture.model.config import config_from_dict
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 kind = sys.argv[1]
 state = Path(tempfile.mkdtemp(prefix="wsf-ab-"))
 share = state / "data"

@@ -16,7 +16,7 @@ from harness import (
 
 from wsfixture.image.build import ensure_image
 from wsfixture.image.recipe import ImageRecipe
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 def raw_nspawn_argv(ws: Workspace) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 from wsfixture.backends.qemu.qmp import QmpClient
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 HERE = Path(__file__).resolve().parent
 

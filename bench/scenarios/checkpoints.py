@@ -11,7 +11,7 @@ import time
 from harness import HERE, Context, Row, make_config, median, ours_start_stop, run_suite, user_pytest
 
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 WRITTEN = "head -c 100M /dev/urandom > ~/written"  # the issue's workload: 100 MiB written
 # The absolute targets of the issue, under TCG for the VM.

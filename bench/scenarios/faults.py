@@ -16,8 +16,8 @@ from harness import Context, Row, median
 from scenarios.network import small_get_latency
 from wsfixture.model.config import config_from_dict
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
-from wsfixture.workspace.faults import Faults
+from wsfixture.workspaces import Workspace
+from wsfixture.workspaces.faults import Faults
 
 PINGS = 400
 DELAY_MS, JITTER_MS, RATE = 100, 30, 4_000_000

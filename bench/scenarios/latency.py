@@ -13,7 +13,7 @@ from harness import (
 )
 
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 def run(ctx: Context) -> list[Row]:

@@ -16,7 +16,7 @@ from harness import (
 
 from wsfixture.model.config import config_from_dict
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 DOWNLOAD_MIB = 32
 

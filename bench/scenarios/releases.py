@@ -22,7 +22,7 @@ from wsfixture.image.build import ensure_image
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.spec import RELEASES
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 # A setup as a role's converge would do it: a system user, a directory, a config file, a
 # link. Lines run by `sh -e` in the layer, after the packages.

@@ -23,7 +23,7 @@ from harness import (
 
 from wsfixture.model.config import Config
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 def run(ctx: Context) -> list[Row]:

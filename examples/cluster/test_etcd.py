@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from wsfixture.workspace import Workspace
-from wsfixture.workspace.faults import Faults
+from wsfixture.workspaces import Workspace
+from wsfixture.workspaces.faults import Faults
 
 NAMES = ("etcd1", "etcd2", "etcd3")
 DEADLINE = 60.0  # seconds: an election under load, a follower catching up

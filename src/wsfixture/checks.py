@@ -21,7 +21,7 @@ from wsfixture.model import derive
 from wsfixture.remote import SSH_PORT
 
 if TYPE_CHECKING:
-    from wsfixture.workspace import Workspace
+    from wsfixture.workspaces import Workspace
 
 
 class CheckSkipped(Exception):  # an outcome, not an error: not under WsfixtureError

@@ -12,7 +12,7 @@ from tests.support.configs import make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.model.config import Config
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 @pytest.fixture(scope="session", autouse=True)

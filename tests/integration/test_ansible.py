@@ -17,7 +17,7 @@ from tests.support.configs import make_config
 from tests.support.prereqs import require
 from wsfixture.model.config import Config
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 pytestmark = pytest.mark.vm
 

@@ -19,7 +19,7 @@ from wsfixture.errors import CheckpointError
 from wsfixture.model import derive
 from wsfixture.model.config import Config
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 SHAPES = {
     "ck-container": {"type": "container"},

@@ -22,7 +22,7 @@ from wsfixture.host import keys, ledger
 from wsfixture.model.config import Config, load_config, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.remote import SshSession
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
 
@@ -236,7 +236,7 @@ OWNER = textwrap.dedent(
     import sys, time
     from wsfixture.model.config import config_from_dict
     from wsfixture.net.lab import Lab
-    from wsfixture.workspace import Workspace
+    from wsfixture.workspaces import Workspace
     config = config_from_dict({"defaults": {"stateRoot": sys.argv[1]},
         "workspaces": {"orphan": {"type": "container", "ip": "192.168.83.30"}}})
     lab = Lab(config.network).open()

@@ -37,7 +37,7 @@ from wsfixture.host import logcap
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net import egress
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 # A GET that says how it ended: the page, or the error's class and text.
 GET = """python3 -c '

@@ -25,7 +25,7 @@ from wsfixture.image.build import ensure_image
 from wsfixture.image.cache import DAY, free_bytes, make_room
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.image.templates import Template, TemplateShape
-from wsfixture.workspace.prepare import recipe_for
+from wsfixture.workspaces.prepare import recipe_for
 
 
 def fake_image(cache: Path, recipe: ImageRecipe, key: str = "", days_ago: float = 0) -> Path:

@@ -27,7 +27,7 @@ from wsfixture.host import system
 from wsfixture.model.config import Config, config_from_dict, workspace_spec
 from wsfixture.net import egress
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 FETCH = (
     'python3 -c "import urllib.request,sys; '

@@ -22,8 +22,8 @@ from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.errors import FaultError, WorkspaceGone, WorkspacePaused
 from wsfixture.host import ledger, system
-from wsfixture.workspace import Workspace
-from wsfixture.workspace.faults import Faults
+from wsfixture.workspaces import Workspace
+from wsfixture.workspaces.faults import Faults
 
 
 def python(script: str, *args: object) -> str:

@@ -24,7 +24,7 @@ from tests.support.prereqs import require_root_and_tools
 from tests.support.registry import free_port, local_registry, serving
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import registry, shared_cache, store, templates
-from wsfixture.workspace.prepare import recipe_for
+from wsfixture.workspaces.prepare import recipe_for
 
 SHAPE = {"type": "vm", "vcpu": 1, "memory": 768}
 

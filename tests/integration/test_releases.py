@@ -13,7 +13,7 @@ from wsfixture.backends import qemu
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config
 from wsfixture.model.spec import RELEASES
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 pytestmark = pytest.mark.vm
 

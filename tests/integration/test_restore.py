@@ -26,7 +26,7 @@ from wsfixture.model import derive
 from wsfixture.model.config import Config
 from wsfixture.net.lab import Lab
 from wsfixture.retry import retry_until
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 pytestmark = pytest.mark.vm
 
@@ -323,7 +323,7 @@ OWNER = """
 import sys, time
 from wsfixture.model.config import config_from_dict
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 config = config_from_dict({config!r})
 lab = Lab(config.network).__enter__()

@@ -16,7 +16,7 @@ from wsfixture.errors import ConfigError, ImageBuildError
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import transfer
-from wsfixture.workspace.prepare import recipe_for
+from wsfixture.workspaces.prepare import recipe_for
 
 SHAPE = {"type": "vm", "vcpu": 1, "memory": 768}  # the bench's: its template exists early
 

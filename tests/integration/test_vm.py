@@ -19,7 +19,7 @@ from wsfixture.host.virt import host_accel, vsock_available
 from wsfixture.image import cache as imagecache
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 pytestmark = pytest.mark.vm
 
@@ -227,7 +227,7 @@ def test_a_partition_pause_and_clock_of_a_vm(vm: Workspace, peer: Workspace) -> 
 
     from tests.integration.test_partitions import pause_and_resume, reaches
     from wsfixture.errors import FaultError
-    from wsfixture.workspace.faults import Faults
+    from wsfixture.workspaces.faults import Faults
 
     faults = Faults(vm.lab)
     try:

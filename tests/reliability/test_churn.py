@@ -17,7 +17,7 @@ from tests.support.leaks import leftovers, processes_with_cmdline
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.model.config import config_from_dict
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 SOAK = os.environ.get("WSFIXTURE_SOAK") == "1"
 CYCLES = {"container": 30, "vm": 30 if SOAK else 3}

@@ -23,7 +23,7 @@ from wsfixture.host import ledger, settings
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config, config_from_toml
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from tests.support.prereqs import require_root_and_tools
 from wsfixture.errors import OvercommitError
 from wsfixture.host import ledger, virt
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 MEMORY, PIDS = 256, 128
 LIMITED = {"type": "container", "memory": MEMORY, "vcpu": 1, "pids": PIDS}

@@ -14,7 +14,7 @@ from tests.support.prereqs import require, require_root_and_tools
 from wsfixture import checks
 from wsfixture.host import setup
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 COUNT = 32
 READY_TIMEOUT = 120.0

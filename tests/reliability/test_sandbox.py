@@ -32,7 +32,7 @@ from wsfixture.host.setup import QEMU_USER
 from wsfixture.model import derive
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 SHARE_OWNER = 1234  # the owner of the extra rw shares on the host
 BASH = "/bin/bash"

@@ -17,7 +17,7 @@ from wsfixture.copying import CopyError
 from wsfixture.host import keys, logcap
 from wsfixture.model.shares import STANDARD_SHARES
 from wsfixture.remote import SshSession
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 @pytest.fixture(scope="module")

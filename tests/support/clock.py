@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 def assert_clock_is_the_hosts(ws: Workspace, slack: float = 0.5) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from wsfixture.model.config import Config, WorkspaceSpec, config_from_dict
 from wsfixture.model.spec import DEFAULT_SUBNET
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 FIRST_HOST = 10  # below it: the gateway and room for hand-picked addresses
 

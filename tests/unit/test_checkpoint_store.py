@@ -11,7 +11,7 @@ import pytest
 
 from wsfixture.errors import CheckpointError
 from wsfixture.host import ledger
-from wsfixture.workspace.checkpoint_store import Checkpoint, CheckpointStore, check_tag
+from wsfixture.workspaces.checkpoint_store import Checkpoint, CheckpointStore, check_tag
 
 
 class Listing:

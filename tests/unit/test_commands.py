@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from wsfixture.errors import CommandError, WaitError, WaitTimeout
-from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
+from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
 
 Answer = tuple[int, str, str]
 

@@ -7,7 +7,7 @@ import pytest
 from wsfixture.errors import WorkspaceGone
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab, LabState
-from wsfixture.workspace import Workspace, WorkspaceState
+from wsfixture.workspaces import Workspace, WorkspaceState
 
 
 def test_a_new_workspace_handle_refuses_commands_and_stops_as_a_no_op() -> None:

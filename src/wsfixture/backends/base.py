@@ -184,7 +184,7 @@ class Backend(abc.ABC):
             argv = ["setpriv", "--pdeathsig", "TERM", "--", *argv]
         also = self.limit_dirs if cgroup == self.cgroup else []
         with open(log, "ab") as output:
-            process = subprocess.Popen(
+            process = system.popen_lasting(
                 system.in_cgroup(cgroup, argv, also),
                 stdin=subprocess.DEVNULL,
                 stdout=output,

@@ -22,7 +22,7 @@ from typing import Any
 from wsfixture.cli.persistent import publish
 from wsfixture.errors import CheckpointError, WsfixtureError
 from wsfixture.host import settings
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 SOCKET = "control.sock"
 REQUEST_TIMEOUT = 600.0  # a rollback of a VM under TCG with others about, at most

@@ -17,7 +17,7 @@ from wsfixture.host import system
 from wsfixture.model.config import load_config, override
 from wsfixture.model.plan import plan, render_text
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 def say(text: str) -> None:

@@ -14,7 +14,7 @@ from wsfixture.model.config import Config, load_config
 from wsfixture.suggest import unknown_workspace
 
 if TYPE_CHECKING:
-    from wsfixture.workspace import Workspace
+    from wsfixture.workspaces import Workspace
 
 
 class UsageError(WsfixtureError):

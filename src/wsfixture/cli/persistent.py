@@ -28,7 +28,7 @@ from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
 from wsfixture.progress import Say
 from wsfixture.retry import retry_until
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 UP_TIMEOUT = {"container": 120.0, "vm": 600.0}
 
@@ -187,11 +187,14 @@ def stops_in(info: ledger.SupervisorInfo, now: float | None = None) -> str | Non
     return None
 
 
-def handle_on_running(config: Config, name: str) -> Workspace:
-    """A handle on CLI workspace ``name``, running under its supervisor: pinned SSH only;
-    its ``stop()`` closes the connection and leaves the workspace running."""
+def handle_on_running(
+    config: Config, name: str, handle: type[Workspace] | None = None
+) -> Workspace:
+    """A handle (a ``Workspace``, or of the class given) on CLI workspace ``name``,
+    running under its supervisor: pinned SSH only; its ``stop()`` closes the connection
+    and leaves the workspace running."""
     lab = Lab(config.network, config.network.namespace, shared=True).open()
-    return Workspace(config.workspaces[name], config, lab).attach()
+    return (handle or Workspace)(config.workspaces[name], config, lab).attach()
 
 
 def own_command() -> list[str]:

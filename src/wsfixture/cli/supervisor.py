@@ -26,7 +26,7 @@ from wsfixture.host import ledger
 from wsfixture.model.config import load_config
 from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab
-from wsfixture.workspace import Workspace
+from wsfixture.workspaces import Workspace
 
 
 def ssh_sessions(lab: Lab, ip: str) -> int:

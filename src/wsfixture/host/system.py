@@ -9,13 +9,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import queue
 import re
 import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,8 +117,62 @@ def process_start_time(pid: int) -> int | None:
 
 
 def set_parent_death_signal(signum: int = signal.SIGTERM) -> None:
-    """In a child before exec: get ``signum`` when the parent thread dies."""
+    """In a child before exec: get ``signum`` when the parent thread dies (start it with
+    ``popen_lasting``, whose parent thread is the process's own)."""
     _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+class _Spawner:
+    """One thread that lives as long as this process and forks what is meant to die with
+    it. The kernel's parent-death signal follows the *thread* that forked a child: a
+    machine started from a short-lived thread (a thread pool's, a notebook's, an agent
+    runner's) would get it when that thread ends. A daemon thread is never joined, so it
+    ends with the process, and only then."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]]
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def call(self, job: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid():  # none yet, or forked
+                self._jobs = queue.SimpleQueue()
+                self._thread = threading.Thread(target=self._serve, name="wsfixture-spawner",
+                                                daemon=True)  # fmt: skip
+                self._pid = os.getpid()
+                self._thread.start()
+        if threading.current_thread() is self._thread:
+            return job()
+        box: list[Any] = []
+        done = threading.Event()
+        self._jobs.put((job, box, done))
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def _serve(self) -> None:
+        while True:
+            job, box, done = self._jobs.get()
+            try:
+                box.append((True, job()))
+            except BaseException as exc:
+                box.append((False, exc))
+            done.set()
+
+
+_spawner = _Spawner()
+
+
+def popen_lasting(argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(argv, **options)`` forked by the process's spawner thread: its
+    parent-death signal (``set_parent_death_signal``, ``setpriv --pdeathsig``) fires when
+    this process ends, whichever thread asked for it."""
+    process: subprocess.Popen[bytes] = _spawner.call(lambda: subprocess.Popen(argv, **options))
+    return process
 
 
 def enter_netns(path: Path) -> None:

@@ -64,7 +64,7 @@ def start_process(
 ) -> subprocess.Popen[bytes]:
     """A dnsmasq ``argv`` in ``netns``, its errors in ``log``; it gets SIGTERM when we die,
     unless it is meant to outlive us."""
-    return subprocess.Popen(
+    return system.popen_lasting(
         netns.exec_argv(argv),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

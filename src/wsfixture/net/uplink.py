@@ -141,7 +141,7 @@ def launch(
     read_end, write_end = os.pipe()
     try:
         with open(log, "ab") as output:
-            process = subprocess.Popen(
+            process = system.popen_lasting(
                 argv(netns_path, uplink, write_end, via),
                 stdin=subprocess.DEVNULL,
                 stdout=output,

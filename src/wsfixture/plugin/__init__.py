@@ -43,12 +43,12 @@ from wsfixture.plugin.session import (
 )
 from wsfixture.plugin.verify import verify_items
 from wsfixture.suggest import did_you_mean, unknown_workspace
-from wsfixture.workspace.faults import Faults
+from wsfixture.workspaces.faults import Faults
 
 # paramiko, fabric and testinfra load only when a test asks for a workspace: a plugin that
 # every pytest run loads should not cost every run (nor xdist's controller) their import.
 if TYPE_CHECKING:
-    from wsfixture.workspace import Workspace
+    from wsfixture.workspaces import Workspace
 
 __all__ = ["pytest_runtest_makereport", "pytest_terminal_summary"]  # hooks that live beside
 

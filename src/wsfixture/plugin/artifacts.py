@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsfixture.host import logcap
-from wsfixture.workspace.commands import journal_command
+from wsfixture.workspaces.commands import journal_command
 
 if TYPE_CHECKING:
-    from wsfixture.workspace import Workspace
+    from wsfixture.workspaces import Workspace
 
 PROPERTY = "wsfixture_artifacts"
 TRANSCRIPT = "commands.jsonl"  # in the workspace's runtime dir, while it runs

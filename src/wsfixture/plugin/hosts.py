@@ -32,7 +32,7 @@ from wsfixture.plugin.session import WsSession, session_key, shared_key, track
 from wsfixture.suggest import unknown_workspace
 
 if TYPE_CHECKING:
-    from wsfixture.workspace import Workspace
+    from wsfixture.workspaces import Workspace
 
 WS_HOSTS_INI = "wsfixture_hosts"
 

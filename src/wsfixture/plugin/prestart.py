@@ -24,7 +24,7 @@ import pytest
 
 if TYPE_CHECKING:
     from wsfixture.model.config import WorkspaceSpec
-    from wsfixture.workspace import Workspace
+    from wsfixture.workspaces import Workspace
 
 logger = logging.getLogger("wsfixture.plugin")
 

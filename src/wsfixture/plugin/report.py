@@ -10,10 +10,10 @@ import pytest
 
 from wsfixture.plugin import artifacts
 from wsfixture.plugin.session import failed_key, faults_key, session_key, since_key, used_key
-from wsfixture.workspace.commands import journal_command
+from wsfixture.workspaces.commands import journal_command
 
 if TYPE_CHECKING:
-    from wsfixture.workspace import Workspace
+    from wsfixture.workspaces import Workspace
 
 
 @pytest.hookimpl(wrapper=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from wsfixture.workspace import Workspace
+    from wsfixture.workspaces import Workspace
 
 RESET_CHOICES = ("none", "checkpoint")
 RESET_TAG = "reset"

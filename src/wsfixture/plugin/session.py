@@ -41,8 +41,8 @@ from wsfixture.progress import Ticker
 
 if TYPE_CHECKING:
     from wsfixture.plugin.reset import SharedReset
-    from wsfixture.workspace import Workspace
-    from wsfixture.workspace.faults import Faults
+    from wsfixture.workspaces import Workspace
+    from wsfixture.workspaces.faults import Faults
 
 
 @dataclass
@@ -223,7 +223,7 @@ class WsSession:
             yield say
 
     def _start(self, spec: WorkspaceSpec, say: Callable[[str], None] | None) -> Workspace:
-        from wsfixture.workspace import Workspace
+        from wsfixture.workspaces import Workspace
 
         ws = Workspace(
             spec,

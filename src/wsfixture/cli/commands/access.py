@@ -24,7 +24,7 @@ from wsfixture.cli.persistent import (
 from wsfixture.host import ledger, system
 from wsfixture.model.config import load_config
 from wsfixture.net import inventory
-from wsfixture.workspace.commands import journal_command
+from wsfixture.workspaces.commands import journal_command
 
 if TYPE_CHECKING:
     pass

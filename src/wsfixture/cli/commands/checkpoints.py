@@ -11,7 +11,7 @@ from wsfixture.cli.output import emit, say
 from wsfixture.host import ledger
 from wsfixture.model.config import load_config
 from wsfixture.suggest import unknown_workspace
-from wsfixture.workspace.checkpoint_store import CheckpointStore, check_tag
+from wsfixture.workspaces.checkpoint_store import CheckpointStore, check_tag
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:

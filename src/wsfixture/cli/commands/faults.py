@@ -23,7 +23,7 @@ from wsfixture.cli.output import say
 from wsfixture.host import ledger, settings
 from wsfixture.model.config import load_config
 from wsfixture.net.lab import Lab
-from wsfixture.workspace.faults import Faults
+from wsfixture.workspaces.faults import Faults
 
 ACTIONS = ("partition", "block", "shape", "dns", "list", "heal")
 

@@ -18,7 +18,7 @@ from wsfixture.image import shared_cache, templates, transfer
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.image.registry import Reference
 from wsfixture.model.config import load_config
-from wsfixture.workspace.checkpoint_store import CheckpointStore
+from wsfixture.workspaces.checkpoint_store import CheckpointStore
 
 
 def checkpoint_stores(args: argparse.Namespace) -> list[tuple[CheckpointStore, str]]:
@@ -131,7 +131,7 @@ def config_keys(config_path: str) -> list[str]:
     boot from on this host."""
     from wsfixture.backends.qemu.clone import spec_restore_blocker
     from wsfixture.backends.qemu.template import shape_for
-    from wsfixture.workspace.prepare import recipe_for
+    from wsfixture.workspaces.prepare import recipe_for
 
     config = load_config(config_path)
     keys = set()

@@ -10,15 +10,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT
+from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT
 
 if TYPE_CHECKING:
-    from wsfixture.workspace.handle import Workspace, WorkspaceState
+    from wsfixture.workspaces.handle import Workspace, WorkspaceState
 
 __all__ = ["COMMAND_TIMEOUT_DEFAULT", "Workspace", "WorkspaceState"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("Workspace", "WorkspaceState"):
-        return getattr(importlib.import_module("wsfixture.workspace.handle"), name)
+        return getattr(importlib.import_module("wsfixture.workspaces.handle"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,7 +38,7 @@ from wsfixture.net import faults as rules
 
 if TYPE_CHECKING:
     from wsfixture.net.lab import Lab
-    from wsfixture.workspace.handle import Workspace
+    from wsfixture.workspaces.handle import Workspace
 
 _serials = itertools.count(1)
 AGENT_START_TIMEOUT = 10.0
@@ -333,7 +333,7 @@ class Faults:
         so gc ends it; returns the queue or port it took."""
         self._ensure_table()
         kept = self._kept_in is not None  # the CLI's: it outlives this command
-        process = subprocess.Popen(
+        process = system.popen_lasting(
             self.lab.exec_argv([sys.executable, "-m", "wsfixture.net.fault_agent", *args]),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=None if kept else system.set_parent_death_signal,

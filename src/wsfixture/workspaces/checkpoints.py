@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from wsfixture.errors import CheckpointError
 from wsfixture.host import ledger
 from wsfixture.model.config import WorkspaceSpec
-from wsfixture.workspace.checkpoint_store import Checkpoint, CheckpointStore
+from wsfixture.workspaces.checkpoint_store import Checkpoint, CheckpointStore
 
 if TYPE_CHECKING:
     from wsfixture.backends.base import Backend

@@ -15,6 +15,7 @@ import functools
 import logging
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -37,13 +38,13 @@ from wsfixture.net.lab import Lab
 from wsfixture.process import Process
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 from wsfixture.retry import retry_until
-from wsfixture.workspace.checkpoints import Checkpoints
-from wsfixture.workspace.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
-from wsfixture.workspace.guardrails import Guardrails
-from wsfixture.workspace.power import Power
-from wsfixture.workspace.prepare import prepare, prepare_image
+from wsfixture.workspaces.checkpoints import Checkpoints
+from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
+from wsfixture.workspaces.guardrails import Guardrails
+from wsfixture.workspaces.power import Power
+from wsfixture.workspaces.prepare import prepare, prepare_image
 
-logger = logging.getLogger("wsfixture.workspace")
+logger = logging.getLogger("wsfixture.workspaces")
 
 
 class WorkspaceState(enum.Enum):
@@ -97,6 +98,7 @@ class Workspace(Commands, Guardrails, Checkpoints, Power):
         self.forwards: list[PortForward] = []
         # The logs its guest writes, held to settings.log_max while this handle owns it.
         self.log_cap: logcap.LogCap | None = None
+        self._when_stopped: list[Callable[[], None]] = []
 
     # -- identity ------------------------------------------------------------------------
 
@@ -246,7 +248,17 @@ class Workspace(Commands, Guardrails, Checkpoints, Power):
         """Shut down and release everything; the state directory stays. ``discard``:
         nothing inside is wanted any more but what it wrote to its shares, and the machine
         may be ended without its shutdown once that is out (the pytest plugin's are)."""
-        self._release(discard=discard)
+        try:
+            self._release(discard=discard)
+        finally:
+            hooks, self._when_stopped = self._when_stopped, []
+            for hook in hooks:
+                hook()
+
+    def when_stopped(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` once, when this handle is stopped (``wsfixture.workspaces``'s lab
+        goes with its workspace)."""
+        self._when_stopped.append(hook)
 
     def detach(self) -> None:
         """Let the workspace outlive this process: its machine process becomes the owner in
@@ -311,6 +323,9 @@ class Workspace(Commands, Guardrails, Checkpoints, Power):
         self.__dict__.pop("conn", None)
 
     def __enter__(self) -> Workspace:
+        """Start it, unless it runs already (``wsfixture.workspaces``, ``connect``)."""
+        if self.state in (WorkspaceState.OWNED, WorkspaceState.ATTACHED):
+            return self
         return self.start()
 
     def __exit__(

@@ -1,0 +1,85 @@
+"""The Python API outside pytest, as a newcomer uses it: ``examples/python/first_workspaces.py``
+run by a plain ``python3`` (a container and a VM in one line each, a lab of two, a
+workspace whose starting thread ended, and ``connect`` with a checkpoint and a rollback
+through the supervisor of a ``wsfixture up`` workspace); bad input refused before anything
+is made; and nothing left behind by any of it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import wsfixture
+from tests.support.leaks import footprint, leftovers
+from tests.support.prereqs import require_root_and_tools
+
+ROOT = Path(__file__).parents[2]
+CONFIG = """
+[network]
+namespace = "{ns}"
+internet = false
+
+[defaults]
+stateRoot = "{state}"
+
+[workspaces.dev]
+type = "container"
+ip = "192.168.83.10"
+"""
+
+
+def wsf(config: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "wsfixture.cli", "-c", str(config), *args],
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Path]:
+    """A config whose ``dev`` runs under ``wsfixture up``; gone afterwards."""
+    require_root_and_tools("systemd-nspawn")
+    ns = f"wsfapi-{uuid.uuid4().hex[:6]}"
+    config = tmp_path / "workspaces.toml"
+    config.write_text(CONFIG.format(ns=ns, state=tmp_path / "state"))
+    wsf(config, "up", "dev")
+    yield config
+    subprocess.run([sys.executable, "-m", "wsfixture.cli", "gc", "--lab", ns], check=False)
+    assert leftovers(ns) == {}
+
+
+def test_a_newcomer_s_script_runs_as_written(up: Path) -> None:
+    before = footprint()
+    script = ROOT / "examples" / "python" / "first_workspaces.py"
+    done = subprocess.run([sys.executable, str(script), str(up), "dev"], capture_output=True,
+                          text=True, timeout=1200, check=False, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("container: Linux "), lines
+    assert lines[0].endswith(" as dev"), lines
+    assert lines[1] == "vm: qemu ws1"
+    assert "app reaches db by name: True" in lines
+    assert "after its thread ended: alive" in lines
+    assert "connected, rolled back: mark" in lines
+    assert footprint() == before, "the one-liners and the lab left nothing behind"
+    assert wsf(up, "exec", "dev", "cat", "/var/tmp/mark") == "mark\n", "connect left it running"
+    assert "marked" not in wsf(up, "checkpoints", "dev")
+
+
+def test_bad_input_is_refused_before_anything_is_made(up: Path) -> None:
+    before = footprint()
+    with pytest.raises(wsfixture.ConfigError, match="tyep"):
+        wsfixture.workspace(tyep="vm")
+    with pytest.raises(wsfixture.ConfigError, match="memory"):
+        wsfixture.workspace(type="vm", memory="lots")
+    assert footprint() == before
+    with pytest.raises(wsfixture.ConfigError, match=r"no workspace named 'nobody' in .*known: dev"):
+        wsfixture.connect("nobody", up)
+    wsf(up, "down", "dev")
+    with pytest.raises(wsfixture.WorkspaceGone, match="start it with `wsfixture up dev`"):
+        wsfixture.connect("dev", up)
