@@ -7,7 +7,7 @@ RUNS ?= 3
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help host venv demo test test-fast lint bench soak nixos-test gc clean
+.PHONY: help host venv demo test test-fast lint docs bench soak nixos-test gc clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -35,10 +35,14 @@ test: host venv ## Install everything, then run the whole suite (unit, plugin, n
 test-fast: venv ## Everything that boots nothing (unit, schema, Nix, plugin options): seconds
 	$(PY) -m pytest -p no:cacheprovider -m "not integration" tests -q $(PYTEST_ARGS)
 
-lint: venv ## ruff check, ruff format --check, mypy --strict
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+lint: venv ## ruff check, ruff format --check, mypy --strict, the docs site (mkdocs --strict)
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 	$(VENV)/bin/mypy
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
+
+docs: venv ## Serve the docs site on 127.0.0.1:8000 (mkdocs serve)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 bench: host venv ## Benchmarks against the raw baselines (RUNS=N repetitions)
 	$(PY) bench/run.py --runs $(RUNS)
@@ -53,4 +57,4 @@ gc: venv ## Reap what crashed runs left behind
 	$(PY) -m wsfixture.cli gc
 
 clean: ## Remove the venv and caches (not the image cache)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .site

@@ -34,6 +34,7 @@ from wsfixture.workspaces import Workspace, WorkspaceState
 from wsfixture.workspaces.checkpoint_store import Checkpoint
 
 CONFIG_ENV = "WSFIXTURE_CONFIG"
+LAB_PREFIX = "wspy"  # the labs this API makes are named wspy-<hex>
 DEFAULT_CONFIG = "workspaces.toml"  # the CLI's default too
 
 
@@ -67,8 +68,8 @@ class Lab(labs.Lab):
             self.config = self.config.with_state_root(Path(state_root))
         network = self.config.network
         wanted = network.internet not in (None, False) if internet is None else internet
-        super().__init__(network, name, shared=shared, die_with_owner=die_with_owner,
-                         internet=wanted)  # fmt: skip
+        super().__init__(network, name or labs.new_lab_name(LAB_PREFIX), shared=shared,
+                         die_with_owner=die_with_owner, internet=wanted)  # fmt: skip
         self.workspaces: list[Workspace] = []
         self._names = itertools.count(1)
 

@@ -1,11 +1,13 @@
 """The Python API outside pytest, as a newcomer uses it: ``examples/python/first_workspaces.py``
 run by a plain ``python3`` (a container and a VM in one line each, a lab of two, a
 workspace whose starting thread ended, and ``connect`` with a checkpoint and a rollback
-through the supervisor of a ``wsfixture up`` workspace); bad input refused before anything
-is made; and nothing left behind by any of it."""
+through the supervisor of a ``wsfixture up`` workspace); the Python blocks of the README,
+the tutorial and the Python guide run as written (scripts by ``python3``, tests by
+``pytest``); bad input refused before anything is made; and nothing left behind."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
@@ -17,8 +19,16 @@ import pytest
 import wsfixture
 from tests.support.leaks import footprint, leftovers
 from tests.support.prereqs import require_root_and_tools
+from wsfixture.api import LAB_PREFIX
 
 ROOT = Path(__file__).parents[2]
+
+
+def api_footprint() -> set[str]:
+    """What the API's own labs have on the machine (others may run beside this test)."""
+    return {entry for entry in footprint() if LAB_PREFIX in entry}
+
+
 CONFIG = """
 [network]
 namespace = "{ns}"
@@ -54,7 +64,7 @@ def up(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_newcomer_s_script_runs_as_written(up: Path) -> None:
-    before = footprint()
+    before = api_footprint()
     script = ROOT / "examples" / "python" / "first_workspaces.py"
     done = subprocess.run([sys.executable, str(script), str(up), "dev"], capture_output=True,
                           text=True, timeout=1200, check=False, cwd=ROOT)  # fmt: skip
@@ -66,20 +76,54 @@ def test_a_newcomer_s_script_runs_as_written(up: Path) -> None:
     assert "app reaches db by name: True" in lines
     assert "after its thread ended: alive" in lines
     assert "connected, rolled back: mark" in lines
-    assert footprint() == before, "the one-liners and the lab left nothing behind"
+    assert api_footprint() == before, "the one-liners and the lab left nothing behind"
     assert wsf(up, "exec", "dev", "cat", "/var/tmp/mark") == "mark\n", "connect left it running"
     assert "marked" not in wsf(up, "checkpoints", "dev")
 
 
 def test_bad_input_is_refused_before_anything_is_made(up: Path) -> None:
-    before = footprint()
+    before = api_footprint()
     with pytest.raises(wsfixture.ConfigError, match="tyep"):
         wsfixture.workspace(tyep="vm")
     with pytest.raises(wsfixture.ConfigError, match="memory"):
         wsfixture.workspace(type="vm", memory="lots")
-    assert footprint() == before
+    assert api_footprint() == before
     with pytest.raises(wsfixture.ConfigError, match=r"no workspace named 'nobody' in .*known: dev"):
         wsfixture.connect("nobody", up)
     wsf(up, "down", "dev")
     with pytest.raises(wsfixture.WorkspaceGone, match="start it with `wsfixture up dev`"):
         wsfixture.connect("dev", up)
+
+
+def python_blocks(page: str) -> list[str]:
+    text = (ROOT / page).read_text()
+    return re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+
+
+def run_block(block: str, where: Path, name: str) -> str:
+    """A block as a user runs it: a test file by pytest, anything else by python3."""
+    path = where / name
+    path.write_text(block)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(path)] \
+        if "def test_" in block else [sys.executable, str(path)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False,
+                          cwd=where)  # fmt: skip
+    assert done.returncode == 0, f"{name}:\n{block}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_the_python_blocks_of_the_readme_and_guides_run_as_written(
+    up: Path, tmp_path: Path
+) -> None:
+    before = api_footprint()
+    pages = ("README.md", "docs/tutorial.md", "docs/guides/python.md")
+    readme, tutorial, guide = (python_blocks(page) for page in pages)
+    assert (len(readme), len(tutorial), len(guide)) == (3, 2, 3)
+    for index, block in enumerate(readme + tutorial + guide[:2]):
+        run_block(block, tmp_path, f"test_block_{index}.py" if "def test_" in block
+                  else f"block_{index}.py")  # fmt: skip
+    # The guide's connect example, beside the `wsfixture up` config it names.
+    (tmp_path / "workspaces.toml").write_text(up.read_text())
+    run_block(guide[2], tmp_path, "connect.py")
+    assert "green" in wsf(up, "checkpoints", "dev"), "its checkpoint, made through connect"
+    assert api_footprint() == before

@@ -813,8 +813,9 @@ def push_and_pull(real: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def readme_example(heading: str) -> str:
-    """The first Python block under ``heading`` in the README, as it is written there."""
-    section = (Path(__file__).parents[2] / "README.md").read_text().split(heading, 1)[1]
+    """The first Python block under ``heading`` in the faults guide, as written there."""
+    guide = Path(__file__).parents[2] / "docs" / "guides" / "faults.md"
+    section = guide.read_text().split(heading, 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
@@ -824,7 +825,7 @@ def test_the_readme_faults_example_runs_and_a_failure_shows_the_timeline(
     """The README's example as it is written; then a failing test under a partition: its
     report, artifacts and JUnit property say what was broken and when; nothing is left."""
     real.makepyfile(
-        readme_example("### Faults between workspaces")
+        readme_example("# Faults between workspaces")
         + """
 
 def test_fails_under_a_partition(workspace_factory, ws_faults):

@@ -21,15 +21,31 @@ def test_the_flake_packages_pyprojects_dependencies() -> None:
     assert "argcomplete" in wanted, "cli/main.py imports it on every start"
 
 
-def test_the_readme_layout_names_every_package_and_module() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_architecture_layout_names_every_package_and_module() -> None:
+    readme = (ROOT / "ARCHITECTURE.md").read_text()
     layout = readme.split("## Layout", 1)[1].split("```")[1]
     package = ROOT / "src" / "wsfixture"
     for entry in sorted(package.iterdir()):
         if entry.is_dir() and (entry / "__init__.py").exists():
-            assert f"{entry.name}/" in layout, f"the README's layout lacks {entry.name}/"
+            assert f"{entry.name}/" in layout, f"ARCHITECTURE.md's layout lacks {entry.name}/"
             for module in sorted(entry.rglob("*.py")):
                 if module.stem not in ("__init__", "__main__"):
                     assert re.search(rf"\b{module.stem}\b", layout), f"no {module} in the layout"
         elif entry.suffix == ".py" and entry.stem != "__init__":
-            assert entry.name in layout, f"the README's layout lacks {entry.name}"
+            assert entry.name in layout, f"ARCHITECTURE.md's layout lacks {entry.name}"
+
+
+def test_the_readme_is_a_front_door_and_every_page_is_in_the_site() -> None:
+    """The README fits on a page and links into the docs; every page under docs/ is in
+    mkdocs.yml's nav, and every page the README links to exists."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 150
+    for heading in ("## Two commands", "make demo", "make test", "## Install with pip"):
+        assert heading in readme
+    linked = re.findall(r"\]\(((?:docs/|CONTRIBUTING|ARCHITECTURE)[^)#]*)\)", readme)
+    assert linked, "the README links into the docs"
+    for target in linked:
+        assert (ROOT / target).is_file(), target
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        assert str(page.relative_to(ROOT / "docs")) in nav, f"{page} is in no nav entry"

@@ -137,13 +137,13 @@ def test_plan_shows_files_and_setup(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "  setup       echo first\n              echo second\n              echo third" in out
 
 
-def test_the_readme_lists_every_command() -> None:
+def test_the_cli_guide_lists_every_command() -> None:
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "docs" / "guides" / "cli.md").read_text()
     first_cells = [line.split("|")[1] for line in readme.splitlines() if line.startswith("| `")]
     listed = {name for cell in first_cells for name in re.findall(r"`([a-z-]+)", cell)}
-    assert set(commands.choices) - listed == set(), "commands the README's table lacks"
+    assert set(commands.choices) - listed == set(), "commands the CLI guide's table lacks"
 
 
 def test_a_running_workspace_says_which_fields_changed() -> None:

@@ -1,4 +1,4 @@
-"""The ``--ws-*`` options come from one table: the README's list is made from it, and a
+"""The ``--ws-*`` options come from one table: the pytest guide's list is made from it, and a
 value is the command line's, else the ini's, else the default, checked before any boot."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from wsfixture.plugin import options
 from wsfixture.plugin.options import COMMAND_TIMEOUT, OPTIONS, Options
 
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[2] / "docs" / "guides" / "pytest.md"  # the pytest guide
 
 
 class Given:
@@ -31,7 +31,7 @@ def read(flags: dict[str, Any] | None = None, ini: dict[str, str] | None = None)
     return options.read(Given(flags or {}, ini or {}))  # type: ignore[arg-type]
 
 
-def test_the_readme_option_table_is_the_generated_one() -> None:
+def test_the_guide_s_option_table_is_the_generated_one() -> None:
     table = options.markdown()
     assert table in README.read_text()
     assert len(table.splitlines()) == len(OPTIONS) + 2

@@ -22,7 +22,7 @@ from wsfixture.model.config import load_config
 from wsfixture.model.spec import WorkspaceSpec
 
 VALIDATOR = jsonschema.Draft202012Validator(schema.config_schema())
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[2] / "docs" / "guides" / "config.md"  # the config guide
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspaces.toml"
 # What only the validator can see: it needs another field or another workspace (the
 # subnet, the range, uniqueness), arithmetic a pattern cannot do (a subnet's host bits,
@@ -134,5 +134,5 @@ def test_schema_command_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out) == schema.config_schema()
 
 
-def test_the_readme_option_table_is_the_generated_one() -> None:
+def test_the_config_guide_s_option_table_is_the_generated_one() -> None:
     assert schema.options_table() in README.read_text()
