@@ -21,18 +21,55 @@ if TYPE_CHECKING:
 
 # Around the command: $0 is the process's directory, $1 the command.
 _WRAPPER = 'sh -c "$1"; echo $? > "$0/status"'
+JOBS_DIR = "/tmp"  # the machine's own: a rollback or a restart takes its jobs with it
+JOB_PREFIX = "wsfixture-process."
 
 
-def spawn_command(command: str) -> str:
-    """The shell line that starts ``command`` detached and prints its PID and directory.
-    setsid execs in place (a background job of a shell without job control leads no group),
-    so ``$!`` is the wrapper's PID, and the group's."""
+def spawn_command(command: str, shown: str | None = None) -> str:
+    """The shell line that starts ``command`` detached and prints its PID and directory,
+    where it also leaves its PID and what it is called (``shown``, else ``command``) for
+    ``jobs``. setsid execs in place (a background job of a shell without job control
+    leads no group), so ``$!`` is the wrapper's PID, and the group's."""
     return (
-        "dir=$(mktemp -d /tmp/wsfixture-process.XXXXXX) || exit 1\n"
+        f"dir=$(mktemp -d {JOBS_DIR}/{JOB_PREFIX}XXXXXX) || exit 1\n"
+        f"printf '%s' {shlex.quote(shown or command)} > \"$dir/command\"\n"
         f'setsid sh -c {shlex.quote(_WRAPPER)} "$dir" {shlex.quote(command)} '
         '> "$dir/output" 2>&1 < /dev/null &\n'
+        'echo "$!" > "$dir/pid"\n'
         'printf "%s %s\\n" "$!" "$dir"'
     )
+
+
+# One line a job, oldest first: PID, state (running, exit N, or killed), directory, command.
+JOBS_COMMAND = f"""\
+for dir in $(ls -dtr {JOBS_DIR}/{JOB_PREFIX}* 2>/dev/null); do
+  pid=$(cat "$dir/pid" 2>/dev/null) || continue
+  if [ -e "$dir/status" ]; then state="exit $(cat "$dir/status")"
+  elif kill -0 "$pid" 2>/dev/null || doas -n kill -0 "$pid" 2>/dev/null; then state=running
+  else state=killed; fi
+  said=$(head -c 200 "$dir/command" | tr '\\n\\t' '  ')
+  printf '%s\\t%s\\t%s\\t%s\\n' "$pid" "$state" "$dir" "$said"
+done"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A detached command as ``jobs`` lists it."""
+
+    pid: int
+    state: str  # running, exit N, killed
+    directory: str
+    command: str
+
+
+def read_jobs(listing: str) -> list[Job]:
+    """``JOBS_COMMAND``'s output as jobs; a line it cannot read (the guest's) is skipped."""
+    jobs = []
+    for line in listing.splitlines():
+        fields = line.split("\t", 3)
+        if len(fields) == 4 and fields[0].isdigit() and fields[2].startswith(JOBS_DIR + "/"):
+            jobs.append(Job(int(fields[0]), fields[1], fields[2], fields[3]))
+    return jobs
 
 
 @dataclass
@@ -46,12 +83,15 @@ class Process:
     directory: str
 
     @classmethod
-    def start(cls, session: SshSession, command: str) -> Process:
-        rc, out, err = session.run(spawn_command(command), timeout=30)
+    def start(cls, session: SshSession, line: str, command: str | None = None) -> Process:
+        """``line`` started detached; ``command`` is what it is called (``line`` itself
+        unless it was wrapped: an environment, a directory, another user)."""
+        shown = line if command is None else command
+        rc, out, err = session.run(spawn_command(line, shown), timeout=30)
         words = out.decode(errors="replace").split()
         if rc != 0 or len(words) != 2 or not words[0].isdigit():
-            raise CommandError(session.name, command, rc, out.decode(), err.decode())
-        return cls(session, command, int(words[0]), words[1])
+            raise CommandError(session.name, shown, rc, out.decode(), err.decode())
+        return cls(session, shown, int(words[0]), words[1])
 
     @property
     def output_path(self) -> str:

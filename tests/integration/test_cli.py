@@ -214,7 +214,7 @@ def test_day_to_day(cli_config: Path) -> None:
         "192.168.83.11 "
     )
     # Paused through its supervisor: what would hang is refused at once; resumed, it runs.
-    sleeper = wsf(cli_config, "exec", "--detach", "one", "sleep 600").stdout
+    sleeper = wsf(cli_config, "exec", "--detach", "one", "sleep", "600").stdout
     sleeper_pid = re.fullmatch(r"one: pid (\d+), output in (\S+)\n", sleeper).group(1)
     assert wsf(cli_config, "pause", "one").stdout == "one: paused\n"
     paused = wsf(cli_config, "exec", "one", "true", check=False)
@@ -225,11 +225,37 @@ def test_day_to_day(cli_config: Path) -> None:
     over = wsf(cli_config, "cp", "--max", "2", "one:/etc/hostname", str(tree / "h"), check=False)
     assert "over the bound of 2 (--max)" in over.stderr, over.stderr
     assert not (tree / "h").exists()
-    detached = wsf(cli_config, "exec", "--detach", "one", "sleep 300; echo late").stdout
-    pid, output = re.fullmatch(r"one: pid (\d+), output in (\S+)\n", detached).groups()
-    assert wsf(cli_config, "exec", "one", "kill", "-0", pid).returncode == 0, "still running"
-    wsf(cli_config, "exec", "one", "kill", "--", f"-{pid}")
+    # exec's words are its argv (as docker exec's); a shell line is sh -c's; -e, -w, -u.
+    argv = wsf(cli_config, "exec", "one", "printf", "%s|", "two words", "$HOME", ";", "x")
+    assert argv.stdout == "two words|$HOME|;|x|"
+    shell = wsf(cli_config, "exec", "-e", "GREETING=hi there", "-w", "/etc", "one", "sh", "-c",
+                'echo "$GREETING from $(pwd)"')  # fmt: skip
+    assert shell.stdout == "hi there from /etc\n"
+    assert wsf(cli_config, "exec", "-u", "root", "one", "id", "-un").stdout == "root\n"
+    assert wsf(cli_config, "exec", "-u", "nobody", "one", "id", "-un").stdout == "nobody\n"
+    bad = wsf(cli_config, "exec", "-e", "1X=y", "one", "true", check=False)
+    assert bad.returncode != 0
+    assert "env: is not a variable name (got '1X')" in bad.stderr
+    # Jobs: listed with their state, their output tailed, ended by ID.
+    detached = wsf(cli_config, "exec", "--detach", "one", "sh", "-c", "echo early; sleep 300")
+    pid, output = re.fullmatch(r"one: pid (\d+), output in (\S+)\n", detached.stdout).groups()
+    done = wsf(cli_config, "exec", "-d", "-w", "/tmp", "one", "sh", "-c", "pwd; exit 3").stdout
+    done_pid = re.fullmatch(r"one: pid (\d+), .*\n", done).group(1)
+    time.sleep(0.5)
+    jobs = {row["id"]: row for row in json.loads(wsf(cli_config, "jobs", "one", "--json").stdout)}
+    assert jobs[pid]["state"] == "running"
+    assert jobs[pid]["command"] == "sh -c 'echo early; sleep 300'"
+    assert jobs[done_pid]["state"] == "exit 3"
+    assert wsf(cli_config, "logs", "one", "--job", pid).stdout == "early\n"
+    assert wsf(cli_config, "logs", "one", "--job", done_pid).stdout == "/tmp\n"
+    assert wsf(cli_config, "kill", "one", pid).stdout == f"one: job {pid} sent SIGTERM\n"
+    time.sleep(0.5)
+    jobs = {row["id"]: row for row in json.loads(wsf(cli_config, "jobs", "one", "--json").stdout)}
+    assert jobs[pid]["state"] in ("killed", "exit 143"), jobs[pid]
     assert wsf(cli_config, "exec", "one", "test", "-e", output).returncode == 0
+    nojob = wsf(cli_config, "kill", "one", "999999", check=False)
+    assert nojob.returncode == 2, nojob.stderr
+    assert "one has no job '999999'" in nojob.stderr
 
     check = wsf(cli_config, "check", "--json")
     outcomes = json.loads(check.stdout)
@@ -352,16 +378,16 @@ def test_checkpoints_through_the_cli(cli_config: Path) -> None:
     its checkpoints outlive `down` while its image build matches, and one made over an
     image rebuilt since is removed at `up`, which says so."""
     wsf(cli_config, "up", "ckpt")
-    wsf(cli_config, "exec", "ckpt", "echo one | doas tee /etc/ck")
+    wsf(cli_config, "exec", "ckpt", "sh", "-c", "echo one | doas tee /etc/ck")
     made = wsf(cli_config, "checkpoint", "ckpt", "first").stdout
     assert made.startswith("ckpt: checkpoint 'first' made in "), made
     bad = wsf(cli_config, "checkpoint", "ckpt", "a/b", check=False)
     assert bad.returncode == 1
     assert "checkpoint tag 'a/b' is not allowed" in bad.stderr
-    wsf(cli_config, "exec", "ckpt", "echo two | doas tee /etc/ck")
+    wsf(cli_config, "exec", "ckpt", "sh", "-c", "echo two | doas tee /etc/ck")
     rolled = wsf(cli_config, "rollback", "ckpt", "first").stdout
     assert rolled.startswith("ckpt: rolled back to 'first', ready in "), rolled
-    assert wsf(cli_config, "exec", "ckpt", "cat /etc/ck").stdout.strip() == "one"
+    assert wsf(cli_config, "exec", "ckpt", "cat", "/etc/ck").stdout.strip() == "one"
     unknown = wsf(cli_config, "rollback", "ckpt", "frist", check=False)
     assert "no checkpoint tagged 'frist'; did you mean 'first'?" in unknown.stderr
     rows = json.loads(wsf(cli_config, "checkpoints", "ckpt", "--json").stdout)
@@ -374,9 +400,9 @@ def test_checkpoints_through_the_cli(cli_config: Path) -> None:
     assert [r["tag"] for r in stopped] == ["first"], "kept while it is stopped"
     up = wsf(cli_config, "up", "ckpt").stdout
     assert "removed" not in up, up
-    assert wsf(cli_config, "exec", "ckpt", "cat /etc/ck", check=False).returncode == 1
+    assert wsf(cli_config, "exec", "ckpt", "cat", "/etc/ck", check=False).returncode == 1
     wsf(cli_config, "rollback", "ckpt", "first")  # a new boot, the same image build
-    assert wsf(cli_config, "exec", "ckpt", "cat /etc/ck").stdout.strip() == "one"
+    assert wsf(cli_config, "exec", "ckpt", "cat", "/etc/ck").stdout.strip() == "one"
 
     wsf(cli_config, "down", "ckpt")
     wsf(cli_config, "images", "--remove", image_key)  # built again at the next up
@@ -503,7 +529,7 @@ def test_ttl_and_idle_timeout_stop_workspaces(cli_config: Path) -> None:
     wsf(cli_config, "up", "two")
     # An open SSH session keeps the idle one alive past its timeout.
     session = subprocess.Popen(
-        [sys.executable, "-m", "wsfixture.cli", "-c", str(cli_config), "exec", "two", "sleep 10"]
+        [sys.executable, "-m", "wsfixture.cli", "-c", str(cli_config), "exec", "two", "sleep", "10"]
     )
     try:
         time.sleep(2)

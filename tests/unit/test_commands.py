@@ -3,12 +3,18 @@ answers from a script, as the NixOS test driver's Machine could be."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shlex
+from collections.abc import Callable, Mapping
 
 import pytest
 
-from wsfixture.errors import CommandError, WaitError, WaitTimeout
-from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
+from wsfixture.errors import CommandError, ConfigError, WaitError, WaitTimeout
+from wsfixture.workspaces.commands import (
+    COMMAND_TIMEOUT_DEFAULT,
+    Commands,
+    Timeout,
+    shell_line,
+)
 
 Answer = tuple[int, str, str]
 
@@ -31,7 +37,12 @@ class Scripted(Commands):
         timeout: Timeout = COMMAND_TIMEOUT_DEFAULT,
         max_output: int | None = None,
         probe: bool = False,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
     ) -> tuple[int, str, str]:
+        command = shell_line(command, env, cwd, user)
         self.asked.append((command, timeout, probe))
         return self.answer(command, sum(1 for c, _, _ in self.asked if c == command))
 
@@ -138,3 +149,30 @@ def test_hosts_in_the_root_namespace_only_for_addresses_routed_there() -> None:
     )
     on_link = '[{"dst":"192.168.83.10","dev":"wsbr0","prefsrc":"192.168.83.1"}]'
     assert off_the_machine("192.168.83.10", on_link) is None  # a lab kept in the root namespace
+
+
+def test_env_cwd_and_user_wrap_the_line_and_reach_succeed_and_fail() -> None:
+    fake = Scripted(lambda command, n: (0, "", ""))
+    fake.succeed("make test", env={"CI": "1", "MSG": "it's"}, cwd="/src dir")
+    assert (
+        fake.asked[-1][0]
+        == "export CI=1; export MSG='it'\"'\"'s'; cd -- '/src dir' || exit 1; make test"
+    )
+    assert shlex.split(fake.asked[-1][0].split("; ")[1]) == ["export", "MSG=it's"]
+    root = shell_line("id -u", user="root")
+    assert root == "doas -n -- /bin/sh -c 'id -u'"
+    other = shell_line("id -un", env={"A": "b"}, user="www-data")
+    assert other == "doas -n -- /usr/sbin/runuser -u www-data -- /bin/sh -c 'export A=b; id -un'"
+    assert shell_line("true") == "true", "nothing asked, nothing added"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [({"env": {"1A": "x"}}, "env"), ({"env": {"A B": "x"}}, "env"), ({"user": "root; rm"}, "user"),
+     ({"user": ""}, "user"), ({"cwd": ""}, "cwd")],
+)  # fmt: skip
+def test_a_name_no_shell_takes_is_refused_naming_it(
+    arguments: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"- {named}: is not"):
+        shell_line("true", **arguments)  # type: ignore[arg-type]

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="follow the journal")
     p.add_argument("--console", action="store_true", help="the console log only")
     p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument("--job", metavar="ID", help="a job's output instead (wsfixture jobs NAME)")
     p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
     p = command("check", access.cmd_check, "run the verification suite on running workspaces", True)
     p.add_argument("names", nargs="*")
@@ -142,10 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: each file's own size, and the target's free space")  # fmt: skip
     p.add_argument("source")
     p.add_argument("target")
-    p = command("exec", access.cmd_exec, "run a command in a workspace; --detach leaves it running")
-    p.add_argument("--detach", action="store_true", help="return at once; output to a file")
+    p = command("exec", access.cmd_exec, "run a command in a workspace (its words are its "
+                "argv: sh -c '...' for a shell line); --detach: a job")  # fmt: skip
+    p.add_argument("-d", "--detach", action="store_true", help="return at once: a job")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="a variable for it (again for more)")  # fmt: skip
+    p.add_argument("-w", "--workdir", metavar="DIR", help="the directory it runs in")
+    p.add_argument("-u", "--user", help="the user it runs as (root too), through doas")
     p.add_argument("name")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+    p = command("jobs", access.cmd_jobs, "the detached commands of a workspace, with their state")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p = command("kill", access.cmd_kill, "signal a job's process group (wsfixture jobs NAME)")
+    p.add_argument("name")
+    p.add_argument("id", help="the job's ID, as `jobs` lists it")
+    p.add_argument("-s", "--signal", default="TERM", help="TERM (the default), KILL, INT, ...")
     p = command("aliases", config.cmd_aliases, 'shell aliases: eval "$(wsfixture aliases)"')
     p.add_argument("--shell", choices=("bash", "zsh", "fish"), default="bash")
     p = command("hosts", config.cmd_hosts, "print hosts entries, or --apply them to a hosts file")

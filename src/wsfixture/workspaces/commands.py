@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import abc
 import enum
+import re
 import shlex
+from collections.abc import Mapping
 
-from wsfixture.errors import CommandError, WaitError, WaitTimeout
+from wsfixture.errors import CommandError, ConfigError, ConfigIssue, WaitError, WaitTimeout
 from wsfixture.retry import retry_until
 
 
@@ -20,6 +22,36 @@ class _Default(enum.Enum):
 COMMAND_TIMEOUT_DEFAULT = _Default.COMMAND_TIMEOUT
 Timeout = float | None | _Default
 WAIT_TIMEOUT = 30.0
+
+
+VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def shell_line(
+    command: str, env: Mapping[str, str] | None = None, cwd: str | None = None,
+    user: str | None = None,
+) -> str:  # fmt: skip
+    """``command`` (a shell line) with ``env`` exported, run in ``cwd``, as ``user``
+    (through doas, the workspace user's own right to be root, and ``runuser`` from root to
+    anyone else): one line for the login shell. ConfigError naming the argument for a
+    name no shell or system would take."""
+    issues = [ConfigIssue("env", "is not a variable name", key, "letters, digits and _, "
+                          "not starting with a digit") for key in env or {}
+              if not VARIABLE_RE.match(key)]  # fmt: skip
+    if user is not None and not USER_RE.match(user):
+        issues.append(ConfigIssue("user", "is not a user name", user, "a-z, 0-9, _ and -"))
+    if cwd is not None and (not cwd or "\0" in cwd):
+        issues.append(ConfigIssue("cwd", "is not a directory", cwd, "a path"))
+    if issues:
+        raise ConfigError(issues)
+    exports = "".join(f"export {key}={shlex.quote(value)}; " for key, value in (env or {}).items())
+    into = f"cd -- {shlex.quote(cwd)} || exit 1; " if cwd is not None else ""
+    line = f"{exports}{into}{command}"
+    if user is None:
+        return line
+    become = "" if user == "root" else f"/usr/sbin/runuser -u {user} -- "
+    return f"doas -n -- {become}/bin/sh -c {shlex.quote(line)}"
 
 
 class Commands(abc.ABC):
@@ -36,26 +68,38 @@ class Commands(abc.ABC):
         timeout: Timeout = COMMAND_TIMEOUT_DEFAULT,
         max_output: int | None = None,
         probe: bool = False,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
     ) -> tuple[int, str, str]:
-        """Run a shell command as the workspace user; return (rc, stdout, stderr).
-        ``probe``: wsfixture's own polling (a report marks it as such)."""
+        """Run a shell command as the workspace user (or ``user``), with ``env`` and in
+        ``cwd`` if given; return (rc, stdout, stderr). ``probe``: wsfixture's own polling
+        (a report marks it as such)."""
 
     @abc.abstractmethod
     def port_open(self, port: int) -> bool:
         """Whether something accepts connections on ``port`` of the workspace."""
 
-    def succeed(self, command: str, timeout: Timeout = COMMAND_TIMEOUT_DEFAULT) -> str:
-        """Run a command; return stdout; raise CommandError (rc, stdout, stderr) if it fails."""
+    def succeed(
+        self, command: str, timeout: Timeout = COMMAND_TIMEOUT_DEFAULT, *,
+        env: Mapping[str, str] | None = None, cwd: str | None = None, user: str | None = None,
+    ) -> str:  # fmt: skip
+        """Run a command (``env``, ``cwd``, ``user`` as ``run``'s); return stdout; raise
+        CommandError (rc, stdout, stderr) if it fails."""
         __tracebackhide__ = True
-        rc, out, err = self.run(command, timeout)
+        rc, out, err = self.run(command, timeout, env=env, cwd=cwd, user=user)
         if rc != 0:
             raise CommandError(self.name, command, rc, out, err)
         return out
 
-    def fail(self, command: str, timeout: Timeout = COMMAND_TIMEOUT_DEFAULT) -> str:
+    def fail(
+        self, command: str, timeout: Timeout = COMMAND_TIMEOUT_DEFAULT, *,
+        env: Mapping[str, str] | None = None, cwd: str | None = None, user: str | None = None,
+    ) -> str:  # fmt: skip
         """Run a command that must fail; return its stderr."""
         __tracebackhide__ = True
-        rc, out, err = self.run(command, timeout)
+        rc, out, err = self.run(command, timeout, env=env, cwd=cwd, user=user)
         if rc == 0:
             raise CommandError(self.name, f"{command} (expected to fail)", rc, out, err)
         return err

@@ -15,7 +15,7 @@ import functools
 import logging
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -35,11 +35,11 @@ from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.validation import check_share_sources
 from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab
-from wsfixture.process import Process
+from wsfixture.process import JOBS_COMMAND, Process, read_jobs
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 from wsfixture.retry import retry_until
 from wsfixture.workspaces.checkpoints import Checkpoints
-from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout
+from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout, shell_line
 from wsfixture.workspaces.guardrails import Guardrails
 from wsfixture.workspaces.power import Power
 from wsfixture.workspaces.prepare import prepare, prepare_image
@@ -371,16 +371,22 @@ class Workspace(Commands, Guardrails, Checkpoints, Power):
         timeout: Timeout = COMMAND_TIMEOUT_DEFAULT,
         max_output: int | None = None,
         probe: bool = False,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
     ) -> tuple[int, str, str]:
         """Run a shell command as the workspace user; return (rc, stdout, stderr).
 
-        ``timeout``: seconds, None for none, or (left out) the handle's ``command_timeout``.
-        Past it, or past ``max_output`` bytes on a stream (64 MiB unless given), the
-        command's process group is killed in the workspace and CommandTimeout or
-        CommandError says so.
+        ``env``: variables exported for it; ``cwd``: the directory it runs in; ``user``:
+        another user it runs as (``"root"`` too), through doas. ``timeout``: seconds, None
+        for none, or (left out) the handle's ``command_timeout``. Past it, or past
+        ``max_output`` bytes on a stream (64 MiB unless given), the command's process
+        group is killed in the workspace and CommandTimeout or CommandError says so.
         """
         seconds = self.command_timeout if timeout is COMMAND_TIMEOUT_DEFAULT else timeout
-        rc, out, err = self._session().run(command, seconds, max_output, probe)
+        line = shell_line(command, env, cwd, user)
+        rc, out, err = self._session().run(line, seconds, max_output, probe)
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
     def port_open(self, port: int) -> bool:
@@ -408,10 +414,23 @@ class Workspace(Commands, Guardrails, Checkpoints, Power):
         through; a file is read up to its size (or ``max_bytes``); CopyError otherwise."""
         return self._session().get(remote, Path(local), recursive, max_bytes)
 
-    def spawn(self, command: str) -> Process:
-        """Start ``command`` detached (its own session, output to a file) and return at
-        once: ``.wait()``, ``.kill()``, ``.output()``, ``.running``."""
-        return Process.start(self._session(), command)
+    def spawn(
+        self, command: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+        user: str | None = None,
+    ) -> Process:  # fmt: skip
+        """Start ``command`` detached (its own session, output to a file; ``env``, ``cwd``,
+        ``user`` as ``run``'s) and return at once: ``.wait()``, ``.kill()``, ``.output()``,
+        ``.running``."""
+        return Process.start(self._session(), shell_line(command, env, cwd, user), command)
+
+    def jobs(self) -> list[Process]:
+        """The commands started detached in it (``spawn``, ``wsfixture exec --detach``),
+        oldest first, still running or not (``.poll()``); a rollback or a restart takes
+        them, and their output, with the machine's /tmp."""
+        session = self._session()
+        _, out, _ = session.run(JOBS_COMMAND, 30.0, None, True)
+        return [Process(session, job.command, job.pid, job.directory)
+                for job in read_jobs(out.decode(errors="replace"))]  # fmt: skip
 
     def logs(self, lines: int = 200) -> str:
         """The tail of the console log."""

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -27,7 +28,8 @@ from wsfixture.net import inventory
 from wsfixture.workspaces.commands import journal_command
 
 if TYPE_CHECKING:
-    pass
+    from wsfixture.process import Process
+    from wsfixture.workspaces import Workspace
 
 # A guest writes its console; `logs` shows it on the user's terminal. Every escape and
 # control character goes (OSC: window titles, OSC 52 clipboard writes; DCS; cursor moves;
@@ -94,14 +96,19 @@ def cmd_cp(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    """The command's words are its argv, as ``docker exec`` and ``kubectl exec`` take
+    them: ``exec NAME sh -c 'cd repo && git log'`` for a shell line."""
+    if not args.command:
+        raise UsageError("exec: NAME COMMAND [ARG...]: a command to run")
+    env = dict(_variable(word) for word in args.env)
+    command = shlex.join(args.command)
     ws = running_workspace(args, args.name)
-    command = " ".join(args.command)  # as ssh joins its words: one line for the shell
     try:
         if args.detach:
-            process = ws.spawn(command)
+            process = ws.spawn(command, env=env, cwd=args.workdir, user=args.user)
             say(f"{args.name}: pid {process.pid}, output in {process.output_path}")
             return 0
-        rc, out, err = ws.run(command, timeout=None)
+        rc, out, err = ws.run(command, timeout=None, env=env, cwd=args.workdir, user=args.user)
         sys.stdout.write(out)
         sys.stderr.write(err)
         return rc
@@ -109,7 +116,58 @@ def cmd_exec(args: argparse.Namespace) -> int:
         ws.stop()
 
 
+def _variable(word: str) -> tuple[str, str]:
+    key, equals, value = word.partition("=")
+    if not equals:
+        raise UsageError(f"exec: -e {word!r}: KEY=VALUE")
+    return key, value
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """The detached commands of a workspace: ID (its PID), state, command."""
+    ws = running_workspace(args, args.name)
+    try:
+        rows = [{"id": str(job.pid), "state": _state(job.poll()), "command": job.command}
+                for job in ws.jobs()]  # fmt: skip
+    finally:
+        ws.stop()
+    if rows or args.json:
+        emit(args, rows, ["id", "state", "command"])
+    else:
+        say(f"{args.name}: no jobs")
+    return 0
+
+
+def _state(status: int | None) -> str:
+    return "running" if status is None else "killed" if status < 0 else f"exit {status}"
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    """Signal a job's whole process group (TERM unless told)."""
+    if not re.fullmatch(r"[A-Z]+[0-9]*|[0-9]+", args.signal.upper().removeprefix("SIG")):
+        raise UsageError(f"kill: --signal {args.signal!r}: a signal's name or number (TERM, 9)")
+    ws = running_workspace(args, args.name)
+    try:
+        job = _job(ws, args.name, args.id)
+        job.kill(args.signal.upper().removeprefix("SIG"))
+        say(f"{args.name}: job {args.id} sent SIG{args.signal.upper().removeprefix('SIG')}")
+    finally:
+        ws.stop()
+    return 0
+
+
+def _job(ws: Workspace, name: str, ident: str) -> Process:
+    jobs = ws.jobs()
+    found = next((job for job in jobs if str(job.pid) == ident), None)
+    if found is None:
+        known = ", ".join(str(job.pid) for job in jobs) or "none"
+        raise UsageError(f"{name} has no job {ident!r}; its jobs: {known} (wsfixture jobs {name})")
+    return found
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
+    if args.job is not None:
+        return job_logs(args)
     lab, directory = lab_dir(args)
     console = directory / args.name / "console.log"
     if not console.exists():
@@ -130,6 +188,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
     )
     say(f"--- journal of {args.name} ---\n{result.stdout or result.stderr}")
     return 0
+
+
+def job_logs(args: argparse.Namespace) -> int:
+    """The tail of a job's output, or (``-f``) its output as it comes."""
+    ws = running_workspace(args, args.name)
+    try:
+        output = shlex.quote(_job(ws, args.name, args.job).output_path)
+        if not args.follow:
+            _, out, _ = ws.run(f"tail -n {int(args.lines)} {output}", timeout=60)
+            sys.stdout.write(for_terminal(out, colours=sys.stdout.isatty()))
+            return 0
+    finally:
+        ws.stop()
+    _, directory = lab_dir(args)
+    os.execvp("ssh", ["ssh", "-F", str(directory / "ssh_config"), args.name,
+                      f"tail -n {int(args.lines)} -f {output}"])  # fmt: skip
 
 
 def follow_console(console: Path, lines: int) -> int:
