@@ -519,6 +519,8 @@ def wait_for_state(config: Path, name: str, state: str, timeout: float) -> float
 
 
 def test_ttl_and_idle_timeout_stop_workspaces(cli_config: Path) -> None:
+    """A ttl and an idle timeout stop their workspaces; the lab goes with the last one."""
+    ns = cli_config.read_text().split('namespace = "')[1].split('"')[0]
     text = cli_config.read_text().replace(
         "restartIfChanged = false", 'restartIfChanged = false\nidleTimeout = "6s"'
     )
@@ -536,6 +538,7 @@ def test_ttl_and_idle_timeout_stop_workspaces(cli_config: Path) -> None:
         assert status(cli_config)["two"]["stops"] == "idle timer: a session is open"
         assert wait_for_state(cli_config, "one", "stopped", 20) > 0, "the ttl stopped one"
         assert status(cli_config)["two"]["state"] == "running", "kept by its session"
+        assert Path(f"/run/netns/{ns}").exists(), "the lab stays while a workspace runs"
     finally:
         assert session.wait(30) == 0
     deadline = time.monotonic() + 5  # the supervisor looks once a second
@@ -543,6 +546,10 @@ def test_ttl_and_idle_timeout_stop_workspaces(cli_config: Path) -> None:
         assert time.monotonic() < deadline, f"the session's end not seen: {stops}"
         time.sleep(0.3)
     wait_for_state(cli_config, "two", "stopped", 20)
+    deadline = time.monotonic() + 10  # the last one's supervisor removes the lab as it goes
+    while leftovers(ns):
+        assert time.monotonic() < deadline, f"the lab outlived its last workspace: {leftovers(ns)}"
+        time.sleep(0.2)
     bad = wsf(cli_config, "up", "--ttl", "soon", "one", check=False)
     assert bad.returncode == 2
     assert "'soon' is not a duration" in bad.stderr

@@ -22,7 +22,7 @@ from typing import Any
 from filelock import FileLock
 
 from wsfixture.errors import CleanupError
-from wsfixture.host import ledger, limits, settings
+from wsfixture.host import ledger, limits, settings, system
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.net.lab import Lab
@@ -37,18 +37,49 @@ def log_path(lab: str, name: str) -> Path:
     return settings.current().supervisor_logs / f"{lab}-{name}.log"
 
 
-def shared_lab(config: Config) -> Lab:
-    """The config's persistent lab, created once even when several supervisors start."""
-    name = config.network.namespace
+def _lab_lock(name: str) -> FileLock:
+    """Held while the persistent lab is made or removed, and while a workspace is marked
+    as starting in it: a lab is never removed under a workspace on its way in."""
     logs = settings.current().supervisor_logs
     logs.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(logs / f"lab-{name}.lock")):
+    return FileLock(str(logs / f"lab-{name}.lock"))
+
+
+def _starting_mark(lab: str, name: str) -> Path:
+    return settings.current().supervisor_logs / f"{lab}-{name}.starting"
+
+
+def shared_lab(config: Config, starting: str | None = None) -> Lab:
+    """The config's persistent lab, created once even when several supervisors start;
+    ``starting``: the workspace about to start in it, marked so until ``started``."""
+    name = config.network.namespace
+    with _lab_lock(name):
         # Day-to-day workspaces get the internet unless the config says no.
         internet = config.network.internet is not False
         lab = Lab(config.network, name, shared=True, die_with_owner=False, internet=internet)
         lab.open()
         lab.detach()
+        if starting is not None:
+            mark = json.dumps(system.ProcessRef.self().to_json())
+            _starting_mark(name, starting).write_text(mark)
     return lab
+
+
+def started(lab: str, name: str) -> None:
+    """``name`` is in the lab's ledger now (running, or it failed): no mark needed."""
+    _starting_mark(lab, name).unlink(missing_ok=True)
+
+
+def _anyone_starting(lab: str) -> bool:
+    """Whether a live supervisor marked a workspace as starting in ``lab``."""
+    for mark in settings.current().supervisor_logs.glob(f"{lab}-*.starting"):
+        try:
+            if system.ProcessRef.from_json(json.loads(mark.read_text())).alive():
+                return True
+        except (OSError, ValueError, IndexError, TypeError):
+            pass
+        mark.unlink(missing_ok=True)  # its supervisor is gone
+    return False
 
 
 def config_snapshot(config: Config, spec: WorkspaceSpec) -> dict[str, str]:
@@ -134,11 +165,14 @@ def stop_supervised(record: ledger.Record, timeout: float = 60.0) -> None:
 
 
 def remove_lab_if_idle(lab: str) -> bool:
-    """Remove the persistent lab when none of its workspaces runs; True if it was removed."""
-    record = ledger.lab_record(lab)
-    if record is None or ledger.workspaces(lab, live=True):
-        return False
-    failures = ledger.release(record)
+    """Remove the persistent lab when none of its workspaces runs or is starting; True if
+    it was removed. ``down`` calls it, and a supervisor whose workspace stopped by itself
+    (its ttl, its idle timeout): the lab goes with its last workspace."""
+    with _lab_lock(lab):
+        record = ledger.lab_record(lab)
+        if record is None or ledger.workspaces(lab, live=True) or _anyone_starting(lab):
+            return False
+        failures = ledger.release(record)
     if failures:
         raise CleanupError(failures)
     return True

@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 
 from wsfixture.cli import control
-from wsfixture.cli.persistent import config_hash, config_snapshot, publish, shared_lab
+from wsfixture.cli.persistent import (
+    config_hash,
+    config_snapshot,
+    publish,
+    remove_lab_if_idle,
+    shared_lab,
+    started,
+)
 from wsfixture.host import ledger
 from wsfixture.model.config import load_config
 from wsfixture.net.forward import PortForward
@@ -75,7 +82,7 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
-    lab = shared_lab(config)
+    lab = shared_lab(config, starting=name)
     supervisor = ledger.SupervisorInfo(
         config_path=str(Path(config_path).resolve()),
         config_hash=config_hash(snapshot := config_snapshot(config, spec)),
@@ -97,10 +104,12 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
     except Exception as exc:
         for forward in forwards:
             forward.close()
+        started(lab.name, name)
         reason = " ".join(str(exc).split())[:2000]
         print(f"FAILED {reason}", flush=True)
         print(str(exc), file=sys.stderr)
         return 1
+    started(lab.name, name)
     # Its checkpoints outlive it (in its state dir): those it can no longer take are said.
     for tag, why in ws.keep_matching():
         print(f"NOTE checkpoint {tag!r} removed: {why}", flush=True)
@@ -117,6 +126,10 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
         forward.close()
     with busy:  # not under a checkpoint being written
         ws.stop()
+    # The lab goes with its last workspace: after `down` (which says so), and after a ttl
+    # or an idle timeout, which nobody waits for.
+    if remove_lab_if_idle(lab.name):
+        print(f"lab {lab.name}: removed (no workspace runs)", file=sys.stderr, flush=True)
     return 0
 
 
