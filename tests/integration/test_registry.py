@@ -29,8 +29,10 @@ from wsfixture.workspaces.prepare import recipe_for
 SHAPE = {"type": "vm", "vcpu": 1, "memory": 768}
 
 
-def wsf(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **({"WSFIXTURE_CACHE_DIR": str(cache)} if cache else {})}
+def wsf(
+    *args: str, cache: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"WSFIXTURE_CACHE_DIR": str(cache)} if cache else {}), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "wsfixture.cli", *args],
         env=env, capture_output=True, text=True, timeout=900, check=False,
@@ -90,6 +92,14 @@ def pulled_and_booted(ref: str, keys: list[str], cache: Path, tmp_path: Path) ->
     assert ready == (real / "images" / keys[0] / store.READY).read_text(), "never rebuilt"
     made = templates.Template(cache / "templates" / keys[1]).meta()["made"]
     assert made == templates.Template(real / "templates" / keys[1]).meta()["made"]
+    # Pulled again: what the cache holds is kept before a byte is downloaded. The proof:
+    # room for a download is never asked for (a floor no disk has would refuse it).
+    no_room = {"WSFIXTURE_CACHE_MIN_FREE": "1000000"}
+    again = wsf("images", "pull", ref, cache=cache, env=no_room)
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()  # the index's entries: the template's image too
+    assert all(line.endswith(": present, kept") for line in lines), lines
+    assert {f"{key}: present, kept" for key in keys} <= set(lines)
 
 
 def test_a_tampered_blob_is_refused_by_its_digest(

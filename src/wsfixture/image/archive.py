@@ -80,25 +80,39 @@ class Manifest:
     files: dict[str, dict[str, Any]]
 
 
+def read_manifest(source: Path) -> Manifest:
+    """The archive's manifest alone (its first member), parsed as hostile; nothing after
+    it is read (what to skip is known before a large archive is read through)."""
+    try:
+        with tarfile.open(source, "r:") as archive:
+            return _manifest(archive, source)
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise TransferError(str(source), f"not a readable tar archive: {exc}") from None
+
+
 def check(source: Path) -> Manifest:
     """The archive's manifest, once the archive is shown to hold only what may be
     unpacked (the module's rules); TransferError naming the first thing that may not."""
     try:
         with tarfile.open(source, "r:") as archive:
-            first = archive.next()
-            if first is None or first.name != MANIFEST or not first.isreg():
-                raise TransferError(str(source), f"not a wsfixture export ({MANIFEST} first)")
-            if first.size > MANIFEST_LIMIT:
-                raise TransferError(str(source), f"its {MANIFEST} is over {MANIFEST_LIMIT} bytes")
-            stream = archive.extractfile(first)
-            assert stream is not None  # a regular member
-            manifest = parse_manifest(stream.read(), str(source))
+            manifest = _manifest(archive, source)
             members = iter(archive)
             next(members)  # the manifest itself
             check_members(members, manifest, str(source))
     except (OSError, tarfile.TarError, EOFError) as exc:
         raise TransferError(str(source), f"not a readable tar archive: {exc}") from None
     return manifest
+
+
+def _manifest(archive: tarfile.TarFile, source: Path) -> Manifest:
+    first = archive.next()
+    if first is None or first.name != MANIFEST or not first.isreg():
+        raise TransferError(str(source), f"not a wsfixture export ({MANIFEST} first)")
+    if first.size > MANIFEST_LIMIT:
+        raise TransferError(str(source), f"its {MANIFEST} is over {MANIFEST_LIMIT} bytes")
+    stream = archive.extractfile(first)
+    assert stream is not None  # a regular member
+    return parse_manifest(stream.read(), str(source))
 
 
 def parse_manifest(data: bytes, where: str) -> Manifest:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from wsfixture.host import ledger, settings, system
-from wsfixture.image import cache, store, templates, transfer
+from wsfixture.image import archive, cache, store, templates, transfer
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.image.registry import (
     INDEX_TYPE,
@@ -174,12 +174,21 @@ def pull(
             if why is not None:
                 done.append((key, f"refused: {why}"))
                 continue
+            kind = configs[key].get("kind")
+            if kind not in archive.KINDS:  # the registry's word, read as hostile
+                raise RegistryError(
+                    f"registry {ref.host}: {key}'s config has kind "
+                    f"{kind!r:.40}; allowed: {', '.join(archive.KINDS)}"
+                )
+            expected = [Entry(str(kind), key)]
+            if transfer.present(expected[0], root):  # known before a byte is downloaded
+                done.append((key, transfer.PRESENT))
+                continue
             digest, size = layers[key]
             if short := cache.make_room(size, f"the download of {key}", root):
                 raise RegistryError(f"registry {ref.host}: {key} not pulled: {short}")
             tar = staging / f"{key}.tar"  # a checked key: one path component
             registry.fetch_blob(digest, size, tar)
-            expected = [Entry(str(configs[key].get("kind")), key)]
             placed = transfer.import_(tar, root, locked, expected)
             tar.unlink()
             done += [(entry.key, what) for entry, what in placed]

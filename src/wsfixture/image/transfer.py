@@ -153,6 +153,9 @@ def import_(
     by: another entry in it would poison the cache)."""
     system.require_root()  # owners and capabilities are set as they were
     root = store.private_dirs(cache_dir)
+    held = archive.read_manifest(source).entries
+    if (expected is None or held == expected) and all(present(e, root) for e in held):
+        return [(entry, PRESENT) for entry in held]  # nothing to read through, nor write
     manifest = archive.check(source)  # before a byte of it is unpacked
     if expected is not None and manifest.entries != expected:
         listed = ", ".join(f"{e.kind} {e.key}" for e in manifest.entries)
@@ -209,13 +212,21 @@ def _size(source: Path) -> int:
         raise TransferError(str(source), f"cannot be read: {exc.strerror}") from None
 
 
+PRESENT = "present, kept"
+
+
+def present(entry: Entry, root: Path) -> bool:
+    """Whether the cache at ``root`` holds ``entry`` whole (its ready marker written)."""
+    marker = store.READY if entry.kind == "image" else templates.META
+    return (root / entry.relative / marker).exists()  # a checked key: one component
+
+
 def _place(staging: Path, root: Path, entry: Entry, locked: bool) -> str:
     """Rename one checked entry into the cache, under its lock, unless it is there."""
     target = root / entry.relative  # a checked key: one component under images/ or templates/
-    marker = store.READY if entry.kind == "image" else templates.META
     with contextlib.nullcontext() if locked else FileLock(str(store.lock_path(target))):
-        if (target / marker).exists():
-            return "present, kept"
+        if present(entry, root):
+            return PRESENT
         system.remove_tree(target)  # a half entry without its marker
         unpacked = staging / entry.relative
         unpacked.chmod(0o700)
