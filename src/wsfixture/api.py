@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from wsfixture.cli import control
 from wsfixture.cli.persistent import handle_on_running
@@ -73,7 +73,11 @@ class Lab(labs.Lab):
         self.workspaces: list[Workspace] = []
         self._names = itertools.count(1)
 
-    def open(self) -> Lab:
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def open(self) -> Self:
         super().open()
         if self._throwaway and self.state is labs.LabState.OWNED:
             root = self.dir.parent.parent / "state" / self.name  # beside the labs, root's

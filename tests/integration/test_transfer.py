@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import transfer
+from wsfixture.model.config import load_config
 from wsfixture.workspaces.prepare import recipe_for
 
 SHAPE = {"type": "vm", "vcpu": 1, "memory": 768}  # the bench's: its template exists early
@@ -172,3 +174,31 @@ def test_images_key_is_stable_and_follows_the_config(tmp_path: Path) -> None:
     second = json.loads(wsf("-c", str(config), "images", "key", "--json").stdout)
     assert second["key"] != first
     assert len(second["keys"]) == 2  # the layer and its base
+
+
+def test_an_export_of_a_config_is_its_whole_set_or_nothing(tmp_path: Path) -> None:
+    """A config whose set the cache holds only part of: refused, naming what is missing,
+    no file written (a CI cache saved under the whole set's key would keep the part);
+    with --build, what is missing is made first and the whole set exported."""
+    config = tmp_path / "ws.toml"
+    mark = uuid.uuid4().hex  # a layer no cache holds yet: its setup line is new
+    config.write_text(f'[workspaces.a]\ntype = "container"\nip = "192.168.83.10"\n'
+                      f'setup = ["echo {mark} > /etc/mark"]\n')  # fmt: skip
+    loaded = load_config(config)
+    layer = recipe_for(loaded, loaded.workspaces["a"]).key
+    keys = json.loads(wsf("-c", str(config), "images", "key", "--json").stdout)["keys"]
+    target = tmp_path / "set.tar"
+    try:
+        part = wsf("-c", str(config), "images", "export", str(target), check=False)
+        assert part.returncode == 2, part.stderr
+        said = f"1 of the {len(keys)} images and templates of {config} are not in the cache: "
+        assert said + layer in part.stderr
+        assert not target.exists()
+        built = wsf("-c", str(config), "images", "export", str(target), "--build").stdout
+        assert "building: a" in built
+        assert f"{target}: {len(keys)} entries" in built
+        with tarfile.open(target) as tar:
+            names = tar.getnames()
+        assert [n for n in names if n.startswith(f"images/{layer}/") and n.endswith("/etc/mark")]
+    finally:
+        wsf("images", "--remove", layer, check=False)  # the test's own layer, no one else's

@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("operands", nargs="*", metavar="FILE|REF|KEY",
                    help="the action's file or registry reference, then keys")  # fmt: skip
+    p.add_argument("--build", action="store_true",
+                   help="export, push: first make what the cache lacks of the config's set "
+                   "(each workspace started once, in a lab of its own)")  # fmt: skip
     p.add_argument(
         "--prune",
         action="store_true",

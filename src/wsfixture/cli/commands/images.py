@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -155,15 +156,44 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 
 def keys_to_send(args: argparse.Namespace, given: list[str]) -> list[str]:
-    """The keys named, or the config's that the cache holds."""
+    """The keys named, or the config's whole set: all of it, never a part saved under the
+    whole set's name (a CI cache keyed by ``images key`` would keep the part for good).
+    ``--build`` makes what the cache lacks first."""
     if given:
         return given
+    keys = config_keys(args.config)
+    missing = _missing(keys)
+    if missing and args.build:
+        build_set(args.config)
+        missing = _missing(keys)
+    if missing:
+        raise UsageError(
+            f"{len(missing)} of the {len(keys)} images and templates of {args.config} are not "
+            f"in the cache: {', '.join(missing)}; make them first (--build starts each "
+            f"workspace once), or name the keys to send"
+        )  # fmt: skip
+    return keys
+
+
+def _missing(keys: list[str]) -> list[str]:
     cached = {i.key for i in imagecache.cached_images()}
     cached |= {t.key for t in templates.cached_templates()}
-    keys = [k for k in config_keys(args.config) if k in cached]
-    if not keys:
-        raise UsageError(f"none of the images of {args.config} is in the cache yet")
-    return keys
+    return [key for key in keys if key not in cached]
+
+
+def build_set(config_path: str) -> None:
+    """Start each workspace of the config once, in a lab of its own, and stop it: its
+    image (layers and base) is built and its VM template made, as a first boot makes them."""
+    from wsfixture import api
+
+    config = load_config(config_path)
+    with (  # a state of their own: the config's may belong to its running workspaces
+        tempfile.TemporaryDirectory(prefix="wsfixture-build-") as state,
+        api.Lab(config, state_root=state, internet=False) as lab,
+    ):
+        for name in config.workspaces:
+            say(f"building: {name}")
+            lab.workspace(name).stop()
 
 
 def cmd_export(args: argparse.Namespace) -> int:
