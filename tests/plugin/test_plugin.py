@@ -812,11 +812,30 @@ def push_and_pull(real: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.Mon
             assert ready == (tmp_path / "first" / "images" / key / "ready").read_text(), key
 
 
-def readme_example(heading: str) -> str:
-    """The first Python block under ``heading`` in the faults guide, as written there."""
-    guide = Path(__file__).parents[2] / "docs" / "guides" / "faults.md"
+def readme_example(heading: str, page: str = "faults.md") -> str:
+    """The first Python block under ``heading`` in a guide, as written there."""
+    guide = Path(__file__).parents[2] / "docs" / "guides" / page
     section = guide.read_text().split(heading, 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_pytest_and_checkpoint_guides_examples_run_as_written(real: pytest.Pytester) -> None:
+    """The pytest guide's showcase and the checkpoints guide's example, as written there,
+    against a config that has their ``myproject``."""
+    real.makefile(".toml", workspaces=CONFIG + MYPROJECT)
+    real.makepyfile(
+        test_showcase=readme_example("# Writing tests with pytest", "pytest.md"),
+        test_checkpoint=readme_example("# Checkpoints and rollback", "checkpoints.md"),
+    )
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=9)
+
+
+MYPROJECT = """
+[workspaces.myproject]
+type = "container"
+ip = "192.168.83.20"
+"""
 
 
 def test_the_readme_faults_example_runs_and_a_failure_shows_the_timeline(

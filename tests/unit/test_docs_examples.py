@@ -70,3 +70,27 @@ def test_every_block_of_the_page_passes_its_check(page: Path) -> None:
     assert len(examples) == len(opening), "every block is read"
     for example in examples:
         example.evaluate()
+
+
+# Where each page's Python blocks run as written, booting what they boot: every block of
+# the first three, the one block of the guides the plugin's tests run.
+RUN_BY = {
+    "README.md": ("tests/integration/test_api.py", None),
+    "docs/tutorial.md": ("tests/integration/test_api.py", None),
+    "docs/guides/python.md": ("tests/integration/test_api.py", None),
+    "docs/guides/faults.md": ("tests/plugin/test_plugin.py", 1),
+    "docs/guides/pytest.md": ("tests/plugin/test_plugin.py", 1),
+    "docs/guides/checkpoints.md": ("tests/plugin/test_plugin.py", 1),
+}
+
+
+def test_every_python_block_is_run_by_a_test() -> None:
+    for page in PAGES:
+        name = str(page.relative_to(ROOT))
+        blocks = page.read_text().count("```python\n")
+        if not blocks:
+            continue
+        assert name in RUN_BY, f"{name}'s Python blocks are run by no test"
+        runner, count = RUN_BY[name]
+        assert page.name in (ROOT / runner).read_text(), f"{runner} does not read {name}"
+        assert count is None or blocks == count, f"{name}: {runner} runs its first block only"
