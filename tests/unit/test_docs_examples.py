@@ -1,8 +1,8 @@
 """Every code block of the README and the docs, read by Sybil: each is of a kind this test
 knows and passes its check here, in the fast lane. A TOML block is a valid config; a
-Python block compiles (the booting ones also run, in
-``tests/integration/test_docs_examples.py``); every ``wsfixture`` line of a shell block
-is a command line the CLI's parser accepts; a console block is output, shown as is."""
+Python block compiles (and runs where ``RUN_BY`` says, booting what it boots); every
+``wsfixture`` line of a shell block is a command line the CLI's parser accepts; a console
+or text block is shown as is."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from wsfixture.model.config import config_from_toml
 
 ROOT = Path(__file__).parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-KINDS = ("toml", "python", "sh", "console")
+KINDS = ("toml", "python", "sh", "console", "text")
 
 
 def toml(example: Example) -> None:
@@ -57,6 +57,7 @@ SYBIL = Sybil(parsers=[
     CodeBlockParser(language="python", evaluator=python),
     CodeBlockParser(language="sh", evaluator=shell),
     CodeBlockParser(language="console", evaluator=shown),
+    CodeBlockParser(language="text", evaluator=shown),
 ])  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import textwrap
 from pathlib import Path
 
 import wsfixture
@@ -38,6 +39,12 @@ def test_the_drawing_lists_every_error_with_its_parent() -> None:
     for name, cls in classes.items():
         parent = next(b for b in cls.__mro__[1:] if issubclass(b, errors.WsfixtureError))
         assert drawn[name] == parent.__name__, name
+
+
+def test_the_errors_page_shows_the_drawing_as_it_is() -> None:
+    drawing = (errors.__doc__ or "").split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    page = (Path(__file__).parents[2] / "docs" / "reference" / "errors.md").read_text()
+    assert textwrap.dedent(drawing) in page
 
 
 def test_the_root_is_never_raised_itself() -> None:
