@@ -2,7 +2,7 @@
 run by a plain ``python3`` (a container and a VM in one line each, a lab of two, a
 workspace whose starting thread ended, and ``connect`` with a checkpoint and a rollback
 through the supervisor of a ``wsfixture up`` workspace); the Python blocks of the README,
-the tutorial and the Python guide run as written (scripts by ``python3``, tests by
+the tutorial, the Python and the agents guides run as written (scripts by ``python3``, tests by
 ``pytest``); bad input refused before anything is made; and nothing left behind."""
 
 from __future__ import annotations
@@ -116,10 +116,10 @@ def test_the_python_blocks_of_the_readme_and_guides_run_as_written(
     up: Path, tmp_path: Path
 ) -> None:
     before = api_footprint()
-    pages = ("README.md", "docs/tutorial.md", "docs/guides/python.md")
-    readme, tutorial, guide = (python_blocks(page) for page in pages)
-    assert (len(readme), len(tutorial), len(guide)) == (3, 2, 3)
-    for index, block in enumerate(readme + tutorial + guide[:2]):
+    pages = ("README.md", "docs/tutorial.md", "docs/guides/python.md", "docs/guides/agents.md")
+    readme, tutorial, guide, agents = (python_blocks(page) for page in pages)
+    assert (len(readme), len(tutorial), len(guide), len(agents)) == (3, 2, 3, 1)
+    for index, block in enumerate(readme + tutorial + guide[:2] + agents):
         run_block(block, tmp_path, f"test_block_{index}.py" if "def test_" in block
                   else f"block_{index}.py")  # fmt: skip
     # The guide's connect example, beside the `wsfixture up` config it names.

@@ -79,6 +79,7 @@ RUN_BY = {
     "README.md": ("tests/integration/test_api.py", None),
     "docs/tutorial.md": ("tests/integration/test_api.py", None),
     "docs/guides/python.md": ("tests/integration/test_api.py", None),
+    "docs/guides/agents.md": ("tests/integration/test_api.py", None),
     "docs/guides/faults.md": ("tests/plugin/test_plugin.py", 1),
     "docs/guides/pytest.md": ("tests/plugin/test_plugin.py", 1),
     "docs/guides/checkpoints.md": ("tests/plugin/test_plugin.py", 1),
