@@ -182,7 +182,7 @@ class Connected(Workspace):
 
     def checkpoint(self, tag: str | None = None) -> Checkpoint:
         made = self._ask("checkpoint", tag=tag)["result"]
-        return self.checkpoint_store.find(str(made["tag"]))
+        return self.checkpointing.store.find(str(made["tag"]))
 
     def rollback(self, to: str | Checkpoint) -> None:
         self._ask("rollback", tag=to if isinstance(to, str) else to.tag)
@@ -190,10 +190,6 @@ class Connected(Workspace):
 
     def delete_checkpoint(self, to: str | Checkpoint) -> None:
         self._ask("delete", tag=to if isinstance(to, str) else to.tag)
-
-    @property
-    def paused(self) -> bool:
-        return self.session is not None and self.session.refusal is not None
 
     def pause(self) -> None:
         self._ask("pause")

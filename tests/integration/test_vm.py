@@ -208,7 +208,7 @@ def test_a_cold_booted_vm_refuses_a_checkpoint_and_makes_nothing(vm: Workspace) 
     assert "only a VM restored from a template can be checkpointed" in str(refused.value)
     assert "cold boot (snapshot = 'off')" in str(refused.value)
     assert vm.checkpoints() == []
-    assert not vm.checkpoint_store.root.exists()
+    assert not vm.checkpointing.store.root.exists()
 
 
 def test_a_vm_flooding_its_serial_port_fills_no_disk(vm: Workspace) -> None:

@@ -59,7 +59,7 @@ def handle(ws: Workspace, request: dict[str, Any]) -> dict[str, Any]:
     try:
         if verb == "checkpoint":
             made = ws.checkpoint(tag)
-            result: Any = made.summary(ws.checkpoint_store.size(made))
+            result: Any = made.summary(ws.checkpointing.store.size(made))
         elif verb == "rollback":
             ws.rollback(str(tag))
             result = {"tag": tag}
@@ -67,7 +67,7 @@ def handle(ws: Workspace, request: dict[str, Any]) -> dict[str, Any]:
             ws.delete_checkpoint(str(tag))
             result = {"tag": tag}
         elif verb == "checkpoints":
-            store = ws.checkpoint_store
+            store = ws.checkpointing.store
             result = [c.summary(store.size(c)) for c in store.listed()]
         elif verb in ("pause", "resume"):
             ws.pause() if verb == "pause" else ws.resume()

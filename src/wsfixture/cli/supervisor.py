@@ -111,7 +111,7 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
         return 1
     started(lab.name, name)
     # Its checkpoints outlive it (in its state dir): those it can no longer take are said.
-    for tag, why in ws.keep_matching():
+    for tag, why in ws.checkpointing.keep_matching():
         print(f"NOTE checkpoint {tag!r} removed: {why}", flush=True)
     print(f"READY {ws.ready_seconds:.2f}", flush=True)
     # The `up` command reads one line and leaves; nothing more goes to its pipe.

@@ -38,7 +38,8 @@ from wsfixture.net.lab import Lab
 from wsfixture.process import JOBS_COMMAND, Process, read_jobs
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 from wsfixture.retry import retry_until
-from wsfixture.workspaces.checkpoints import Checkpoints
+from wsfixture.workspaces.checkpoint_store import Checkpoint
+from wsfixture.workspaces.checkpoints import Checkpointing
 from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout, shell_line
 from wsfixture.workspaces.guardrails import Guardrails
 from wsfixture.workspaces.power import Power
@@ -57,7 +58,7 @@ class WorkspaceState(enum.Enum):
     STOPPED = "stopped"  # released
 
 
-class Workspace(Commands, Guardrails, Checkpoints, Power):
+class Workspace(Commands, Guardrails):
     """One workspace: booted by ``start()``, released by ``stop()``."""
 
     def __init__(
@@ -99,6 +100,8 @@ class Workspace(Commands, Guardrails, Checkpoints, Power):
         # The logs its guest writes, held to settings.log_max while this handle owns it.
         self.log_cap: logcap.LogCap | None = None
         self._when_stopped: list[Callable[[], None]] = []
+        self.checkpointing = Checkpointing(self)  # where checkpoints are kept, and how
+        self.power = Power(self)  # pause, resume, crash, the clock
 
     # -- identity ------------------------------------------------------------------------
 
@@ -422,6 +425,49 @@ class Workspace(Commands, Guardrails, Checkpoints, Power):
         ``user`` as ``run``'s) and return at once: ``.wait()``, ``.kill()``, ``.output()``,
         ``.running``."""
         return Process.start(self._session(), shell_line(command, env, cwd, user), command)
+
+    # -- checkpoints and faults (``checkpointing``, ``power``) ----------------------------
+
+    def checkpoint(self, tag: str | None = None) -> Checkpoint:
+        """Save the workspace's root (a VM's memory and devices too) as ``tag``
+        (``checkpoint-<n>`` if not given). CheckpointError, with nothing changed, for a
+        bad or taken tag or a machine that cannot be saved."""
+        return self.checkpointing.make(tag)
+
+    def rollback(self, to: str | Checkpoint) -> None:
+        """Return the workspace's root (a VM's memory and devices too) to checkpoint
+        ``to`` (its tag, or what ``checkpoint`` returned) and wait until it is ready."""
+        self.checkpointing.rollback(to)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """This workspace's checkpoints, oldest first."""
+        return self.checkpointing.listed()
+
+    def delete_checkpoint(self, to: str | Checkpoint) -> None:
+        """Remove a checkpoint (its disk layer stays while a later one stands on it)."""
+        self.checkpointing.delete(to)
+
+    @property
+    def paused(self) -> bool:
+        return self.power.paused
+
+    def pause(self) -> None:
+        """Stop every process of the workspace where it stands, until ``resume``."""
+        self.power.pause()
+
+    def resume(self) -> None:
+        """Let a paused workspace go on; its processes are the same processes."""
+        self.power.resume()
+
+    def crash(self) -> None:
+        """Cut the power: the machine ends at once, no shutdown inside. The handle is
+        stopped; ``start()`` again boots it anew, with the same name, address and key."""
+        self.power.crash()
+
+    def clock_offset(self, seconds: float) -> None:
+        """Set a VM's wall clock ``seconds`` ahead of the host's (behind, if negative; 0
+        puts it back). FaultError for a container: it shares the host kernel's clock."""
+        self.power.clock_offset(seconds)
 
     def jobs(self) -> list[Process]:
         """The commands started detached in it (``spawn``, ``wsfixture exec --detach``),

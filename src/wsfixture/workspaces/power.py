@@ -11,38 +11,35 @@ While a workspace is paused, a command sent to it fails at once with WorkspacePa
 
 from __future__ import annotations
 
-import enum
 import time
 from typing import TYPE_CHECKING
 
 from wsfixture.errors import CommandError, FaultError, WorkspaceGone, WorkspacePaused
-from wsfixture.model.config import WorkspaceSpec
 
 if TYPE_CHECKING:
     from wsfixture.backends.base import Backend
     from wsfixture.remote import SshSession
+    from wsfixture.workspaces.handle import Workspace
 
 
 class Power:
-    """Mixed into ``Workspace``: what it uses of the handle is declared here."""
+    """The power and clock of ``ws``, a part of its handle (``ws.power``); the handle's
+    ``pause``, ``resume``, ``crash`` and ``clock_offset`` are these."""
 
-    spec: WorkspaceSpec
-    backend: Backend | None
-    session: SshSession | None
-    state: enum.Enum
-
-    def stop(self, discard: bool = False) -> None: ...
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
 
     @property
     def paused(self) -> bool:
-        return self.session is not None and self.session.refusal is not None
+        session = self.ws.session
+        return session is not None and session.refusal is not None
 
     def pause(self) -> None:
         """Stop every process of the workspace where it stands, until ``resume``."""
         backend, session = self._powered("pause")
         if session.refusal is None:
             backend.pause()
-            session.refusal = WorkspacePaused(self.spec.name)
+            session.refusal = WorkspacePaused(self.ws.name)
 
     def resume(self) -> None:
         """Let a paused workspace go on; its processes are the same processes."""
@@ -58,21 +55,22 @@ class Power:
         backend, session = self._powered("crash")
         session.refusal = None
         backend.power_cut()
-        self.stop(discard=True)
+        self.ws.stop(discard=True)
 
     def clock_offset(self, seconds: float) -> None:
         """Set a VM's wall clock ``seconds`` ahead of the host's (behind, if negative; 0
         puts it back); it runs on from there. FaultError for a container."""
-        if not self.spec.is_vm:
-            raise FaultError("clock_offset", f"for container {self.spec.name}",
+        if not self.ws.spec.is_vm:
+            raise FaultError("clock_offset", f"for container {self.ws.name}",
                              "a VM: a container shares the host kernel's wall clock")  # fmt: skip
         _, session = self._powered("set the clock of")
         command = f"doas -n date -u -s @{time.time() + seconds:.3f}"
         rc, out, err = session.run(command, 30.0, None, False)
         if rc != 0:
-            raise CommandError(self.spec.name, command, rc, out.decode(), err.decode())
+            raise CommandError(self.ws.name, command, rc, out.decode(), err.decode())
 
     def _powered(self, verb: str) -> tuple[Backend, SshSession]:
-        if self.backend is None or self.session is None or self.state.value != "owned":
-            raise WorkspaceGone(self.spec.name, f"cannot {verb}: this handle does not run it")
-        return self.backend, self.session
+        ws = self.ws
+        if ws.backend is None or ws.session is None or ws.state.value != "owned":
+            raise WorkspaceGone(ws.name, f"cannot {verb}: this handle does not run it")
+        return ws.backend, ws.session
