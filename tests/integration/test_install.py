@@ -1,5 +1,7 @@
-"""The README's "Install with pip" path, as a new user takes it: a fresh venv, `pip install`
-of this checkout, `wsfixture setup-host` and `doctor`, and a first test that passes."""
+"""The README's "Install with pip" path, as a new user takes it: an sdist and a wheel built
+from this checkout (`python -m build`), their metadata as an index checks it (`twine
+check`), a fresh venv, `pip install` of the wheel, `wsfixture setup-host` and `doctor`, and
+a first test that passes."""
 
 from __future__ import annotations
 
@@ -24,10 +26,19 @@ def readme_block(title: str, language: str) -> str:
 
 def test_the_readme_install_path_works(tmp_path: Path) -> None:
     require_root_and_tools("systemd-nspawn", "dnsmasq")
+    dist = tmp_path / "dist"
+    built = subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+                           capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = dist.glob("wsfixture-*-py3-none-any.whl")
+    (sdist,) = dist.glob("wsfixture-*.tar.gz")
+    checked = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel),
+                              str(sdist)], capture_output=True, text=True, check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = subprocess.run(
-        [venv / "bin" / "pip", "install", "-q", str(ROOT)],
+        [venv / "bin" / "pip", "install", "-q", str(wheel)],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stderr[-3000:]
