@@ -18,6 +18,11 @@ def did_you_mean(value: object, choices: Iterable[str]) -> str:
     return f"; did you mean {close!r}?" if close else ""
 
 
+def looked_in(config_source: str) -> str:
+    """Where the plugin looked for a workspace name: the config file, or none given."""
+    return f" in {config_source}" if config_source else " (no --ws-config given)"
+
+
 def unknown_workspace(names: Sequence[str], known: Sequence[str], where: str = "") -> str:
     """The one message for names that are not workspaces: which, where they were looked
     for, the closest known one, and every known one."""

@@ -65,3 +65,14 @@ def test_timeouts_are_timeout_errors_and_keep_their_output() -> None:
     assert error.stdout == "partial"
     assert "timed out after 3.0s" in str(error)
     assert isinstance(errors.WaitTimeout("a", "port 80", 1.0, "closed"), TimeoutError)
+
+
+def test_an_unknown_name_says_where_it_was_looked_for() -> None:
+    from wsfixture.suggest import looked_in, unknown_workspace
+
+    assert unknown_workspace(["nosuch"], ["alpha"], looked_in("")) == (
+        "no workspace named 'nosuch' (no --ws-config given); known: alpha"
+    )
+    assert unknown_workspace(["alpah"], ["alpha"], looked_in("ws.toml")) == (
+        "no workspace named 'alpah' in ws.toml; did you mean 'alpha'? known: alpha"
+    )

@@ -177,3 +177,17 @@ def test_status_says_when_a_supervisor_stops_its_workspace() -> None:
     )
     both = dataclasses.replace(idle, stop_at=1020.0)
     assert stops_in(both, 1015.0) == "in 5s (ttl)", "the sooner of the two"
+
+
+def test_list_with_nothing_running_says_so(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WSFIXTURE_RUN_DIR": str(tmp_path)}  # a ledger of its own: empty
+    said = subprocess.run([sys.executable, "-m", "wsfixture.cli", "list"], env=env,
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert said.stdout == "no workspace runs (wsfixture up NAME starts one)\n"
+    listed = subprocess.run([sys.executable, "-m", "wsfixture.cli", "list", "--json"], env=env,
+                            capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert listed.stdout.strip() == "[]"

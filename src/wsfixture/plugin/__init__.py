@@ -42,7 +42,7 @@ from wsfixture.plugin.session import (
     track,
 )
 from wsfixture.plugin.verify import verify_items
-from wsfixture.suggest import did_you_mean, unknown_workspace
+from wsfixture.suggest import did_you_mean, looked_in, unknown_workspace
 from wsfixture.workspaces.faults import Faults
 
 # paramiko, fabric and testinfra load only when a test asks for a workspace: a plugin that
@@ -399,8 +399,8 @@ def _check_marker(item: pytest.Item, marker: pytest.Mark, config: pytest.Config)
     name = marker.args[0] if marker.args else None
     try:
         if name is not None and name not in ws_config.workspaces:
-            source = ws_config.source or "no --ws-config given"
-            unknown = unknown_workspace([name], list(ws_config.workspaces), f" in {source}")
+            known = list(ws_config.workspaces)
+            unknown = unknown_workspace([name], known, looked_in(ws_config.source))
             raise pytest.UsageError(f"{where}: {unknown} (an inline workspace takes name=...)")
         if name is not None:
             override(ws_config, ws_config.workspaces[name], **fields)

@@ -77,8 +77,10 @@ def _checked_ws_hosts(config: pytest.Config) -> list[str]:
         raise pytest.UsageError(str(exc)) from None
     for name in names:
         if name not in ws_config.workspaces:
-            source = ws_config.source or "the config (no --ws-config given)"
-            unknown = unknown_workspace([name], list(ws_config.workspaces), f" in {source}")
+            where_looked = (
+                f" in {ws_config.source}" if ws_config.source else " (no --ws-config given)"
+            )
+            unknown = unknown_workspace([name], list(ws_config.workspaces), where_looked)
             raise pytest.UsageError(f"--ws-hosts: {unknown}")
     return names
 

@@ -179,5 +179,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             {"lab": info.lab, "name": info.name, "type": info.type, "ip": info.ip,
              "owner": record.owner.pid}
         )  # fmt: skip
-    emit(args, rows, ["lab", "name", "type", "ip", "owner"])
+    if rows or args.json:
+        emit(args, rows, ["lab", "name", "type", "ip", "owner"])
+    else:
+        say("no workspace runs (wsfixture up NAME starts one)")
     return 0
