@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -877,3 +878,33 @@ def ledger_files() -> list[Path]:
 
     directory = settings.current().ledger_dir
     return sorted(directory.glob("*.json")) if directory.is_dir() else []
+
+
+def test_a_setup_line_that_fails_is_said_once_per_test_without_wsfixture_s_frames(
+    real: pytest.Pytester,
+) -> None:
+    """Two tests ask for an image whose setup line fails: each fails with the line, its
+    status and output, no traceback of wsfixture's; the second without a build of its own."""
+    mark = uuid.uuid4().hex  # an image no cache holds: its setup line is new
+    real.makepyfile(
+        f"""
+        import pytest
+
+        BAD = pytest.mark.workspace(setup=["echo {mark}; exit 3"])
+
+        @BAD
+        def test_one(workspace):
+            pass
+
+        @BAD
+        def test_two(workspace):
+            pass
+        """
+    )
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=2)
+    text = result.stdout.str()
+    assert text.count(f"setup line 1 exited 3: echo {mark}; exit 3") == 2, text
+    assert text.count("this run built it once already; not again") == 1
+    assert "wsfixture/image/build.py" not in text, "no frames of wsfixture's own"
+    assert "wsfixture/plugin/" not in text

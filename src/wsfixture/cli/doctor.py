@@ -98,7 +98,7 @@ def _space() -> Finding:
 def _kvm() -> Finding:
     accel = virt.host_accel("auto")
     return Finding("KVM", accel.name == "kvm", accel.reason,
-                   "VMs use TCG (about 35 s to boot cold, 3 s restored)", required=False)  # fmt: skip
+                   "VMs use TCG (~35 s to boot cold, ~3 s restored)", required=False)  # fmt: skip
 
 
 def _vsock() -> Finding:

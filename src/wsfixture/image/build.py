@@ -54,6 +54,12 @@ def stderr_progress(line: str) -> None:
     print(f"wsfixture: {line}", file=sys.stderr, flush=True)
 
 
+# Builds that failed in this process, by key: asked for again (every test of a session that
+# wants the image), one fails at once with the same reason, said once, instead of building
+# again and printing the same failure for each (another process tries anew).
+_failed: dict[str, ImageBuildError] = {}
+
+
 def ensure_image(
     recipe: ImageRecipe,
     cache_dir: Path | None = None,
@@ -62,6 +68,9 @@ def ensure_image(
 ) -> Image:
     """The cached image for ``recipe`` (and its base), built first if it is not there.
     ``sources``: where the recipe's files are on the host, by guest path."""
+    if (failed := _failed.get(recipe.key)) is not None:
+        raise ImageBuildError(failed.image, f"{failed.reason} (this run built it once already; "
+                              "not again)")  # fmt: skip
     if recipe.base is not None:
         ensure_image(recipe.base, cache_dir, progress)
     image = Image(recipe, image_dir(recipe, cache_dir))
@@ -83,7 +92,11 @@ def ensure_image(
             shared = shared_cache.ACTIVE
             if not image.ready and not (shared and shared.fetch(recipe.key, say)):
                 # (another process may have built it while we waited)
-                _build(image, say, sources or {})
+                try:
+                    _build(image, say, sources or {})
+                except ImageBuildError as exc:
+                    _failed[recipe.key] = exc
+                    raise
                 if shared:
                     shared.publish(recipe.key, say)
     store.mark_used(image.dir)  # last use, for `wsfixture images --prune`

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from wsfixture.cleanup import Cleanup
-from wsfixture.errors import CleanupError, ConfigError
+from wsfixture.errors import CleanupError, ConfigError, ImageBuildError
 from wsfixture.model.config import override, workspace_spec
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net import inventory
@@ -224,6 +224,16 @@ def ws_inventory(ws_inventory_of: Callable[[], Path], workspace: Workspace) -> P
     return ws_inventory_of()
 
 
+def _booted(boot: Callable[[], Workspace]) -> Workspace:
+    """``boot()``; an image that cannot be built fails the test with what the build says
+    (the setup line, its status, the log's tail), not with wsfixture's own frames."""
+    try:
+        return boot()
+    except ImageBuildError as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+    pytest.fail(failure, pytrace=False)  # outside the except: nothing chained to show
+
+
 @pytest.fixture
 def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
     """A booted, ready workspace: ``ws.run``/``succeed``, ``ws.host`` (testinfra), ``ws.conn``
@@ -245,7 +255,7 @@ def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
             session.prestart(nextitem)  # beside the rest of this one's start
             ws = session.take(claimed)
         if ws is None:
-            ws = session.boot(session.spec(name, **fields))
+            ws = _booted(lambda: session.boot(session.spec(name, **fields)))
             session.prestart(nextitem)  # after: this one may have made the image or template
         track(request.node, ws)
         yield ws
@@ -253,7 +263,7 @@ def workspace(request: pytest.FixtureRequest) -> Iterator[Workspace]:
         return
     scope_key = _scope_key(request, scope)
     first = shared_key(scope_key, name, fields) not in session.shared
-    ws = session.shared_boot(scope_key, name, fields)
+    ws = _booted(lambda: session.shared_boot(scope_key, name, fields))
     if first and scope == "module":
         module = request.node.getparent(pytest.Module)
         assert module is not None
