@@ -191,3 +191,25 @@ def test_list_with_nothing_running_says_so(tmp_path: Path) -> None:
     listed = subprocess.run([sys.executable, "-m", "wsfixture.cli", "list", "--json"], env=env,
                             capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     assert listed.stdout.strip() == "[]"
+
+
+def test_plan_text_shows_egress_forwards_and_the_idle_stop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ws.toml"
+    config.write_text(
+        "[network]\ninternet = true\n"
+        '[workspaces.a]\ntype = "container"\nip = "192.168.83.10"\n'
+        'internet = ["pypi.org:443"]\nforwards = { 8080 = 80 }\nidleTimeout = "30m"\n'
+        '[workspaces.b]\ntype = "container"\nip = "192.168.83.11"\ninternet = false\n'
+        '[workspaces.c]\ntype = "container"\nip = "192.168.83.12"\n'
+    )
+    assert cli.main(["plan", str(config)]) == 0
+    out = capsys.readouterr().out
+    a, b, c = out.split("\n\n")[1:]
+    assert "  internet    only pypi.org:443" in a
+    assert "  forwards    127.0.0.1:8080 -> 80" in a
+    assert "  idle stop   after 1800 s without an SSH session" in a
+    assert "  internet    off" in b
+    assert "  internet    open" in c
+    assert "forwards" not in b

@@ -94,5 +94,23 @@ def render_text(data: dict[str, Any]) -> str:
         if ws["type"] == "vm":
             shown += [ws["machine"], f"accel {ws['accel']}", f"vsock {ws['vsock']}"]
         rows.append(("resources", ", ".join(part for part in shown if part) or "no limits"))
+        rows.append(("internet", _internet(ws.get("internet"), net.get("internet"))))
+        if ws.get("forwards"):
+            forwards = ", ".join(f"127.0.0.1:{local} -> {port}"
+                                 for local, port in ws["forwards"].items())  # fmt: skip
+            rows.append(("forwards", forwards))
+        if ws.get("idleTimeout"):
+            rows.append(("idle stop", f"after {ws['idleTimeout']} s without an SSH session"))
         lines += [f"  {key:<11} {value}" for key, value in rows]
     return "\n".join(lines)
+
+
+def _internet(own: object, lab_wide: object) -> str:
+    """What a workspace may reach: its own setting, else its network's (``up``'s labs have
+    the internet unless the config says no; pytest's only when it says yes)."""
+    chosen = lab_wide if own is None else own
+    if isinstance(chosen, list):
+        return "only " + ", ".join(str(entry) for entry in chosen)
+    if chosen is False:
+        return "off"
+    return "open" if chosen else "off in pytest labs, open for `wsfixture up`"
