@@ -213,3 +213,21 @@ def test_plan_text_shows_egress_forwards_and_the_idle_stop(
     assert "  internet    off" in b
     assert "  internet    open" in c
     assert "forwards" not in b
+
+
+def test_a_shell_completes_workspace_names(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def completions(line: str) -> list[str]:
+        out = tmp_path / "completions"
+        env = {**os.environ, "COMP_LINE": line, "COMP_POINT": str(len(line)),
+               "_ARGCOMPLETE": "1", "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}  # fmt: skip
+        subprocess.run([sys.executable, "-m", "wsfixture.cli"], env=env, timeout=60, check=True,
+                       stderr=subprocess.DEVNULL)  # fmt: skip
+        return [word.strip() for word in out.read_text().split("\x0b")]
+
+    assert {"myproject", "agent", "sandbox"} <= set(completions(f"wsfixture -c {EXAMPLE} ssh "))
+    assert completions(f"wsfixture -c {EXAMPLE} exec -u root ag") == ["agent"]
+    assert "myproject" not in completions(f"wsfixture -c {tmp_path}/none.toml ssh "), "no error"

@@ -205,7 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float, default=14.0, help="keep images used since (14)")
     p.add_argument("--dry-run", action="store_true", help="say what --prune would remove")
     p.add_argument("--remove", nargs="+", metavar="KEY", help="remove these images/templates")
+    for subparser in sub.choices.values():  # a shell completes workspace names (argcomplete)
+        for action in subparser._actions:
+            if action.dest in ("name", "names"):
+                action.completer = workspace_names  # type: ignore[attr-defined]
     return parser
+
+
+def workspace_names(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[str]:
+    """The config's workspace names that start with ``prefix`` (none if it cannot be read:
+    a completing shell shows nothing rather than an error)."""
+    from wsfixture.model.config import load_config
+
+    try:
+        config = load_config(getattr(parsed_args, "config", None) or os.environ.get(
+            "WSFIXTURE_CONFIG", DEFAULT_CONFIG))  # fmt: skip
+    except Exception:
+        return []
+    return [name for name in config.workspaces if name.startswith(prefix)]
 
 
 def version() -> str:
