@@ -120,6 +120,12 @@ def test_day_to_day(cli_config: Path) -> None:
     assert rows["one"]["matches"] is True
     assert isinstance(rows["one"]["uptime"], int)
     assert rows["vmthree"]["uptime"] is None
+    # Limits as facts: each bound (disk too), and a running one's OOM kills.
+    assert rows["one"]["limits"]["oom_kills"] == 0
+    assert rows["vmthree"]["limits"]["memory_mib"] == 1024
+    assert rows["vmthree"]["limits"]["disk_mib"] == 8192
+    assert "oom_kills" not in rows["vmthree"]["limits"], "stopped: nothing to count"
+    assert "2 cpu, 1024 MiB, disk 8192 MiB" in wsf(cli_config, "status").stdout
     assert wsf(cli_config, "up", "one").stdout.strip() == "one: already running"
     just_one = json.loads(wsf(cli_config, "status", "one", "--json").stdout)
     assert [row["name"] for row in just_one] == ["one"]

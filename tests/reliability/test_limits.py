@@ -73,9 +73,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, 
 def test_the_limits_are_described_and_recorded(pair: tuple[Workspace, Workspace]) -> None:
     limited, unlimited = pair
     facts = limited.describe()["limits"]
-    assert facts == {"vcpu": 1, "memory_mib": MEMORY, "pids": PIDS, "oom_kills": 0}
+    assert facts == {"vcpu": 1, "memory_mib": MEMORY, "disk_mib": "none", "pids": PIDS,
+                     "oom_kills": 0}  # fmt: skip
     assert unlimited.describe()["limits"] == {
-        "vcpu": "none", "memory_mib": "none", "pids": "none", "oom_kills": 0
+        "vcpu": "none", "memory_mib": "none", "disk_mib": "none", "pids": "none", "oom_kills": 0
     }  # fmt: skip
     assert limited.backend is not None
     dirs = limited.backend.limit_dirs

@@ -183,12 +183,16 @@ def status_rows(config: Config) -> list[dict[str, Any]]:
     rows = []
     for name, spec in config.workspaces.items():
         record = live.get(name)
+        resources = config.resources_for(spec)
         row: dict[str, Any] = {
             "name": name, "type": spec.type, "ip": str(spec.ip),
-            "limits": limits.summary(config.resources_for(spec)),
+            "limits": {**limits.describe(resources), "summary": limits.summary(resources)},
             "forwards": " ".join(f"127.0.0.1:{local}->{port}" for local, port in spec.forwards),
         }  # fmt: skip
         supervisor = ledger.workspace_info(record).supervisor if record else None
+        if record is not None:  # what the OOM killer ended under its memory bound
+            cgroup = settings.current().cgroup_root / f"{config.network.namespace}-{name}"
+            row["limits"]["oom_kills"] = limits.oom_kills(cgroup)
         if record is None:
             row.update(state="stopped", uptime=None, matches=None, changed=[], stops=None)
         else:

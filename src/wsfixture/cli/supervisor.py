@@ -126,9 +126,9 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
         forward.close()
     with busy:  # not under a checkpoint being written
         ws.stop()
-    # The lab goes with its last workspace: after `down` (which says so), and after a ttl
-    # or an idle timeout, which nobody waits for.
-    if remove_lab_if_idle(lab.name):
+    # The lab goes with its last workspace: `down` removes it (and says so); when the
+    # workspace stopped by itself (its ttl, its idle timeout), nobody waits to: here.
+    if not stop.is_set() and remove_lab_if_idle(lab.name):
         print(f"lab {lab.name}: removed (no workspace runs)", file=sys.stderr, flush=True)
     return 0
 

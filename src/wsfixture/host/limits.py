@@ -133,10 +133,11 @@ def oom_kills(cgroup: Path) -> int:
 
 
 def summary(resources: Resources) -> str:
-    """The limits in a few words, for `status` and the plan: "1 cpu, 128 MiB, 64 pids"."""
+    """The limits in a few words, for `status`: "1 cpu, 128 MiB, disk 2048 MiB, 64 pids"."""
     parts = [
         f"{resources.vcpu} cpu" if resources.vcpu is not None else "",
         f"{resources.memory} MiB" if resources.memory is not None else "",
+        f"disk {resources.disk} MiB" if resources.disk is not None else "",
         f"{resources.pids} pids" if resources.pids is not None else "",
     ]
     return ", ".join(part for part in parts if part) or "none"
@@ -147,6 +148,7 @@ def describe(resources: Resources) -> dict[str, object]:
     shown: dict[str, object] = {
         "vcpu": resources.vcpu,
         "memory_mib": resources.memory,
+        "disk_mib": resources.disk,
         "pids": resources.pids,
     }
     return {key: "none" if value is None else value for key, value in shown.items()}

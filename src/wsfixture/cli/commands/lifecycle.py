@@ -165,10 +165,15 @@ def cmd_status(args: argparse.Namespace) -> int:
              r["matches"]]}
         for r in rows
     ]  # fmt: skip
-    shown = [{**r, "stops": r["stops"] or "-"} for r in shown]
+    shown = [{**r, "stops": r["stops"] or "-", "limits": _limits(r["limits"])} for r in shown]
     columns = ["name", "type", "ip", "state", "uptime", "matches", "limits", "stops", "forwards"]
     say(table(shown, columns))
     return 0
+
+
+def _limits(facts: dict[str, Any]) -> str:
+    kills = facts.get("oom_kills")
+    return f"{facts['summary']}" + (f", {kills} OOM kill(s)" if kills else "")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
