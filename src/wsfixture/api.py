@@ -25,7 +25,7 @@ from typing import Any, Self
 from wsfixture.cli import control
 from wsfixture.cli.persistent import handle_on_running
 from wsfixture.errors import ConfigError, ConfigIssue, LabError, WorkspaceGone, WorkspacePaused
-from wsfixture.host import ledger
+from wsfixture.host import ledger, settings
 from wsfixture.model.config import Config, NetworkSpec, load_config, override, workspace_spec
 from wsfixture.model.spec import Defaults
 from wsfixture.net import lab as labs
@@ -80,8 +80,8 @@ class Lab(labs.Lab):
     def open(self) -> Self:
         super().open()
         if self._throwaway and self.state is labs.LabState.OWNED:
-            root = self.dir.parent.parent / "state" / self.name  # beside the labs, root's
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            root = settings.current().lib_dir / "state" / self.name  # beside the labs
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)  # keys: root's alone
             self.adopt_dir(root)  # removed with the lab, by gc for a killed process too
             self.config = self.config.with_state_root(root)
         return self

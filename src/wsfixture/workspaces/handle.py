@@ -45,7 +45,7 @@ from wsfixture.workspaces.guardrails import Guardrails
 from wsfixture.workspaces.power import Power
 from wsfixture.workspaces.prepare import prepare, prepare_image
 
-logger = logging.getLogger("wsfixture.workspaces")
+logger = logging.getLogger("wsfixture.workspace")
 
 
 class WorkspaceState(enum.Enum):
@@ -259,7 +259,7 @@ class Workspace(Commands, Guardrails):
                 hook()
 
     def when_stopped(self, hook: Callable[[], None]) -> None:
-        """Call ``hook`` once, when this handle is stopped (``wsfixture.workspaces``'s lab
+        """Call ``hook`` once, when this handle is stopped (``wsfixture.workspace()``'s lab
         goes with its workspace)."""
         self._when_stopped.append(hook)
 
@@ -326,7 +326,7 @@ class Workspace(Commands, Guardrails):
         self.__dict__.pop("conn", None)
 
     def __enter__(self) -> Workspace:
-        """Start it, unless it runs already (``wsfixture.workspaces``, ``connect``)."""
+        """Start it, unless it runs already (``wsfixture.workspace()``, ``connect``)."""
         if self.state in (WorkspaceState.OWNED, WorkspaceState.ATTACHED):
             return self
         return self.start()
