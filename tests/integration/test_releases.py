@@ -14,6 +14,7 @@ from wsfixture.image.recipe import ImageRecipe
 from wsfixture.model.config import Config
 from wsfixture.model.spec import RELEASES
 from wsfixture.workspaces import Workspace
+from wsfixture.workspaces.prepare import prepare_image
 
 pytestmark = pytest.mark.vm
 
@@ -62,7 +63,7 @@ def test_each_release_has_its_own_images_and_templates(
         assert len({recipe.key for recipe in bases.values()}) == len(RELEASES)
         for release, recipe in bases.items():
             assert recipe.key.startswith(f"{release}-{kind}-")
-    images = {name: ws.prepare_image() for name, ws in running.items()}
+    images = {name: prepare_image(ws.config, ws.spec) for name, ws in running.items()}
     assert images["bookworm-vm"].dir != images["trixie-vm"].dir
     assert images["bookworm-ct"].dir != images["trixie-ct"].dir
     shapes = {}

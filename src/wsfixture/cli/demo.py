@@ -18,6 +18,7 @@ from wsfixture.model.config import load_config, override
 from wsfixture.model.plan import plan, render_text
 from wsfixture.net.lab import Lab
 from wsfixture.workspaces import Workspace
+from wsfixture.workspaces.prepare import prepare_image
 
 
 def say(text: str) -> None:
@@ -49,7 +50,7 @@ def run_demo(path: str) -> int:
             # Images first: a boot timed while another workspace's image builds would
             # count the build, not the boot.
             for ws in workspaces:
-                ws.prepare_image()
+                prepare_image(ws.config, ws.spec, ws.progress)
             for ws in workspaces:
                 say(f"== starting {ws.name} ({ws.spec.type}) ...")
                 ws.launch()

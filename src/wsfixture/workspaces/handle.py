@@ -30,7 +30,6 @@ from wsfixture.guest import identity
 from wsfixture.host import keys, ledger, logcap, settings, system
 from wsfixture.image import osinfo
 from wsfixture.image.build import Progress
-from wsfixture.image.recipe import Image
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.validation import check_share_sources
 from wsfixture.net.forward import PortForward
@@ -43,7 +42,7 @@ from wsfixture.workspaces.checkpoints import Checkpointing
 from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout, shell_line
 from wsfixture.workspaces.guardrails import Guardrails
 from wsfixture.workspaces.power import Power
-from wsfixture.workspaces.prepare import prepare, prepare_image
+from wsfixture.workspaces.prepare import prepare
 
 logger = logging.getLogger("wsfixture.workspace")
 
@@ -145,12 +144,10 @@ class Workspace(Commands, Guardrails):
         return self
 
     def launch(self) -> None:
-        """Everything up to the machine running; does not wait for it to boot. On failure,
-        call ``stop()`` to release what was made (``start()`` does).
-
-        Call from a thread that outlives the workspace: the machine gets a signal when the
-        thread that started it dies.
-        """
+        """Everything up to the machine running; does not wait for it to boot (then
+        ``wait_ready()``: several launched first boot side by side). On failure, call
+        ``stop()`` to release what was made (``start()`` does). Any thread may call it:
+        the machine lives until it is stopped or this process ends."""
         system.require_root()
         if self.state not in (WorkspaceState.NEW, WorkspaceState.STOPPED):
             raise StartError(self.name, f"this handle is {self.state.value} already")
@@ -166,10 +163,6 @@ class Workspace(Commands, Guardrails):
             ),
         )
         self._launch(self._record)
-
-    def prepare_image(self) -> Image:
-        """The image this workspace boots from, built now if it is not cached."""
-        return prepare_image(self.config, self.spec, self.progress)
 
     def _launch(self, record: ledger.Record) -> None:
         ready = prepare(self.config, self.spec, self.progress)
