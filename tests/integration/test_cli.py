@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.leaks import leftovers
-from tests.support.world import world as make_world
 from wsfixture import checks
 from wsfixture.host import ledger, settings
+from wsfixture.net.world import world as make_world
 
 CONFIG = """
 [network]

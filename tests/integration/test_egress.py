@@ -1,4 +1,4 @@
-"""Egress allowlists against the world namespace the tests build (tests/support/world.py):
+"""Egress allowlists against the world namespace the tests build (wsfixture.net.world):
 an allowed name works; another name is refused at once; another address is reset at once;
 DNS to the world's resolver directly is refused; root inside cannot lift the list; one
 workspace's list does not open another's; ws.egress() lists the denials; IPv6 has no route
@@ -8,10 +8,13 @@ same request succeeds from a workspace whose internet is open."""
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +22,11 @@ from tests.integration.test_network import root_namespace_state
 from tests.support.configs import make_config
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
-from tests.support.world import (
+from wsfixture.host import logcap
+from wsfixture.model.config import Config, workspace_spec
+from wsfixture.net import egress
+from wsfixture.net.lab import Lab
+from wsfixture.net.world import (
     HOST_ADDRESS,
     HOST_PAGE,
     HOST_PORT,
@@ -32,11 +39,7 @@ from tests.support.world import (
     WORLD_NAME,
     World,
 )
-from tests.support.world import world as make_world
-from wsfixture.host import logcap
-from wsfixture.model.config import Config, workspace_spec
-from wsfixture.net import egress
-from wsfixture.net.lab import Lab
+from wsfixture.net.world import world as make_world
 from wsfixture.workspaces import Workspace
 
 # A GET that says how it ended: the page, or the error's class and text.
@@ -280,3 +283,41 @@ def test_a_workspace_asking_without_end_fills_no_disk(
         assert "q0.flood.test" not in names, "the oldest went"
     finally:
         held.log_cap = logcap.LogCap([held.console_log, log], before).start()
+
+
+def test_the_world_of_the_cli_and_of_a_killed_process_go(tmp_path: Path) -> None:
+    """`wsfixture world` stands until told to go and takes everything with it; a world
+    whose process was killed is taken down by gc (its namespaces, /etc/netns, its
+    servers), from the ledger record it had before it existed."""
+    require_root_and_tools("dnsmasq")
+    cli = subprocess.Popen([sys.executable, "-m", "wsfixture.cli", "world"],
+                           stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert cli.stdout is not None
+    first = cli.stdout.readline()
+    host = re.search(r"host namespace is (\S+),", first)
+    assert host, first
+    assert Path(f"/run/netns/{host.group(1)}").exists()
+    assert (
+        Path(f"/etc/netns/{host.group(1)}/resolv.conf").read_text() == f"nameserver {WORLD_DNS}\n"
+    )
+    cli.send_signal(signal.SIGTERM)  # our own child
+    assert cli.wait(30) == 0
+    assert "world: down" in cli.stdout.read()
+    assert not Path(f"/run/netns/{host.group(1)}").exists()
+    assert not Path(f"/etc/netns/{host.group(1)}").exists()
+    script = ("import sys, time\nfrom pathlib import Path\nfrom wsfixture.net.world import world\n"
+              "with world(Path(sys.argv[1])) as made:\n    print(made.netns, made.internet, "
+              "flush=True)\n    time.sleep(600)\n")  # fmt: skip
+    killed = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "w")],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert killed.stdout is not None
+    names = killed.stdout.readline().split()
+    assert len(names) == 2, names
+    killed.kill()
+    killed.wait(10)
+    assert all(Path(f"/run/netns/{name}").exists() for name in names), "left by the kill"
+    gc = subprocess.run([sys.executable, "-m", "wsfixture.cli", "gc"], capture_output=True,
+                        text=True, timeout=120, check=True)  # fmt: skip
+    assert any(line.strip().startswith("world-") for line in gc.stdout.splitlines()), gc.stdout
+    assert not any(Path(f"/run/netns/{name}").exists() for name in names)
+    assert not Path(f"/etc/netns/{names[0]}").exists()

@@ -20,13 +20,13 @@ import pytest
 from tests.support.configs import booted, make_config
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
-from tests.support.world import WORLD_HTTP, WORLD_NAME, World
-from tests.support.world import world as make_world
 from wsfixture.errors import ConfigError
 from wsfixture.host import system
 from wsfixture.model.config import Config, config_from_dict, workspace_spec
 from wsfixture.net import egress
 from wsfixture.net.lab import Lab
+from wsfixture.net.world import WORLD_HTTP, WORLD_NAME, World
+from wsfixture.net.world import world as make_world
 from wsfixture.workspaces import Workspace
 
 FETCH = (

@@ -908,3 +908,39 @@ def test_a_setup_line_that_fails_is_said_once_per_test_without_wsfixture_s_frame
     assert text.count("this run built it once already; not again") == 1
     assert "wsfixture/image/build.py" not in text, "no frames of wsfixture's own"
     assert "wsfixture/plugin/" not in text
+
+
+WORLD_CONFIG = """
+[network]
+internet = ["world.test"]  # every workspace: the world's name, nothing else
+"""
+
+
+def test_ws_world_is_the_lab_s_internet_and_goes_with_the_session(real: pytest.Pytester) -> None:
+    """With --ws-world, a workspace reaches the world's name over HTTP through the lab's
+    uplink, and its allowlist still refuses the other name; without it, asking for
+    ws_world is a usage error that names the option. Nothing of the world stays."""
+    real.makefile(".toml", world=WORLD_CONFIG)
+    real.makepyfile(
+        """
+        import shlex
+
+        GET = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read()"
+        GET += ".decode(), end=str())"
+
+        def fetch(url):
+            return f"python3 -c {shlex.quote(GET)} {url}"
+
+        def test_the_world_answers(workspace, ws_world):
+            assert workspace.succeed(fetch(f"http://{ws_world.name}/")) == ws_world.page
+            assert workspace.run(fetch(f"http://{ws_world.other_name}/"))[0] != 0
+        """
+    )
+    before = {p.name for p in Path("/run/netns").iterdir()}
+    result = real.runpytest_subprocess("--ws-config", "world.toml", "--ws-world",
+                                       "-p", "no:cacheprovider")  # fmt: skip
+    result.assert_outcomes(passed=1)
+    assert {p.name for p in Path("/run/netns").iterdir()} <= before, "the world went"
+    without = real.runpytest_subprocess("--ws-config", "world.toml", "-p", "no:cacheprovider")
+    without.assert_outcomes(errors=1)
+    without.stdout.fnmatch_lines(["*ws_world: run pytest with --ws-world*"])

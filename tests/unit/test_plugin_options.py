@@ -53,6 +53,7 @@ def test_defaults_then_the_ini_then_the_command_line() -> None:
         False,
         "vm",
         False,
+        False,
     )
     ini = {"wsfixture_keep": "failed", "wsfixture_command_timeout": "0",
            "wsfixture_hosts": "a, b", "wsfixture_config": "ws.toml",

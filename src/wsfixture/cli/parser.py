@@ -16,6 +16,7 @@ from wsfixture.cli.commands import (
     images,
     lifecycle,
     power,
+    world,
 )
 from wsfixture.model import fields
 from wsfixture.net import inventory
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="partition A B, or A B -- C D; block SRC DST; shape WS [PEER] [--loss 10%%] "
              "[--delay 50ms [--jitter 10ms]] [--rate 1mbit]; dns NAME nxdomain|servfail|timeout",
     )  # fmt: skip
+    command("world", world.cmd_world, "a stand-in internet (HTTP, DNS) in namespaces of its "
+            "own, for a lab's uplinkNamespace, until Ctrl-C")  # fmt: skip
     p = command("pause", power.cmd_pause, "stop every process of a running workspace where it is")
     p.add_argument("name")
     p = command("resume", power.cmd_resume, "let a paused workspace go on")

@@ -26,6 +26,7 @@ from wsfixture.model.config import override, workspace_spec
 from wsfixture.model.validation import WORKSPACE_KEYS, camel
 from wsfixture.net import inventory
 from wsfixture.net.lab import Lab
+from wsfixture.net.world import World
 from wsfixture.plugin import hosts, options
 from wsfixture.plugin.prestart import NOT_WORKSPACE, marker_args
 from wsfixture.plugin.report import (
@@ -178,6 +179,15 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def ws_lab(request: pytest.FixtureRequest) -> Lab:
     """The lab network namespace of this pytest process (bridge, DNS, hosts, ssh_config)."""
     return _session(request).open_lab()
+
+
+@pytest.fixture
+def ws_world(request: pytest.FixtureRequest) -> World:
+    """The session's stand-in internet (``pytest --ws-world``): the lab's uplink goes to
+    it, and it answers ``ws_world.name`` (``world.test``) and ``ws_world.other_name`` by
+    DNS and HTTP on addresses of its own (``ws_world.http``, ``ws_world.other_http``), a
+    page reading ``ws_world.page``; nothing leaves the machine (``net.world``)."""
+    return _session(request).open_world()
 
 
 @pytest.fixture

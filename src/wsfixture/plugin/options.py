@@ -75,6 +75,10 @@ OPTIONS: tuple[Option, ...] = (
            "costs seconds of a core, `all` for containers too, `off`", PRESTART_CHOICES),
     Option("--ws-verify", None, "", False,
            "collect one test item per workspace of the config and built-in check"),
+    Option("--ws-world", None, "", False,
+           "the lab's internet is a stand-in world of the session's own (namespaces with "
+           "HTTP and DNS servers: `ws_world`), so egress and allowlists are tested without "
+           "leaving the machine"),
 )  # fmt: skip
 
 
@@ -95,6 +99,7 @@ class Options:
     overcommit: bool
     prestart: str  # one of PRESTART_CHOICES
     verify: bool
+    world: bool  # the lab's uplink goes to a world of the session's (net.world)
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -165,6 +170,7 @@ def read(config: pytest.Config) -> Options:
         overcommit=bool(values["overcommit"]),
         prestart=str(values["prestart"]),
         verify=bool(values["verify"]),
+        world=bool(values["world"]),
     )
 
 

@@ -9,6 +9,7 @@ whether any test that used it failed, whatever its scope.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import shutil
@@ -28,6 +29,7 @@ from wsfixture.errors import CleanupError, ConfigError, ConfigIssue
 from wsfixture.host import ledger
 from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
 from wsfixture.net.lab import Lab, new_lab_name
+from wsfixture.net.world import World, world
 from wsfixture.plugin import artifacts
 from wsfixture.plugin.options import Options
 from wsfixture.plugin.prestart import (
@@ -110,6 +112,8 @@ class WsSession:
     # Their starts' threads. A machine gets a signal when the thread that started it ends:
     # these live until the session closes, after every workspace they started is gone.
     _starter: ThreadPoolExecutor | None = None
+    _world: World | None = None
+    _world_stack: contextlib.ExitStack | None = None
     _config: Config | None = None
     _state_root: Path | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
@@ -146,15 +150,31 @@ class WsSession:
     def command_timeout(self) -> float | None:
         return self.options.command_timeout
 
+    def open_world(self) -> World:
+        """The session's stand-in internet (``--ws-world``), made on first use."""
+        if not self.options.world:
+            raise pytest.UsageError("ws_world: run pytest with --ws-world (the session's lab "
+                                    "then goes out through it)")  # fmt: skip
+        if self._world is None:
+            self._world_stack = contextlib.ExitStack()
+            root = Path(tempfile.mkdtemp(prefix="wsworld-"))
+            self._world_stack.callback(shutil.rmtree, root, True)
+            self._world = self._world_stack.enter_context(world(root))
+        return self._world
+
     def open_lab(self) -> Lab:
         if self.lab is None:
             ledger.reap()  # leftovers of crashed runs (dead owners only)
             worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
             name = f"{new_lab_name()}-{worker}"
+            network = self.config.network
+            if self.options.world:  # its internet is the session's world
+                network = dataclasses.replace(network, uplink_namespace=self.open_world().netns,
+                                              internet=network.internet or True)  # fmt: skip
             # A test's lab has internet only when its config asks: tests stay hermetic.
             self.lab = Lab(
-                self.config.network, name, die_with_owner=self.keep == "never",
-                internet=self.config.network.internet not in (None, False),
+                network, name, die_with_owner=self.keep == "never",
+                internet=network.internet not in (None, False),
             ).open()  # fmt: skip
             if not self.options.state_dir:
                 self.lab.adopt_dir(self.state_root())  # a killed session's keys go with gc
@@ -357,6 +377,9 @@ class WsSession:
         if self._starter is not None:  # every machine it started is gone or kept
             self._starter.shutdown()
             self._starter = None
+        if self._world_stack is not None and not self.kept:  # after the lab that used it
+            cleanup.attempt("take the world down", self._world_stack.close)
+            self._world = self._world_stack = None
         if self._state_root is not None and not self.kept and not self.options.state_dir:
             shutil.rmtree(self._state_root, ignore_errors=True)
         cleanup.raise_any()
