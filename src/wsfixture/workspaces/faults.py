@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from wsfixture.errors import FaultError, LabError
 from wsfixture.host import ledger, system
 from wsfixture.model import derive
+from wsfixture.net import dnswire
 from wsfixture.net import faults as rules
 
 if TYPE_CHECKING:
@@ -287,10 +288,8 @@ class Faults:
         if any(fault.delay for fault in self.timeline):  # its chain made, or to be
             self._apply_delays(name, subnet, delays)
         self._apply_rates(gateway, subnet, [rules.Rate(*r) for f in active for r in f.rate])
-        failures = [
-            rules.DnsFailure(rules.check_dns(dns_name, "timeout"), port)
-            for fault in active for dns_name, port in fault.dns
-        ]  # fmt: skip
+        failures = [rules.DnsFailure(dnswire.encode_name(dns_name), port)
+                    for fault in active for dns_name, port in fault.dns]  # fmt: skip
         if any(fault.dns for fault in self.timeline):  # its table made, or to be
             self.lab.run(["nft", "-f", "-"], input=rules.dns_table(
                 name, self.lab.network.bridge, gateway, failures))  # fmt: skip

@@ -36,7 +36,7 @@ def recipe_for(config: Config, spec: WorkspaceSpec) -> ImageRecipe:
     )  # fmt: skip
 
 
-def prepare_image(config: Config, spec: WorkspaceSpec, progress: Progress | None) -> Image:
+def prepare_image(config: Config, spec: WorkspaceSpec, progress: Progress | None = None) -> Image:
     """The image the workspace boots from, built now if it is not cached."""
     return ensure_image(recipe_for(config, spec), progress=progress, sources=config.files_for(spec))
 
