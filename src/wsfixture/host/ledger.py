@@ -157,6 +157,9 @@ class Record:
     def add_dir(self, path: Path) -> None:
         self._add(self.dirs, str(path))
 
+    def drop_process(self, process: system.ProcessRef) -> None:
+        self._drop(self.processes, process)
+
     def drop_cgroup(self, path: Path) -> None:
         self._drop(self.cgroups, str(path))
 
@@ -365,9 +368,16 @@ def delete_fault_table(info: FaultsInfo) -> None:
         system.run([*iptables, "-F", chain])
         system.run([*iptables, "-X", chain])
     for port in info.ports:
-        for qdisc in ("root", "ingress"):  # what is not there any more is no failure
-            system.run([*lab, "tc", "qdisc", "del", "dev", port, qdisc], check=False)
-        system.run([*lab, "ip", "link", "delete", derive.ifb_name(port)], check=False)
+        unshape_port(info.lab, port)
+
+
+def unshape_port(lab: str, port: str) -> None:
+    """Take a bridge port's rate shaping off: its qdiscs and its IFB device (what is not
+    there any more is no failure)."""
+    inside = ["nsenter", f"--net=/run/netns/{lab}", "--"]
+    for qdisc in ("root", "ingress"):
+        system.run([*inside, "tc", "qdisc", "del", "dev", port, qdisc], check=False)
+    system.run([*inside, "ip", "link", "delete", derive.ifb_name(port)], check=False)
 
 
 def reap(lab: str | None = None) -> tuple[list[Record], list[tuple[str, BaseException]]]:

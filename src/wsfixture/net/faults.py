@@ -304,9 +304,3 @@ def rate_batch(port: str, gateway: str, subnet: str, rates: Sequence[Rate]) -> s
             batch += (f"filter add dev {device} parent 1: protocol ip prio {2 + index} u32 "
                       f"match ip {field} {rate.peer or subnet} flowid {classid}\n")  # fmt: skip
     return batch
-
-
-def unshape_batch(port: str) -> str:
-    """``tc -force -batch`` input that takes a port's shaping off (what is not there is
-    an error that ``-force`` passes over)."""
-    return f"qdisc del dev {port} root\nqdisc del dev {port} ingress\n"

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +36,7 @@ from wsfixture.host import ledger, system
 from wsfixture.model import derive
 from wsfixture.net import dnswire
 from wsfixture.net import faults as rules
+from wsfixture.retry import retry_until
 
 if TYPE_CHECKING:
     from wsfixture.net.lab import Lab
@@ -308,19 +309,17 @@ class Faults:
         for rate in rates:
             by_port.setdefault(self._port(self._name_of(rate.ip)), []).append(rate)
         for port in sorted(self._ports | set(by_port)):  # each made anew, IFB and all
-            ifb = derive.ifb_name(port)
-            self.lab.run(["tc", "-force", "-batch", "-"], input=rules.unshape_batch(port),
-                         check=False)  # fmt: skip
-            self.lab.run(["ip", "link", "delete", ifb], check=False)
+            ledger.unshape_port(self.lab.name, port)
             if port in by_port:
+                ifb = derive.ifb_name(port)
                 self.lab.ip_batch(f"link add {ifb} type ifb\nlink set {ifb} up")
                 shaping = rules.rate_batch(port, gateway, subnet, by_port[port])
                 self.lab.run(["tc", "-batch", "-"], input=shaping)
-        self._ports = set(by_port)
-        if self._record is not None:
+        if set(by_port) != self._ports and self._record is not None:  # for gc: which to unshape
             assert isinstance(self._record.info, ledger.FaultsInfo)
-            self._record.info = dataclasses.replace(self._record.info, ports=sorted(self._ports))
+            self._record.info = dataclasses.replace(self._record.info, ports=sorted(by_port))
             self._record.save()
+        self._ports = set(by_port)
 
     def _name_of(self, ip: str) -> str:
         return next(h.name for h in self.lab.hosts.values() if h.ip == ip)
@@ -357,8 +356,7 @@ class Faults:
         else:
             self._children[process.pid] = process
         fault.agents.append(ref.to_json())
-        self._record.processes.append(ref)
-        self._record.save()
+        self._record.add_process(ref)
         return int(line.split()[1])
 
     def _stop_agents(self, fault: Fault) -> None:
@@ -368,14 +366,12 @@ class Faults:
             child = self._children.pop(ref.pid, None)
             if child is not None:
                 system.end_process(child, AGENT_STOP_GRACE)
-            elif ref.signal(signal.SIGTERM):
-                deadline = time.monotonic() + AGENT_STOP_GRACE
-                while ref.alive() and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                ref.signal(signal.SIGKILL)
-            if self._record is not None and ref in self._record.processes:
-                self._record.processes.remove(ref)
-                self._record.save()
+            elif ref.signal(signal.SIGTERM):  # the CLI's: another process's child
+                ended = _ended(ref)
+                if retry_until(ended, AGENT_STOP_GRACE) is None:
+                    ref.signal(signal.SIGKILL)
+            if self._record is not None:
+                self._record.drop_process(ref)
         fault.agents = []
 
     def _save(self) -> None:
@@ -400,6 +396,11 @@ class Faults:
             self.lab.run(["nft", "-f", "-"], input=rules.table(name))
             self._table = name
         return self._table
+
+
+def _ended(ref: system.ProcessRef) -> Callable[[bool], bool | None]:
+    """A ``retry_until`` check: True once ``ref`` has ended."""
+    return lambda _: None if ref.alive() else True
 
 
 def _clock(when: float) -> str:
