@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, Self
 
 from wsfixture.cli import control
+from wsfixture.cli.lookup import live_supervisor
 from wsfixture.cli.persistent import handle_on_running
-from wsfixture.errors import ConfigError, ConfigIssue, LabError, WorkspaceGone, WorkspacePaused
-from wsfixture.host import ledger, settings
+from wsfixture.errors import ConfigError, ConfigIssue, LabError, WorkspacePaused
+from wsfixture.host import settings
 from wsfixture.model.config import Config, NetworkSpec, load_config, override, workspace_spec
 from wsfixture.model.spec import Defaults
 from wsfixture.net import lab as labs
@@ -161,12 +162,7 @@ def connect(name: str, config: Config | str | Path | None = None) -> Workspace:
     if name not in config.workspaces:
         message = unknown_workspace([name], list(config.workspaces), f" in {config.source}")
         raise ConfigError([ConfigIssue("name", message)], config.source)
-    record = ledger.workspaces(config.network.namespace, live=True).get(name)
-    if record is None:
-        raise WorkspaceGone(name, f"it is not running: start it with `wsfixture up {name}`")
-    supervisor = ledger.workspace_info(record).supervisor
-    if supervisor is not None and supervisor.paused:
-        raise WorkspacePaused(name)
+    supervisor = live_supervisor(name, config.network.namespace)
     ws = handle_on_running(config, name, Connected)
     ws.supervisor = supervisor
     return ws

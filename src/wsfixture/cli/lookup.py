@@ -42,17 +42,24 @@ def lab_dir(args: argparse.Namespace) -> tuple[str, Path]:
 def require_running(
     name: str, known: list[str], lab: str, where: str = "", paused_ok: bool = False
 ) -> None:
-    """A usage error for a name that is not a workspace (exit 2), WorkspaceGone for one
-    that is not running (exit 1), WorkspacePaused for a paused one unless ``paused_ok``
-    (what would be sent to it would only hang)."""
+    """A usage error for a name that is not a workspace (exit 2), then ``live_supervisor``'s
+    errors."""
     if name not in known:
         raise UsageError(unknown_workspace([name], known, where))
+    live_supervisor(name, lab, paused_ok)
+
+
+def live_supervisor(name: str, lab: str, paused_ok: bool = False) -> ledger.SupervisorInfo | None:
+    """What CLI workspace ``name`` of ``lab`` runs under: WorkspaceGone for one that is not
+    running, WorkspacePaused for a paused one unless ``paused_ok`` (what would be sent to
+    it would only hang)."""
     record = ledger.workspaces(lab, live=True).get(name)
     if record is None:
         raise WorkspaceGone(name, f"start it with `wsfixture up {name}`")
     supervisor = ledger.workspace_info(record).supervisor
     if supervisor is not None and supervisor.paused and not paused_ok:
         raise WorkspacePaused(name)
+    return supervisor
 
 
 def running_workspace(args: argparse.Namespace, name: str) -> Workspace:
