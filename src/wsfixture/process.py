@@ -81,6 +81,7 @@ class Process:
     command: str
     pid: int
     directory: str
+    listed: str = ""  # its state when ``Workspace.jobs()`` listed it (``poll()``: now)
 
     @classmethod
     def start(cls, session: SshSession, line: str, command: str | None = None) -> Process:

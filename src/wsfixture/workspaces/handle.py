@@ -464,11 +464,12 @@ class Workspace(Commands, Guardrails):
 
     def jobs(self) -> list[Process]:
         """The commands started detached in it (``spawn``, ``wsfixture exec --detach``),
-        oldest first, still running or not (``.poll()``); a rollback or a restart takes
+        oldest first, each with its state then (``.listed``: running, exit N, killed;
+        ``.poll()`` asks anew); a rollback or a restart takes
         them, and their output, with the machine's /tmp."""
         session = self._session()
         _, out, _ = session.run(JOBS_COMMAND, 30.0, None, True)
-        return [Process(session, job.command, job.pid, job.directory)
+        return [Process(session, job.command, job.pid, job.directory, job.state)
                 for job in read_jobs(out.decode(errors="replace"))]  # fmt: skip
 
     def logs(self, lines: int = 200) -> str:

@@ -127,7 +127,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     """The detached commands of a workspace: ID (its PID), state, command."""
     ws = running_workspace(args, args.name)
     try:
-        rows = [{"id": str(job.pid), "state": _state(job.poll()), "command": job.command}
+        rows = [{"id": str(job.pid), "state": job.listed, "command": job.command}
                 for job in ws.jobs()]  # fmt: skip
     finally:
         ws.stop()
@@ -136,10 +136,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     else:
         say(f"{args.name}: no jobs")
     return 0
-
-
-def _state(status: int | None) -> str:
-    return "running" if status is None else "killed" if status < 0 else f"exit {status}"
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
