@@ -104,12 +104,12 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
     except Exception as exc:
         for forward in forwards:
             forward.close()
-        started(lab.name, name)
         reason = " ".join(str(exc).split())[:2000]
         print(f"FAILED {reason}", flush=True)
         print(str(exc), file=sys.stderr)
         return 1
-    started(lab.name, name)
+    finally:
+        started(lab.name, name)  # in the ledger now, or failed: no mark needed
     # Its checkpoints outlive it (in its state dir): those it can no longer take are said.
     for tag, why in ws.checkpointing.keep_matching():
         print(f"NOTE checkpoint {tag!r} removed: {why}", flush=True)

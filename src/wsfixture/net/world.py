@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -82,12 +83,17 @@ def _wait_listening(netns: str, targets: list[tuple[str, int]]) -> None:
 
 
 @contextlib.contextmanager
-def world(root: Path) -> Iterator[World]:
-    """Build the world (its pages served from ``root``), yield it, take it all down."""
+def world(root: Path | None = None) -> Iterator[World]:
+    """Build the world (its pages served from ``root``, else from a directory made for it
+    and removed with it), yield it, take it all down."""
     system.require_root()
     tag = uuid.uuid4().hex[:6]
     host, internet = f"wsft-host-{tag}", f"wsft-world-{tag}"
+    own = root is None
+    root = Path(tempfile.mkdtemp(prefix="wsworld-")) if root is None else root
     record = ledger.Record.create(f"world-{tag}", ledger.BuildInfo("world", str(root)))
+    if own:
+        record.add_dir(root)  # gc removes it with the rest
     for directory, page in ((root / "www", PAGE), (root / "host", HOST_PAGE)):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "index.html").write_text(page)
@@ -131,4 +137,6 @@ def world(root: Path) -> Iterator[World]:
         for name in made:
             system.run(["ip", "netns", "delete", name], check=False)
         system.remove_tree(etc)
+        if own:
+            system.remove_tree(root)
         record.forget()

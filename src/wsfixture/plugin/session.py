@@ -157,9 +157,7 @@ class WsSession:
                                     "then goes out through it)")  # fmt: skip
         if self._world is None:
             self._world_stack = contextlib.ExitStack()
-            root = Path(tempfile.mkdtemp(prefix="wsworld-"))
-            self._world_stack.callback(shutil.rmtree, root, True)
-            self._world = self._world_stack.enter_context(world(root))
+            self._world = self._world_stack.enter_context(world())
         return self._world
 
     def open_lab(self) -> Lab:
