@@ -27,15 +27,20 @@ let
         n = lib.toInt (builtins.elemAt m 0);
       in { K = n / 1024; M = n; G = n * 1024; T = n * 1048576; }.${unit};
   vcpuType = types.ints.between 1 256;
-  memoryType = types.ints.between 128 1048576;
+  # MiB as an integer, or a size as text, within [low, high] MiB.
+  sizeBetween = low: high: let inRange = n: n >= low && n <= high; in types.either
+    (types.addCheck types.int inRange)
+    (types.addCheck types.str (s: sizeMatch s != null && inRange (sizeMiB s)));
+  memoryType = sizeBetween 128 1048576;
   pidsType = types.ints.between 64 4194304;
   # What a VM gets when neither it nor the defaults say (the Python side's VM_RESOURCES).
   vmResources = { vcpu = 8; memory = 4096; disk = 8192; pids = 4096; };
   firstSet = values: lib.findFirst (v: v != null) null values;
+  mapNullable = f: v: if v == null then null else f v;
   resourcesOf = ws: let kind = if ws.type == "vm" then vmResources else { }; in {
     vcpu = firstSet [ ws.vcpu cfg.defaults.vcpu (kind.vcpu or null) ];
-    memory = firstSet [ ws.memory cfg.defaults.memory (kind.memory or null) ];
-    disk = firstSet [ ws.disk (kind.disk or null) ];
+    memory = mapNullable sizeMiB (firstSet [ ws.memory cfg.defaults.memory (kind.memory or null) ]);
+    disk = mapNullable sizeMiB (firstSet [ ws.disk (kind.disk or null) ]);
     pids = firstSet [ ws.pids cfg.defaults.pids (kind.pids or null) ];
   };
   # A container's bounds as properties of its systemd unit (memory with no swap beyond it).
@@ -43,9 +48,7 @@ let
     lib.optionalAttrs (r.memory != null) { MemoryMax = "${toString r.memory}M"; MemorySwapMax = "0"; }
     // lib.optionalAttrs (r.vcpu != null) { CPUQuota = "${toString (r.vcpu * 100)}%"; }
     // lib.optionalAttrs (r.pids != null) { TasksMax = toString r.pids; };
-  diskType = let inRange = n: n >= 256 && n <= 16777216; in types.either
-    (types.addCheck types.int inRange)
-    (types.addCheck types.str (s: sizeMatch s != null && inRange (sizeMiB s)));
+  diskType = sizeBetween 256 16777216;
   user = cfg.defaults.user;
   stateDir = name: "${cfg.defaults.stateRoot}/${name}";
   home = "/home/${user.name}";
@@ -73,7 +76,7 @@ let
       };
       # null: the defaults' value, else the kind's (a VM's vmResources; a container: no limit).
       vcpu = mkOption { type = types.nullOr vcpuType; default = null; description = "VMs: virtual CPUs (8); containers: a CPU time bound (none)."; };
-      memory = mkOption { type = types.nullOr memoryType; default = null; description = "MiB. VMs: 4096; containers: a bound, swap included (none)."; };
+      memory = mkOption { type = types.nullOr memoryType; default = null; description = "MiB, or a size like \"2G\" (128 MiB to 1 TiB). VMs: 4096; containers: a bound, swap included (none)."; };
       disk = mkOption { type = types.nullOr diskType; default = null; description = "MiB, or a size like \"8G\" (256 MiB to 16 TiB). VMs: the store overlay's disk (8192); containers: wsfixture's bound on what it writes (not mapped here)."; };
       pids = mkOption { type = types.nullOr pidsType; default = null; description = "Processes and threads. VMs: 4096; containers: a bound (none)."; };
       shares = mkOption {
@@ -210,7 +213,7 @@ in
       setup = mkOption { type = types.listOf types.str; default = [ ]; };
       files = mkOption { type = types.attrsOf types.str; default = { }; };
       vcpu = mkOption { type = types.nullOr vcpuType; default = null; description = "Every workspace's vcpu unless it sets its own."; };
-      memory = mkOption { type = types.nullOr memoryType; default = null; description = "Every workspace's memory unless it sets its own."; };
+      memory = mkOption { type = types.nullOr memoryType; default = null; description = "Every workspace's memory unless it sets its own (MiB, or a size like \"2G\")."; };
       pids = mkOption { type = types.nullOr pidsType; default = null; description = "Every workspace's pids unless it sets its own."; };
       # wsfixture only: whether a workspace may ask for more memory than the host has free.
       overcommit = mkOption { type = types.bool; default = false; };
@@ -311,7 +314,7 @@ in
           shares = map (s: { proto = "virtiofs"; inherit (s) tag source mountPoint; }) (sharesOf name ws)
             ++ [{ proto = "virtiofs"; tag = "ro-store"; source = "/nix/store"; mountPoint = "/nix/.ro-store"; }];
           writableStoreOverlay = "/nix/.rw-store";
-          volumes = [{ image = "nix-store-overlay.img"; mountPoint = "/nix/.rw-store"; size = sizeMiB (resourcesOf ws).disk; }];
+          volumes = [{ image = "nix-store-overlay.img"; mountPoint = "/nix/.rw-store"; size = (resourcesOf ws).disk; }];
           vsock.cid = derive.vsockCid name;
         };
       };

@@ -20,7 +20,7 @@ from tests.support.configs import make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.errors import ImageBuildError, TemplateError
 from wsfixture.host import ledger, settings, system
-from wsfixture.image import templates
+from wsfixture.image import setid, templates
 from wsfixture.image.build import ensure_image
 from wsfixture.image.cache import DAY, free_bytes, make_room
 from wsfixture.image.recipe import Image, ImageRecipe
@@ -247,7 +247,7 @@ def test_an_image_or_template_that_would_not_fit_is_refused_before_anything_is_m
 
 
 def test_the_cache_is_out_of_other_users_reach(tmp_path: Path) -> None:
-    """An image's tree holds what its guest release ships (a VM's setuid-root `su`, a
+    """An image's tree holds what its guest release ships (a VM's kernel, a
     container's binaries): with the cache, images/ and every entry root's alone (0700), a
     host user can neither run nor read one. Control: the same file, copied where anyone
     may go, is read by that user."""
@@ -279,3 +279,47 @@ def test_the_cache_is_out_of_other_users_reach(tmp_path: Path) -> None:
         assert ran.stdout == inside.read_bytes()
     finally:
         system.remove_tree(reachable)
+
+
+def test_a_vm_trees_privileged_files_leave_the_host_and_go_back_into_its_disk(
+    tmp_path: Path,
+) -> None:
+    """``setid.strip`` takes setuid, setgid and file capabilities off a tree (a link to
+    such a file stays a link), ``give_back`` writes them into an ext4 image of it: read
+    back by debugfs from the disk itself."""
+    require_root_and_tools("mkfs.ext4", "debugfs", "setcap")
+    tree = tmp_path / "root"
+    (tree / "usr" / "bin").mkdir(parents=True)
+    for name, mode in (("su", 0o4755), ("chage", 0o2755), ("ping", 0o755), ("ls", 0o755)):
+        (tree / "usr" / "bin" / name).write_bytes(b"\x7fELF")
+        os.chown(tree / "usr" / "bin" / name, 0, 42 if name == "chage" else 0)
+        (tree / "usr" / "bin" / name).chmod(mode)  # after chown, which clears it
+    subprocess.run(["setcap", "cap_net_raw+ep", str(tree / "usr/bin/ping")], check=True)
+    (tree / "usr" / "bin" / "su-link").symlink_to("su")
+    found = setid.strip(tree)
+    assert [(e.path, oct(e.mode), e.caps is not None) for e in found] == [
+        ("usr/bin/chage", "0o2755", False),
+        ("usr/bin/ping", "0o755", True),
+        ("usr/bin/su", "0o4755", False),
+    ]
+    for path in (tree / "usr" / "bin").iterdir():
+        st = path.lstat()
+        assert not st.st_mode & 0o6000, path
+        assert "security.capability" not in os.listxattr(path, follow_symlinks=False)
+    assert (tree / "usr/bin/su-link").readlink() == Path("su")
+    disk = tmp_path / "root.ext4"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(disk), "16M"], check=True)
+    debugfs = system.require_tool("debugfs")
+
+    def in_disk(command: str) -> str:
+        return subprocess.run([debugfs, "-R", command, str(disk)], capture_output=True,
+                              text=True, check=True).stdout  # fmt: skip
+
+    assert "Mode:  0755" in in_disk("stat /usr/bin/su")  # control: mkfs copied the stripped
+    setid.give_back(disk, found, debugfs)
+    assert "Mode:  04755" in in_disk("stat /usr/bin/su")
+    assert "Mode:  02755" in in_disk("stat /usr/bin/chage")
+    assert "security.capability (20)" in in_disk("ea_list /usr/bin/ping")
+    assert "Mode:  0755" in in_disk("stat /usr/bin/ls")
+    with pytest.raises(ImageBuildError, match="File not found"):
+        setid.give_back(disk, [setid.Privileged("usr/bin/nosuch", 0o4755)], debugfs)

@@ -182,6 +182,10 @@ def test_units_and_journal_work(twins: tuple[Workspace, Workspace]) -> None:
             return True if f"marker-{ws.name}" in out else None
 
         assert retry_until(logged, 10, 0.5), ws.succeed("doas -n journalctl -n 20 --no-pager")
+        # ... through the clone's machine directory, a link to the template's journal: no
+        # "error was encountered while opening journal file" (a link to nowhere)
+        rc, _, err = ws.run("doas -n journalctl -b -n 1 --no-pager")
+        assert (rc, err) == (0, ""), err
 
 
 def test_a_restore_while_its_image_is_rebuilt_gives_a_correct_workspace(

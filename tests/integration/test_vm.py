@@ -5,6 +5,7 @@ VM boots take ~20 s under TCG on this machine kind, so read-only tests share one
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from wsfixture.errors import CheckpointError
 from wsfixture.host import virt
 from wsfixture.host.virt import host_accel, vsock_available
 from wsfixture.image import cache as imagecache
+from wsfixture.image import setid
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.workspaces import Workspace
@@ -61,6 +63,26 @@ def test_vm_from_a_package_layer(vm: Workspace) -> None:
     # QEMU holds the layer's disk open: a prune leaves that image (and its base) alone.
     assert isinstance(vm.backend, qemu.QemuBackend)
     assert vm.backend.image.dir.name in imagecache.busy_keys(imagecache.cached_images())
+
+
+def test_a_vm_has_its_releases_setuid_files_and_the_host_tree_has_none(vm: Workspace) -> None:
+    """The guest's privileged files (the base's, under vmone's package layer) are in its
+    disk as its release ships them; on the host, the image's trees hold none of them."""
+    assert vm.host.file("/usr/bin/su").mode == 0o4755
+    assert vm.host.file("/usr/bin/chage").mode == 0o2755
+    assert "cap_net_raw" in vm.succeed("/usr/sbin/getcap /usr/bin/ping")
+    assert "uid=0(root)" in vm.succeed("doas -n id")  # doas is setuid root, as in the base
+    assert isinstance(vm.backend, qemu.QemuBackend)
+    image = vm.backend.image
+    assert image.base is not None
+    listed = {entry.path for entry in setid.load(image.base.dir)}
+    assert {"usr/bin/su", "usr/bin/chage", "usr/bin/ping", "usr/bin/doas"} <= listed
+    for layer in image.layers:
+        for directory, _dirs, files in os.walk(layer):
+            for name in files:
+                path = os.path.join(directory, name)
+                assert not os.lstat(path).st_mode & 0o6000, path
+                assert "security.capability" not in os.listxattr(path, follow_symlinks=False)
 
 
 def test_testinfra_knows_the_system_from_the_image(vm: Workspace, peer: Workspace) -> None:
@@ -190,8 +212,6 @@ def test_without_virtiofsd_rw_shares_are_refused_before_anything_is_made(
 
 
 def test_the_vm_user_edits_what_the_host_user_put_in_the_share(vm: Workspace) -> None:
-    import os
-
     dropped = vm.state_dir / "workspace" / "from-host.txt"
     dropped.write_text("written on the host\n")
     os.chown(dropped, 1000, 1000)

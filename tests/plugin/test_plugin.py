@@ -757,6 +757,15 @@ def test_a_failed_test_leaves_its_artifacts(
     assert "\n5000\n" in commands, "whole, not the last lines"
     assert "$ echo to-stderr >&2; exit 3\n# exit 3, " in (other / "commands.txt").read_text()
     assert "--- stderr ---\nto-stderr" in (other / "commands.txt").read_text()
+    # The test's commands only: not the ones gathering these artifacts (the journal's is
+    # journal.txt already), neither here nor in the short report.
+    for ws_dir in (alpha, other):
+        assert "journalctl" not in (ws_dir / "commands.txt").read_text()
+        assert "ss -tunap" not in (ws_dir / "commands.txt").read_text()
+    report = result.stdout.str()
+    assert "seq 1 5000" in report  # control: the test's own command is in the report
+    assert "journalctl" not in report
+    assert "ss -tunap" not in report
     properties = {
         (p.get("name"), p.get("value")) for p in ElementTree.parse(junit).iter("property")
     }

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,6 +120,33 @@ def test_the_honest_manifest_and_its_guards() -> None:
         except archive.TransferError:
             continue
         raise AssertionError(f"accepted: {change}")
+
+
+def test_a_vm_image_tree_holds_no_setid_bit_nor_capability() -> None:
+    """A VM image's tree is owned as its guest owns it: a setgid ``shadow`` file there is
+    the host's shadow group too. Its privileged files travel in its disk and setid.json
+    (``image.setid``); the same file without the bit, and that list, are accepted."""
+    top = "images/trixie-vm-0123456789abcdef"
+    tree = {"type": stat.S_IFDIR, "mode": 0o755, "uid": 0, "gid": 0, "xattrs": {}}
+    chage = {**tree, "type": stat.S_IFREG, "mode": 0o755, "gid": 42, "size": 1,
+             "sha256": "0" * 64}  # fmt: skip
+    files = {top: {**tree, "mode": 0o700}, f"{top}/root": tree, f"{top}/root/chage": chage,
+             f"{top}/setid.json": {**chage, "gid": 0, "mode": 0o644}}  # fmt: skip
+    doc = {"format": 1, "entries": [{"kind": "image", "key": top[7:]}], "files": files}
+    check_accepted(archive.parse_manifest(json.dumps(doc).encode(), "honest"))
+    mail = {**tree, "mode": 0o2775, "gid": 8}  # a setgid directory: its group for new files
+    with_mail = {**doc, "files": {**files, f"{top}/root/mail": mail}}
+    check_accepted(archive.parse_manifest(json.dumps(with_mail).encode(), "honest"))
+    caps = {"security.capability": "0100000200200000" + "00" * 12}
+    for changed, refused in (
+        ({**chage, "mode": 0o2755}, "setuid or setgid in a VM image"),
+        ({**chage, "mode": 0o4755, "uid": 1000}, "setuid or setgid in a VM image"),
+        ({**chage, "mode": 0o4755, "uid": 0}, "setuid or setgid in a VM image"),
+        ({**chage, "xattrs": caps}, "a file capability"),
+    ):
+        bad = {**doc, "files": {**files, f"{top}/root/chage": changed}}
+        with pytest.raises(archive.TransferError, match=refused):
+            archive.parse_manifest(json.dumps(bad).encode(), "changed")
 
 
 @settings(max_examples=300, deadline=None)

@@ -23,7 +23,7 @@ from wsfixture.backends.qemu.clone import agent_answer, restore_blocker, spec_re
 from wsfixture.guest import restore, seed
 from wsfixture.host import ledger, system
 from wsfixture.host.virt import Accel
-from wsfixture.image import templates
+from wsfixture.image import store, templates
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.image.templates import Template, TemplateShape
 from wsfixture.model.config import Config, workspace_spec
@@ -130,6 +130,14 @@ def test_a_template_and_its_clone_declare_the_same_machine(tmp_path: Path, accel
     assert any(restore.PORT_NAME in d for d in devices(argv))
     assert not any(d.startswith("vhost-user-fs") for d in devices(argv)), "shares: hot-plugged"
     assert f"mac={TEMPLATE_MAC}" in " ".join(devices(argv))
+
+
+def test_a_template_made_in_its_staging_directory_has_its_entrys_key(tmp_path: Path) -> None:
+    """The template's guest boots with the machine-id of ``template.key`` and its clones
+    link their journal to that id: the key is the entry's, also while it is staged."""
+    entry = tmp_path / "templates" / "trixie-vm-0123456789abcdef-q35-1c768m-fedcba9876543210"
+    assert templates.Template(store.staging_path(entry, 4242)).key == entry.name
+    assert templates.Template(entry).key == entry.name
 
 
 def test_a_cold_boot_has_its_shares_and_its_own_mac(tmp_path: Path) -> None:

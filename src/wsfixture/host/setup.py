@@ -37,7 +37,7 @@ NEEDS = (
     Need("iptables", ("iptables-legacy",), "delay and jitter between workspaces (NFQUEUE)"),
     Need("qemu-system-x86", ("qemu-system-x86_64",), "VM workspaces, virtiofsd"),
     Need("qemu-utils", ("qemu-img",), "VM disks (qcow2 overlays)"),
-    Need("e2fsprogs", ("mkfs.ext4",), "VM root disks"),
+    Need("e2fsprogs", ("mkfs.ext4", "debugfs"), "VM root disks"),
     Need("cpio", ("cpio",), "the VM initrd"),
     Need("zstd", ("zstd",), "the VM initrd"),
     Need("nix-bin", ("nix-instantiate",), "checking the NixOS module (the test suite)", False),

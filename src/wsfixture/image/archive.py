@@ -13,9 +13,10 @@ the import runs as host root. Before GNU tar writes anything, ``check`` refuses:
 - a hard link to anything but an earlier regular member of the archive;
 - a device node, FIFO or socket (an overlay whiteout, a 0:0 character device, is a
   layer's deletion and is kept);
-- privilege outside a guest's tree: a setuid or setgid file owned by host root, or a file
-  capability, anywhere but in a VM image's guest tree (``root/``, ``layer/``: the guest's
-  own ``su`` and ``ping``, reachable by host root alone since the cache is 0700);
+- privilege on the host: a setuid or setgid file owned by host root, a file capability
+  but one namespaced to the containers' root, and in a VM image's guest tree (``root/``,
+  ``layer/``, owned as the guest owns it) any setuid or setgid file: its ``su`` and ``ping``
+  keep theirs in its disk and in ``setid.json`` (``image.setid``), never on the host;
 - in a container image's tree, an owner outside the containers' uid range (its tree is
   stored shifted: host root owns nothing there, so nothing there is host root's setuid),
   but for a layer's whiteouts, which overlayfs makes as the mounter, host root.
@@ -227,18 +228,20 @@ def _check_fact(path: str, fact: object, entry: Entry, where: str) -> None:
                             f"{CONTAINER_IDS.stop - 1}")  # fmt: skip
     vm_tree = in_tree and entry.flavour == "vm"
     privileged = (mode & stat.S_ISUID and uid == 0) or (mode & stat.S_ISGID and gid == 0)
-    if privileged and not vm_tree:
-        raise TransferError(where, f"files: {path}: setuid or setgid root outside a VM "
-                            "image's guest tree")  # fmt: skip
+    # (A setgid directory, as /var/mail, only hands its group to what is made in it.)
+    setid_file = kind == stat.S_IFREG and mode & (stat.S_ISUID | stat.S_ISGID)
+    if privileged or (vm_tree and setid_file):
+        raise TransferError(where, f"files: {path}: setuid or setgid "
+                            f"{'in a VM image' if vm_tree else 'root'}; a VM image's "
+                            "are in its disk and setid.json")  # fmt: skip
     caps = xattrs.get(CAPS_XATTR)
     root = _caps_root(caps)  # (None in a range would be a scan of it: 65536 comparisons)
     container_caps = (
         entry.flavour == "container" and in_tree and root is not None and root in CONTAINER_IDS
     )
-    if caps is not None and not (vm_tree or container_caps):
+    if caps is not None and not container_caps:
         raise TransferError(where, f"files: {path}: a file capability that host users would "
-                            "hold (allowed: a VM image's guest tree, or one namespaced to the "
-                            "containers' root)")  # fmt: skip
+                            "hold (allowed: one namespaced to the containers' root)")  # fmt: skip
 
 
 # File capabilities (checked apart), what overlayfs writes in an upper layer (an opaque

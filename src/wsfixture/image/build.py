@@ -32,7 +32,7 @@ from filelock import FileLock
 from wsfixture.errors import CleanupError, ImageBuildError
 from wsfixture.guest import osconfig
 from wsfixture.host import inroot, ledger, settings, system
-from wsfixture.image import cache, store
+from wsfixture.image import cache, setid, store
 from wsfixture.image.recipe import (
     VM_DISK_NAME,
     Image,
@@ -239,7 +239,8 @@ def _bootstrap(build: _Build) -> None:
     if image.recipe.flavour == "vm":
         osconfig.customise_vm(staging / "root")
         build.progress("building the VM root disk (ext4)")
-        _make_ext4(build, staging / "root")
+        _make_ext4(build, staging / "root", ())
+        setid.save(setid.strip(staging / "root"), staging)
     else:
         osconfig.shift_ownership(staging / "root")  # owned by the containers' root
     drop_device_nodes(staging / "root")
@@ -324,12 +325,29 @@ def _install_layer(build: _Build) -> None:
     (merged / POLICY_RC_D).unlink()
     if image.recipe.flavour == "vm":
         build.progress("building the VM root disk (ext4)")
-        _make_ext4(build, merged)
+        _make_ext4(build, merged, _kept_below(Image(image.recipe, staging)))
     system.run(["umount", str(merged)])
     build.record.drop_mount(merged)
     system.remove_tree(work)
     merged.rmdir()
     drop_device_nodes(layer)
+    if image.recipe.flavour == "vm":
+        setid.save(setid.strip(layer), staging)
+
+
+def _kept_below(staged: Image) -> list[setid.Privileged]:
+    """The privileged files of the layers below ``staged`` that are still theirs in its
+    merged tree (not replaced or deleted above): their bits go back into its disk."""
+    assert staged.base is not None
+    kept = []
+    for layer in staged.base.layers:
+        for entry in setid.load(layer.parent):
+            try:
+                if staged.path(entry.path) == layer / entry.path:
+                    kept.append(entry)
+            except FileNotFoundError:
+                pass  # deleted above
+    return kept
 
 
 def _in_tree(build: _Build, root: Path, shift: int, script: str, what: str) -> None:
@@ -387,11 +405,14 @@ def _run_setup(build: _Build, root: Path, shift: int) -> None:
         ) from exc
 
 
-def _make_ext4(build: _Build, root: Path) -> None:
+def _make_ext4(build: _Build, root: Path, give_back: Sequence[setid.Privileged]) -> None:
+    """The VM root disk of ``root``, with ``give_back``'s bits (stripped from the trees
+    below) in it."""
     system.require_tool("mkfs.ext4")
     target = build.staging / VM_DISK_NAME
     build.run(
         ["mkfs.ext4", "-q", "-F", "-L", "wsroot", "-d", str(root), str(target), EXT4_SIZE],
         "mkfs.ext4",
     )
+    setid.give_back(target, give_back, system.require_tool("debugfs"))
     target.chmod(0o444)  # the cached base is never written; overlays take the writes

@@ -24,7 +24,7 @@ from wsfixture.model.spec import DEFAULT_RELEASE
 
 # The build procedure's own version (mmdebstrap options, the layer script); the guest
 # configuration needs no bump: its fingerprint is in every key.
-BUILDER_VERSION = "13"  # 13: no device nodes in the trees on the host
+BUILDER_VERSION = "14"  # 14: no setuid, setgid or capability in a VM image's tree
 VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
 # What a layer with setup lines or files does after them: 2 restores resolved's stub link
 # after every step (1 left the host's resolv.conf in setup-only layers). In those layers'

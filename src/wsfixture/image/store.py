@@ -9,8 +9,9 @@ finished. Images say they are finished with a ``ready`` stamp, templates with th
 ``template.json``; both are touched ``used`` on every use, for pruning.
 
 The cache is root's alone: its top directory, ``images/``, ``templates/`` and every entry
-are 0700. An image's tree holds what its guest release ships (setuid-root binaries in a
-VM's tree): a host user who could reach them could run them on the host.
+are 0700. An image's tree holds what its guest release ships; its privileged files are no
+host privilege (``image.setid``: a VM tree holds none, a container tree's are the
+containers' root's), and the 0700 keeps the rest of it private.
 
 A key is one path component of the grammar ``KEY``: the one check a key from outside (an
 archive's manifest, a registry's index) passes before it names anything on disk.
@@ -65,6 +66,11 @@ def lock_path(entry: Path) -> Path:
 
 def staging_path(entry: Path, pid: int | None = None) -> Path:
     return entry.with_name(f"{entry.name}{STAGING_MARK}{pid or os.getpid()}")
+
+
+def entry_key(path: Path) -> str:
+    """The key of the entry ``path`` is, or is being made in (a staging directory)."""
+    return path.name.split(STAGING_MARK)[0]
 
 
 def is_staging(path: Path) -> bool:

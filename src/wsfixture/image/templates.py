@@ -41,7 +41,9 @@ from wsfixture.image.recipe import Image, file_digest
 
 # The procedure's own version (file layout, how the VM is saved); the guest side's is the
 # digest of wsfixture.guest.restore, in every key.
-TEMPLATE_VERSION = "2"  # 2: the guest's memory in ``ram``, not in the state
+# 3: the guest booted with its key's machine-id (2 used its staging directory's, which left
+# every clone's journal link dangling)
+TEMPLATE_VERSION = "3"
 META = "template.json"
 QEMU_STATE_MAGIC = b"QEVM"
 RAM_BLOCK = 2**16  # what ``ram_digest`` reads at a time, and skips when all zeros
@@ -77,7 +79,10 @@ class Template:
 
     @property
     def key(self) -> str:
-        return self.dir.name
+        """The entry's key, also while it is made in its staging directory: the template's
+        guest is booted with a machine-id derived from it, which its clones' journal link
+        names (``guest.restore``)."""
+        return store.entry_key(self.dir)
 
     @property
     def disk(self) -> Path:
