@@ -323,3 +323,22 @@ def test_a_vm_trees_privileged_files_leave_the_host_and_go_back_into_its_disk(
     assert "Mode:  0755" in in_disk("stat /usr/bin/ls")
     with pytest.raises(ImageBuildError, match="File not found"):
         setid.give_back(disk, [setid.Privileged("usr/bin/nosuch", 0o4755)], debugfs)
+
+
+def test_the_images_listing_says_what_du_says() -> None:
+    """`wsfixture images`' size of each image and template is `du -s`'s of its directory
+    (a template's hard links to its image's disk counted, and said to be shared)."""
+    require_root_and_tools("du")
+    listed = json.loads(subprocess.run(
+        [sys.executable, "-m", "wsfixture.cli", "images", "--json"],
+        capture_output=True, text=True, check=True,
+    ).stdout)  # fmt: skip
+    cache = settings.current().cache_dir
+    entries = [row for row in listed if "bytes" in row]
+    assert entries, "the suite's images are in the cache"
+    assert any(row["shared_bytes"] for row in entries if "template" in row["kind"])
+    for row in entries:
+        kind = "templates" if "template" in row["kind"] else "images"
+        du = subprocess.run(["du", "-s", "--block-size=1", str(cache / kind / row["image"])],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+        assert abs(row["bytes"] - int(du.stdout.split()[0])) <= 2**20, row  # (a use stamp)

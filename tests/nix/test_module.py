@@ -185,7 +185,7 @@ EXAMPLE = {
                 "shares": [{"source": "/srv/data", "target": "/data", "readOnly": True}],
                 "memory": 512, "vcpu": 1},
         "open": {"type": "container", "ip": "192.168.83.11"},
-        "builder": {"type": "vm", "ip": "192.168.83.20", "vcpu": 2, "memory": 2048, "disk": "16G",
+        "builder": {"type": "vm", "ip": "192.168.83.20", "vcpu": 2, "memory": "2G", "disk": "16G",
                     "restartIfChanged": False, "shares": [{"source": "~/src", "target": "/src"}]},
         "idle": {"type": "vm", "ip": "192.168.83.21"},
     },
@@ -303,7 +303,7 @@ def test_container_limits_are_their_units_properties(made: dict[str, Any], confi
 
 
 def test_the_defaults_limits_reach_every_workspace() -> None:
-    data = {**EXAMPLE, "defaults": {**EXAMPLE["defaults"], "memory": 1024, "pids": 256}}
+    data = {**EXAMPLE, "defaults": {**EXAMPLE["defaults"], "memory": "1G", "pids": 256}}
     limits = nix_eval(data, "r.limits")
     config = config_from_dict(data)
     for name, spec in config.workspaces.items():
@@ -388,6 +388,9 @@ INVALID: dict[str, dict[str, Any]] = {
     "pids too few to boot": ws(pids=10),
     "pids not a number": ws(type="container", pids="many"),
     "defaults memory too small": {"defaults": {"memory": 1}, **ws()},
+    "memory not a size": ws(memory="lots"),
+    "memory too large": ws(memory="2T"),
+    "defaults memory too small as a size": {"defaults": {"memory": "64M"}, **ws()},
     "disk not a size": ws(disk="lots"),
     "disk too small": ws(disk=100),
     "disk too large": ws(disk="20T"),

@@ -36,3 +36,8 @@ def test_commands_text_is_every_command_of_the_test_whole(tmp_path: Path) -> Non
     )
     assert "(wsfixture's own)" in commands_text(transcript, since=0)
     assert commands_text(tmp_path / "none", 0) == "(no command was run)\n"
+    # until: the commands the report ran itself (the journal's, for journal.txt) are not
+    # the test's
+    assert commands_text(transcript, since=1, until=2).startswith("$ seq 1 3\n")
+    assert "$ false" not in commands_text(transcript, since=1, until=2)
+    assert commands_text(transcript, since=1, until=1) == "(no command was run)\n"

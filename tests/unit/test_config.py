@@ -131,6 +131,20 @@ def test_disk_sizes() -> None:
         workspace_spec(name="a", type="vm", ip="192.168.83.10", disk="lots")
 
 
+def test_memory_takes_a_size_as_disk_does() -> None:
+    """``memory = "1G"`` as ``disk = "8G"``; the range in MiB either way."""
+    ws = {"type": "vm", "ip": "192.168.83.10"}
+    assert workspace_spec(name="a", **ws, memory="1G").memory == 1024
+    assert workspace_spec(name="a", **ws, memory="768MiB").memory == 768
+    assert workspace_spec(name="a", **ws, memory=512).memory == 512
+    config = config_from_dict({"defaults": {"memory": "2G"}, "workspaces": {"a": ws}})
+    assert config.resources_for(config.workspaces["a"]).memory == 2048
+    with pytest.raises(ConfigError, match=r"memory.*'lots'.*from 128 MiB to 1 TiB"):
+        workspace_spec(name="a", **ws, memory="lots")
+    with pytest.raises(ConfigError, match=r"memory.*'64M'.*from 128 MiB to 1 TiB"):
+        workspace_spec(name="a", **ws, memory="64M")
+
+
 def test_shares() -> None:
     spec = workspace_spec(
         name="a", type="vm", ip="192.168.83.10",

@@ -159,3 +159,16 @@ def test_a_layer_uses_the_mirror_of_its_build() -> None:
     assert mirrored.index("set -e") < mirrored.index("echo"), "set -e first"
     whole = layer_script(["curl"], "bookworm", "deb [trusted=yes] file:/srv/debian bookworm main")
     assert "echo 'deb [trusted=yes] file:/srv/debian bookworm main' >" in whole
+
+
+def test_a_finished_build_says_what_it_made_in_its_own_time() -> None:
+    """A layer built right after its base says its own time, named as a layer, on the
+    clock of the whole build (it read "image ready in 2.7s" 48 s into the build)."""
+    from wsfixture.image.build import ready_line
+
+    base = ImageRecipe.base_of("vm")
+    layer = ImageRecipe.for_packages(["curl"], "vm")
+    assert ready_line(base, 45.25, "[ 45.3s]") == f"[ 45.3s] base image {base.key} ready in 45.2s"
+    assert ready_line(layer, 2.7, "[ 48.0s]") == (
+        f"[ 48.0s] layer (curl) {layer.key} ready in 2.7s"
+    )

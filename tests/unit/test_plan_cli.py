@@ -2,11 +2,13 @@ import argparse
 import dataclasses
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from wsfixture.cli import main as cli
+from wsfixture.cli.parser import EXAMPLES, parse
 from wsfixture.model.config import load_config
 from wsfixture.model.plan import plan
 
@@ -231,3 +233,38 @@ def test_a_shell_completes_workspace_names(tmp_path: Path) -> None:
     assert {"myproject", "agent", "sandbox"} <= set(completions(f"wsfixture -c {EXAMPLE} ssh "))
     assert completions(f"wsfixture -c {EXAMPLE} exec -u root ag") == ["agent"]
     assert "myproject" not in completions(f"wsfixture -c {tmp_path}/none.toml ssh "), "no error"
+
+
+def example_argv(line: str) -> list[str]:
+    """The wsfixture words of a help example: inside ``$(...)``, before a redirection."""
+    if "$(" in line:
+        line = line[line.index("$(") + 2 : line.rindex(")")]
+    words = shlex.split(line)
+    if ">" in words:
+        words = words[: words.index(">")]
+    assert words[0] == "wsfixture", line
+    return words[1:]
+
+
+def test_every_command_has_examples_that_parse_and_every_positional_says_what_it_is() -> None:
+    """`wsfixture COMMAND --help` ends with examples (each parsed here, as the command it
+    shows) and describes every positional argument."""
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == set(EXAMPLES)
+    for name, sub in commands.items():
+        assert sub.epilog is not None
+        assert sub.epilog.startswith("examples:\n  wsfixture") or "$(wsfixture" in sub.epilog
+        for line in EXAMPLES[name]:
+            args = parse(parser, example_argv(line))
+            assert args.func is sub.get_default("func"), line
+        undescribed = [a.dest for a in sub._actions if not a.option_strings and not a.help]
+        assert undescribed == [], name
+    # argparse alone stops filling positionals at the first option: not here
+    args = parse(parser, ["images", "export", "--build", "cache.tar", "KEY"])
+    assert (args.action, args.operands, args.build) == ("export", ["cache.tar", "KEY"], True)
+    with pytest.raises(SystemExit):
+        parse(parser, ["images", "export", "--build", "cache.tar", "--nonsense"])
+    shown = commands["exec"].format_help()
+    assert "  wsfixture exec web sh -c 'cd repo && make test'\n" in shown
+    assert "name                  a workspace of the config" in shown

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from wsfixture.cli.lookup import UsageError
 from wsfixture.cli.output import EXIT_FAILED, EXIT_PREREQ, EXIT_USAGE
-from wsfixture.cli.parser import build_parser
+from wsfixture.cli.parser import build_parser, parse
 from wsfixture.errors import ConfigError, PrerequisiteError, WsfixtureError
 
 __all__ = ["EXIT_FAILED", "EXIT_PREREQ", "EXIT_USAGE", "build_parser", "main"]
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import argcomplete
 
         argcomplete.autocomplete(parser)  # answers a completing shell, then exits
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         result: int = args.func(args)
         return result

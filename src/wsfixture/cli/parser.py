@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from wsfixture.cli.commands import (
     access,
@@ -23,6 +23,81 @@ from wsfixture.net import inventory
 
 DEFAULT_CONFIG = "workspaces.toml"
 DESCRIPTION = "plan, start, inspect, verify and reap workspaces from the command line"
+NAME_HELP = "a workspace of the config"
+
+# What `wsfixture COMMAND --help` shows under "examples"; each one is parsed in the suite
+# (tests/unit/test_plan_cli.py), so none goes stale.
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "plan": ("wsfixture plan", "wsfixture plan other.toml --json"),
+    "validate": ("wsfixture validate", "wsfixture -c ci.toml validate"),
+    "doctor": ("wsfixture doctor", "wsfixture doctor --json"),
+    "setup-host": ("wsfixture setup-host",),
+    "schema": ("wsfixture schema > workspaces.schema.json", "wsfixture schema --markdown"),
+    "up": ("wsfixture up", "wsfixture up web db --ttl 2h", "wsfixture up --all --json"),
+    "down": ("wsfixture down", "wsfixture down web"),
+    "restart": ("wsfixture restart web",),
+    "status": ("wsfixture status", "wsfixture status web --json"),
+    "list": ("wsfixture list", "wsfixture list --json"),
+    "ssh": (
+        "wsfixture ssh web",
+        "wsfixture ssh web uname -a",
+        "wsfixture ssh --lab wst-1a2b3c web",
+    ),
+    "logs": (
+        "wsfixture logs web",
+        "wsfixture logs web -f",
+        "wsfixture logs web --console -n 50",
+        "wsfixture logs web --job 3",
+    ),
+    "check": ("wsfixture check", "wsfixture check web --json"),
+    "forward": ("wsfixture forward web 80", "wsfixture forward web 5432 --local 15432"),
+    "egress": ("wsfixture egress agent", "wsfixture egress agent --json"),
+    "checkpoint": ("wsfixture checkpoint web", "wsfixture checkpoint web before-upgrade"),
+    "rollback": ("wsfixture rollback web before-upgrade",),
+    "checkpoints": ("wsfixture checkpoints web", "wsfixture checkpoints web --delete old"),
+    "fault": (
+        "wsfixture fault partition web db",
+        "wsfixture fault block web db",
+        "wsfixture fault shape web --delay 100ms --jitter 20ms",
+        "wsfixture fault shape web db --loss 10%",
+        "wsfixture fault dns api.example.com nxdomain",
+        "wsfixture fault list",
+        "wsfixture fault heal",
+    ),
+    "world": ("wsfixture world",),
+    "pause": ("wsfixture pause web",),
+    "resume": ("wsfixture resume web",),
+    "cp": (
+        "wsfixture cp ./app.tar web:/tmp/app.tar",
+        "wsfixture cp web:/var/log/syslog .",
+        "wsfixture cp -r web:/etc/nginx ./nginx --max 10M",
+    ),
+    "exec": (
+        "wsfixture exec web uname -a",
+        "wsfixture exec web sh -c 'cd repo && make test'",
+        "wsfixture exec -e CI=1 -w /home/dev/repo web make",
+        "wsfixture exec -u root web apt-get update",
+        "wsfixture exec -d web ./server",
+    ),
+    "jobs": ("wsfixture jobs web", "wsfixture jobs web --json"),
+    "kill": ("wsfixture kill web 3", "wsfixture kill web 3 -s KILL"),
+    "aliases": ('eval "$(wsfixture aliases)"', "wsfixture aliases --shell fish"),
+    "hosts": ("wsfixture hosts", "wsfixture hosts --apply --file ./hosts"),
+    "apply": ("wsfixture apply --dry-run", "wsfixture apply"),
+    "completion": ('eval "$(wsfixture completion)"', "wsfixture completion zsh"),
+    "destroy": ("wsfixture destroy web", "wsfixture destroy web --yes"),
+    "gc": ("wsfixture gc", "wsfixture gc --lab wst-1a2b3c"),
+    "inventory": ("wsfixture inventory > hosts.ini", "wsfixture inventory --format yaml"),
+    "images": (
+        "wsfixture images",
+        "wsfixture images --prune --days 7",
+        "wsfixture images key",
+        "wsfixture images export --build cache.tar",
+        "wsfixture images import cache.tar",
+        "wsfixture images push registry.example:5000/wsfixture/cache",
+        "wsfixture images pull registry.example:5000/wsfixture/cache",
+    ),
+}
 
 
 def ttl_seconds(text: str) -> int:
@@ -59,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func: Callable[[argparse.Namespace], int], text: str,
                 json_out: bool = False) -> argparse.ArgumentParser:  # fmt: skip
-        p = sub.add_parser(name, help=text, description=text, parents=[after])
+        examples = "\n".join(f"  {line}" for line in EXAMPLES[name])
+        p = sub.add_parser(
+            name, help=text, description=text, parents=[after], epilog=f"examples:\n{examples}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
         p.set_defaults(func=func)
         if json_out:
             p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -78,14 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--markdown", action="store_true", help="the options as a Markdown table")
     p = command("up", lifecycle.cmd_up, "start workspaces (default: those with autoStart)", True)
-    p.add_argument("names", nargs="*")
+    p.add_argument("names", nargs="*", help="workspaces of the config (default: those with "
+                   "autoStart)")  # fmt: skip
     p.add_argument("--ttl", type=ttl_seconds, metavar="DURATION",
                    help='stop them after this long, like "90s", "30m", "2h"')  # fmt: skip
     p.add_argument("--all", action="store_true", help="every workspace of the config")
     p = command("down", lifecycle.cmd_down, "stop workspaces (default: all running); state is kept")
-    p.add_argument("names", nargs="*")
+    p.add_argument("names", nargs="*", help="running workspaces (default: all of the config's)")
     p = command("restart", lifecycle.cmd_restart, "stop and start workspaces")
-    p.add_argument("names", nargs="+")
+    p.add_argument("names", nargs="+", help="workspaces of the config")
     p = command(
         "status",
         lifecycle.cmd_status,
@@ -95,21 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="just these (default: all)")
     command("list", lifecycle.cmd_list, "running workspaces of every lab", True)
     p = command("ssh", access.cmd_ssh, "ssh into a workspace (pinned host key)")
-    p.add_argument("name")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]",
+                   help="run this instead of a login shell")  # fmt: skip
     p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
     p = command("logs", access.cmd_logs, "console log and journal of a workspace")
     p.add_argument("name")
     p.add_argument("-f", "--follow", action="store_true", help="follow the journal")
     p.add_argument("--console", action="store_true", help="the console log only")
-    p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument("-n", "--lines", type=int, default=100, help="how many (100)")
     p.add_argument("--job", metavar="ID", help="a job's output instead (wsfixture jobs NAME)")
     p.add_argument("--lab", help="another lab, e.g. one kept by pytest")
     p = command("check", access.cmd_check, "run the verification suite on running workspaces", True)
-    p.add_argument("names", nargs="*")
+    p.add_argument("names", nargs="*", help="running workspaces (default: all)")
     p = command("forward", access.cmd_forward, "relay 127.0.0.1:<local> to a workspace's port")
     p.add_argument("name")
-    p.add_argument("port", type=int)
+    p.add_argument("port", type=int, help="the workspace's port")
     p.add_argument("--local", type=int, default=0, help="the host port (default: a free one)")
     p = command("egress", access.cmd_egress, "what an allowlist let through and refused", True)
     p.add_argument("name")
@@ -120,13 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("rollback", checkpoints.cmd_rollback,
                 "return a running workspace to a checkpoint; shares stay as they are")  # fmt: skip
     p.add_argument("name")
-    p.add_argument("tag")
+    p.add_argument("tag", help="a checkpoint's tag (wsfixture checkpoints NAME)")
     p = command("checkpoints", checkpoints.cmd_checkpoints, "a workspace's checkpoints", True)
     p.add_argument("name")
     p.add_argument("--delete", metavar="TAG", help="delete this checkpoint")
     p = command("fault", faults.cmd_fault, "faults between running workspaces: partition, "
                 "block, shape (loss, delay, jitter, rate), dns, list, heal")  # fmt: skip
-    p.add_argument("action", choices=faults.ACTIONS)
+    p.add_argument("action", choices=faults.ACTIONS, help="what to do (below)")
     p.add_argument(
         "operands", nargs=argparse.REMAINDER, metavar="NAME",
         help="partition A B, or A B -- C D; block SRC DST; shape WS [PEER] [--loss 10%%] "
@@ -144,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-r", "--recursive", action="store_true", help="copy a directory")
     p.add_argument("--max", metavar="SIZE", help="refuse a copy out over SIZE (100M, 2G); "
                    "default: each file's own size, and the target's free space")  # fmt: skip
-    p.add_argument("source")
-    p.add_argument("target")
+    p.add_argument("source", help="LOCAL, or NAME:PATH to copy out")
+    p.add_argument("target", help="NAME:PATH to copy in, or LOCAL")
     p = command("exec", access.cmd_exec, "run a command in a workspace (its words are its "
                 "argv: sh -c '...' for a shell line); --detach: a job")  # fmt: skip
     p.add_argument("-d", "--detach", action="store_true", help="return at once: a job")
@@ -154,18 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", "--workdir", metavar="DIR", help="the directory it runs in")
     p.add_argument("-u", "--user", help="the user it runs as (root too), through doas")
     p.add_argument("name")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]",
+                   help="its argv, as given (no shell)")  # fmt: skip
     p = command("jobs", access.cmd_jobs, "the detached commands of a workspace, with their state")
     p.add_argument("name")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = command("kill", access.cmd_kill, "signal a job's process group (wsfixture jobs NAME)")
     p.add_argument("name")
     p.add_argument("id", help="the job's ID, as `jobs` lists it")
     p.add_argument("-s", "--signal", default="TERM", help="TERM (the default), KILL, INT, ...")
     p = command("aliases", config.cmd_aliases, 'shell aliases: eval "$(wsfixture aliases)"')
-    p.add_argument("--shell", choices=("bash", "zsh", "fish"), default="bash")
+    p.add_argument("--shell", choices=("bash", "zsh", "fish"), default="bash",
+                   help="the shell's syntax (bash)")  # fmt: skip
     p = command("hosts", config.cmd_hosts, "print hosts entries, or --apply them to a hosts file")
-    p.add_argument("--apply", action="store_true")
+    p.add_argument("--apply", action="store_true", help="write them (default: print them)")
     p.add_argument("--file", help="hosts file to edit (default: the lab's)")
     p.add_argument("--root-namespace", action="store_true", help="edit the real /etc/hosts")
     p = command(
@@ -175,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "completion", host.cmd_completion, 'shell completion: eval "$(wsfixture completion)"'
     )
-    p.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"), default="bash")
+    p.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"), default="bash",
+                   help="the shell (bash)")  # fmt: skip
     p = command("destroy", lifecycle.cmd_destroy, "delete a stopped workspace's state directory")
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="do not ask")
@@ -187,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
         "an Ansible inventory of a lab's running workspaces (host keys stay pinned)",
     )  # fmt: skip
     p.add_argument("--lab", help="a lab kept by pytest (default: the config's persistent lab)")
-    p.add_argument("--format", choices=inventory.FORMATS, default="ini")
+    p.add_argument("--format", choices=inventory.FORMATS, default="ini",
+                   help="ini (the default), yaml or json")  # fmt: skip
     p = command("images", images.cmd_images, "the image cache; --prune removes stale images", True)
     p.add_argument(
         "action", nargs="?", choices=images.ACTIONS,
@@ -212,7 +297,25 @@ def build_parser() -> argparse.ArgumentParser:
         for action in subparser._actions:
             if action.dest in ("name", "names"):
                 action.completer = workspace_names  # type: ignore[attr-defined]
+            if action.dest == "name" and action.help is None:
+                action.help = NAME_HELP
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but words after an option (``images export --build FILE``)
+    still go to a command's trailing ``operands`` (argparse stops filling positionals at
+    the first option)."""
+    args, extra = parser.parse_known_args(argv)
+    if (
+        extra
+        and isinstance(getattr(args, "operands", None), list)
+        and not any(word.startswith("-") for word in extra)
+    ):
+        args.operands += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def workspace_names(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[str]:

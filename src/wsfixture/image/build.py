@@ -65,14 +65,17 @@ def ensure_image(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
     sources: Mapping[str, Path] | None = None,
+    began: float | None = None,
 ) -> Image:
     """The cached image for ``recipe`` (and its base), built first if it is not there.
-    ``sources``: where the recipe's files are on the host, by guest path."""
+    ``sources``: where the recipe's files are on the host, by guest path. ``began``: when
+    the build of the image this one is the base of began (its progress counts from there)."""
     if (failed := _failed.get(recipe.key)) is not None:
         raise ImageBuildError(failed.image, f"{failed.reason} (this run built it once already; "
                               "not again)")  # fmt: skip
+    began = time.monotonic() if began is None else began
     if recipe.base is not None:
-        ensure_image(recipe.base, cache_dir, progress)
+        ensure_image(recipe.base, cache_dir, progress, began=began)
     image = Image(recipe, image_dir(recipe, cache_dir))
     if image.ready:
         image.verify()
@@ -93,7 +96,7 @@ def ensure_image(
             if not image.ready and not (shared and shared.fetch(recipe.key, say)):
                 # (another process may have built it while we waited)
                 try:
-                    _build(image, say, sources or {})
+                    _build(image, say, sources or {}, began)
                 except ImageBuildError as exc:
                     _failed[recipe.key] = exc
                     raise
@@ -119,7 +122,12 @@ class _Build:
     record: ledger.Record
     progress: Progress
     sources: Mapping[str, Path] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
+    began: float = field(default_factory=time.monotonic)  # the whole build's: base and layers
+    started: float = field(default_factory=time.monotonic)  # this image's
+
+    def stamp(self) -> str:
+        """The time since the whole build began: one clock for a base and its layer."""
+        return f"[{time.monotonic() - self.began:5.1f}s]"
 
     @property
     def log(self) -> Path:
@@ -153,7 +161,7 @@ class _Build:
                     output.write(raw)
                     line = raw.decode(errors="replace").strip()
                     if line.startswith(APT_STEPS):
-                        self.progress(f"{what}: {line[:100]}")
+                        self.progress(f"{self.stamp()} {what}: {line[:100]}")
             finally:
                 rc = finish(process)
         if rc != 0:
@@ -175,7 +183,7 @@ def finish(process: subprocess.Popen[Any]) -> int:
         raise
 
 
-def _build(image: Image, progress: Progress, sources: Mapping[str, Path]) -> None:
+def _build(image: Image, progress: Progress, sources: Mapping[str, Path], began: float) -> None:
     staging = store.staging_path(image.dir)
     info = ledger.BuildInfo(image.recipe.key, str(staging))
     cgroup = settings.current().cgroup_root / f"image-build-{os.getpid()}-{time.monotonic_ns()}"
@@ -184,7 +192,7 @@ def _build(image: Image, progress: Progress, sources: Mapping[str, Path]) -> Non
         record.add_cgroup(cgroup)
         staging.mkdir(parents=True)
         cgroup.mkdir(parents=True)
-        build = _Build(image, staging, cgroup, record, progress, sources)
+        build = _Build(image, staging, cgroup, record, progress, sources, began)
         if image.recipe.base is None:
             _bootstrap(build)
         else:
@@ -194,13 +202,21 @@ def _build(image: Image, progress: Progress, sources: Mapping[str, Path]) -> Non
         (staging / store.READY).write_text(f"{time.time()}\n")
     if failures := ledger.release(record):  # the cgroup; the staging dir is the image now
         raise CleanupError(failures)
-    progress(f"image ready in {time.monotonic() - build.started:.1f}s: {image.dir}")
+    progress(ready_line(image.recipe, time.monotonic() - build.started, build.stamp()))
+
+
+def ready_line(recipe: ImageRecipe, seconds: float, stamp: str) -> str:
+    """What a finished build says: what it made, in its own time (a layer's is not its
+    base's too), on the whole build's clock."""
+    what = "base image" if recipe.base is None else f"layer ({', '.join(recipe.adds)})"
+    return f"{stamp} {what} {recipe.key} ready in {seconds:.1f}s"
 
 
 def _bootstrap(build: _Build) -> None:
     image, staging = build.image, build.staging
     build.progress(
-        f"building base image {image.recipe.key} ({len(image.recipe.packages)} packages)"
+        f"{build.stamp()} building base image {image.recipe.key} "
+        f"({len(image.recipe.packages)} packages)"
     )
     argv = [
         "mmdebstrap",
@@ -230,7 +246,7 @@ def _bootstrap(build: _Build) -> None:
             for line in proc.stdout:
                 log_file.write(line)
                 if line.startswith("I: "):
-                    build.progress(f"[{time.monotonic() - build.started:5.1f}s] {line[3:].strip()}")
+                    build.progress(f"{build.stamp()} {line[3:].strip()}")
         finally:
             rc = finish(proc)
     if rc != 0:
@@ -238,7 +254,7 @@ def _bootstrap(build: _Build) -> None:
     osconfig.customise(staging / "root", image.recipe.flavour)
     if image.recipe.flavour == "vm":
         osconfig.customise_vm(staging / "root")
-        build.progress("building the VM root disk (ext4)")
+        build.progress(f"{build.stamp()} building the VM root disk (ext4)")
         _make_ext4(build, staging / "root", ())
         setid.save(setid.strip(staging / "root"), staging)
     else:
@@ -292,7 +308,7 @@ def _install_layer(build: _Build) -> None:
     image, staging = build.image, build.staging
     assert image.base is not None
     build.progress(
-        f"building layer {image.recipe.key}: {', '.join(image.recipe.adds)} over "
+        f"{build.stamp()} building layer {image.recipe.key}: {', '.join(image.recipe.adds)} over "
         f"{image.base.dir.name}"
     )
     layer, work, merged = staging / "layer", staging / "work", staging / "merged"
@@ -324,7 +340,7 @@ def _install_layer(build: _Build) -> None:
     os.lchown(resolv, shift, shift)
     (merged / POLICY_RC_D).unlink()
     if image.recipe.flavour == "vm":
-        build.progress("building the VM root disk (ext4)")
+        build.progress(f"{build.stamp()} building the VM root disk (ext4)")
         _make_ext4(build, merged, _kept_below(Image(image.recipe, staging)))
     system.run(["umount", str(merged)])
     build.record.drop_mount(merged)

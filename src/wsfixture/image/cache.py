@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -155,16 +156,40 @@ def busy_keys(images: Iterable[Cached]) -> set[str]:
     return busy
 
 
-def size_of(directory: Path) -> int:
-    """Bytes on disk that removing ``directory`` frees (sparse files count what they use; a
-    file with another hard link, as a VM template's disk, frees nothing)."""
+@dataclass(frozen=True)
+class DiskUsage:
+    """Bytes on disk under a directory, as ``du -s`` counts them (every file and directory,
+    a file with several names once, sparse files by what they use), and of those the bytes
+    of files that also have a name outside it (a VM template's hard links to its image)."""
+
+    total: int
+    shared: int
+
+    @property
+    def freed(self) -> int:
+        """What removing the directory frees."""
+        return self.total - self.shared
+
+
+def disk_usage(directory: Path) -> DiskUsage:
+    met: dict[tuple[int, int], int] = {}  # a file's (device, inode) -> its names met here
+    files: dict[tuple[int, int], tuple[int, int]] = {}  # -> (bytes, its names anywhere)
     total = 0
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            with contextlib.suppress(OSError):  # removed meanwhile
+    for root, dirs, names in os.walk(directory):
+        for name in ([] if root != str(directory) else ["."]) + dirs + names:
+            try:
                 st = os.lstat(os.path.join(root, name))
-                total += st.st_blocks * 512 if st.st_nlink == 1 else 0
-    return total
+            except OSError:
+                continue  # removed meanwhile
+            if stat.S_ISDIR(st.st_mode):
+                total += st.st_blocks * 512
+                continue
+            inode = (st.st_dev, st.st_ino)
+            met[inode] = met.get(inode, 0) + 1
+            files[inode] = (st.st_blocks * 512, st.st_nlink)
+    total += sum(size for size, _ in files.values())
+    shared = sum(size for inode, (size, links) in files.items() if links > met[inode])
+    return DiskUsage(total, shared)
 
 
 def prune_templates(
@@ -178,7 +203,7 @@ def prune_templates(
     )
     removed = []
     for template in chosen:
-        size = size_of(template.dir)
+        size = disk_usage(template.dir).freed
         if not dry_run:
             templates.remove(template)
         removed.append((template, size))
@@ -193,7 +218,7 @@ def prune(
     chosen = choose_prunable(images, time.time(), keep_days, busy_keys(images))
     removed = []
     for image in chosen:
-        size = size_of(image.dir)
+        size = disk_usage(image.dir).freed
         if not dry_run:
             store.remove(image.dir, store.READY)
         removed.append((image, size))
@@ -289,10 +314,10 @@ def remove_keys(keys: Iterable[str], cache_dir: Path | None = None) -> list[tupl
         raise ValueError("; ".join(problems))
     removed = []
     for key in sorted(wanted & set(found)):  # templates first: they hold images' files
-        removed.append((key, size_of(found[key].dir)))
+        removed.append((key, disk_usage(found[key].dir).freed))
         templates.remove(found[key])
     layers_first = sorted(wanted & set(images), key=lambda k: images[k].base_key is None)
     for key in layers_first:
-        removed.append((key, size_of(images[key].dir)))
+        removed.append((key, disk_usage(images[key].dir).freed))
         store.remove(images[key].dir, store.READY)
     return removed

@@ -232,7 +232,8 @@ def integer(
 
 def size_mib(default: int | None, doc: str, low: int, high: int, **extra: Any) -> Any:
     """MiB as an integer, or a string like "8G" or "512MiB"."""
-    allowed = f'MiB as an integer, or a string like "8G" or "512M", from {low} MiB to 16 TiB'
+    top = f"{high >> 20} TiB" if high >= 1 << 20 else f"{high} MiB"
+    allowed = f'MiB as an integer, or a string like "8G" or "512M", from {low} MiB to {top}'
     factors = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 
     def parse(value: object, where: str, ctx: Context) -> Any:

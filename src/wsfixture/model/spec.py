@@ -213,9 +213,9 @@ class Defaults:
         None, "every workspace's `vcpu` unless it sets its own (containers: a bound)",
         *VCPU_RANGE,
     )  # fmt: skip
-    memory: int | None = fields.integer(
+    memory: int | None = fields.size_mib(
         None, "every workspace's `memory` unless it sets its own (containers: a bound)",
-        *MEMORY_RANGE_MIB, unit=" MiB",
+        *MEMORY_RANGE_MIB,
     )  # fmt: skip
     pids: int | None = fields.integer(
         None, "every workspace's `pids` unless it sets its own (containers: a bound)",
@@ -261,10 +261,10 @@ class WorkspaceSpec:
         None, f"CPUs: a VM's virtual CPUs (default {VM_RESOURCES.vcpu}, clamped to the host's); "
         "a container's CPU time, in CPUs (default: no limit)", *VCPU_RANGE,
     )  # fmt: skip
-    memory: int | None = fields.integer(
-        None, f"memory in MiB: a VM's (default {VM_RESOURCES.memory}, clamped to the host's); "
-        "a container's bound, swap included, over which it is OOM-killed (default: no limit)",
-        *MEMORY_RANGE_MIB, unit=" MiB",
+    memory: int | None = fields.size_mib(
+        None, f"MiB, or like \"2G\": a VM's memory (default {VM_RESOURCES.memory}, clamped to "
+        "the host's); a container's bound, swap included, over which it is OOM-killed "
+        "(default: no limit)", *MEMORY_RANGE_MIB,
     )  # fmt: skip
     disk: int | None = fields.size_mib(
         None, f"MiB, or like \"8G\": a VM's root disk (default {VM_RESOURCES.disk}); what a "

@@ -46,14 +46,15 @@ def transcript_of(ws: Workspace) -> Path:
     return ws.runtime_dir / TRANSCRIPT
 
 
-def commands_text(transcript: Path, since: int) -> str:
-    """The commands from ``since`` on, whole, as ``commands.txt`` shows them."""
+def commands_text(transcript: Path, since: int, until: int | None = None) -> str:
+    """The commands from ``since`` on (before ``until``), whole, as ``commands.txt`` shows
+    them."""
     if not transcript.is_file():
         return "(no command was run)\n"
     entries = []
     for line in transcript.read_text().splitlines():
         ran = json.loads(line)
-        if ran["seq"] < since:
+        if ran["seq"] < since or (until is not None and ran["seq"] >= until):
             continue
         own = "  (wsfixture's own)" if ran["probe"] else ""
         entry = [f"$ {ran['command']}", f"# exit {ran['rc']}, {ran['seconds']:.3f} s{own}"]
@@ -64,14 +65,21 @@ def commands_text(transcript: Path, since: int) -> str:
     return "\n\n".join(entries) + "\n" if entries else "(no command was run)\n"
 
 
-def write(root: Path, nodeid: str, used: list[Workspace], since: dict[str, int]) -> Path:
-    """Write the failed test ``nodeid``'s artifacts for each workspace it used; the
-    test's directory."""
+def write(
+    root: Path,
+    nodeid: str,
+    used: list[Workspace],
+    since: dict[str, int],
+    until: dict[str, int] | None = None,
+) -> Path:
+    """Write the failed test ``nodeid``'s artifacts for each workspace it used (its
+    commands: from ``since`` to ``until``, by workspace); the test's directory."""
     test_dir = root / dir_name_of(nodeid)
     for ws in used:
         target = test_dir / ws.name
         target.mkdir(parents=True, exist_ok=True)
-        for name, gather in parts_of(ws, since.get(ws.name, 0)).items():
+        span = (since.get(ws.name, 0), (until or {}).get(ws.name))
+        for name, gather in parts_of(ws, *span).items():
             try:
                 text = gather()
             except Exception as exc:  # an artifact must not fail the report
@@ -80,12 +88,12 @@ def write(root: Path, nodeid: str, used: list[Workspace], since: dict[str, int])
     return test_dir
 
 
-def parts_of(ws: Workspace, since: int) -> dict[str, Callable[[], str]]:
+def parts_of(ws: Workspace, since: int, until: int | None) -> dict[str, Callable[[], str]]:
     """Each file of a workspace's artifacts, and how it is gathered."""
     return {
         "console.log": lambda: console_tail(ws),
         "journal.txt": lambda: inside(ws, journal_command(JOURNAL_LINES)),
-        "commands.txt": lambda: commands_text(transcript_of(ws), since),
+        "commands.txt": lambda: commands_text(transcript_of(ws), since, until),
         "describe.json": lambda: json.dumps(ws.describe(), indent=1, default=str),
         "network.txt": lambda: network(ws),
     }

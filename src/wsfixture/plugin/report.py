@@ -28,11 +28,15 @@ def pytest_runtest_makereport(
         if session is not None:
             session.mark_failed(used)
         since = item.stash.get(since_key, {})
+        # The test's commands end here: gathering what follows runs commands of our own.
+        until = {ws.name: ws.session.commands_run for ws in used if ws.session is not None}
         faults = item.stash.get(faults_key, None)
         if faults is not None and faults.timeline:  # the failure, read against what broke
             report.sections.append(("wsfixture faults", faults.describe()))
         if session is not None and session.options.artifacts and used:
-            where = artifacts.write(Path(session.options.artifacts), item.nodeid, used, since)
+            where = artifacts.write(
+                Path(session.options.artifacts), item.nodeid, used, since, until
+            )
             if faults is not None and faults.timeline:
                 (where / "faults.txt").write_text(faults.describe() + "\n")
             # junitxml writes the properties of the teardown's report, made from the item's.
@@ -40,7 +44,7 @@ def pytest_runtest_makereport(
             artifacts.github_summary(item.nodeid, used, where)
         style = report_style(item.config)
         for ws in used if style != "off" else []:
-            parts = commands_run(ws, since.get(ws.name, 0))
+            parts = commands_run(ws, since.get(ws.name, 0), until.get(ws.name))
             if (oom := ws.out_of_memory()) is not None:
                 parts.insert(0, ("limits", oom))
             if (denied := denials(ws)) is not None:
@@ -68,12 +72,13 @@ def report_style(config: pytest.Config) -> str:
     return config.stash[session_key].options.report
 
 
-def commands_run(ws: Workspace, since: int = 0) -> list[tuple[str, str]]:
-    """The test's commands on ``ws`` (those from ``since`` on), each with its status and
-    last lines; wsfixture's own among them are marked."""
+def commands_run(ws: Workspace, since: int = 0, until: int | None = None) -> list[tuple[str, str]]:
+    """The test's commands on ``ws`` (those from ``since`` on, before ``until``), each with
+    its status and last lines; wsfixture's own among them are marked."""
     if ws.session is None:
         return [("console (tail)", console_tail(ws, 20))]
-    ran = [r for r in ws.session.history if r.seq >= since]
+    end = ws.session.commands_run if until is None else until
+    ran = [r for r in ws.session.history if since <= r.seq < end]
     text = "\n".join(r.describe() for r in ran)
     return [("commands (last lines of each)", text or "(none)")]
 

@@ -91,7 +91,7 @@ def cmd_images(args: argparse.Namespace) -> int:
                 f"layer over {i.base_key}" if i.base_key else "base"),
             "adds": ", ".join(i.recipe.adds) if i.recipe else "",
             "last_used": f"{(now - i.last_used) / 3600:.0f}h ago",
-            "size": f"{imagecache.size_of(i.dir) / 2**20:.0f} MiB",
+            **size_fields(imagecache.disk_usage(i.dir)),
             "state": "in use" if i.key in busy else i.state,
         }
         for i in images
@@ -106,7 +106,7 @@ def cmd_images(args: argparse.Namespace) -> int:
             "adds": f"{t.shape.vcpu} vCPU, {t.shape.memory} MiB, {t.shape.accel}"
             if t.shape else "",
             "last_used": f"{(now - t.last_used) / 3600:.0f}h ago",
-            "size": f"{imagecache.size_of(t.dir) / 2**20:.0f} MiB",
+            **size_fields(imagecache.disk_usage(t.dir)),
             "state": "in use" if t.key in in_use else t.state(images_dir),
         }
         for t in found
@@ -125,6 +125,14 @@ def cmd_images(args: argparse.Namespace) -> int:
     columns = ["image", "kind", "adds", "last_used", "size", "state"]
     emit(args, rows, columns)
     return 0
+
+
+def size_fields(usage: imagecache.DiskUsage) -> dict[str, object]:
+    """What ``du -s`` says of the entry; the part it shares with another entry (a
+    template's hard links to its image's disk) named, as removing it does not free that."""
+    mib = f"{usage.total / 2**20:.0f} MiB"
+    text = f"{mib} ({usage.shared / 2**20:.0f} MiB shared)" if usage.shared else mib
+    return {"size": text, "bytes": usage.total, "shared_bytes": usage.shared}
 
 
 def config_keys(config_path: str) -> list[str]:
