@@ -23,8 +23,8 @@ def raw_nspawn_argv(ws: Workspace) -> list[str]:
     """What a person would run by hand: the same tree and flags, nspawn's own bridge veth."""
     from wsfixture.backends.nspawn import NspawnBackend
 
-    assert isinstance(ws.backend, NspawnBackend)
-    return ws.backend.argv(own_veth=False)
+    assert isinstance(ws._backend, NspawnBackend)
+    return ws._backend.argv(own_veth=False)
 
 
 def raw_nspawn_argv_without_userns(ws: Workspace) -> list[str]:
@@ -33,12 +33,12 @@ def raw_nspawn_argv_without_userns(ws: Workspace) -> list[str]:
     from wsfixture.backends.nspawn import NspawnBackend
     from wsfixture.guest.osconfig import CONTAINER_UID_BASE, shift_ownership
 
-    assert isinstance(ws.backend, NspawnBackend)
-    plain = ws.runtime_dir.parent / f"{ws.name}-plain-root"
-    subprocess.run(["cp", "-a", str(ws.backend.root), str(plain)], check=True)
+    assert isinstance(ws._backend, NspawnBackend)
+    plain = ws._runtime_dir.parent / f"{ws.name}-plain-root"
+    subprocess.run(["cp", "-a", str(ws._backend.root), str(plain)], check=True)
     shift_ownership(plain, -CONTAINER_UID_BASE)
     ws.lab.adopt_dir(plain)  # goes with the lab
-    return ws.backend.argv(own_veth=False, user_namespace=False, root=plain)
+    return ws._backend.argv(own_veth=False, user_namespace=False, root=plain)
 
 
 def fresh_disk(ws: Workspace) -> None:
@@ -46,8 +46,8 @@ def fresh_disk(ws: Workspace) -> None:
     filesystem to the disk size) included; so does each raw run, on the same base disk."""
     from wsfixture.backends.qemu import QemuBackend
 
-    assert isinstance(ws.backend, QemuBackend)
-    ws.backend.create_overlay()
+    assert isinstance(ws._backend, QemuBackend)
+    ws._backend.create_overlay()
 
 
 def raw_qemu_argv(ws: Workspace) -> list[str]:
@@ -55,8 +55,8 @@ def raw_qemu_argv(ws: Workspace) -> list[str]:
     devices (their daemons exit with the VM), so the baseline does less than we do."""
     from wsfixture.backends.qemu import QemuBackend
 
-    assert isinstance(ws.backend, QemuBackend)
-    return ws.lab.exec_argv(ws.backend.argv(ws.backend.cold_boot(), shares=False))
+    assert isinstance(ws._backend, QemuBackend)
+    return ws.lab.exec_argv(ws._backend.argv(ws._backend.cold_boot(), shares=False))
 
 
 PEER_VENV = HERE / ".peer-venv"

@@ -118,11 +118,11 @@ def raw_start_stop(
     ready, stop = [], []
     with Lab(config.network) as lab:
         ws = Workspace(config.workspaces[name], config, lab).start()
-        assert ws.backend is not None
-        backend = ws.backend
+        assert ws._backend is not None
+        backend = ws._backend
         argv = raw_argv(ws)
-        assert ws.session is not None
-        ws.session.close()  # the machine goes away under it
+        assert ws._ssh is not None
+        ws._ssh.close()  # the machine goes away under it
         assert backend.process is not None
         backend.process.send_signal(signal.SIGTERM)
         backend.process.wait(60)
@@ -163,8 +163,8 @@ def raw_stop(proc: subprocess.Popen[bytes], ws: Workspace) -> None:
         return
     from wsfixture.backends.qemu import QemuBackend
 
-    assert isinstance(ws.backend, QemuBackend)
-    qmp = QmpClient.connect(ws.backend.qmp_socket)
+    assert isinstance(ws._backend, QemuBackend)
+    qmp = QmpClient.connect(ws._backend.qmp_socket)
     try:
         qmp.command("system_powerdown")
         try:
@@ -183,8 +183,8 @@ def start_together(config: Config, names: list[str]) -> float:
         started = time.monotonic()
         try:
             for ws in wss:
-                ws.launch()
-            threads = [threading.Thread(target=ws.wait_ready) for ws in wss]
+                ws._launch()
+            threads = [threading.Thread(target=ws._wait_ready) for ws in wss]
             for thread in threads:
                 thread.start()
             for thread in threads:

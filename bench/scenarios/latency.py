@@ -21,8 +21,8 @@ def run(ctx: Context) -> list[Row]:
     config = make_config(state, lat={"type": "container", "ip": "192.168.83.12"})
     calls = 100 * runs
     with Lab(config.network) as lab, Workspace(config.workspaces["lat"], config, lab) as ws:
-        assert ws.session is not None
-        session = ws.session
+        assert ws._ssh is not None
+        session = ws._ssh
 
         def timed(action: Callable[[], object]) -> float:
             action()  # warm

@@ -148,7 +148,7 @@ def workspace(
     except BaseException:
         lab.close()
         raise
-    ws.when_stopped(lab.close)
+    ws._on_stop(lab.close)
     return ws
 
 
@@ -164,7 +164,7 @@ def connect(name: str, config: Config | str | Path | None = None) -> Workspace:
         raise ConfigError([ConfigIssue("name", message)], config.source)
     supervisor = live_supervisor(name, config.network.namespace)
     ws = handle_on_running(config, name, Connected)
-    ws.supervisor = supervisor
+    ws._supervisor = supervisor
     return ws
 
 
@@ -178,24 +178,24 @@ class Connected(Workspace):
 
     def checkpoint(self, tag: str | None = None) -> Checkpoint:
         made = self._ask("checkpoint", tag=tag)["result"]
-        return self.checkpointing.store.find(str(made["tag"]))
+        return self._checkpointing.store.find(str(made["tag"]))
 
     def rollback(self, to: str | Checkpoint) -> None:
         self._ask("rollback", tag=to if isinstance(to, str) else to.tag)
-        self.drop_session()  # the machine was restored: the next command logs in anew
+        self._drop_session()  # the machine was restored: the next command logs in anew
 
     def delete_checkpoint(self, to: str | Checkpoint) -> None:
         self._ask("delete", tag=to if isinstance(to, str) else to.tag)
 
     def pause(self) -> None:
         self._ask("pause")
-        if self.session is not None:
-            self.session.refusal = WorkspacePaused(self.name)
+        if self._ssh is not None:
+            self._ssh.refusal = WorkspacePaused(self.name)
 
     def resume(self) -> None:
         self._ask("resume")
-        if self.session is not None:
-            self.session.refusal = None
+        if self._ssh is not None:
+            self._ssh.refusal = None
 
 
 __all__ = ["Connected", "Lab", "connect", "workspace"]

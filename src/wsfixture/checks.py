@@ -85,11 +85,11 @@ def check_dns(ws: Workspace) -> None:
 
 def check_host_key(ws: Workspace) -> None:
     """The host key sshd presents is the persisted one that known_hosts pins."""
-    assert ws.session is not None
-    transport = ws.session.client().get_transport()
+    assert ws._ssh is not None
+    transport = ws._ssh.client().get_transport()
     assert transport is not None
     presented = transport.get_remote_server_key()
-    pinned = ws.session.host_key.split()
+    pinned = ws._ssh.host_key.split()
     _expect(
         [presented.get_name(), presented.get_base64()] == pinned[:2],
         f"sshd presents {presented.get_name()} {presented.get_base64()}, pinned {pinned[:2]}",

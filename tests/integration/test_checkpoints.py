@@ -147,7 +147,7 @@ def test_the_clock_is_the_host_s_after_a_checkpoint_and_a_rollback(ws: Workspace
 
 
 def test_bad_requests_change_nothing(ws: Workspace) -> None:
-    before = sorted(p.name for p in ws.checkpointing.store.root.iterdir())
+    before = sorted(p.name for p in ws._checkpointing.store.root.iterdir())
     with pytest.raises(CheckpointError, match=r"no checkpoint tagged 'nope'.*known: "):
         ws.rollback("nope")
     with pytest.raises(CheckpointError, match="checkpoint tag 'a/b' is not allowed"):
@@ -155,7 +155,7 @@ def test_bad_requests_change_nothing(ws: Workspace) -> None:
     ws.checkpoint("once")
     with pytest.raises(CheckpointError, match="a checkpoint tagged 'once' exists already"):
         ws.checkpoint("once")
-    assert sorted(p.name for p in ws.checkpointing.store.root.iterdir()) == sorted(
+    assert sorted(p.name for p in ws._checkpointing.store.root.iterdir()) == sorted(
         [*before, str(ws.checkpoints()[-1].seq)]
     )
     handle = Workspace(ws.spec, ws.config, ws.lab)  # never started

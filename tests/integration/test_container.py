@@ -121,8 +121,8 @@ def test_output_past_the_cap_kills_the_command(alpha: Workspace) -> None:
     assert alpha.run("pgrep -x cat")[0] == 1
     with pytest.raises(CommandError, match="stderr passed the output cap of 1000 bytes"):
         alpha.run("yes >&2", max_output=1000)
-    assert alpha.session is not None
-    assert alpha.session.max_output == 64 * 2**20  # the default cap
+    assert alpha._ssh is not None
+    assert alpha._ssh.max_output == 64 * 2**20  # the default cap
 
 
 def test_the_handle_default_timeout_applies_and_none_lifts_it(alpha: Workspace) -> None:
@@ -177,8 +177,8 @@ def test_a_detached_process_keeps_running_and_can_be_waited_for(alpha: Workspace
 
 def test_wrong_pinned_key_is_refused(alpha: Workspace, lab: Lab, tmp_path: Path) -> None:
     other = keys.host_key(tmp_path, "impostor").public_key()
-    assert alpha.session is not None
-    session = SshSession(lab, "alpha", alpha.ip, "dev", alpha.session.client_key, other)
+    assert alpha._ssh is not None
+    session = SshSession(lab, "alpha", alpha.ip, "dev", alpha._ssh.client_key, other)
     with pytest.raises(paramiko.SSHException):
         session.run("true")
     session.close()
@@ -188,12 +188,12 @@ def test_host_key_survives_restart_and_nothing_leaks(config: Config, tmp_path: P
     spec = workspace_spec(config, name="gamma", type="container", ip="192.168.83.12")
     with Lab(config.network) as lab:
         ws = Workspace(spec, config, lab).start()
-        assert ws.session is not None
-        first = ws.session.client().get_transport().get_remote_server_key().get_base64()
+        assert ws._ssh is not None
+        first = ws._ssh.client().get_transport().get_remote_server_key().get_base64()
         ws.stop()
         ws.start()
-        assert ws.session is not None
-        second = ws.session.client().get_transport().get_remote_server_key().get_base64()
+        assert ws._ssh is not None
+        second = ws._ssh.client().get_transport().get_remote_server_key().get_base64()
         ws.stop()
         assert first == second
         assert not (lab.dir / "gamma").exists()
@@ -211,7 +211,7 @@ def test_stop_detaches_a_mount_inside_and_keeps_its_data(config: Config, tmp_pat
     spec = workspace_spec(config, name="delta", type="container", ip="192.168.83.13")
     with Lab(config.network) as lab:
         ws = Workspace(spec, config, lab).start()
-        peek = ws.runtime_dir / "peek"
+        peek = ws._runtime_dir / "peek"
         peek.mkdir()
         subprocess.run(["mount", "--bind", str(precious), str(peek)], check=True)
         ws.stop()

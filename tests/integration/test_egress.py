@@ -267,14 +267,14 @@ def test_a_workspace_asking_without_end_fills_no_disk(
     held to its limit (the limit put back after)."""
     config, _, _ = setup
     _, held, _ = trio
-    assert held.log_cap is not None
-    log = held.runtime_dir / "egress-dns.log"
-    before, held.log_cap.limit = held.log_cap.limit, 64 * 1024
-    cut = held.log_cap.cut_bytes
+    assert held._log_cap is not None
+    log = held._runtime_dir / "egress-dns.log"
+    before, held._log_cap.limit = held._log_cap.limit, 64 * 1024
+    cut = held._log_cap.cut_bytes
     try:
         held.succeed(MANY_QUERIES + f"{config.network.gateway} 3000", timeout=120)
-        held.log_cap.stop()  # its last look, then on again as the handle had it
-        assert held.log_cap.cut_bytes - cut > 256 * 1024, "the queries (~480 KB) reached it"
+        held._log_cap.stop()  # its last look, then on again as the handle had it
+        assert held._log_cap.cut_bytes - cut > 256 * 1024, "the queries (~480 KB) reached it"
         assert log.stat().st_size + logcap.previous(log).stat().st_size <= 96 * 1024
         record = held.egress()
         assert record is not None
@@ -282,7 +282,7 @@ def test_a_workspace_asking_without_end_fills_no_disk(
         assert "q2999.flood.test" in names, "the newest are kept"
         assert "q0.flood.test" not in names, "the oldest went"
     finally:
-        held.log_cap = logcap.LogCap([held.console_log, log], before).start()
+        held._log_cap = logcap.LogCap([held.console_log, log], before).start()
 
 
 def test_the_world_of_the_cli_and_of_a_killed_process_go(tmp_path: Path) -> None:

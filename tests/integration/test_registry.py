@@ -56,8 +56,8 @@ def pushed(
     top = tmp_path_factory.mktemp("pushed")
     config = make_config(top / "state", ct={"type": "container"}, vm=SHAPE)
     with booted(config, "ct", "vm") as (_, vm):
-        assert vm.backend is not None
-        template = vm.backend.checkpoint_shape().split("@")[0]
+        assert vm._backend is not None
+        template = vm._backend.checkpoint_shape().split("@")[0]
     keys = [recipe_for(config, config.workspaces["ct"]).key, template]
     ref = f"{registry_host[0]}/team/wsfixture-images:trixie"
     out = wsf("images", "push", ref, *keys)

@@ -68,7 +68,7 @@ def test_each_release_has_its_own_images_and_templates(
     assert images["bookworm-ct"].dir != images["trixie-ct"].dir
     shapes = {}
     for name in ("bookworm-vm", "trixie-vm"):
-        backend = running[name].backend
+        backend = running[name]._backend
         assert isinstance(backend, qemu.QemuBackend)
         assert "restored" in str(running[name].describe()["boot"])
         shapes[name] = backend.shape

@@ -63,10 +63,10 @@ def twins(config: Config, lab: Lab) -> Iterator[tuple[Workspace, Workspace]]:
     a = Workspace(config.workspaces["twin-a"], config, lab)
     b = Workspace(config.workspaces["twin-b"], config, lab)
     try:
-        a.launch()  # the first makes the template if this shape has none yet
-        b.launch()
-        a.wait_ready()
-        b.wait_ready()
+        a._launch()  # the first makes the template if this shape has none yet
+        b._launch()
+        a._wait_ready()
+        b._wait_ready()
         yield a, b
     finally:
         a.stop()
@@ -79,8 +79,8 @@ def boot_of(ws: Workspace) -> str:
 
 def template_of(ws: Workspace) -> templates.Template:
     """The template of the workspace's VM shape (whether or not it exists)."""
-    assert isinstance(ws.backend, qemu.QemuBackend)
-    return templates.Template(store.templates_dir() / ws.backend.shape.key)
+    assert isinstance(ws._backend, qemu.QemuBackend)
+    return templates.Template(store.templates_dir() / ws._backend.shape.key)
 
 
 def test_both_are_restored_from_one_template(twins: tuple[Workspace, Workspace]) -> None:
@@ -109,8 +109,8 @@ def test_each_clone_is_its_own_machine(twins: tuple[Workspace, Workspace]) -> No
         assert mine["ip"] == [ws.ip]
         assert mine["hostname"] == ws.name
         assert mine["machine-id"] == derive.machine_id(ws.name)
-        assert ws.session is not None
-        assert mine["host key"] == ws.session.host_key.split()[1]
+        assert ws._ssh is not None
+        assert mine["host key"] == ws._ssh.host_key.split()[1]
     for fact in facts[a.name]:
         assert facts[a.name][fact] != facts[b.name][fact], fact
 
@@ -195,8 +195,8 @@ def test_a_restore_while_its_image_is_rebuilt_gives_a_correct_workspace(
     into place anew) under a restore changes nothing the restore reads; the next use sees
     the new build and makes the template anew."""
     first = Workspace(config.workspaces["rebuilt"], config, lab).start()  # image + template
-    assert isinstance(first.backend, qemu.QemuBackend)
-    image = first.backend.image
+    assert isinstance(first._backend, qemu.QemuBackend)
+    image = first._backend.image
     first.stop()
 
     def rebuild() -> None:  # as image/build.py does: a new tree, renamed in under the lock
@@ -297,8 +297,8 @@ def test_a_discarded_clone_writes_out_its_shares_and_is_ended_without_a_shutdown
     assert POWER_DOWN not in said, said[-2000:]
 
     with Workspace(config.workspaces["unsynced"], config, lab) as ws:
-        assert isinstance(ws.backend, qemu.QemuBackend)
-        backend = ws.backend
+        assert isinstance(ws._backend, qemu.QemuBackend)
+        backend = ws._backend
         data, _ = stopped(ws, lambda: backend.qmp().command("quit"))
     assert data == bytes(10), "unsynced, the write should still have been in the guest"
 
@@ -332,7 +332,7 @@ from wsfixture.workspaces import Workspace
 config = config_from_dict({config!r})
 lab = Lab(config.network).__enter__()
 ws = Workspace(config.workspaces["orphan"], config, lab).start()
-print(ws.backend.process.pid, lab.name, flush=True)
+print(ws._backend.process.pid, lab.name, flush=True)
 time.sleep(600)
 """
 

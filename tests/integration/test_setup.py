@@ -49,8 +49,8 @@ def lab(state_root: Path, app_conf: Path) -> Iterator[Lab]:
 
 
 def image_of(ws: Workspace) -> Image:
-    assert isinstance(ws.backend, NspawnBackend)
-    return ws.backend.image
+    assert isinstance(ws._backend, NspawnBackend)
+    return ws._backend.image
 
 
 def test_files_then_setup_lines_are_in_the_image_and_built_once(

@@ -46,8 +46,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]
     top = tmp_path_factory.mktemp("transfer")
     config = make_config(top / "state", ct={"type": "container"}, vm=SHAPE)
     with booted(config, "ct", "vm") as (_, vm):
-        assert vm.backend is not None
-        template = vm.backend.checkpoint_shape().split("@")[0]  # the one it restored from
+        assert vm._backend is not None
+        template = vm._backend.checkpoint_shape().split("@")[0]  # the one it restored from
     keys = [recipe_for(config, config.workspaces["ct"]).key, template]
     archive = top / "cache.tar"
     out = wsf("images", "export", str(archive), *keys).stdout

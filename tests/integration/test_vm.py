@@ -61,8 +61,8 @@ def test_vm_from_a_package_layer(vm: Workspace) -> None:
     assert vm.host.file("/etc/resolv.conf").linked_to == "/run/systemd/resolve/stub-resolv.conf"
     assert vm.host.run("curl --version").rc == 0
     # QEMU holds the layer's disk open: a prune leaves that image (and its base) alone.
-    assert isinstance(vm.backend, qemu.QemuBackend)
-    assert vm.backend.image.dir.name in imagecache.busy_keys(imagecache.cached_images())
+    assert isinstance(vm._backend, qemu.QemuBackend)
+    assert vm._backend.image.dir.name in imagecache.busy_keys(imagecache.cached_images())
 
 
 def test_a_vm_has_its_releases_setuid_files_and_the_host_tree_has_none(vm: Workspace) -> None:
@@ -72,8 +72,8 @@ def test_a_vm_has_its_releases_setuid_files_and_the_host_tree_has_none(vm: Works
     assert vm.host.file("/usr/bin/chage").mode == 0o2755
     assert "cap_net_raw" in vm.succeed("/usr/sbin/getcap /usr/bin/ping")
     assert "uid=0(root)" in vm.succeed("doas -n id")  # doas is setuid root, as in the base
-    assert isinstance(vm.backend, qemu.QemuBackend)
-    image = vm.backend.image
+    assert isinstance(vm._backend, qemu.QemuBackend)
+    image = vm._backend.image
     assert image.base is not None
     listed = {entry.path for entry in setid.load(image.base.dir)}
     assert {"usr/bin/su", "usr/bin/chage", "usr/bin/ping", "usr/bin/doas"} <= listed
@@ -89,13 +89,13 @@ def test_testinfra_knows_the_system_from_the_image(vm: Workspace, peer: Workspac
     """``host.system_info`` is read from the image, no command run for it, and it is what
     testinfra finds when it asks the guest (the control: asking runs commands)."""
     for ws in (vm, peer):
-        assert ws.session is not None
-        before = ws.session.commands_run
+        assert ws._ssh is not None
+        before = ws._ssh.commands_run
         known = ws.host.system_info.sysinfo
         assert ws.host.file("/etc/debian_version").is_file  # GNU's file module, from it
-        assert ws.session.commands_run == before + 1, "one command: the file check's"
-        asked = remote.testinfra_host(ws.session, None).system_info.sysinfo
-        assert ws.session.commands_run > before + 1
+        assert ws._ssh.commands_run == before + 1, "one command: the file check's"
+        asked = remote.testinfra_host(ws._ssh, None).system_info.sysinfo
+        assert ws._ssh.commands_run > before + 1
         assert known == asked, ws.name
         assert (known["type"], known["distribution"]) == ("linux", "debian")
 
@@ -118,13 +118,13 @@ def test_vm_host_key_survives_restart_and_nothing_leaks(config: Config) -> None:
     spec = workspace_spec(config, name="vmtwo", type="vm", ip="192.168.83.21", vcpu=2, memory=1024)
     with Lab(config.network) as lab:
         ws = Workspace(spec, config, lab).start()
-        assert ws.session is not None
-        first = ws.session.host_key
-        presented = ws.session.client().get_transport().get_remote_server_key().get_base64()
+        assert ws._ssh is not None
+        first = ws._ssh.host_key
+        presented = ws._ssh.client().get_transport().get_remote_server_key().get_base64()
         ws.stop()
         ws.start()
-        assert ws.session is not None
-        again = ws.session.client().get_transport().get_remote_server_key().get_base64()
+        assert ws._ssh is not None
+        again = ws._ssh.client().get_transport().get_remote_server_key().get_base64()
         ws.stop()
         assert presented == again == first.split()[1]
         name = lab.name
@@ -228,7 +228,7 @@ def test_a_cold_booted_vm_refuses_a_checkpoint_and_makes_nothing(vm: Workspace) 
     assert "only a VM restored from a template can be checkpointed" in str(refused.value)
     assert "cold boot (snapshot = 'off')" in str(refused.value)
     assert vm.checkpoints() == []
-    assert not vm.checkpointing.store.root.exists()
+    assert not vm._checkpointing.store.root.exists()
 
 
 def test_a_vm_flooding_its_serial_port_fills_no_disk(vm: Workspace) -> None:

@@ -372,7 +372,7 @@ def test_cleanup_failure_on_a_worker_fails_the_run(real: pytest.Pytester) -> Non
         import subprocess
 
         def test_pins_a_file(workspace, ws_lab):
-            pinned = workspace.runtime_dir / "pinned"
+            pinned = workspace._runtime_dir / "pinned"
             pinned.write_text("cannot be removed")
             subprocess.run(["chattr", "+i", str(pinned)], check=True)
             open({str(where)!r}, "w").write(ws_lab.name + " " + str(pinned))

@@ -41,10 +41,10 @@ def test_killed_machine_is_a_clear_error(config: Config, kind: str) -> None:
     with Lab(config.network) as lab:
         ws = Workspace(config.workspaces[kind], config, lab).start()
         try:
-            assert ws.backend is not None
-            assert ws.backend.process is not None
-            os.kill(ws.backend.process.pid, signal.SIGKILL)  # our own child, by PID
-            ws.backend.process.wait(10)
+            assert ws._backend is not None
+            assert ws._backend.process is not None
+            os.kill(ws._backend.process.pid, signal.SIGKILL)  # our own child, by PID
+            ws._backend.process.wait(10)
             assert not ws.is_running
             with pytest.raises(WorkspaceGone, match=r"is not running: .*exited with status -9"):
                 ws.succeed("true")

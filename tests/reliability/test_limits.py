@@ -78,8 +78,8 @@ def test_the_limits_are_described_and_recorded(pair: tuple[Workspace, Workspace]
     assert unlimited.describe()["limits"] == {
         "vcpu": "none", "memory_mib": "none", "disk_mib": "none", "pids": "none", "oom_kills": 0
     }  # fmt: skip
-    assert limited.backend is not None
-    dirs = limited.backend.limit_dirs
+    assert limited._backend is not None
+    dirs = limited._backend.limit_dirs
     assert dirs, "this hybrid host keeps the limits in v1 cgroups"
     record = next(r for r in ledger.records() if r.key == f"ws-{limited.lab.name}-limited")
     assert {str(d) for d in dirs} <= set(record.cgroups), "gc finds them after a crash"
@@ -114,8 +114,8 @@ def test_two_busy_loops_get_one_cpu(pair: tuple[Workspace, Workspace]) -> None:
     assert cpu / wall > 1.3, f"control: two loops used {cpu:.2f} s of CPU in {wall:.2f} s"
     cpu, wall = map(float, limited.succeed(BUSY, timeout=60).split())
     assert cpu / wall <= 1.15, f"vcpu = 1, yet {cpu:.2f} s of CPU in {wall:.2f} s"
-    assert limited.backend is not None
-    throttled = [d / "cpu.stat" for d in limited.backend.limit_dirs if (d / "cpu.stat").exists()]
+    assert limited._backend is not None
+    throttled = [d / "cpu.stat" for d in limited._backend.limit_dirs if (d / "cpu.stat").exists()]
     stats = dict(line.split() for line in throttled[0].read_text().splitlines())
     assert int(stats["nr_throttled"]) > 0
 
@@ -124,8 +124,8 @@ def test_stopping_removes_the_limit_cgroups(tmp_path: Path) -> None:
     require_root_and_tools("systemd-nspawn", "dnsmasq")
     config = make_config(tmp_path, bounded=LIMITED)
     with booted(config, "bounded") as [ws]:
-        assert ws.backend is not None
-        dirs = list(ws.backend.limit_dirs)
+        assert ws._backend is not None
+        dirs = list(ws._backend.limit_dirs)
         assert all(d.is_dir() for d in dirs)
     assert [d for d in dirs if d.exists()] == []
 
@@ -156,11 +156,11 @@ def test_writing_past_disk_gets_enospc_and_costs_the_host_at_most_disk(
     _, unlimited = pair
     assert "No space" not in unlimited.succeed(fill, timeout=120)  # control: 2x fits there
     with booted(config, "small") as [ws]:
-        assert ws.backend is not None
-        free_before = shutil.disk_usage(ws.runtime_dir).free
+        assert ws._backend is not None
+        free_before = shutil.disk_usage(ws._runtime_dir).free
         dd = f"dd if=/dev/zero of=/var/tmp/fill bs=1M count={2 * disk}"
         rc, out, err = ws.run(dd, timeout=120)
-        used = free_before - shutil.disk_usage(ws.runtime_dir).free
+        used = free_before - shutil.disk_usage(ws._runtime_dir).free
         assert rc != 0
         assert "No space left on device" in out + err
         assert used <= (disk + 16) * 2**20, f"the host lost {used / 2**20:.0f} MiB"

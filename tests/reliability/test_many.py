@@ -30,14 +30,14 @@ def test_32_containers_start_together_and_pass_their_checks(tmp_path: Path) -> N
 
         def wait(ws: Workspace) -> None:
             try:
-                ws.wait_ready()
+                ws._wait_ready()
             except BaseException as exc:  # every failure is reported below, by name
                 errors[ws.name] = exc
 
         try:
             began = time.monotonic()
             for ws in wss:
-                ws.launch()
+                ws._launch()
             threads = [threading.Thread(target=wait, args=(ws,)) for ws in wss]
             for thread in threads:
                 thread.start()

@@ -247,8 +247,8 @@ def test_container_root_is_not_host_root(box: Workspace) -> None:
     inside, outside, count = (int(n) for n in uid_map.split())
     assert (inside, outside, count) == (0, 1 << 30, 65536)
     # The container's processes are that uid on the host, every one of them.
-    assert box.backend is not None
-    cgroup = box.backend.cgroup
+    assert box._backend is not None
+    cgroup = box._backend.cgroup
     pids = [
         int(p) for f in (cgroup / "payload").rglob("cgroup.procs") for p in f.read_text().split()
     ]
@@ -340,9 +340,9 @@ def test_read_only_shares_hold_against_root_in_a_vm(vmbox: Workspace, config: Co
 
 @pytest.mark.vm
 def test_qemu_is_confined(vmbox: Workspace) -> None:
-    assert vmbox.backend is not None
-    assert vmbox.backend.process is not None
-    qemu = vmbox.backend.process.pid
+    assert vmbox._backend is not None
+    assert vmbox._backend.process is not None
+    qemu = vmbox._backend.process.pid
     status = dict(
         line.split(":", 1) for line in Path(f"/proc/{qemu}/status").read_text().splitlines()
     )
@@ -609,8 +609,8 @@ def test_a_workspace_cannot_take_over_a_neighbours_address(
         take_over(box, victim)
         moved = neighbour_of(lab, victim)
     finally:
-        assert box.backend is not None
-        box.backend.guard_port(port)
+        assert box._backend is not None
+        box._backend.guard_port(port)
         lab.forget_neighbour(victim)
     assert moved == derive.mac("box"), "the control attack did not move the address"
     assert other.succeed("hostname").strip() == "other"

@@ -46,9 +46,9 @@ def test_private_keys_and_state_dirs_are_private(ws: Workspace) -> None:
 
 
 def test_changed_host_key_is_refused(ws: Workspace, tmp_path: Path) -> None:
-    assert ws.session is not None
+    assert ws._ssh is not None
     impostor = keys.host_key(tmp_path, "impostor").public_key()
-    session = SshSession(ws.lab, ws.name, ws.ip, ws.user, ws.session.client_key, impostor)
+    session = SshSession(ws.lab, ws.name, ws.ip, ws.user, ws._ssh.client_key, impostor)
     with pytest.raises(paramiko.BadHostKeyException):
         session.run("true")
     ssh_config_text = ws.lab.ssh_config.read_text()
@@ -113,8 +113,8 @@ def test_a_copy_out_replaces_a_link_the_guest_planted_and_never_writes_through(
         assert not (share / "dest").is_symlink()
         assert (share / "dest").read_text() == f"{ws.name}\n"
         assert sorted(p.name for p in share.iterdir()) == ["control", "dest"]  # no temporaries
-        assert ws.session is not None
-        with ws.session.client().open_sftp() as sftp:
+        assert ws._ssh is not None
+        with ws._ssh.client().open_sftp() as sftp:
             sftp.get("/etc/hostname", str(share / "control"))
         assert control.read_text() == f"{ws.name}\n", "the attack is real without the guard"
     finally:
@@ -164,18 +164,18 @@ def console_flood(ws: Workspace, device: str, mib: int, limit: int) -> None:
     the log to ``limit``: the log and its kept half stay near the limit (the flood's own
     rate past it, between two looks), and the flood is really in the log (it was cut, and
     its tail is the flood's). The handle's limit is put back."""
-    assert ws.log_cap is not None
-    before, ws.log_cap.limit = ws.log_cap.limit, limit
-    cut = ws.log_cap.cut_bytes
+    assert ws._log_cap is not None
+    before, ws._log_cap.limit = ws._log_cap.limit, limit
+    cut = ws._log_cap.cut_bytes
     try:
         ws.succeed(f"doas -n sh -c 'yes wsfixture-flood | head -c {mib}M > {device}'", timeout=120)
         held = ws.console_log.stat().st_size + logcap.previous(ws.console_log).stat().st_size
-        passed = ws.log_cap.cut_bytes - cut + ws.console_log.stat().st_size
+        passed = ws._log_cap.cut_bytes - cut + ws.console_log.stat().st_size
         assert passed >= mib * 2**20 * 0.9, "the flood reached the log"
         assert held < limit * 2 + 48 * 2**20, held
         assert b"wsfixture-flood" in logcap.read_tail(ws.console_log, 4096)
     finally:
-        ws.log_cap.limit = before
+        ws._log_cap.limit = before
 
 
 def test_a_container_flooding_its_console_fills_no_disk(ws: Workspace) -> None:

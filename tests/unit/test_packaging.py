@@ -49,3 +49,22 @@ def test_the_readme_is_a_front_door_and_every_page_is_in_the_site() -> None:
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in sorted((ROOT / "docs").rglob("*.md")):
         assert str(page.relative_to(ROOT / "docs")) in nav, f"{page} is in no nav entry"
+
+
+def test_the_handle_s_public_names_are_the_documented_verbs_and_facts() -> None:
+    """The handle shows a test or a script its verbs (the API reference lists each) and a
+    few facts; what only the plugin and the CLI use (launching, attaching, the backend,
+    the SSH session, the runtime directory, ...) has a leading underscore."""
+    from wsfixture.workspaces import Workspace
+
+    page = (ROOT / "docs" / "reference" / "api.md").read_text()
+    listed = re.search(r"Workspace\n    options:\n      members: \[([^\]]*)\]", page)
+    assert listed is not None
+    verbs = {name.strip() for name in listed[1].split(",")}
+    facts = {"spec", "config", "lab", "state_dir", "timeout", "command_timeout", "state",
+             "ready_seconds", "stop_seconds"}  # fmt: skip
+    public = {name for name in dir(Workspace) if not name.startswith("_")}
+    made = (ROOT / "src/wsfixture/workspaces/handle.py").read_text()  # what __init__ sets
+    assigned = set(re.findall(r"^        self\.([a-z]\w*)(?:: [^=]+)? = ", made, re.MULTILINE))
+    assert public == verbs, "the handle's methods and properties are the documented verbs"
+    assert assigned == facts, "and the attributes it sets are the documented facts"

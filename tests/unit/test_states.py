@@ -19,7 +19,7 @@ def test_a_new_workspace_handle_refuses_commands_and_stops_as_a_no_op() -> None:
     assert ws.state is WorkspaceState.NEW
     with pytest.raises(WorkspaceGone, match="this handle is new"):
         ws.run("true")
-    ws.detach()  # nothing to hand over
+    ws._detach()  # nothing to hand over
     assert ws.state is WorkspaceState.NEW
     ws.stop()
     assert ws.state is WorkspaceState.STOPPED

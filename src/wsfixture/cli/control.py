@@ -59,7 +59,7 @@ def handle(ws: Workspace, request: dict[str, Any]) -> dict[str, Any]:
     try:
         if verb == "checkpoint":
             made = ws.checkpoint(tag)
-            result: Any = made.summary(ws.checkpointing.store.size(made))
+            result: Any = made.summary(ws._checkpointing.store.size(made))
         elif verb == "rollback":
             ws.rollback(str(tag))
             result = {"tag": tag}
@@ -67,20 +67,20 @@ def handle(ws: Workspace, request: dict[str, Any]) -> dict[str, Any]:
             ws.delete_checkpoint(str(tag))
             result = {"tag": tag}
         elif verb == "checkpoints":
-            store = ws.checkpointing.store
+            store = ws._checkpointing.store
             result = [c.summary(store.size(c)) for c in store.listed()]
         elif verb in ("pause", "resume"):
             ws.pause() if verb == "pause" else ws.resume()
             result = {"paused": ws.paused}
-            if ws.supervisor is not None:  # `exec`, `ssh` and `cp` read it there
-                ws.supervisor = dataclasses.replace(ws.supervisor, paused=ws.paused)
-                publish(ws.lab.name, ws.name, ws.supervisor)
+            if ws._supervisor is not None:  # `exec`, `ssh` and `cp` read it there
+                ws._supervisor = dataclasses.replace(ws._supervisor, paused=ws.paused)
+                publish(ws.lab.name, ws.name, ws._supervisor)
         else:
             return {"ok": False, "error": f"unknown request {verb!r}; known: {', '.join(VERBS)}"}
     except WsfixtureError as exc:
         return {"ok": False, "error": str(exc)}
     finally:
-        ws.drop_session()  # the supervisor holds no user's session
+        ws._drop_session()  # the supervisor holds no user's session
     return {"ok": True, "result": result, "seconds": round(time.monotonic() - started, 2)}
 
 

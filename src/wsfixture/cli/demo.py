@@ -50,12 +50,12 @@ def run_demo(path: str) -> int:
             # Images first: a boot timed while another workspace's image builds would
             # count the build, not the boot.
             for ws in workspaces:
-                prepare_image(ws.config, ws.spec, ws.progress)
+                prepare_image(ws.config, ws.spec, ws._progress)
             for ws in workspaces:
                 say(f"== starting {ws.name} ({ws.spec.type}) ...")
-                ws.launch()
+                ws._launch()
             for ws in workspaces:
-                ws.wait_ready()
+                ws._wait_ready()
                 facts = ws.describe()
                 extra = f", accel {facts['accel']}" if "accel" in facts else ""
                 say(f"   {ws.name}: ready in {ws.ready_seconds:.2f}s{extra}")

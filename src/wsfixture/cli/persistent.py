@@ -232,7 +232,7 @@ def handle_on_running(
     running under its supervisor: pinned SSH only; its ``stop()`` closes the connection
     and leaves the workspace running."""
     lab = Lab(config.network, config.network.namespace, shared=True).open()
-    return (handle or Workspace)(config.workspaces[name], config, lab).attach()
+    return (handle or Workspace)(config.workspaces[name], config, lab)._attach()
 
 
 def own_command() -> list[str]:

@@ -111,13 +111,13 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
     finally:
         started(lab.name, name)  # in the ledger now, or failed: no mark needed
     # Its checkpoints outlive it (in its state dir): those it can no longer take are said.
-    for tag, why in ws.checkpointing.keep_matching():
+    for tag, why in ws._checkpointing.keep_matching():
         print(f"NOTE checkpoint {tag!r} removed: {why}", flush=True)
     print(f"READY {ws.ready_seconds:.2f}", flush=True)
     # The `up` command reads one line and leaves; nothing more goes to its pipe.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    ws.drop_session()  # its readiness login is not a user's session
+    ws._drop_session()  # its readiness login is not a user's session
     busy = threading.Lock()
     control.serve(ws, busy, stop)
     why = watch(ws, lab, supervisor, stop, busy)

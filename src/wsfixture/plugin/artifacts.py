@@ -43,7 +43,7 @@ def dir_name_of(nodeid: str) -> str:
 
 
 def transcript_of(ws: Workspace) -> Path:
-    return ws.runtime_dir / TRANSCRIPT
+    return ws._runtime_dir / TRANSCRIPT
 
 
 def commands_text(transcript: Path, since: int, until: int | None = None) -> str:

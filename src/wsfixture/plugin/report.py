@@ -29,7 +29,7 @@ def pytest_runtest_makereport(
             session.mark_failed(used)
         since = item.stash.get(since_key, {})
         # The test's commands end here: gathering what follows runs commands of our own.
-        until = {ws.name: ws.session.commands_run for ws in used if ws.session is not None}
+        until = {ws.name: ws._ssh.commands_run for ws in used if ws._ssh is not None}
         faults = item.stash.get(faults_key, None)
         if faults is not None and faults.timeline:  # the failure, read against what broke
             report.sections.append(("wsfixture faults", faults.describe()))
@@ -75,10 +75,10 @@ def report_style(config: pytest.Config) -> str:
 def commands_run(ws: Workspace, since: int = 0, until: int | None = None) -> list[tuple[str, str]]:
     """The test's commands on ``ws`` (those from ``since`` on, before ``until``), each with
     its status and last lines; wsfixture's own among them are marked."""
-    if ws.session is None:
+    if ws._ssh is None:
         return [("console (tail)", console_tail(ws, 20))]
-    end = ws.session.commands_run if until is None else until
-    ran = [r for r in ws.session.history if since <= r.seq < end]
+    end = ws._ssh.commands_run if until is None else until
+    ran = [r for r in ws._ssh.history if since <= r.seq < end]
     text = "\n".join(r.describe() for r in ran)
     return [("commands (last lines of each)", text or "(none)")]
 

@@ -255,8 +255,8 @@ class WsSession:
             progress=say,
         )
         ws.start()
-        if self.options.artifacts and ws.session is not None:
-            ws.session.transcript = artifacts.transcript_of(ws)  # whole, for a failure's
+        if self.options.artifacts and ws._ssh is not None:
+            ws._ssh.transcript = artifacts.transcript_of(ws)  # whole, for a failure's
         return ws
 
     def prestart(self, item: pytest.Item | None) -> None:
@@ -332,7 +332,7 @@ class WsSession:
         """Keep, or stop: ``background`` lets the test finish while its workspace shuts
         down; ``settle`` (next boot of that name or address, session end) waits for it."""
         if self.keep == "always" or (self.keep == "failed" and ws.name in self.failed):
-            ws.detach()
+            ws._detach()
             self.kept.append(ws)
         elif background:
             self.stopping.append(BackgroundStop.start(ws))
@@ -391,7 +391,7 @@ def track(test: pytest.Item, ws: Workspace) -> None:
     """The test used ``ws``: its report shows it (the commands from now on: a shared
     workspace's earlier tests' are theirs), and --ws-keep=failed keeps it."""
     test.stash.setdefault(used_key, []).append(ws)
-    test.stash.setdefault(since_key, {})[ws.name] = ws.session.commands_run if ws.session else 0
+    test.stash.setdefault(since_key, {})[ws.name] = ws._ssh.commands_run if ws._ssh else 0
 
 
 session_key = pytest.StashKey[WsSession]()

@@ -1,6 +1,6 @@
 """Checkpoints and rollback of a running workspace: the handle's ``checkpoint``,
 ``rollback``, ``checkpoints`` and ``delete_checkpoint`` are ``Checkpointing``'s, a part of
-the handle (``ws.checkpointing``) that reads it through its public face.
+the handle (``ws._checkpointing``) that reads it through its public face.
 
 A checkpoint saves the root filesystem, and for a VM its memory and devices, at one
 instant; a rollback returns them there. The shares (``workspace/``, ``claude-config/``,
@@ -47,7 +47,7 @@ class Checkpointing:
         """A CLI workspace's live in its state directory (they outlive ``down``), a test's
         in its runtime directory (they go with it)."""
         ws = self.ws
-        root = ws.state_dir if ws.supervisor is not None else ws.runtime_dir
+        root = ws.state_dir if ws._supervisor is not None else ws._runtime_dir
         return CheckpointStore(self._name, root / "checkpoints")
 
     def listed(self) -> list[Checkpoint]:
@@ -102,10 +102,10 @@ class Checkpointing:
                                   "make a new checkpoint")  # fmt: skip
         chain = [c.dir for c in store.chain(checkpoint)]
         started = time.monotonic()
-        self.ws.drop_session()
-        self.ws.started_at = started
+        self.ws._drop_session()
+        self.ws._started_at = started
         steps = backend.rollback(chain, checkpoint.shape)
-        self.ws.wait_ready()
+        self.ws._wait_ready()
         store.set_base(checkpoint)
         logger.debug("%s: rolled back to %s in %.2fs: %s", self._name, checkpoint.tag,
                      time.monotonic() - started, steps)  # fmt: skip
@@ -132,7 +132,7 @@ class Checkpointing:
     def keep_matching(self) -> list[tuple[str, str]]:
         """At start: the checkpoints that can no longer be restored into this workspace
         removed, with why (a CLI workspace's outlive it); the root stands on none."""
-        backend = self.ws.backend
+        backend = self.ws._backend
         assert backend is not None
         store = self.store
         dropped = []
@@ -145,7 +145,7 @@ class Checkpointing:
 
     def _checkpointable(self, verb: str) -> tuple[Backend, ledger.Record]:
         """The running backend this handle owns, or CheckpointError saying why not."""
-        backend, record, state = self.ws.backend, self.ws._record, self.ws.state.value
+        backend, record, state = self.ws._backend, self.ws._record, self.ws.state.value
         if backend is None or record is None:
             held = "another process runs it (the CLI's: use `wsfixture " + verb + "`)"
             why = held if state == "attached" else f"this handle is {state}"

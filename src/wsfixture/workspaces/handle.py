@@ -32,15 +32,16 @@ from wsfixture.image import osinfo
 from wsfixture.image.build import Progress
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.validation import check_share_sources
+from wsfixture.net import egress as egress_rules
 from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab
 from wsfixture.process import JOBS_COMMAND, Process, read_jobs
 from wsfixture.remote import SSH_PORT, PinnedConnection, SshSession, testinfra_host
 from wsfixture.retry import retry_until
+from wsfixture.workspaces import guardrails
 from wsfixture.workspaces.checkpoint_store import Checkpoint
 from wsfixture.workspaces.checkpoints import Checkpointing
 from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout, shell_line
-from wsfixture.workspaces.guardrails import Guardrails
 from wsfixture.workspaces.power import Power
 from wsfixture.workspaces.prepare import prepare
 
@@ -57,7 +58,7 @@ class WorkspaceState(enum.Enum):
     STOPPED = "stopped"  # released
 
 
-class Workspace(Commands, Guardrails):
+class Workspace(Commands):
     """One workspace: booted by ``start()``, released by ``stop()``."""
 
     def __init__(
@@ -77,30 +78,30 @@ class Workspace(Commands, Guardrails):
         self.config = config
         self.lab = lab
         self.timeout = timeout or backend_class(spec.type).ready_timeout
-        self.progress = progress
-        self.die_with_owner = die_with_owner
-        self.supervisor = supervisor  # a CLI workspace: what it was started from
+        self._progress = progress
+        self._die_with_owner = die_with_owner
+        self._supervisor = supervisor  # a CLI workspace: what it was started from
         self.command_timeout = command_timeout  # run()'s default; None: commands may run on
         # May it take more memory than the host has available? (None: the config says.)
-        self.overcommit = config.defaults.overcommit if overcommit is None else overcommit
+        self._overcommit = config.defaults.overcommit if overcommit is None else overcommit
         self.state_dir = config.state_dir(spec.name)
-        self.runtime_dir = lab.dir / spec.name
-        self.backend: Backend | None = None
-        self.session: SshSession | None = None
-        self.started_at: float | None = None
+        self._runtime_dir = lab.dir / spec.name
+        self._backend: Backend | None = None
+        self._ssh: SshSession | None = None
+        self._started_at: float | None = None
         self.ready_seconds: float | None = None
         self.stop_seconds: float | None = None
         self._record: ledger.Record | None = None
         self.state = WorkspaceState.NEW
-        self.online = False  # whether it may use its lab's internet (decided at launch)
+        self._online = False  # whether it may use its lab's internet (decided at launch)
         # Its own resolver, where an allowlist holds it (``net.egress``).
-        self.egress_resolver: subprocess.Popen[bytes] | None = None
-        self.forwards: list[PortForward] = []
+        self._egress_resolver: subprocess.Popen[bytes] | None = None
+        self._forwards: list[PortForward] = []
         # The logs its guest writes, held to settings.log_max while this handle owns it.
-        self.log_cap: logcap.LogCap | None = None
-        self._when_stopped: list[Callable[[], None]] = []
-        self.checkpointing = Checkpointing(self)  # where checkpoints are kept, and how
-        self.power = Power(self)  # pause, resume, crash, the clock
+        self._log_cap: logcap.LogCap | None = None
+        self._stop_hooks: list[Callable[[], None]] = []
+        self._checkpointing = Checkpointing(self)  # where checkpoints are kept, and how
+        self._power = Power(self)  # pause, resume, crash, the clock
 
     # -- identity ------------------------------------------------------------------------
 
@@ -118,7 +119,11 @@ class Workspace(Commands, Guardrails):
 
     @property
     def console_log(self) -> Path:
-        return self.runtime_dir / "console.log"
+        return self._runtime_dir / "console.log"
+
+    @property
+    def _allowlist(self) -> tuple[str, ...] | None:
+        return guardrails.allowlist_of(self.config, self.spec)
 
     def __repr__(self) -> str:
         return f"<Workspace {self.name} {self.spec.type} {self.ip} in lab {self.lab.name}>"
@@ -131,8 +136,8 @@ class Workspace(Commands, Guardrails):
         When it fails half way, whatever was started is released before the error goes on.
         """
         try:
-            self.launch()
-            self.wait_ready()
+            self._launch()
+            self._wait_ready()
         except BaseException as exc:
             try:
                 # No orderly shutdown of a machine that never became ready: a VM half way
@@ -143,7 +148,7 @@ class Workspace(Commands, Guardrails):
             raise
         return self
 
-    def launch(self) -> None:
+    def _launch(self) -> None:
         """Everything up to the machine running; does not wait for it to boot (then
         ``wait_ready()``: several launched first boot side by side). On failure, call
         ``stop()`` to release what was made (``start()`` does). Any thread may call it:
@@ -153,55 +158,55 @@ class Workspace(Commands, Guardrails):
             raise StartError(self.name, f"this handle is {self.state.value} already")
         check_share_sources(self.config, self.spec)  # before anything is made
         self.lab.ensure_free(self.name, self.ip)
-        self.online = self.lab.check_internet(self.name, self.spec.internet)
-        self._admit()
+        self._online = self.lab.check_internet(self.name, self.spec.internet)
+        guardrails.admit(self.config, self.spec, self._overcommit)
         self.state = WorkspaceState.OWNED
         self._record = ledger.Record.create(
             f"ws-{self.lab.name}-{self.name}",
             ledger.WorkspaceInfo(
-                self.name, self.lab.name, self.spec.type, supervisor=self.supervisor
+                self.name, self.lab.name, self.spec.type, supervisor=self._supervisor
             ),
         )
-        self._launch(self._record)
+        self._boot(self._record)
 
-    def _launch(self, record: ledger.Record) -> None:
-        ready = prepare(self.config, self.spec, self.progress)
+    def _boot(self, record: ledger.Record) -> None:
+        ready = prepare(self.config, self.spec, self._progress)
         self.lab.set_client_key(ready.client.private)
-        record.add_dir(self.runtime_dir)
-        system.private_dir(self.runtime_dir)
+        record.add_dir(self._runtime_dir)
+        system.private_dir(self._runtime_dir)
         host = ready.lab_host
         info = ledger.workspace_info(record)
         record.update(dataclasses.replace(info, ip=host.ip, user=host.user, host_key=host.host_key))
-        self.lab.add_host(host, online=self.online)
-        self.log_cap = logcap.LogCap([self.console_log], settings.current().log_max).start()
-        if (allowed := self.allowlist) is not None and self.online:
-            log = self.runtime_dir / "egress-dns.log"
-            self.log_cap.watch(log)
-            self.egress_resolver = self.lab.restrict_egress(self.ip, allowed, record, log)
+        self.lab.add_host(host, online=self._online)
+        self._log_cap = logcap.LogCap([self.console_log], settings.current().log_max).start()
+        if (allowed := self._allowlist) is not None and self._online:
+            log = self._runtime_dir / guardrails.EGRESS_LOG
+            self._log_cap.watch(log)
+            self._egress_resolver = self.lab.restrict_egress(self.ip, allowed, record, log)
         ctx = BackendContext(
             config=self.config,
             spec=self.spec,
             lab=self.lab,
-            runtime_dir=self.runtime_dir,
+            runtime_dir=self._runtime_dir,
             state_dir=self.state_dir,
             record=record,
             provision=lambda root, uid_offset: identity.write(root, ready.identity, uid_offset),
-            die_with_owner=self.die_with_owner,
-            progress=self.progress,
+            die_with_owner=self._die_with_owner,
+            progress=self._progress,
         )
-        self.backend = backend_class(self.spec.type)(ctx, ready.image)
-        self.session = SshSession(
+        self._backend = backend_class(self.spec.type)(ctx, ready.image)
+        self._ssh = SshSession(
             self.lab, self.name, self.ip, self.user, ready.client.private, ready.host_public_key
         )
         # Boot time (and the ready timeout) count from here: an image build is not a boot.
-        self.started_at = time.monotonic()
-        self.backend.start()
+        self._started_at = time.monotonic()
+        self._backend.start()
 
-    def wait_ready(self) -> None:
+    def _wait_ready(self) -> None:
         """Wait for the port, then one SSH command with the pinned key."""
-        assert self.backend is not None
-        assert self.session is not None
-        backend, session = self.backend, self.session
+        assert self._backend is not None
+        assert self._ssh is not None
+        backend, session = self._backend, self._ssh
         state = {"now": "waiting for the machine process"}
 
         def port_open(last: bool) -> bool | None:
@@ -225,19 +230,19 @@ class Workspace(Commands, Guardrails):
                 return None
             return True if rc == 0 else None
 
-        assert self.started_at is not None
-        if self.progress is not None:
-            self.progress(f"waiting for sshd on {self.ip} (pinned-key login)")
+        assert self._started_at is not None
+        if self._progress is not None:
+            self._progress(f"waiting for sshd on {self.ip} (pinned-key login)")
         reached = []
         for check in (port_open, ssh_works):
-            remaining = self.timeout - (time.monotonic() - self.started_at)
+            remaining = self.timeout - (time.monotonic() - self._started_at)
             if retry_until(check, max(remaining, 0.1)) is None:
                 awaited = f"sshd on {self.ip}:{SSH_PORT} to accept the pinned-key login"
                 raise ReadyTimeout(
                     self.name, awaited, self.timeout, state["now"], system.tail(self.console_log)
                 )
-            reached.append(f"{check.__name__} at {time.monotonic() - self.started_at:.2f}s")
-        self.ready_seconds = time.monotonic() - self.started_at
+            reached.append(f"{check.__name__} at {time.monotonic() - self._started_at:.2f}s")
+        self.ready_seconds = time.monotonic() - self._started_at
         logger.debug("%s ready: %s", self.name, ", ".join(reached))
 
     def stop(self, discard: bool = False) -> None:
@@ -247,39 +252,39 @@ class Workspace(Commands, Guardrails):
         try:
             self._release(discard=discard)
         finally:
-            hooks, self._when_stopped = self._when_stopped, []
+            hooks, self._stop_hooks = self._stop_hooks, []
             for hook in hooks:
                 hook()
 
-    def when_stopped(self, hook: Callable[[], None]) -> None:
+    def _on_stop(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` once, when this handle is stopped (``wsfixture.workspace()``'s lab
         goes with its workspace)."""
-        self._when_stopped.append(hook)
+        self._stop_hooks.append(hook)
 
-    def detach(self) -> None:
+    def _detach(self) -> None:
         """Let the workspace outlive this process: its machine process becomes the owner in
         the ledger, so ``gc`` reaps it only once that process is gone."""
         if self.state is not WorkspaceState.OWNED:
             return
         assert self._record is not None
-        assert self.backend is not None
-        if self.backend.process is None:
+        assert self._backend is not None
+        if self._backend.process is None:
             return
-        machine = system.ProcessRef.of(self.backend.process.pid)
+        machine = system.ProcessRef.of(self._backend.process.pid)
         if machine is not None:
             self._record.owner = machine
             self._record.save()
         self._stop_log_cap()  # no process of ours holds its logs now
-        if self.session is not None:
-            self.session.close()
+        if self._ssh is not None:
+            self._ssh.close()
         self._record = None
-        self.backend = None
+        self._backend = None
         self.state = WorkspaceState.DETACHED
 
     def _stop_log_cap(self) -> None:
-        if self.log_cap is not None:
-            self.log_cap.stop()
-            self.log_cap = None
+        if self._log_cap is not None:
+            self._log_cap.stop()
+            self._log_cap = None
 
     def _release(self, orderly: bool = True, discard: bool = False) -> None:
         cleanup = Cleanup()
@@ -287,34 +292,34 @@ class Workspace(Commands, Guardrails):
         attempt("stop holding its logs", self._stop_log_cap)
         if self.paused:  # a frozen machine cannot shut down: it goes on first
             attempt("resume it", self.resume)
-        for forward in self.forwards:
+        for forward in self._forwards:
             attempt(f"close {forward!r}", forward.close)
-        self.forwards.clear()
-        attempt("close ssh", self.drop_session)
-        if self.backend is not None:
-            backend = self.backend
+        self._forwards.clear()
+        attempt("close ssh", self._drop_session)
+        if self._backend is not None:
+            backend = self._backend
             started = time.monotonic()
             grace = backend.stop_timeout if orderly else 0.0
             attempt(f"stop {self.spec.type}", lambda: backend.stop(grace, discard))
             self.stop_seconds = time.monotonic() - started
         if self.state is WorkspaceState.OWNED and self._record is not None:
-            if (allowed := self.allowlist) is not None and self.egress_resolver is not None:
-                resolver = self.egress_resolver
+            if (allowed := self._allowlist) is not None and self._egress_resolver is not None:
+                resolver = self._egress_resolver
                 attempt("lift its allowlist", lambda: self.lab.unrestrict_egress(self.ip, allowed))
                 attempt("end its resolver", lambda: system.end_process(resolver, 5.0))
-                self.egress_resolver = None
+                self._egress_resolver = None
             attempt("remove lab host", lambda: self.lab.remove_host(self.name))
             cleanup.add(ledger.release(self._record))
         self._record = None
-        self.backend = None
+        self._backend = None
         if self.state is not WorkspaceState.DETACHED:
             self.state = WorkspaceState.STOPPED
         cleanup.raise_any()
 
-    def drop_session(self) -> None:
+    def _drop_session(self) -> None:
         """Close the SSH session and forget ``host`` and ``conn``: the next use logs in anew."""
-        if self.session is not None:
-            self.session.close()
+        if self._ssh is not None:
+            self._ssh.close()
         self.__dict__.pop("host", None)
         self.__dict__.pop("conn", None)
 
@@ -334,16 +339,16 @@ class Workspace(Commands, Guardrails):
 
     @property
     def is_running(self) -> bool:
-        return self.backend is not None and self.backend.is_up()
+        return self._backend is not None and self._backend.is_up()
 
     # -- using it ------------------------------------------------------------------------
 
-    def attach(self) -> Workspace:
+    def _attach(self) -> Workspace:
         """Talk to a workspace that another process started (the CLI's): pinned SSH only,
         from the persisted keys; ``stop`` then only closes the connection."""
         host_key = keys.host_key(self.state_dir / "ssh-host-keys", self.name)
         client = keys.client_key(self.config.state_root())
-        self.session = SshSession(
+        self._ssh = SshSession(
             self.lab, self.name, self.ip, self.user, client.private, host_key.public_key()
         )
         self.state = WorkspaceState.ATTACHED
@@ -352,14 +357,14 @@ class Workspace(Commands, Guardrails):
     def _session(self) -> SshSession:
         if self.state not in (WorkspaceState.OWNED, WorkspaceState.ATTACHED):
             raise WorkspaceGone(self.name, f"this handle is {self.state.value}")
-        if self.session is None:
+        if self._ssh is None:
             raise WorkspaceGone(self.name, "it is still starting")
-        if self.backend is not None and not self.backend.is_up():
+        if self._backend is not None and not self._backend.is_up():
             # Also when the rest of the machine still answers (a killed nspawn leaves its
             # container running): what this handle manages is gone, say so.
-            reason = self.backend.failure() or "the machine process is gone"
+            reason = self._backend.failure() or "the machine process is gone"
             raise WorkspaceGone(self.name, reason, self.logs(40))
-        return self.session
+        return self._ssh
 
     def run(
         self,
@@ -394,7 +399,7 @@ class Workspace(Commands, Guardrails):
         ``requests.get(f"http://{host}:{port}/")`` then reaches a server inside."""
         self._session()  # a running workspace only
         forward = PortForward(self.lab, self.ip, port, local)
-        self.forwards.append(forward)
+        self._forwards.append(forward)
         return forward.address
 
     def put(self, local: str | Path, remote: str, recursive: bool = False) -> Copied:
@@ -425,42 +430,42 @@ class Workspace(Commands, Guardrails):
         """Save the workspace's root (a VM's memory and devices too) as ``tag``
         (``checkpoint-<n>`` if not given). CheckpointError, with nothing changed, for a
         bad or taken tag or a machine that cannot be saved."""
-        return self.checkpointing.make(tag)
+        return self._checkpointing.make(tag)
 
     def rollback(self, to: str | Checkpoint) -> None:
         """Return the workspace's root (a VM's memory and devices too) to checkpoint
         ``to`` (its tag, or what ``checkpoint`` returned) and wait until it is ready."""
-        self.checkpointing.rollback(to)
+        self._checkpointing.rollback(to)
 
     def checkpoints(self) -> list[Checkpoint]:
         """This workspace's checkpoints, oldest first."""
-        return self.checkpointing.listed()
+        return self._checkpointing.listed()
 
     def delete_checkpoint(self, to: str | Checkpoint) -> None:
         """Remove a checkpoint (its disk layer stays while a later one stands on it)."""
-        self.checkpointing.delete(to)
+        self._checkpointing.delete(to)
 
     @property
     def paused(self) -> bool:
-        return self.power.paused
+        return self._power.paused
 
     def pause(self) -> None:
         """Stop every process of the workspace where it stands, until ``resume``."""
-        self.power.pause()
+        self._power.pause()
 
     def resume(self) -> None:
         """Let a paused workspace go on; its processes are the same processes."""
-        self.power.resume()
+        self._power.resume()
 
     def crash(self) -> None:
         """Cut the power: the machine ends at once, no shutdown inside. The handle is
         stopped; ``start()`` again boots it anew, with the same name, address and key."""
-        self.power.crash()
+        self._power.crash()
 
     def clock_offset(self, seconds: float) -> None:
         """Set a VM's wall clock ``seconds`` ahead of the host's (behind, if negative; 0
         puts it back). FaultError for a container: it shares the host kernel's clock."""
-        self.power.clock_offset(seconds)
+        self._power.clock_offset(seconds)
 
     def jobs(self) -> list[Process]:
         """The commands started detached in it (``spawn``, ``wsfixture exec --detach``),
@@ -472,6 +477,19 @@ class Workspace(Commands, Guardrails):
         return [Process(session, job.command, job.pid, job.directory, job.state)
                 for job in read_jobs(out.decode(errors="replace"))]  # fmt: skip
 
+    def egress(self) -> egress_rules.Record | None:
+        """What its allowlist let through and refused: the names that resolved (and their
+        addresses), and every refused connection and name, oldest first (``net.egress``).
+        None: it has no allowlist."""
+        if (allowed := self._allowlist) is None:
+            return None
+        return guardrails.egress_record(self.lab, self.spec, allowed, self._runtime_dir)
+
+    def out_of_memory(self) -> str | None:
+        """What a report says once the OOM killer ended one of its processes: "killed: out
+        of memory (memory = 512 MiB)"; None until then."""
+        return guardrails.oom_note(self._backend) if self._backend is not None else None
+
     def logs(self, lines: int = 200) -> str:
         """The tail of the console log."""
         return system.tail(self.console_log, lines)
@@ -480,7 +498,7 @@ class Workspace(Commands, Guardrails):
     def host(self) -> testinfra.host.Host:
         """A testinfra Host over the pinned SSH session (``host.sudo()`` uses doas). It knows
         the system (``host.system_info``) from the image, without asking the guest."""
-        image = self.backend.image if self.backend is not None else None
+        image = self._backend.image if self._backend is not None else None
         return testinfra_host(self._session(), osinfo.system_info(image) if image else None)
 
     @functools.cached_property
@@ -497,5 +515,5 @@ class Workspace(Commands, Guardrails):
             "lab": self.lab.name,
             "running": self.is_running,
             "ready_seconds": self.ready_seconds,
-            **(self.backend.describe() if self.backend else {}),
+            **(self._backend.describe() if self._backend else {}),
         }

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class Power:
-    """The power and clock of ``ws``, a part of its handle (``ws.power``); the handle's
+    """The power and clock of ``ws``, a part of its handle (``ws._power``); the handle's
     ``pause``, ``resume``, ``crash`` and ``clock_offset`` are these."""
 
     def __init__(self, ws: Workspace) -> None:
@@ -31,7 +31,7 @@ class Power:
 
     @property
     def paused(self) -> bool:
-        session = self.ws.session
+        session = self.ws._ssh
         return session is not None and session.refusal is not None
 
     def pause(self) -> None:
@@ -71,6 +71,6 @@ class Power:
 
     def _powered(self, verb: str) -> tuple[Backend, SshSession]:
         ws = self.ws
-        if ws.backend is None or ws.session is None or ws.state.value != "owned":
+        if ws._backend is None or ws._ssh is None or ws.state.value != "owned":
             raise WorkspaceGone(ws.name, f"cannot {verb}: this handle does not run it")
-        return ws.backend, ws.session
+        return ws._backend, ws._ssh
