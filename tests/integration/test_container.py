@@ -303,3 +303,23 @@ def test_the_workspace_user_edits_what_the_host_user_put_in_the_share(alpha: Wor
     alpha.succeed(f"echo edited inside >> {inside}")
     assert dropped.read_text() == "written on the host\nedited inside\n"
     assert dropped.stat().st_uid == 1000
+
+
+def test_an_image_account_with_the_users_uid_is_refused_not_taken_over(tmp_path: Path) -> None:
+    """A setup line's `useradd -m user` takes uid 1000, the workspace user's: it used to
+    become that user (`id` said uid=1000(user)). Refused before the machine starts, naming
+    both; the control: the same image with `defaults.user.uid = 1001` starts, `dev` is
+    itself and `user` is untouched."""
+    setup = {"type": "container", "setup": ["useradd -m user"]}
+    config = make_config(tmp_path / "state", taker=setup)
+    with Lab(config.network) as lab:
+        ws = Workspace(config.workspaces["taker"], config, lab)
+        with pytest.raises(ConfigError, match=r"defaults\.user\.uid: is the image's user 'user''s"):
+            ws.start()
+        assert ws.is_running is False
+        assert "taker" not in ledger.workspaces(lab.name)  # nothing of it left
+    assert leftovers(lab.name) == {}
+    config = make_config(tmp_path / "state", {}, {"user": {"uid": 1001}}, taker=setup)
+    with booted(config, "taker") as (ws,):
+        assert ws.succeed("id -un; id -u").split() == ["dev", "1001"]
+        assert ws.succeed("id -u user").strip() == "1000"

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from wsfixture.errors import ConfigError
 from wsfixture.guest import identity
 from wsfixture.host import keys
 from wsfixture.model.config import UserSpec, config_from_dict
@@ -83,3 +84,35 @@ def test_vm_network_matches_mac(alpha: identity.Identity) -> None:
 
     unit = identity.network_unit(replace(alpha, type="vm"))
     assert f"MACAddress={derive.mac('alpha')}" in unit.split("[Network]")[0]
+
+
+PASSWD = "root:x:0:0::/root:/bin/bash\n"
+GROUP = "root:x:0:\n"
+
+
+@pytest.mark.parametrize(
+    ("passwd", "group", "said"),
+    [
+        (PASSWD + "user:x:1000:1000::/home/user:/bin/sh\n", GROUP + "user:x:1000:\n",
+         "is the image's user 'user''s: the workspace user 'dev' would log in as 'user'"),
+        (PASSWD + "dev:x:1001:1001::/home/dev:/bin/sh\n", GROUP + "dev:x:1001:\n",
+         "differs from the image's own user 'dev' (uid 1001, gid 1001)"),
+        (PASSWD, GROUP + "docker:x:1000:\n",
+         "is the gid of the image's group 'docker': the workspace user 'dev' would be in it"),
+    ],
+    ids=["uid-of-another-user", "own-name-other-uid", "gid-of-a-group"],
+)  # fmt: skip
+def test_the_workspace_user_never_silently_becomes_another_account(
+    passwd: str, group: str, said: str
+) -> None:
+    """An image whose setup made an account with the workspace user's uid (``useradd -m
+    user``): adding ``dev`` would make it log in as that user, with its rights. Refused,
+    naming both and the field; a clean image is fine (the control)."""
+    with pytest.raises(ConfigError, match="defaults.user.uid: ") as refused:
+        identity.add_user(passwd, group, "", UserSpec("dev", 1000))
+    assert said in str(refused.value)
+    added = identity.add_user(PASSWD, GROUP, "", UserSpec("dev", 1000))  # a clean image
+    assert "dev:x:1000:1000::/home/dev:/bin/bash\n" in added[0]
+    # The image's own `dev` with the configured ids is the workspace user: kept as it is.
+    same = PASSWD + "dev:x:1000:1000::/home/dev:/bin/sh\n"
+    assert identity.add_user(same, GROUP + "dev:x:1000:\n", "", UserSpec("dev", 1000))[0] == same

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsfixture.errors import ConfigError, ConfigIssue
 from wsfixture.host import inroot
 from wsfixture.model import derive
 from wsfixture.model.config import Config, UserSpec, WorkspaceSpec
@@ -122,9 +123,40 @@ def render(identity: Identity) -> dict[str, File]:
     return files
 
 
+def _entries(text: str) -> dict[str, list[str]]:
+    """An account file's lines by name (passwd: name, x, uid, gid, ...; group: name, x, gid)."""
+    return {f[0]: f for f in (line.split(":") for line in text.splitlines()) if len(f) >= 3}
+
+
+def account_conflict(passwd: str, group: str, user: UserSpec) -> ConfigIssue | None:
+    """Why ``user`` cannot be the workspace user of an image with these accounts: its
+    name is the image's own user with other ids, or its uid (its gid) is another user's
+    (group's) of the image, who it would silently become. None: it can (or it is there
+    already, the same)."""
+    users, groups, uid = _entries(passwd), _entries(group), str(user.uid)
+    where, allowed = "defaults.user.uid", "a uid no account of the image has"
+    if (own := users.get(user.name)) is not None:
+        if own[2:4] == [uid, uid]:
+            return None
+        return ConfigIssue(where, f"differs from the image's own user {user.name!r} (uid "
+                           f"{own[2]}, gid {own[3] if len(own) > 3 else '?'})", user.uid,
+                           f"{own[2]}, the image's (with its own group)")  # fmt: skip
+    if holder := next((name for name, f in users.items() if f[2] == uid), None):
+        return ConfigIssue(where, f"is the image's user {holder!r}'s: the workspace user "
+                           f"{user.name!r} would log in as {holder!r}, with its rights",
+                           user.uid, f"{allowed}, or defaults.user.name = {holder!r}")  # fmt: skip
+    if holder := next((name for name, f in groups.items() if f[2] == uid), None):
+        return ConfigIssue(where, f"is the gid of the image's group {holder!r}: the workspace "
+                           f"user {user.name!r} would be in it", user.uid, allowed)  # fmt: skip
+    return None
+
+
 def add_user(passwd: str, group: str, shadow: str, user: UserSpec) -> tuple[str, str, str]:
-    """The three account files with ``user`` added (unchanged if it is already there)."""
-    if any(line.split(":")[0] == user.name for line in passwd.splitlines()):
+    """The three account files with ``user`` added (unchanged if it is already there, the
+    same); ConfigError where it would take over another account (``account_conflict``)."""
+    if (conflict := account_conflict(passwd, group, user)) is not None:
+        raise ConfigError([conflict])
+    if user.name in _entries(passwd):
         return passwd, group, shadow
     name, uid = user.name, user.uid
     # "*" (not "!"): no password can match, yet the account is not "locked" for key logins.

@@ -8,8 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsfixture.errors import ConfigError
 from wsfixture.guest import identity
-from wsfixture.host import keys, share_acl, system
+from wsfixture.host import inroot, keys, share_acl, system
 from wsfixture.image.build import Progress, ensure_image
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.model.config import Config, WorkspaceSpec
@@ -60,9 +61,22 @@ def prepare(config: Config, spec: WorkspaceSpec, progress: Progress | None) -> P
         (host_key.private.read_text(), host_key.public.read_text()),
     )  # fmt: skip
     image = prepare_image(config, spec, progress)
+    check_accounts(image, config)
     user = config.defaults.user.name
     lab_host = LabHost(spec.name, str(spec.ip), user, host_key.public_key())
     return Prepared(made, client, host_key.public_key(), image, lab_host)
+
+
+def check_accounts(image: Image, config: Config) -> None:
+    """ConfigError, before a machine starts, where the image has an account the workspace
+    user would silently take over (a setup line's ``useradd``; ``identity.account_conflict``)."""
+    # Read inside the layer that holds each (``host.inroot``): a link there stays in it.
+    passwd, group = (
+        inroot.read_text(image.path(f"etc/{name}").parents[1], f"/etc/{name}")
+        for name in ("passwd", "group")
+    )
+    if (conflict := identity.account_conflict(passwd, group, config.defaults.user)) is not None:
+        raise ConfigError([conflict], config.source)
 
 
 def _chown_if_root_owned(path: Path, uid: int) -> None:
