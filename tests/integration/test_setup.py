@@ -99,6 +99,14 @@ def test_a_failing_line_is_named_with_its_status_and_output(
     assert "boom-output" in message
     assert "never" not in message.split("exited 7")[1]
     assert not (lab.dir / "app").exists(), "nothing of the workspace was made"
+    # ... also when its output ends without a newline (the status was said on the same
+    # line, and the error fell back to the build log's raw tail)
+    config = configured(state_root, app_conf, ["printf partial-output; exit 5"])
+    with pytest.raises(ImageBuildError) as info:
+        Workspace(config.workspaces["app"], config, lab).start()
+    message = str(info.value)
+    assert "setup line 1 exited 5: printf partial-output; exit 5" in message
+    assert message.rstrip().endswith("partial-output"), message
 
 
 def test_setup_only_and_files_only_layers_resolve_names_and_keep_files_inside(

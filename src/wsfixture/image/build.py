@@ -401,7 +401,8 @@ def _run_setup(build: _Build, root: Path, shift: int) -> None:
     lines = build.image.recipe.setup
     steps = "".join(
         f"echo {shlex.quote(f'wsfixture-setup: line {n}: {line}')}\n"
-        f'sh -ec {shlex.quote(line)} || {{ echo "wsfixture-setup: line {n} exited $?"; exit 1; }}\n'
+        f"sh -ec {shlex.quote(line)} || {{ rc=$?; printf '\\nwsfixture-setup: line {n} "
+        f"exited %d\\n' \"$rc\"; exit 1; }}\n"
         for n, line in enumerate(lines, 1)
     )
     try:
@@ -413,7 +414,8 @@ def _run_setup(build: _Build, root: Path, shift: int) -> None:
             raise
         n, rc = int(failed[1]), int(failed[2])
         start = text.rfind(f"wsfixture-setup: line {n}: ")
-        output = text[start : failed.start()].splitlines()[1:]
+        # (its status is said on a line of its own: the output may not end with a newline)
+        output = text[start : failed.start()].rstrip("\n").splitlines()[1:]
         raise ImageBuildError(
             build.image.recipe.label,
             f"setup line {n} exited {rc}: {lines[n - 1]}",
