@@ -108,7 +108,7 @@ def test_the_workspace_user_never_silently_becomes_another_account(
     """An image whose setup made an account with the workspace user's uid (``useradd -m
     user``): adding ``dev`` would make it log in as that user, with its rights. Refused,
     naming both and the field; a clean image is fine (the control)."""
-    with pytest.raises(ConfigError, match="defaults.user.uid: ") as refused:
+    with pytest.raises(ConfigError, match=r"defaults\.user\.uid: ") as refused:
         identity.add_user(passwd, group, "", UserSpec("dev", 1000))
     assert said in str(refused.value)
     added = identity.add_user(PASSWD, GROUP, "", UserSpec("dev", 1000))  # a clean image
