@@ -4,6 +4,9 @@ and renamed into place; a failure leaves nothing; only finished entries are list
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,48 @@ def test_only_finished_entries_are_listed_with_their_last_use(tmp_path: Path) ->
     assert listed == {"done": 1000, "used": 2000}
     assert [p.name for p in store.staging_dirs(tmp_path)] == [f"half{store.STAGING_MARK}42"]
     assert store.lock_path(tmp_path / "done") == tmp_path / "done.lock"
+
+
+WAITER = """
+import sys, time
+from pathlib import Path
+from wsfixture.image import store
+print("waiting", flush=True)
+with store.locked(Path(sys.argv[1])):
+    print("in", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_lock_file_removed_under_a_waiter_never_lets_two_processes_in(
+    tmp_path: Path,
+) -> None:
+    """An entry removed while another process waits for its lock: the waiter wakes up
+    holding the unlinked file's lock. It used to go on as if it held the entry's lock,
+    while a newcomer made a new lock file and got in too."""
+    entry = tmp_path / "images" / "trixie-container-0123456789abcdef"
+    entry.mkdir(parents=True)
+    (entry / store.READY).write_text("1\n")
+    lock = store.lock_path(entry)
+    with store.locked(lock) as held:
+        assert held
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", WAITER, str(lock), "5"], stdout=subprocess.PIPE, text=True
+        )
+        assert waiter.stdout is not None
+        try:
+            assert waiter.stdout.readline() == "waiting\n"
+            time.sleep(0.5)  # it is in flock, on the file we hold
+            store.remove_held(entry, store.READY)
+        except BaseException:
+            waiter.kill()
+            raise
+    try:
+        assert waiter.stdout.readline() == "in\n"  # on the lock file there now
+        with store.locked(lock, wait=False) as newcomer:
+            assert newcomer is False, "two processes hold the lock of one name"
+    finally:
+        waiter.kill()
+        waiter.wait(10)
+    with store.locked(lock, wait=False) as after:  # control: once it is gone, we get in
+        assert after is True

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from wsfixture.errors import CleanupError, ImageBuildError
 from wsfixture.guest import osconfig
 from wsfixture.host import inroot, ledger, settings, system
@@ -84,7 +82,7 @@ def ensure_image(
         system.require_tool("mmdebstrap" if recipe.base is None else "systemd-nspawn")
         say = progress or stderr_progress
         store.private_dirs(cache_dir)
-        with FileLock(str(store.lock_path(image.dir))):
+        with store.locked(store.lock_path(image.dir)):
             from wsfixture.image import shared_cache  # it stands on this package's modules
 
             need = BASE_ROOM if recipe.base is None else LAYER_ROOM
@@ -402,7 +400,7 @@ def _run_setup(build: _Build, root: Path, shift: int) -> None:
     steps = "".join(
         f"echo {shlex.quote(f'wsfixture-setup: line {n}: {line}')}\n"
         f"sh -ec {shlex.quote(line)} || {{ rc=$?; printf '\\nwsfixture-setup: line {n} "
-        f"exited %d\\n' \"$rc\"; exit 1; }}\n"
+        f'exited %d\\n\' "$rc"; exit 1; }}\n'
         for n, line in enumerate(lines, 1)
     )
     try:

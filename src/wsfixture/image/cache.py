@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from filelock import FileLock
-
 from wsfixture.host import ledger, settings
 from wsfixture.image import store, templates
 from wsfixture.image.recipe import ImageRecipe
@@ -265,7 +263,7 @@ def make_room(
     want = need + settings.current().cache_min_free
     if free_bytes(root) >= want:
         return None
-    with FileLock(str(root / "room.lock")):
+    with store.locked(root / "room.lock"):
         images = cached_images(root)
         found = templates.cached_templates(root)
         busy = busy_keys(images) | busy_keys(found)

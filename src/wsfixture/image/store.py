@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from wsfixture.errors import CleanupError
+from wsfixture.errors import CleanupError, ImageBuildError
 from wsfixture.host import ledger, settings, system
 
 READY = "ready"  # an image's "finished" stamp: the time it was built
@@ -62,6 +62,41 @@ def templates_dir(cache_dir: Path | None = None) -> Path:
 def lock_path(entry: Path) -> Path:
     """``<key>.lock`` beside the entry: exclusive to make or remove it."""
     return entry.with_name(f"{entry.name}.lock")
+
+
+LOCK_RETRIES = 100  # a lock file unlinked under a waiter this many times in a row: give up
+
+
+@contextlib.contextmanager
+def locked(path: Path, shared: bool = False, wait: bool = True) -> Iterator[bool]:
+    """Hold ``flock`` on the lock file ``path`` (exclusive, or ``shared``) for the body;
+    it gets whether it holds it (False only where ``wait`` is off and another holds it).
+    The one way every cache lock is taken. A remover unlinks a lock file only while it
+    holds it (as ``remove`` does): a waiter that then gets the unlinked file's lock sees that
+    ``path`` is no longer that file, and locks the one there now, so two processes never
+    both hold "the" lock of one name."""
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    for _ in range(LOCK_RETRIES):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # the file we waited on was unlinked: lock the one there now
+    else:
+        raise ImageBuildError(str(path), f"lock file unlinked under us {LOCK_RETRIES} times")
+    try:
+        yield True
+    finally:
+        os.close(fd)
 
 
 def staging_path(entry: Path, pid: int | None = None) -> Path:
@@ -117,27 +152,25 @@ def remove(entry: Path, marker: str, idle_since: float | None = None) -> bool:
     """Remove a finished cache entry under its lock (not while someone makes it); whether
     it went. With ``idle_since`` (making room), not if someone holds the lock now (it is
     being made, removed or restored) or it was used after that time."""
-    fd = os.open(lock_path(entry), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if idle_since is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        else:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
+    with locked(lock_path(entry), wait=idle_since is None) as held:
+        if not held:
+            return False
+        if idle_since is not None:
             try:
                 used = last_used(entry, marker)
             except OSError:
                 return False  # removed meanwhile
             if used != idle_since:
                 return False  # used (or made anew) since
-        (entry / marker).unlink(missing_ok=True)  # no longer looks finished
-        system.remove_tree(entry)
-    finally:
-        os.close(fd)
-    lock_path(entry).unlink(missing_ok=True)
+        remove_held(entry, marker)
     return True
+
+
+def remove_held(entry: Path, marker: str) -> None:
+    """Remove ``entry`` and its lock file, whose lock the caller holds (``locked``)."""
+    (entry / marker).unlink(missing_ok=True)  # no longer looks finished
+    system.remove_tree(entry)
+    lock_path(entry).unlink(missing_ok=True)  # held: a waiter sees it went (``locked``)
 
 
 @contextlib.contextmanager

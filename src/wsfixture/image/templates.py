@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -213,17 +212,6 @@ def copy_ram(source: int, target: int) -> None:
             done += os.sendfile(target, source, start + done, length - done)
 
 
-@contextlib.contextmanager
-def _locked(template: Template, shared: bool) -> Iterator[None]:
-    """``<key>.lock``: exclusive to build or remove, shared to restore."""
-    fd = os.open(store.lock_path(template.dir), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 # Boots and saves a VM into the staging template it is given, its processes and cgroups
 # added to the build's ledger record; returns facts for ``template.json``.
 Build = Callable[[Template, ledger.Record], dict[str, Any]]
@@ -242,7 +230,7 @@ def ensure(
     if template.problem(shape, image) is None:
         return template
     store.private_dirs(cache_dir)
-    with _locked(template, shared=False):
+    with store.locked(store.lock_path(template.dir)):
         why = template.problem(shape, image)
         # (cache and shared_cache stand on this module: asked for here, not at import)
         from wsfixture.image import cache, shared_cache
@@ -267,14 +255,14 @@ def ensure(
 @contextlib.contextmanager
 def restoring(template: Template) -> Iterator[None]:
     """Hold while a clone's QEMU opens the template's files: no rebuild replaces them."""
-    with _locked(template, shared=True):
+    with store.locked(store.lock_path(template.dir), shared=True):
         yield
     store.mark_used(template.dir)  # last use, for `wsfixture images --prune`
 
 
 def invalidate(template: Template) -> None:
     """Remove a template found bad while restoring it; the next use makes it anew."""
-    with _locked(template, shared=False):
+    with store.locked(store.lock_path(template.dir)):
         template.meta_path.unlink(missing_ok=True)  # no longer looks done
         system.remove_tree(template.dir)
 

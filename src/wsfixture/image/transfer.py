@@ -27,8 +27,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import archive, cache, store, templates
 from wsfixture.image.archive import FORMAT, MANIFEST, Entry, TransferError
@@ -224,7 +222,7 @@ def present(entry: Entry, root: Path) -> bool:
 def _place(staging: Path, root: Path, entry: Entry, locked: bool) -> str:
     """Rename one checked entry into the cache, under its lock, unless it is there."""
     target = root / entry.relative  # a checked key: one component under images/ or templates/
-    with contextlib.nullcontext() if locked else FileLock(str(store.lock_path(target))):
+    with contextlib.nullcontext() if locked else store.locked(store.lock_path(target)):
         if present(entry, root):
             return PRESENT
         system.remove_tree(target)  # a half entry without its marker
