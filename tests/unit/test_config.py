@@ -458,3 +458,19 @@ def test_a_state_root_in_a_system_directory_is_refused(root: str) -> None:
 )
 def test_a_state_root_elsewhere_is_taken(root: str) -> None:
     assert config_from_dict({"defaults": {"stateRoot": root}}).state_root().name
+
+
+def test_every_workspace_type_has_its_backend_and_no_other_kind_gets_one() -> None:
+    """The registry (``backends.REGISTRY``) maps each kind the model allows to its class,
+    with its own timeouts; another kind is an error naming the kinds, never QEMU by
+    default (as it was)."""
+    from wsfixture.backends import REGISTRY, backend_class
+    from wsfixture.model.spec import WORKSPACE_TYPES
+
+    assert set(REGISTRY) == set(WORKSPACE_TYPES)
+    assert backend_class("container").__name__ == "NspawnBackend"
+    assert backend_class("vm").__name__ == "QemuBackend"
+    assert backend_class("vm").ready_timeout > backend_class("container").ready_timeout
+    with pytest.raises(ConfigError, match=r"type: is not a workspace type \(got 'box'\); "
+                       "allowed: container, vm"):  # fmt: skip
+        backend_class("box")

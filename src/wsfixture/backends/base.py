@@ -235,14 +235,3 @@ class Backend(abc.ABC):
                 ledger.kill_cgroup(str(directory))
                 self.ctx.record.drop_cgroup(directory)
             self.limit_dirs = []
-
-
-def backend_class(kind: str) -> type[Backend]:
-    """The backend of a workspace ``type``; imported when first asked for."""
-    if kind == "container":
-        from wsfixture.backends.nspawn import NspawnBackend
-
-        return NspawnBackend
-    from wsfixture.backends.qemu import QemuBackend
-
-    return QemuBackend

@@ -22,7 +22,8 @@ from types import TracebackType
 import fabric
 import testinfra.host
 
-from wsfixture.backends.base import Backend, BackendContext, backend_class
+from wsfixture.backends import backend_class
+from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.cleanup import Cleanup
 from wsfixture.copying import Copied
 from wsfixture.errors import CleanupError, ReadyTimeout, StartError, WorkspaceGone
