@@ -31,7 +31,8 @@ def raw_nspawn_argv_without_userns(ws: Workspace) -> list[str]:
     """The same container without the user namespace, to show what the namespace itself
     costs: on a copy of its provisioned tree with the ownership shifted back (untimed)."""
     from wsfixture.backends.nspawn import NspawnBackend
-    from wsfixture.guest.osconfig import CONTAINER_UID_BASE, shift_ownership
+    from wsfixture.guest.osconfig import shift_ownership
+    from wsfixture.model.share_ids import CONTAINER_UID_BASE
 
     assert isinstance(ws._backend, NspawnBackend)
     plain = ws._runtime_dir.parent / f"{ws.name}-plain-root"

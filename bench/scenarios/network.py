@@ -4,11 +4,9 @@ with internet against one without. The world is a namespace of this machine."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from harness import (
-    HERE,
     Context,
     Row,
     median,
@@ -16,6 +14,8 @@ from harness import (
 
 from wsfixture.model.config import config_from_dict
 from wsfixture.net.lab import Lab
+from wsfixture.net.world import WORLD_HTTP, WORLD_NAME
+from wsfixture.net.world import world as make_world
 from wsfixture.workspaces import Workspace
 
 DOWNLOAD_MIB = 32
@@ -89,10 +89,6 @@ def run(ctx: Context) -> list[Row]:
     """The uplink against the lab itself, ws.forward against a request made in the lab, and
     a lab with internet against one without. The world is a namespace of this machine."""
     state, runs = ctx.state, ctx.runs
-    sys.path.insert(0, str(HERE.parent))
-    from tests.support.world import WORLD_HTTP, WORLD_NAME
-    from tests.support.world import world as make_world
-
     with make_world(state / "www") as world:
         blob = f"blob-{DOWNLOAD_MIB}m"
         (state / "www" / blob).write_bytes(os.urandom(DOWNLOAD_MIB * 2**20))

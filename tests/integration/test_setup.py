@@ -14,6 +14,7 @@ from wsfixture import checks
 from wsfixture.backends.nspawn import NspawnBackend
 from wsfixture.errors import ConfigError, ImageBuildError
 from wsfixture.image.recipe import Image, ImageRecipe
+from wsfixture.model import share_ids
 from wsfixture.model.config import Config, config_from_dict
 from wsfixture.net.lab import Lab
 from wsfixture.workspaces import Workspace
@@ -172,7 +173,7 @@ def test_a_hard_linked_file_is_shifted_into_the_containers_range_once(tmp_path: 
     os.link(tree / "usr" / "bin" / "perl", tree / "usr" / "bin" / "perl5.40.1")
     (tree / "usr" / "bin" / "alone").write_text("x")  # control: a file with one name
     osconfig.shift_ownership(tree)
-    base = osconfig.CONTAINER_UID_BASE
+    base = share_ids.CONTAINER_UID_BASE
     for name in ("perl", "perl5.40.1", "alone"):
         st = (tree / "usr" / "bin" / name).lstat()
         assert (st.st_uid, st.st_gid) == (base, base), name

@@ -26,11 +26,11 @@ import pytest
 from tests.support.configs import booted, make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture import checks
-from wsfixture.guest.share_ids import SQUASHED_ROOT
 from wsfixture.host import settings
 from wsfixture.host.setup import QEMU_USER
 from wsfixture.model import derive
 from wsfixture.model.config import Config, workspace_spec
+from wsfixture.model.share_ids import SQUASHED_ROOT
 from wsfixture.net.lab import Lab
 from wsfixture.workspaces import Workspace
 

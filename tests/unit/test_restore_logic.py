@@ -18,14 +18,20 @@ import pytest
 
 from wsfixture.backends.base import BackendContext
 from wsfixture.backends.qemu import QemuBackend
-from wsfixture.backends.qemu.argv import SPARE_ROOT_PORTS, TEMPLATE_MAC, Boot
-from wsfixture.backends.qemu.clone import agent_answer, restore_blocker, spec_restore_blocker
+from wsfixture.backends.qemu.argv import TEMPLATE_MAC, Boot
+from wsfixture.backends.qemu.clone import agent_answer
 from wsfixture.guest import restore, seed
 from wsfixture.host import ledger, system
 from wsfixture.host.virt import Accel
 from wsfixture.image import store, templates
 from wsfixture.image.recipe import Image, ImageRecipe
-from wsfixture.image.templates import Template, TemplateShape
+from wsfixture.image.templates import (
+    SPARE_ROOT_PORTS,
+    Template,
+    TemplateShape,
+    restore_blocker,
+    spec_restore_blocker,
+)
 from wsfixture.model.config import Config, workspace_spec
 from wsfixture.net.lab import Lab
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.prereqs import require_root_and_tools
-from wsfixture.guest.osconfig import CONTAINER_UID_BASE
-from wsfixture.guest.share_ids import (
+from wsfixture.host import inroot, setid_filter, share_acl
+from wsfixture.model.share_ids import (
+    CONTAINER_UID_BASE,
     HOST_ROOT_IN_CONTAINER_SHARES,
     SQUASHED_ROOT,
     ShareOwners,
     map_text,
 )
-from wsfixture.host import inroot, setid_filter, share_acl
 
 B = CONTAINER_UID_BASE
 

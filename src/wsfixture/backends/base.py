@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture.guest.share_ids import ShareOwners
 from wsfixture.host import freezer, ledger, limits, settings, system
 from wsfixture.host import setid_filter as filters
 from wsfixture.image import store
@@ -18,6 +17,7 @@ from wsfixture.image.recipe import Image
 from wsfixture.model import derive
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.resources import Resources
+from wsfixture.model.share_ids import ShareOwners
 from wsfixture.model.shares import STANDARD_SHARE_TABLE
 from wsfixture.net.lab import Lab
 

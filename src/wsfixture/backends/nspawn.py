@@ -19,7 +19,7 @@ from wsfixture.backends.base import Backend, BackendContext
 from wsfixture.guest import osconfig
 from wsfixture.host import freezer, idmap, system
 from wsfixture.image.recipe import Image
-from wsfixture.model import derive
+from wsfixture.model import derive, share_ids
 from wsfixture.retry import retry_until
 
 UPPER = "upper"  # a checkpoint's copy of the container's upper layer
@@ -50,7 +50,7 @@ class NspawnBackend(Backend):
         person would run by hand: nspawn's own bridge port (``own_veth=False``), no user
         namespace (over a tree shifted back, ``root``)."""
         spec, lab = self.ctx.spec, self.ctx.lab
-        # A rw share is bound from its own idmapped mount (``guest.share_ids``: the user's
+        # A rw share is bound from its own idmapped mount (``model.share_ids``: the user's
         # files are the share owner's, root's an unprivileged host id's). A read-only one
         # keeps nspawn's idmap, one to one: its files keep their owners inside.
         idmap_suffix = ":idmap" if user_namespace else ""
@@ -95,12 +95,12 @@ class NspawnBackend(Backend):
         for directory in (self.upper, self.work, self.root):
             directory.mkdir(parents=True, exist_ok=True)
         # The merged root directory takes the upper's owner: the containers' root.
-        os.chown(self.upper, osconfig.CONTAINER_UID_BASE, osconfig.CONTAINER_UID_BASE)
+        os.chown(self.upper, share_ids.CONTAINER_UID_BASE, share_ids.CONTAINER_UID_BASE)
         lower = ":".join(str(layer) for layer in [*self.checkpoint_layers, *self.image.layers])
         options = f"lowerdir={lower},upperdir={self.upper},workdir={self.work}"
         record.add_mount(self.root)
         system.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
-        self.ctx.provision(self.root, osconfig.CONTAINER_UID_BASE)
+        self.ctx.provision(self.root, share_ids.CONTAINER_UID_BASE)
         self._map_shares()
         # TERM=dumb: the console log is read as plain text, without colour escapes.
         env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "TERM": "dumb"}

@@ -20,6 +20,7 @@ from types import ModuleType
 
 from wsfixture.guest import seed
 from wsfixture.host import system
+from wsfixture.model.share_ids import CONTAINER_UID_BASE, CONTAINER_UID_COUNT
 
 BASE_PACKAGES = (
     "systemd",
@@ -121,13 +122,6 @@ VM_FSTAB = "/dev/vda / ext4 rw,noatime,x-systemd.growfs 0 1\n"
 STUB_RESOLV = "../run/systemd/resolve/stub-resolv.conf"  # resolved's stub, as the target
 
 
-# Container workspaces run in a user namespace: container uid N is host uid BASE + N, for N
-# below COUNT. One range for every container, so images are stored shifted once and shared
-# (no chown at boot; systemd 252 cannot idmap an overlayfs root). Containers then share
-# host uids with each other, but not a mount, PID or network namespace, nor any file but
-# their own shares. The range sits high above any login's and systemd's dynamic users.
-CONTAINER_UID_BASE = 1 << 30
-CONTAINER_UID_COUNT = 65536
 # systemd-nspawn's options for that namespace, over a tree already shifted into it.
 NSPAWN_USER_NAMESPACE = (
     f"--private-users={CONTAINER_UID_BASE}:{CONTAINER_UID_COUNT}",

@@ -1,7 +1,7 @@
 """User namespaces made to order, and idmapped mounts made from them.
 
 systemd-nspawn's own ``:idmap`` maps a container's ids one to one onto the host's (its root
-onto host root); a share needs a narrower map (``guest.share_ids``), so wsfixture makes the
+onto host root); a share needs a narrower map (``model.share_ids``), so wsfixture makes the
 mount itself: ``open_tree`` clones the source, ``mount_setattr`` gives the clone the map of a
 user namespace (and nosuid, nodev), ``move_mount`` puts it where nspawn binds it from.
 
@@ -19,8 +19,8 @@ import threading
 from pathlib import Path
 
 from wsfixture.errors import PrerequisiteError
-from wsfixture.guest.share_ids import IdMap, map_text
 from wsfixture.host import system
+from wsfixture.model.share_ids import IdMap, map_text
 from wsfixture.retry import retry_until
 
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442  # the same on x86_64 and arm64

@@ -1,6 +1,6 @@
 """The default ACL that lets a workspace edit what host root puts into its shares.
 
-A rw share maps only two ids (``guest.share_ids``): host root is never one of them, so a
+A rw share maps only two ids (``model.share_ids``): host root is never one of them, so a
 file that host root (wsfixture itself, or a person with sudo) puts into ``workspace/``
 would be nobody's inside and read-only there. A default ACL on the share's directory gives
 every file and directory made below it afterwards an entry for the share owner (the
@@ -19,7 +19,7 @@ import os
 import struct
 from pathlib import Path
 
-from wsfixture.guest.share_ids import SQUASHED_ROOT
+from wsfixture.model.share_ids import SQUASHED_ROOT
 
 ACL_XATTR_VERSION = 2
 ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20

@@ -1,14 +1,17 @@
 """What this host offers VMs: the accelerator that really runs guests, CPUs and memory to
-clamp to, vsock, the TSC frequency and virtiofsd. Read from /proc and /dev, never by
-booting anything; ``doctor`` and the QEMU backend ask the same questions here."""
+clamp to, vsock, the TSC frequency, virtiofsd and QEMU's version. Read from /proc and /dev
+(and ``qemu-system-x86_64 --version``), never by booting anything; ``doctor`` and the QEMU
+backend ask the same questions here."""
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from wsfixture.errors import PrerequisiteError
+from wsfixture.host import system
 
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"  # QEMU 7.2's C daemon (Debian 12: qemu-system-common)
 
@@ -95,3 +98,11 @@ def tsc_khz() -> int:
         if line.startswith("cpu MHz"):
             return int(float(line.split(":")[1]) * 1000)
     return 2_000_000
+
+
+@functools.cache
+def qemu_version() -> str:
+    """QEMU's version line, asked once per process (a template is restored by the QEMU
+    that made it only)."""
+    out = system.run([system.require_tool("qemu-system-x86_64"), "--version"])
+    return out.splitlines()[0].strip()

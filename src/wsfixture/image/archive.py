@@ -37,8 +37,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from wsfixture.errors import ImageBuildError
-from wsfixture.guest.osconfig import CONTAINER_UID_BASE
 from wsfixture.image import store
+from wsfixture.model.share_ids import CONTAINER_UID_BASE
 
 MANIFEST = "wsfixture-export.json"
 FORMAT = 1

@@ -38,6 +38,7 @@ from wsfixture.image.recipe import (
     file_digest,
     image_dir,
 )
+from wsfixture.model import share_ids
 
 EXT4_SIZE = "3G"  # sparse; the per-VM qcow2 overlay and growfs take it to the spec's size
 # Room an image needs in the cache while it is built, a little over the most seen here: a
@@ -312,9 +313,9 @@ def _install_layer(build: _Build) -> None:
     layer, work, merged = staging / "layer", staging / "work", staging / "merged"
     for directory in (layer, work, merged):
         directory.mkdir()
-    # A container image belongs to the containers' root (osconfig.CONTAINER_UID_BASE): apt
+    # A container image belongs to the containers' root (share_ids.CONTAINER_UID_BASE): apt
     # runs in the same user namespace, and what the host writes here is shifted likewise.
-    shift = 0 if image.recipe.flavour == "vm" else osconfig.CONTAINER_UID_BASE
+    shift = 0 if image.recipe.flavour == "vm" else share_ids.CONTAINER_UID_BASE
     os.chown(layer, shift, shift)  # the merged tree's root directory
     (staging / store.BASE_READY).write_text(store.ready_stamp(image.base.dir))
     lower = ":".join(str(path) for path in image.base.layers)

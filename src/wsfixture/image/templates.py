@@ -34,9 +34,11 @@ from typing import Any
 
 from wsfixture.errors import TemplateError
 from wsfixture.guest import osconfig, restore
-from wsfixture.host import ledger, system
+from wsfixture.host import ledger, system, virt
 from wsfixture.image import store
 from wsfixture.image.recipe import Image, file_digest
+from wsfixture.model.config import Config, WorkspaceSpec
+from wsfixture.model.shares import STANDARD_SHARE_TABLE
 
 # The procedure's own version (file layout, how the VM is saved); the guest side's is the
 # digest of wsfixture.guest.restore, in every key.
@@ -49,6 +51,32 @@ RAM_BLOCK = 2**16  # what ``ram_digest`` reads at a time, and skips when all zer
 # Room a template needs beside its memory file (as large as the shape's memory): its state
 # (up to 200 MiB seen), the frozen overlay and the console log.
 TEMPLATE_ROOM_MIB = 256
+
+
+# Spare PCIe root ports of a restorable VM, for the shares hot-plugged after a restore
+# (vhost-user-fs cannot be migrated in QEMU 7.2): a VM with more shares boots cold.
+SPARE_ROOT_PORTS = 8
+
+
+def restore_blocker(snapshot_mode: str, machine: str, vsock: bool, shares: int) -> str | None:
+    """Why this VM boots cold instead of restoring a template; None if it can restore."""
+    if snapshot_mode == "off":
+        return "snapshot = 'off'"
+    if machine != "q35":
+        return f"machine {machine!r} has no PCIe slots to hot-plug shares into (q35 has)"
+    if vsock:
+        return "a vsock device's CID is fixed at boot"
+    if shares > SPARE_ROOT_PORTS:
+        return f"{shares} shares, a restored VM takes at most {SPARE_ROOT_PORTS}"
+    return None
+
+
+def spec_restore_blocker(config: Config, spec: WorkspaceSpec) -> str | None:
+    """``restore_blocker`` for a VM of ``spec`` on this host: what a start decides by, and
+    what ``wsfixture images key`` counts templates by."""
+    vsock = spec.vsock != "off" and virt.vsock_available()
+    shares = len(STANDARD_SHARE_TABLE) + len(spec.shares)
+    return restore_blocker(config.snapshot_for(spec), spec.machine, vsock, shares)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
     chosen = options.read(config)
     config.stash[session_key] = WsSession(config, chosen)
     if chosen.image_cache:
-        from wsfixture.backends.qemu.template import qemu_version
+        from wsfixture.host.virt import qemu_version
         from wsfixture.image import shared_cache
         from wsfixture.image.registry import Reference
 

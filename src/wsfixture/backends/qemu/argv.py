@@ -8,14 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsfixture.guest import restore, seed
+from wsfixture.image.templates import SPARE_ROOT_PORTS
 
 # The sockets of a boot, in its ``Boot.sockets`` directory.
 QMP_SOCKET = "qmp.sock"
 SERIAL_SOCKET = "serial.sock"
 IDENTITY_SOCKET = "identity.sock"
-# Spare PCIe root ports of a restorable VM, for the shares hot-plugged after a restore
-# (vhost-user-fs cannot be migrated in QEMU 7.2).
-SPARE_ROOT_PORTS = 8
 # Every template's NIC: a clone takes its own MAC from its identity. Locally administered.
 TEMPLATE_MAC = "52:54:00:00:00:01"
 DISK_FDSET = 1

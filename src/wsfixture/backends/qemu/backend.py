@@ -34,7 +34,7 @@ from wsfixture.host import idmap, ledger, settings, system, virt
 from wsfixture.host.setup import QEMU_USER, has_qemu_user
 from wsfixture.image.build import stderr_progress
 from wsfixture.image.recipe import Image
-from wsfixture.image.templates import Template, TemplateShape
+from wsfixture.image.templates import Template, TemplateShape, spec_restore_blocker
 from wsfixture.model import derive
 from wsfixture.model.resources import Resources
 from wsfixture.retry import retry_until
@@ -177,7 +177,7 @@ class QemuBackend(Backend):
         # QEMU bounds the guest's CPUs and memory itself; its cgroup bounds its threads.
         self.enforce(Resources(pids=self.resources.pids))
         self._start_helpers()
-        blocker = clone.spec_restore_blocker(self.ctx.config, self.ctx.spec)
+        blocker = spec_restore_blocker(self.ctx.config, self.ctx.spec)
         if blocker is None:
             try:
                 self.say("restoring from a template")
@@ -254,7 +254,7 @@ class QemuBackend(Backend):
 
     def _start_mapped_virtiofsd(self, tag: str, source: Path) -> None:
         """A rw share's daemon: in a user namespace of the share's map
-        (``guest.share_ids``), under the share filter (no setuid, setgid or special files),
+        (``model.share_ids``), under the share filter (no setuid, setgid or special files),
         without the capabilities to make device nodes or file capabilities. In that
         namespace it is not host root and cannot walk the private state dirs, so it gets
         its listening socket as an fd, and the share bound at /mnt in a mount namespace of

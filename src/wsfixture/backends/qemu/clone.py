@@ -24,16 +24,14 @@ from pathlib import Path
 from typing import Protocol
 
 from wsfixture.backends.qemu import channel, disk
-from wsfixture.backends.qemu.argv import IDENTITY_SOCKET, SPARE_ROOT_PORTS, TEMPLATE_MAC, Boot
+from wsfixture.backends.qemu.argv import IDENTITY_SOCKET, TEMPLATE_MAC, Boot
 from wsfixture.backends.qemu.qmp import QmpClient, leave_out_memory, wait_migration
 from wsfixture.backends.qemu.template import TemplateHost, build_template
 from wsfixture.errors import CorruptTemplateError, TemplateError
 from wsfixture.guest import restore
-from wsfixture.host import system, virt
+from wsfixture.host import system
 from wsfixture.image import templates
 from wsfixture.image.templates import Template
-from wsfixture.model.config import Config, WorkspaceSpec
-from wsfixture.model.shares import STANDARD_SHARE_TABLE
 from wsfixture.retry import retry_until
 
 log_steps = logging.getLogger("wsfixture.restore")
@@ -72,27 +70,6 @@ class RestoreTarget(TemplateHost, Protocol):
     def reset(self) -> None:
         """Undo a failed restore (its QEMU and share daemons), ready to try again."""
         ...
-
-
-def restore_blocker(snapshot_mode: str, machine: str, vsock: bool, shares: int) -> str | None:
-    """Why this VM boots cold instead of restoring a template; None if it can restore."""
-    if snapshot_mode == "off":
-        return "snapshot = 'off'"
-    if machine != "q35":
-        return f"machine {machine!r} has no PCIe slots to hot-plug shares into (q35 has)"
-    if vsock:
-        return "a vsock device's CID is fixed at boot"
-    if shares > SPARE_ROOT_PORTS:
-        return f"{shares} shares, a restored VM takes at most {SPARE_ROOT_PORTS}"
-    return None
-
-
-def spec_restore_blocker(config: Config, spec: WorkspaceSpec) -> str | None:
-    """``restore_blocker`` for a VM of ``spec`` on this host: what the backend decides by,
-    and what ``wsfixture images key`` counts templates by."""
-    vsock = spec.vsock != "off" and virt.vsock_available()
-    shares = len(STANDARD_SHARE_TABLE) + len(spec.shares)
-    return restore_blocker(config.snapshot_for(spec), spec.machine, vsock, shares)
 
 
 def start_by_restore(vm: RestoreTarget) -> str:

@@ -14,7 +14,6 @@ needs of the VM only ``TemplateHost``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import subprocess
 import time
@@ -70,13 +69,6 @@ class TemplateHost(Protocol):
     def watch_owner(self, cgroup: Path, record: ledger.Record) -> None: ...
 
     def reap_spawned(self, cgroup: Path) -> None: ...
-
-
-@functools.cache
-def qemu_version() -> str:
-    """QEMU's version line, asked once per process."""
-    out = system.run([system.require_tool("qemu-system-x86_64"), "--version"])
-    return out.splitlines()[0].strip()
 
 
 def build_template(vm: TemplateHost, template: Template, record: ledger.Record) -> dict[str, Any]:
@@ -188,7 +180,7 @@ def shape_for(config: Config, spec: WorkspaceSpec, image_key: str) -> TemplateSh
     return TemplateShape(
         image_key=image_key, machine=spec.machine, vcpu=vcpu, memory=memory, disk=wanted.disk,
         accel=virt.host_accel(spec.accel).name, share_transport=SHARE_TRANSPORT,
-        qemu=qemu_version(), kernel_args=" ".join(KERNEL_ARGS),
+        qemu=virt.qemu_version(), kernel_args=" ".join(KERNEL_ARGS),
     )  # fmt: skip
 
 

@@ -138,7 +138,6 @@ def size_fields(usage: imagecache.DiskUsage) -> dict[str, object]:
 def config_keys(config_path: str) -> list[str]:
     """The keys of every image (bases included) and VM template the config's workspaces
     boot from on this host."""
-    from wsfixture.backends.qemu.clone import spec_restore_blocker
     from wsfixture.backends.qemu.template import shape_for
     from wsfixture.workspaces.prepare import recipe_for
 
@@ -150,7 +149,7 @@ def config_keys(config_path: str) -> list[str]:
         while layer is not None:
             keys.add(layer.key)
             layer = layer.base
-        if spec.type == "vm" and spec_restore_blocker(config, spec) is None:
+        if spec.type == "vm" and templates.spec_restore_blocker(config, spec) is None:
             keys.add(shape_for(config, spec, recipe.key).key)
     return sorted(keys)
 
@@ -236,7 +235,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from wsfixture.backends.qemu.template import qemu_version
+    from wsfixture.host.virt import qemu_version
 
     if not args.operands:
         raise UsageError("images pull REF [KEY...]: which registry reference?")

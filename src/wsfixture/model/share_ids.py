@@ -23,7 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wsfixture.guest.osconfig import CONTAINER_UID_BASE
+# Container workspaces run in a user namespace: container uid N is host uid BASE + N, for N
+# below COUNT. One range for every container, so images are stored shifted once and shared
+# (no chown at boot; systemd 252 cannot idmap an overlayfs root). Containers then share
+# host uids with each other, but not a mount, PID or network namespace, nor any file but
+# their own shares. The range sits high above any login's and systemd's dynamic users.
+CONTAINER_UID_BASE = 1 << 30
+CONTAINER_UID_COUNT = 65536
 
 # Just below the containers' range: unused on a host, not nobody (which daemons share),
 # not an id any container runs as.
