@@ -14,7 +14,7 @@ from harness import (
     say,
 )
 
-from wsfixture.image.build import ensure_image
+from wsfixture.image.obtain import ensure_image
 from wsfixture.image.recipe import ImageRecipe
 from wsfixture.workspaces import Workspace
 

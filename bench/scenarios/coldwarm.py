@@ -16,7 +16,7 @@ from harness import (
 )
 
 from wsfixture.host import settings
-from wsfixture.image.build import ensure_image
+from wsfixture.image.obtain import ensure_image
 from wsfixture.image.recipe import ImageRecipe
 
 

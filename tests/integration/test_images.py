@@ -20,9 +20,9 @@ from tests.support.configs import make_config
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.errors import ImageBuildError, TemplateError
 from wsfixture.host import ledger, settings, system
-from wsfixture.image import setid, templates
-from wsfixture.image.build import ensure_image
+from wsfixture.image import obtain, setid
 from wsfixture.image.cache import DAY, free_bytes, make_room
+from wsfixture.image.obtain import ensure_image
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.image.templates import Template, TemplateShape
 from wsfixture.workspaces.prepare import recipe_for
@@ -242,7 +242,7 @@ def test_an_image_or_template_that_would_not_fit_is_refused_before_anything_is_m
             raise AssertionError("a template that does not fit was made")
 
         with pytest.raises(TemplateError, match=f"no room for VM template {shape.key} in "):
-            templates.ensure(shape, image, build, lambda line: None)
+            obtain.ensure_template(shape, image, build, lambda line: None)
         assert sorted(p.name for p in (cache / "templates").iterdir()) == [f"{shape.key}.lock"]
 
 

@@ -26,7 +26,7 @@ from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import store, templates
-from wsfixture.image.build import ensure_image
+from wsfixture.image.obtain import ensure_image
 from wsfixture.image.recipe import ImageRecipe
 
 SOAK = os.environ.get("WSFIXTURE_SOAK") == "1"

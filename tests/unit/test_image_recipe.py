@@ -85,30 +85,40 @@ def test_a_layer_over_a_rebuilt_base_is_not_ready(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "constant"),
+    ("module", "constant", "flavours"),
     [
-        ("osconfig", "SSHD_CONFIG"),
-        ("osconfig", "MASKED_UNITS"),
-        ("osconfig", "SSHD_PAM_DROPPED"),
-        ("seed", "SEED_SCRIPT"),
-        ("seed", "SEED_FW_CFG"),
+        ("osconfig", "SSHD_CONFIG", ("container", "vm")),
+        ("osconfig", "MASKED_UNITS", ("container", "vm")),
+        ("osconfig", "SSHD_PAM_DROPPED", ("container", "vm")),
+        ("osconfig", "CONTAINER_MASKED_GENERATORS", ("container",)),
+        ("osconfig", "VM_ESSENTIAL_HOOK", ("vm",)),
+        ("seed", "SEED_SCRIPT", ("vm",)),
+        ("seed", "SEED_UNIT", ("vm",)),
     ],
 )
-def test_a_changed_guest_constant_makes_a_new_key(
-    module: str, constant: str, monkeypatch: pytest.MonkeyPatch
+def test_a_changed_guest_constant_makes_new_keys_of_its_flavours_only(
+    module: str, constant: str, flavours: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """What is written into a guest is in the keys of the images it is written into (a
+    layer's too, through its base's), and in no other: a VM's seed builds no container."""
     from wsfixture.guest import osconfig, seed
 
     target = {"osconfig": osconfig, "seed": seed}[module]
-    layer = ImageRecipe.for_packages(["git"])
-    before = (ImageRecipe.base_of("vm").key, layer.key)
+
+    def keys() -> dict[str, tuple[str, str]]:
+        return {flavour: (ImageRecipe.base_of(flavour).key,
+                          ImageRecipe.for_packages(["git"], flavour).key)
+                for flavour in ("container", "vm")}  # fmt: skip
+
+    before = keys()
     value = getattr(target, constant)
     monkeypatch.setattr(
         target, constant, (*value, "x") if isinstance(value, tuple) else value + "#"
     )
-    after = (ImageRecipe.base_of("vm").key, layer.key)
-    assert before[0] != after[0]
-    assert before[1] != after[1]  # a layer's key covers its base's
+    after = keys()
+    for flavour in ("container", "vm"):
+        moved = [before[flavour][i] != after[flavour][i] for i in (0, 1)]
+        assert moved == ([True, True] if flavour in flavours else [False, False]), flavour
 
 
 def test_the_seed_carries_the_mount_table(tmp_path: Path) -> None:
@@ -172,3 +182,72 @@ def test_a_finished_build_says_what_it_made_in_its_own_time() -> None:
     assert ready_line(layer, 2.7, "[ 48.0s]") == (
         f"[ 48.0s] layer (curl) {layer.key} ready in 2.7s"
     )
+
+
+# What the guest is given, by version: the image keys' digests of ``osconfig.image_setup``
+# and the template keys' of ``restore.template_files`` (and its protocol's names).
+GOLDEN_IMAGES = {"14": {"container": "5d36dd5a3a736f3c", "vm": "5a0b6bad94d866f6"}}
+GOLDEN_TEMPLATES = {"3": "946cfb8f1fa7863f"}
+
+
+def test_what_the_guest_is_given_is_pinned_by_version() -> None:
+    """Every image and template key moves when what is written into the guest moves: a
+    move is made on purpose, with a new version and its digests here (every host's cache,
+    every shared registry and CI cache misses once), never by a refactoring."""
+    from wsfixture.guest import osconfig, restore
+    from wsfixture.image.recipe import BUILDER_VERSION
+    from wsfixture.image.templates import TEMPLATE_VERSION
+
+    images = {flavour: osconfig.fingerprint(flavour) for flavour in ("container", "vm")}
+    assert images == GOLDEN_IMAGES.get(BUILDER_VERSION), (
+        "the rendered guest changed: bump BUILDER_VERSION (image.recipe) and add its "
+        f"digests here: {images}"
+    )
+    assert restore.fingerprint() == GOLDEN_TEMPLATES.get(TEMPLATE_VERSION), (
+        "the template's guest changed: bump TEMPLATE_VERSION (image.templates) and add its "
+        f"digest here: {restore.fingerprint()}"
+    )
+
+
+@pytest.mark.parametrize("module_name", ["osconfig", "seed", "restore"])
+def test_a_comment_or_docstring_changes_no_key(module_name: str) -> None:
+    """The guest modules' source, with a comment added to every function and every
+    docstring changed, loaded as a module of its own: what it gives the guest, and so
+    every key, is the same (the keys hashed that source once: a reformat rebuilt every
+    image and template on every host)."""
+    import ast
+    import importlib
+    import sys
+    import types
+
+    real = importlib.import_module(f"wsfixture.guest.{module_name}")
+    tree = ast.parse(Path(real.__file__ or "").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.Module) and ast.get_docstring(node):
+            first = node.body[0]
+            assert isinstance(first, ast.Expr)
+            first.value = ast.Constant("an edited docstring")
+    edited = "\n".join(
+        f"{line}  # an added comment" if line.rstrip().endswith(":") and "def " in line
+        else line for line in ast.unparse(tree).splitlines()
+    )  # fmt: skip
+    twin = types.ModuleType(real.__name__)
+    twin.__dict__["__file__"] = real.__file__
+    saved = sys.modules[real.__name__]
+    try:
+        sys.modules[real.__name__] = twin  # its own functions see its own globals
+        exec(compile(edited, f"<edited {module_name}>", "exec"), twin.__dict__)
+    finally:
+        sys.modules[real.__name__] = saved
+    assert edited != Path(real.__file__ or "").read_text()
+    if module_name == "restore":
+        assert twin.fingerprint() == real.fingerprint()
+    elif module_name == "osconfig":
+        for flavour in ("container", "vm"):
+            assert twin.fingerprint(flavour) == real.fingerprint(flavour)
+    else:  # seed: what the image gets of it is in osconfig's files
+        assert (twin.SEED_SCRIPT, twin.SEED_UNIT, twin.SHARES_UNIT) == (
+            real.SEED_SCRIPT,
+            real.SEED_UNIT,
+            real.SHARES_UNIT,
+        )

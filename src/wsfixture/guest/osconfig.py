@@ -1,22 +1,24 @@
 """The guest's operating system configuration: what every workspace image is made of and
 how its tree is set up, in one place.
 
-Its content (every constant here and in ``wsfixture.guest.seed``, and the code of the
-functions that apply them) is hashed into each image's key (``fingerprint``), so changing
-any of it builds new images instead of silently booting old ones.
+``image_setup`` says, as data, everything it does to a tree (the files it writes, the
+links, the units it enables and masks, ...) and ``customise`` does exactly that; the digest
+of that data is in each image's key (``fingerprint``), beside the build procedure's version
+(``image.recipe.BUILDER_VERSION``). So a changed config, unit or script builds new images
+instead of silently booting old ones, and a comment, a docstring or a reformat of this
+code changes no key. A change to how the data is applied (the code below) bumps
+``BUILDER_VERSION``.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import json
 import os
 import stat
 import struct
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 from wsfixture.guest import seed
 from wsfixture.host import system
@@ -173,36 +175,88 @@ def _caps_owned_by(caps: bytes, offset: int) -> bytes:
     return struct.pack("<6I", (magic & 0x00FFFFFF) | 0x03000000, *data, _shifted(root, offset))
 
 
+SEED_SCRIPT_PATH = "usr/local/sbin/wsfixture-seed"
+REMOVED = ("etc/ssh/ssh_host_*", "etc/hostname")  # globs: the build's keys, its hostname
+
+
+def image_files(flavour: str) -> dict[str, str]:
+    """Every file the guest configuration writes into a tree: its path -> its content."""
+    files = {
+        "etc/machine-id": "",  # each workspace gets its own at boot
+        "etc/ssh/sshd_config.d/wsfixture.conf": SSHD_CONFIG,
+        "etc/systemd/resolved.conf.d/wsfixture.conf": RESOLVED_CONFIG,
+        "etc/systemd/journald.conf.d/wsfixture.conf": JOURNALD_CONFIG,
+    }
+    if flavour == "vm":  # a VM boots its own kernel: fstab, unused drivers off, the seed
+        files |= {
+            "etc/fstab": VM_FSTAB,
+            "etc/modprobe.d/wsfixture.conf": "".join(
+                f"blacklist {module}\n" for module in VM_UNUSED_MODULES
+            ),
+            SEED_SCRIPT_PATH: seed.SEED_SCRIPT,
+            "etc/systemd/system/wsfixture-seed.service": seed.SEED_UNIT,
+            "etc/systemd/system/wsfixture-shares.service": seed.SHARES_UNIT,
+        }
+    return files
+
+
+def image_setup(flavour: str) -> dict[str, Any]:
+    """What ``customise`` does to a tree of ``flavour``, as data (hashed into its key)."""
+    vm = flavour == "vm"
+    links = {"etc/resolv.conf": STUB_RESOLV}
+    if not vm:  # a /dev/null link in system-generators masks a generator
+        links |= {f"etc/systemd/system-generators/{name}": "/dev/null"
+                  for name in CONTAINER_MASKED_GENERATORS}  # fmt: skip
+    seed_units = ("wsfixture-seed.service", "wsfixture-shares.service")
+    masked = MASKED_UNITS + (("serial-getty@ttyS0.service",) if vm else CONTAINER_MASKED_UNITS)
+    return {
+        "removed": REMOVED,
+        "files": image_files(flavour),
+        "executable": (SEED_SCRIPT_PATH,) if vm else (),
+        "links": links,
+        "enabled": ENABLED_UNITS + (seed_units if vm else ()),
+        "masked": masked,
+        "sshd_pam_dropped": SSHD_PAM_DROPPED,
+        "ping_caps": PING_CAPS.hex(),
+        "essential_hook": VM_ESSENTIAL_HOOK if vm else "",
+        "containers_ids": (CONTAINER_UID_BASE, CONTAINER_UID_COUNT),
+    }
+
+
+def fingerprint(flavour: str) -> str:
+    """The digest of what the guest configuration does to an image of ``flavour``."""
+    blob = json.dumps(image_setup(flavour), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def customise(root: Path, flavour: str) -> None:
-    """What every workspace shares: no host keys, volatile journal, our units and configs."""
-    for key in (root / "etc/ssh").glob("ssh_host_*"):
-        key.unlink()
-    (root / "etc/machine-id").write_text("")
-    (root / "etc/hostname").unlink(missing_ok=True)
-    drop_in(root / "etc/ssh/sshd_config.d/wsfixture.conf", SSHD_CONFIG)
-    drop_in(root / "etc/systemd/resolved.conf.d/wsfixture.conf", RESOLVED_CONFIG)
-    drop_in(root / "etc/systemd/journald.conf.d/wsfixture.conf", JOURNALD_CONFIG)
-    _trim_sshd_pam(root / "etc/pam.d/sshd")
-    resolv = root / "etc/resolv.conf"
-    resolv.unlink(missing_ok=True)
-    resolv.symlink_to(STUB_RESOLV)
+    """Do ``image_setup(flavour)`` to the tree ``root``: what every workspace of the kind
+    shares (no host keys, a volatile journal, our units and configs)."""
+    setup = image_setup(flavour)
+    for pattern in setup["removed"]:
+        for path in root.glob(pattern):
+            path.unlink()
+    for relative, text in setup["files"].items():
+        drop_in(root / relative, text)
+    for relative in setup["executable"]:
+        (root / relative).chmod(0o755)
+    for relative, target in setup["links"].items():
+        link = root / relative
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+    _trim_sshd_pam(root / "etc/pam.d/sshd", setup["sshd_pam_dropped"])
     systemctl = ["systemctl", f"--root={root}"]
-    system.run([*systemctl, "enable", *ENABLED_UNITS])
-    masked = MASKED_UNITS + (CONTAINER_MASKED_UNITS if flavour == "container" else ())
-    system.run([*systemctl, "mask", *masked])
-    if flavour == "container":
-        generators = root / "etc/systemd/system-generators"
-        generators.mkdir(parents=True, exist_ok=True)
-        for name in CONTAINER_MASKED_GENERATORS:  # a /dev/null link here masks one
-            (generators / name).symlink_to("/dev/null")
-    _give_ping_raw_sockets(root)
+    system.run([*systemctl, "enable", *setup["enabled"]])
+    system.run([*systemctl, "mask", *setup["masked"]])
+    _give_ping_raw_sockets(root, bytes.fromhex(setup["ping_caps"]))
 
 
 # cap_net_raw, effective (VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE; bit 13 permitted).
 PING_CAPS = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)
 
 
-def _give_ping_raw_sockets(root: Path) -> None:
+def _give_ping_raw_sockets(root: Path, caps: bytes) -> None:
     """Debian 13's ping has no file capability: it relies on the ping_group_range sysctl,
     set by linux-sysctl-defaults (a recommendation we do not install) through systemd-sysctl,
     which cannot write a container's read-only /proc/sys anyway. Without either, ping fails;
@@ -210,24 +264,7 @@ def _give_ping_raw_sockets(root: Path) -> None:
     its root with the rest of the tree)."""
     ping = root / "usr/bin/ping"
     if ping.is_file() and not ping.is_symlink() and _file_caps(ping) is None:
-        os.setxattr(ping, CAPS_XATTR, PING_CAPS)
-
-
-def customise_vm(root: Path) -> None:
-    """A VM boots its own kernel: fstab, unused drivers off, the seed unit, no serial login."""
-    (root / "etc/fstab").write_text(VM_FSTAB)
-    drop_in(
-        root / "etc/modprobe.d/wsfixture.conf",
-        "".join(f"blacklist {module}\n" for module in VM_UNUSED_MODULES),
-    )
-    script = root / "usr/local/sbin/wsfixture-seed"
-    drop_in(script, seed.SEED_SCRIPT)
-    script.chmod(0o755)
-    drop_in(root / "etc/systemd/system/wsfixture-seed.service", seed.SEED_UNIT)
-    drop_in(root / "etc/systemd/system/wsfixture-shares.service", seed.SHARES_UNIT)
-    system.run(["systemctl", f"--root={root}", "enable",
-                "wsfixture-seed.service", "wsfixture-shares.service"])  # fmt: skip
-    system.run(["systemctl", f"--root={root}", "mask", "serial-getty@ttyS0.service"])
+        os.setxattr(ping, CAPS_XATTR, caps)
 
 
 # Per-login PAM steps a workspace does not need: the motd scripts and mail check cost ~20 ms
@@ -236,48 +273,12 @@ def customise_vm(root: Path) -> None:
 SSHD_PAM_DROPPED = ("pam_motd.so", "pam_mail.so", "pam_nologin.so")
 
 
-def _trim_sshd_pam(path: Path) -> None:
+def _trim_sshd_pam(path: Path, dropped: tuple[str, ...]) -> None:
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if not any(module in line for module in SSHD_PAM_DROPPED)]
+    kept = [line for line in lines if not any(module in line for module in dropped)]
     path.write_text("".join(kept))
 
 
 def drop_in(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-
-
-def _content(module: ModuleType) -> dict[str, object]:
-    """A module's constants (upper-case names), read each time, and its functions' source."""
-    # A copy, taken at once: another thread's warning adds __warningregistry__ to the
-    # module of the code that raised it, and a dict changing under its iteration raises
-    # (seen once in a full run).
-    constants = {
-        name: value
-        for name, value in dict(vars(module)).items()
-        if name.isupper() and isinstance(value, str | tuple | int)
-    }
-    return {**constants, **_sources(module)}
-
-
-@functools.cache
-def _sources(module: ModuleType) -> dict[str, str]:
-    # Code does not change while a process runs; reading it is the slow part (~2 ms).
-    return {
-        name: inspect.getsource(value)
-        for name, value in dict(vars(module)).items()
-        if inspect.isfunction(value) and value.__module__ == module.__name__
-    }
-
-
-def fingerprint() -> str:
-    """A digest of everything the guest configuration puts into an image."""
-    import sys
-
-    return digest(sys.modules[__name__], seed)
-
-
-def digest(*modules: ModuleType) -> str:
-    """A digest of what ``modules`` say to a guest: their constants and functions."""
-    blob = json.dumps({m.__name__: _content(m) for m in modules}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

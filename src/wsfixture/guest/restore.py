@@ -26,7 +26,9 @@ of the guest's one CPU under TCG.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import tarfile
 import time
@@ -37,6 +39,8 @@ from wsfixture.guest.identity import DNS_DROP_IN
 from wsfixture.host import keys
 
 PORT_NAME = "org.wsfixture.identity"
+# The identity message's version: bump it when ``message`` changes what it sends (the
+# agent's text, which parses it, is in every template's key through ``template_files``).
 HEADER_MAGIC = "WSFIXTURE-IDENTITY-2"
 # What the guest asks before it sets its clock (a clone, a VM resuming after a checkpoint);
 # the host answers with ``time_line``.
@@ -309,17 +313,30 @@ def parse_reply(line: bytes) -> tuple[bool, str]:
     return text == "ok", text
 
 
-def template_seed(staging: Path, seed_tar: Path) -> None:
-    """The template's seed: a throwaway hostname and host key (sshd needs one to start;
-    every clone replaces it), no mounts, and the agent with its unit, started by the image's
-    seed script. ``staging`` is removed."""
-    files = {
+def template_files() -> dict[str, tuple[str, int]]:
+    """What a template's seed hands its guest (and a throwaway host key): a hostname, the
+    agent and its unit, started by the image's seed script. Path -> (text, mode)."""
+    return {
         "etc/hostname": (TEMPLATE_HOSTNAME + "\n", 0o644),
         AGENT_PATH: (AGENT_SCRIPT, 0o755),
         f"etc/systemd/system/{AGENT_UNIT_NAME}": (AGENT_UNIT, 0o644),
         seed.START_UNITS_FILE: (AGENT_UNIT_NAME + "\n", 0o644),
     }
-    for relative, (text, mode) in files.items():
+
+
+def fingerprint() -> str:
+    """The digest of what a template's guest is handed (``template_files``) and of the
+    protocol's names and version: in every template's key, so a changed agent makes new
+    templates, and a comment here none."""
+    handed = {"files": template_files(), "port": PORT_NAME, "magic": HEADER_MAGIC,
+              "clock": CLOCK_REQUEST}  # fmt: skip
+    return hashlib.sha256(json.dumps(handed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def template_seed(staging: Path, seed_tar: Path) -> None:
+    """The template's seed: ``template_files`` and a throwaway host key (sshd needs one to
+    start; every clone replaces it), no mounts. ``staging`` is removed."""
+    for relative, (text, mode) in template_files().items():
         target = staging / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)

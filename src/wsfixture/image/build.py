@@ -1,9 +1,9 @@
 """Building images: a base of each flavour, bootstrapped by ``mmdebstrap``, and layers over
 it for workspaces that want more packages.
 
-A hit costs a stat. A miss builds under a file lock, so many processes (pytest-xdist
-workers) asking at once build it once. The tree is built under a temporary name and renamed
-into place, so a crash never leaves a half image that looks done.
+``image.obtain`` decides when (under the entry's lock, once across processes); here is
+how. The tree is built under a temporary name and renamed into place, so a crash never
+leaves a half image that looks done.
 
 A layer: apt installs the added packages into an overlay over the base, and the overlay's
 upper directory is kept. Workspaces boot the layer over the base (overlayfs lower
@@ -30,13 +30,12 @@ from typing import Any
 from wsfixture.errors import CleanupError, ImageBuildError
 from wsfixture.guest import osconfig
 from wsfixture.host import inroot, ledger, settings, system
-from wsfixture.image import cache, setid, store
+from wsfixture.image import setid, store
 from wsfixture.image.recipe import (
     VM_DISK_NAME,
     Image,
     ImageRecipe,
     file_digest,
-    image_dir,
 )
 from wsfixture.model import share_ids
 
@@ -51,58 +50,6 @@ Progress = Callable[[str], None]
 
 def stderr_progress(line: str) -> None:
     print(f"wsfixture: {line}", file=sys.stderr, flush=True)
-
-
-# Builds that failed in this process, by key: asked for again (every test of a session that
-# wants the image), one fails at once with the same reason, said once, instead of building
-# again and printing the same failure for each (another process tries anew).
-_failed: dict[str, ImageBuildError] = {}
-
-
-def ensure_image(
-    recipe: ImageRecipe,
-    cache_dir: Path | None = None,
-    progress: Progress | None = None,
-    sources: Mapping[str, Path] | None = None,
-    began: float | None = None,
-) -> Image:
-    """The cached image for ``recipe`` (and its base), built first if it is not there.
-    ``sources``: where the recipe's files are on the host, by guest path. ``began``: when
-    the build of the image this one is the base of began (its progress counts from there)."""
-    if (failed := _failed.get(recipe.key)) is not None:
-        raise ImageBuildError(failed.image, f"{failed.reason} (this run built it once already; "
-                              "not again)")  # fmt: skip
-    began = time.monotonic() if began is None else began
-    if recipe.base is not None:
-        ensure_image(recipe.base, cache_dir, progress, began=began)
-    image = Image(recipe, image_dir(recipe, cache_dir))
-    if image.ready:
-        image.verify()
-    else:
-        system.require_root()
-        system.require_tool("mmdebstrap" if recipe.base is None else "systemd-nspawn")
-        say = progress or stderr_progress
-        store.private_dirs(cache_dir)
-        with store.locked(store.lock_path(image.dir)):
-            from wsfixture.image import shared_cache  # it stands on this package's modules
-
-            need = BASE_ROOM if recipe.base is None else LAYER_ROOM
-            if not image.ready and (  # fetched or built, it needs the room
-                short := cache.make_room(need, f"image {recipe.label}", cache_dir, say)
-            ):
-                raise ImageBuildError(recipe.label, short)
-            shared = shared_cache.ACTIVE
-            if not image.ready and not (shared and shared.fetch(recipe.key, say)):
-                # (another process may have built it while we waited)
-                try:
-                    _build(image, say, sources or {}, began)
-                except ImageBuildError as exc:
-                    _failed[recipe.key] = exc
-                    raise
-                if shared:
-                    shared.publish(recipe.key, say)
-    store.mark_used(image.dir)  # last use, for `wsfixture images --prune`
-    return image
 
 
 # What systemd-nspawn says while it tears a throwaway tree down: nothing about the failure.
@@ -182,7 +129,11 @@ def finish(process: subprocess.Popen[Any]) -> int:
         raise
 
 
-def _build(image: Image, progress: Progress, sources: Mapping[str, Path], began: float) -> None:
+def build_image(
+    image: Image, progress: Progress, sources: Mapping[str, Path], began: float
+) -> None:
+    """Build ``image`` (its base is there) into its staging directory and rename it into
+    place; nothing of a failed build stays. The caller holds its lock (``obtain``)."""
     staging = store.staging_path(image.dir)
     info = ledger.BuildInfo(image.recipe.key, str(staging))
     cgroup = settings.current().cgroup_root / f"image-build-{os.getpid()}-{time.monotonic_ns()}"
@@ -252,7 +203,6 @@ def _bootstrap(build: _Build) -> None:
         raise build.fail(f"mmdebstrap exited {rc}")
     osconfig.customise(staging / "root", image.recipe.flavour)
     if image.recipe.flavour == "vm":
-        osconfig.customise_vm(staging / "root")
         build.progress(f"{build.stamp()} building the VM root disk (ext4)")
         _make_ext4(build, staging / "root", ())
         setid.save(setid.strip(staging / "root"), staging)

@@ -22,8 +22,10 @@ from wsfixture.guest import osconfig
 from wsfixture.image import store
 from wsfixture.model.spec import DEFAULT_RELEASE
 
-# The build procedure's own version (mmdebstrap options, the layer script); the guest
-# configuration needs no bump: its fingerprint is in every key.
+# The build procedure's own version (mmdebstrap options, the layer script, how
+# ``osconfig.customise`` applies the guest configuration); what that configuration writes
+# needs no bump: its digest (``osconfig.fingerprint``) is in every key. The digests of this
+# version are pinned in tests/unit/test_image_recipe.py, so a key never moves unnoticed.
 BUILDER_VERSION = "14"  # 14: no setuid, setgid or capability in a VM image's tree
 VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
 # What a layer with setup lines or files does after them: 2 restores resolved's stub link
@@ -109,7 +111,7 @@ class ImageRecipe:
     def key(self) -> str:
         parts: list[object] = [
             BUILDER_VERSION,
-            osconfig.fingerprint(),
+            osconfig.fingerprint(self.flavour),
             self.suite,
             self.flavour,
             list(self.packages),

@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsfixture.errors import TemplateError
-from wsfixture.guest import osconfig, restore
+from wsfixture.guest import restore
 from wsfixture.host import ledger, system, virt
 from wsfixture.image import store
 from wsfixture.image.recipe import Image, file_digest
@@ -95,7 +94,7 @@ class TemplateShape:
 
     @property
     def key(self) -> str:
-        parts = [TEMPLATE_VERSION, osconfig.digest(restore), dataclasses.asdict(self)]
+        parts = [TEMPLATE_VERSION, restore.fingerprint(), dataclasses.asdict(self)]
         digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
         return f"{self.image_key}-{self.machine}-{self.vcpu}c{self.memory}m-{digest}"
 
@@ -245,41 +244,6 @@ def copy_ram(source: int, target: int) -> None:
 Build = Callable[[Template, ledger.Record], dict[str, Any]]
 
 
-def ensure(
-    shape: TemplateShape,
-    image: Image,
-    build: Build,
-    progress: Callable[[str], None],
-    cache_dir: Path | None = None,
-) -> Template:
-    """The template for ``shape``, made by ``build`` if there is none or it cannot be
-    restored; exactly once across processes."""
-    template = Template(store.templates_dir(cache_dir) / shape.key)
-    if template.problem(shape, image) is None:
-        return template
-    store.private_dirs(cache_dir)
-    with store.locked(store.lock_path(template.dir)):
-        why = template.problem(shape, image)
-        # (cache and shared_cache stand on this module: asked for here, not at import)
-        from wsfixture.image import cache, shared_cache
-
-        if why is not None:  # fetched or made, it needs the room
-            need = (shape.memory + TEMPLATE_ROOM_MIB) * 2**20
-            if short := cache.make_room(need, f"VM template {shape.key}", cache_dir, progress):
-                raise TemplateError(short)
-        shared = shared_cache.ACTIVE
-        # (another process may have made it while we waited; else the shared cache may
-        # have it)
-        if why is not None and shared and shared.fetch(shape.key, progress):
-            why = template.problem(shape, image)
-        if why is not None:
-            progress(f"making VM template {shape.key} ({why})")
-            _build(template, shape, image, build)
-            if shared:
-                shared.publish(shape.key, progress)
-    return template
-
-
 @contextlib.contextmanager
 def restoring(template: Template) -> Iterator[None]:
     """Hold while a clone's QEMU opens the template's files: no rebuild replaces them."""
@@ -295,7 +259,9 @@ def invalidate(template: Template) -> None:
         system.remove_tree(template.dir)
 
 
-def _build(template: Template, shape: TemplateShape, image: Image, build: Build) -> None:
+def build_template(template: Template, shape: TemplateShape, image: Image, build: Build) -> None:
+    """Make ``template`` in its staging directory by ``build`` and rename it into place.
+    The caller holds its lock (``obtain``)."""
     staging = store.staging_path(template.dir)
     info = ledger.BuildInfo(template.key, str(staging))
     started = time.monotonic()

@@ -11,7 +11,8 @@ from pathlib import Path
 from wsfixture.errors import ConfigError
 from wsfixture.guest import identity
 from wsfixture.host import inroot, keys, share_acl, system
-from wsfixture.image.build import Progress, ensure_image
+from wsfixture.image.build import Progress
+from wsfixture.image.obtain import ensure_image
 from wsfixture.image.recipe import Image, ImageRecipe
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.shares import STANDARD_SHARES, WRITABLE_STANDARD_SHARES

@@ -30,7 +30,7 @@ from wsfixture.backends.qemu.template import TemplateHost, build_template
 from wsfixture.errors import CorruptTemplateError, TemplateError
 from wsfixture.guest import restore
 from wsfixture.host import system
-from wsfixture.image import templates
+from wsfixture.image import obtain, templates
 from wsfixture.image.templates import Template
 from wsfixture.retry import retry_until
 
@@ -76,7 +76,7 @@ def start_by_restore(vm: RestoreTarget) -> str:
     """Restore ``vm`` from its shape's template, made first if need be; a bad template is
     remade once. Returns how (for ``describe``); TemplateError if it cannot."""
     for attempt in (1, 2):
-        template = templates.ensure(
+        template = obtain.ensure_template(
             vm.shape, vm.image, lambda t, r: build_template(vm, t, r), vm.progress
         )
         try:
