@@ -74,7 +74,7 @@ def run(ctx: Context) -> list[Row]:
 
 def first_of_a_shape(state: Path, runs: int) -> Row:
     """A shape without a template: the first start makes it (boot + save), then restores."""
-    from wsfixture.image import templates
+    from wsfixture.image import cache
 
     firsts, colds = [], []
     for attempt in range(runs):
@@ -84,9 +84,9 @@ def first_of_a_shape(state: Path, runs: int) -> Row:
             new={**VM, "ip": "192.168.83.13", "memory": memory},
             base={**VM, "ip": "192.168.83.14", "memory": memory, "snapshot": "off"},
         )
-        for template in templates.cached_templates():
+        for template in cache.cached_templates():
             if template.shape is not None and template.shape.memory == memory:
-                templates.remove(template)
+                cache.remove_keys([template.key])
         firsts += ours_start_stop(config, "new", 1)[0]
         colds += ours_start_stop(config, "base", 1)[0]
     return Row(

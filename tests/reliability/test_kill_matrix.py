@@ -25,7 +25,7 @@ import pytest
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.host import ledger, settings, system
-from wsfixture.image import store, templates
+from wsfixture.image import cache, store
 from wsfixture.image.obtain import ensure_image
 from wsfixture.image.recipe import ImageRecipe
 
@@ -141,9 +141,9 @@ def unbuilt(kind: str) -> None:
 
 def unmade() -> None:
     """The cell's template must be made inside the cell: remove one a late signal finished."""
-    for template in templates.cached_templates():
+    for template in cache.cached_templates():
         if template.shape is not None and template.shape.memory == TEMPLATE_MEMORY:
-            templates.remove(template)
+            cache.remove_keys([template.key])
 
 
 @pytest.mark.parametrize(

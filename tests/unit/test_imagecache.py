@@ -6,9 +6,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from wsfixture.image.cache import DAY, CachedImage, choose_prunable, eviction_order
+from wsfixture.image.cache import (
+    DAY,
+    CachedImage,
+    CachedTemplate,
+    choose_prunable,
+    eviction_order,
+)
 from wsfixture.image.recipe import ImageRecipe
-from wsfixture.image.templates import CachedTemplate, TemplateShape
+from wsfixture.image.templates import TemplateShape
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from wsfixture.host import ledger, settings
 from wsfixture.image import store, templates
@@ -75,6 +75,63 @@ def cached_images(cache_dir: Path | None = None) -> list[CachedImage]:
             recipe = None
         found.append(CachedImage(entry.name, entry, recipe, used))
     return found
+
+
+@dataclass(frozen=True)
+class CachedTemplate:
+    key: str
+    dir: Path
+    meta: dict[str, Any] | None  # None: unfinished or unreadable
+    last_used: float
+
+    @property
+    def shape(self) -> templates.TemplateShape | None:
+        try:
+            return templates.TemplateShape(**(self.meta or {})["shape"])
+        except (KeyError, TypeError):
+            return None
+
+    def state(self, images_dir: Path) -> str:
+        """current, or why it will never be restored again."""
+        shape = self.shape
+        if shape is None:
+            return "unreadable"
+        if shape.key != self.key:
+            return "older wsfixture"
+        try:
+            if store.ready_stamp(images_dir / shape.image_key) != (self.meta or {}).get(
+                "image_ready"
+            ):
+                return "its image was rebuilt"
+        except OSError:
+            return "its image is gone"
+        return "current"
+
+
+def cached_templates(cache_dir: Path | None = None) -> list[CachedTemplate]:
+    """Every finished template (half-made ones belong to their builder)."""
+    found = []
+    for entry, used in store.finished(store.templates_dir(cache_dir), templates.META):
+        try:
+            meta: dict[str, Any] | None = json.loads((entry / templates.META).read_text())
+        except (OSError, ValueError):
+            meta = None
+        found.append(CachedTemplate(entry.name, entry, meta, used))
+    return found
+
+
+def choose_prunable_templates(
+    found: list[CachedTemplate], images_dir: Path, now: float, max_idle: float, busy: set[str]
+) -> list[CachedTemplate]:
+    """Templates that will never be restored again (their image rebuilt or gone, made by
+    another wsfixture), or unused for ``max_idle`` seconds; never one a VM runs on."""
+    return [
+        t
+        for t in found
+        if t.key not in busy
+        and t.meta is not None
+        and (t.state(images_dir) != "current" or now - t.last_used > max_idle)
+    ]
 
 
 def builds(cache_dir: Path | None = None) -> list[tuple[Path, bool]]:
@@ -190,55 +247,57 @@ def disk_usage(directory: Path) -> DiskUsage:
     return DiskUsage(total, shared)
 
 
-def prune_templates(
-    keep_days: float, cache_dir: Path | None = None, dry_run: bool = False
-) -> list[tuple[templates.CachedTemplate, int]]:
-    """Remove the VM templates ``templates.choose_prunable`` picks, with the bytes each
-    freed. Before the images: a template holds its image's files by hard links."""
-    found = templates.cached_templates(cache_dir)
-    chosen = templates.choose_prunable(
-        found, store.images_dir(cache_dir), time.time(), keep_days * DAY, busy_keys(found)
+@dataclass(frozen=True)
+class Pruned:
+    """An image or template ``prune`` removed (or would), why, and the bytes that freed."""
+
+    key: str
+    why: str  # "unused", or why it will never be used again
+    freed: int
+
+
+def prune(keep_days: float, cache_dir: Path | None = None, dry_run: bool = False) -> list[Pruned]:
+    """Remove the templates and images ``choose_prunable_templates`` and
+    ``choose_prunable`` pick: templates first (a template holds its image's files by hard
+    links), then images, a layer before its base."""
+    images_dir = store.images_dir(cache_dir)
+    found = cached_templates(cache_dir)
+    old = choose_prunable_templates(
+        found, images_dir, time.time(), keep_days * DAY, busy_keys(found)
     )
     removed = []
-    for template in chosen:
-        size = disk_usage(template.dir).freed
+    for template in old:
+        why = template.state(images_dir)
+        removed.append(Pruned(template.key, "unused" if why == "current" else why,
+                              disk_usage(template.dir).freed))  # fmt: skip
         if not dry_run:
-            templates.remove(template)
-        removed.append((template, size))
-    return removed
-
-
-def prune(
-    keep_days: float, cache_dir: Path | None = None, dry_run: bool = False
-) -> list[tuple[CachedImage, int]]:
-    """Remove what ``choose_prunable`` picks; return each with the bytes it freed."""
+            store.remove(template.dir, templates.META)
     images = cached_images(cache_dir)
-    chosen = choose_prunable(images, time.time(), keep_days, busy_keys(images))
-    removed = []
-    for image in chosen:
-        size = disk_usage(image.dir).freed
+    stale = choose_prunable(images, time.time(), keep_days, busy_keys(images))
+    for image in sorted(stale, key=lambda i: i.base_key is None):
+        why = image.state if image.outdated else "unused"
+        removed.append(Pruned(image.key, why, disk_usage(image.dir).freed))
         if not dry_run:
             store.remove(image.dir, store.READY)
-        removed.append((image, size))
     return removed
 
 
 def eviction_order(
-    found: list[templates.CachedTemplate],
+    found: list[CachedTemplate],
     images: list[CachedImage],
     images_dir: Path,
     now: float,
     busy: set[str],
-) -> list[templates.CachedTemplate | CachedImage]:
+) -> list[CachedTemplate | CachedImage]:
     """What making room removes, in the order it goes: first what this wsfixture will never
     use again, then what has not been used for ``RECENT`` seconds; templates before images
     (a template holds its image's disk by a hard link), least recently used first, a layer
     before its base. Never a busy one, nor the base of an image that stays."""
-    old_templates = templates.choose_prunable(found, images_dir, now, math.inf, busy)
+    old_templates = choose_prunable_templates(found, images_dir, now, math.inf, busy)
     old_images = choose_prunable(images, now, math.inf, busy)
-    idle_templates = templates.choose_prunable(found, images_dir, now, RECENT, busy)
+    idle_templates = choose_prunable_templates(found, images_dir, now, RECENT, busy)
     idle_images = choose_prunable(images, now, RECENT / DAY, busy)
-    order: list[templates.CachedTemplate | CachedImage] = []
+    order: list[CachedTemplate | CachedImage] = []
     for some_templates, some_images in ((old_templates, old_images), (idle_templates, idle_images)):
         order += sorted((t for t in some_templates if t not in order), key=lambda t: t.last_used)
         # (a base is stamped whenever a layer on it is used: it is never older than its layers)
@@ -265,13 +324,13 @@ def make_room(
         return None
     with store.locked(root / "room.lock"):
         images = cached_images(root)
-        found = templates.cached_templates(root)
+        found = cached_templates(root)
         busy = busy_keys(images) | busy_keys(found)
         for entry in eviction_order(found, images, store.images_dir(root), time.time(), busy):
             before = free_bytes(root)
             if before >= want:
                 break
-            marker = templates.META if isinstance(entry, templates.CachedTemplate) else store.READY
+            marker = templates.META if isinstance(entry, CachedTemplate) else store.READY
             if store.remove(entry.dir, marker, idle_since=entry.last_used) and say:
                 freed = _gib(free_bytes(root) - before)
                 say(f"making room for {what}: removed {entry.key}, unused ({freed})")
@@ -296,7 +355,7 @@ def remove_keys(keys: Iterable[str], cache_dir: Path | None = None) -> list[tupl
     stands on (ValueError)."""
     root = cache_dir or settings.current().cache_dir
     images = {i.key: i for i in cached_images(root)}
-    found = {t.key: t for t in templates.cached_templates(root)}
+    found = {t.key: t for t in cached_templates(root)}
     wanted = set(keys)
     wanted |= {k for k, t in found.items() if t.shape and t.shape.image_key in wanted}
     problems = [f"{k}: no such image or template" for k in sorted(wanted)
@@ -313,7 +372,7 @@ def remove_keys(keys: Iterable[str], cache_dir: Path | None = None) -> list[tupl
     removed = []
     for key in sorted(wanted & set(found)):  # templates first: they hold images' files
         removed.append((key, disk_usage(found[key].dir).freed))
-        templates.remove(found[key])
+        store.remove(found[key].dir, templates.META)
     layers_first = sorted(wanted & set(images), key=lambda k: images[k].base_key is None)
     for key in layers_first:
         removed.append((key, disk_usage(images[key].dir).freed))

@@ -42,7 +42,7 @@ def entries_for(keys: list[str], cache_dir: Path | None = None) -> list[Entry]:
     cache does not have is a TransferError naming it."""
     root = cache_dir or settings.current().cache_dir
     images = {i.key: i for i in cache.cached_images(root)}
-    found = {t.key: t for t in templates.cached_templates(root)}
+    found = {t.key: t for t in cache.cached_templates(root)}
     wanted: dict[str, Entry] = {}
 
     def add_image(key: str) -> None:

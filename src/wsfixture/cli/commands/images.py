@@ -56,26 +56,18 @@ def cmd_images(args: argparse.Namespace) -> int:
             say(f"removed {key} ({size / 2**20:.0f} MiB)")
         return 0
     if args.prune:
-        images_dir = settings.current().images_dir
-        dropped = [
-            (t.key, "unused" if (why := t.state(images_dir)) == "current" else why, size)
-            for t, size in imagecache.prune_templates(args.days, dry_run=args.dry_run)
-        ]
-        dropped += [
-            (i.key, i.state if i.outdated else "unused", size)
-            for i, size in imagecache.prune(args.days, dry_run=args.dry_run)
-        ]
-        freed = sum(size for _, _, size in dropped)
+        dropped = imagecache.prune(args.days, dry_run=args.dry_run)
+        freed = sum(p.freed for p in dropped)
         if args.json:
-            say(json.dumps({"removed": [key for key, _, _ in dropped], "bytes": freed}))
+            say(json.dumps({"removed": [p.key for p in dropped], "bytes": freed}))
             return 0
         verb = "would remove" if args.dry_run else "removed"
-        for key, why, size in dropped:
-            say(f"{verb} {key} ({why}, {size / 2**20:.0f} MiB)")
+        for p in dropped:
+            say(f"{verb} {p.key} ({p.why}, {p.freed / 2**20:.0f} MiB)")
         say(f"images and templates: {verb} {len(dropped)}, {freed / 2**30:.1f} GiB")
         # What stays though no config may want it any more (a layer whose setup changed):
         # unused, but within --days. Say so, rather than leave a bare "0".
-        kept = [i for i in imagecache.cached_images() if i.key not in {k for k, _, _ in dropped}]
+        kept = [i for i in imagecache.cached_images() if i.key not in {p.key for p in dropped}]
         recent = [i for i in kept if i.key not in imagecache.busy_keys(kept)]
         if recent:
             say(f"kept {len(recent)} not in use but used within {args.days:g} days "
@@ -96,7 +88,7 @@ def cmd_images(args: argparse.Namespace) -> int:
         }
         for i in images
     ]  # fmt: skip
-    found = templates.cached_templates()
+    found = imagecache.cached_templates()
     in_use = imagecache.busy_keys(found)
     images_dir = settings.current().images_dir
     rows += [
@@ -184,7 +176,7 @@ def keys_to_send(args: argparse.Namespace, given: list[str]) -> list[str]:
 
 def _missing(keys: list[str]) -> list[str]:
     cached = {i.key for i in imagecache.cached_images()}
-    cached |= {t.key for t in templates.cached_templates()}
+    cached |= {t.key for t in imagecache.cached_templates()}
     return [key for key in keys if key not in cached]
 
 
