@@ -68,3 +68,83 @@ def test_the_handle_s_public_names_are_the_documented_verbs_and_facts() -> None:
     assigned = set(re.findall(r"^        self\.([a-z]\w*)(?:: [^=]+)? = ", made, re.MULTILINE))
     assert public == verbs, "the handle's methods and properties are the documented verbs"
     assert assigned == facts, "and the attributes it sets are the documented facts"
+
+
+# ARCHITECTURE.md's arrows: each module's layer, bottom first (the longest prefix decides).
+LAYERS = (
+    ("errors", "retry", "cleanup", "suggest", "progress"),
+    ("model",),
+    ("host",),
+    ("guest",),
+    ("image", "net"),
+    ("backends",),
+    ("workspaces", "remote", "process", "copying", "checks", "relay"),
+    ("plugin", "cli", "api", ""),  # "": the package's own __init__
+)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every module of src/wsfixture -> the modules of it that it imports, at the top, in
+    a function, or under TYPE_CHECKING."""
+    import ast
+
+    src = ROOT / "src"
+    modules = {
+        ".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in (src / "wsfixture").rglob("*.py")
+    }
+
+    def module_of(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wsfixture"):
+                for alias in node.names:
+                    whole = f"{node.module}.{alias.name}"
+                    found.add(whole if whole in modules else module_of(node.module or "") or "")
+            elif isinstance(node, ast.Import):
+                found |= {module_of(a.name) or "" for a in node.names}
+        graph[name] = {m for m in found if m.startswith("wsfixture") and m != name}
+    return graph
+
+
+def layer_of(module: str) -> int:
+    inner = module.removeprefix("wsfixture").removeprefix(".")
+    best = max(
+        (len(prefix), index)
+        for index, prefixes in enumerate(LAYERS)
+        for prefix in prefixes
+        if inner == prefix or inner.startswith(f"{prefix}.") or prefix == ""
+    )
+    return best[1]
+
+
+def test_imports_point_down_and_never_come_back() -> None:
+    """No module imports one of a higher layer, and no import circle (lazy and
+    TYPE_CHECKING imports counted): a change to one module never pulls a higher one in."""
+    graph = import_graph()
+    up = sorted(
+        f"{a} -> {b}" for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a)
+    )
+    assert up == []
+    seen: dict[str, int] = {}  # 1: on the path, 2: done
+    circles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        seen[module] = 1
+        for target in sorted(graph[module]):
+            if seen.get(target) == 1:
+                circles.append([*path[path.index(target) :], target])
+            elif target not in seen:
+                visit(target, [*path, target])
+        seen[module] = 2
+
+    for module in sorted(graph):
+        if module not in seen:
+            visit(module, [module])
+    assert circles == []

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT
 
 if TYPE_CHECKING:
-    from wsfixture.workspaces.handle import Workspace, WorkspaceState
+    from wsfixture.workspaces.handle import Workspace
+    from wsfixture.workspaces.states import WorkspaceState
 
 __all__ = ["COMMAND_TIMEOUT_DEFAULT", "Workspace", "WorkspaceState"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Workspace", "WorkspaceState"):
-        return getattr(importlib.import_module("wsfixture.workspaces.handle"), name)
+    if name == "Workspace":
+        return importlib.import_module("wsfixture.workspaces.handle").Workspace
+    if name == "WorkspaceState":
+        return importlib.import_module("wsfixture.workspaces.states").WorkspaceState
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,23 +19,45 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from wsfixture.errors import CheckpointError
 from wsfixture.host import ledger
+from wsfixture.model.config import WorkspaceSpec
 from wsfixture.workspaces.checkpoint_store import Checkpoint, CheckpointStore
+from wsfixture.workspaces.states import WorkspaceState
 
 if TYPE_CHECKING:
     from wsfixture.backends.base import Backend
-    from wsfixture.workspaces.handle import Workspace
 
 logger = logging.getLogger("wsfixture.checkpoints")
+
+
+class CheckpointOwner(Protocol):
+    """What ``Checkpointing`` reads of the handle it is a part of."""
+
+    spec: WorkspaceSpec
+    state: WorkspaceState
+    state_dir: Path
+    _supervisor: ledger.SupervisorInfo | None
+    _runtime_dir: Path
+    _backend: Backend | None
+    _record: ledger.Record | None
+    _started_at: float | None
+
+    @property
+    def name(self) -> str: ...
+
+    def _drop_session(self) -> None: ...
+
+    def _wait_ready(self) -> None: ...
 
 
 class Checkpointing:
     """The checkpoints of ``ws``: where they are kept, making them, rolling back."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: CheckpointOwner) -> None:
         self.ws = ws
 
     @property

@@ -10,7 +10,6 @@ start fails half way.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import logging
 import subprocess
@@ -45,18 +44,9 @@ from wsfixture.workspaces.checkpoints import Checkpointing
 from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout, shell_line
 from wsfixture.workspaces.power import Power
 from wsfixture.workspaces.prepare import prepare
+from wsfixture.workspaces.states import WorkspaceState
 
 logger = logging.getLogger("wsfixture.workspace")
-
-
-class WorkspaceState(enum.Enum):
-    """Where a ``Workspace`` handle stands, and so what ``stop()`` releases."""
-
-    NEW = "new"  # nothing started
-    OWNED = "owned"  # this handle started it (ledger record, machine): stop() releases it all
-    ATTACHED = "attached"  # another process runs it (the CLI's): stop() closes the connection
-    DETACHED = "detached"  # started here, then left to outlive this process (kept)
-    STOPPED = "stopped"  # released
 
 
 class Workspace(Commands):

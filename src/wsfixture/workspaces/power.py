@@ -12,21 +12,36 @@ While a workspace is paused, a command sent to it fails at once with WorkspacePa
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from wsfixture.errors import CommandError, FaultError, WorkspaceGone, WorkspacePaused
+from wsfixture.model.config import WorkspaceSpec
+from wsfixture.workspaces.states import WorkspaceState
 
 if TYPE_CHECKING:
     from wsfixture.backends.base import Backend
     from wsfixture.remote import SshSession
-    from wsfixture.workspaces.handle import Workspace
+
+
+class PowerOwner(Protocol):
+    """What ``Power`` reads of the handle it is a part of."""
+
+    spec: WorkspaceSpec
+    state: WorkspaceState
+    _backend: Backend | None
+    _ssh: SshSession | None
+
+    @property
+    def name(self) -> str: ...
+
+    def stop(self, discard: bool = False) -> None: ...
 
 
 class Power:
     """The power and clock of ``ws``, a part of its handle (``ws._power``); the handle's
     ``pause``, ``resume``, ``crash`` and ``clock_offset`` are these."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: PowerOwner) -> None:
         self.ws = ws
 
     @property
@@ -71,6 +86,6 @@ class Power:
 
     def _powered(self, verb: str) -> tuple[Backend, SshSession]:
         ws = self.ws
-        if ws._backend is None or ws._ssh is None or ws.state.value != "owned":
+        if ws._backend is None or ws._ssh is None or ws.state is not WorkspaceState.OWNED:
             raise WorkspaceGone(ws.name, f"cannot {verb}: this handle does not run it")
         return ws._backend, ws._ssh
