@@ -43,3 +43,42 @@ def test_what_a_short_lived_thread_starts_lives_until_the_process_ends() -> None
     finally:
         lasting.kill()
         lasting.wait()
+
+
+def test_settings_and_the_shared_cache_are_a_contexts_not_the_process() -> None:
+    """A test's ``settings.use`` block (a cache elsewhere) is its own: a thread another test
+    started (a prestart) keeps the environment's, while a thread started in a copy of the
+    block's context (what the plugin's threads are) has the block's. The same for the
+    session's shared cache."""
+    import contextvars
+    import threading
+    from pathlib import Path
+
+    from wsfixture.host import settings
+    from wsfixture.image import shared_cache
+    from wsfixture.image.registry import Reference
+
+    outside = settings.current()
+    elsewhere = outside.replace(cache_dir=Path("/nonexistent/elsewhere"))
+    seen: dict[str, object] = {}
+
+    def look(name: str) -> None:
+        seen[name] = (settings.current().cache_dir, shared_cache.active())
+
+    cache = shared_cache.SharedCache(Reference.parse("127.0.0.1:5000/x"), False, lambda: "")
+    with settings.use(elsewhere):
+        shared_cache.use(cache)
+        try:
+            plain = threading.Thread(target=look, args=("plain",))
+            copied = threading.Thread(
+                target=contextvars.copy_context().run, args=(look, "copied")
+            )
+            for thread in (plain, copied):
+                thread.start()
+                thread.join()
+            look("here")
+        finally:
+            shared_cache.use(None)
+    look("after")
+    assert seen["here"] == seen["copied"] == (Path("/nonexistent/elsewhere"), cache)
+    assert seen["plain"] == seen["after"] == (outside.cache_dir, None)

@@ -57,7 +57,9 @@ _namespaces_lock = threading.Lock()
 def user_namespace(uids: IdMap, gids: IdMap) -> int:
     """An fd of a user namespace with these maps: made once per process and map, and kept
     open (never close it): every share of one owner takes the same, in a few microseconds
-    rather than the milliseconds of a new ``unshare`` each time."""
+    rather than the milliseconds of a new ``unshare`` each time. One per distinct map (a
+    share owner) for the life of the process: a handful; closing one under a caller that
+    is about to pass its number on would pass another file."""
     key = (map_text(uids), map_text(gids))
     with _namespaces_lock:
         if key not in _namespaces:

@@ -4,12 +4,14 @@ The environment (``WSFIXTURE_RUN_DIR``, ``WSFIXTURE_LIB_DIR``, ``WSFIXTURE_CACHE
 ``WSFIXTURE_CACHE_MIN_FREE``, ``WSFIXTURE_MIRROR``) is read the first time ``current()`` is
 asked, never at import, and every module asks ``current()`` instead of keeping its own copy.
 A test or a benchmark that wants the cache elsewhere says so with ``use(...)`` for the length
-of a ``with`` block.
+of a ``with`` block: in its own context (a ``ContextVar``), so a thread of another test (a
+prestart) never sees them, and a thread started in a copy of the block's context does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import os
 from collections.abc import Iterator, Mapping
@@ -95,24 +97,28 @@ def _gib(environ: Mapping[str, str], name: str, default: int) -> int:
     return int(gib * GIB)
 
 
-_current: Settings | None = None
+_from_env: Settings | None = None
+_used: contextvars.ContextVar[Settings | None] = contextvars.ContextVar(
+    "wsfixture_settings", default=None
+)
 
 
 def current() -> Settings:
-    """The settings of this process: from the environment, read once."""
-    global _current
-    if _current is None:
-        _current = Settings.from_env(os.environ)
-    return _current
+    """The settings in force: a ``use`` block's, else the environment's, read once."""
+    global _from_env
+    if (used := _used.get()) is not None:
+        return used
+    if _from_env is None:
+        _from_env = Settings.from_env(os.environ)
+    return _from_env
 
 
 @contextlib.contextmanager
 def use(settings: Settings) -> Iterator[Settings]:
-    """``settings`` in force for the block (tests, benchmarks), then the previous ones."""
-    global _current
-    previous = _current
-    _current = settings
+    """``settings`` in force for the block (tests, benchmarks) in this context, then the
+    previous ones."""
+    token = _used.set(settings)
     try:
         yield settings
     finally:
-        _current = previous
+        _used.reset(token)

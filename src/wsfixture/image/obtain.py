@@ -3,7 +3,7 @@ shared cache, or made, exactly once across processes.
 
 Under the entry's lock (``store.locked``): look again (another process may have made it
 while we waited), make room for it (``cache.make_room``), fetch it from the shared cache
-(``shared_cache.ACTIVE``, a registry), and only then make it (``build.build_image``,
+(``shared_cache.active()``, a registry), and only then make it (``build.build_image``,
 ``templates.build_template``) and publish it there. One protocol, so a change to it (the
 lock, the room, the shared cache) is made once for both kinds.
 """
@@ -41,7 +41,7 @@ def obtain(
         need, what = room
         if short := cache.make_room(need, what, cache_dir, say):
             return short
-        shared = shared_cache.ACTIVE
+        shared = shared_cache.active()
         if shared and shared.fetch(key, say) and missing() is None:
             return None
         if (why := missing()) is not None:

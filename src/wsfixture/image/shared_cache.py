@@ -14,6 +14,7 @@ staging directory listed in the ledger: ``gc`` reaps a killed pull.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -255,10 +256,18 @@ class SharedCache:
             say(f"image cache {self.ref}: pushing {key} failed: {exc}")
 
 
-ACTIVE: SharedCache | None = None
+# The shared cache of this context: the pytest plugin's session sets it, and the threads
+# it starts run in a copy of its context (``contextvars.copy_context``), so a build deep in
+# a prestart thread sees it and nothing else does.
+_active: contextvars.ContextVar[SharedCache | None] = contextvars.ContextVar(
+    "wsfixture_shared_cache", default=None
+)
+
+
+def active() -> SharedCache | None:
+    return _active.get()
 
 
 def use(cache: SharedCache | None) -> None:
-    """This process's shared cache (the pytest plugin sets it; None: none)."""
-    global ACTIVE
-    ACTIVE = cache
+    """The shared cache of this context from now on (None: none)."""
+    _active.set(cache)

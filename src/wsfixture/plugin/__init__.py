@@ -153,6 +153,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
         session.close()
+        if session.options.image_cache:  # this session's, not the next one's (pytester)
+            from wsfixture.image import shared_cache
+
+            shared_cache.use(None)
     for signum, handler in config.stash.get(signals_key, {}).items():
         signal.signal(signum, handler)
 

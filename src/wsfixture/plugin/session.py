@@ -9,6 +9,7 @@ whether any test that used it failed, whatever its scope.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import itertools
 import os
@@ -58,7 +59,11 @@ class BackgroundStop:
     @classmethod
     def start(cls, ws: Workspace) -> BackgroundStop:
         stop = cls(ws)
-        threading.Thread(target=stop._run, name=f"wsfixture-stop-{ws.name}").start()
+        # (in a copy of this context: the settings and the shared cache of the session)
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(stop._run,), name=f"wsfixture-stop-{ws.name}"
+        ).start()
         return stop
 
     def _run(self) -> None:
@@ -275,7 +280,9 @@ class WsSession:
         if self._starter is None:
             # Two: the next test's may start while the one this test took still does.
             self._starter = ThreadPoolExecutor(2, thread_name_prefix="wsfixture-prestart")
-        self.prestarted = Prestarted(key, spec, self._starter.submit(self._start, spec, None))
+        context = contextvars.copy_context()  # the session's settings and shared cache
+        started = self._starter.submit(context.run, self._start, spec, None)
+        self.prestarted = Prestarted(key, spec, started)
 
     def claim(self, name: str | None, fields: dict[str, Any]) -> Prestarted | None:
         """The workspace started for this test, if one was: the test then ``take``s it."""
