@@ -50,7 +50,7 @@ class Backend(abc.ABC):
     def __init__(self, ctx: BackendContext, image: Image) -> None:
         self.ctx = ctx
         self.image = image
-        self.console_log = ctx.runtime_dir / "console.log"
+        self.console_log = ctx.runtime_dir / settings.CONSOLE_LOG
         self.process: subprocess.Popen[bytes] | None = None
         # Every process ``spawn`` started (the machine, its share daemons, its owner
         # watch), by the cgroup it runs in: reaped by ``reap_spawned`` once that is killed.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from wsfixture.progress import Ticker
@@ -25,9 +26,15 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def answer(args: argparse.Namespace, data: object, text: Callable[[], str]) -> None:
+    """``data`` as JSON with ``--json``, else ``text()`` for people (made only then): the
+    one way a command chooses."""
+    say(json.dumps(data) if args.json else text())
+
+
 def emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """``rows`` as JSON with ``--json``, else as a table of ``columns``."""
-    say(json.dumps(rows) if args.json else table(rows, columns))
+    answer(args, rows, lambda: table(rows, columns))
 
 
 def progress() -> Ticker:

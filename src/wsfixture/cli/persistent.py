@@ -21,6 +21,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from wsfixture.backends import backend_class
 from wsfixture.errors import CleanupError
 from wsfixture.host import ledger, limits, settings, system
 from wsfixture.model import derive
@@ -30,7 +31,9 @@ from wsfixture.progress import Say
 from wsfixture.retry import retry_until
 from wsfixture.workspaces import Workspace
 
-UP_TIMEOUT = {"container": 120.0, "vm": 600.0}
+# What a supervisor says on its stdout as it starts its workspace, a line each: what it
+# does (PROGRESS) and what the user should know (NOTE), then READY <seconds> or FAILED <why>.
+PROGRESS, NOTE, READY, FAILED = "PROGRESS ", "NOTE ", "READY ", "FAILED "
 
 
 def log_path(lab: str, name: str) -> Path:
@@ -140,17 +143,19 @@ def start_workspace(
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
     notes = []
-    while line.startswith(("PROGRESS ", "NOTE ")):
-        if line.startswith("NOTE "):
-            notes.append(line.removeprefix("NOTE "))
+    while line.startswith((PROGRESS, NOTE)):
+        if line.startswith(NOTE):
+            notes.append(line.removeprefix(NOTE))
         elif say is not None:
-            say(line.removeprefix("PROGRESS "))
+            say(line.removeprefix(PROGRESS))
         line = proc.stdout.readline().decode().strip()
     proc.stdout.close()
-    if line.startswith("READY"):
-        return True, "; ".join([f"ready in {line.split()[1]}s", *notes])
-    proc.wait(UP_TIMEOUT[config.workspaces[name].type])
-    return False, line.removeprefix("FAILED ") or f"supervisor exited; see {log}"
+    if line.startswith(READY):
+        return True, "; ".join([f"ready in {line.removeprefix(READY)}s", *notes])
+    # A failed one releases what it made first: within a boot's time, at most.
+    proc.wait(backend_class(config.workspaces[name].type).ready_timeout)
+    why = line.removeprefix(FAILED) if line.startswith(FAILED) else ""
+    return False, why or f"supervisor exited; see {log}"
 
 
 def stop_supervised(record: ledger.Record, timeout: float = 60.0) -> None:

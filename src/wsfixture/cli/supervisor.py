@@ -22,6 +22,10 @@ from pathlib import Path
 
 from wsfixture.cli import control
 from wsfixture.cli.persistent import (
+    FAILED,
+    NOTE,
+    PROGRESS,
+    READY,
     config_hash,
     config_snapshot,
     publish,
@@ -94,7 +98,7 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
     )
     # What the start is doing, for `up` and `apply` to show while they wait for READY.
     ws = Workspace(spec, config, lab, supervisor=supervisor,
-                   progress=lambda line: print(f"PROGRESS {line}", flush=True))  # fmt: skip
+                   progress=lambda line: print(f"{PROGRESS}{line}", flush=True))  # fmt: skip
     forwards: list[PortForward] = []
     try:
         # The host ports first: one already taken fails before the workspace is made.
@@ -105,15 +109,15 @@ def supervise(config_path: str, name: str, ttl: int | None = None) -> int:
         for forward in forwards:
             forward.close()
         reason = " ".join(str(exc).split())[:2000]
-        print(f"FAILED {reason}", flush=True)
+        print(f"{FAILED}{reason}", flush=True)
         print(str(exc), file=sys.stderr)
         return 1
     finally:
         started(lab.name, name)  # in the ledger now, or failed: no mark needed
     # Its checkpoints outlive it (in its state dir): those it can no longer take are said.
     for tag, why in ws._checkpointing.keep_matching():
-        print(f"NOTE checkpoint {tag!r} removed: {why}", flush=True)
-    print(f"READY {ws.ready_seconds:.2f}", flush=True)
+        print(f"{NOTE}checkpoint {tag!r} removed: {why}", flush=True)
+    print(f"{READY}{ws.ready_seconds:.2f}", flush=True)
     # The `up` command reads one line and leaves; nothing more goes to its pipe.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())

@@ -45,6 +45,11 @@ HEADER_MAGIC = "WSFIXTURE-IDENTITY-2"
 # What the guest asks before it sets its clock (a clone, a VM resuming after a checkpoint);
 # the host answers with ``time_line``.
 CLOCK_REQUEST = "clock"
+# The host's requests on that port, once the agent is up, and the agent's answers (an
+# answer else is "error <why>"): checkpoints (``backends.qemu.checkpoint``), a VM's stop.
+QUIESCE, QUIESCED = "quiesce", "quiesced"
+RESUME, OK = "resume", "ok"
+SYNC, SYNCED = "sync", "synced"
 AGENT_PATH = "usr/local/sbin/wsfixture-restore"
 AGENT_UNIT_NAME = "wsfixture-restore.service"
 TEMPLATE_HOSTNAME = "wsfixture-template"
@@ -191,7 +196,7 @@ echo 0 >/proc/sys/net/ipv6/conf/eth0/accept_ra
 printf '%s\\n' "link set dev eth0 address $mac up" "address add $address dev eth0" \\
     "route add default via $gateway dev eth0" >"$nic"
 wait "$configure" || fail "configuring eth0"
-echo ok >&3
+echo {OK} >&3
 # ---- the host's requests, on the port it keeps open. Checkpoints
 # (``wsfixture.backends.qemu.checkpoint``): before it saves the VM, the shares let go
 # (virtiofs cannot be migrated), and back, with the clock, once the VM runs again: after
@@ -225,12 +230,12 @@ quiesce() {{
         return
     done
     # No sync: the page cache is saved with the memory, consistent with the disk.
-    echo quiesced
+    echo {QUIESCED}
 }}
 while read -r verb _ <&3; do
     case "$verb" in
-    quiesce) quiesce >&3 ;;
-    resume)
+    {QUIESCE}) quiesce >&3 ;;
+    {RESUME})
         # Set by `date`, from the time awk works out as the setter would: starting Python
         # here made each rollback ~0.7 s longer under TCG (it is what a test waits for
         # after each rollback with reset="checkpoint").
@@ -238,14 +243,14 @@ while read -r verb _ <&3; do
         then
             echo "error setting the clock" >&3
         elif WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares; then
-            echo ok >&3
+            echo {OK} >&3
         else
             echo "error mounting the shares" >&3
         fi ;;
     # Before the host ends a discarded VM (``QemuBackend.stop``): what the guest holds for
     # its shares (a file's dirty pages written through a mapping) written out.
-    sync)
-        if sync; then echo synced >&3; else echo "error sync failed" >&3; fi ;;
+    {SYNC})
+        if sync; then echo {SYNCED} >&3; else echo "error sync failed" >&3; fi ;;
     *) echo "error unknown request $verb" >&3 ;;
     esac
 done
@@ -310,7 +315,7 @@ def wire_tar(seed_tar: bytes, journal: tuple[str, str]) -> bytes:
 def parse_reply(line: bytes) -> tuple[bool, str]:
     """The agent's answer: (done, what it said)."""
     text = line.decode(errors="replace").strip()
-    return text == "ok", text
+    return text == OK, text
 
 
 def template_files() -> dict[str, tuple[str, int]]:

@@ -342,7 +342,7 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
     for netns in reversed(record.netns):
         if (Path("/run/netns") / netns).exists():
             attempt(f"delete netns {netns}", system.run, ["ip", "netns", "delete", netns])
-        attempt(f"remove /etc/netns/{netns}", system.remove_tree, Path("/etc/netns") / netns)
+        attempt(f"remove /etc/netns/{netns}", system.remove_tree, settings.NETNS_ETC / netns)
     for directory in reversed(record.dirs):
         attempt(f"remove {directory}", system.remove_tree, Path(directory))
     if not cleanup.failures:

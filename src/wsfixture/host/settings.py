@@ -21,6 +21,12 @@ from pathlib import Path
 from wsfixture.errors import ConfigError, ConfigIssue
 
 GIB = 2**30
+# Files of a workspace's runtime directory (and a VM template's), and where ``ip netns``
+# looks for a namespace's own /etc: named once here.
+CONSOLE_LOG = "console.log"  # what the guest writes to its console (a VM's serial port)
+QEMU_LOG = "qemu.log"  # QEMU's own stderr
+EGRESS_LOG = "egress-dns.log"  # an allowlisted workspace's resolver's query log
+NETNS_ETC = Path("/etc/netns")
 
 
 @dataclass(frozen=True)

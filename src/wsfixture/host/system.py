@@ -203,7 +203,13 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def end_process(process: subprocess.Popen[Any], grace: float, terminate: bool = True) -> int:
+# Seconds a helper of ours (a resolver, a daemon) gets between SIGTERM and SIGKILL.
+END_GRACE = 5.0
+
+
+def end_process(
+    process: subprocess.Popen[Any], grace: float = END_GRACE, terminate: bool = True
+) -> int:
     """End a child of ours: SIGTERM (unless it was told already, ``terminate=False``),
     ``grace`` seconds to exit, then SIGKILL; always reaped. Returns its exit status."""
     if process.poll() is None:

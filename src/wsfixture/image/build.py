@@ -148,7 +148,7 @@ def build_image(
         else:
             _install_layer(build)
         recipe = dataclasses.asdict(image.recipe)
-        (staging / "recipe.json").write_text(json.dumps(recipe, indent=1))
+        (staging / store.RECIPE).write_text(json.dumps(recipe, indent=1))
         (staging / store.READY).write_text(f"{time.time()}\n")
     if failures := ledger.release(record):  # the cgroup; the staging dir is the image now
         raise CleanupError(failures)

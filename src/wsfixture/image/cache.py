@@ -69,7 +69,7 @@ def cached_images(cache_dir: Path | None = None) -> list[CachedImage]:
     for entry, used in store.finished(store.images_dir(cache_dir), store.READY):
         try:
             recipe: ImageRecipe | None = ImageRecipe.from_dict(
-                json.loads((entry / "recipe.json").read_text())
+                json.loads((entry / store.RECIPE).read_text())
             )
         except (OSError, ValueError, KeyError, TypeError):
             recipe = None

@@ -56,7 +56,7 @@ def config_of(entry: Entry, root: Path) -> dict[str, Any]:
     if entry.kind == "template":
         config["shape"] = templates.Template(directory).meta().get("shape")
     else:
-        config["recipe"] = json.loads((directory / "recipe.json").read_text())
+        config["recipe"] = json.loads((directory / store.RECIPE).read_text())
     return config
 
 

@@ -32,6 +32,7 @@ from wsfixture.host import ledger, settings, system
 READY = "ready"  # an image's "finished" stamp: the time it was built
 USED = "used"  # touched on every use
 BASE_READY = "base-ready"  # a layer's copy of its base's READY stamp
+RECIPE = "recipe.json"  # an image's recipe, as the key was made of it
 STAGING_MARK = ".building-"
 # What every key is made of: ``trixie-container-0123abcd...``, a template's
 # ``<image key>-x86_64-1c768m-<digest>``. One component: no "/", never "." or "..".

@@ -74,7 +74,7 @@ class Lab(Netns):
         self.internet = internet
         self.uplink = uplink.plan(network.subnet) if internet else None
         self.dir = settings.current().labs_dir / self.name
-        self.etc_dir = Path("/etc/netns") / self.name
+        self.etc_dir = settings.NETNS_ETC / self.name
         self.hosts_file = self.etc_dir / "hosts"
         self.known_hosts = self.dir / "known_hosts"
         self.ssh_config = self.dir / "ssh_config"
@@ -209,7 +209,7 @@ class Lab(Netns):
         cleanup = Cleanup()
         for process in (self._dnsmasq, self._offline_dns, self._uplink):  # our children
             if process is not None:
-                cleanup.attempt(f"end pid {process.pid}", system.end_process, process, 5.0)
+                cleanup.attempt(f"end pid {process.pid}", system.end_process, process)
         self._dnsmasq = self._offline_dns = self._uplink = None
         if self._record is not None:
             cleanup.add(ledger.release(self._record))

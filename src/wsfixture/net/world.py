@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture.host import ledger, system
+from wsfixture.host import ledger, settings, system
 
 WORLD_HTTP = "198.51.100.10"
 WORLD_DNS = "198.51.100.53"
@@ -97,7 +97,7 @@ def world(root: Path | None = None) -> Iterator[World]:
     for directory, page in ((root / "www", PAGE), (root / "host", HOST_PAGE)):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "index.html").write_text(page)
-    etc = Path("/etc/netns") / host
+    etc = settings.NETNS_ETC / host
     processes: list[subprocess.Popen[bytes]] = []
     made: list[str] = []
     try:

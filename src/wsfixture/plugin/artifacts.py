@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsfixture.host import logcap
+from wsfixture.host import logcap, settings
 from wsfixture.workspaces.commands import journal_command
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def write(
 def parts_of(ws: Workspace, since: int, until: int | None) -> dict[str, Callable[[], str]]:
     """Each file of a workspace's artifacts, and how it is gathered."""
     return {
-        "console.log": lambda: console_tail(ws),
+        settings.CONSOLE_LOG: lambda: console_tail(ws),
         "journal.txt": lambda: inside(ws, journal_command(JOURNAL_LINES)),
         "commands.txt": lambda: commands_text(transcript_of(ws), since, until),
         "describe.json": lambda: json.dumps(ws.describe(), indent=1, default=str),

@@ -22,6 +22,7 @@ class _Default(enum.Enum):
 COMMAND_TIMEOUT_DEFAULT = _Default.COMMAND_TIMEOUT
 Timeout = float | None | _Default
 WAIT_TIMEOUT = 30.0
+OWN_COMMAND_TIMEOUT = 30.0  # a command of wsfixture's own in a workspace (a listing, `date`)
 
 
 VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from wsfixture.backends.base import Backend
 
 
-EGRESS_LOG = "egress-dns.log"  # in the workspace's runtime directory: its resolver's
-
-
 def allowlist_of(config: Config, spec: WorkspaceSpec) -> tuple[str, ...] | None:
     """The destinations ``spec`` may reach, where a list says so: its own, else its
     network's; None: its uplink is open (or it has none)."""
@@ -49,7 +46,7 @@ def egress_record(
     """What an allowlist let through and refused: its resolver's log and the lab's set of
     refused connections, read as they stand."""
     now = time.time()
-    log = runtime_dir / EGRESS_LOG
+    log = runtime_dir / settings.EGRESS_LOG
     text = logcap.read_tail(log, 2 * settings.current().log_max).decode(errors="replace")
     resolved, refused_names = egress_rules.read_log(text, now)
     listed = lab.run(["nft", "-j", "list", "set", "ip", "wsfixture", "denied"], False)

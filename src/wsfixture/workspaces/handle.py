@@ -41,7 +41,13 @@ from wsfixture.retry import retry_until
 from wsfixture.workspaces import guardrails
 from wsfixture.workspaces.checkpoint_store import Checkpoint
 from wsfixture.workspaces.checkpoints import Checkpointing
-from wsfixture.workspaces.commands import COMMAND_TIMEOUT_DEFAULT, Commands, Timeout, shell_line
+from wsfixture.workspaces.commands import (
+    COMMAND_TIMEOUT_DEFAULT,
+    OWN_COMMAND_TIMEOUT,
+    Commands,
+    Timeout,
+    shell_line,
+)
 from wsfixture.workspaces.power import Power
 from wsfixture.workspaces.prepare import prepare
 from wsfixture.workspaces.states import WorkspaceState
@@ -110,7 +116,7 @@ class Workspace(Commands):
 
     @property
     def console_log(self) -> Path:
-        return self._runtime_dir / "console.log"
+        return self._runtime_dir / settings.CONSOLE_LOG
 
     @property
     def _allowlist(self) -> tuple[str, ...] | None:
@@ -171,7 +177,7 @@ class Workspace(Commands):
         self.lab.add_host(host, online=self._online)
         self._log_cap = logcap.LogCap([self.console_log], settings.current().log_max).start()
         if (allowed := self._allowlist) is not None and self._online:
-            log = self._runtime_dir / guardrails.EGRESS_LOG
+            log = self._runtime_dir / settings.EGRESS_LOG
             self._log_cap.watch(log)
             self._egress_resolver = self.lab.restrict_egress(self.ip, allowed, record, log)
         ctx = BackendContext(
@@ -297,7 +303,7 @@ class Workspace(Commands):
             if (allowed := self._allowlist) is not None and self._egress_resolver is not None:
                 resolver = self._egress_resolver
                 attempt("lift its allowlist", lambda: self.lab.unrestrict_egress(self.ip, allowed))
-                attempt("end its resolver", lambda: system.end_process(resolver, 5.0))
+                attempt("end its resolver", lambda: system.end_process(resolver))
                 self._egress_resolver = None
             attempt("remove lab host", lambda: self.lab.remove_host(self.name))
             cleanup.add(ledger.release(self._record))
@@ -464,7 +470,7 @@ class Workspace(Commands):
         ``.poll()`` asks anew); a rollback or a restart takes
         them, and their output, with the machine's /tmp."""
         session = self._session()
-        _, out, _ = session.run(JOBS_COMMAND, 30.0, None, True)
+        _, out, _ = session.run(JOBS_COMMAND, OWN_COMMAND_TIMEOUT, None, True)
         return [Process(session, job.command, job.pid, job.directory, job.state)
                 for job in read_jobs(out.decode(errors="replace"))]  # fmt: skip
 

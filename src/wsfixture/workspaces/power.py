@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from wsfixture.errors import CommandError, FaultError, WorkspaceGone, WorkspacePaused
 from wsfixture.model.config import WorkspaceSpec
+from wsfixture.workspaces.commands import OWN_COMMAND_TIMEOUT
 from wsfixture.workspaces.states import WorkspaceState
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class Power:
                              "a VM: a container shares the host kernel's wall clock")  # fmt: skip
         _, session = self._powered("set the clock of")
         command = f"doas -n date -u -s @{time.time() + seconds:.3f}"
-        rc, out, err = session.run(command, 30.0, None, False)
+        rc, out, err = session.run(command, OWN_COMMAND_TIMEOUT, None, False)
         if rc != 0:
             raise CommandError(self.ws.name, command, rc, out.decode(), err.decode())
 

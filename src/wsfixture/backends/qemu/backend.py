@@ -202,7 +202,7 @@ class QemuBackend(Backend):
     def launch(self, boot: Boot, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
         self.process = self.spawn(
             self.ctx.lab.exec_argv(self.argv(boot)), self.cgroup,
-            self.runtime_dir / "qemu.log", pass_fds=pass_fds,
+            self.runtime_dir / settings.QEMU_LOG, pass_fds=pass_fds,
         )  # fmt: skip
         return self.process
 
@@ -372,14 +372,17 @@ class QemuBackend(Backend):
                     self.qmp().command("system_powerdown")
                     assert self.process is not None
                     self.process.wait(timeout)
-            except Exception:
-                pass  # ended below
+            except Exception as exc:  # ended below, whatever it was
+                logger.debug("%s: no orderly shutdown: %s: %s", self.ctx.spec.name,
+                             type(exc).__name__, exc)  # fmt: skip
         if self.is_up():
-            with contextlib.suppress(Exception):
+            try:
                 self.qmp().command("quit")
+            except Exception as exc:  # its cgroup is ended below
+                logger.debug("%s: QMP quit: %s: %s", self.ctx.spec.name, type(exc).__name__, exc)
         self._close_agent()
         self._close_qmp()
-        self.finish(self.cgroup, 5.0)
+        self.finish(self.cgroup, system.END_GRACE)
         if self._tap_exists():
             self.ctx.lab.ip_batch(f"link delete {self.tap}")
         self.ctx.lab.unguard_port(self.tap)
@@ -400,10 +403,10 @@ class QemuBackend(Backend):
         if self.agent_port is None:
             return False
         try:
-            said = vm_checkpoint.ask(self, self.agent_port, "sync")
+            said = vm_checkpoint.ask(self, self.agent_port, restore.SYNC)
         except (OSError, TemplateError) as exc:
             said = str(exc)
-        if said != "synced":
+        if said != restore.SYNCED:
             logger.warning("%s: the guest did not sync its shares (%s): shutting it down",
                            self.name, said)  # fmt: skip
             return False

@@ -29,6 +29,7 @@ from wsfixture.backends.qemu.argv import IDENTITY_SOCKET
 from wsfixture.backends.qemu.clone import RestoreTarget, Steps
 from wsfixture.backends.qemu.qmp import QmpClient, save_state
 from wsfixture.errors import CheckpointError
+from wsfixture.guest import restore
 from wsfixture.image import templates
 from wsfixture.image.templates import Template
 from wsfixture.retry import retry_until
@@ -37,7 +38,6 @@ DISK = "disk.qcow2"
 STATE = "state"
 AGENT_TIMEOUT = 30.0  # the guest unmounts or mounts its shares
 UNPLUG_TIMEOUT = 10.0  # the guest lets go of a PCI device
-SAVE_TIMEOUT = 120.0
 FDSET_BASE = 100  # fd sets of checkpoint overlays: 100 + the checkpoint's number
 
 
@@ -58,8 +58,8 @@ def save(
     ``commit`` is called once the running disk stands on it. Returns the steps' times."""
     port, qmp = _agent(vm), vm.qmp()
     steps = Steps()
-    said = ask(vm, port, "quiesce")
-    if said != "quiesced":
+    said = ask(vm, port, restore.QUIESCE)
+    if said != restore.QUIESCED:
         raise CheckpointError(
             vm.name, f"the guest could not let go of its shares: {said.removeprefix('error ')}",
             "end what uses them (a shell inside one, an open file), then try again",
@@ -81,9 +81,9 @@ def save(
     finally:
         _plug_missing(vm, qmp, tags)
         steps.done("shares plugged")
-        said = ask(vm, port, "resume")
+        said = ask(vm, port, restore.RESUME)
         steps.done("shares mounted")
-    if said != "ok":
+    if said != restore.OK:
         raise CheckpointError(vm.name, f"the guest did not take its shares back: {said}")
     return str(steps)
 
@@ -105,9 +105,9 @@ def rollback(vm: CheckpointTarget, checkpoint: Path, template: Template) -> str:
         steps.done("shares plugged")
         qmp.command("cont")
         vm.agent_port = port
-        said = ask(vm, port, "resume")
+        said = ask(vm, port, restore.RESUME)
         steps.done("guest resumed")
-    if said != "ok":
+    if said != restore.OK:
         raise CheckpointError(vm.name, f"the rolled-back guest did not take its shares: {said}")
     return str(steps)
 
@@ -191,6 +191,6 @@ def _move(source: Path, target: Path) -> None:
 
 
 def _save_state(name: str, qmp: QmpClient, state: Path) -> None:
-    status = save_state(qmp, state, SAVE_TIMEOUT, memory=True)
+    status = save_state(qmp, state, memory=True)
     if status != "completed":
         raise CheckpointError(name, f"saving the VM's state: migration {status}")

@@ -29,7 +29,7 @@ from wsfixture.backends.qemu.qmp import QmpClient, leave_out_memory, wait_migrat
 from wsfixture.backends.qemu.template import TemplateHost, build_template
 from wsfixture.errors import CorruptTemplateError, TemplateError
 from wsfixture.guest import restore
-from wsfixture.host import system
+from wsfixture.host import settings, system
 from wsfixture.image import obtain, templates
 from wsfixture.image.templates import Template
 from wsfixture.retry import retry_until
@@ -156,7 +156,7 @@ def load(
     as a copy of the memory file ``ram``, which ``state`` then leaves out (a template's);
     None: empty, and ``state`` has it all (a checkpoint's). CorruptTemplateError if the
     state does not load, or ``verify`` (run meanwhile) says why it is bad."""
-    log = vm.runtime_dir / "qemu.log"
+    log = vm.runtime_dir / settings.QEMU_LOG
     verdict: list[str | None] = []
     check = threading.Thread(
         target=lambda: verdict.append(verify() if verify else None), daemon=True

@@ -93,7 +93,11 @@ class QmpClient:
 UNTHROTTLED = 2**40
 
 
-def save_state(qmp: QmpClient, state: Path, timeout: float, memory: bool) -> str:
+# A save's bound: a VM's memory (a few GiB) written out, unthrottled, under a busy host.
+SAVE_TIMEOUT = 120.0
+
+
+def save_state(qmp: QmpClient, state: Path, memory: bool, timeout: float = SAVE_TIMEOUT) -> str:
     """Migrate the (paused) VM's devices, and its memory if ``memory`` (a template's
     stays in its memory file), into the file ``state``, handed over as a descriptor,
     unthrottled: "completed", or why not."""

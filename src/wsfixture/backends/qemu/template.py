@@ -39,7 +39,6 @@ from wsfixture.image.templates import Template, TemplateShape
 from wsfixture.model.config import Config, WorkspaceSpec
 
 TEMPLATE_BOOT_TIMEOUT = 300.0  # a template's first boot, under TCG with other VMs about
-SAVE_TIMEOUT = 120.0
 TEMPLATE_TAP = "tap0"
 
 
@@ -96,7 +95,7 @@ def _boot_and_save(
     boot = Boot(
         template.kernel, template.initrd, vm.kernel_cmdline(template.key), template.frozen,
         template.seed, TEMPLATE_MAC, TEMPLATE_TAP, sockets, restorable=True,
-        console_log=template.dir / "console.log", ram=Path(f"/proc/self/fd/{memory}"),
+        console_log=template.dir / settings.CONSOLE_LOG, ram=Path(f"/proc/self/fd/{memory}"),
     )  # fmt: skip
     cgroup = settings.current().cgroup_root / f"template-{os.getpid()}-{time.monotonic_ns()}"
     record.add_cgroup(cgroup)
@@ -109,19 +108,23 @@ def _boot_and_save(
                 '&& exec "$@"', "sh", *vm.argv(dataclasses.replace(boot, disk_fds=fds)),
             ]  # fmt: skip
             process = vm.spawn(
-                argv, cgroup, template.dir / "qemu.log", record=record, pass_fds=(*fds, memory)
+                argv,
+                cgroup,
+                template.dir / settings.QEMU_LOG,
+                record=record,
+                pass_fds=(*fds, memory),
             )
         try:
-            port = channel.accept(listener, process, template.dir / "qemu.log")
+            port = channel.accept(listener, process, template.dir / settings.QEMU_LOG)
             line = channel.read_line(
-                port, TEMPLATE_BOOT_TIMEOUT, process, template.dir / "console.log"
+                port, TEMPLATE_BOOT_TIMEOUT, process, template.dir / settings.CONSOLE_LOG
             )
             booted = time.monotonic() - started
             state = line.removeprefix("waiting ").strip()
             if not line.startswith("waiting ") or state != "running":
                 raise TemplateError(
                     f"the template's boot ended {state!r}, not 'running':\n"
-                    + system.tail(template.dir / "console.log", 15)
+                    + system.tail(template.dir / settings.CONSOLE_LOG, 15)
                 )
             try:
                 _save(sockets / QMP_SOCKET, template.state)
@@ -148,7 +151,7 @@ def _save(qmp_socket: Path, state: Path) -> None:
     qmp = QmpClient.connect(qmp_socket)
     try:
         qmp.command("stop")
-        status = save_state(qmp, state, SAVE_TIMEOUT, memory=False)
+        status = save_state(qmp, state, memory=False)
         if status != "completed":
             raise TemplateError(f"saving the template: migration {status}")
         qmp.command("quit")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import re
 import shlex
@@ -18,11 +17,11 @@ from typing import TYPE_CHECKING
 
 from wsfixture import checks, copying
 from wsfixture.cli.lookup import UsageError, lab_dir, require_running, running_workspace
-from wsfixture.cli.output import EXIT_FAILED, emit, progress, say
+from wsfixture.cli.output import EXIT_FAILED, answer, emit, progress, say
 from wsfixture.cli.persistent import (
     handle_on_running,
 )
-from wsfixture.host import ledger, system
+from wsfixture.host import ledger, settings, system
 from wsfixture.model.config import load_config
 from wsfixture.net import inventory
 from wsfixture.workspaces.commands import journal_command
@@ -165,7 +164,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.job is not None:
         return job_logs(args)
     lab, directory = lab_dir(args)
-    console = directory / args.name / "console.log"
+    console = directory / args.name / settings.CONSOLE_LOG
     if not console.exists():
         raise UsageError(f"{args.name} has no console log in lab {lab} (not running?)")
     ssh = ["ssh", "-F", str(directory / "ssh_config"), args.name]
@@ -272,20 +271,20 @@ def cmd_egress(args: argparse.Namespace) -> int:
         ws.stop()  # an attached handle: closes the connection only
     if record is None:
         raise UsageError(f"{args.name} has no allowlist (its internet is not a list)")
-    if args.json:
-        data = {
-            "allowlist": list(record.allowlist),
-            "resolved": record.resolved,
-            "denied": [dataclasses.asdict(d) for d in record.denied],
-            "full": record.full,
-        }
-        say(json.dumps(data))
-        return 0
-    say(f"allowlist: {', '.join(record.allowlist) or '(empty: nothing)'}")
-    for name, addresses in record.resolved.items():
-        say(f"allowed   {name}: {', '.join(addresses)}")
-    for denial in record.denied:
-        say(f"denied    {time.strftime('%H:%M:%S', time.localtime(denial.when))} {denial}")
-    if record.note:
-        say(f"note: {record.note}")
+    data = {
+        "allowlist": list(record.allowlist),
+        "resolved": record.resolved,
+        "denied": [dataclasses.asdict(d) for d in record.denied],
+        "full": record.full,
+    }
+
+    def text() -> str:
+        lines = [f"allowlist: {', '.join(record.allowlist) or '(empty: nothing)'}"]
+        lines += [f"allowed   {name}: {', '.join(addresses)}"
+                  for name, addresses in record.resolved.items()]  # fmt: skip
+        lines += [f"denied    {time.strftime('%H:%M:%S', time.localtime(d.when))} {d}"
+                  for d in record.denied]  # fmt: skip
+        return "\n".join([*lines, *([f"note: {record.note}"] if record.note else [])])
+
+    answer(args, data, text)
     return 0

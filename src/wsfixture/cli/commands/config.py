@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from wsfixture.cli import hostsfile
 from wsfixture.cli.lookup import UsageError
-from wsfixture.cli.output import say
+from wsfixture.cli.output import answer, say
 from wsfixture.cli.persistent import (
     alias_lines,
 )
-from wsfixture.host import system
+from wsfixture.host import settings, system
 from wsfixture.model import derive, schema
 from wsfixture.model.config import load_config
 from wsfixture.model.plan import plan, render_text
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     data = plan(load_config(args.config_file or args.config))
-    say(json.dumps(data, indent=2) if args.json else render_text(data))
+    answer(args, data, lambda: render_text(data))
     return 0
 
 
@@ -84,7 +84,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
                 "...), or write the lab's own hosts file (without --root-namespace)"
             )
     else:
-        target = Path("/etc/netns") / config.network.namespace / "hosts"
+        target = settings.NETNS_ETC / config.network.namespace / "hosts"
     changed = hostsfile.write_block(target, entries)
     say(f"{target}: {'updated' if changed else 'already up to date'} ({len(entries)} entries)")
     return 0

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
-from wsfixture.cli.output import EXIT_FAILED, EXIT_PREREQ, emit, say
+from wsfixture.cli.output import EXIT_FAILED, EXIT_PREREQ, answer, emit, say
 from wsfixture.cli.persistent import (
     stop_supervised,
 )
@@ -44,10 +43,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
             if ledger.workspace_info(record).supervisor is not None:
                 stop_supervised(record)
     reaped, failures = ledger.reap(args.lab)
-    if args.json:
-        say(json.dumps({"reaped": [r.key for r in reaped], "failures": [str(f) for f in failures]}))
-    elif not args.quiet or reaped:
-        say(f"gc: reaped {len(reaped)} record(s)" + "".join(f"\n  {r.key}" for r in reaped))
+    if args.json or not args.quiet or reaped:
+        data = {"reaped": [r.key for r in reaped], "failures": [str(f) for f in failures]}
+        answer(args, data, lambda: f"gc: reaped {len(reaped)} record(s)"
+               + "".join(f"\n  {r.key}" for r in reaped))  # fmt: skip
     for what, exc in failures:
         print(f"gc: could not {what}: {exc}", file=sys.stderr)
     return EXIT_FAILED if failures else 0

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from wsfixture.cli.lookup import UsageError
-from wsfixture.cli.output import EXIT_FAILED, emit, say
+from wsfixture.cli.output import EXIT_FAILED, answer, emit, say
 from wsfixture.errors import WsfixtureError
 from wsfixture.host import settings
 from wsfixture.image import cache as imagecache
@@ -58,20 +58,8 @@ def cmd_images(args: argparse.Namespace) -> int:
     if args.prune:
         dropped = imagecache.prune(args.days, dry_run=args.dry_run)
         freed = sum(p.freed for p in dropped)
-        if args.json:
-            say(json.dumps({"removed": [p.key for p in dropped], "bytes": freed}))
-            return 0
-        verb = "would remove" if args.dry_run else "removed"
-        for p in dropped:
-            say(f"{verb} {p.key} ({p.why}, {p.freed / 2**20:.0f} MiB)")
-        say(f"images and templates: {verb} {len(dropped)}, {freed / 2**30:.1f} GiB")
-        # What stays though no config may want it any more (a layer whose setup changed):
-        # unused, but within --days. Say so, rather than leave a bare "0".
-        kept = [i for i in imagecache.cached_images() if i.key not in {p.key for p in dropped}]
-        recent = [i for i in kept if i.key not in imagecache.busy_keys(kept)]
-        if recent:
-            say(f"kept {len(recent)} not in use but used within {args.days:g} days "
-                "(`--days 0` prunes every unused one; `--remove KEY` one of them)")  # fmt: skip
+        data = {"removed": [p.key for p in dropped], "bytes": freed}
+        answer(args, data, lambda: pruned_text(dropped, args.days, args.dry_run))
         return 0
     images = imagecache.cached_images()
     busy = imagecache.busy_keys(images)
@@ -119,6 +107,22 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def pruned_text(dropped: list[imagecache.Pruned], days: float, dry_run: bool) -> str:
+    verb = "would remove" if dry_run else "removed"
+    freed = sum(p.freed for p in dropped)
+    lines = [f"{verb} {p.key} ({p.why}, {p.freed / 2**20:.0f} MiB)" for p in dropped]
+    lines.append(f"images and templates: {verb} {len(dropped)}, {freed / 2**30:.1f} GiB")
+    # What stays though no config may want it any more (a layer whose setup changed):
+    # unused, but within --days. Say so, rather than leave a bare "0".
+    kept = [i for i in imagecache.cached_images() if i.key not in {p.key for p in dropped}]
+    if recent := [i for i in kept if i.key not in imagecache.busy_keys(kept)]:
+        lines.append(
+            f"kept {len(recent)} not in use but used within {days:g} days "
+            "(`--days 0` prunes every unused one; `--remove KEY` one of them)"
+        )
+    return "\n".join(lines)
+
+
 def size_fields(usage: imagecache.DiskUsage) -> dict[str, object]:
     """What ``du -s`` says of the entry; the part it shares with another entry (a
     template's hard links to its image's disk) named, as removing it does not free that."""
@@ -150,7 +154,7 @@ def cmd_key(args: argparse.Namespace) -> int:
     """One stable hash of everything the config's images and templates depend on."""
     keys = config_keys(args.config)
     digest = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:32]
-    say(json.dumps({"key": digest, "keys": keys}) if args.json else digest)
+    answer(args, {"key": digest, "keys": keys}, lambda: digest)
     return 0
 
 

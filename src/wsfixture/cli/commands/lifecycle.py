@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from wsfixture.cli.lookup import UsageError, select
-from wsfixture.cli.output import EXIT_FAILED, emit, progress, say, table
+from wsfixture.cli.output import EXIT_FAILED, answer, emit, progress, say, table
 from wsfixture.cli.persistent import (
     changed_fields,
     config_snapshot,
@@ -156,9 +156,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     select(config, args.names, True, lambda n: True)  # unknown names: a usage error
     rows = [r for r in status_rows(config) if not args.names or r["name"] in args.names]
-    if args.json:
-        say(json.dumps(rows))
-        return 0
+    answer(args, rows, lambda: status_table(rows))
+    return 0
+
+
+def status_table(rows: list[dict[str, Any]]) -> str:
     shown = [
         {**r, "uptime": "-" if r["uptime"] is None else f"{r['uptime']}s",
          "matches": {None: "-", True: "yes", False: f"no: {restart_reason(r['changed'])}"}[
@@ -167,8 +169,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     shown = [{**r, "stops": r["stops"] or "-", "limits": _limits(r["limits"])} for r in shown]
     columns = ["name", "type", "ip", "state", "uptime", "matches", "limits", "stops", "forwards"]
-    say(table(shown, columns))
-    return 0
+    return table(shown, columns)
 
 
 def _limits(facts: dict[str, Any]) -> str:
