@@ -67,10 +67,10 @@ def _cgroups() -> Finding:
                    "mount cgroup2 there (systemd hosts have it)")  # fmt: skip
 
 
-def _qemu_user() -> Finding:
-    ok = setup.has_qemu_user()
-    return Finding(f"user {setup.QEMU_USER}", ok, "exists" if ok else "missing",
-                   "wsfixture setup-host")  # fmt: skip
+def _vm_needs() -> list[Finding]:
+    """What a VM's start requires (``virt.VM_NEEDS``), as it asks."""
+    return [Finding(need.name, (problem := need.problem()) is None, problem or "present",
+                    need.fix) for need in virt.VM_NEEDS]  # fmt: skip
 
 
 def _inotify() -> Finding:
@@ -107,25 +107,17 @@ def _vsock() -> Finding:
                    "modprobe vhost_vsock; VMs run without it", required=False)  # fmt: skip
 
 
-def _virtiofsd() -> Finding:
-    ok = virt.virtiofsd_available()
-    return Finding("virtiofsd", ok, virt.VIRTIOFSD if ok else "not installed",
-                   "apt-get install qemu-system-common; a VM's rw shares need it (9p would "
-                   "serve them as host root, and is refused)")  # fmt: skip
-
-
 CHECKS: tuple[Callable[[], Finding | list[Finding]], ...] = (
     _root,
     _tools,
     _overlayfs,
     _netns,
     _cgroups,
-    _qemu_user,
+    _vm_needs,
     _inotify,
     _space,
     _kvm,
     _vsock,
-    _virtiofsd,
 )
 
 

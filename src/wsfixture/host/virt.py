@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from wsfixture.errors import PrerequisiteError
-from wsfixture.host import system
+from wsfixture.host import setup, system
 
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"  # QEMU 7.2's C daemon (Debian 12: qemu-system-common)
 
@@ -106,3 +107,43 @@ def qemu_version() -> str:
     that made it only)."""
     out = system.run([system.require_tool("qemu-system-x86_64"), "--version"])
     return out.splitlines()[0].strip()
+
+
+@dataclass(frozen=True)
+class VmNeed:
+    """What a VM cannot run without: ``doctor`` reports it, a VM's start requires it."""
+
+    name: str
+    problem: Callable[[], str | None]  # what is wrong, asked now; None: it is there
+    fix: str
+    package: str = ""
+
+
+def _virtiofsd_problem() -> str | None:
+    # 9p, built into QEMU, is served as host root with the guest's owners and modes
+    # passed through: the guest's root would make host root's (setuid) files.
+    if virtiofsd_available():
+        return None
+    return (f"{VIRTIOFSD} not found, and a VM's rw shares (workspace/, claude-config/ at "
+            "least) would be served over 9p as host root")  # fmt: skip
+
+
+def _qemu_user_problem() -> str | None:
+    if setup.has_qemu_user():
+        return None
+    return f"the system user {setup.QEMU_USER} (QEMU drops to it) does not exist"
+
+
+VM_NEEDS = (
+    VmNeed("virtiofsd", _virtiofsd_problem, "apt-get install qemu-system-common",
+           "qemu-system-common"),
+    VmNeed(f"user {setup.QEMU_USER}", _qemu_user_problem, "wsfixture setup-host (or make host)"),
+)  # fmt: skip
+
+
+def require_vm_needs(name: str) -> None:
+    """PrerequisiteError, naming workspace ``name``, for the first of ``VM_NEEDS`` missing."""
+    for need in VM_NEEDS:
+        if (problem := need.problem()) is not None:
+            hint = "" if need.package else need.fix
+            raise PrerequisiteError(f"workspace {name!r}: {problem}", need.package, hint)

@@ -31,7 +31,7 @@ from wsfixture.backends.qemu.template import shape_for, template_build
 from wsfixture.errors import CheckpointError, PrerequisiteError, TemplateError
 from wsfixture.guest import restore, seed
 from wsfixture.host import idmap, ledger, settings, system, virt
-from wsfixture.host.setup import QEMU_USER, has_qemu_user
+from wsfixture.host.setup import QEMU_USER
 from wsfixture.image.build import stderr_progress
 from wsfixture.image.recipe import Image
 from wsfixture.image.templates import Template, TemplateShape, spec_restore_blocker
@@ -99,15 +99,7 @@ class QemuBackend(Backend):
                 hint="load vhost_vsock on the host, or set vsock = 'auto'",
             )
         self.vsock = spec.vsock != "off" and virt.vsock_available()
-        if not virt.virtiofsd_available():
-            # 9p, built into QEMU, is served as host root with the guest's owners and modes
-            # passed through: the guest's root would make host root's (setuid) files.
-            raise PrerequisiteError(
-                f"workspace {spec.name!r}: {virt.VIRTIOFSD} not found, and its rw shares "
-                "(workspace/, claude-config/ at least) would be served over 9p as host root",
-                "qemu-system-common",
-            )
-        require_qemu_user()
+        virt.require_vm_needs(spec.name)
         self._qmp: QmpClient | None = None
         self.boot_mode = "not started"
         # A clone's: the guest port, kept for its agent (checkpoints), and its template.
@@ -415,11 +407,3 @@ class QemuBackend(Backend):
     def _tap_exists(self) -> bool:
         out = self.ctx.lab.run(["ip", "-o", "link", "show", self.tap], check=False)
         return bool(out.strip())
-
-
-def require_qemu_user() -> None:
-    if not has_qemu_user():
-        raise PrerequisiteError(
-            f"the system user {QEMU_USER} (QEMU drops to it) does not exist",
-            hint="run `wsfixture setup-host` (or make host)",
-        )
