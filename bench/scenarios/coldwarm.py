@@ -30,7 +30,7 @@ def run(ctx: Context) -> list[Row]:
     try:
         began = time.monotonic()
         ensure_image(
-            ImageRecipe.for_packages(config.packages_for(spec)), cache, progress=lambda _: None
+            ImageRecipe.for_packages(config.resolve(spec).packages), cache, progress=lambda _: None
         )
         build = time.monotonic() - began
         # A package set not seen before: apt installs it as a layer over that base.
@@ -40,7 +40,7 @@ def run(ctx: Context) -> list[Row]:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     began = time.monotonic()
-    ensure_image(ImageRecipe.for_packages(config.packages_for(spec)))
+    ensure_image(ImageRecipe.for_packages(config.resolve(spec).packages))
     hit = time.monotonic() - began
     ready, _ = ours_start_stop(config, "cw", runs)
     return [

@@ -73,14 +73,14 @@ def test_files_then_setup_lines_are_in_the_image_and_built_once(
     # A changed line, or a changed file, is another layer.
     other = configured(state_root, app_conf, [*setup, "true"])
     assert ImageRecipe.for_packages(
-        (), "container", other.setup_for(other.workspaces["app"]),
-        other.files_for(other.workspaces["app"]),
+        (), "container", other.resolve(other.workspaces["app"]).setup,
+        other.resolve(other.workspaces["app"]).files,
     ).key != first.key  # fmt: skip
     app_conf.write_text("greeting = changed\n")
     try:
         changed = ImageRecipe.for_packages(
-            (), "container", config.setup_for(config.workspaces["app"]),
-            config.files_for(config.workspaces["app"]),
+            (), "container", config.resolve(config.workspaces["app"]).setup,
+            config.resolve(config.workspaces["app"]).files,
         )  # fmt: skip
         assert changed.key != first.key
     finally:

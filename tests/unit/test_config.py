@@ -1,6 +1,7 @@
 import ipaddress
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -31,7 +32,7 @@ def test_example_loads() -> None:
     assert box.ip == ipaddress.IPv4Address("192.168.83.11")
     assert box.disk == 8192
     assert config.workspaces["myproject"].auto_start is True
-    assert config.packages_for(config.workspaces["myproject"]) == ("curl", "git", "make")
+    assert config.resolve(config.workspaces["myproject"]).packages == ("curl", "git", "make")
 
 
 def test_defaults() -> None:
@@ -295,20 +296,62 @@ def test_network_addresses_are_checked_against_the_default_subnet_too() -> None:
             config_from_dict({"network": {key: "10.0.0.1"}})
 
 
-def test_release_comes_from_the_workspace_else_the_defaults() -> None:
-    config = config_from_dict(
-        {
-            "defaults": {"release": "bookworm"},
-            "workspaces": {
-                "old": {"type": "container", "ip": "192.168.83.10"},
-                "new": {"type": "vm", "ip": "192.168.83.11", "release": "trixie"},
-            },
-        }
-    )
-    assert config.release_for(config.workspaces["old"]) == "bookworm"
-    assert config.release_for(config.workspaces["new"]) == "trixie"
-    plain = config_from_dict({"workspaces": {"a": {"type": "vm", "ip": "192.168.83.10"}}})
-    assert plain.release_for(plain.workspaces["a"]) == "trixie"  # Debian's stable
+# Every field a workspace inherits from the defaults: its own value, the defaults', and
+# what it gets (None: not set; a file is made in tmp_path for "files").
+INHERITED = [
+    ("release", "bookworm", "trixie", "bookworm"),
+    ("release", None, "bookworm", "bookworm"),
+    ("release", None, None, "trixie"),  # Debian's stable, the defaults' own default
+    ("snapshot", "off", "auto", "off"),
+    ("snapshot", None, "off", "off"),
+    ("snapshot", None, None, "auto"),
+    ("packages", ["git", "jq"], ["curl", "git"], ("curl", "git", "jq")),
+    ("setup", ["echo b"], ["echo a"], ("echo a", "echo b")),
+    ("files", {"/x": "own", "/y": "own"}, {"/y": "theirs", "/z": "theirs"},
+     {"/x": "own", "/y": "own", "/z": "theirs"}),
+    ("vcpu", 2, 4, 2),
+    ("vcpu", None, 4, 4),
+    ("memory", "1G", 2048, 1024),
+    ("memory", None, "2G", 2048),
+    ("pids", None, 256, 256),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "own", "theirs", "got"), INHERITED)
+def test_what_a_workspace_inherits_from_the_defaults(
+    name: str, own: Any, theirs: Any, got: Any, tmp_path: Path
+) -> None:
+    """One declaration each (``inherits`` on the workspace's field), one resolved view
+    (``Config.resolve``): its own value, the defaults', combined as the field says."""
+
+    def host_files(value: Any) -> Any:
+        if name != "files" or value is None:
+            return value
+        for side in set(value.values()):
+            (tmp_path / side).write_text(side)
+        return {target: str(tmp_path / side) for target, side in value.items()}
+
+    ws: dict[str, Any] = {"type": "vm", "ip": "192.168.83.10"}
+    if own is not None:
+        ws[name] = host_files(own)
+    defaults = {} if theirs is None else {name: host_files(theirs)}
+    config = config_from_dict({"defaults": defaults, "workspaces": {"a": ws}})
+    resolved = config.resolve(config.workspaces["a"])
+    value = getattr(resolved, name, None)
+    if value is None:
+        value = getattr(resolved.resources, name)
+    if name == "files":
+        got = {target: tmp_path / side for target, side in got.items()}
+    assert value == got
+
+
+def test_every_inherited_field_is_in_that_table() -> None:
+    from wsfixture.model import fields
+    from wsfixture.model.spec import Defaults, WorkspaceSpec
+
+    inheriting = {f.name for f, decl in fields.declarations(WorkspaceSpec) if decl.inherits}
+    assert inheriting == {name for name, *_ in INHERITED}
+    assert inheriting <= {f.name for f, _ in fields.declarations(Defaults)}
 
 
 def test_an_unknown_release_is_refused_naming_the_field_and_the_choices() -> None:

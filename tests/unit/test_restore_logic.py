@@ -44,23 +44,6 @@ def test_what_keeps_a_vm_from_restoring() -> None:
     assert "at most" in str(restore_blocker("auto", "q35", False, SPARE_ROOT_PORTS + 1))
 
 
-def test_snapshot_comes_from_the_workspace_or_the_defaults() -> None:
-    from wsfixture.model.config import config_from_dict
-
-    config = config_from_dict(
-        {
-            "defaults": {"snapshot": "off"},
-            "workspaces": {
-                "a": {"type": "vm", "ip": "192.168.83.10"},
-                "b": {"type": "vm", "ip": "192.168.83.11", "snapshot": "auto"},
-            },
-        }
-    )
-    assert config.snapshot_for(config.workspaces["a"]) == "off"
-    assert config.snapshot_for(config.workspaces["b"]) == "auto"
-    assert Config().defaults.snapshot == "auto"
-
-
 def test_a_spec_s_blocker_counts_the_standard_shares_and_the_host_s_vsock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -70,9 +70,7 @@ def test_settings_and_the_shared_cache_are_a_contexts_not_the_process() -> None:
         shared_cache.use(cache)
         try:
             plain = threading.Thread(target=look, args=("plain",))
-            copied = threading.Thread(
-                target=contextvars.copy_context().run, args=(look, "copied")
-            )
+            copied = threading.Thread(target=contextvars.copy_context().run, args=(look, "copied"))
             for thread in (plain, copied):
                 thread.start()
                 thread.join()

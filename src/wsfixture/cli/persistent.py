@@ -90,11 +90,12 @@ def config_snapshot(config: Config, spec: WorkspaceSpec) -> dict[str, str]:
     own fields, and what it takes from the defaults and the network."""
     user = config.defaults.user
     fields = {key: json.dumps(value, sort_keys=True) for key, value in spec.to_dict().items()}
+    got = config.resolve(spec)
     fields |= {
-        "packages": json.dumps(list(config.packages_for(spec))),
-        "files": json.dumps({t: str(p) for t, p in config.files_for(spec).items()}),
-        "setup": json.dumps(list(config.setup_for(spec))),
-        "release": json.dumps(config.release_for(spec)),
+        "packages": json.dumps(list(got.packages)),
+        "files": json.dumps({t: str(p) for t, p in got.files.items()}),
+        "setup": json.dumps(list(got.setup)),
+        "release": json.dumps(got.release),
         "defaults.user": json.dumps([user.name, user.uid, list(user.authorized_keys)]),
         "network": json.dumps([str(config.network.subnet), str(config.network.gateway)]),
     }

@@ -75,7 +75,7 @@ def spec_restore_blocker(config: Config, spec: WorkspaceSpec) -> str | None:
     what ``wsfixture images key`` counts templates by."""
     vsock = spec.vsock != "off" and virt.vsock_available()
     shares = len(STANDARD_SHARE_TABLE) + len(spec.shares)
-    return restore_blocker(config.snapshot_for(spec), spec.machine, vsock, shares)
+    return restore_blocker(config.resolve(spec).snapshot, spec.machine, vsock, shares)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,18 @@ class Decl:
     vm_only: bool = False
     # A default computed from the fields parsed before this one (a gateway from a subnet).
     default_from: Callable[[Mapping[str, Any]], Any] | None = None
+    # A workspace's field that the defaults' field of the same name stands behind, and how
+    # the two make the value it gets (``INHERITANCE``; ``Config.resolve``).
+    inherits: str | None = None
+
+
+# How a workspace's own value and the defaults' make the one it gets.
+INHERITANCE: dict[str, Callable[[Any, Any], Any]] = {
+    "or": lambda own, default: default if own is None else own,  # its own, else theirs
+    "after": lambda own, default: (*default, *own),  # theirs, then its own
+    "union": lambda own, default: tuple(sorted({*default, *own})),  # both, sorted, once
+    "over": lambda own, default: {**dict(default), **dict(own)},  # both; its own win
+}
 
 
 def declared(
@@ -121,6 +133,7 @@ def declared(
     default_from: Callable[[Mapping[str, Any]], Any] | None = None,
     factory: Callable[[], Any] | None = None,
     allowed: str | None = None,
+    inherits: str | None = None,
 ) -> Any:
     """A dataclass field carrying its declaration. A required field's missing value is
     reported with ``allowed``; without it, the parser is handed REQUIRED to say so itself."""
@@ -133,7 +146,10 @@ def declared(
                 return INVALID
             return given(value, where, ctx)
 
-    decl = Decl(doc, parse, schema, to_data or (lambda value: value), vm_only, default_from)
+    assert inherits is None or inherits in INHERITANCE, inherits
+    decl = Decl(
+        doc, parse, schema, to_data or (lambda value: value), vm_only, default_from, inherits
+    )
     if factory is not None:
         return field(default_factory=factory, metadata={DECL: decl})
     return field(default=default, metadata={DECL: decl})
@@ -396,7 +412,7 @@ def is_system_dir(path: Path) -> bool:
     return seen == Path("/") or any(seen == Path(d) or Path(d) in seen.parents for d in SYSTEM_DIRS)
 
 
-def file_map(doc: str) -> Any:
+def file_map(doc: str, **extra: Any) -> Any:
     """Files to put into an image: absolute guest path -> a regular file on the host (an
     absolute or ~ path), checked to exist when the config is read."""
     allowed = (
@@ -438,8 +454,9 @@ def file_map(doc: str) -> Any:
         "additionalProperties": {"type": "string", "pattern": r"\S"},
     }
     return declared(
-        (), doc=doc, parse=parse, schema=schema, to_data=lambda v: {t: str(s) for t, s in v}
-    )
+        (), doc=doc, parse=parse, schema=schema, to_data=lambda v: {t: str(s) for t, s in v},
+        **extra,
+    )  # fmt: skip
 
 
 def ipv4_network(default: ipaddress.IPv4Network, doc: str, prefixes: tuple[int, int]) -> Any:

@@ -25,20 +25,21 @@ def plan(config: Config, accel: str | None = None) -> dict[str, Any]:
     """Plain data for ``wsfixture plan``: the network and, per workspace, its identity."""
     workspaces = []
     for spec in config.workspaces.values():
+        got = config.resolve(spec)
         entry: dict[str, Any] = {
             **derive.identity(spec.name, str(spec.ip)),
             **_fields_of(spec),
             # What it may use, resolved (its own, the defaults', its kind's); none: no limit.
             "resources": {
                 key: value
-                for key, value in dataclasses.asdict(config.resources_for(spec)).items()
+                for key, value in dataclasses.asdict(got.resources).items()
                 if value is not None
             },
-            "release": config.release_for(spec),
-            "packages": list(config.packages_for(spec)),
+            "release": got.release,
+            "packages": list(got.packages),
             # What the image layer gets beyond packages: the defaults' and its own, merged.
-            "files": {target: str(source) for target, source in config.files_for(spec).items()},
-            "setup": list(config.setup_for(spec)),
+            "files": {target: str(source) for target, source in got.files.items()},
+            "setup": list(got.setup),
             "stateDirs": {
                 share: str(config.state_dir(spec.name) / share) for share in STANDARD_SHARES
             },

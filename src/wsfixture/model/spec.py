@@ -244,27 +244,27 @@ class WorkspaceSpec:
         True, "`wsfixture apply` restarts it when its config changed"
     )
     release: str | None = fields.choice(
-        None, "its Debian release (default: the defaults' release)", RELEASES
+        None, "its Debian release (default: the defaults' release)", RELEASES, inherits="or"
     )
     packages: tuple[str, ...] = fields.string_list(
         "Debian packages beyond the defaults' (an image layer)", PACKAGE_RE,
-        "Debian package names",
+        "Debian package names", inherits="union",
     )  # fmt: skip
     setup: tuple[str, ...] = fields.string_list(
         "shell lines run as root in its image after the defaults' (an image layer)",
-        SETUP_LINE_RE, "one non-blank line of shell",
+        SETUP_LINE_RE, "one non-blank line of shell", inherits="after",
     )  # fmt: skip
     files: tuple[tuple[str, Path], ...] = fields.file_map(
-        "files put into its image beside the defaults': guest path -> host file"
+        "files put into its image beside the defaults': guest path -> host file", inherits="over"
     )
     vcpu: int | None = fields.integer(
         None, f"CPUs: a VM's virtual CPUs (default {VM_RESOURCES.vcpu}, clamped to the host's); "
-        "a container's CPU time, in CPUs (default: no limit)", *VCPU_RANGE,
+        "a container's CPU time, in CPUs (default: no limit)", *VCPU_RANGE, inherits="or",
     )  # fmt: skip
     memory: int | None = fields.size_mib(
         None, f"MiB, or like \"2G\": a VM's memory (default {VM_RESOURCES.memory}, clamped to "
         "the host's); a container's bound, swap included, over which it is OOM-killed "
-        "(default: no limit)", *MEMORY_RANGE_MIB,
+        "(default: no limit)", *MEMORY_RANGE_MIB, inherits="or",
     )  # fmt: skip
     disk: int | None = fields.size_mib(
         None, f"MiB, or like \"8G\": a VM's root disk (default {VM_RESOURCES.disk}); what a "
@@ -273,7 +273,7 @@ class WorkspaceSpec:
     )  # fmt: skip
     pids: int | None = fields.integer(
         None, f"processes and threads: a VM's QEMU and share daemons (default "
-        f"{VM_RESOURCES.pids}); a container's (default: no limit)", *PIDS_RANGE,
+        f"{VM_RESOURCES.pids}); a container's (default: no limit)", *PIDS_RANGE, inherits="or",
     )  # fmt: skip
     shares: tuple[ShareSpec, ...] = tables.section_list(
         ShareSpec, "extra host directories to share in", _distinct_targets
@@ -284,7 +284,7 @@ class WorkspaceSpec:
                                vm_only=True)  # fmt: skip
     snapshot: str | None = fields.choice(
         None, "\"auto\" or \"off\" for this VM (default: the defaults' snapshot)",
-        SNAPSHOT_MODES, vm_only=True,
+        SNAPSHOT_MODES, vm_only=True, inherits="or",
     )  # fmt: skip
     internet: bool | tuple[str, ...] | None = fields.egress(
         "false keeps it off the internet in a lab that has it; a list allows only those "
@@ -336,38 +336,50 @@ class Config:
         """``<state root>/<name>``, the seed's per-workspace directory."""
         return self.state_root() / name
 
-    def snapshot_for(self, spec: WorkspaceSpec) -> str:
-        """Whether a VM may restore a template: its own setting, else the defaults'."""
-        return spec.snapshot or self.defaults.snapshot
+    def resolve(self, spec: WorkspaceSpec) -> Resolved:
+        """What ``spec`` gets: each field it inherits (``inherits`` in its declaration)
+        made of its own value and the defaults' field of the same name."""
+        own = {
+            f.name: fields.INHERITANCE[decl.inherits](
+                getattr(spec, f.name), getattr(self.defaults, f.name, None)
+            )
+            for f, decl in fields.declarations(WorkspaceSpec)
+            if decl.inherits is not None
+        }
+        kind = VM_RESOURCES if spec.is_vm else Resources()
+        return Resolved(
+            spec,
+            release=own["release"],
+            snapshot=own["snapshot"],
+            packages=own["packages"],
+            setup=own["setup"],
+            files=own["files"],
+            resources=Resources(
+                vcpu=own["vcpu"] or kind.vcpu,
+                memory=own["memory"] or kind.memory,
+                disk=spec.disk or kind.disk,
+                pids=own["pids"] or kind.pids,
+            ),
+        )
 
     def resources_for(self, spec: WorkspaceSpec) -> Resources:
         """What a workspace may use: its own settings, else the defaults', else its kind's
         (a VM's ``VM_RESOURCES``; a container's: no limit)."""
-        kind = VM_RESOURCES if spec.is_vm else Resources()
-        defaults = self.defaults
-        return Resources(
-            vcpu=spec.vcpu or defaults.vcpu or kind.vcpu,
-            memory=spec.memory or defaults.memory or kind.memory,
-            disk=spec.disk or kind.disk,
-            pids=spec.pids or defaults.pids or kind.pids,
-        )
-
-    def release_for(self, spec: WorkspaceSpec) -> str:
-        """The Debian release a workspace's image is built from."""
-        return spec.release or self.defaults.release
-
-    def setup_for(self, spec: WorkspaceSpec) -> tuple[str, ...]:
-        """The setup lines a workspace's image runs: the defaults', then its own."""
-        return (*self.defaults.setup, *spec.setup)
-
-    def files_for(self, spec: WorkspaceSpec) -> dict[str, Path]:
-        """The files a workspace's image gets; its own win over the defaults' at one path."""
-        return {**dict(self.defaults.files), **dict(spec.files)}
-
-    def packages_for(self, spec: WorkspaceSpec) -> tuple[str, ...]:
-        """Every package a workspace gets: the defaults plus its own, sorted, unique."""
-        return tuple(sorted({*self.defaults.packages, *spec.packages}))
+        return self.resolve(spec).resources
 
     def with_state_root(self, state_root: Path) -> Config:
         """The same config with its state kept under ``state_root`` (tests, the demo)."""
         return replace(self, defaults=replace(self.defaults, state_root=state_root))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A workspace with what it inherits from the defaults made whole (``Config.resolve``)."""
+
+    spec: WorkspaceSpec
+    release: str
+    snapshot: str
+    packages: tuple[str, ...]  # the defaults' and its own, sorted, once
+    setup: tuple[str, ...]  # the defaults', then its own
+    files: dict[str, Path]  # guest path -> host file; its own win over the defaults'
+    resources: Resources  # its own, else the defaults', else its kind's

@@ -507,7 +507,7 @@ class Workspace(Commands):
         return {
             "name": self.name,
             "type": self.spec.type,
-            "release": self.config.release_for(self.spec),
+            "release": self.config.resolve(self.spec).release,
             "ip": self.ip,
             "lab": self.lab.name,
             "running": self.is_running,

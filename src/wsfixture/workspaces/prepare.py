@@ -32,15 +32,14 @@ class Prepared:
 
 def recipe_for(config: Config, spec: WorkspaceSpec) -> ImageRecipe:
     """The image recipe of a workspace: its kind, release, packages, setup and files."""
-    return ImageRecipe.for_packages(
-        config.packages_for(spec), spec.type, config.setup_for(spec), config.files_for(spec),
-        config.release_for(spec),
-    )  # fmt: skip
+    got = config.resolve(spec)
+    return ImageRecipe.for_packages(got.packages, spec.type, got.setup, got.files, got.release)
 
 
 def prepare_image(config: Config, spec: WorkspaceSpec, progress: Progress | None = None) -> Image:
     """The image the workspace boots from, built now if it is not cached."""
-    return ensure_image(recipe_for(config, spec), progress=progress, sources=config.files_for(spec))
+    sources = config.resolve(spec).files
+    return ensure_image(recipe_for(config, spec), progress=progress, sources=sources)
 
 
 def prepare(config: Config, spec: WorkspaceSpec, progress: Progress | None) -> Prepared:
