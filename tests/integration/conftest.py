@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.configs import make_config
+from tests.support.fixtures import lab, running  # noqa: F401 (fixtures, by name)
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.model.config import Config
-from wsfixture.net.lab import Lab
-from wsfixture.workspaces import Workspace
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,20 +34,3 @@ def config(state_root: Path) -> Config:
             "snapshot": "off",  # the cold boot path: test_restore has the other
         },
     )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def lab(config: Config) -> Iterator[Lab]:
-    with Lab(config.network) as lab:
-        yield lab
-
-
-@pytest.fixture(scope="module")
-def running(config: Config, lab: Lab) -> Iterator[dict[str, Workspace]]:
-    """Every workspace of the module's config, booted in its lab, by name; all stopped
-    after the module, also when one of them failed to boot."""
-    with contextlib.ExitStack() as stack:
-        yield {
-            name: stack.enter_context(Workspace(spec, config, lab))
-            for name, spec in config.workspaces.items()
-        }

@@ -4,10 +4,8 @@ never rolled back, and bad requests refused with nothing changed."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ from wsfixture import checks
 from wsfixture.errors import CheckpointError
 from wsfixture.model import derive
 from wsfixture.model.config import Config
-from wsfixture.net.lab import Lab
 from wsfixture.workspaces import Workspace
 
 SHAPES = {
@@ -31,15 +28,6 @@ PROBE = "wsfixture-probe"
 @pytest.fixture(scope="module")
 def config(state_root: Path) -> Config:
     return make_config(state_root, **SHAPES)
-
-
-@pytest.fixture(scope="module")
-def running(config: Config, lab: Lab) -> Iterator[dict[str, Workspace]]:
-    with contextlib.ExitStack() as stack:
-        yield {
-            name: stack.enter_context(Workspace(spec, config, lab))
-            for name, spec in config.workspaces.items()
-        }
 
 
 @pytest.fixture(

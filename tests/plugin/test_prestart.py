@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin.test_plugin import labs_in
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
+from tests.support.pytester import labs_in
 
 SUITE = """
 import json, os, time

@@ -80,9 +80,9 @@ RUN_BY = {
     "docs/tutorial.md": ("tests/integration/test_api.py", None),
     "docs/guides/python.md": ("tests/integration/test_api.py", None),
     "docs/guides/agents.md": ("tests/integration/test_api.py", None),
-    "docs/guides/faults.md": ("tests/plugin/test_plugin.py", 1),
-    "docs/guides/pytest.md": ("tests/plugin/test_plugin.py", 1),
-    "docs/guides/checkpoints.md": ("tests/plugin/test_plugin.py", 1),
+    "docs/guides/faults.md": ("tests/plugin/test_examples.py", 1),
+    "docs/guides/pytest.md": ("tests/plugin/test_examples.py", 1),
+    "docs/guides/checkpoints.md": ("tests/plugin/test_examples.py", 1),
 }
 
 
