@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from wsfixture.errors import ConfigError
-from wsfixture.host import ledger, settings, system
+from wsfixture.host import cgroups, ledger, settings, system
 
 
 def test_settings_come_from_the_environment_once() -> None:
@@ -120,6 +120,6 @@ def test_a_cgroup_child_made_after_the_listing_is_removed_on_the_next_try(
         real_rmdir(path)
 
     monkeypatch.setattr(Path, "rmdir", rmdir)
-    ledger._remove_tree_of_cgroups(root, time.monotonic() + 5)
+    cgroups.remove_tree(root, time.monotonic() + 5)
     assert late["made"]
     assert not root.exists()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsfixture.host import freezer, ledger, limits, settings, system
+from wsfixture.host import cgroups, freezer, ledger, limits, settings, system
 from wsfixture.host import setid_filter as filters
 from wsfixture.image import store
 from wsfixture.image.recipe import Image
@@ -140,7 +140,7 @@ class Backend(abc.ABC):
     def power_cut(self) -> None:
         """End the machine at once, as a cut power cord would: every process of its cgroup
         killed, nothing inside told. ``stop`` then releases the rest."""
-        ledger.kill_cgroup(str(self.cgroup))
+        cgroups.kill(str(self.cgroup))
         if self.process is not None:
             self.process.wait(10)
 
@@ -227,11 +227,11 @@ class Backend(abc.ABC):
         """Wait for the machine process to exit, kill it if it will not, then empty its cgroup."""
         if self.process is not None:
             system.end_process(self.process, timeout, terminate=False)
-        ledger.kill_cgroup(str(cgroup))
+        cgroups.kill(str(cgroup))
         self.reap_spawned(cgroup)
         self.ctx.record.drop_cgroup(cgroup)
         if cgroup == self.cgroup:
             for directory in self.limit_dirs:  # emptied with it: their processes are its
-                ledger.kill_cgroup(str(directory))
+                cgroups.kill(str(directory))
                 self.ctx.record.drop_cgroup(directory)
             self.limit_dirs = []

@@ -10,19 +10,17 @@ they are orphans only once that process is gone.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from wsfixture.cleanup import Cleanup
-from wsfixture.host import settings, system
+from wsfixture.host import cgroups, settings, system
 from wsfixture.model import derive
 
 
@@ -258,41 +256,6 @@ def workspace_info(record: Record) -> WorkspaceInfo:
     return record.info
 
 
-def kill_cgroup(path: str, timeout: float = 15.0) -> None:
-    """Kill every process in a cgroup v2 subtree and remove the (now empty) cgroups, and
-    their mirror in the v1 name=systemd hierarchy. ``timeout`` bounds the wait for the
-    killed to be gone: an apt or dpkg in the middle of a write on a loaded machine took
-    more than 5 s once (the kill matrix saw it)."""
-    root = Path(path)
-    _remove_tree_of_cgroups(root, time.monotonic() + timeout, kill=True)
-    where = settings.current()
-    if root.is_relative_to(where.cgroup_root):
-        mirror = where.cgroup_v1_root / root.relative_to(where.cgroup_root)
-        _remove_tree_of_cgroups(mirror, time.monotonic() + timeout)
-
-
-def _remove_tree_of_cgroups(root: Path, deadline: float, kill: bool = False) -> None:
-    """rmdir a cgroup subtree, children first (rmdir only works on an empty leaf),
-    retrying while its last processes exit. Each try lists the subtree anew: a process
-    still starting up when it was killed (systemd-nspawn) can have made a child cgroup
-    after the last listing, and the root stays busy until that child goes too (the kill
-    matrix saw it). ``kill``: cgroup.kill first, and again on each try."""
-    while root.exists():
-        try:
-            if kill and (root / "cgroup.kill").exists():
-                (root / "cgroup.kill").write_text("1")
-            children = sorted((d for d in root.rglob("*") if d.is_dir()), reverse=True)
-            for directory in [*children, root]:
-                with contextlib.suppress(FileNotFoundError):
-                    directory.rmdir()
-        except FileNotFoundError:
-            continue  # gone meanwhile: the loop's test says so
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
 def sweep_cgroups() -> list[tuple[str, BaseException]]:
     """Remove our empty cgroups that no record names, in both hierarchies: what a crash or
     a kill left (a record names each cgroup before it is made). One that still holds a
@@ -335,7 +298,7 @@ def release(record: Record) -> list[tuple[str, BaseException]]:
     for proc in reversed(record.processes):
         attempt(f"kill pid {proc.pid}", proc.signal, signal.SIGKILL)
     for cgroup in reversed(record.cgroups):
-        attempt(f"kill cgroup {cgroup}", kill_cgroup, cgroup)
+        attempt(f"kill cgroup {cgroup}", cgroups.kill, cgroup)
     for mount in reversed(record.mounts):
         if system.is_mounted(Path(mount)):
             attempt(f"unmount {mount}", system.run, ["umount", "--lazy", mount])

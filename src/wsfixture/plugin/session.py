@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,52 +39,13 @@ from wsfixture.plugin.prestart import (
     param_of,
     prestart_key,
 )
+from wsfixture.plugin.stopping import BackgroundStop
 from wsfixture.progress import Ticker
 
 if TYPE_CHECKING:
     from wsfixture.plugin.reset import SharedReset
     from wsfixture.workspaces import Workspace
     from wsfixture.workspaces.faults import Faults
-
-
-@dataclass
-class BackgroundStop:
-    """A workspace stopping in a thread of its own while the next test runs."""
-
-    ws: Workspace
-    done: threading.Event = field(default_factory=threading.Event)
-    errors: list[BaseException] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, ws: Workspace) -> BackgroundStop:
-        stop = cls(ws)
-        # (in a copy of this context: the settings and the shared cache of the session)
-        context = contextvars.copy_context()
-        threading.Thread(
-            target=context.run, args=(stop._run,), name=f"wsfixture-stop-{ws.name}"
-        ).start()
-        return stop
-
-    def _run(self) -> None:
-        try:
-            self.ws.stop(discard=True)
-        except BaseException as exc:
-            self.errors.append(exc)
-        finally:
-            self.done.set()
-
-    def wait(self) -> bool:
-        """Wait for the stop to end (it is bounded by the stop timeouts); return whether an
-        interrupt came meanwhile. It is noted, not obeyed: leaving now would leak the
-        workspace. (An Event, not Thread.join: an interrupted join can mark a running
-        thread as finished, and the interpreter then exits under it.)"""
-        interrupted = False
-        while not self.done.is_set():
-            try:
-                self.done.wait()
-            except KeyboardInterrupt:
-                interrupted = True
-        return interrupted
 
 
 @dataclass

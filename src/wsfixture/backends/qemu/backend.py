@@ -30,7 +30,7 @@ from wsfixture.backends.qemu.qmp import QmpClient
 from wsfixture.backends.qemu.template import shape_for, template_build
 from wsfixture.errors import CheckpointError, PrerequisiteError, TemplateError
 from wsfixture.guest import restore, seed
-from wsfixture.host import idmap, ledger, settings, system, virt
+from wsfixture.host import cgroups, idmap, ledger, settings, system, virt
 from wsfixture.host.setup import QEMU_USER
 from wsfixture.image.build import stderr_progress
 from wsfixture.image.recipe import Image
@@ -225,7 +225,7 @@ class QemuBackend(Backend):
         (each serves one connection)."""
         self._close_agent()
         self._close_qmp()
-        ledger.kill_cgroup(str(self.cgroup))
+        cgroups.kill(str(self.cgroup))
         self.reap_spawned(self.cgroup)
         self.process = None
         for path in self.runtime_dir.glob("*.sock"):

@@ -32,7 +32,7 @@ from wsfixture.backends.qemu.argv import (
 from wsfixture.backends.qemu.qmp import QmpClient, save_state
 from wsfixture.errors import TemplateError
 from wsfixture.guest import restore
-from wsfixture.host import ledger, settings, system, virt
+from wsfixture.host import cgroups, ledger, settings, system, virt
 from wsfixture.image import templates
 from wsfixture.image.recipe import Image
 from wsfixture.image.templates import Template, TemplateShape
@@ -136,7 +136,7 @@ def _boot_and_save(
             os.sync()  # the state, memory and frozen disk on disk before anyone restores them
         finally:
             system.end_process(process, 0.0)
-            ledger.kill_cgroup(str(cgroup))
+            cgroups.kill(str(cgroup))
             vm.reap_spawned(cgroup)  # its owner watch
     # Over its disk by a relative path from now on: the directory is renamed into place.
     disk.rebase_relative(template.frozen, template.disk, "raw")
