@@ -58,13 +58,16 @@ def test_the_handle_s_public_names_are_the_documented_verbs_and_facts() -> None:
     from wsfixture.workspaces import Workspace
 
     page = (ROOT / "docs" / "reference" / "api.md").read_text()
-    listed = re.search(r"Workspace\n    options:\n      members: \[([^\]]*)\]", page)
+    options = r"Workspace\n    options:\n(?:      \w+: \w+\n)*"
+    listed = re.search(options + r"      members: \[([^\]]*)\]", page)
     assert listed is not None
     verbs = {name.strip() for name in listed[1].split(",")}
     facts = {"spec", "config", "lab", "state_dir", "timeout", "command_timeout", "state",
              "ready_seconds", "stop_seconds"}  # fmt: skip
     public = {name for name in dir(Workspace) if not name.startswith("_")}
-    made = (ROOT / "src/wsfixture/workspaces/handle.py").read_text()  # what __init__ sets
+    made = "".join(  # what its methods set
+        (ROOT / f"src/wsfixture/workspaces/{name}.py").read_text() for name in ("machine", "handle")
+    )
     assigned = set(re.findall(r"^        self\.([a-z]\w*)(?:: [^=]+)? = ", made, re.MULTILINE))
     assert public == verbs, "the handle's methods and properties are the documented verbs"
     assert assigned == facts, "and the attributes it sets are the documented facts"
