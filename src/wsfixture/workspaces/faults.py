@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -37,6 +36,7 @@ from wsfixture.model import derive
 from wsfixture.net import dnswire
 from wsfixture.net import faults as rules
 from wsfixture.retry import retry_until
+from wsfixture.workspaces.fault import Fault
 
 if TYPE_CHECKING:
     from wsfixture.net.lab import Lab
@@ -46,24 +46,6 @@ _serials = itertools.count(1)
 AGENT_START_TIMEOUT = 10.0
 AGENT_STOP_GRACE = 2.0
 BRIDGE_NETFILTER = "net.bridge.bridge-nf-call-iptables"
-
-
-@dataclass
-class Fault:
-    """One fault: what it is, when it started and ended (epoch seconds), what it does."""
-
-    what: str
-    started: float
-    ended: float | None = None
-    pairs: list[tuple[str, str]] = field(default_factory=list)  # blocked (source, destination)
-    loss: list[tuple[str, str | None, float]] = field(default_factory=list)  # ip, peer, %
-    delay: list[tuple[str, str | None, int]] = field(default_factory=list)  # ip, peer, queue
-    rate: list[tuple[str, str | None, int]] = field(default_factory=list)  # ip, peer, bit/s
-    dns: list[tuple[str, int | None]] = field(default_factory=list)  # name, responder port
-    agents: list[list[int]] = field(default_factory=list)  # its helpers (ProcessRef JSON)
-
-    def summary(self) -> dict[str, object]:
-        return {"fault": self.what, "started": self.started, "ended": self.ended}
 
 
 class Healing:
@@ -107,14 +89,7 @@ class Faults:
         faults._kept_in, faults._owner = path, owner
         if path.exists():
             state = json.loads(path.read_text())
-            faults.timeline = [
-                Fault(f["what"], f["started"], f["ended"], [(a, b) for a, b in f["pairs"]],
-                      [(ip, peer, percent) for ip, peer, percent in f["loss"]],
-                      [(ip, peer, queue) for ip, peer, queue in f["delay"]],
-                      [(ip, peer, bits) for ip, peer, bits in f["rate"]],
-                      [(name, port) for name, port in f["dns"]], f["agents"])
-                for f in state["timeline"]
-            ]  # fmt: skip
+            faults.timeline = [Fault.from_json(f) for f in state["timeline"]]
             faults._table = state["table"]
             faults._ports = set(state["ports"])
             faults._record = next((r for r in ledger.records() if r.key == state["record"]), None)
@@ -224,10 +199,7 @@ class Faults:
 
     def describe(self) -> str:
         """The timeline, a line each: what, from when to when (or "active")."""
-        return "\n".join(
-            f"{_clock(f.started)}-{_clock(f.ended) if f.ended else 'active'} {f.what}"
-            for f in self.timeline
-        )
+        return "\n".join(f.line() for f in self.timeline)
 
     # -- below ----------------------------------------------------------------------------
 
@@ -401,7 +373,3 @@ class Faults:
 def _ended(ref: system.ProcessRef) -> Callable[[bool], bool | None]:
     """A ``retry_until`` check: True once ``ref`` has ended."""
     return lambda _: None if ref.alive() else True
-
-
-def _clock(when: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(when))
