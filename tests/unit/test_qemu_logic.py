@@ -82,3 +82,23 @@ def test_a_guest_kernel_panic_is_named_by_its_own_line() -> None:
     said = kernel_panic(console)
     assert said == "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
     assert kernel_panic("[    2.1] Run /bin/false as init process\n") is None
+
+
+def test_a_rw_share_s_daemon_is_entered_mapped_and_stripped_of_device_and_caps() -> None:
+    """Its user namespace by our fd, the share bound at /mnt in a mount namespace of its
+    own, its socket our fd, no mknod nor setfcap; a read-only one serves a read-only view."""
+    from pathlib import Path
+
+    from wsfixture.backends.qemu import argv
+
+    mapped = argv.mapped_virtiofsd("/usr/bin/nsenter", "/vfsd", Path("/srv/s"), 7, 9)
+    at = mapped.index("/usr/bin/nsenter")
+    assert mapped[at : at + 4] == ["/usr/bin/nsenter", "--user=/proc/self/fd/7", "--", "/vfsd"]
+    assert "--fd=9" in mapped
+    assert "source=/mnt" in mapped
+    assert mapped[-2:] == ["-o", "modcaps=-mknod:-setfcap"]
+    assert "/srv/s" in " ".join(mapped[:at])  # bound in the private view before it runs
+    read_only = argv.read_only_virtiofsd("/vfsd", Path("/srv/r"), Path("/run/x.sock"))
+    assert read_only[: read_only.index("/vfsd")] == argv.read_only_view(Path("/srv/r"))
+    assert "--socket-path=/run/x.sock" in read_only
+    assert "source=/srv/r" in read_only

@@ -205,3 +205,29 @@ def read_only_view(path: Path) -> list[str]:
     """A prefix for an argv that runs it in a private mount namespace where ``path`` is a
     read-only bind mount of itself (virtiofsd's own namespace inherits it)."""
     return private_view(path, path, "-o ro")
+
+
+VIRTIOFSD_OPTIONS = ("-o", "cache=auto", "-o", "xattr")
+# Where a rw share's daemon, not host root in its user namespace, finds the share: a
+# directory every uid may walk to, in its own mount namespace.
+SHARE_VIEW = Path("/mnt")
+
+
+def read_only_virtiofsd(virtiofsd: str, source: Path, socket_path: Path) -> list[str]:
+    """A read-only share's daemon: QEMU 7.2's virtiofsd has no read-only switch, and the
+    guest's root could remount a share rw, so it serves a read-only view of it."""
+    return [*read_only_view(source), virtiofsd, f"--socket-path={socket_path}",
+            "-o", f"source={source}", *VIRTIOFSD_OPTIONS]  # fmt: skip
+
+
+def mapped_virtiofsd(
+    nsenter: str, virtiofsd: str, source: Path, userns_fd: int, listener_fd: int
+) -> list[str]:
+    """A rw share's daemon: entered into the user namespace of the share's map (an fd of
+    ours), listening on an fd of ours, serving the share bound at ``SHARE_VIEW`` in a mount
+    namespace of its own, without the capabilities to make device nodes or file caps."""
+    return [
+        *private_view(source, SHARE_VIEW), nsenter, f"--user=/proc/self/fd/{userns_fd}", "--",
+        virtiofsd, f"--fd={listener_fd}", "-o", f"source={SHARE_VIEW}", *VIRTIOFSD_OPTIONS,
+        "-o", "posix_acl", "-o", "modcaps=-mknod:-setfcap",
+    ]  # fmt: skip

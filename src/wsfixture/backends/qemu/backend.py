@@ -41,10 +41,6 @@ from wsfixture.retry import retry_until
 
 logger = logging.getLogger("wsfixture.qemu")
 
-VIRTIOFSD_OPTIONS = ("-o", "cache=auto", "-o", "xattr")
-# Where a rw share's daemon, not host root in its user namespace, finds the share: a
-# directory every uid may walk to, in its own mount namespace.
-SHARE_VIEW = Path("/mnt")
 SOCKET_TIMEOUT = 10.0  # a read-only share's virtiofsd makes its socket
 ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
 # The owner watch: SIGTERM (its parent-death signal) kills its cgroup ($0 is cgroup.kill).
@@ -233,40 +229,28 @@ class QemuBackend(Backend):
         self._start_helpers()
 
     def _start_read_only_virtiofsd(self, tag: str, source: Path) -> None:
-        """QEMU 7.2's virtiofsd has no read-only switch, and the guest's root could remount
-        a share rw: serve it a read-only view, in a mount namespace of its own."""
         socket_path = self.fs_socket(tag)
-        argv = [*qemu_argv.read_only_view(source), virt.VIRTIOFSD,
-                f"--socket-path={socket_path}", "-o", f"source={source}",
-                *VIRTIOFSD_OPTIONS]  # fmt: skip
+        argv = qemu_argv.read_only_virtiofsd(virt.VIRTIOFSD, source, socket_path)
         self.spawn(argv, self.cgroup, self.runtime_dir / f"virtiofsd-{tag}.log")
         made = retry_until(lambda _: True if socket_path.exists() else None, SOCKET_TIMEOUT, 0.01)
         if made is None:
             raise PrerequisiteError(f"virtiofsd for {tag} did not create {socket_path}")
 
     def _start_mapped_virtiofsd(self, tag: str, source: Path) -> None:
-        """A rw share's daemon: in a user namespace of the share's map
-        (``model.share_ids``), under the share filter (no setuid, setgid or special files),
-        without the capabilities to make device nodes or file capabilities. In that
-        namespace it is not host root and cannot walk the private state dirs, so it gets
-        its listening socket as an fd, and the share bound at /mnt in a mount namespace of
-        its own."""
+        """A rw share's daemon (``argv.mapped_virtiofsd``), in a user namespace of the
+        share's map (``model.share_ids``), under the share filter (no setuid, setgid or
+        special files): not host root there, it cannot walk the private state dirs, so it
+        gets its listening socket as an fd."""
         socket_path = self.fs_socket(tag)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
             socket_path.unlink(missing_ok=True)
             listener.bind(str(socket_path))
             listener.listen(1)
             userns = idmap.user_namespace(*self.share_owners(source).virtiofsd_namespace())
-            daemon = [
-                system.require_tool("nsenter"), f"--user=/proc/self/fd/{userns}", "--",
-                virt.VIRTIOFSD, f"--fd={listener.fileno()}", "-o", f"source={SHARE_VIEW}",
-                *VIRTIOFSD_OPTIONS, "-o", "posix_acl", "-o", "modcaps=-mknod:-setfcap",
-            ]  # fmt: skip
-            self.spawn(
-                [*qemu_argv.private_view(source, SHARE_VIEW), *daemon], self.cgroup,
-                self.runtime_dir / f"virtiofsd-{tag}.log",
-                pass_fds=(listener.fileno(), userns), setid_filter="share",
-            )  # fmt: skip
+            argv = qemu_argv.mapped_virtiofsd(system.require_tool("nsenter"), virt.VIRTIOFSD,
+                                              source, userns, listener.fileno())  # fmt: skip
+            self.spawn(argv, self.cgroup, self.runtime_dir / f"virtiofsd-{tag}.log",
+                       pass_fds=(listener.fileno(), userns), setid_filter="share")  # fmt: skip
 
     def _write_seed(self) -> None:
         """The VM's identity as a tar: the shared base plus the share mount table."""
