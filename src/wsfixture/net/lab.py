@@ -22,7 +22,7 @@ from types import TracebackType
 from wsfixture.cleanup import Cleanup
 from wsfixture.errors import ConfigError, ConfigIssue, LabError
 from wsfixture.host import ledger, settings, system
-from wsfixture.model import allowlist, derive
+from wsfixture.model import derive
 from wsfixture.model.config import NetworkSpec
 from wsfixture.net import dns, egress, guard, labfiles, uplink
 from wsfixture.net.labfiles import LabHost
@@ -346,35 +346,6 @@ class Lab(Netns):
                 wanted, "network.internet = true or a list (pytest labs are off unless they ask)",
             )])  # fmt: skip
         return self.internet if wanted is None else asks
-
-    def restrict_egress(
-        self, ip: str, entries: tuple[str, ...], record: ledger.Record, log: Path
-    ) -> subprocess.Popen[bytes]:
-        """Hold workspace ``ip`` to its allowlist (``net.egress``): its own resolver, then
-        its rules. Returns the resolver, a process listed in ``record``."""
-        assert self.uplink is not None, "check_internet refuses an allowlist without uplink"
-        allowed = allowlist.destinations(entries)
-        gateway = str(self.network.gateway)
-        port = egress.resolver_port(ip, self.network.subnet)
-        argv = egress.resolver_argv(
-            system.require_tool("dnsmasq"), ip, gateway, port, allowed, str(self.uplink.dns),
-            self.etc_dir, log,
-        )  # fmt: skip
-        resolver = dns.start_process(self, argv, log, self.die_with_owner)
-        ref = system.ProcessRef.of(resolver.pid)
-        if ref is not None:
-            record.add_process(ref)
-        dns.wait_answering(self, resolver, gateway, port, log)
-        self.run(["nft", "-f", "-"], input=egress.restrict(ip, gateway, port, allowed))
-        return resolver
-
-    def unrestrict_egress(self, ip: str, entries: tuple[str, ...]) -> None:
-        """Remove ``restrict_egress``'s rules (the caller ends the resolver)."""
-        port = egress.resolver_port(ip, self.network.subnet)
-        batch = egress.unrestrict(
-            ip, str(self.network.gateway), port, allowlist.destinations(entries)
-        )
-        self.run(["nft", "-f", "-"], input=batch, check=False)
 
     def remove_host(self, name: str) -> None:
         with self._hosts_locked() as present:

@@ -26,6 +26,7 @@ from wsfixture.host import keys, ledger, logcap, settings, system
 from wsfixture.image.build import Progress
 from wsfixture.model.config import Config, WorkspaceSpec
 from wsfixture.model.validation import check_share_sources
+from wsfixture.net import allowlisted
 from wsfixture.net.forward import PortForward
 from wsfixture.net.lab import Lab
 from wsfixture.remote import SSH_PORT, SshSession
@@ -164,7 +165,7 @@ class Machine:
         if (allowed := self._allowlist) is not None and self._online:
             log = self._runtime_dir / settings.EGRESS_LOG
             self._log_cap.watch(log)
-            self._egress_resolver = self.lab.restrict_egress(self.ip, allowed, record, log)
+            self._egress_resolver = allowlisted.hold(self.lab, self.ip, allowed, record, log)
         ctx = BackendContext(
             config=self.config,
             spec=self.spec,
@@ -287,7 +288,9 @@ class Machine:
         if self.state is WorkspaceState.OWNED and self._record is not None:
             if (allowed := self._allowlist) is not None and self._egress_resolver is not None:
                 resolver = self._egress_resolver
-                attempt("lift its allowlist", lambda: self.lab.unrestrict_egress(self.ip, allowed))
+                attempt(
+                    "lift its allowlist", lambda: allowlisted.release(self.lab, self.ip, allowed)
+                )
                 attempt("end its resolver", lambda: system.end_process(resolver))
                 self._egress_resolver = None
             attempt("remove lab host", lambda: self.lab.remove_host(self.name))
