@@ -31,6 +31,7 @@ from wsfixture.workspaces.commands import (
     shell_line,
 )
 from wsfixture.workspaces.machine import Machine
+from wsfixture.workspaces.nixos import NixosMachine
 
 
 class Workspace(Machine, Commands):
@@ -171,6 +172,13 @@ class Workspace(Machine, Commands):
         the system (``host.system_info``) from the image, without asking the guest."""
         image = self._backend.image if self._backend is not None else None
         return testinfra_host(self._session(), osinfo.system_info(image) if image else None)
+
+    @functools.cached_property
+    def nixos(self) -> NixosMachine:
+        """The NixOS test driver's ``Machine`` verbs over this workspace, with its semantics
+        (root, bash, ``set -euo pipefail``, 900 s): ``machine = ws.nixos`` and a
+        ``testScript`` runs as written."""
+        return NixosMachine(self)
 
     @functools.cached_property
     def conn(self) -> fabric.Connection:
