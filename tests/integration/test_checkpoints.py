@@ -93,7 +93,7 @@ def test_a_rollback_undoes_a_broken_system(ws: Workspace, probe_deb: Path) -> No
     assert ws.succeed("cat ~/workspace/after-checkpoint.txt").strip() == "written-after"
     # The same machine: name, address, MAC, pinned host key (the login above proves it).
     assert ws.succeed("hostname").strip() == ws.name
-    nic = "eth0" if ws.spec.type == "vm" else "host0"
+    nic = "eth0"  # both kinds' (a container's is named so inside)
     assert ws.succeed(f"cat /sys/class/net/{nic}/address").strip() == derive.mac(ws.name)
     assert ws.host.interface(nic).addresses == [ws.ip]
     assert ws.conn.run("id -un", hide=True).stdout.strip() == ws.user

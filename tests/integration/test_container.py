@@ -44,7 +44,7 @@ def test_services_network_user_doas(alpha: Workspace) -> None:
     assert host.service("ssh").is_running
     assert host.service("systemd-networkd").is_running
     assert host.service("systemd-resolved").is_running
-    assert host.interface("host0").addresses[0] == "192.168.83.10"
+    assert host.interface("eth0").addresses[0] == "192.168.83.10"  # as in a VM, as in Docker
     assert "default via 192.168.83.1" in host.check_output("ip route")
     user = host.user("dev")
     assert user.exists

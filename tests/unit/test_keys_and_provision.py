@@ -63,7 +63,7 @@ def test_rendered_base(alpha: identity.Identity) -> None:
     assert keys_file.content == "ssh-ed25519 AAAAclient c\n"
     assert (keys_file.mode, keys_file.uid) == (0o600, 1000)
     network = files["/etc/systemd/network/10-wsfixture.network"].content
-    assert "Name=host0" in network
+    assert "Name=eth0 host0" in network
     assert "Address=192.168.83.10/24" in network
     assert "Gateway=192.168.83.1" in network
     assert "DNS=" not in network  # resolved's, not networkd's: see identity.DNS_DROP_IN

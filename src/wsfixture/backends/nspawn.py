@@ -61,7 +61,7 @@ class NspawnBackend(Backend):
             for tag, source, target, read_only in self.shares()
         ]
         network = (
-            f"--network-veth-extra={derive.veth_host_name(spec.name)}:host0"
+            f"--network-veth-extra={derive.veth_host_name(spec.name)}:eth0"
             if own_veth
             else f"--network-bridge={lab.network.bridge}"
         )

@@ -64,11 +64,12 @@ class Identity:
 
 
 def network_unit(identity: Identity) -> str:
-    """systemd-networkd: a container matches its veth by name and takes the derived MAC;
-    a VM matches its NIC by the MAC QEMU gives it."""
+    """systemd-networkd: a container matches its veth by name, ``eth0`` as a VM's NIC and
+    Docker's are (``host0``: what nspawn names a veth of its own, the benchmarks' by-hand
+    baseline), and takes the derived MAC; a VM matches its NIC by the MAC QEMU gives it."""
     mac = derive.mac(identity.name)
     if identity.type == "container":
-        match = "[Match]\nName=host0\n\n[Link]\nMACAddress=" + mac + "\n"
+        match = "[Match]\nName=eth0 host0\n\n[Link]\nMACAddress=" + mac + "\n"
     else:
         match = f"[Match]\nMACAddress={mac}\n"
     lines = [

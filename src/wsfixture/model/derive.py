@@ -66,7 +66,7 @@ def tap_name(name: str) -> str:
 
 
 def veth_host_name(name: str) -> str:
-    """Host (bridge) side of a container's veth pair; inside, the container sees ``host0``."""
+    """Host (bridge) side of a container's veth pair; inside, the container sees ``eth0``."""
     return VETH_HOST_PREFIX + digest(name)[:8]
 
 

