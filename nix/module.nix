@@ -145,7 +145,10 @@ let
       openssh.authorizedKeys.keys = user.authorizedKeys;
     };
     security.doas = { enable = true; extraRules = [{ users = [ user.name ]; noPass = true; }]; };
-    security.sudo.enable = false;
+    security.sudo = if cfg.defaults.privilege == "sudo" then {
+      enable = true;
+      extraRules = [{ users = [ user.name ]; commands = [{ command = "ALL"; options = [ "NOPASSWD" ]; }]; }];
+    } else { enable = false; };
     environment.systemPackages = map (p: pkgs.${p}) (cfg.defaults.packages ++ ws.packages);
     services.journald.extraConfig = "Storage=volatile";
     system.stateVersion = config.system.stateVersion;
@@ -217,6 +220,7 @@ in
       pids = mkOption { type = types.nullOr pidsType; default = null; description = "Every workspace's pids unless it sets its own."; };
       # wsfixture only: whether a workspace may ask for more memory than the host has free.
       overcommit = mkOption { type = types.bool; default = false; };
+      privilege = mkOption { type = types.enum [ "doas" "sudo" ]; default = "doas"; description = "What the user becomes root (or another user) with: doas, or sudo too (a NOPASSWD rule)."; };
     };
     workspaces = mkOption {
       type = types.attrsOf (types.submodule workspaceModule);

@@ -317,13 +317,15 @@ def _size(n: int) -> str:
 class WorkspaceBackend(BaseBackend):  # type: ignore[misc]
     """A testinfra backend over the workspace's pinned SSH session.
 
-    ``host.sudo()`` runs commands through doas, the workspace's privilege tool.
+    ``host.sudo()`` (and ``host.sudo(user)``) runs commands through the workspace's
+    privilege tool, doas or sudo (``defaults.privilege``).
     """
 
     NAME = "wsfixture"
 
-    def __init__(self, session: SshSession, **kwargs: Any) -> None:
+    def __init__(self, session: SshSession, privilege: str = "doas", **kwargs: Any) -> None:
         self.session = session
+        self.privilege = privilege
         super().__init__(session.name, **kwargs)
 
     def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
@@ -332,17 +334,19 @@ class WorkspaceBackend(BaseBackend):  # type: ignore[misc]
         return self.result(rc, self.encode(cmd), stdout, stderr)
 
     def get_sudo_command(self, command: str, sudo_user: str | None) -> str:
+        tool = f"{self.privilege} -n"
         if sudo_user is None:
-            return str(self.quote("doas -n /bin/sh -c %s", command))
-        return str(self.quote("doas -n -u %s /bin/sh -c %s", sudo_user, command))
+            return str(self.quote(f"{tool} /bin/sh -c %s", command))
+        return str(self.quote(f"{tool} -u %s /bin/sh -c %s", sudo_user, command))
 
 
 def testinfra_host(
-    session: SshSession, system_info: dict[str, str | None] | None
+    session: SshSession, system_info: dict[str, str | None] | None, privilege: str = "doas"
 ) -> testinfra.host.Host:
     """A testinfra Host over ``session``; ``system_info``, if known, is what its
-    ``host.system_info`` answers instead of asking the guest (``image.osinfo``)."""
-    backend = WorkspaceBackend(session)
+    ``host.system_info`` answers instead of asking the guest (``image.osinfo``);
+    ``privilege``: what ``host.sudo()`` runs commands through."""
+    backend = WorkspaceBackend(session, privilege)
     host = testinfra.host.Host(backend)
     backend.set_host(host)
     if system_info is not None:

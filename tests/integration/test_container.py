@@ -323,3 +323,35 @@ def test_an_image_account_with_the_users_uid_is_refused_not_taken_over(tmp_path:
     with booted(config, "taker") as (ws,):
         assert ws.succeed("id -un; id -u").split() == ["dev", "1001"]
         assert ws.succeed("id -u user").strip() == "1000"
+
+
+def test_host_sudo_takes_any_user_and_the_image_s_own_rules_stay(tmp_path: Path) -> None:
+    """doas, the default: testinfra's ``host.sudo()`` is root and ``host.sudo("nobody")``
+    nobody, and a rule the image's setup wrote is kept beside the workspace's (every
+    boot rewrote the file over it). ``privilege = "sudo"``: sudo installed, ``host.sudo()``
+    through it with the user's NOPASSWD rule, the image's own sudoers.d rule kept."""
+    image_rule = "permit nopass nobody as root cmd /usr/bin/id"
+    config = make_config(
+        tmp_path / "state",
+        viadoas={"type": "container", "setup": [f"echo '{image_rule}' > /etc/doas.conf"]},
+    )
+    with booted(config, "viadoas") as (ws,):
+        with ws.host.sudo():
+            assert ws.host.check_output("id -un") == "root"
+        with ws.host.sudo("nobody"):
+            assert ws.host.check_output("id -un") == "nobody"
+        rules = ws.succeed("doas -n cat /etc/doas.conf").splitlines()
+        assert rules == [image_rule, "permit nopass dev"]
+    app_rule = "nobody ALL=(root) NOPASSWD: /usr/bin/id"
+    config = make_config(
+        tmp_path / "state2", None, {"privilege": "sudo"},
+        viasudo={"type": "container", "setup": [f"echo '{app_rule}' > /etc/sudoers.d/app"]},
+    )  # fmt: skip
+    with booted(config, "viasudo") as (ws,):
+        with ws.host.sudo():
+            assert ws.host.check_output("id -un") == "root"
+            assert ws.host.check_output("cat /etc/sudoers.d/app") == app_rule
+        with ws.host.sudo("nobody"):
+            assert ws.host.check_output("id -un") == "nobody"
+        assert "NOPASSWD: ALL" in ws.succeed("sudo -n -l")
+        assert ws.succeed("doas -n id -un") == "root\n"  # wsfixture's own tool stays

@@ -49,6 +49,7 @@ def test_vm_looks_like_a_container_to_tests(vm: Workspace) -> None:
     assert host.interface("eth0").addresses[0] == "192.168.83.20"
     assert host.user("dev").uid == 1000
     assert host.run("doas -n true").rc == 0
+    assert vm.succeed("doas -n -u nobody id -un") == "nobody\n"  # host.sudo("nobody") works
     assert vm.conn.run("hostname", hide=True).stdout.strip() == "vmone"
     facts = vm.describe()
     assert facts["accel"] == host_accel("auto").name

@@ -40,6 +40,7 @@ let
     network = { inherit (g.systemd.network.networks."10-wsfixture") matchConfig address gateway dns networkConfig; };
     users = lib.mapAttrs (_: u: { inherit (u) isNormalUser uid; keys = u.openssh.authorizedKeys.keys; }) g.users.users;
     doas = map (r: { inherit (r) users noPass; }) g.security.doas.extraRules;
+    sudo = if g.security.sudo.enable then map (r: { inherit (r) users; commands = map (c: { inherit (c) command options; }) r.commands; }) g.security.sudo.extraRules else null;
     sshd = { inherit (g.services.openssh) enable hostKeys; inherit (g.services.openssh.settings) PasswordAuthentication KbdInteractiveAuthentication PermitRootLogin; };
     packages = map (p: p.name) g.environment.systemPackages;
   };

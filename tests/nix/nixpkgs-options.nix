@@ -197,7 +197,25 @@ in
         };
       };
       # nixos/modules/security/sudo.nix
-      sudo.enable = bool true;
+      sudo = {
+        enable = bool true;
+        extraRules = mkOption {
+          default = [ ];
+          type = types.listOf (types.submodule {
+            options = {
+              users = mkOption { type = types.listOf (types.either types.str types.int); default = [ ]; };
+              commands = mkOption {
+                type = types.listOf (types.either types.str (types.submodule {
+                  options = {
+                    command = mkOption { type = types.str; };
+                    options = mkOption { type = types.listOf (types.enum [ "NOPASSWD" "PASSWD" "NOEXEC" "EXEC" "SETENV" "NOSETENV" "LOG_INPUT" "NOLOG_INPUT" "LOG_OUTPUT" "NOLOG_OUTPUT" ]); default = [ ]; };
+                  };
+                }));
+              };
+            };
+          });
+        };
+      };
     };
 
     environment = {

@@ -323,7 +323,8 @@ def test_every_workspace_gets_the_shared_base(made: dict[str, Any]) -> None:
         assert base["users"] == {
             "dev": {"isNormalUser": True, "uid": 1000, "keys": ["ssh-ed25519 AAAA user@host"]}
         }
-        assert base["doas"] == [{"users": ["dev"], "noPass": True}]
+        assert base["doas"] == [{"users": ["dev"], "noPass": True}]  # as root or anyone
+        assert base["sudo"] is None  # privilege = "doas", the default
         assert base["sshd"]["enable"] is True
         assert base["sshd"]["PasswordAuthentication"] is False
         assert base["sshd"]["PermitRootLogin"] == "no"
@@ -554,3 +555,18 @@ def test_an_allowlist_is_refused_by_the_module_until_it_enforces_one() -> None:
     failed = nix_eval(data, "r.failedAssertions")
     assert any("workspaces.a.internet: is an allowlist" in message for message in failed)
     assert config_from_dict(data).workspaces["a"].internet == ("pypi.org:443",)
+
+
+def test_privilege_sudo_gives_the_user_a_nopasswd_rule_beside_doas() -> None:
+    """``defaults.privilege = "sudo"``: sudo enabled with the user's NOPASSWD rule, doas
+    kept (wsfixture's own commands use it); Python installs sudo in the image the same."""
+    data = {**EXAMPLE, "defaults": {**EXAMPLE["defaults"], "privilege": "sudo"}}
+    vms = nix_eval(data, "r.vms")
+    for vm in vms.values():
+        assert vm["base"]["sudo"] == [
+            {"users": ["dev"], "commands": [{"command": "ALL", "options": ["NOPASSWD"]}]}
+        ]
+        assert vm["base"]["doas"] == [{"users": ["dev"], "noPass": True}]
+    config = config_from_dict(data)
+    assert "sudo" in config.resolve(config.workspaces["idle"]).packages
+    assert "sudo" not in config_from_dict(EXAMPLE).resolve(config.workspaces["idle"]).packages

@@ -57,7 +57,8 @@ def alpha() -> identity.Identity:
 def test_rendered_base(alpha: identity.Identity) -> None:
     files = identity.render(alpha)
     assert files["/etc/hostname"].content == "alpha\n"
-    assert files["/etc/doas.conf"].content == "permit nopass dev as root\n"
+    assert files["/etc/doas.conf"].content == "permit nopass dev\n"  # as root or anyone
+    assert "/etc/sudoers.d/wsfixture" not in files  # privilege = "doas", the default
     assert files["/etc/ssh/ssh_host_ed25519_key"].mode == 0o600
     keys_file = files["/home/dev/.ssh/authorized_keys"]
     assert keys_file.content == "ssh-ed25519 AAAAclient c\n"
@@ -116,3 +117,16 @@ def test_the_workspace_user_never_silently_becomes_another_account(
     # The image's own `dev` with the configured ids is the workspace user: kept as it is.
     same = PASSWD + "dev:x:1000:1000::/home/dev:/bin/sh\n"
     assert identity.add_user(same, GROUP + "dev:x:1000:\n", "", UserSpec("dev", 1000))[0] == same
+
+
+def test_the_privilege_rules_keep_the_images_own(alpha: identity.Identity) -> None:
+    """doas: the image's rules (a setup line's) then the workspace's, once; sudo: a rule of
+    its own in sudoers.d, beside the image's."""
+    own = "permit nopass nobody as root\npermit nopass dev\n"
+    assert identity.doas_conf(own, "dev") == "permit nopass nobody as root\npermit nopass dev\n"
+    assert identity.doas_conf("", "dev") == "permit nopass dev\n"
+    import dataclasses
+
+    with_sudo = identity.render(dataclasses.replace(alpha, privilege="sudo"))
+    rule = with_sudo["/etc/sudoers.d/wsfixture"]
+    assert (rule.content, rule.mode) == ("dev ALL=(ALL:ALL) NOPASSWD: ALL\n", 0o440)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wsfixture.image.osinfo import parse_os_release, read_in_image, system_info
+from wsfixture.image.osinfo import parse_os_release, system_info
 from wsfixture.image.recipe import Image, ImageRecipe
 
 TRIXIE = """PRETTY_NAME="Debian GNU/Linux 13 (trixie)"
@@ -46,7 +46,7 @@ def test_the_link_debian_ships_is_followed_in_the_image(layered: tuple[Image, Pa
     image, base_root, layer = layered
     (base_root / "usr/lib/os-release").write_text(TRIXIE)
     os.symlink("../usr/lib/os-release", base_root / "etc/os-release")
-    assert read_in_image(image, "etc/os-release") == TRIXIE
+    assert image.read_text("etc/os-release") == TRIXIE
     (layer / "usr/lib/os-release").write_text("ID=debian\nVERSION_ID=99\n")  # the layer's wins
     info = system_info(image)
     assert info == {"type": "linux", "distribution": "debian", "codename": None,
@@ -59,11 +59,37 @@ def test_an_absolute_link_is_the_images_root_not_the_hosts(
     image, base_root, _ = layered
     (base_root / "usr/lib/os-release").write_text("ID=inside\n")
     os.symlink("/usr/lib/os-release", base_root / "etc/os-release")
-    assert read_in_image(image, "etc/os-release") == "ID=inside\n"
+    assert image.read_text("etc/os-release") == "ID=inside\n"
     os.remove(base_root / "etc/os-release")
     os.symlink("../../../../../../etc/os-release", base_root / "etc/os-release")
     with pytest.raises(FileNotFoundError, match="more than"):
-        read_in_image(image, "etc/os-release")  # /etc/os-release again: a loop, not the host's
+        image.read_text("etc/os-release")  # /etc/os-release again: a loop, not the host's
+
+
+def test_a_link_the_image_holds_never_reads_the_host(
+    layered: tuple[Image, Path, Path], tmp_path: Path
+) -> None:
+    """An imported image whose ``etc/passwd`` links to a host file, or whose whole ``etc``
+    does (a layer's ``etc`` a link over the base's directory): what the seed of a VM and
+    the account check read is the image's, never the host's. Control: the same links,
+    followed by the host as ``Path.read_text`` does, read the secret."""
+    image, base_root, layer = layered
+    secret = tmp_path / "host-secret"
+    secret.write_text("host only\n")
+    (base_root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    os.symlink(secret, layer / "etc/passwd")
+    assert (layer / "etc/passwd").read_text() == "host only\n"  # the control
+    with pytest.raises(FileNotFoundError):
+        image.read_text("etc/passwd")  # the link is the image's: its target is not there
+    (layer / "etc/passwd").unlink()
+    assert image.read_text("etc/passwd") == "root:x:0:0::/root:/bin/sh\n"
+    os.rename(layer / "etc", layer / "etc.real")
+    (tmp_path / "host-etc").mkdir()
+    (tmp_path / "host-etc" / "passwd").write_text("host only\n")
+    os.symlink(tmp_path / "host-etc", layer / "etc")
+    assert (layer / "etc" / "passwd").read_text() == "host only\n"  # the control
+    with pytest.raises(FileNotFoundError):
+        image.read_text("etc/passwd")
 
 
 def test_no_os_release_leaves_it_to_testinfra(layered: tuple[Image, Path, Path]) -> None:

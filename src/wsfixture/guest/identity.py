@@ -8,6 +8,7 @@ overlay, or the staging tree of a VM's seed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class Identity:
     authorized_keys: tuple[str, ...]
     host_key_private: str
     host_key_public: str
+    privilege: str = "doas"  # what host.sudo() uses; doas is always there for wsfixture
 
     @classmethod
     def of(
@@ -54,6 +56,7 @@ class Identity:
             dns=config.network.dns,
             user=user,
             authorized_keys=(client_public, *user.authorized_keys),
+            privilege=config.defaults.privilege,
             host_key_private=host_key[0],
             host_key_public=host_key[1],
         )
@@ -95,8 +98,20 @@ def dns_drop_in(identity: Identity) -> str:
 
 
 def doas_rule(user: str) -> str:
-    """The one doas rule of every workspace: its user, as root, without a password."""
-    return f"permit nopass {user} as root"
+    """The doas rule of every workspace: its user, as root or anyone, without a password."""
+    return f"permit nopass {user}"
+
+
+def doas_conf(image_own: str, user: str) -> str:
+    """/etc/doas.conf: the image's own rules (a setup line's), then the workspace's."""
+    kept = [line for line in image_own.splitlines() if line.strip() != doas_rule(user)]
+    return "".join(f"{line}\n" for line in [*kept, doas_rule(user)])
+
+
+def sudo_rule(user: str) -> str:
+    """``privilege = "sudo"``: its user, as anyone, without a password (in sudoers.d,
+    beside the image's own rules)."""
+    return f"{user} ALL=(ALL:ALL) NOPASSWD: ALL\n"
 
 
 def render(identity: Identity) -> dict[str, File]:
@@ -121,6 +136,8 @@ def render(identity: Identity) -> dict[str, File]:
     }
     if identity.dns:
         files[DNS_DROP_IN] = File(dns_drop_in(identity))
+    if identity.privilege == "sudo":
+        files["/etc/sudoers.d/wsfixture"] = File(sudo_rule(identity.user.name), 0o440)
     return files
 
 
@@ -182,7 +199,15 @@ def write(root: Path, identity: Identity, uid_offset: int = 0) -> None:
     uid = identity.user.uid + uid_offset
     for directory in (identity.home, f"{identity.home}/.ssh"):
         inroot.make_dir(root, directory, 0o700, uid, uid, parents_owner=uid_offset)
-    for path, file in render(identity).items():
+    files = render(identity)
+    try:
+        image_own = inroot.read_text(root, "/etc/doas.conf")
+    except FileNotFoundError:
+        image_own = ""
+    files["/etc/doas.conf"] = dataclasses.replace(
+        files["/etc/doas.conf"], content=doas_conf(image_own, identity.user.name)
+    )
+    for path, file in files.items():
         inroot.write(
             root, path, file.content.encode(), file.mode, file.uid + uid_offset,
             file.gid + uid_offset, parents_owner=uid_offset,  # made by root, as the image's own

@@ -14,7 +14,12 @@ import os
 from pathlib import Path, PurePosixPath
 
 SYS_OPENAT2 = 437  # the same on x86_64 and arm64
-RESOLVE_NO_MAGICLINKS, RESOLVE_IN_ROOT = 0x02, 0x10
+RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH, RESOLVE_IN_ROOT = (
+    0x02,
+    0x04,
+    0x08,
+    0x10,
+)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -22,8 +27,11 @@ class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
-def _openat2(dirfd: int, path: str, flags: int, mode: int = 0) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+def _openat2(
+    dirfd: int, path: str, flags: int, mode: int = 0,
+    resolve: int = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+) -> int:  # fmt: skip
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     fd = int(_libc.syscall(SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), 24))
     if fd < 0:
         err = ctypes.get_errno()
@@ -69,6 +77,18 @@ def _parent_fd(root: Path, parent: str, owner: int | None) -> int:
         return fd
     finally:
         os.close(top)
+
+
+def open_literal(root: Path, relative: str, flags: int) -> int:
+    """An fd of ``relative`` under ``root`` where no component is a link, the last one
+    included (``O_NOFOLLOW``: a link is opened as itself with ``O_PATH``); OSError
+    otherwise (ELOOP where one is). The step a caller takes to walk links itself."""
+    directory = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _openat2(directory, relative, flags | os.O_NOFOLLOW, 0,
+                        RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)  # fmt: skip
+    finally:
+        os.close(directory)
 
 
 def stat(root: Path, guest_path: str) -> os.stat_result:

@@ -11,14 +11,12 @@ would have found (``tests/integration`` compares them on a container and a VM).
 from __future__ import annotations
 
 import os
-import posixpath
 
 from wsfixture.image.recipe import Image
 
 OS_RELEASE = "etc/os-release"
 # The fields testinfra reads from os-release, and its names for them.
 FIELDS = {"ID=": "distribution", "VERSION_ID=": "release", "VERSION_CODENAME=": "codename"}
-MAX_LINKS = 8  # os-release is one link away on Debian (../usr/lib/os-release)
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -33,26 +31,12 @@ def parse_os_release(text: str) -> dict[str, str]:
     return found
 
 
-def read_in_image(image: Image, relative: str) -> str:
-    """The text of ``relative`` in the image's merged tree, its symbolic links followed
-    inside the image (an absolute one from the image's root, never the host's)."""
-    for _ in range(MAX_LINKS):
-        path = image.path(relative)
-        if not path.is_symlink():
-            return path.read_text(errors="replace")
-        target = os.readlink(path)
-        base = "/" if target.startswith("/") else posixpath.dirname("/" + relative)
-        # From "/", ".." stays at "/": a link cannot lead out of the image.
-        relative = posixpath.normpath(posixpath.join(base, target)).lstrip("/")
-    raise FileNotFoundError(f"{image.dir}: more than {MAX_LINKS} links on the way")
-
-
 def system_info(image: Image) -> dict[str, str | None] | None:
     """``host.system_info``'s values for a Linux workspace of ``image`` on this machine's
     architecture; None where the image has no os-release (testinfra then asks the guest,
     as it would anywhere)."""
     try:
-        found = parse_os_release(read_in_image(image, OS_RELEASE))
+        found = parse_os_release(image.read_text(OS_RELEASE))
     except (OSError, UnicodeError):
         return None
     return {

@@ -11,14 +11,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
+import posixpath
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from wsfixture.errors import ImageBuildError
 from wsfixture.guest import osconfig
+from wsfixture.host import inroot
 from wsfixture.image import store
 from wsfixture.model.spec import DEFAULT_RELEASE
 
@@ -32,6 +35,7 @@ VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
 # after every step (1 left the host's resolv.conf in setup-only layers). In those layers'
 # keys only, so a broken one is never reused and no other image is rebuilt.
 LAYER_STEPS_VERSION = 2
+MAX_LINKS = 8  # links on the way to a file read from an image (os-release is one away)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,55 @@ class Image:
                 break  # deleted by this layer, whatever the ones below hold
             if candidate.is_symlink() or candidate.exists():
                 return candidate
+        raise FileNotFoundError(errno.ENOENT, "not in the image", f"{self.dir}:/{relative}")
+
+    def read_text(self, relative: str) -> str:
+        """The text of ``relative`` in the image's merged tree, read on the host: each
+        component looked up in the topmost layer that has it, without following anything
+        on the way (``host.inroot.open_literal``), and each link the image holds resolved
+        in the merged tree again (an absolute one from the image's root). So a link to a
+        host path (``/etc/passwd -> /etc/shadow``, a whole ``etc`` linked away) reads
+        nothing of the host. FileNotFoundError if it is not there, deleted, or a link
+        loop."""
+        path = PurePosixPath(relative)
+        for _ in range(MAX_LINKS):
+            for depth in range(1, len(path.parts) + 1):
+                prefix = "/".join(path.parts[:depth])
+                layer, st = self._entry(prefix)
+                if stat.S_ISLNK(st.st_mode):
+                    fd = inroot.open_literal(layer, prefix, os.O_PATH)
+                    try:
+                        target = os.readlink("", dir_fd=fd)
+                    finally:
+                        os.close(fd)
+                    base = (
+                        "/" if target.startswith("/") else "/" + "/".join(path.parts[: depth - 1])
+                    )
+                    joined = posixpath.join(base, target, *path.parts[depth:])
+                    # From "/", ".." stays at "/": a link cannot lead out of the image.
+                    path = PurePosixPath(posixpath.normpath(joined).lstrip("/"))
+                    break
+            else:
+                fd = inroot.open_literal(layer, str(path), os.O_RDONLY)
+                with os.fdopen(fd, errors="replace") as handle:
+                    return handle.read()
+        raise FileNotFoundError(errno.ELOOP, f"more than {MAX_LINKS} links", relative)
+
+    def _entry(self, relative: str) -> tuple[Path, os.stat_result]:
+        """The topmost layer that has ``relative`` (no link on the way in that layer), and
+        what it is there; FileNotFoundError if none, or a layer deleted it."""
+        for layer in self.layers:
+            try:
+                fd = inroot.open_literal(layer, relative, os.O_PATH)
+            except OSError:
+                continue  # not in this layer, or a link or a file on the way in it
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                break  # deleted by this layer, whatever the ones below hold
+            return layer, st
         raise FileNotFoundError(errno.ENOENT, "not in the image", f"{self.dir}:/{relative}")
 
     def has(self, relative: str) -> bool:

@@ -29,6 +29,7 @@ ACCELERATORS: tuple[str, ...] = ("auto", "kvm", "tcg")
 MACHINES: tuple[str, ...] = ("q35", "microvm")
 VSOCK_MODES: tuple[str, ...] = ("auto", "required", "off")
 SNAPSHOT_MODES: tuple[str, ...] = ("auto", "off")
+PRIVILEGE_TOOLS: tuple[str, ...] = ("doas", "sudo")
 # Debian releases an image is built from; the first is the default: Debian's stable.
 RELEASES: tuple[str, ...] = ("trixie", "bookworm")
 DEFAULT_RELEASE = RELEASES[0]
@@ -225,6 +226,11 @@ class Defaults:
         False, "start a workspace whose `memory` is more than the host has available "
         "(refused otherwise, before anything is made)",
     )  # fmt: skip
+    privilege: str = fields.choice(
+        "doas", "what the user becomes root (or another user) with, what testinfra's "
+        "`host.sudo()` uses: doas, or sudo (installed, with a NOPASSWD rule); the image's "
+        "own rules are kept", PRIVILEGE_TOOLS,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -347,11 +353,12 @@ class Config:
             if decl.inherits is not None
         }
         kind = VM_RESOURCES if spec.is_vm else Resources()
+        tool = () if self.defaults.privilege == "doas" else (self.defaults.privilege,)
         return Resolved(
             spec,
             release=own["release"],
             snapshot=own["snapshot"],
-            packages=own["packages"],
+            packages=tuple(sorted({*own["packages"], *tool})),  # doas is in every base
             setup=own["setup"],
             files=own["files"],
             resources=Resources(
@@ -379,7 +386,7 @@ class Resolved:
     spec: WorkspaceSpec
     release: str
     snapshot: str
-    packages: tuple[str, ...]  # the defaults' and its own, sorted, once
+    packages: tuple[str, ...]  # the defaults', its own and its privilege tool, sorted, once
     setup: tuple[str, ...]  # the defaults', then its own
     files: dict[str, Path]  # guest path -> host file; its own win over the defaults'
     resources: Resources  # its own, else the defaults', else its kind's

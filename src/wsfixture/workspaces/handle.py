@@ -168,10 +168,12 @@ class Workspace(Machine, Commands):
 
     @functools.cached_property
     def host(self) -> testinfra.host.Host:
-        """A testinfra Host over the pinned SSH session (``host.sudo()`` uses doas). It knows
-        the system (``host.system_info``) from the image, without asking the guest."""
+        """A testinfra Host over the pinned SSH session (``host.sudo()`` uses the config's
+        ``privilege``, doas by default). It knows the system (``host.system_info``) from
+        the image, without asking the guest."""
         image = self._backend.image if self._backend is not None else None
-        return testinfra_host(self._session(), osinfo.system_info(image) if image else None)
+        info = osinfo.system_info(image) if image else None
+        return testinfra_host(self._session(), info, self.config.defaults.privilege)
 
     @functools.cached_property
     def nixos(self) -> NixosMachine:

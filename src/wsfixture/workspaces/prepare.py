@@ -10,7 +10,7 @@ from pathlib import Path
 
 from wsfixture.errors import ConfigError
 from wsfixture.guest import identity
-from wsfixture.host import inroot, keys, share_acl, system
+from wsfixture.host import keys, share_acl, system
 from wsfixture.image.build import Progress
 from wsfixture.image.obtain import ensure_image
 from wsfixture.image.recipe import Image, ImageRecipe
@@ -70,11 +70,7 @@ def prepare(config: Config, spec: WorkspaceSpec, progress: Progress | None) -> P
 def check_accounts(image: Image, config: Config) -> None:
     """ConfigError, before a machine starts, where the image has an account the workspace
     user would silently take over (a setup line's ``useradd``; ``identity.account_conflict``)."""
-    # Read inside the layer that holds each (``host.inroot``): a link there stays in it.
-    passwd, group = (
-        inroot.read_text(image.path(f"etc/{name}").parents[1], f"/etc/{name}")
-        for name in ("passwd", "group")
-    )
+    passwd, group = image.read_text("etc/passwd"), image.read_text("etc/group")
     if (conflict := identity.account_conflict(passwd, group, config.defaults.user)) is not None:
         raise ConfigError([conflict], config.source)
 

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import socket
 import subprocess
 from collections.abc import Callable
@@ -42,7 +41,8 @@ from wsfixture.retry import retry_until
 logger = logging.getLogger("wsfixture.qemu")
 
 SOCKET_TIMEOUT = 10.0  # a read-only share's virtiofsd makes its socket
-ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow")
+PRIVILEGE_FILE = "etc/doas.conf"  # the image may have rules of its own there
+ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow", PRIVILEGE_FILE)
 # The owner watch: SIGTERM (its parent-death signal) kills its cgroup ($0 is cgroup.kill).
 OWNER_WATCH = "trap 'echo 1 > \"$0\"; exit 0' TERM; while :; do sleep 3600 & wait $!; done"
 
@@ -255,10 +255,16 @@ class QemuBackend(Backend):
     def _write_seed(self) -> None:
         """The VM's identity as a tar: the shared base plus the share mount table."""
         staging = self.runtime_dir / "seed-root"
-        for name in ACCOUNT_FILES:
+        for name in ACCOUNT_FILES:  # what the identity adds to: the image's own
+            try:
+                text = self.image.read_text(name)
+            except FileNotFoundError:
+                if name == PRIVILEGE_FILE:
+                    continue  # no rules of its own
+                raise
             target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.image.path(name), target)
+            target.write_text(text)
         self.ctx.provision(staging, 0)
         shares = [(tag, target, ro) for tag, _, target, ro in self.shares()]
         seed.pack(staging, seed.mount_table(shares, SHARE_TRANSPORT), self.seed)
