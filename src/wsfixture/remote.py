@@ -341,7 +341,7 @@ class WorkspaceBackend(BaseBackend):  # type: ignore[misc]
 
 
 def testinfra_host(
-    session: SshSession, system_info: dict[str, str | None] | None, privilege: str = "doas"
+    session: SshSession, system_info: dict[str, str | None] | None, privilege: str
 ) -> testinfra.host.Host:
     """A testinfra Host over ``session``; ``system_info``, if known, is what its
     ``host.system_info`` answers instead of asking the guest (``image.osinfo``);
