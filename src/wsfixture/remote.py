@@ -340,13 +340,16 @@ class WorkspaceBackend(BaseBackend):  # type: ignore[misc]
         return str(self.quote(f"{tool} -u %s /bin/sh -c %s", sudo_user, command))
 
 
-def testinfra_host(
-    session: SshSession, system_info: dict[str, str | None] | None, privilege: str
-) -> testinfra.host.Host:
+def host_over(
+    session: SshSession, system_info: dict[str, str | None] | None, privilege: str,
+    as_user: str | None = None,
+) -> testinfra.host.Host:  # fmt: skip
     """A testinfra Host over ``session``; ``system_info``, if known, is what its
     ``host.system_info`` answers instead of asking the guest (``image.osinfo``);
-    ``privilege``: what ``host.sudo()`` runs commands through."""
-    backend = WorkspaceBackend(session, privilege)
+    ``privilege``: what ``host.sudo()`` runs commands through; ``as_user``: every command
+    through it, as that user (testinfra's ``--sudo``, ``--sudo-user``)."""
+    user = None if as_user in (None, "root") else as_user
+    backend = WorkspaceBackend(session, privilege, sudo=as_user is not None, sudo_user=user)
     host = testinfra.host.Host(backend)
     backend.set_host(host)
     if system_info is not None:

@@ -95,7 +95,7 @@ def test_testinfra_knows_the_system_from_the_image(vm: Workspace, peer: Workspac
         known = ws.host.system_info.sysinfo
         assert ws.host.file("/etc/debian_version").is_file  # GNU's file module, from it
         assert ws._ssh.commands_run == before + 1, "one command: the file check's"
-        asked = remote.testinfra_host(ws._ssh, None).system_info.sysinfo
+        asked = remote.host_over(ws._ssh, None, "doas").system_info.sysinfo
         assert ws._ssh.commands_run > before + 1
         assert known == asked, ws.name
         assert (known["type"], known["distribution"]) == ("linux", "debian")

@@ -112,3 +112,28 @@ def test_a_conftest_host_still_wins(pytester: pytest.Pytester) -> None:
     )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*::test_x PASSED*"])
+
+
+def test_testinfra_s_sudo_options_mean_with_ws_hosts_what_they_mean_anywhere(
+    real: pytest.Pytester,
+) -> None:
+    """``--sudo`` runs every command of a suite written for a root login as root, through
+    the workspace's privilege tool (a root login itself stays refused); ``--sudo-user``
+    as that user. Control: the same suite without them runs as the workspace user."""
+    real.makepyfile(
+        test_who="""
+        import os
+
+        def test_who(host):
+            assert host.check_output("id -un") == os.environ["WANTED"]
+        """
+    )
+    for flags, wanted in (((), "dev"), (("--sudo",), "root"),
+                          (("--sudo", "--sudo-user", "nobody"), "nobody")):  # fmt: skip
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("WANTED", wanted)
+            result = real.runpytest_subprocess(
+                "--ws-config", "workspaces.toml", "--ws-hosts", "alpha", *flags,
+                "-p", "no:cacheprovider",
+            )  # fmt: skip
+        result.assert_outcomes(passed=1)

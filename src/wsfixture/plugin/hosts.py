@@ -89,16 +89,24 @@ def _checked_ws_hosts(config: pytest.Config) -> list[str]:
 def host(request: pytest.FixtureRequest) -> testinfra.host.Host:
     """testinfra's Host: the test's workspace if it has one, else each workspace of
     ``--ws-hosts``, else what testinfra's ``--hosts`` gives (this machine without it).
-    ``host.sudo()`` on a workspace runs through doas."""
+    ``host.sudo()`` on a workspace runs through its privilege tool, and testinfra's
+    ``--sudo``/``--sudo-user`` run every command so."""
     param = request.param
     if param is OWN_WORKSPACE:
-        ws: Workspace = request.getfixturevalue("workspace")
-        return ws.host
+        return _as_asked(request.config, request.getfixturevalue("workspace"))
     if isinstance(param, str):  # a workspace of --ws-hosts
         session: WsSession = request.config.stash[session_key]
-        return session.shared_boot("session", param, {}).host
+        return _as_asked(request.config, session.shared_boot("session", param, {}))
     assert isinstance(param, testinfra.host.Host)
     return param
+
+
+def _as_asked(config: pytest.Config, ws: Workspace) -> testinfra.host.Host:
+    """The workspace's Host, as testinfra's ``--sudo`` and ``--sudo-user`` mean for any
+    host: every command through the privilege tool, as root or that user."""
+    if not getattr(config.option, "sudo", False):
+        return ws.host
+    return ws.host_as(getattr(config.option, "sudo_user", None) or "root")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -20,7 +20,7 @@ from wsfixture.image import osinfo
 from wsfixture.net import egress as egress_rules
 from wsfixture.net.forward import PortForward
 from wsfixture.process import JOBS_COMMAND, Process, read_jobs
-from wsfixture.remote import PinnedConnection, testinfra_host
+from wsfixture.remote import PinnedConnection, host_over
 from wsfixture.workspaces import guardrails
 from wsfixture.workspaces.checkpoint_store import Checkpoint
 from wsfixture.workspaces.commands import (
@@ -173,7 +173,15 @@ class Workspace(Machine, Commands):
         the image, without asking the guest."""
         image = self._backend.image if self._backend is not None else None
         info = osinfo.system_info(image) if image else None
-        return testinfra_host(self._session(), info, self.config.defaults.privilege)
+        return host_over(self._session(), info, self.config.defaults.privilege)
+
+    def host_as(self, user: str = "root") -> testinfra.host.Host:
+        """A testinfra Host whose every command runs as ``user`` through the config's
+        ``privilege`` tool: a suite written for a root login, as one (a root login itself
+        stays refused)."""
+        image = self._backend.image if self._backend is not None else None
+        info = osinfo.system_info(image) if image else None
+        return host_over(self._session(), info, self.config.defaults.privilege, user)
 
     @functools.cached_property
     def nixos(self) -> NixosMachine:
