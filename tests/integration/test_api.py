@@ -127,3 +127,28 @@ def test_the_python_blocks_of_the_readme_and_guides_run_as_written(
     run_block(guide[2], tmp_path, "connect.py")
     assert "green" in wsf(up, "checkpoints", "dev"), "its checkpoint, made through connect"
     assert api_footprint() == before
+
+
+def test_ws_attach_runs_a_testinfra_suite_on_an_up_workspace_and_leaves_it_running(
+    up: Path, pytester: pytest.Pytester
+) -> None:
+    """A Molecule-style flow: the workspace is up (and converged) before, the suite runs
+    through its pinned login with --ws-attach, and it is still running afterwards."""
+    pytester.makepyfile(
+        test_converged="""
+        def test_it_is_the_up_workspace(host):
+            assert host.check_output("hostname") == "dev"
+            assert host.file("/tmp/converged").exists
+        """
+    )
+    wsf(up, "exec", "dev", "touch", "/tmp/converged")  # what a playbook would have done
+    result = pytester.runpytest_subprocess(
+        "--ws-config", str(up), "--ws-attach", "dev", "-p", "no:cacheprovider", "-v"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_it_is_the_up_workspace[[]wsfixture://dev[]] PASSED*"])
+    assert "dev" in wsf(up, "list")  # not stopped
+    assert wsf(up, "exec", "dev", "hostname") == "dev\n"
+    refused = pytester.runpytest_subprocess("--ws-config", str(up), "--ws-attach", "nosuch")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*--ws-attach: no workspace named 'nosuch'*"])

@@ -347,3 +347,39 @@ def test_ws_world_is_the_lab_s_internet_and_goes_with_the_session(real: pytest.P
     without = real.runpytest_subprocess("--ws-config", "world.toml", "-p", "no:cacheprovider")
     without.assert_outcomes(errors=1)
     without.stdout.fnmatch_lines(["*ws_world: run pytest with --ws-world*"])
+
+
+def test_a_conftest_converges_each_workspace_once_before_its_tests(
+    real: pytest.Pytester,
+) -> None:
+    """``pytest_ws_converge``: Molecule's converge step, once per workspace the session
+    starts, with an inventory of that workspace alone; its failure is the start's."""
+    real.makeconftest(
+        """
+        def pytest_ws_converge(workspace, inventory):
+            text = inventory.read_text()
+            assert workspace.name in text and "ansible_ssh_common_args" in text, text
+            if workspace.name != "alpha":
+                raise RuntimeError("this playbook fails")
+            workspace.succeed("echo converged >> /tmp/converged")
+        """
+    )
+    real.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.workspace("alpha", scope="session")
+        def test_one(workspace):
+            assert workspace.succeed("cat /tmp/converged") == "converged\\n"
+
+        @pytest.mark.workspace("alpha", scope="session")
+        def test_two(workspace):
+            assert workspace.succeed("cat /tmp/converged") == "converged\\n"  # once
+
+        def test_other(workspace):
+            pass
+        """
+    )
+    result = real.runpytest_subprocess("--ws-config", "workspaces.toml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*RuntimeError: this playbook fails*"])

@@ -42,6 +42,7 @@ def test_defaults_then_the_ini_then_the_command_line() -> None:
     assert read() == Options(
         "",
         (),
+        (),
         "never",
         None,
         COMMAND_TIMEOUT,

@@ -14,8 +14,9 @@ FORMATS = ("ini", "yaml", "json")
 GROUP = "workspaces"
 
 
-def hosts(lab: str, ssh_config: Path) -> dict[str, dict[str, str]]:
-    """The lab's running workspaces, each with its Ansible connection variables."""
+def hosts(lab: str, ssh_config: Path, privilege: str = "doas") -> dict[str, dict[str, str]]:
+    """The lab's running workspaces, each with its Ansible connection variables
+    (``privilege``: the config's, what Ansible's become goes through)."""
     found = {}
     for name, record in sorted(ledger.workspaces(lab, live=True).items()):
         info = ledger.workspace_info(record)
@@ -24,13 +25,13 @@ def hosts(lab: str, ssh_config: Path) -> dict[str, dict[str, str]]:
             "ansible_user": info.user,
             "ansible_ssh_common_args": f"-F {shlex.quote(str(ssh_config))}",
             "ansible_python_interpreter": "/usr/bin/python3",
-            # become: ansible-core has no doas plugin; its sudo one runs `doas -n -u root
-            # ...` with these (passwordless for the workspace user, root only).
-            "ansible_become_exe": "doas",
-            "ansible_become_flags": "-n",
             "wsfixture_type": info.type,
             "wsfixture_ip": info.ip,
         }
+        if privilege == "doas":
+            # become: ansible-core has no doas plugin; its sudo one runs `doas -n -u root
+            # ...` with these (passwordless for the workspace user).
+            found[name] |= {"ansible_become_exe": "doas", "ansible_become_flags": "-n"}
     return found
 
 

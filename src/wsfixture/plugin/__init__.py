@@ -58,6 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from wsfixture.plugin import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -212,7 +218,7 @@ def ws_inventory_of(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[
 
     def write() -> Path:
         path = tmp_path / "inventory.ini"
-        running = inventory.hosts(lab.name, lab.ssh_config)
+        running = inventory.hosts(lab.name, lab.ssh_config, session.config.defaults.privilege)
         if session.prestarted is not None:  # no test has it yet
             running.pop(session.prestarted.spec.name, None)
         text = inventory.render(running, "ini")

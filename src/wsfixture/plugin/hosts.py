@@ -9,6 +9,8 @@ over both) and is, for each test:
 - else each workspace of ``--ws-hosts`` (ini ``wsfixture_hosts``), booted once per session
   and shared with ``@pytest.mark.workspace(name, scope="session")``: an existing testinfra
   file runs unchanged, with node ids like ``--hosts`` gives (``[wsfixture://web]``);
+  and each running workspace of ``--ws-attach`` (``wsfixture up``'s: a Molecule-style
+  suite after its converge), through its pinned login, none stopped at the end;
 - else what testinfra would give: ``--hosts``, a module's ``testinfra_hosts``, or this
   machine, with testinfra's own ids. This machine while the session has workspaces gets a
   ``LocalHostWarning`` saying how to point ``host`` at one.
@@ -21,13 +23,14 @@ fixture's, and so the module-scoped ``host`` may ask for the function-scoped wor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import testinfra
 import testinfra.host
 
-from wsfixture.errors import ConfigError
+from wsfixture.errors import ConfigError, WsfixtureError
 from wsfixture.plugin.session import WsSession, session_key, shared_key, track
 from wsfixture.suggest import unknown_workspace
 
@@ -35,6 +38,16 @@ if TYPE_CHECKING:
     from wsfixture.workspaces import Workspace
 
 WS_HOSTS_INI = "wsfixture_hosts"
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A parameter of ``host``: a running workspace of ``--ws-attach``."""
+
+    name: str
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 class _OwnWorkspace:
@@ -54,6 +67,7 @@ WORKSPACE_FIXTURES = frozenset(
 # Test functions whose ``host`` is this machine because nothing said otherwise.
 implicit_local_key = pytest.StashKey["set[str]"]()
 ws_hosts_key = pytest.StashKey["list[str]"]()  # --ws-hosts, checked
+attached_key = pytest.StashKey["dict[str, Workspace]"]()  # --ws-attach's handles, by name
 
 
 class LocalHostWarning(UserWarning):
@@ -61,16 +75,25 @@ class LocalHostWarning(UserWarning):
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Mistakes in --ws-hosts are usage errors before anything is collected or booted."""
-    config.stash[ws_hosts_key] = _checked_ws_hosts(config)
+    """Mistakes in --ws-hosts and --ws-attach are usage errors before anything is
+    collected or booted."""
+    options = config.stash[session_key].options
+    config.stash[ws_hosts_key] = _checked_names(config, "--ws-hosts", list(options.hosts))
+    _checked_names(config, "--ws-attach", list(options.attach))
+    config.stash[attached_key] = {}
 
 
-def _checked_ws_hosts(config: pytest.Config) -> list[str]:
-    names = list(config.stash[session_key].options.hosts)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """--ws-attach's handles closed: their workspaces go on running."""
+    for ws in config.stash.get(attached_key, {}).values():
+        ws.stop()
+
+
+def _checked_names(config: pytest.Config, flag: str, names: list[str]) -> list[str]:
     if not names:
         return []
     if config.getoption("hosts", None):
-        raise pytest.UsageError("--ws-hosts and testinfra's --hosts: give one or the other")
+        raise pytest.UsageError(f"{flag} and testinfra's --hosts: give one or the other")
     try:
         ws_config = config.stash[session_key].config
     except ConfigError as exc:
@@ -81,7 +104,7 @@ def _checked_ws_hosts(config: pytest.Config) -> list[str]:
                 f" in {ws_config.source}" if ws_config.source else " (no --ws-config given)"
             )
             unknown = unknown_workspace([name], list(ws_config.workspaces), where_looked)
-            raise pytest.UsageError(f"--ws-hosts: {unknown}")
+            raise pytest.UsageError(f"{flag}: {unknown}")
     return names
 
 
@@ -97,8 +120,23 @@ def host(request: pytest.FixtureRequest) -> testinfra.host.Host:
     if isinstance(param, str):  # a workspace of --ws-hosts
         session: WsSession = request.config.stash[session_key]
         return _as_asked(request.config, session.shared_boot("session", param, {}))
+    if isinstance(param, Attached):  # a running workspace of --ws-attach
+        return _as_asked(request.config, _attached(request.config, param.name))
     assert isinstance(param, testinfra.host.Host)
     return param
+
+
+def _attached(config: pytest.Config, name: str) -> Workspace:
+    """A handle on the running workspace ``name`` (``wsfixture.connect``), once a session."""
+    handles = config.stash[attached_key]
+    if name not in handles:
+        from wsfixture.api import connect
+
+        try:
+            handles[name] = connect(name, config.stash[session_key].config)
+        except WsfixtureError as exc:
+            raise pytest.UsageError(f"--ws-attach: {exc}") from None
+    return handles[name]
 
 
 def _as_asked(config: pytest.Config, ws: Workspace) -> testinfra.host.Host:
@@ -117,9 +155,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             "host", [OWN_WORKSPACE], ids=["workspace"], indirect=True, scope="function"
         )
         return
-    if names := metafunc.config.stash[ws_hosts_key]:
-        ids = [f"{_backend_name()}://{name}" for name in names]
-        metafunc.parametrize("host", names, ids=ids, indirect=True, scope="module")
+    names = metafunc.config.stash[ws_hosts_key]
+    attach = list(metafunc.config.stash[session_key].options.attach)
+    if names or attach:
+        params = [*names, *(Attached(name) for name in attach)]
+        ids = [f"{_backend_name()}://{name}" for name in (*names, *attach)]
+        metafunc.parametrize("host", params, ids=ids, indirect=True, scope="module")
         return
     # As testinfra's plugin does it, for its own ``_testinfra_host``.
     option = metafunc.config.option

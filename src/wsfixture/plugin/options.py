@@ -40,6 +40,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--ws-hosts", "wsfixture_hosts", "NAME[,NAME]", "",
            "workspaces of the config that testinfra's `host` runs each test on (each booted "
            "once per session), as its --hosts would"),
+    Option("--ws-attach", "wsfixture_attach", "NAME[,NAME]", "",
+           "running workspaces of the config (`wsfixture up`) that testinfra's `host` runs "
+           "each test on, through their pinned login; none is stopped at the end"),
     Option("--ws-keep", "wsfixture_keep", "never|failed|always", "never",
            "keep workspaces running after the session: `failed` keeps every workspace a "
            "failed test used, module- and session-scoped ones too; the summary prints "
@@ -88,6 +91,7 @@ class Options:
 
     config: str  # "" for none
     hosts: tuple[str, ...]
+    attach: tuple[str, ...]  # running ones (`wsfixture up`), for testinfra's host
     keep: str
     timeout: float | None
     command_timeout: float | None  # None: commands may run on
@@ -155,10 +159,14 @@ def read(config: pytest.Config) -> Options:
             Reference.parse(str(values["image_cache"]))
         except RegistryError as exc:
             raise pytest.UsageError(f"{_where(by_dest['image_cache'])}: {exc}") from None
-    hosts = tuple(name.strip() for name in str(values["hosts"]).split(",") if name.strip())
+    hosts, attach = (
+        tuple(name.strip() for name in str(values[key]).split(",") if name.strip())
+        for key in ("hosts", "attach")
+    )
     return Options(
         config=str(values["config"]),
         hosts=hosts,
+        attach=attach,
         keep=str(values["keep"]),
         timeout=_seconds(by_dest["timeout"], values["timeout"]),
         command_timeout=None if command_timeout == 0 else command_timeout,

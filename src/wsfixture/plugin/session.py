@@ -28,6 +28,7 @@ from wsfixture.cleanup import Cleanup
 from wsfixture.errors import CleanupError, ConfigError, ConfigIssue
 from wsfixture.host import ledger
 from wsfixture.model.config import Config, WorkspaceSpec, load_config, override, workspace_spec
+from wsfixture.net import inventory
 from wsfixture.net.lab import Lab, new_lab_name
 from wsfixture.net.world import World, world
 from wsfixture.plugin import artifacts
@@ -222,7 +223,24 @@ class WsSession:
         ws.start()
         if self.options.artifacts and ws._ssh is not None:
             ws._ssh.transcript = artifacts.transcript_of(ws)  # whole, for a failure's
+        self._converge(ws)
         return ws
+
+    def _converge(self, ws: Workspace) -> None:
+        """``pytest_ws_converge`` for a workspace just started, where a conftest has it;
+        its failure stops the workspace and fails the start."""
+        hook = self.pytest_config.hook.pytest_ws_converge
+        if not hook.get_hookimpls():
+            return
+        lab = self.open_lab()
+        path = ws._runtime_dir / "converge-inventory.ini"
+        found = inventory.hosts(lab.name, lab.ssh_config, self.config.defaults.privilege)
+        path.write_text(inventory.render({ws.name: found[ws.name]}, "ini") + "\n")
+        try:
+            hook(workspace=ws, inventory=path)
+        except BaseException:
+            ws.stop()
+            raise
 
     def prestart(self, item: pytest.Item | None) -> None:
         """Start now the workspace ``item`` will ask for, if it may start before its test

@@ -258,7 +258,10 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     lab, directory = lab_dir(args)
-    say(inventory.render(inventory.hosts(lab, directory / "ssh_config"), args.format))
+    # The config's privilege tool, for become (a lab kept by pytest: doas, the default).
+    privilege = "doas" if args.lab else load_config(args.config).defaults.privilege
+    hosts = inventory.hosts(lab, directory / "ssh_config", privilege)
+    say(inventory.render(hosts, args.format))
     return 0
 
 
