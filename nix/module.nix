@@ -95,6 +95,7 @@ let
       # Python-side only: how a test VM starts (restore a template or boot cold); a NixOS
       # host boots its microvm.nix VMs itself.
       snapshot = mkOption { type = types.nullOr (types.enum [ "auto" "off" ]); default = null; };
+      docs = mkOption { type = types.nullOr types.bool; default = null; description = "Its image layer's packages with their docs (Debian images; default: the defaults')."; };
       # Python-side only: the Debian release of wsfixture's images; a NixOS workspace runs
       # the host's nixpkgs, whatever this says. Declared so that a shared config evaluates.
       release = mkOption { type = types.nullOr (types.enum [ "trixie" "bookworm" ]); default = null; };
@@ -220,6 +221,8 @@ in
       pids = mkOption { type = types.nullOr pidsType; default = null; description = "Every workspace's pids unless it sets its own."; };
       # wsfixture only: whether a workspace may ask for more memory than the host has free.
       overcommit = mkOption { type = types.bool; default = false; };
+      # wsfixture's Debian images only: NixOS workspaces keep NixOS's documentation settings.
+      docs = mkOption { type = types.bool; default = false; description = "Image layers' packages with their docs, man pages and locales (Debian images)."; };
       privilege = mkOption { type = types.enum [ "doas" "sudo" ]; default = "doas"; description = "What the user becomes root (or another user) with: doas, or sudo too (a NOPASSWD rule)."; };
     };
     workspaces = mkOption {

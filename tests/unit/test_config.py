@@ -314,6 +314,8 @@ INHERITED = [
     ("memory", "1G", 2048, 1024),
     ("memory", None, "2G", 2048),
     ("pids", None, 256, 256),
+    ("docs", None, True, True),
+    ("docs", False, True, False),
 ]  # fmt: skip
 
 

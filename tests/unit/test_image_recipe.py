@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -251,3 +252,18 @@ def test_a_comment_or_docstring_changes_no_key(module_name: str) -> None:
             real.SEED_UNIT,
             real.SHARES_UNIT,
         )
+
+
+def test_docs_lets_a_layer_s_packages_keep_their_docs_and_is_in_its_key_only_then() -> None:
+    """The base's dpkg excludes (docs, man pages, locales) are inherited by every layer:
+    ``docs = true`` removes them first in its layer, and only such a layer's key moves."""
+    from wsfixture.image.build import DPKG_EXCLUDES, layer_script
+
+    plain = ImageRecipe.for_packages(["man-db"])
+    with_docs = ImageRecipe.for_packages(["man-db"], docs=True)
+    assert plain.key != with_docs.key
+    assert ImageRecipe.for_packages(["man-db"], docs=False).key == plain.key
+    assert ImageRecipe.from_dict(dataclasses.asdict(with_docs)) == with_docs
+    script = layer_script(["man-db"], "trixie", None, docs=True)
+    assert script.startswith(f"set -e\nrm -f {DPKG_EXCLUDES}\n")
+    assert DPKG_EXCLUDES not in layer_script(["man-db"], "trixie", None)

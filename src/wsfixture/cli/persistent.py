@@ -96,6 +96,7 @@ def config_snapshot(config: Config, spec: WorkspaceSpec) -> dict[str, str]:
         "files": json.dumps({t: str(p) for t, p in got.files.items()}),
         "setup": json.dumps(list(got.setup)),
         "release": json.dumps(got.release),
+        "docs": json.dumps(got.docs),
         "defaults.user": json.dumps([user.name, user.uid, list(user.authorized_keys)]),
         "network": json.dumps([str(config.network.subnet), str(config.network.gateway)]),
     }

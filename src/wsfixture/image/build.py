@@ -232,17 +232,22 @@ apt-get clean
 rm -rf /var/lib/apt/lists/*
 """
 LAYER_SOURCES = "/run/wsfixture-sources.list"  # inside the build's tree; gone with /run
+DPKG_EXCLUDES = "/etc/dpkg/dpkg.cfg.d/99mmdebstrap"  # the base's path-excludes (docs, man)
 
 
-def layer_script(packages: Sequence[str], suite: str, mirror: str | None) -> str:
+def layer_script(
+    packages: Sequence[str], suite: str, mirror: str | None, docs: bool = False
+) -> str:
     """The layer's apt run. With a mirror (WSFIXTURE_MIRROR: a URL, or a whole ``deb``
     line as mmdebstrap takes it), apt uses it for this layer too, whatever mirror the base
-    was built from, and leaves the image's own sources as they are."""
+    was built from, and leaves the image's own sources as they are. ``docs``: the base's
+    dpkg excludes go first (this layer's packages, and the workspace's later installs,
+    come with their docs, man pages and locales)."""
     options = ""
-    prelude = ""
+    prelude = f"rm -f {DPKG_EXCLUDES}\n" if docs else ""
     if mirror:
         line = mirror if mirror.startswith("deb ") else f"deb {mirror} {suite} main"
-        prelude = f"echo {shlex.quote(line)} > {LAYER_SOURCES}\n"
+        prelude += f"echo {shlex.quote(line)} > {LAYER_SOURCES}\n"
         options = f"-o Dir::Etc::SourceList={LAYER_SOURCES} -o Dir::Etc::SourceParts=/dev/null "
     quoted = " ".join(shlex.quote(p) for p in packages)
     return LAYER_SCRIPT.format(prelude=prelude, options=options, packages=quoted)
@@ -276,7 +281,9 @@ def _install_layer(build: _Build) -> None:
     (merged / POLICY_RC_D).chmod(0o755)
     os.chown(merged / POLICY_RC_D, shift, shift)
     if added := image.recipe.added:
-        script = layer_script(added, image.recipe.suite, settings.current().mirror)
+        script = layer_script(
+            added, image.recipe.suite, settings.current().mirror, image.recipe.docs
+        )
         _in_tree(build, merged, shift, script, f"installing {', '.join(added)}")
     _put_files(build, merged, shift)
     if image.recipe.setup:

@@ -51,6 +51,9 @@ class ImageRecipe:
     # its packages, and files put in before them, each as (guest path, SHA-256 of content).
     setup: tuple[str, ...] = ()
     files: tuple[tuple[str, str], ...] = ()
+    # The layer's packages come with their docs, man pages and locales (the base's dpkg
+    # excludes them, and a layer inherited that).
+    docs: bool = False
 
     @classmethod
     def base_of(cls, flavour: str = "container", suite: str = DEFAULT_RELEASE) -> ImageRecipe:
@@ -65,6 +68,7 @@ class ImageRecipe:
         setup: Iterable[str] = (),
         files: Mapping[str, Path] | None = None,
         suite: str = DEFAULT_RELEASE,
+        docs: bool = False,
     ) -> ImageRecipe:
         """The base of ``suite``, or a layer over it with the extra packages, files and setup
         lines. The files are hashed now: their content is in the key."""
@@ -76,7 +80,7 @@ class ImageRecipe:
         setup = tuple(setup)
         if len(wanted) == len(base.packages) and not setup and not digests:
             return base
-        return cls(tuple(sorted(wanted)), flavour, suite, base, setup, digests)
+        return cls(tuple(sorted(wanted)), flavour, suite, base, setup, digests, docs)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageRecipe:
@@ -85,7 +89,7 @@ class ImageRecipe:
         files = tuple((str(t), str(d)) for t, d in data.get("files", ()))
         return cls(
             tuple(data["packages"]), data["flavour"], data["suite"], base,
-            tuple(data.get("setup", ())), files,
+            tuple(data.get("setup", ())), files, bool(data.get("docs", False)),
         )  # fmt: skip
 
     @property
@@ -125,6 +129,8 @@ class ImageRecipe:
         if self.setup or self.files:  # only then: keys of images without them stay as they were
             steps = {"setup": list(self.setup), "files": [list(f) for f in self.files]}
             parts.append({**steps, "steps": LAYER_STEPS_VERSION})
+        if self.docs:  # only then, as above
+            parts.append({"docs": True})
         digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
         return f"{self.suite}-{self.flavour}-{digest}"
 

@@ -20,6 +20,7 @@ from wsfixture.model.resources import (
     PIDS_RANGE,
     VCPU_RANGE,
     VM_RESOURCES,
+    Resolved,
     Resources,
 )
 
@@ -226,6 +227,10 @@ class Defaults:
         False, "start a workspace whose `memory` is more than the host has available "
         "(refused otherwise, before anything is made)",
     )  # fmt: skip
+    docs: bool = fields.boolean(
+        False, "every workspace's `docs` unless it sets its own: the packages of its image "
+        "layer come with their docs, man pages and locales (the base leaves them out)",
+    )  # fmt: skip
     privilege: str = fields.choice(
         "doas", "what the user becomes root (or another user) with, what testinfra's "
         "`host.sudo()` uses: doas, or sudo (installed, with a NOPASSWD rule); the image's "
@@ -263,6 +268,10 @@ class WorkspaceSpec:
     files: tuple[tuple[str, Path], ...] = fields.file_map(
         "files put into its image beside the defaults': guest path -> host file", inherits="over"
     )
+    docs: bool | None = fields.boolean(
+        None, "its layer's packages come with their docs, man pages and locales (default: "
+        "the defaults' docs; the base's own packages have none)", inherits="or",
+    )  # fmt: skip
     vcpu: int | None = fields.integer(
         None, f"CPUs: a VM's virtual CPUs (default {VM_RESOURCES.vcpu}, clamped to the host's); "
         "a container's CPU time, in CPUs (default: no limit)", *VCPU_RANGE, inherits="or",
@@ -355,11 +364,11 @@ class Config:
         kind = VM_RESOURCES if spec.is_vm else Resources()
         tool = () if self.defaults.privilege == "doas" else (self.defaults.privilege,)
         return Resolved(
-            spec,
             release=own["release"],
             snapshot=own["snapshot"],
             packages=tuple(sorted({*own["packages"], *tool})),  # doas is in every base
             setup=own["setup"],
+            docs=own["docs"],
             files=own["files"],
             resources=Resources(
                 vcpu=own["vcpu"] or kind.vcpu,
@@ -377,16 +386,3 @@ class Config:
     def with_state_root(self, state_root: Path) -> Config:
         """The same config with its state kept under ``state_root`` (tests, the demo)."""
         return replace(self, defaults=replace(self.defaults, state_root=state_root))
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A workspace with what it inherits from the defaults made whole (``Config.resolve``)."""
-
-    spec: WorkspaceSpec
-    release: str
-    snapshot: str
-    packages: tuple[str, ...]  # the defaults', its own and its privilege tool, sorted, once
-    setup: tuple[str, ...]  # the defaults', then its own
-    files: dict[str, Path]  # guest path -> host file; its own win over the defaults'
-    resources: Resources  # its own, else the defaults', else its kind's

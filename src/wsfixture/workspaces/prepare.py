@@ -33,7 +33,9 @@ class Prepared:
 def recipe_for(config: Config, spec: WorkspaceSpec) -> ImageRecipe:
     """The image recipe of a workspace: its kind, release, packages, setup and files."""
     got = config.resolve(spec)
-    return ImageRecipe.for_packages(got.packages, spec.type, got.setup, got.files, got.release)
+    return ImageRecipe.for_packages(
+        got.packages, spec.type, got.setup, got.files, got.release, got.docs
+    )
 
 
 def prepare_image(config: Config, spec: WorkspaceSpec, progress: Progress | None = None) -> Image:
