@@ -357,3 +357,18 @@ def test_host_sudo_takes_any_user_and_the_image_s_own_rules_stay(tmp_path: Path)
             assert ws.host.check_output("id -un") == "nobody"
         assert "NOPASSWD: ALL" in ws.succeed("sudo -n -l")
         assert ws.succeed("doas -n id -un") == "root\n"  # wsfixture's own tool stays
+
+
+def test_docs_brings_a_layer_s_man_pages_and_locales(tmp_path: Path) -> None:
+    """The base's dpkg excludes reach a layer's packages (no man page for `hello`);
+    ``docs = true`` lets them in. Control: the same package without it."""
+    config = make_config(
+        tmp_path / "state",
+        plain={"type": "container", "packages": ["hello"]},
+        withdocs={"type": "container", "packages": ["hello"], "docs": True},
+    )
+    with booted(config, "plain", "withdocs") as (plain, withdocs):
+        page = "/usr/share/man/man1/hello.1.gz"
+        assert plain.run(f"test -e {page}")[0] != 0
+        withdocs.succeed(f"test -e {page}")
+        assert withdocs.succeed("ls /usr/share/locale | wc -l").strip() != "0"
