@@ -137,3 +137,18 @@ def test_testinfra_s_sudo_options_mean_with_ws_hosts_what_they_mean_anywhere(
                 "-p", "no:cacheprovider",
             )  # fmt: skip
         result.assert_outcomes(passed=1)
+
+
+ROOT_SUITE = PLAIN_SUITE.parent / "root_login" / "test_as_root.py"
+
+
+def test_a_suite_written_for_a_root_login_runs_unchanged_with_sudo(real: pytest.Pytester) -> None:
+    """A Docker-style testinfra file (root login, ``host.sudo("nobody")``) on a container
+    and a VM through ``--ws-hosts`` and testinfra's ``--sudo``: no shim, no conftest."""
+    real.makefile(".toml", workspaces=HOSTS_CONFIG)
+    real.makepyfile(test_as_root=ROOT_SUITE.read_text())
+    result = real.runpytest_subprocess(
+        "--ws-config", "workspaces.toml", "--ws-hosts", "alpha,vmone", "--sudo",
+        "-p", "no:cacheprovider",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2 * 4)
