@@ -106,7 +106,7 @@ def test_a_failing_line_is_named_with_its_status_and_output(
     with pytest.raises(ImageBuildError) as info:
         Workspace(config.workspaces["app"], config, lab).start()
     message = str(info.value)
-    assert "setup line 1 exited 5: printf partial-output; exit 5" in message
+    assert "setup line 2 exited 5: printf partial-output; exit 5" in message  # (1: the defaults')
     assert message.rstrip().endswith("partial-output"), message
 
 
