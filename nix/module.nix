@@ -145,7 +145,7 @@ let
       uid = user.uid;
       openssh.authorizedKeys.keys = user.authorizedKeys;
     };
-    security.doas = { enable = true; extraRules = [{ users = [ user.name ]; noPass = true; }]; };
+    security.doas = { enable = true; extraRules = [{ users = [ user.name ]; noPass = true; } { users = [ "root" ]; noPass = true; }]; };
     security.sudo = if cfg.defaults.privilege == "sudo" then {
       enable = true;
       extraRules = [{ users = [ user.name ]; commands = [{ command = "ALL"; options = [ "NOPASSWD" ]; }]; }];

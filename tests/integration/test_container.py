@@ -341,7 +341,7 @@ def test_host_sudo_takes_any_user_and_the_image_s_own_rules_stay(tmp_path: Path)
         with ws.host.sudo("nobody"):
             assert ws.host.check_output("id -un") == "nobody"
         rules = ws.succeed("doas -n cat /etc/doas.conf").splitlines()
-        assert rules == [image_rule, "permit nopass dev"]
+        assert rules == [image_rule, "permit nopass dev", "permit nopass root"]
         assert ws.host_as("root").check_output("id -un") == "root"  # a suite for a root login
         assert ws.host_as("nobody").check_output("id -un") == "nobody"
     app_rule = "nobody ALL=(root) NOPASSWD: /usr/bin/id"

@@ -323,7 +323,10 @@ def test_every_workspace_gets_the_shared_base(made: dict[str, Any]) -> None:
         assert base["users"] == {
             "dev": {"isNormalUser": True, "uid": 1000, "keys": ["ssh-ed25519 AAAA user@host"]}
         }
-        assert base["doas"] == [{"users": ["dev"], "noPass": True}]  # as root or anyone
+        assert base["doas"] == [  # as root or anyone; root too (a nested host.sudo())
+            {"users": ["dev"], "noPass": True},
+            {"users": ["root"], "noPass": True},
+        ]
         assert base["sudo"] is None  # privilege = "doas", the default
         assert base["sshd"]["enable"] is True
         assert base["sshd"]["PasswordAuthentication"] is False
@@ -566,7 +569,7 @@ def test_privilege_sudo_gives_the_user_a_nopasswd_rule_beside_doas() -> None:
         assert vm["base"]["sudo"] == [
             {"users": ["dev"], "commands": [{"command": "ALL", "options": ["NOPASSWD"]}]}
         ]
-        assert vm["base"]["doas"] == [{"users": ["dev"], "noPass": True}]
+        assert vm["base"]["doas"][0] == {"users": ["dev"], "noPass": True}
     config = config_from_dict(data)
     assert "sudo" in config.resolve(config.workspaces["idle"]).packages
     assert "sudo" not in config_from_dict(EXAMPLE).resolve(config.workspaces["idle"]).packages

@@ -57,7 +57,7 @@ def alpha() -> identity.Identity:
 def test_rendered_base(alpha: identity.Identity) -> None:
     files = identity.render(alpha)
     assert files["/etc/hostname"].content == "alpha\n"
-    assert files["/etc/doas.conf"].content == "permit nopass dev\n"  # as root or anyone
+    assert files["/etc/doas.conf"].content == "permit nopass dev\npermit nopass root\n"
     assert "/etc/sudoers.d/wsfixture" not in files  # privilege = "doas", the default
     assert files["/etc/ssh/ssh_host_ed25519_key"].mode == 0o600
     keys_file = files["/home/dev/.ssh/authorized_keys"]
@@ -123,8 +123,9 @@ def test_the_privilege_rules_keep_the_images_own(alpha: identity.Identity) -> No
     """doas: the image's rules (a setup line's) then the workspace's, once; sudo: a rule of
     its own in sudoers.d, beside the image's."""
     own = "permit nopass nobody as root\npermit nopass dev\n"
-    assert identity.doas_conf(own, "dev") == "permit nopass nobody as root\npermit nopass dev\n"
-    assert identity.doas_conf("", "dev") == "permit nopass dev\n"
+    ours = "permit nopass dev\npermit nopass root\n"
+    assert identity.doas_conf(own, "dev") == "permit nopass nobody as root\n" + ours
+    assert identity.doas_conf("", "dev") == ours
     import dataclasses
 
     with_sudo = identity.render(dataclasses.replace(alpha, privilege="sudo"))

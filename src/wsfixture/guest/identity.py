@@ -1,9 +1,9 @@
 """The shared base every workspace gets, written into its own layer before it boots.
 
 Hostname, machine-id, systemd-networkd with the static address, the user with its authorized
-keys, passwordless doas for that user only, the persisted SSH host key. ``render`` is pure
-(it returns the files to write); ``write`` puts them into a root directory: a container's
-overlay, or the staging tree of a VM's seed.
+keys, passwordless doas for that user (and root), the persisted SSH host key. ``render`` is
+pure (it returns the files to write); ``write`` puts them into a root directory: a
+container's overlay, or the staging tree of a VM's seed.
 """
 
 from __future__ import annotations
@@ -102,10 +102,15 @@ def doas_rule(user: str) -> str:
     return f"permit nopass {user}"
 
 
+ROOT_DOAS_RULE = "permit nopass root"  # a nested host.sudo("user") from a root Host
+
+
 def doas_conf(image_own: str, user: str) -> str:
-    """/etc/doas.conf: the image's own rules (a setup line's), then the workspace's."""
-    kept = [line for line in image_own.splitlines() if line.strip() != doas_rule(user)]
-    return "".join(f"{line}\n" for line in [*kept, doas_rule(user)])
+    """/etc/doas.conf: the image's own rules (a setup line's), then the workspace's: its
+    user's, and root's (doas asks a rule of root too; root may become anyone anyway)."""
+    ours = [doas_rule(user), ROOT_DOAS_RULE]
+    kept = [line for line in image_own.splitlines() if line.strip() not in ours]
+    return "".join(f"{line}\n" for line in [*kept, *ours])
 
 
 def sudo_rule(user: str) -> str:
@@ -127,7 +132,7 @@ def render(identity: Identity) -> dict[str, File]:
             "::1 localhost ip6-localhost ip6-loopback\n"
         ),
         "/etc/systemd/network/10-wsfixture.network": File(network_unit(identity)),
-        "/etc/doas.conf": File(doas_rule(identity.user.name) + "\n", 0o400),
+        "/etc/doas.conf": File(doas_conf("", identity.user.name), 0o400),
         "/etc/ssh/ssh_host_ed25519_key": File(identity.host_key_private, 0o600),
         "/etc/ssh/ssh_host_ed25519_key.pub": File(identity.host_key_public),
         f"{ssh_dir}/authorized_keys": File(
