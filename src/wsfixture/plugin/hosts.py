@@ -132,8 +132,10 @@ def _attached(config: pytest.Config, name: str) -> Workspace:
     if name not in handles:
         from wsfixture.api import connect
 
+        # The config as its file says (its stateRoot: where `up` keeps the host keys), not
+        # the session's, whose workspaces live under a state root of their own.
         try:
-            handles[name] = connect(name, config.stash[session_key].config)
+            handles[name] = connect(name, config.stash[session_key].config_path or None)
         except WsfixtureError as exc:
             raise pytest.UsageError(f"--ws-attach: {exc}") from None
     return handles[name]
