@@ -171,17 +171,19 @@ class Workspace(Machine, Commands):
         """A testinfra Host over the pinned SSH session (``host.sudo()`` uses the config's
         ``privilege``, doas by default). It knows the system (``host.system_info``) from
         the image, without asking the guest."""
-        image = self._backend.image if self._backend is not None else None
-        info = osinfo.system_info(image) if image else None
-        return host_over(self._session(), info, self.config.defaults.privilege)
+        return self._testinfra_host(None)
 
     def host_as(self, user: str = "root") -> testinfra.host.Host:
         """A testinfra Host whose every command runs as ``user`` through the config's
         ``privilege`` tool: a suite written for a root login, as one (a root login itself
         stays refused)."""
+        return self._testinfra_host(user)
+
+    def _testinfra_host(self, as_user: str | None) -> testinfra.host.Host:
+        session = self._session()
         image = self._backend.image if self._backend is not None else None
         info = osinfo.system_info(image) if image else None
-        return host_over(self._session(), info, self.config.defaults.privilege, user)
+        return host_over(session, info, self.config.defaults.privilege, as_user)
 
     @functools.cached_property
     def nixos(self) -> NixosMachine:

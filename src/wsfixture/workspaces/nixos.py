@@ -79,7 +79,7 @@ class NixosMachine:
     ) -> tuple[int, str]:
         """Run ``command`` as root (bash, ``set -euo pipefail``); ``(status, stdout)``.
         ``check_return=False``: the status is -1; ``check_output=False``: ``(-2, "")``."""
-        status, out, _ = self.ws.run(driver_line(command), timeout, user="root")
+        status, out, _ = self._run(command, timeout)
         if not check_output:
             return -2, ""
         return (status if check_return else -1), out
@@ -87,22 +87,25 @@ class NixosMachine:
     def succeed(self, *commands: str, timeout: int | None = None) -> str:
         """Each command in turn must exit 0 (CommandError otherwise); their outputs."""
         __tracebackhide__ = True
-        output = ""
-        for command in commands:
-            status, out, err = self.ws.run(driver_line(command), timeout, user="root")
-            if status != 0:
-                raise CommandError(self.name, command, status, out, err)
-            output += out
-        return output
+        return self._each(commands, timeout, succeeds=True)
 
     def fail(self, *commands: str, timeout: int | None = None) -> str:
         """Each command in turn must fail (CommandError if one exits 0); their outputs."""
         __tracebackhide__ = True
+        return self._each(commands, timeout, succeeds=False)
+
+    def _run(self, command: str, timeout: Timeout, probe: bool = False) -> tuple[int, str, str]:
+        """One command as the driver runs it, as root."""
+        return self.ws.run(driver_line(command), timeout, probe=probe, user="root")
+
+    def _each(self, commands: tuple[str, ...], timeout: int | None, succeeds: bool) -> str:
+        __tracebackhide__ = True
         output = ""
         for command in commands:
-            status, out, err = self.ws.run(driver_line(command), timeout, user="root")
-            if status == 0:
-                raise CommandError(self.name, f"{command} (expected to fail)", 0, out, err)
+            status, out, err = self._run(command, timeout)
+            if (status == 0) != succeeds:
+                what = command if succeeds else f"{command} (expected to fail)"
+                raise CommandError(self.name, what, status, out, err)
             output += out
         return output
 
@@ -110,15 +113,15 @@ class NixosMachine:
         """Sleep in the guest's time."""
         self.succeed(f"sleep {secs}")
 
-    def _wait(self, awaited: str, ok: int | None, command: str, timeout: float) -> str:
-        """Retry ``command`` each second until its status is 0 (``ok=0``) or not 0
-        (``ok=None``); its output then. WaitTimeout with its last output otherwise."""
+    def _wait(self, awaited: str, succeeds: bool, command: str, timeout: float) -> str:
+        """Retry ``command`` each second until it succeeds (or fails, ``succeeds=False``);
+        its output then. WaitTimeout with its last output otherwise."""
         last: dict[str, str] = {}
 
         def attempt(final: bool) -> str | None:
-            status, out, err = self.ws.run(driver_line(command), timeout, probe=True, user="root")
+            status, out, err = self._run(command, timeout, probe=True)
             last["state"] = f"exit status {status}: {(out + err).strip()[-500:]}"
-            return out if (status == 0) == (ok == 0) else None
+            return out if (status == 0) == succeeds else None
 
         result = retry_until(attempt, timeout, RETRY_EVERY)
         if result is None:
@@ -126,26 +129,26 @@ class NixosMachine:
         return result
 
     def wait_until_succeeds(self, command: str, timeout: int = DRIVER_TIMEOUT) -> str:
-        return self._wait(f"`{command}` to succeed", 0, command, timeout)
+        return self._wait(f"`{command}` to succeed", True, command, timeout)
 
     def wait_until_fails(self, command: str, timeout: int = DRIVER_TIMEOUT) -> str:
-        return self._wait(f"`{command}` to fail", None, command, timeout)
+        return self._wait(f"`{command}` to fail", False, command, timeout)
 
     def wait_for_file(self, filename: str, timeout: int = DRIVER_TIMEOUT) -> None:
-        self._wait(f"file {filename}", 0, f"test -e {filename}", timeout)
+        self._wait(f"file {filename}", True, f"test -e {filename}", timeout)
 
     # Ports are asked with bash's /dev/tcp and sockets with python3: both are in every
     # workspace image, where nc is not.
     def wait_for_open_port(
         self, port: int, addr: str = "localhost", timeout: int = DRIVER_TIMEOUT
     ) -> None:
-        self._wait(f"TCP port {port} on {addr}", 0, _tcp_probe(addr, port), timeout)
+        self._wait(f"TCP port {port} on {addr}", True, _tcp_probe(addr, port), timeout)
 
     def wait_for_closed_port(
         self, port: int, addr: str = "localhost", timeout: int = DRIVER_TIMEOUT
     ) -> None:
         probe = _tcp_probe(addr, port)
-        self._wait(f"TCP port {port} on {addr} to be closed", None, probe, timeout)
+        self._wait(f"TCP port {port} on {addr} to be closed", False, probe, timeout)
 
     def wait_for_open_unix_socket(
         self, addr: str, is_datagram: bool = False, timeout: int = DRIVER_TIMEOUT
@@ -153,7 +156,7 @@ class NixosMachine:
         kind = "SOCK_DGRAM" if is_datagram else "SOCK_STREAM"
         probe = (f"python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX, socket.{kind})"
                  f".connect(sys.argv[1])' {shlex.quote(addr)}")  # fmt: skip
-        self._wait(f"UNIX socket {addr}", 0, probe, timeout)
+        self._wait(f"UNIX socket {addr}", True, probe, timeout)
 
     # -- systemd ----------------------------------------------------------------------------
 
