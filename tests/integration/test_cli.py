@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.leaks import leftovers
 from wsfixture import checks
-from wsfixture.host import ledger, settings
+from wsfixture.host import ledger, settings, system
 from wsfixture.net.world import world as make_world
 
 CONFIG = """
@@ -76,6 +76,7 @@ def cli_config(tmp_path: Path) -> Path:
     yield path
     subprocess.run([sys.executable, "-m", "wsfixture.cli", "gc", "--lab", ns], check=False)
     assert leftovers(ns) == {}
+    system.remove_tree(tmp_path / "state dir")  # its checkpoints' copies of a root: not kept
 
 
 def follow_logs(config: Path, name: str, action: Callable[[], object], wanted: str) -> str:
