@@ -87,21 +87,39 @@ class Lab(labs.Lab):
             self.config = self.config.with_state_root(root)
         return self
 
-    def workspace(self, name: str | None = None, **fields: Any) -> Workspace:
+    def workspace(
+        self, name: str | None = None, *, like: str | None = None, **fields: Any
+    ) -> Workspace:
         """Start a workspace in this lab and return its handle once it is ready: one of
         the config's by ``name`` (``fields`` override its own), or a new one from
-        ``fields`` (``type="vm"``, ``packages=[...]``, ...; a container by default), with
-        the next free address unless ``ip`` is given. It stops with the lab, or before
-        with ``stop()``."""
+        ``fields`` (``type="vm"``, ``packages=[...]``, ...; a container by default; with
+        ``like``, the config's workspace of that name is the rest), with the next free
+        address unless ``ip`` is given. It stops with the lab, or before with ``stop()``."""
         if self.state is labs.LabState.NEW:
             self.open()
         if self.state is not labs.LabState.OWNED:
             raise LabError(self.name, f"cannot start a workspace in a lab that is "
                            f"{self.state.value}")  # fmt: skip
         config = self.config
-        if name is not None and name in config.workspaces:
+        if name is not None and name in config.workspaces and like is None:
             spec = override(config, config.workspaces[name], **fields)
         else:
+            if like is not None:
+                if like not in config.workspaces:
+                    raise ConfigError(
+                        [
+                            ConfigIssue(
+                                "like",
+                                "is not a workspace of the config",
+                                like,
+                                ", ".join(config.workspaces),
+                            )
+                        ]
+                    )
+                shaped = config.workspaces[like].to_dict()
+                for own in ("ip", "forwards"):  # its own: one workspace holds them
+                    shaped.pop(own, None)
+                fields = {**shaped, **fields}
             fields.setdefault("type", "container")
             if "ip" not in fields:
                 declared = {str(s.ip) for s in config.workspaces.values()}

@@ -16,6 +16,7 @@ from wsfixture.cli.commands import (
     images,
     lifecycle,
     power,
+    serve,
     world,
 )
 from wsfixture.model import fields
@@ -65,6 +66,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "wsfixture fault heal",
     ),
     "world": ("wsfixture world",),
+    "serve": (
+        "wsfixture serve",
+        "wsfixture serve --listen 127.0.0.1:8000 --api-key-file ./e2b.key",
+    ),
     "pause": ("wsfixture pause web",),
     "resume": ("wsfixture resume web",),
     "cp": (
@@ -215,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     command("world", world.cmd_world, "a stand-in internet (HTTP, DNS) in namespaces of its "
             "own, for a lab's uplinkNamespace, until Ctrl-C")  # fmt: skip
+    p = command("serve", serve.cmd_serve, "an E2B-compatible server: sandboxes are workspaces "
+                "of the config (templates) or base")  # fmt: skip
+    p.add_argument("--listen", default="127.0.0.1:49982", metavar="HOST:PORT",
+                   help="where to serve E2B's API and envd (default: 127.0.0.1:49982)")  # fmt: skip
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", help="the key every call must carry (X-API-KEY)")
+    keys.add_argument("--api-key-file", metavar="FILE", help="read the key from FILE (default: "
+                      "one made on first start, /var/lib/wsfixture/serve/api-key)")  # fmt: skip
     p = command("pause", power.cmd_pause, "stop every process of a running workspace where it is")
     p.add_argument("name")
     p = command("resume", power.cmd_resume, "let a paused workspace go on")

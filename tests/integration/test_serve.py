@@ -1,0 +1,284 @@
+"""``wsfixture serve`` driven by the real ``e2b`` SDK from PyPI, sync and async, as an agent
+framework drives E2B: sandboxes made from a container and a VM template, commands streamed,
+fed and killed, files written, read, listed and moved, a timeout that expires, keys and
+tokens that are wrong, and nothing left behind when the server stops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import e2b  # the SDK from PyPI, a test extra (`make test` installs it)
+import httpx
+import pytest
+
+from tests.support.leaks import leftovers
+from tests.support.prereqs import require_root_and_tools
+
+KEY = "wsf-test-key-0123456789abcdef"
+CONFIG = """
+[defaults]
+stateRoot = "{state}"
+
+[workspaces.box]
+type = "container"
+ip = "192.168.83.10"
+
+[workspaces.few]
+type = "container"
+ip = "192.168.83.11"
+pids = 64
+
+[workspaces.vm]
+type = "vm"
+ip = "192.168.83.12"
+vcpu = 1
+memory = 768
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Served:
+    def __init__(self, url: str, process: subprocess.Popen[str], log: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log = log
+
+    def lab(self) -> str:
+        """The server's lab, as its sandboxes' workspaces name it."""
+        for line in Path(self.log).read_text().splitlines():
+            if line.startswith("lab "):
+                return line.split()[1]
+        raise AssertionError(f"no lab line in {self.log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    require_root_and_tools("systemd-nspawn", "qemu-system-x86_64")
+    where = tmp_path_factory.mktemp("serve")
+    config = where / "workspaces.toml"
+    config.write_text(CONFIG.format(state=where / "state"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = where / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wsfixture.cli", "-c", str(config), "serve",
+             "--listen", f"127.0.0.1:{port}", "--api-key", KEY],
+            stdout=out, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the server did not listen within 60 s: {log.read_text()}")
+    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
+    os.environ.update(E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=KEY)
+    served = Served(url, process, log)
+    try:
+        yield served
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        lab = served.lab()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, log.read_text()
+        assert "serve: stopped" in log.read_text()
+        assert leftovers(lab) == {}, "the server took its sandboxes and its lab down"
+
+
+def test_a_container_sandbox_runs_commands_as_they_come(served: Served) -> None:
+    sandbox = e2b.Sandbox.create("box", timeout=120, envs={"FROM_CREATE": "yes"},
+                                 metadata={"test": "commands"})  # fmt: skip
+    try:
+        ran = sandbox.commands.run("echo hi; echo oops >&2; id -un")
+        assert (ran.stdout, ran.stderr, ran.exit_code) == ("hi\ndev\n", "oops\n", 0)
+        with pytest.raises(e2b.CommandExitException) as failed:
+            sandbox.commands.run("echo before; exit 3")
+        assert failed.value.exit_code == 3
+        assert failed.value.stdout == "before\n"
+        ran = sandbox.commands.run("echo $FROM_CREATE $OWN; pwd; id -un", envs={"OWN": "own"},
+                                   cwd="/tmp", user="root")  # fmt: skip
+        assert ran.stdout == "yes own\n/tmp\nroot\n"
+
+        # Streamed: the command waits for a file the test writes only once the first
+        # line has reached it, so it can only end if its output came as it was written.
+        seen: list[str] = []
+
+        def on_stdout(line: str) -> None:
+            seen.append(line)
+            if line.startswith("first"):
+                threading.Thread(target=sandbox.files.write, args=("/tmp/go", "go")).start()
+
+        ran = sandbox.commands.run(
+            "echo first; for i in $(seq 300); do [ -e /tmp/go ] && break; sleep 0.1; done; "
+            "[ -e /tmp/go ] && echo second", on_stdout=on_stdout, timeout=60,
+        )  # fmt: skip
+        assert ran.stdout == "first\nsecond\n"
+        assert "".join(seen) == "first\nsecond\n"
+
+        # In the background: listed, joined again by its PID, killed.
+        sleeper = sandbox.commands.run("sleep 600", background=True)
+        assert sleeper.pid in [p.pid for p in sandbox.commands.list()]
+        again = sandbox.commands.connect(sleeper.pid)
+        assert sandbox.commands.kill(sleeper.pid)
+        with pytest.raises(e2b.CommandExitException) as killed:
+            again.wait()
+        assert killed.value.exit_code == -1
+        assert sleeper.pid not in [p.pid for p in sandbox.commands.list()]
+        assert sandbox.commands.run("pgrep -x sleep || echo none").stdout == "none\n"
+
+        # Its stdin, then its end.
+        cat = sandbox.commands.run("cat; echo end", background=True, stdin=True)
+        sandbox.commands.send_stdin(cat.pid, "to cat\n")
+        sandbox.commands.close_stdin(cat.pid)
+        assert cat.wait().stdout == "to cat\nend\n"
+    finally:
+        sandbox.kill()
+
+
+def test_files_are_written_read_listed_and_moved(served: Served) -> None:
+    sandbox = e2b.Sandbox.create("box", timeout=120)
+    try:
+        files = sandbox.files
+        files.write("notes/a.txt", "text")  # relative: the user's home
+        files.write_files([{"path": "/tmp/d/b.bin", "data": b"\x00\xffbytes"},
+                           {"path": "/tmp/d/deep/c.txt", "data": "c"}])  # fmt: skip
+        assert files.read("notes/a.txt") == "text"
+        assert bytes(files.read("/tmp/d/b.bin", format="bytes")) == b"\x00\xffbytes"
+        assert sandbox.commands.run("cat /home/dev/notes/a.txt; stat -c %U /tmp/d/b.bin").stdout \
+            == "textdev\n"  # fmt: skip
+        assert sorted(e.name for e in files.list("/tmp/d")) == ["b.bin", "deep"]
+        assert sorted(e.path for e in files.list("/tmp/d", depth=2)) == [
+            "/tmp/d/b.bin", "/tmp/d/deep", "/tmp/d/deep/c.txt"]  # fmt: skip
+        info = files.get_info("/tmp/d/b.bin")
+        assert (info.type, info.size, info.owner) == (e2b.FileType.FILE, 7, "dev")
+        assert files.exists("/tmp/d/deep")
+        assert not files.exists("/tmp/nothing")
+        assert files.make_dir("/tmp/made") is True
+        assert files.make_dir("/tmp/made") is False, "it was there"
+        assert files.rename("/tmp/d/deep/c.txt", "/tmp/made/c.txt").path == "/tmp/made/c.txt"
+        files.remove("/tmp/d")
+        assert not files.exists("/tmp/d")
+        with pytest.raises(e2b.NotFoundException):
+            files.read("/tmp/d/b.bin")
+        with pytest.raises(e2b.NotFoundException):
+            files.get_info("/tmp/nothing")
+        # As root: where the workspace user may not write.
+        files.write("/etc/by-root", "r", user="root")
+        assert sandbox.commands.run("stat -c %U /etc/by-root").stdout == "root\n"
+        with pytest.raises(e2b.SandboxException):
+            files.write("/etc/by-dev", "d")
+    finally:
+        sandbox.kill()
+
+
+def test_sandboxes_are_listed_connected_timed_out_and_killed(served: Served) -> None:
+    kept = e2b.Sandbox.create("box", timeout=120, metadata={"role": "kept"})
+    short = e2b.Sandbox.create("box", timeout=2, metadata={"role": "short"})
+    try:
+        ids = {s.sandbox_id for s in e2b.Sandbox.list().next_items()}
+        assert {kept.sandbox_id, short.sandbox_id} <= ids
+        mine = e2b.Sandbox.list(query=e2b.SandboxQuery(metadata={"role": "kept"})).next_items()
+        assert [s.sandbox_id for s in mine] == [kept.sandbox_id]
+
+        joined = e2b.Sandbox.connect(kept.sandbox_id)
+        assert joined.commands.run("hostname").stdout.strip() == kept.sandbox_id
+        kept.set_timeout(300)
+        info = kept.get_info()
+        assert (info.template_id, info.metadata) == ("box", {"role": "kept"})
+        assert info.end_at.timestamp() - time.time() > 200
+
+        # The short one is gone once its time is up: the reaper stopped its workspace.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and short.is_running():
+            time.sleep(0.5)
+        assert not short.is_running()
+        assert short.sandbox_id not in {s.sandbox_id for s in e2b.Sandbox.list().next_items()}
+        with pytest.raises(e2b.NotFoundException):
+            e2b.Sandbox.connect(short.sandbox_id)
+    finally:
+        kept.kill()
+    assert not kept.is_running()
+    assert e2b.Sandbox.kill(kept.sandbox_id) is False, "killed already: not found"
+
+
+def test_the_template_s_limits_apply(served: Served) -> None:
+    few, base = e2b.Sandbox.create("few", timeout=120), e2b.Sandbox.create("base", timeout=120)
+    # dash, which fails a fork at once (bash retries for a while)
+    fork_many = "sh -c 'for i in $(seq 120); do sleep 30 & done; echo started' 2>&1 || true"
+    try:
+        # Positive control: base forks 120 sleeps; few (pids = 64) cannot.
+        assert base.commands.run(fork_many, timeout=60).stdout == "started\n"
+        said = few.commands.run(fork_many, timeout=60).stdout
+        assert "Cannot fork" in said
+        assert "started" not in said
+    finally:
+        few.kill()
+        base.kill()
+
+
+def test_wrong_keys_tokens_and_fields_are_refused(served: Served) -> None:
+    with pytest.raises(e2b.AuthenticationException):
+        e2b.Sandbox.create("box", api_key="wrong-key-0123456789")
+    with pytest.raises(e2b.SandboxException, match="templateID: no template 'nope'"):
+        e2b.Sandbox.create("nope")
+    with pytest.raises(e2b.SandboxException, match="timeout"):
+        e2b.Sandbox.create("box", timeout=10**9)
+    assert list(e2b.Sandbox.list().next_items()) == [], "nothing was made"
+    with pytest.raises(e2b.NotFoundException):
+        e2b.Sandbox.connect("sbdoesnotexist")
+
+    one, other = e2b.Sandbox.create("box", timeout=60), e2b.Sandbox.create("box", timeout=60)
+    try:
+        # The other sandbox's token is not this one's: its envd calls are refused.
+        answer = httpx.post(
+            f"{served.url}/process.Process/List", content=b"{}",
+            headers={"E2b-Sandbox-Id": one.sandbox_id, "Content-Type": "application/json",
+                     "X-Access-Token": other._envd_access_token or ""},
+        )  # fmt: skip
+        assert answer.status_code == 401
+        positive = httpx.post(
+            f"{served.url}/process.Process/List", content=b"{}",
+            headers={"E2b-Sandbox-Id": one.sandbox_id, "Content-Type": "application/json",
+                     "X-Access-Token": one._envd_access_token or ""},
+        )  # fmt: skip
+        assert positive.status_code == 200, "the right token gets in"
+    finally:
+        one.kill()
+        other.kill()
+
+
+def test_a_vm_template_and_the_async_client(served: Served) -> None:
+    async def drive() -> tuple[str, str]:
+        sandbox = await e2b.AsyncSandbox.create("vm", timeout=300)
+        try:
+            ran = await sandbox.commands.run("systemd-detect-virt --vm; id -un")
+            await sandbox.files.write("/tmp/from-async", "async")
+            return ran.stdout, await sandbox.files.read("/tmp/from-async")
+        finally:
+            await sandbox.kill()
+
+    stdout, read = asyncio.run(drive())
+    assert stdout.split() in (["qemu", "dev"], ["kvm", "dev"])
+    assert read == "async"
