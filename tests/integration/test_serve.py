@@ -282,3 +282,83 @@ def test_a_vm_template_and_the_async_client(served: Served) -> None:
     stdout, read = asyncio.run(drive())
     assert stdout.split() in (["qemu", "dev"], ["kvm", "dev"])
     assert read == "async"
+
+
+def test_a_directory_is_watched_by_both_clients(served: Served) -> None:
+    sandbox = e2b.Sandbox.create("box", timeout=120)
+    try:
+        sandbox.files.make_dir("/tmp/w")
+        sandbox.files.write("/tmp/w/before", "old")
+        handle = sandbox.files.watch_dir("/tmp/w")
+        sandbox.files.write("/tmp/w/new.txt", "new")
+        sandbox.files.write("/tmp/w/before", "changed")
+        sandbox.files.remove("/tmp/w/before")
+        seen: set[tuple[str, str]] = set()
+        deadline = time.monotonic() + 20
+        wanted = {("new.txt", "create"), ("new.txt", "write"), ("before", "remove")}
+        while time.monotonic() < deadline and not wanted <= seen:
+            seen |= {(e.name, e.type.value) for e in handle.get_new_events()}
+            time.sleep(0.2)
+        handle.stop()
+        assert wanted <= seen
+        assert ("before", "create") not in seen, "only what happened after the watch began"
+    finally:
+        sandbox.kill()
+
+    async def stream() -> set[tuple[str, str]]:
+        box = await e2b.AsyncSandbox.create("box", timeout=120)
+        try:
+            await box.files.make_dir("/tmp/w")
+            events: list[tuple[str, str]] = []
+            handle = await box.files.watch_dir(
+                "/tmp/w", on_event=lambda e: events.append((e.name, e.type.value)),
+                recursive=True,
+            )  # fmt: skip
+            await box.files.write("/tmp/w/sub/deep.txt", "deep")
+            for _ in range(100):
+                if ("sub/deep.txt", "write") in events:
+                    break
+                await asyncio.sleep(0.2)
+            await handle.stop()
+            return set(events)
+        finally:
+            await box.kill()
+
+    assert {("sub", "create"), ("sub/deep.txt", "create"), ("sub/deep.txt", "write")} <= (
+        asyncio.run(stream())
+    )
+
+
+def test_a_paused_sandbox_keeps_its_files_and_processes(served: Served) -> None:
+    sandbox = e2b.Sandbox.create("box", timeout=120)
+    try:
+        sandbox.files.write("/tmp/kept", "kept")
+        sleeper = sandbox.commands.run("sleep 600", background=True)
+        assert sandbox.pause() is True
+        assert sandbox.pause() is False, "paused already"
+        assert not sandbox.is_running()
+        [info] = e2b.Sandbox.list(
+            query=e2b.SandboxQuery(state=[e2b.SandboxState.PAUSED])
+        ).next_items()
+        assert info.sandbox_id == sandbox.sandbox_id
+        with pytest.raises(e2b.SandboxException):
+            sandbox.commands.run("true")
+        back = e2b.Sandbox.connect(sandbox.sandbox_id)  # resumes it
+        assert back.is_running()
+        assert back.files.read("/tmp/kept") == "kept"
+        assert sleeper.pid in [p.pid for p in back.commands.list()]
+        assert back.commands.run(f"kill -0 {sleeper.pid} && echo alive").stdout == "alive\n"
+    finally:
+        sandbox.kill()
+
+    # Past its timeout, one created to pause on timeout is paused, not killed.
+    napper = e2b.Sandbox.create("box", timeout=2, lifecycle={"on_timeout": "pause"})
+    try:
+        napper.files.write("/tmp/mark", "m")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and napper.get_info().state.value != "paused":
+            time.sleep(0.5)
+        assert napper.get_info().state.value == "paused"
+        assert e2b.Sandbox.connect(napper.sandbox_id).files.read("/tmp/mark") == "m"
+    finally:
+        napper.kill()

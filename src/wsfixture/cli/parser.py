@@ -66,6 +66,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "wsfixture fault heal",
     ),
     "world": ("wsfixture world",),
+    "mcp": ("wsfixture -c workspaces.toml mcp",),
     "serve": (
         "wsfixture serve",
         "wsfixture serve --listen 127.0.0.1:8000 --api-key-file ./e2b.key",
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--api-key", help="the key every call must carry (X-API-KEY)")
     keys.add_argument("--api-key-file", metavar="FILE", help="read the key from FILE (default: "
                       "one made on first start, /var/lib/wsfixture/serve/api-key)")  # fmt: skip
+    command("mcp", serve.cmd_mcp, "an MCP server on stdio: tools over the config's workspaces "
+            "(list, up, down, status, exec, files, checkpoints, egress)")  # fmt: skip
     p = command("pause", power.cmd_pause, "stop every process of a running workspace where it is")
     p.add_argument("name")
     p = command("resume", power.cmd_resume, "let a paused workspace go on")

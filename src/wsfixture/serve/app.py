@@ -25,7 +25,7 @@ from e2b.envd.process.process_connect import ProcessASGIApplication
 
 from wsfixture.errors import ConfigError, WsfixtureError
 from wsfixture.serve import envd
-from wsfixture.serve.refusals import BadRequest, NotFound, Refusal
+from wsfixture.serve.refusals import BadRequest, Conflict, NotFound, Refusal
 from wsfixture.serve.sandboxes import DEFAULT_TIMEOUT, ENVD_VERSION, Sandbox, Sandboxes
 from wsfixture.workspaces.commands import shell_line
 
@@ -79,6 +79,9 @@ class Server:
             # As E2B's edge answers for a sandbox that is not there: 502 with a message.
             await _json(send, 502, _error(502, f"The sandbox was not found: {exc}"))
             return
+        except Refusal as exc:
+            await _json(send, exc.status, _error(exc.status, str(exc)))
+            return
         except PermissionError as exc:
             await _json(send, 401, _error(401, str(exc)))
             return
@@ -110,8 +113,11 @@ class Server:
         if method == "POST" and parts == ["sandboxes"]:
             return 201, await self._create(_object(await _body(receive)))
         if method == "GET" and parts == ["sandboxes"]:
-            return 200, [self._listed(s) for s in self.sandboxes.listed()
-                         if _metadata_matches(s, query.get("metadata", []))]  # fmt: skip
+            states = {w for item in query.get("state", []) for w in item.split(",")}
+            shown = [s for s in self.sandboxes.listed()
+                     if _metadata_matches(s, query.get("metadata", []))
+                     and (not states or _state(s) in states)]  # fmt: skip
+            return 200, [self._listed(s) for s in shown]
         if len(parts) >= 2 and parts[0] == "sandboxes":
             sid, rest = parts[1], parts[2:]
             if method == "GET" and not rest:
@@ -123,14 +129,19 @@ class Server:
                 body = _object(await _body(receive))
                 self.sandboxes.set_timeout(sid, body.get("timeout", 0))
                 return 204, None
-            if method == "POST" and rest == ["connect"]:
+            if method == "POST" and rest in (["connect"], ["resume"]):
                 body = _object(await _body(receive))
-                sandbox = self.sandboxes.get(sid)
-                if "timeout" in body:
-                    self.sandboxes.set_timeout(sid, body["timeout"])
-                return 200, self._created(sandbox)
-            if method == "POST" and rest in (["pause"], ["resume"], ["refreshes"]):
-                raise BadRequest(f"{rest[0]}: not served by wsfixture yet")
+                timeout = body.get("timeout", DEFAULT_TIMEOUT)
+                resumed = await asyncio.to_thread(self.sandboxes.resume, sid, timeout)
+                if not resumed and "timeout" in body:
+                    self.sandboxes.set_timeout(sid, timeout)
+                if rest == ["resume"] and not resumed:
+                    raise Conflict(f"sandbox {sid} is not paused")
+                return (201 if resumed else 200), self._created(self.sandboxes.get(sid))
+            if method == "POST" and rest == ["pause"]:
+                if not await asyncio.to_thread(self.sandboxes.pause, sid):
+                    raise Conflict(f"sandbox {sid} is paused already")
+                return 204, None
         raise NotFound(f"{method} {path}: not an E2B API route wsfixture serves")
 
     async def _create(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -141,13 +152,16 @@ class Server:
         timeout = body.get("timeout", DEFAULT_TIMEOUT)
         metadata = _strings(body.get("metadata") or {}, "metadata")
         envs = _strings(body.get("envVars") or {}, "envVars")
+        auto_pause = body.get("autoPause", False)
+        if not isinstance(auto_pause, bool):
+            raise BadRequest(f"autoPause: {auto_pause!r} is not true or false")
         for unserved in ("volumeMounts", "mcp", "iam", "network", "autoResume"):
             if body.get(unserved):
                 raise BadRequest(f"{unserved}: not served by wsfixture (see its README)")
         for key in envs:
             shell_line("true", env={key: ""})  # ConfigError naming a bad variable name
         sandbox = await asyncio.to_thread(self.sandboxes.create, template, timeout,
-                                          metadata, envs)  # fmt: skip
+                                          metadata, envs, auto_pause)  # fmt: skip
         return self._created(sandbox)
 
     def _created(self, sandbox: Sandbox) -> dict[str, Any]:
@@ -170,7 +184,7 @@ class Server:
             "cpuCount": spec.vcpu or 1,
             "memoryMB": spec.memory or 0,
             "diskSizeMB": spec.disk or 0,
-            "state": "running",
+            "state": _state(sandbox),
             "envdVersion": ENVD_VERSION,
             "metadata": sandbox.metadata,
         }
@@ -257,6 +271,10 @@ def _multipart(kind: str, body: bytes, path: str | None) -> list[tuple[str, byte
     if not files:
         raise BadRequest("file: the form holds no file")
     return files
+
+
+def _state(sandbox: Sandbox) -> str:
+    return "paused" if sandbox.paused else "running"
 
 
 def _metadata_matches(sandbox: Sandbox, wanted: list[str]) -> bool:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import secrets
 import shlex
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 from connectrpc.code import Code
@@ -25,8 +26,9 @@ from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
 from wsfixture.errors import ConfigError, WsfixtureError
 from wsfixture.serve.commands import Command, Output, Spec, signal_line
-from wsfixture.serve.refusals import BadRequest, NotFound, Refusal
+from wsfixture.serve.refusals import BadRequest, NotFound, Paused, Refusal
 from wsfixture.serve.sandboxes import Sandbox, Sandboxes
+from wsfixture.serve.watch import Change, Watcher, listing_line
 from wsfixture.workspaces.commands import shell_line
 
 E2B_DEFAULT_USER = "user"  # E2B's name for the sandbox's own user
@@ -54,6 +56,8 @@ def sandbox_of(sandboxes: Sandboxes, headers: Mapping[str, str]) -> Sandbox:
     sandbox = sandboxes.get(headers.get("e2b-sandbox-id", ""))
     if not _same(headers.get("x-access-token", ""), sandbox.access_token):
         raise PermissionError("X-Access-Token: missing or not this sandbox's")
+    if sandbox.paused:
+        raise Paused(f"sandbox {sandbox.id} is paused: Sandbox.connect resumes it")
     return sandbox
 
 
@@ -71,6 +75,8 @@ def connect_error(exc: BaseException) -> ConnectError:
         return ConnectError(Code.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, PermissionError):
         return ConnectError(Code.UNAUTHENTICATED, str(exc))
+    if isinstance(exc, Paused):
+        return ConnectError(Code.UNAVAILABLE, str(exc))
     if isinstance(exc, ConfigError):  # a field wsfixture's own checks refused
         return ConnectError(Code.INVALID_ARGUMENT, str(exc))
     return ConnectError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
@@ -256,22 +262,16 @@ class FilesystemService:
     def __init__(self, sandboxes: Sandboxes) -> None:
         self.sandboxes = sandboxes
 
-    async def _run(self, ctx: Context, line: str) -> str:
+    def _caller(self, ctx: Context) -> tuple[Sandbox, str | None]:
         try:
             headers = _headers(ctx)
-            sandbox, user = sandbox_of(self.sandboxes, headers), user_of(headers)
+            return sandbox_of(self.sandboxes, headers), user_of(headers)
         except (WsfixtureError, Refusal, PermissionError) as exc:
             raise connect_error(exc) from None
-        rc, out, err = await asyncio.to_thread(
-            sandbox.workspace.run, shell_line(line, user=user), 60
-        )
-        if rc == NOT_FOUND_RC:
-            raise ConnectError(Code.NOT_FOUND, err.strip() or "no such file or directory")
-        if rc == EXISTS_RC:
-            raise ConnectError(Code.ALREADY_EXISTS, err.strip() or "it exists")
-        if rc != 0:
-            raise ConnectError(Code.INVALID_ARGUMENT, err.strip() or f"exit status {rc}")
-        return out
+
+    async def _run(self, ctx: Context, line: str) -> str:
+        sandbox, user = self._caller(ctx)
+        return await asyncio.to_thread(run_as, sandbox, user, line)
 
     async def _entry(self, ctx: Context, path: str) -> fs.EntryInfo:
         out = await self._run(ctx, f"{_must_exist(path)}; find {_q(path)} -maxdepth 0 "
@@ -310,26 +310,100 @@ class FilesystemService:
         await self._run(ctx, f"{_must_exist(request.path)}; rm -rf -- {_q(request.path)}")
         return fs.RemoveResponse()
 
+    async def _watcher(
+        self, ctx: Context, path: str, recursive: bool, listener: Callable[[Change], None] | None
+    ) -> tuple[Sandbox, Watcher]:
+        sandbox, user = self._caller(ctx)
+        await self._run(ctx, f"{_must_exist(path)}; [ -d {_q(path)} ] || "
+                             f"{{ echo {_q(path)}: not a directory >&2; exit 2; }}")  # fmt: skip
+        line = listing_line(path, recursive)
+        watcher = await asyncio.to_thread(
+            Watcher, lambda: run_as(sandbox, user, line), path, listener
+        )
+        return sandbox, watcher
+
     async def watch_dir(
         self, request: fs.WatchDirRequest, ctx: Context
     ) -> AsyncIterator[fs.WatchDirResponse]:
-        raise ConnectError(Code.UNIMPLEMENTED, "watching a directory is not served yet")
-        yield  # pragma: no cover
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Change] = asyncio.Queue()
+
+        def heard(change: Change) -> None:  # in the watcher's thread
+            loop.call_soon_threadsafe(queue.put_nowait, change)
+
+        _, watcher = await self._watcher(ctx, request.path, request.recursive, heard)
+        try:
+            yield fs.WatchDirResponse(event=Oneof(START, fs.WatchDirResponse.StartEvent()))
+            while True:
+                try:
+                    change = await asyncio.wait_for(queue.get(), KEEPALIVE_EVERY)
+                except TimeoutError:
+                    if watcher.failure is not None:
+                        raise ConnectError(Code.UNAVAILABLE, watcher.failure) from None
+                    keepalive = fs.WatchDirResponse.KeepAlive()
+                    yield fs.WatchDirResponse(event=Oneof(KEEPALIVE, keepalive))
+                    continue
+                yield fs.WatchDirResponse(event=Oneof(FILESYSTEM, _event(change)))
+        finally:
+            watcher.stop()
 
     async def create_watcher(
         self, request: fs.CreateWatcherRequest, ctx: Context
     ) -> fs.CreateWatcherResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, "watching a directory is not served yet")
+        sandbox, watcher = await self._watcher(ctx, request.path, request.recursive, None)
+        watcher_id = "w" + secrets.token_hex(8)
+        with sandbox.lock:
+            sandbox.watchers[watcher_id] = watcher
+        return fs.CreateWatcherResponse(watcher_id=watcher_id)
+
+    def _registered(self, ctx: Context, watcher_id: str) -> tuple[Sandbox, Watcher]:
+        sandbox, _ = self._caller(ctx)
+        with sandbox.lock:
+            watcher = sandbox.watchers.get(watcher_id)
+        if watcher is None:
+            raise ConnectError(Code.NOT_FOUND, f"watcher {watcher_id!r} not found")
+        return sandbox, watcher
 
     async def get_watcher_events(
         self, request: fs.GetWatcherEventsRequest, ctx: Context
     ) -> fs.GetWatcherEventsResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, "watching a directory is not served yet")
+        _, watcher = self._registered(ctx, request.watcher_id)
+        if watcher.failure is not None:
+            raise ConnectError(Code.UNAVAILABLE, watcher.failure)
+        return fs.GetWatcherEventsResponse(events=[_event(c) for c in watcher.take()])
 
     async def remove_watcher(
         self, request: fs.RemoveWatcherRequest, ctx: Context
     ) -> fs.RemoveWatcherResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, "watching a directory is not served yet")
+        sandbox, watcher = self._registered(ctx, request.watcher_id)
+        watcher.stop()
+        with sandbox.lock:
+            sandbox.watchers.pop(request.watcher_id, None)
+        return fs.RemoveWatcherResponse()
+
+
+KEEPALIVE_EVERY = 30.0  # seconds of a watch with nothing to say before it says so
+KEEPALIVE: Literal["keepalive"] = "keepalive"
+FILESYSTEM: Literal["filesystem"] = "filesystem"
+EVENT_TYPES = {"create": fs.EventType.CREATE, "write": fs.EventType.WRITE,
+               "remove": fs.EventType.REMOVE}  # fmt: skip
+
+
+def _event(change: Change) -> fs.FilesystemEvent:
+    return fs.FilesystemEvent(name=change.name, type=EVENT_TYPES[change.kind])
+
+
+def run_as(sandbox: Sandbox, user: str | None, line: str) -> str:
+    """``line`` run in the sandbox as ``user``; its stdout, or E2B's error for its
+    failure (the lines' own statuses for a path not there and one there already)."""
+    rc, out, err = sandbox.workspace.run(shell_line(line, user=user), 60)
+    if rc == NOT_FOUND_RC:
+        raise ConnectError(Code.NOT_FOUND, err.strip() or "no such file or directory")
+    if rc == EXISTS_RC:
+        raise ConnectError(Code.ALREADY_EXISTS, err.strip() or "it exists")
+    if rc != 0:
+        raise ConnectError(Code.INVALID_ARGUMENT, err.strip() or f"exit status {rc}")
+    return out
 
 
 NOT_FOUND_RC = 44  # the shell lines' own exit statuses for "no such path" and "exists"

@@ -20,3 +20,15 @@ class BadRequest(Refusal):
     """A field the server cannot take, named with its value: E2B's 400."""
 
     status = 400
+
+
+class Paused(Refusal):
+    """A paused sandbox's envd is not there until it is resumed: E2B's edge says 502."""
+
+    status = 502
+
+
+class Conflict(Refusal):
+    """The sandbox is not in the state the call needs (paused already, not paused)."""
+
+    status = 409

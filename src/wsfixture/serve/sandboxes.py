@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from wsfixture import api
 from wsfixture.serve.commands import Command, Spec
 from wsfixture.serve.refusals import BadRequest, NotFound
+from wsfixture.serve.watch import Watcher
 from wsfixture.workspaces import Workspace
 
 BASE_TEMPLATE = "base"  # a container of the config's defaults, as E2B's own "base"
@@ -40,7 +41,10 @@ class Sandbox:
     end_at: datetime.datetime
     metadata: dict[str, str]
     envs: dict[str, str]
+    auto_pause: bool = False  # past its end time: paused (E2B's autoPause), else killed
+    paused: bool = False
     commands: dict[int, Command] = dataclasses.field(default_factory=dict)
+    watchers: dict[str, Watcher] = dataclasses.field(default_factory=dict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def start_command(self, spec: Spec, stdin: bool) -> Command:
@@ -84,8 +88,9 @@ class Sandboxes:
         return [BASE_TEMPLATE, *self.lab.config.workspaces]
 
     def create(
-        self, template: str, timeout: object, metadata: Mapping[str, str], envs: Mapping[str, str]
-    ) -> Sandbox:
+        self, template: str, timeout: object, metadata: Mapping[str, str],
+        envs: Mapping[str, str], auto_pause: bool = False,
+    ) -> Sandbox:  # fmt: skip
         """A new sandbox of ``template``, started and ready. BadRequest naming the field
         for a template the config has not, or a timeout out of range; nothing is made."""
         if template not in self.templates():
@@ -98,7 +103,7 @@ class Sandboxes:
         now = utcnow()
         sandbox = Sandbox(
             sid, template, ws, secrets.token_urlsafe(24), now,
-            now + datetime.timedelta(seconds=seconds), dict(metadata), dict(envs),
+            now + datetime.timedelta(seconds=seconds), dict(metadata), dict(envs), auto_pause,
         )  # fmt: skip
         with self._lock:
             self._sandboxes[sid] = sandbox
@@ -121,12 +126,42 @@ class Sandboxes:
         sandbox = self.get(sid)
         sandbox.end_at = utcnow() + datetime.timedelta(seconds=seconds)
 
+    def pause(self, sid: str) -> bool:
+        """Stop every process of the sandbox where it is (a container's cgroup frozen, a
+        VM's vCPUs stopped): its memory, files and processes wait for ``resume``, and its
+        end time no longer runs. False if it was paused already."""
+        sandbox = self.get(sid)
+        with sandbox.lock:
+            if sandbox.paused:
+                return False
+            for watcher in sandbox.watchers.values():
+                watcher.stop()
+            sandbox.watchers.clear()
+            sandbox.workspace.pause()
+            sandbox.paused = True
+        return True
+
+    def resume(self, sid: str, timeout: object = DEFAULT_TIMEOUT) -> bool:
+        """Let a paused sandbox go on, ending ``timeout`` seconds from now. False if it
+        was running."""
+        seconds = check_timeout(timeout)
+        sandbox = self.get(sid)
+        with sandbox.lock:
+            if not sandbox.paused:
+                return False
+            sandbox.workspace.resume()
+            sandbox.paused = False
+            sandbox.end_at = utcnow() + datetime.timedelta(seconds=seconds)
+        return True
+
     def kill(self, sid: str) -> None:
         """Stop the sandbox's workspace and forget it."""
         with self._lock:
             sandbox = self._sandboxes.pop(sid, None)
         if sandbox is None:
             raise NotFound(f"sandbox {sid!r} not found")
+        for watcher in list(sandbox.watchers.values()):
+            watcher.stop()
         sandbox.workspace.stop()
         self.lab.workspaces.remove(sandbox.workspace)
 
@@ -134,9 +169,12 @@ class Sandboxes:
         while not self._closing.wait(REAP_EVERY):
             now = utcnow()
             for sandbox in self.listed():
-                if sandbox.end_at <= now:
+                if sandbox.end_at <= now and not sandbox.paused:
                     with contextlib.suppress(NotFound):  # killed by a client meanwhile
-                        self.kill(sandbox.id)
+                        if sandbox.auto_pause:
+                            self.pause(sandbox.id)
+                        else:
+                            self.kill(sandbox.id)
 
     def close(self) -> None:
         """Stop the reaper and every sandbox (the lab closes them)."""

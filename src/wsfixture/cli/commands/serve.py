@@ -1,5 +1,7 @@
-"""``wsfixture serve``: the E2B-compatible server (``wsfixture.serve``) in the foreground
-until Ctrl-C (or SIGTERM); its sandboxes and their lab are taken down when it stops."""
+"""The servers agents speak to: ``wsfixture serve``, the E2B-compatible one
+(``wsfixture.serve``), in the foreground until Ctrl-C (or SIGTERM), its sandboxes and their
+lab taken down when it stops; ``wsfixture mcp``, the MCP server on stdio
+(``wsfixture.mcp_server``) over the config's workspaces."""
 
 from __future__ import annotations
 
@@ -33,4 +35,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve.serve(config, args.listen, key, ready)
     say("serve: stopped; its sandboxes are gone")
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """The MCP server on stdin/stdout, until its client closes them."""
+    from wsfixture.mcp_server import serve_stdio
+
+    serve_stdio(load_config(args.config))
     return 0
