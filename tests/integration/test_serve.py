@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -362,3 +363,17 @@ def test_a_paused_sandbox_keeps_its_files_and_processes(served: Served) -> None:
         assert e2b.Sandbox.connect(napper.sandbox_id).files.read("/tmp/mark") == "m"
     finally:
         napper.kill()
+
+
+def test_the_agents_guide_s_e2b_client_runs_as_written(served: Served, tmp_path: Path) -> None:
+    page = (Path(__file__).parents[2] / "docs" / "guides" / "agents.md").read_text()
+    block = re.findall(r"^```python\n(.*?)^```", page, re.S | re.M)[1]
+    assert "from e2b import Sandbox" in block
+    script = tmp_path / "client.py"
+    script.write_text(block)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    # its echo ends a line, and print adds one
+    assert re.fullmatch(r"hello from sb[0-9a-f]{12}\n\n", done.stdout), done.stdout
+    assert list(e2b.Sandbox.list().next_items()) == [], "the with block killed it"

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from wsfixture.cli.commands import (
     access,
+    agents,
     checkpoints,
     config,
     faults,
@@ -16,7 +17,6 @@ from wsfixture.cli.commands import (
     images,
     lifecycle,
     power,
-    serve,
     world,
 )
 from wsfixture.model import fields
@@ -67,6 +67,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "world": ("wsfixture world",),
     "mcp": ("wsfixture -c workspaces.toml mcp",),
+    "skill": ("wsfixture skill", "wsfixture skill --install ~/.claude/skills"),
     "serve": (
         "wsfixture serve",
         "wsfixture serve --listen 127.0.0.1:8000 --api-key-file ./e2b.key",
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     command("world", world.cmd_world, "a stand-in internet (HTTP, DNS) in namespaces of its "
             "own, for a lab's uplinkNamespace, until Ctrl-C")  # fmt: skip
-    p = command("serve", serve.cmd_serve, "an E2B-compatible server: sandboxes are workspaces "
+    p = command("serve", agents.cmd_serve, "an E2B-compatible server: sandboxes are workspaces "
                 "of the config (templates) or base")  # fmt: skip
     p.add_argument("--listen", default="127.0.0.1:49982", metavar="HOST:PORT",
                    help="where to serve E2B's API and envd (default: 127.0.0.1:49982)")  # fmt: skip
@@ -229,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--api-key", help="the key every call must carry (X-API-KEY)")
     keys.add_argument("--api-key-file", metavar="FILE", help="read the key from FILE (default: "
                       "one made on first start, /var/lib/wsfixture/serve/api-key)")  # fmt: skip
-    command("mcp", serve.cmd_mcp, "an MCP server on stdio: tools over the config's workspaces "
+    p = command("skill", agents.cmd_skill, "the create-workspace skill for coding agents "
+                "(SKILL.md): printed, or written into a skills directory")  # fmt: skip
+    p.add_argument("--install", metavar="DIR", help="write DIR/create-workspace/SKILL.md")
+    command("mcp", agents.cmd_mcp, "an MCP server on stdio: tools over the config's workspaces "
             "(list, up, down, status, exec, files, checkpoints, egress)")  # fmt: skip
     p = command("pause", power.cmd_pause, "stop every process of a running workspace where it is")
     p.add_argument("name")

@@ -25,6 +25,8 @@ from e2b.envd.process.process_connect import ProcessASGIApplication
 
 from wsfixture.errors import ConfigError, WsfixtureError
 from wsfixture.serve import envd
+from wsfixture.serve.filesystem import FilesystemService
+from wsfixture.serve.process import ProcessService
 from wsfixture.serve.refusals import BadRequest, Conflict, NotFound, Refusal
 from wsfixture.serve.sandboxes import DEFAULT_TIMEOUT, ENVD_VERSION, Sandbox, Sandboxes
 from wsfixture.workspaces.commands import shell_line
@@ -42,8 +44,8 @@ class Server:
     def __init__(self, sandboxes: Sandboxes, api_key: str) -> None:
         self.sandboxes = sandboxes
         self.api_key = api_key
-        self.process = ProcessASGIApplication(envd.ProcessService(sandboxes))  # type: ignore[arg-type]
-        self.filesystem = FilesystemASGIApplication(envd.FilesystemService(sandboxes))  # type: ignore[arg-type]
+        self.process = ProcessASGIApplication(ProcessService(sandboxes))  # type: ignore[arg-type]
+        self.filesystem = FilesystemASGIApplication(FilesystemService(sandboxes))  # type: ignore[arg-type]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -1,20 +1,34 @@
-"""The servers agents speak to: ``wsfixture serve``, the E2B-compatible one
-(``wsfixture.serve``), in the foreground until Ctrl-C (or SIGTERM), its sandboxes and their
-lab taken down when it stops; ``wsfixture mcp``, the MCP server on stdio
-(``wsfixture.mcp_server``) over the config's workspaces."""
+"""What agents use: ``wsfixture serve``, the E2B-compatible server (``wsfixture.serve``),
+in the foreground until Ctrl-C (or SIGTERM), its sandboxes and their lab taken down when it
+stops; ``wsfixture mcp``, the MCP server on stdio (``wsfixture.mcp_server``) over the
+config's workspaces; ``wsfixture skill``, the create-workspace skill an agent reads."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+from importlib import resources
 from pathlib import Path
 
 from wsfixture.api import CONFIG_ENV, DEFAULT_CONFIG
+from wsfixture.cli.lookup import UsageError
 from wsfixture.cli.output import say
 from wsfixture.model.config import Config, load_config
 
 
+def _needs_extra(module: str) -> None:
+    """A clear word, not a traceback, when the agents extra is not installed."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"this command needs the {module!r} package: pip install "
+                         "'wsfixture[agents]'") from None  # fmt: skip
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    _needs_extra("e2b")
+    _needs_extra("uvicorn")
     from wsfixture import serve
 
     # No config file where the default points: the base template alone. One named on
@@ -40,7 +54,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     """The MCP server on stdin/stdout, until its client closes them."""
+    _needs_extra("mcp")
     from wsfixture.mcp_server import serve_stdio
 
     serve_stdio(load_config(args.config))
+    return 0
+
+
+SKILL_NAME = "create-workspace"
+
+
+def skill_text() -> str:
+    return resources.files("wsfixture").joinpath("skill/SKILL.md").read_text()
+
+
+def cmd_skill(args: argparse.Namespace) -> int:
+    """Print the skill, or write it where an agent looks for skills."""
+    if args.install is None:
+        print(skill_text(), end="")
+        return 0
+    target = Path(args.install) / SKILL_NAME / "SKILL.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(skill_text())
+    say(f"{target}: written")
     return 0
