@@ -8,6 +8,7 @@ from collections.abc import Callable
 from harness import Context, Row
 
 from scenarios import (
+    agents,
     checkpoints,
     coldwarm,
     container,
@@ -35,4 +36,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "checkpoints": checkpoints.run,
     "sharedcache": sharedcache.run,
     "faults": faults.run,
+    "agents": agents.run,
 }
