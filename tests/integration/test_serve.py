@@ -6,6 +6,7 @@ tokens that are wrong, and nothing left behind when the server stops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ import pytest
 
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
+from wsfixture.host import system
 
 KEY = "wsf-test-key-0123456789abcdef"
 CONFIG = """
@@ -62,14 +64,14 @@ class Served:
         """The server's lab, as its sandboxes' workspaces name it."""
         for line in Path(self.log).read_text().splitlines():
             if line.startswith("lab "):
-                return line.split()[1]
+                return line.split()[1].rstrip(":")
         raise AssertionError(f"no lab line in {self.log.read_text()}")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    require_root_and_tools("systemd-nspawn", "qemu-system-x86_64")
-    where = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def serving(where: Path) -> Iterator[Served]:
+    """``wsfixture serve`` of CONFIG under ``where``, the SDK pointed at it (its
+    environment restored after); the server is the caller's to stop."""
     config = where / "workspaces.toml"
     config.write_text(CONFIG.format(state=where / "state"))
     port = free_port()
@@ -89,23 +91,32 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 break
         time.sleep(0.1)
     else:
+        process.kill()
         raise AssertionError(f"the server did not listen within 60 s: {log.read_text()}")
     saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
     os.environ.update(E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=KEY)
-    served = Served(url, process, log)
     try:
-        yield served
+        yield Served(url, process, log)
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        lab = served.lab()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) == 0, log.read_text()
-        assert "serve: stopped" in log.read_text()
-        assert leftovers(lab) == {}, "the server took its sandboxes and its lab down"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    require_root_and_tools("systemd-nspawn", "qemu-system-x86_64")
+    with serving(tmp_path_factory.mktemp("serve")) as served:
+        try:
+            yield served
+        finally:
+            lab = served.lab()
+            served.process.send_signal(signal.SIGTERM)
+            assert served.process.wait(timeout=120) == 0, served.log.read_text()
+            assert "serve: stopped" in served.log.read_text()
+            assert leftovers(lab) == {}, "the server took its sandboxes and its lab down"
 
 
 def test_a_container_sandbox_runs_commands_as_they_come(served: Served) -> None:
@@ -377,3 +388,19 @@ def test_the_agents_guide_s_e2b_client_runs_as_written(served: Served, tmp_path:
     # its echo ends a line, and print adds one
     assert re.fullmatch(r"hello from sb[0-9a-f]{12}\n\n", done.stdout), done.stdout
     assert list(e2b.Sandbox.list().next_items()) == [], "the with block killed it"
+
+
+def test_a_killed_server_s_sandboxes_are_listed_and_reaped_by_gc(tmp_path: Path) -> None:
+    require_root_and_tools("systemd-nspawn")
+    with serving(tmp_path) as served:
+        sandbox = e2b.Sandbox.create("box", timeout=300)
+        lab = served.lab()
+        listed = subprocess.run([sys.executable, "-m", "wsfixture.cli", "list", "--json"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert sandbox.sandbox_id in listed, "`wsfixture list` shows the server's sandboxes"
+        served.process.kill()  # no chance to clean up
+        served.process.wait(timeout=30)
+    assert leftovers(lab) != {}, "positive control: the killed server left its lab"
+    subprocess.run([sys.executable, "-m", "wsfixture.cli", "gc", "--quiet"], check=True)
+    assert leftovers(lab) == {}
+    system.remove_tree(tmp_path / "state")
