@@ -25,6 +25,8 @@ import pytest
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.host import system
+from wsfixture.net.world import OTHER_HTTP, OTHER_NAME, PAGE, WORLD_NAME
+from wsfixture.net.world import world as make_world
 
 KEY = "wsf-test-key-0123456789abcdef"
 CONFIG = """
@@ -69,11 +71,11 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(where: Path) -> Iterator[Served]:
-    """``wsfixture serve`` of CONFIG under ``where``, the SDK pointed at it (its
-    environment restored after); the server is the caller's to stop."""
+def serving(where: Path, text: str = CONFIG) -> Iterator[Served]:
+    """``wsfixture serve`` of the config ``text`` (its ``{state}`` under ``where``), the SDK
+    pointed at it (its environment restored after); the server is the caller's to stop."""
     config = where / "workspaces.toml"
-    config.write_text(CONFIG.format(state=where / "state"))
+    config.write_text(text.format(state=where / "state"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = where / "serve.log"
@@ -404,3 +406,44 @@ def test_a_killed_server_s_sandboxes_are_listed_and_reaped_by_gc(tmp_path: Path)
     subprocess.run([sys.executable, "-m", "wsfixture.cli", "gc", "--quiet"], check=True)
     assert leftovers(lab) == {}
     system.remove_tree(tmp_path / "state")
+
+
+ALLOWLISTED = """
+[network]
+internet = true
+uplinkNamespace = "{netns}"
+
+[defaults]
+stateRoot = "{{state}}"
+
+[workspaces.held]
+type = "container"
+ip = "192.168.83.10"
+internet = ["{allowed}"]
+"""
+GET = (
+    "python3 -c 'import sys, urllib.request\n"
+    'try: print(urllib.request.urlopen(sys.argv[1], timeout=8).read().decode(), end="")\n'
+    'except Exception as exc: print("FAILED", type(exc).__name__)\' '
+)
+
+
+def test_the_template_s_allowlist_holds_a_sandbox(tmp_path: Path) -> None:
+    require_root_and_tools("systemd-nspawn", "dnsmasq", "slirp4netns", "nft")
+    with make_world(tmp_path / "world") as world:
+        text = ALLOWLISTED.format(netns=world.netns, allowed=WORLD_NAME)
+        with serving(tmp_path / "served", text) as served:
+            try:
+                lab = served.lab()
+                with e2b.Sandbox.create("held", timeout=120) as held:
+                    allowed = held.commands.run(GET + f"http://{WORLD_NAME}/", timeout=60)
+                    refused = held.commands.run(GET + f"http://{OTHER_NAME}/", timeout=60)
+                    direct = held.commands.run(GET + f"http://{OTHER_HTTP}/", timeout=60)
+            finally:
+                served.process.send_signal(signal.SIGTERM)
+                served.process.wait(timeout=120)
+    assert allowed.stdout == PAGE, "positive control: the allowed name answers"
+    assert refused.stdout.startswith("FAILED"), refused.stdout
+    assert direct.stdout.startswith("FAILED"), direct.stdout
+    assert leftovers(lab) == {}
+    system.remove_tree(tmp_path / "served" / "state")

@@ -18,7 +18,7 @@ import pytest
 
 from wsfixture.backends.base import BackendContext
 from wsfixture.backends.qemu import QemuBackend
-from wsfixture.backends.qemu.argv import TEMPLATE_MAC, Boot
+from wsfixture.backends.qemu.argv import TEMPLATE_MAC, Boot, accel_argv
 from wsfixture.backends.qemu.clone import agent_answer
 from wsfixture.guest import restore, seed
 from wsfixture.host import ledger, system
@@ -83,6 +83,13 @@ def backend(tmp_path: Path, accel: str) -> QemuBackend:
     made = QemuBackend(ctx, Image(ImageRecipe.base_of("vm"), tmp_path / "image"))
     made.accel = Accel(accel, "unit test")
     return made
+
+
+def test_tcg_emulates_several_vcpus_on_one_thread() -> None:
+    # QEMU 7.2's multi-threaded TCG let a vCPU run code the kernel was patching on another.
+    assert accel_argv("tcg", 1) == ["-accel", "tcg,tb-size=128"]
+    assert accel_argv("tcg", 2) == ["-accel", "tcg,tb-size=128,thread=single"]
+    assert accel_argv("kvm", 4) == ["-accel", "kvm", "-cpu", "host"]
 
 
 def devices(argv: list[str]) -> list[str]:
