@@ -74,6 +74,7 @@ class Served:
 def serving(where: Path, text: str = CONFIG) -> Iterator[Served]:
     """``wsfixture serve`` of the config ``text`` (its ``{state}`` under ``where``), the SDK
     pointed at it (its environment restored after); the server is the caller's to stop."""
+    where.mkdir(parents=True, exist_ok=True)
     config = where / "workspaces.toml"
     config.write_text(text.format(state=where / "state"))
     port = free_port()
