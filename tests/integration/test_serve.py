@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -260,6 +261,8 @@ def test_wrong_keys_tokens_and_fields_are_refused(served: Served) -> None:
         e2b.Sandbox.create("nope")
     with pytest.raises(e2b.SandboxException, match="timeout"):
         e2b.Sandbox.create("box", timeout=10**9)
+    with pytest.raises(e2b.SandboxException, match="allowInternetAccess: true, but template"):
+        e2b.Sandbox.create("box", allow_internet_access=True)  # its lab is offline
     assert list(e2b.Sandbox.list().next_items()) == [], "nothing was made"
     with pytest.raises(e2b.NotFoundException):
         e2b.Sandbox.connect("sbdoesnotexist")
@@ -448,3 +451,60 @@ def test_the_template_s_allowlist_holds_a_sandbox(tmp_path: Path) -> None:
     assert direct.stdout.startswith("FAILED"), direct.stdout
     assert leftovers(lab) == {}
     system.remove_tree(tmp_path / "served" / "state")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def start_request(sandbox_id: str, token: str, line: str) -> httpx.Request:
+    """process.Process/Start as a Connect streaming call (one JSON message, enveloped)."""
+    message = json.dumps({"process": {"cmd": "/bin/sh", "args": ["-c", line]}}).encode()
+    body = b"\x00" + len(message).to_bytes(4, "big") + message
+    return httpx.Request("POST", "/process.Process/Start", content=body, headers={
+        "E2b-Sandbox-Id": sandbox_id, "X-Access-Token": token,
+        "Content-Type": "application/connect+json", "Connect-Protocol-Version": "1",
+    })  # fmt: skip
+
+
+def started_pid(response: httpx.Response) -> int:
+    """The PID in a Start stream's first message (its start event)."""
+    stream = response.iter_raw()
+    head = b""
+    while len(head) < 5:
+        head += next(stream)
+    size = int.from_bytes(head[1:5], "big")
+    while len(head) < 5 + size:
+        head += next(stream)
+    return int(json.loads(head[5 : 5 + size])["event"]["start"]["pid"])
+
+
+def test_a_guest_flooding_a_client_that_reads_nothing_grows_no_memory(served: Served) -> None:
+    server = served.process.pid
+    with (
+        e2b.Sandbox.create("box", timeout=120) as sandbox,
+        httpx.Client(base_url=served.url, timeout=30) as client,
+    ):
+        token = sandbox._envd_access_token or ""
+        # Positive control: a client that reads gets the flood, fast.
+        read = 0
+        reading = client.send(start_request(sandbox.sandbox_id, token, "yes"), stream=True)
+        pid = started_pid(reading)
+        for chunk in reading.iter_raw():
+            read += len(chunk)
+            if read > 64 * 2**20:
+                break
+        sandbox.commands.kill(pid)
+        reading.close()
+        before = rss_kib(server)
+        stalled = client.send(start_request(sandbox.sandbox_id, token, "yes"), stream=True)
+        pid = started_pid(stalled)
+        time.sleep(8)  # the guest writes as fast as it can; nobody reads
+        grown = rss_kib(server) - before
+        sandbox.commands.kill(pid)
+        stalled.close()
+    assert read > 64 * 2**20, "the guest can flood a client that reads"
+    assert grown < 48 * 1024, f"the server grew {grown} KiB for a client that reads nothing"

@@ -5,6 +5,8 @@ joined again, each one an SSH channel to the sandbox's workspace (``serve.comman
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -27,6 +29,8 @@ from wsfixture.serve.refusals import NotFound, Refusal
 from wsfixture.serve.sandboxes import Sandbox, Sandboxes
 from wsfixture.workspaces.commands import shell_line
 
+MAX_PENDING = 8 * 2**20  # bytes of output a client may leave untaken before the reader waits
+STALLED_AFTER = 60.0  # seconds a client may take nothing before it is let go
 SIGNAL_NAMES = {pb.Signal.SIGKILL: "SIGKILL", pb.Signal.SIGTERM: "SIGTERM"}
 
 
@@ -166,16 +170,42 @@ def _started(pid: int) -> pb.ProcessEvent:
 
 class _Listener:
     """What a stream of a command's output reads from: a queue its reader thread fills
-    from the moment it is made (before ``begin``, for a command just started)."""
+    from the moment it is made (before ``begin``, for a command just started).
+
+    Bounded: past ``MAX_PENDING`` bytes the client has not taken, the reader thread waits
+    (so the command's SSH channel fills, and its writes in the guest block), and a client
+    that takes nothing for ``STALLED_AFTER`` seconds is let go: a guest writing without end
+    to a slow or gone client never grows the server's memory."""
 
     def __init__(self, command: Command) -> None:
         self.command = command
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Output] = asyncio.Queue()
+        self._room = threading.Condition()
+        self._pending = 0
+        self._closed = False
         command.subscribe(self._put)
 
-    def _put(self, output: Output) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, output)
+    def _put(self, output: Output) -> None:  # in the command's reader thread
+        with self._room:
+            waited = 0.0
+            while self._pending > MAX_PENDING and not self._closed:
+                if waited >= STALLED_AFTER:
+                    self._closed = True
+                    self.command.unsubscribe(self._put)
+                    return
+                self._room.wait(1.0)
+                waited += 1.0
+            if self._closed:
+                return
+            self._pending += len(output.data)
+        with contextlib.suppress(RuntimeError):  # the server's loop has gone
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, output)
+
+    def _taken(self, size: int) -> None:
+        with self._room:
+            self._pending -= size
+            self._room.notify_all()
 
     async def events(self) -> AsyncIterator[pb.ProcessEvent]:
         """Its output as E2B's events, up to its end; a client that goes away stops
@@ -183,6 +213,7 @@ class _Listener:
         try:
             while True:
                 output = await self.queue.get()
+                self._taken(len(output.data))
                 if output.stream == "end":
                     end = pb.ProcessEvent.EndEvent(exit_code=output.exit_code,
                                                    exited=output.exit_code >= 0,
@@ -193,4 +224,7 @@ class _Listener:
                     STDERR, output.data)  # fmt: skip
                 yield pb.ProcessEvent(event=Oneof(DATA, pb.ProcessEvent.DataEvent(output=which)))
         finally:
+            with self._room:
+                self._closed = True
+                self._room.notify_all()
             self.command.unsubscribe(self._put)

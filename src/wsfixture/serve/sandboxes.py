@@ -87,6 +87,13 @@ class Sandboxes:
     def templates(self) -> list[str]:
         return [BASE_TEMPLATE, *self.lab.config.workspaces]
 
+    def reaches_internet(self, template: str) -> bool:
+        """Whether a sandbox of ``template`` has any way out (open, or an allowlist)."""
+        config = self.lab.config
+        own = config.workspaces[template].internet if template in config.workspaces else None
+        chosen = config.network.internet if own is None else own
+        return chosen not in (None, False)
+
     def create(
         self, template: str, timeout: object, metadata: Mapping[str, str],
         envs: Mapping[str, str], auto_pause: bool = False,

@@ -14,6 +14,7 @@ from typing import Literal
 
 POLL_EVERY = 0.3  # seconds between listings
 MAX_ENTRIES = 100_000  # a listing longer than this is cut: a watch is not an index
+MAX_UNTAKEN = 10_000  # changes kept for a client that does not ask: the oldest go first
 # type, mtime, size, path; NUL-separated, so a newline in a name stays in its name
 LISTING_FORMAT = r"%y %T@ %s %p\0"
 
@@ -92,7 +93,7 @@ class Watcher:
             found = changes(self._seen, now)
             self._seen = now
             with self._lock:
-                self._pending += found
+                self._pending = (self._pending + found)[-MAX_UNTAKEN:]
             if self._listener is not None:
                 for change in found:
                     self._listener(change)
