@@ -14,8 +14,8 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
-from wsfixture.errors import ConfigError
-from wsfixture.serve.refusals import BadRequest, NotFound, Paused
+from wsfixture.errors import ConfigError, WsfixtureError
+from wsfixture.serve.refusals import BadRequest, NotFound, Paused, Refusal
 from wsfixture.serve.sandboxes import Sandbox, Sandboxes
 
 E2B_DEFAULT_USER = "user"  # E2B's name for the sandbox's own user
@@ -72,3 +72,13 @@ Context = RequestContext[Any, Any]  # the request's headers are all a service re
 def headers_of(ctx: Context) -> dict[str, str]:
     """The request's headers, names in lower case."""
     return {key.lower(): value for key, value in ctx.request_headers.items()}
+
+
+def caller(sandboxes: Sandboxes, ctx: Context) -> tuple[Sandbox, str | None]:
+    """The sandbox a Connect call is for, and the user it runs as; E2B's error if the
+    call may not (no such sandbox, another's token, a paused one, a bad user header)."""
+    try:
+        headers = headers_of(ctx)
+        return sandbox_of(sandboxes, headers), user_of(headers)
+    except (WsfixtureError, Refusal, PermissionError) as exc:
+        raise connect_error(exc) from None

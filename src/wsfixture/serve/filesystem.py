@@ -16,16 +16,11 @@ from e2b.envd.filesystem import filesystem_pb as fs
 from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
-from wsfixture.errors import WsfixtureError
 from wsfixture.serve.envd import (
     START,
     Context,
-    connect_error,
-    headers_of,
-    sandbox_of,
-    user_of,
+    caller,
 )
-from wsfixture.serve.refusals import Refusal
 from wsfixture.serve.sandboxes import Sandbox, Sandboxes
 from wsfixture.serve.watch import Change, Watcher, listing_line
 from wsfixture.workspaces.commands import shell_line
@@ -41,15 +36,8 @@ class FilesystemService:
     def __init__(self, sandboxes: Sandboxes) -> None:
         self.sandboxes = sandboxes
 
-    def _caller(self, ctx: Context) -> tuple[Sandbox, str | None]:
-        try:
-            headers = headers_of(ctx)
-            return sandbox_of(self.sandboxes, headers), user_of(headers)
-        except (WsfixtureError, Refusal, PermissionError) as exc:
-            raise connect_error(exc) from None
-
     async def _run(self, ctx: Context, line: str) -> str:
-        sandbox, user = self._caller(ctx)
+        sandbox, user = caller(self.sandboxes, ctx)
         return await asyncio.to_thread(run_as, sandbox, user, line)
 
     async def _entry(self, ctx: Context, path: str) -> fs.EntryInfo:
@@ -92,7 +80,7 @@ class FilesystemService:
     async def _watcher(
         self, ctx: Context, path: str, recursive: bool, listener: Callable[[Change], None] | None
     ) -> tuple[Sandbox, Watcher]:
-        sandbox, user = self._caller(ctx)
+        sandbox, user = caller(self.sandboxes, ctx)
         await self._run(ctx, f"{_must_exist(path)}; [ -d {_q(path)} ] || "
                              f"{{ echo {_q(path)}: not a directory >&2; exit 2; }}")  # fmt: skip
         line = listing_line(path, recursive)
@@ -136,7 +124,7 @@ class FilesystemService:
         return fs.CreateWatcherResponse(watcher_id=watcher_id)
 
     def _registered(self, ctx: Context, watcher_id: str) -> tuple[Sandbox, Watcher]:
-        sandbox, _ = self._caller(ctx)
+        sandbox, _ = caller(self.sandboxes, ctx)
         with sandbox.lock:
             watcher = sandbox.watchers.get(watcher_id)
         if watcher is None:

@@ -20,10 +20,8 @@ from wsfixture.serve.commands import Command, Output, Spec, signal_line
 from wsfixture.serve.envd import (
     START,
     Context,
+    caller,
     connect_error,
-    headers_of,
-    sandbox_of,
-    user_of,
 )
 from wsfixture.serve.refusals import NotFound, Refusal
 from wsfixture.serve.sandboxes import Sandbox, Sandboxes
@@ -40,21 +38,14 @@ class ProcessService:
     def __init__(self, sandboxes: Sandboxes) -> None:
         self.sandboxes = sandboxes
 
-    def _sandbox(self, ctx: Context) -> tuple[Sandbox, str | None]:
-        try:
-            headers = headers_of(ctx)
-            return sandbox_of(self.sandboxes, headers), user_of(headers)
-        except (WsfixtureError, Refusal, PermissionError) as exc:
-            raise connect_error(exc) from None
-
     async def list(self, request: pb.ListRequest, ctx: Context) -> pb.ListResponse:
-        sandbox, _ = self._sandbox(ctx)
+        sandbox, _ = caller(self.sandboxes, ctx)
         return pb.ListResponse(processes=[_info(c) for c in sandbox.running()])
 
     async def start(
         self, request: pb.StartRequest, ctx: Context
     ) -> AsyncIterator[pb.StartResponse]:
-        sandbox, user = self._sandbox(ctx)
+        sandbox, user = caller(self.sandboxes, ctx)
         config = request.process
         if config is None or not config.cmd:
             raise ConnectError(Code.INVALID_ARGUMENT, "process.cmd: empty; a program to run")
@@ -75,7 +66,7 @@ class ProcessService:
     async def connect(
         self, request: pb.ConnectRequest, ctx: Context
     ) -> AsyncIterator[pb.ConnectResponse]:
-        sandbox, _ = self._sandbox(ctx)
+        sandbox, _ = caller(self.sandboxes, ctx)
         command = self._selected(sandbox, request.process)
         listener = _Listener(command)
         yield pb.ConnectResponse(event=_started(command.pid))
@@ -88,7 +79,7 @@ class ProcessService:
     async def stream_input(
         self, request: AsyncIterator[pb.StreamInputRequest], ctx: Context
     ) -> pb.StreamInputResponse:
-        sandbox, _ = self._sandbox(ctx)
+        sandbox, _ = caller(self.sandboxes, ctx)
         command: Command | None = None
         async for message in request:
             event = message.event.value if message.event is not None else None
@@ -99,14 +90,14 @@ class ProcessService:
         return pb.StreamInputResponse()
 
     async def send_input(self, request: pb.SendInputRequest, ctx: Context) -> pb.SendInputResponse:
-        sandbox, _ = self._sandbox(ctx)
+        sandbox, _ = caller(self.sandboxes, ctx)
         await _send(self._selected(sandbox, request.process), request.input)
         return pb.SendInputResponse()
 
     async def send_signal(
         self, request: pb.SendSignalRequest, ctx: Context
     ) -> pb.SendSignalResponse:
-        sandbox, _ = self._sandbox(ctx)
+        sandbox, _ = caller(self.sandboxes, ctx)
         command = self._selected(sandbox, request.process)
         name = SIGNAL_NAMES.get(request.signal)
         if name is None:
@@ -120,7 +111,7 @@ class ProcessService:
     async def close_stdin(
         self, request: pb.CloseStdinRequest, ctx: Context
     ) -> pb.CloseStdinResponse:
-        sandbox, _ = self._sandbox(ctx)
+        sandbox, _ = caller(self.sandboxes, ctx)
         command = self._selected(sandbox, request.process)
         await asyncio.to_thread(command.close_stdin)
         return pb.CloseStdinResponse()
