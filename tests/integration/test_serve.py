@@ -72,7 +72,7 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(where: Path, text: str = CONFIG) -> Iterator[Served]:
+def serving(where: Path, text: str = CONFIG, *options: str) -> Iterator[Served]:
     """``wsfixture serve`` of the config ``text`` (its ``{state}`` under ``where``), the SDK
     pointed at it (its environment restored after); the server is the caller's to stop."""
     where.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ def serving(where: Path, text: str = CONFIG) -> Iterator[Served]:
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "wsfixture.cli", "-c", str(config), "serve",
-             "--listen", f"127.0.0.1:{port}", "--api-key", KEY],
+             "--listen", f"127.0.0.1:{port}", "--api-key", KEY, *options],
             stdout=out, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -398,8 +398,10 @@ def test_the_agents_guide_s_e2b_client_runs_as_written(served: Served, tmp_path:
 
 def test_a_killed_server_s_sandboxes_are_listed_and_reaped_by_gc(tmp_path: Path) -> None:
     require_root_and_tools("systemd-nspawn")
-    with serving(tmp_path) as served:
+    with serving(tmp_path, CONFIG, "--max-sandboxes", "1") as served:
         sandbox = e2b.Sandbox.create("box", timeout=300)
+        with pytest.raises(e2b.RateLimitException):
+            e2b.Sandbox.create("box", timeout=300)  # past --max-sandboxes
         lab = served.lab()
         listed = subprocess.run([sys.executable, "-m", "wsfixture.cli", "list", "--json"],
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip

@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "of the config (templates) or base")  # fmt: skip
     p.add_argument("--listen", default="127.0.0.1:49982", metavar="HOST:PORT",
                    help="where to serve E2B's API and envd (default: 127.0.0.1:49982)")  # fmt: skip
+    p.add_argument("--max-sandboxes", type=int, metavar="N", help="sandboxes at once; past "
+                   "them a create is refused with 429 (default: 16)")  # fmt: skip
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--api-key", help="the key every call must carry (X-API-KEY)")
     keys.add_argument("--api-key-file", metavar="FILE", help="read the key from FILE (default: "

@@ -60,14 +60,18 @@ def listen_address(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def serve(config: Config, listen: str, key: str, ready: Callable[[str, str], None]) -> None:
-    """Serve until interrupted; every sandbox and the lab are gone when it returns.
+def serve(
+    config: Config, listen: str, key: str, ready: Callable[[str, str], None],
+    most: int | None = None,
+) -> None:  # fmt: skip
+    """Serve until interrupted, ``most`` sandboxes at once (default ``MAX_SANDBOXES``);
+    every sandbox and the lab are gone when it returns.
     ``ready(url, lab)`` is told where it serves and the lab its sandboxes live in."""
     import uvicorn
 
     from wsfixture import api
     from wsfixture.serve.app import Server
-    from wsfixture.serve.sandboxes import Sandboxes
+    from wsfixture.serve.sandboxes import MAX_SANDBOXES, Sandboxes
 
     class Until(uvicorn.Server):
         """uvicorn's server, but a signal only asks it to stop: uvicorn's own handling
@@ -88,7 +92,7 @@ def serve(config: Config, listen: str, key: str, ready: Callable[[str, str], Non
 
     host, port = listen_address(listen)
     with api.Lab(config) as lab:
-        sandboxes = Sandboxes(lab)
+        sandboxes = Sandboxes(lab, MAX_SANDBOXES if most is None else most)
         try:
             server = Until(uvicorn.Config(
                 Server(sandboxes, key), host=host, port=port, log_level="warning",

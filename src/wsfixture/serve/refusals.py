@@ -32,3 +32,9 @@ class Conflict(Refusal):
     """The sandbox is not in the state the call needs (paused already, not paused)."""
 
     status = 409
+
+
+class TooMany(Refusal):
+    """Past the server's bound on sandboxes, or a sandbox's on running commands: E2B's 429."""
+
+    status = 429

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from wsfixture import api
 from wsfixture.serve.commands import Command, Spec
-from wsfixture.serve.refusals import BadRequest, NotFound
+from wsfixture.serve.refusals import BadRequest, NotFound, TooMany
 from wsfixture.serve.watch import Watcher
 from wsfixture.workspaces import Workspace
 
@@ -24,6 +24,8 @@ BASE_TEMPLATE = "base"  # a container of the config's defaults, as E2B's own "ba
 DEFAULT_TIMEOUT = 300  # seconds, E2B's default
 MAX_TIMEOUT = 24 * 3600
 REAP_EVERY = 1.0  # seconds between the reaper's looks
+MAX_SANDBOXES = 16  # at once, unless `serve --max-sandboxes` says otherwise
+MAX_COMMANDS = 256  # running in one sandbox: each is a channel and a thread on the host
 ENVD_VERSION = "0.5.7"  # envd features served: stdin and its closing, a default user
 
 
@@ -51,6 +53,8 @@ class Sandbox:
         """``spec`` started with the sandbox's environment under its own; listed until it
         ends. The caller subscribes, then calls ``begin``."""
         spec = dataclasses.replace(spec, envs={**self.envs, **spec.envs})
+        if len(self.running()) >= MAX_COMMANDS:
+            raise TooMany(f"sandbox {self.id} runs {MAX_COMMANDS} commands already")
         command = Command.start(self.workspace._session().client(), spec, stdin)
         with self.lock:
             self.commands[command.pid] = command
@@ -76,8 +80,9 @@ class Sandbox:
 class Sandboxes:
     """The server's sandboxes, by id; ``close`` kills them all."""
 
-    def __init__(self, lab: api.Lab) -> None:
+    def __init__(self, lab: api.Lab, most: int = MAX_SANDBOXES) -> None:
         self.lab = lab
+        self.most = most
         self._sandboxes: dict[str, Sandbox] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -104,6 +109,8 @@ class Sandboxes:
             raise BadRequest(f"templateID: no template {template!r}; the templates are: "
                              f"{', '.join(self.templates())}")  # fmt: skip
         seconds = check_timeout(timeout)
+        if len(self.listed()) >= self.most:
+            raise TooMany(f"{self.most} sandboxes run already (serve --max-sandboxes)")
         sid = "sb" + secrets.token_hex(6)
         like = None if template == BASE_TEMPLATE else template
         ws = self.lab.workspace(sid, like=like)

@@ -39,6 +39,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     key_path = Path(args.api_key_file) if args.api_key_file else None
     key = serve.api_key(args.api_key, key_path)
     serve.listen_address(args.listen)  # a bad address is refused before a lab is made
+    if args.max_sandboxes is not None and args.max_sandboxes < 1:
+        raise UsageError(f"--max-sandboxes: {args.max_sandboxes}; 1 or more")
     templates = ", ".join(["base", *config.workspaces])
 
     def ready(url: str, lab: str) -> None:
@@ -47,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         say(f"  E2B_API_URL={url} E2B_SANDBOX_URL={url} E2B_API_KEY=...")
         say(f"lab {lab}: the sandboxes' network (Ctrl-C stops them all)")
 
-    serve.serve(config, args.listen, key, ready)
+    serve.serve(config, args.listen, key, ready, args.max_sandboxes)
     say("serve: stopped; its sandboxes are gone")
     return 0
 
