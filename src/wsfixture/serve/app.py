@@ -154,15 +154,15 @@ class Server:
         timeout = body.get("timeout", DEFAULT_TIMEOUT)
         metadata = _strings(body.get("metadata") or {}, "metadata")
         envs = _strings(body.get("envVars") or {}, "envVars")
-        allow = body.get("allowInternetAccess")
+        allow = body.get("allow_internet_access")  # E2B spells this one in snake case
         if allow is not None:
             if not isinstance(allow, bool):
-                raise BadRequest(f"allowInternetAccess: {allow!r} is not true or false")
+                raise BadRequest(f"allow_internet_access: {allow!r} is not true or false")
             if template in self.sandboxes.templates() and allow != (
                 has := self.sandboxes.reaches_internet(template)
             ):
                 raise BadRequest(
-                    f"allowInternetAccess: {str(allow).lower()}, but template {template!r} "
+                    f"allow_internet_access: {str(allow).lower()}, but template {template!r} "
                     f"{'reaches' if has else 'has no'} internet; the config decides (a "
                     "template with the access wanted, or leave it out)"
                 )
