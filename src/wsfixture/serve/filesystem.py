@@ -16,11 +16,7 @@ from e2b.envd.filesystem import filesystem_pb as fs
 from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
-from wsfixture.serve.envd import (
-    START,
-    Context,
-    caller,
-)
+from wsfixture.serve.envd import START, Context, caller
 from wsfixture.serve.sandboxes import Sandbox, Sandboxes
 from wsfixture.serve.watch import Change, Watcher, listing_line
 from wsfixture.workspaces.commands import shell_line

@@ -17,12 +17,7 @@ from protobuf import Oneof
 
 from wsfixture.errors import WsfixtureError
 from wsfixture.serve.commands import Command, Output, Spec, signal_line
-from wsfixture.serve.envd import (
-    START,
-    Context,
-    caller,
-    connect_error,
-)
+from wsfixture.serve.envd import START, Context, caller, connect_error
 from wsfixture.serve.refusals import NotFound, Refusal
 from wsfixture.serve.sandboxes import Sandbox, Sandboxes
 from wsfixture.workspaces.commands import shell_line
