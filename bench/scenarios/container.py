@@ -43,8 +43,8 @@ def run(ctx: Context) -> list[Row]:
             median(ours_ready),
             median(raw_ready),
             "raw nspawn -> sshd banner",
-            target="<= 1.10x",
-            met=median(ours_ready) <= 1.10 * median(raw_ready),
+            target="<= 1.03x",
+            met=median(ours_ready) <= 1.03 * median(raw_ready),
         ),
         Row(
             "container stop -> gone",
