@@ -23,6 +23,7 @@ from wsfixture.workspaces.commands import shell_line
 Stream = Literal["stdout", "stderr", "end"]
 READ_SIZE = 32 * 1024
 PID_LINE_MAX = 32  # bytes before the PID's newline: a shell's PID, nothing longer
+PID_TIMEOUT = 30.0  # seconds a login shell has to say its PID
 SIGNALS = {"SIGKILL": "KILL", "SIGTERM": "TERM", "SIGINT": "INT", "SIGHUP": "HUP"}
 
 
@@ -78,7 +79,11 @@ class Command:
         channel.exec_command(f"printf '%s\\n' $$ >&2; eval {shlex.quote(spec.line())}")
         if not stdin:
             channel.shutdown_write()
-        pid = _read_pid(channel)
+        try:
+            pid = _read_pid(channel)
+        except BaseException:
+            channel.close()
+            raise
         return cls(spec, pid, channel)
 
     def subscribe(self, listener: Callable[[Output], None]) -> None:
@@ -162,15 +167,20 @@ class Command:
 
 
 def _read_pid(channel: paramiko.Channel) -> int:
-    """The login shell's first line on stderr: its PID."""
+    """The login shell's first line on stderr: its PID, within ``PID_TIMEOUT`` seconds."""
     line = b""
+    channel.settimeout(PID_TIMEOUT)
     while not line.endswith(b"\n"):
         if len(line) > PID_LINE_MAX:
             raise Refusal(f"the workspace's shell did not say its PID: {line!r}")
-        byte = channel.recv_stderr(1)
+        try:
+            byte = channel.recv_stderr(1)
+        except TimeoutError:
+            raise Refusal(f"the workspace's shell said no PID in {PID_TIMEOUT:.0f} s") from None
         if not byte:
             raise Refusal("the workspace's shell ended before it said its PID")
         line += byte
+    channel.settimeout(None)
     text = line.decode(errors="replace").strip()
     if not text.isdigit():
         raise Refusal(f"the workspace's shell did not say its PID: {text!r}")
