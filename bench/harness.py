@@ -20,6 +20,9 @@ from wsfixture.net.lab import Lab
 from wsfixture.workspaces import Workspace
 
 HERE = Path(__file__).resolve().parent
+# The repository, for the scenarios that use the tests' helpers (tests.support: a local
+# registry, a server of `wsfixture serve`).
+sys.path.insert(0, str(HERE.parent))
 
 RESULTS = HERE / "results"
 

@@ -15,8 +15,6 @@ import tempfile
 from pathlib import Path
 
 from harness import HERE, Context, Row, median, run_suite, say, user_pytest
-
-sys.path.insert(0, str(HERE.parent))  # the repository: tests.support's registry
 from tests.support.registry import local_registry
 
 SUITE = "test_shared_cache.py"

@@ -8,7 +8,6 @@ what went wrong, never a crash of the server."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import shlex
 import tempfile
@@ -67,8 +66,12 @@ def build(config: Config) -> MCPServer[Any]:
 
         return register
 
+    def known(name: str) -> None:
+        """UsageError naming the config's workspaces for a name it has not."""
+        select(config, [name], True, lambda n: True)
+
     def running(name: str) -> Workspace:
-        select(config, [name], True, lambda n: True)  # an unknown name: named with the known
+        known(name)
         return connect(name, config)
 
     @tool()
@@ -80,13 +83,13 @@ def build(config: Config) -> MCPServer[Any]:
     @tool()
     def workspace_status(name: str) -> dict[str, Any]:
         """One workspace: its state, uptime, limits, and whether it runs as configured."""
-        select(config, [name], True, lambda n: True)
+        known(name)
         return next(row for row in status_rows(config) if row["name"] == name)
 
     @tool()
     def workspace_up(name: str) -> str:
         """Start a workspace of the config (it runs until workspace_down)."""
-        select(config, [name], True, lambda n: True)
+        known(name)
         if name in ledger.workspaces(config.network.namespace, live=True):
             return f"{name}: already running"
         ok, detail = start_workspace(config, name)
@@ -97,7 +100,7 @@ def build(config: Config) -> MCPServer[Any]:
     @tool()
     def workspace_down(name: str) -> str:
         """Stop a running workspace (its state directory is kept)."""
-        select(config, [name], True, lambda n: True)
+        known(name)
         lab = config.network.namespace
         record = ledger.workspaces(lab, live=True).get(name)
         if record is None:
@@ -161,8 +164,7 @@ def build(config: Config) -> MCPServer[Any]:
             record = ws.egress()
         if record is None:
             raise Refused(f"{name} has no allowlist (its internet is not a list)")
-        return {"allowlist": list(record.allowlist), "resolved": record.resolved,
-                "denied": [dataclasses.asdict(d) for d in record.denied]}  # fmt: skip
+        return record.as_data()
 
     return server
 

@@ -7,7 +7,6 @@ import json
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.leaks import leftovers
+from tests.support.registry import free_port
 from wsfixture import checks
 from wsfixture.host import ledger, settings, system
 from wsfixture.net.world import world as make_world
@@ -453,12 +453,6 @@ def test_aliases_and_hosts(cli_config: Path, tmp_path: Path) -> None:
         text + "# BEGIN wsfixture: managed by `wsfixture hosts --apply`, do not edit\n"
     )
     assert wsf(cli_config, "hosts", "--apply", "--file", str(scratch), check=False).returncode != 0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_up_gives_internet_and_forwards_by_default(tmp_path: Path) -> None:

@@ -6,12 +6,8 @@ tokens that are wrong, and nothing left behind when the server stops."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,11 +21,11 @@ import pytest
 
 from tests.support.leaks import leftovers
 from tests.support.prereqs import require_root_and_tools
+from tests.support.serve import Served, serving
 from wsfixture.host import system
 from wsfixture.net.world import OTHER_HTTP, OTHER_NAME, PAGE, WORLD_NAME
 from wsfixture.net.world import world as make_world
 
-KEY = "wsf-test-key-0123456789abcdef"
 CONFIG = """
 [defaults]
 stateRoot = "{state}"
@@ -51,74 +47,15 @@ memory = 768
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Served:
-    def __init__(self, url: str, process: subprocess.Popen[str], log: Path) -> None:
-        self.url = url
-        self.process = process
-        self.log = log
-
-    def lab(self) -> str:
-        """The server's lab, as its sandboxes' workspaces name it."""
-        for line in Path(self.log).read_text().splitlines():
-            if line.startswith("lab "):
-                return line.split()[1].rstrip(":")
-        raise AssertionError(f"no lab line in {self.log.read_text()}")
-
-
-@contextlib.contextmanager
-def serving(where: Path, text: str = CONFIG, *options: str) -> Iterator[Served]:
-    """``wsfixture serve`` of the config ``text`` (its ``{state}`` under ``where``), the SDK
-    pointed at it (its environment restored after); the server is the caller's to stop."""
-    where.mkdir(parents=True, exist_ok=True)
-    config = where / "workspaces.toml"
-    config.write_text(text.format(state=where / "state"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = where / "serve.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "wsfixture.cli", "-c", str(config), "serve",
-             "--listen", f"127.0.0.1:{port}", "--api-key", KEY, *options],
-            stdout=out, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    else:
-        process.kill()
-        raise AssertionError(f"the server did not listen within 60 s: {log.read_text()}")
-    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
-    os.environ.update(E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=KEY)
-    try:
-        yield Served(url, process, log)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     require_root_and_tools("systemd-nspawn", "qemu-system-x86_64")
-    with serving(tmp_path_factory.mktemp("serve")) as served:
+    with serving(tmp_path_factory.mktemp("serve"), CONFIG) as served:
         try:
             yield served
         finally:
             lab = served.lab()
-            served.process.send_signal(signal.SIGTERM)
-            assert served.process.wait(timeout=120) == 0, served.log.read_text()
+            assert served.stop() == 0, served.log.read_text()
             assert "serve: stopped" in served.log.read_text()
             assert leftovers(lab) == {}, "the server took its sandboxes and its lab down"
 
@@ -448,8 +385,7 @@ def test_the_template_s_allowlist_holds_a_sandbox(tmp_path: Path) -> None:
                     refused = held.commands.run(GET + f"http://{OTHER_NAME}/", timeout=60)
                     direct = held.commands.run(GET + f"http://{OTHER_HTTP}/", timeout=60)
             finally:
-                served.process.send_signal(signal.SIGTERM)
-                served.process.wait(timeout=120)
+                served.stop()
     assert allowed.stdout == PAGE, "positive control: the allowed name answers"
     assert refused.stdout.startswith("FAILED"), refused.stdout
     assert direct.stdout.startswith("FAILED"), direct.stdout

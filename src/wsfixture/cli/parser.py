@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 from collections.abc import Callable, Sequence
 
+from wsfixture import serve
 from wsfixture.cli.commands import (
     access,
     agents,
@@ -224,10 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
             "own, for a lab's uplinkNamespace, until Ctrl-C")  # fmt: skip
     p = command("serve", agents.cmd_serve, "an E2B-compatible server: sandboxes are workspaces "
                 "of the config (templates) or base")  # fmt: skip
-    p.add_argument("--listen", default="127.0.0.1:49982", metavar="HOST:PORT",
-                   help="where to serve E2B's API and envd (default: 127.0.0.1:49982)")  # fmt: skip
-    p.add_argument("--max-sandboxes", type=int, metavar="N", help="sandboxes at once; past "
-                   "them a create is refused with 429 (default: 16)")  # fmt: skip
+    p.add_argument("--listen", default=serve.DEFAULT_LISTEN, metavar="HOST:PORT",
+                   help="where to serve E2B's API and envd "
+                        f"(default: {serve.DEFAULT_LISTEN})")  # fmt: skip
+    p.add_argument("--max-sandboxes", type=int, default=serve.MAX_SANDBOXES, metavar="N",
+                   help="sandboxes at once; past them a create is refused with 429 "
+                        f"(default: {serve.MAX_SANDBOXES})")  # fmt: skip
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--api-key", help="the key every call must carry (X-API-KEY)")
     keys.add_argument("--api-key-file", metavar="FILE", help="read the key from FILE (default: "

@@ -383,6 +383,12 @@ class Config:
         (a VM's ``VM_RESOURCES``; a container's: no limit)."""
         return self.resolve(spec).resources
 
+    def internet_for(self, spec: WorkspaceSpec | None) -> bool | tuple[str, ...] | None:
+        """What a workspace may reach: its own ``internet``, else its network's (None: the
+        network says nothing, so a pytest lab's is off and ``up``'s open)."""
+        own = None if spec is None else spec.internet
+        return self.network.internet if own is None else own
+
     def with_state_root(self, state_root: Path) -> Config:
         """The same config with its state kept under ``state_root`` (tests, the demo)."""
         return replace(self, defaults=replace(self.defaults, state_root=state_root))

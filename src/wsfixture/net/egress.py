@@ -23,7 +23,7 @@ import ipaddress
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from wsfixture.model.allowlist import Destination
@@ -198,6 +198,15 @@ class Record:
     resolved: dict[str, list[str]]
     denied: list[Denial]
     full: bool = False  # the lab's record of refusals is full: newer ones were not kept
+
+    def as_data(self) -> dict[str, object]:
+        """The record as JSON takes it (``wsfixture egress --json``, the MCP tool)."""
+        return {
+            "allowlist": list(self.allowlist),
+            "resolved": self.resolved,
+            "denied": [asdict(d) for d in self.denied],
+            "full": self.full,
+        }
 
     @property
     def note(self) -> str | None:

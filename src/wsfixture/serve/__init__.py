@@ -21,7 +21,9 @@ from wsfixture.host import settings
 from wsfixture.model.config import Config
 
 DEFAULT_LISTEN = "127.0.0.1:49982"  # E2B's envd port, on loopback
+MAX_SANDBOXES = 16  # at once, unless `serve --max-sandboxes` says otherwise
 KEY_BYTES = 32
+MIN_KEY = 16  # characters a key must have to be a secret
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -33,9 +35,10 @@ def api_key(given: str | None, path: Path | None) -> str:
     """The key every call must carry: ``given``, else the one in ``path`` (the default
     file, made with a new key on first start: 0600 in a 0700 directory)."""
     if given is not None:
-        if len(given) < 16:
-            raise ConfigError([ConfigIssue("--api-key", "is too short to be a secret",
-                                           "*" * len(given), "16 characters or more")])  # fmt: skip
+        if len(given) < MIN_KEY:
+            issue = ConfigIssue("--api-key", "is too short to be a secret", "*" * len(given),
+                                f"{MIN_KEY} characters or more")  # fmt: skip
+            raise ConfigError([issue])
         return given
     path = path or key_file()
     if not path.exists():
@@ -44,9 +47,9 @@ def api_key(given: str | None, path: Path | None) -> str:
         with os.fdopen(fd, "w") as out:
             out.write(f"wsf_{secrets.token_hex(KEY_BYTES)}\n")
     key = path.read_text().strip()
-    if len(key) < 16:
-        issue = ConfigIssue("--api-key-file", "holds no key of 16 characters or more", str(path),
-                            "a file with the key on its first line")  # fmt: skip
+    if len(key) < MIN_KEY:
+        issue = ConfigIssue("--api-key-file", f"holds no key of {MIN_KEY} characters or more",
+                            str(path), "a file with the key on its first line")  # fmt: skip
         raise ConfigError([issue])
     return key
 
@@ -56,22 +59,22 @@ def listen_address(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError([ConfigIssue("--listen", "is not HOST:PORT", value,
-                                       "like 127.0.0.1:49982")])  # fmt: skip
+                                       f"like {DEFAULT_LISTEN}")])  # fmt: skip
     return host.strip("[]"), int(port)
 
 
 def serve(
     config: Config, listen: str, key: str, ready: Callable[[str, str], None],
-    most: int | None = None,
+    most: int = MAX_SANDBOXES,
 ) -> None:  # fmt: skip
-    """Serve until interrupted, ``most`` sandboxes at once (default ``MAX_SANDBOXES``);
-    every sandbox and the lab are gone when it returns.
+    """Serve until interrupted, ``most`` sandboxes at once; every sandbox and the lab are
+    gone when it returns.
     ``ready(url, lab)`` is told where it serves and the lab its sandboxes live in."""
     import uvicorn
 
     from wsfixture import api
     from wsfixture.serve.app import Server
-    from wsfixture.serve.sandboxes import MAX_SANDBOXES, Sandboxes
+    from wsfixture.serve.sandboxes import Sandboxes
 
     class Until(uvicorn.Server):
         """uvicorn's server, but a signal only asks it to stop: uvicorn's own handling
@@ -92,7 +95,7 @@ def serve(
 
     host, port = listen_address(listen)
     with api.Lab(config) as lab:
-        sandboxes = Sandboxes(lab, MAX_SANDBOXES if most is None else most)
+        sandboxes = Sandboxes(lab, most)
         try:
             server = Until(uvicorn.Config(
                 Server(sandboxes, key), host=host, port=port, log_level="warning",

@@ -15,7 +15,6 @@ import email.parser
 import email.policy
 import hmac
 import json
-import shlex
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -25,7 +24,7 @@ from e2b.envd.process.process_connect import ProcessASGIApplication
 
 from wsfixture.errors import ConfigError, WsfixtureError
 from wsfixture.serve import envd
-from wsfixture.serve.filesystem import FilesystemService
+from wsfixture.serve.filesystem import MAX_FILE, FilesystemService, read_file, write_file
 from wsfixture.serve.process import ProcessService
 from wsfixture.serve.refusals import BadRequest, Conflict, NotFound, Refusal
 from wsfixture.serve.sandboxes import DEFAULT_TIMEOUT, ENVD_VERSION, Sandbox, Sandboxes
@@ -34,7 +33,7 @@ from wsfixture.workspaces.commands import shell_line
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-MAX_BODY = 256 * 1024 * 1024  # bytes a request body may carry (a file written)
+MAX_BODY = MAX_FILE  # bytes a request body may carry: a file written
 CLIENT_ID = "wsfixture"
 
 
@@ -172,8 +171,7 @@ class Server:
         for unserved in ("volumeMounts", "mcp", "iam", "network", "autoResume"):
             if body.get(unserved):
                 raise BadRequest(f"{unserved}: not served by wsfixture (see its README)")
-        for key in envs:
-            shell_line("true", env={key: ""})  # ConfigError naming a bad variable name
+        shell_line("true", env=envs)  # ConfigError naming each bad variable name
         sandbox = await asyncio.to_thread(self.sandboxes.create, template, timeout,
                                           metadata, envs, auto_pause)  # fmt: skip
         return self._created(sandbox)
@@ -214,13 +212,12 @@ class Server:
     ) -> None:  # fmt: skip
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
         named = query.get("username", [None])[0]
-        user = envd.user_of(headers) if named is None else (
-            None if named == envd.E2B_DEFAULT_USER else named)  # fmt: skip
+        user = envd.user_of(headers) if named is None else envd.user_named(named)
         path = query.get("path", [None])[0]
         if scope["method"] == "GET":
             if not path:
                 raise BadRequest("path: missing; the file to read")
-            data = await asyncio.to_thread(_read_file, sandbox, path, user)
+            data = await asyncio.to_thread(read_file, sandbox, path, user)
             await _reply(send, 200, data, "application/octet-stream")
             return
         if scope["method"] != "POST":
@@ -235,38 +232,9 @@ class Server:
             raise BadRequest("path: missing; where to write the file")
         written = []
         for target, data in files:
-            await asyncio.to_thread(_write_file, sandbox, target, data, user)
+            await asyncio.to_thread(write_file, sandbox, target, data, user)
             written.append({"name": target.rsplit("/", 1)[-1], "type": "file", "path": target})
         await _json(send, 200, written)
-
-
-def _read_file(sandbox: Sandbox, path: str, user: str | None) -> bytes:
-    quoted = shlex.quote(path)
-    line = shell_line(f"[ -f {quoted} ] || {{ echo {quoted}: no such file >&2; exit 44; }}; "
-                      f"cat -- {quoted}", user=user)  # fmt: skip
-    rc, out, err = sandbox.workspace._session().run(line, 120, MAX_BODY)
-    if rc == 44:
-        raise NotFound(err.decode(errors="replace").strip())
-    if rc != 0:
-        raise BadRequest(f"path: {path}: {err.decode(errors='replace').strip()}")
-    return out
-
-
-def _write_file(sandbox: Sandbox, path: str, data: bytes, user: str | None) -> None:
-    """``data`` written to ``path`` (its directories made) as ``user``, through stdin."""
-    from wsfixture.serve.commands import Spec
-
-    quoted = shlex.quote(path)
-    spec = Spec("/bin/sh", ("-c", f'mkdir -p -- "$(dirname -- {quoted})" && cat > {quoted}'),
-                user=user)  # fmt: skip
-    command = sandbox.start_command(spec, stdin=True)
-    errors: list[bytes] = []
-    command.subscribe(lambda out: errors.append(out.data) if out.stream == "stderr" else None)
-    command.begin(sandbox.ended)
-    command.send(data)
-    command.close_stdin()
-    if not command.wait(120) or command.ended is None or command.ended.exit_code != 0:
-        raise BadRequest(f"path: {path}: {b''.join(errors).decode(errors='replace').strip()}")
 
 
 def _multipart(kind: str, body: bytes, path: str | None) -> list[tuple[str, bytes]]:

@@ -32,6 +32,11 @@ def user_of(headers: Mapping[str, str]) -> str | None:
         name = base64.b64decode(value[6:]).decode().split(":", 1)[0]
     except (ValueError, UnicodeDecodeError):
         raise BadRequest(f"Authorization: {value!r} is not Basic base64(user:)") from None
+    return user_named(name)
+
+
+def user_named(name: str) -> str | None:
+    """The user E2B's ``name`` is: None for the workspace's own (``user``, or none)."""
     return None if name in ("", E2B_DEFAULT_USER) else name
 
 

@@ -16,7 +16,9 @@ from e2b.envd.filesystem import filesystem_pb as fs
 from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
+from wsfixture.serve.commands import Spec
 from wsfixture.serve.envd import START, Context, caller
+from wsfixture.serve.refusals import BadRequest, NotFound
 from wsfixture.serve.sandboxes import Sandbox, Sandboxes
 from wsfixture.serve.watch import Change, Watcher, listing_line
 from wsfixture.workspaces.commands import shell_line
@@ -167,6 +169,38 @@ def run_as(sandbox: Sandbox, user: str | None, line: str) -> str:
     if rc != 0:
         raise ConnectError(Code.INVALID_ARGUMENT, err.strip() or f"exit status {rc}")
     return out
+
+
+MAX_FILE = 256 * 1024 * 1024  # bytes of one file through /files, read or written
+
+
+def read_file(sandbox: Sandbox, path: str, user: str | None) -> bytes:
+    """The file at ``path``, read as ``user`` (envd's ``GET /files``), up to ``MAX_FILE``."""
+    quoted = _q(path)
+    line = shell_line(f"[ -f {quoted} ] || {{ echo {quoted}: no such file >&2; "
+                      f"exit {NOT_FOUND_RC}; }}; cat -- {quoted}", user=user)  # fmt: skip
+    rc, out, err = sandbox.workspace._session().run(line, 120, MAX_FILE)
+    if rc == NOT_FOUND_RC:
+        raise NotFound(err.decode(errors="replace").strip())
+    if rc != 0:
+        raise BadRequest(f"path: {path}: {err.decode(errors='replace').strip()}")
+    return out
+
+
+def write_file(sandbox: Sandbox, path: str, data: bytes, user: str | None) -> None:
+    """``data`` written to ``path`` (its directories made) as ``user``, through stdin
+    (envd's ``POST /files``)."""
+    quoted = _q(path)
+    spec = Spec("/bin/sh", ("-c", f'mkdir -p -- "$(dirname -- {quoted})" && cat > {quoted}'),
+                user=user)  # fmt: skip
+    command = sandbox.start_command(spec, stdin=True)
+    errors: list[bytes] = []
+    command.subscribe(lambda out: errors.append(out.data) if out.stream == "stderr" else None)
+    command.begin(sandbox.ended)
+    command.send(data)
+    command.close_stdin()
+    if not command.wait(120) or command.ended is None or command.ended.exit_code != 0:
+        raise BadRequest(f"path: {path}: {b''.join(errors).decode(errors='replace').strip()}")
 
 
 NOT_FOUND_RC = 44  # the shell lines' own exit statuses for "no such path" and "exists"

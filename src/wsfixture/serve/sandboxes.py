@@ -24,7 +24,6 @@ BASE_TEMPLATE = "base"  # a container of the config's defaults, as E2B's own "ba
 DEFAULT_TIMEOUT = 300  # seconds, E2B's default
 MAX_TIMEOUT = 24 * 3600
 REAP_EVERY = 1.0  # seconds between the reaper's looks
-MAX_SANDBOXES = 16  # at once, unless `serve --max-sandboxes` says otherwise
 MAX_COMMANDS = 256  # running in one sandbox: each is a channel and a thread on the host
 ENVD_VERSION = "0.5.7"  # envd features served: stdin and its closing, a default user
 
@@ -78,9 +77,9 @@ class Sandbox:
 
 
 class Sandboxes:
-    """The server's sandboxes, by id; ``close`` kills them all."""
+    """The server's sandboxes, by id, ``most`` at once; ``close`` kills them all."""
 
-    def __init__(self, lab: api.Lab, most: int = MAX_SANDBOXES) -> None:
+    def __init__(self, lab: api.Lab, most: int) -> None:
         self.lab = lab
         self.most = most
         self._sandboxes: dict[str, Sandbox] = {}
@@ -95,9 +94,7 @@ class Sandboxes:
     def reaches_internet(self, template: str) -> bool:
         """Whether a sandbox of ``template`` has any way out (open, or an allowlist)."""
         config = self.lab.config
-        own = config.workspaces[template].internet if template in config.workspaces else None
-        chosen = config.network.internet if own is None else own
-        return chosen not in (None, False)
+        return config.internet_for(config.workspaces.get(template)) not in (None, False)
 
     def create(
         self, template: str, timeout: object, metadata: Mapping[str, str],

@@ -21,10 +21,8 @@ if TYPE_CHECKING:
 def allowlist_of(config: Config, spec: WorkspaceSpec) -> tuple[str, ...] | None:
     """The destinations ``spec`` may reach, where a list says so: its own, else its
     network's; None: its uplink is open (or it has none)."""
-    own, lab_wide = spec.internet, config.network.internet
-    if isinstance(own, tuple):
-        return own
-    return lab_wide if own is None and isinstance(lab_wide, tuple) else None
+    chosen = config.internet_for(spec)
+    return chosen if isinstance(chosen, tuple) else None
 
 
 def admit(config: Config, spec: WorkspaceSpec, overcommit: bool) -> None:

@@ -4,7 +4,6 @@ the Ansible inventory of a lab."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import shlex
@@ -274,12 +273,7 @@ def cmd_egress(args: argparse.Namespace) -> int:
         ws.stop()  # an attached handle: closes the connection only
     if record is None:
         raise UsageError(f"{args.name} has no allowlist (its internet is not a list)")
-    data = {
-        "allowlist": list(record.allowlist),
-        "resolved": record.resolved,
-        "denied": [dataclasses.asdict(d) for d in record.denied],
-        "full": record.full,
-    }
+    data = record.as_data()
 
     def text() -> str:
         lines = [f"allowlist: {', '.join(record.allowlist) or '(empty: nothing)'}"]

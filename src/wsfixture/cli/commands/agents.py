@@ -39,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     key_path = Path(args.api_key_file) if args.api_key_file else None
     key = serve.api_key(args.api_key, key_path)
     serve.listen_address(args.listen)  # a bad address is refused before a lab is made
-    if args.max_sandboxes is not None and args.max_sandboxes < 1:
+    if args.max_sandboxes < 1:
         raise UsageError(f"--max-sandboxes: {args.max_sandboxes}; 1 or more")
     templates = ", ".join(["base", *config.workspaces])
 
