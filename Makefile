@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= 3
 PYTEST_ARGS ?=
+# make test's first lane runs on this many pytest-xdist workers (a module stays on one, as
+# its workspaces are shared by its tests); the `alone` lane runs after it, by itself.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help host venv demo test test-fast lint docs bench soak nixos-test gc clean
@@ -30,7 +33,11 @@ demo: host venv ## Boot the example container and VM, verify them, tear them dow
 
 test: host venv ## Install everything, then run the whole suite (unit, plugin, nix, integration, reliability)
 	$(PY) -m wsfixture.cli gc --quiet
-	$(PY) -m pytest -p no:cacheprovider -m "" tests $(PYTEST_ARGS)
+	status=0; \
+	$(PY) -m pytest -p no:cacheprovider -m "not alone" -n $(TEST_WORKERS) --dist loadfile \
+	  tests $(PYTEST_ARGS) || status=$$?; \
+	$(PY) -m pytest -p no:cacheprovider -m alone tests $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 test-fast: venv ## Everything that boots nothing (unit, schema, Nix, plugin options): seconds
 	$(PY) -m pytest -p no:cacheprovider -m "not integration" tests -q $(PYTEST_ARGS)

@@ -21,17 +21,23 @@ BOOTING_FIXTURES = {
 }
 # Every test under these directories boots something real.
 BOOTING_DIRS = tuple(Path(__file__).parent / d for d in ("integration", "reliability"))
+# Every test under this one runs `alone` (make test's second lane, after the parallel one):
+# the kill matrix and the fault tests compare machine-wide state, the limits and churn
+# tests measure time and CPU, the sandbox tests watch the root namespace as a whole.
+ALONE_DIR = Path(__file__).parent / "reliability"
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects anything
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The one place a test is marked `integration`: by its directory, or by a booting
     fixture anywhere else, so the fast lane (`make test-fast`, a bare `pytest`:
-    -m "not integration") cannot pick one up by accident."""
+    -m "not integration") cannot pick one up by accident. The same for `alone`."""
     for item in items:
         in_booting_dir = any(item.path.is_relative_to(d) for d in BOOTING_DIRS)
         if in_booting_dir or BOOTING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if item.path.is_relative_to(ALONE_DIR):
+            item.add_marker(pytest.mark.alone)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -43,6 +49,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """The whole suite leaves nothing behind, whichever test would have leaked it."""
     if hasattr(session.config, "workerinput"):
         return  # under xdist the controller looks, once everything has ended
+    if session.config.option.collectonly:
+        return  # it ran nothing; what another run beside it has up is that run's
     left = footprint() - session.stash.get(footprint_key, set())
     if left:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -25,6 +25,9 @@ from wsfixture.host import ledger, system
 from wsfixture.workspaces import Workspace
 from wsfixture.workspaces.faults import Faults
 
+# Delay, jitter, rate and loss are measured: with nothing of the suite beside them.
+pytestmark = pytest.mark.alone
+
 
 def python(script: str, *args: object) -> str:
     """A shell line running ``script`` with ``args`` in the workspace's python3."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.configs import booted, make_config
+from tests.support.leaks import staging_records
 from tests.support.prereqs import require_root_and_tools
 from tests.support.registry import free_port, local_registry, serving
 from wsfixture.host import ledger, settings, system
@@ -173,7 +174,7 @@ def test_bad_references_and_answers(pushed: tuple[str, list[str]], tmp_path: Pat
         assert failed.returncode == 1
         assert said in failed.stderr, failed.stderr
     assert not list(cache.rglob(f"*{store.STAGING_MARK}*"))
-    assert not [r for r in ledger.records() if r.path.name.startswith("pull-")]
+    assert staging_records(cache) == []
 
 
 def test_an_unreachable_cache_falls_back_to_building_and_says_so_once() -> None:

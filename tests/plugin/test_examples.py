@@ -90,6 +90,7 @@ ip = "192.168.83.20"
 """
 
 
+@pytest.mark.alone  # "all healed" is read from the whole ledger
 def test_the_readme_faults_example_runs_and_a_failure_shows_the_timeline(
     real: pytest.Pytester, tmp_path: Path
 ) -> None:

@@ -315,6 +315,7 @@ internet = ["world.test"]  # every workspace: the world's name, nothing else
 """
 
 
+@pytest.mark.alone  # the worlds on the machine are counted before and after
 def test_ws_world_is_the_lab_s_internet_and_goes_with_the_session(real: pytest.Pytester) -> None:
     """With --ws-world, a workspace reaches the world's name over HTTP through the lab's
     uplink, and its allowlist still refuses the other name; without it, asking for
@@ -336,7 +337,7 @@ def test_ws_world_is_the_lab_s_internet_and_goes_with_the_session(real: pytest.P
         """
     )
 
-    def worlds() -> set[str]:  # the world's namespaces (others may come and go meanwhile)
+    def worlds() -> set[str]:  # the worlds' namespaces
         return {p.name for p in Path("/run/netns").iterdir() if p.name.startswith("wsft-")}
 
     before = worlds()

@@ -71,3 +71,13 @@ def footprint() -> set[str]:
             entries = (p for p in place.iterdir() if kind != "cgroup" or p.is_dir())
             found |= {f"{kind} {p.name}" for p in entries}
     return found
+
+
+def staging_records(cache: Path) -> list[str]:
+    """The ledger records of imports and pulls staging in ``cache`` (other tests' caches
+    are theirs)."""
+    return [
+        r.key
+        for r in ledger.records()
+        if isinstance(r.info, ledger.BuildInfo) and Path(r.info.staging).is_relative_to(cache)
+    ]
