@@ -35,6 +35,7 @@ test: host venv ## Install everything, then run the whole suite (unit, plugin, n
 	$(PY) -m wsfixture.cli gc --quiet
 	status=0; \
 	$(PY) -m pytest -p no:cacheprovider -m "not alone" -n $(TEST_WORKERS) --dist loadfile \
+	  --no-loadscope-reorder \
 	  tests $(PYTEST_ARGS) || status=$$?; \
 	$(PY) -m pytest -p no:cacheprovider -m alone tests $(PYTEST_ARGS) || status=$$?; \
 	exit $$status

@@ -3,6 +3,7 @@ behind. What tests share is in ``tests.support``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,14 @@ BOOTING_DIRS = tuple(Path(__file__).parent / d for d in ("integration", "reliabi
 ALONE_DIR = Path(__file__).parent / "reliability"
 
 
+# The suite's own durations (pytest-split's format, of a serial `make test`): the fast lane's
+# CI shards split by them, and make test's parallel lane takes the longest modules first.
+DURATIONS = Path(__file__).parents[1] / ".test_durations"
+UNKNOWN_SECONDS = {True: 10.0, False: 0.1}  # a test the file does not know: booting or not
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects anything
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The one place a test is marked `integration`: by its directory, or by a booting
     fixture anywhere else, so the fast lane (`make test-fast`, a bare `pytest`:
     -m "not integration") cannot pick one up by accident. The same for `alone`."""
@@ -38,6 +45,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if item.path.is_relative_to(ALONE_DIR):
             item.add_marker(pytest.mark.alone)
+    if hasattr(config, "workerinput"):
+        items[:] = longest_modules_first(items)
+
+
+def longest_modules_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The items, a module's together and the longest modules first: xdist's `loadfile`
+    (with `--no-loadscope-reorder`) hands modules out in this order, so no worker starts a
+    long module while the other is finishing (each worker collects the same order)."""
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    seconds: dict[Path, float] = {}
+    for item in items:
+        guess = UNKNOWN_SECONDS[item.get_closest_marker("integration") is not None]
+        seconds[item.path] = seconds.get(item.path, 0.0) + known.get(item.nodeid, guess)
+    return sorted(items, key=lambda item: -seconds[item.path])  # stable: order within kept
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
