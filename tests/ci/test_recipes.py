@@ -83,7 +83,7 @@ def test_the_workflow_says_what_the_readme_promises() -> None:
     assert "pip install --quiet 'wsfixture" not in workflow, "it is on no index: its source"
 
 
-def test_three_groups_run_the_fast_lane_exactly_once() -> None:
+def test_three_groups_hold_the_fast_lane_exactly_once() -> None:
     """pytest-split over the stored durations: each test in one group, none left out. A
     group is what pytest-split selects at collection, so collecting each group (the four
     collections at once) shows the partition the recipe's shards run; the tests themselves
