@@ -22,7 +22,7 @@ import pytest
 from tests.support.configs import booted, make_config
 from tests.support.leaks import staging_records
 from tests.support.prereqs import require_root_and_tools
-from tests.support.registry import free_port, local_registry, serving
+from tests.support.registry import free_port, local_registry, patched_env, serving
 from wsfixture.host import ledger, settings, system
 from wsfixture.image import registry, shared_cache, store, templates
 from wsfixture.workspaces.prepare import recipe_for
@@ -187,20 +187,6 @@ def test_an_unreachable_cache_falls_back_to_building_and_says_so_once() -> None:
     assert len(said) == 1
     assert said[0].startswith(f"image cache {closed} unreachable (registry 127.0.0.1:")
     assert said[0].endswith(": building here")
-
-
-@contextlib.contextmanager
-def patched_env(changes: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in changes}
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager

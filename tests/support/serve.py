@@ -4,7 +4,6 @@ a config of the caller's, and the ``e2b`` SDK pointed at it."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.registry import free_port
+from tests.support.registry import free_port, patched_env
 
 KEY = "wsf-test-key-0123456789abcdef"
 
@@ -63,13 +62,5 @@ def serving(where: Path, text: str, *options: str) -> Iterator[Served]:
     else:
         process.kill()
         raise AssertionError(f"the server did not listen within 60 s: {log.read_text()}")
-    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
-    os.environ.update(E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=KEY)
-    try:
+    with patched_env({"E2B_API_URL": url, "E2B_SANDBOX_URL": url, "E2B_API_KEY": KEY}):
         yield Served(url, process, log)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
