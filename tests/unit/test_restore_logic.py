@@ -250,18 +250,28 @@ def uptime() -> float:
     return float(Path("/proc/uptime").read_text().split()[0])
 
 
-def test_a_resume_sets_the_host_s_time_plus_the_uptime_since_halfway_through_asking() -> None:
-    """The awk a resumed VM's agent runs: told the host's time 1000.0, asked at uptime 50.0
-    and answered at 50.2, it gives 1000.0 plus the uptime passed since 50.1."""
+def test_the_clock_is_the_host_s_time_plus_the_uptime_since_halfway_through_asking() -> None:
+    """The shell the agent runs for a clone and a resume: told the host's time 1000.0, asked
+    at uptime 50.0 and answered at 50.2, it gives 1000.0 plus the uptime passed since 50.1;
+    and to the microsecond, with fractions of any length (zeros leading them kept)."""
+    def clock_now(told: str) -> str:
+        script = f"{restore.CLOCK_NOW_SH}\nclock_now '{told}'\necho \"$now\""
+        return subprocess.run(
+            ["sh", "-c", script], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
     before = uptime()
-    said = subprocess.run(
-        ["awk", "-v", "told=1000.0 50.0 50.2", restore.CLOCK_NOW_AWK],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+    said = clock_now("1000.0 50.0 50.2")
     after = uptime()
-    # (to the printed microsecond: 1000.0 + 18660.65 - 50.1 is 19610.550000000003 in floats)
     assert 1000.0 + before - 50.1 - 1e-6 <= float(said) <= 1000.0 + after - 50.1 + 0.01, said
     assert re.fullmatch(r"\d+\.\d{6}", said), f"not what `date -s @...` takes: {said!r}"
+    # The uptime part cancels out when asked and answered are now: what is left is exact.
+    now = f"{uptime():.2f}"
+    for told, host in (("1765040000.000123", 1765040000_000123), ("7", 7_000000),
+                       ("12.5", 12_500000), ("3.0000009", 3_000000)):  # fmt: skip
+        got = clock_now(f"{told} {now} {now}")
+        micros = int(got.replace(".", ""))
+        assert 0 <= micros - host <= 50_000, (told, got)  # the uptime read a moment later
 
 
 def test_changed_or_cut_memory_is_found(tmp_path: Path) -> None:

@@ -63,14 +63,29 @@ PREREAD_PROGRAMS = (
     "/usr/bin/bash", "/usr/bin/doas", "/usr/bin/tar", "/usr/bin/date", "/usr/bin/mount",
     "/usr/sbin/ip",
 )  # fmt: skip
-# The time to set from the host's and two uptimes (``told``: "<host time> <uptime when the
-# guest asked> <uptime when it was answered>"): the host's time plus the uptime passed since
-# halfway between the two.
-CLOCK_NOW_AWK = """BEGIN {
-    split(told, t, " ")
-    getline up <"/proc/uptime"
-    split(up, u, " ")
-    printf "%.6f", t[1] + u[1] - (t[2] + t[3]) / 2
+# ``clock_now TOLD``: the time to set, from ``TOLD`` ("<host time> <uptime when the guest
+# asked> <uptime when it was answered>"): the host's time plus the uptime passed since
+# halfway between the two, as `date -s @` takes it, in ``$now``. Worked out in the shell's
+# integer arithmetic, in microseconds: a program for it (awk, Python) cost a clone's one
+# CPU under TCG more than the sum is worth. ``micro`` leaves its answer in ``$us`` (no
+# subshell: each fork is CPU a clone waits for).
+CLOCK_NOW_SH = r"""micro() {
+    whole=${1%.*} frac=${1#*.}
+    [ "$frac" = "$1" ] && frac=
+    frac=${frac}000000
+    frac=${frac%"${frac#??????}"}
+    us=$((whole * 1000000 + 1$frac - 1000000))
+}
+clock_now() {
+    read -r up _ </proc/uptime
+    set -- $1
+    micro "$1"; host=$us
+    micro "$2"; asked=$us
+    micro "$3"; answered=$us
+    micro "$up"
+    us=$((host + us - (asked + answered) / 2))
+    frac=$((us % 1000000 + 1000000))
+    now=$((us / 1000000)).${frac#1}
 }"""
 AGENT_SCRIPT = f"""\
 #!/bin/sh
@@ -98,19 +113,13 @@ nic=/run/wsfixture-nic
 rm -f "$nic" && mkfifo -m 600 "$nic" || fail "making $nic"
 ip -batch "$nic" 3>&- &
 configure=$!
-# The program that sets a clone's clock. It reads the host's time and this machine's
-# uptime when it asked for it and when the answer came, and adds the uptime passed since
-# the middle of the two (the host's time is from in between): whatever waits for the one
-# CPU meanwhile (an exec of `date` alone left clones ~0.6 s behind) is counted. It opens
-# the file it is given itself.
-set_clock='import sys, time
-with open(sys.argv[1]) as given:
-    host, asked, answered = map(float, given.readline().split())
-with open("/proc/uptime") as uptime:
-    since = float(uptime.read().split()[0]) - (asked + answered) / 2
-time.clock_settime(time.CLOCK_REALTIME, host + since)'
-# The same sum in awk, for `date` (a resume's): the time to set, from ``ask_time``'s.
-clock_now='{CLOCK_NOW_AWK}'
+# The clock, set by `date` from the host's time and this machine's uptime when it asked
+# for it and when the answer came (``clock_now``): whatever waits for the one CPU meanwhile
+# is counted (a `date` of the host's time as it came left clones ~0.6 s behind).
+{CLOCK_NOW_SH}
+set_clock() {{
+    clock_now "$1" && date -s "@$now" >/dev/null
+}}
 # The host's time, asked for on the port: prints "<host time> <uptime when asked>
 # <uptime when answered>".
 ask_time() {{
@@ -120,12 +129,6 @@ ask_time() {{
     read -r answered _ </proc/uptime
     echo "$now $asked $answered"
 }}
-# A clone's setter is started now, waiting on a fifo (a redirection would block before it
-# starts): a clone does not pay for starting Python.
-clockfifo=/run/wsfixture-clock
-rm -f "$clockfifo" && mkfifo -m 600 "$clockfifo" || fail "making $clockfifo"
-python3 -c "$set_clock" "$clockfifo" 3>&- &
-clock=$!
 resolved=$(systemctl show --property=MainPID --value systemd-resolved.service)
 # The files a clone reads first (its login's programs, PAM modules and their libraries; this
 # agent's tools), read now: they are saved in the page cache, so no clone waits on its disk
@@ -152,7 +155,8 @@ read -r magic size mac address gateway entropy <&3 || fail "no identity header"
 # The host's time, asked for now: one written with the identity, before the VM ran again,
 # was 1.4-2 s old by here under TCG (the unpacking comes first), and the clone's clock
 # stayed that far behind the host's.
-ask_time >"$clockfifo" || fail "no time from the host"
+told=$(ask_time) || fail "no time from the host"
+set_clock "$told" || fail "setting the clock"
 printf '%s' "$entropy" >/dev/urandom
 # The shares, hot-plugged while the VM was paused, appear while the rest is done.
 WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares &
@@ -170,7 +174,6 @@ fi
 if [ -x /usr/lib/openssh/sshd-session ]; then
     kill -HUP "$sshd" || fail "reloading sshd"
 fi
-wait "$clock" || fail "setting the clock"
 wait "$shares" || fail "mounting the shares"
 # resolved lists its servers in this file once it has read them.
 dns_ready() {{
@@ -236,11 +239,7 @@ while read -r verb _ <&3; do
     case "$verb" in
     {QUIESCE}) quiesce >&3 ;;
     {RESUME})
-        # Set by `date`, from the time awk works out as the setter would: starting Python
-        # here made each rollback ~0.7 s longer under TCG (it is what a test waits for
-        # after each rollback with reset="checkpoint").
-        if ! told=$(ask_time) || ! date -s "@$(awk -v told="$told" "$clock_now")" >/dev/null
-        then
+        if ! told=$(ask_time) || ! set_clock "$told"; then
             echo "error setting the clock" >&3
         elif WSFIXTURE_MOUNT_TRIES={SHARE_WAIT_TRIES} /usr/local/sbin/wsfixture-seed shares; then
             echo {OK} >&3
