@@ -23,8 +23,9 @@ BOOTING_FIXTURES = {
 # Every test under these directories boots something real.
 BOOTING_DIRS = tuple(Path(__file__).parent / d for d in ("integration", "reliability"))
 # Every test under this one runs `alone` (make test's second lane, after the parallel one):
-# the kill matrix and the fault tests compare machine-wide state, the limits and churn
-# tests measure time and CPU, the sandbox tests watch the root namespace as a whole.
+# the kill matrix and the fault tests compare machine-wide state, the limits tests measure
+# time and CPU, the sandbox tests watch the root namespace as a whole. A module there that
+# looks at nothing but its own may say so (``RUNS_BESIDE_OTHERS = True``, with why).
 ALONE_DIR = Path(__file__).parent / "reliability"
 
 
@@ -43,7 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         in_booting_dir = any(item.path.is_relative_to(d) for d in BOOTING_DIRS)
         if in_booting_dir or BOOTING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-        if item.path.is_relative_to(ALONE_DIR):
+        beside = getattr(getattr(item, "module", None), "RUNS_BESIDE_OTHERS", False)
+        if item.path.is_relative_to(ALONE_DIR) and not beside:
             item.add_marker(pytest.mark.alone)
     if hasattr(config, "workerinput"):
         items[:] = longest_modules_first(items)

@@ -23,13 +23,11 @@ from wsfixture.api import LAB_PREFIX
 from wsfixture.host import system
 
 ROOT = Path(__file__).parents[2]
-# The API's labs are counted machine-wide before and after: `wsfixture serve`'s and other
-# tests' would be counted too, so nothing of the suite runs beside these.
-pytestmark = pytest.mark.alone
 
 
 def api_footprint() -> set[str]:
-    """What the API's own labs have on the machine."""
+    """What the API's own labs have on the machine (`wsfixture serve`'s are named apart:
+    a server beside these tests is not counted)."""
     return {entry for entry in footprint() if LAB_PREFIX in entry}
 
 

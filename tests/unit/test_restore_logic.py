@@ -254,6 +254,7 @@ def test_the_clock_is_the_host_s_time_plus_the_uptime_since_halfway_through_aski
     """The shell the agent runs for a clone and a resume: told the host's time 1000.0, asked
     at uptime 50.0 and answered at 50.2, it gives 1000.0 plus the uptime passed since 50.1;
     and to the microsecond, with fractions of any length (zeros leading them kept)."""
+
     def clock_now(told: str) -> str:
         script = f"{restore.CLOCK_NOW_SH}\nclock_now '{told}'\necho \"$now\""
         return subprocess.run(

@@ -43,7 +43,8 @@ from wsfixture.model.shares import STANDARD_SHARE_TABLE
 # digest of wsfixture.guest.restore, in every key.
 # 3: the guest booted with its key's machine-id (2 used its staging directory's, which left
 # every clone's journal link dangling)
-TEMPLATE_VERSION = "3"
+# 4: a clone's clock set by the shell and `date` (no Python started in the template)
+TEMPLATE_VERSION = "4"
 META = "template.json"
 QEMU_STATE_MAGIC = b"QEVM"
 RAM_BLOCK = 2**16  # what ``ram_digest`` reads at a time, and skips when all zeros

@@ -25,6 +25,9 @@ MAX_SANDBOXES = 16  # at once, unless `serve --max-sandboxes` says otherwise
 KEY_BYTES = 32
 MIN_KEY = 16  # characters a key must have to be a secret
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The server's labs are named wsrv-<hex>: apart from the Python API's own (wspy-<hex>), so
+# `wsfixture list` and a count of the API's labs tell the two apart.
+LAB_PREFIX = "wsrv"
 
 
 def key_file() -> Path:
@@ -73,6 +76,7 @@ def serve(
     import uvicorn
 
     from wsfixture import api
+    from wsfixture.net.lab import new_lab_name
     from wsfixture.serve.app import Server
     from wsfixture.serve.sandboxes import Sandboxes
 
@@ -94,7 +98,7 @@ def serve(
                     signal.signal(sig, handler)
 
     host, port = listen_address(listen)
-    with api.Lab(config) as lab:
+    with api.Lab(config, new_lab_name(LAB_PREFIX)) as lab:
         sandboxes = Sandboxes(lab, most)
         try:
             server = Until(uvicorn.Config(
