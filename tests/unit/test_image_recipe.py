@@ -187,7 +187,10 @@ def test_a_finished_build_says_what_it_made_in_its_own_time() -> None:
 
 # What the guest is given, by version: the image keys' digests of ``osconfig.image_setup``
 # and the template keys' of ``restore.template_files`` (and its protocol's names).
-GOLDEN_IMAGES = {"14": {"container": "5d36dd5a3a736f3c", "vm": "5a0b6bad94d866f6"}}
+GOLDEN_IMAGES = {
+    "14": {"container": "5d36dd5a3a736f3c", "vm": "5a0b6bad94d866f6"},
+    "15": {"container": "5d36dd5a3a736f3c", "vm": "92fcc17519a346d8"},
+}
 GOLDEN_TEMPLATES = {"3": "946cfb8f1fa7863f", "4": "63b41640fd032909"}
 
 

@@ -29,7 +29,8 @@ from wsfixture.model.spec import DEFAULT_RELEASE
 # ``osconfig.customise`` applies the guest configuration); what that configuration writes
 # needs no bump: its digest (``osconfig.fingerprint``) is in every key. The digests of this
 # version are pinned in tests/unit/test_image_recipe.py, so a key never moves unnoticed.
-BUILDER_VERSION = "14"  # 14: no setuid, setgid or capability in a VM image's tree
+# 14: no setuid, setgid or capability in a VM image's tree; 15: no udev in a VM's initramfs
+BUILDER_VERSION = "15"
 VM_DISK_NAME = f"root-v{BUILDER_VERSION}.ext4"
 # What a layer with setup lines or files does after them: 2 restores resolved's stub link
 # after every step (1 left the host's resolv.conf in setup-only layers). In those layers'
