@@ -18,7 +18,7 @@ from tests.support.configs import booted, make_config
 from tests.support.leaks import leftovers
 from wsfixture import checks
 from wsfixture.errors import CommandError, CommandTimeout, ConfigError, WaitTimeout
-from wsfixture.host import keys, ledger
+from wsfixture.host import keys, ledger, settings
 from wsfixture.model.config import Config, load_config, workspace_spec
 from wsfixture.net.lab import Lab
 from wsfixture.remote import SshSession
@@ -371,3 +371,21 @@ def test_docs_brings_a_layer_s_man_pages_and_locales(tmp_path: Path) -> None:
         for path in ("/usr/share/man/man1/hello.1.gz", "/usr/share/locale/de/LC_MESSAGES/hello.mo"):
             assert plain.run(f"test -e {path}")[0] != 0, path
             withdocs.succeed(f"test -e {path}")
+
+
+def test_two_reapers_of_one_record_both_report_nothing_failed() -> None:
+    """A record released while another reaper (a `wsfixture gc` beside a session's own
+    reap) has just deleted its namespace: what is gone is not a failure. Positive control:
+    the first release deletes the namespace it lists."""
+    name = f"wsf-reap-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        first = ledger.Record.create(f"test-reap-{name}", ledger.LabInfo(name))
+        first.add_netns(name)
+        second = ledger.Record(first.key, first.info, first.owner, netns=[name])
+        assert ledger.release(first) == []
+        assert not (settings.NETNS_RUN / name).exists(), "the first reaper deleted it"
+        assert ledger.release(second) == [], "the second found it gone: not a failure"
+        assert not second.path.exists()
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)

@@ -27,6 +27,7 @@ CONSOLE_LOG = "console.log"  # what the guest writes to its console (a VM's seri
 QEMU_LOG = "qemu.log"  # QEMU's own stderr
 EGRESS_LOG = "egress-dns.log"  # an allowlisted workspace's resolver's query log
 NETNS_ETC = Path("/etc/netns")
+NETNS_RUN = Path("/run/netns")  # where `ip netns` keeps the named namespaces
 
 
 @dataclass(frozen=True)

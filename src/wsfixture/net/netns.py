@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import socket
 import threading
-from pathlib import Path
 
-from wsfixture.host import system
+from wsfixture.host import settings, system
 
-NETNS_DIR = Path("/run/netns")
+NETNS_DIR = settings.NETNS_RUN
 
 
 class Netns:
