@@ -335,7 +335,7 @@ def delete_fault_table(info: FaultsInfo) -> None:
     where its lab and they are still there."""
     if not (settings.NETNS_RUN / info.lab).exists():
         return  # the lab went, and its faults with it
-    lab = ["nsenter", f"--net=/run/netns/{info.lab}", "--"]
+    lab = ["nsenter", f"--net={settings.NETNS_RUN / info.lab}", "--"]
     tables = system.run([*lab, "nft", "list", "tables"]).splitlines()
     for family in ("bridge", "ip"):
         if f"table {family} {info.table}" in tables:
@@ -354,7 +354,7 @@ def delete_fault_table(info: FaultsInfo) -> None:
 def unshape_port(lab: str, port: str) -> None:
     """Take a bridge port's rate shaping off: its qdiscs and its IFB device (what is not
     there any more is no failure)."""
-    inside = ["nsenter", f"--net=/run/netns/{lab}", "--"]
+    inside = ["nsenter", f"--net={settings.NETNS_RUN / lab}", "--"]
     for qdisc in ("root", "ingress"):
         system.run([*inside, "tc", "qdisc", "del", "dev", port, qdisc], check=False)
     system.run([*inside, "ip", "link", "delete", derive.ifb_name(port)], check=False)

@@ -26,7 +26,7 @@ from wsfixture.model import derive
 from wsfixture.model.config import NetworkSpec
 from wsfixture.net import dns, egress, guard, labfiles, uplink
 from wsfixture.net.labfiles import LabHost
-from wsfixture.net.netns import NETNS_DIR, Netns
+from wsfixture.net.netns import Netns
 
 # Neighbour resolution retries every second by default: a connect to an address that is
 # not up yet then stalls for a second or more. In our own namespace we retry fast instead.
@@ -154,7 +154,7 @@ class Lab(Netns):
         assert self._record is not None
         system.require_tool("nft")
         via = self.network.uplink_namespace
-        if via is not None and not (NETNS_DIR / via).exists():
+        if via is not None and not (settings.NETNS_RUN / via).exists():
             raise LabError(self.name, f"network.uplinkNamespace {via!r} does not exist")
         log = self.dir / "uplink.log"
         process, ready = uplink.launch(self.netns_path, plan, log, via, self.die_with_owner)

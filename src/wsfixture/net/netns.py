@@ -11,15 +11,13 @@ import threading
 
 from wsfixture.host import settings, system
 
-NETNS_DIR = settings.NETNS_RUN
-
 
 class Netns:
     """The network namespace ``/run/netns/<name>`` (made and removed by its owner)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.netns_path = NETNS_DIR / name
+        self.netns_path = settings.NETNS_RUN / name
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         """``argv`` run in the namespace (keeps /sys and cgroups visible)."""
