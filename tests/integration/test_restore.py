@@ -50,6 +50,7 @@ def config(state_root: Path) -> Config:
         rebuilt={**SHAPE, "packages": ["less"]},
         afterwards={**SHAPE, "packages": ["less"]},
         corrupt={**SHAPE, "memory": 736},  # its template damaged: a shape no other test uses
+        **{"corrupt-next": {**SHAPE, "memory": 736}},
         prompt=SHAPE,
         discarded=SHAPE,
         unsynced=SHAPE,
@@ -83,10 +84,13 @@ def template_of(ws: Workspace) -> templates.Template:
     return templates.Template(store.templates_dir() / ws._backend.shape.key)
 
 
-def test_both_are_restored_from_one_template(twins: tuple[Workspace, Workspace]) -> None:
+def test_both_stand_on_one_template(twins: tuple[Workspace, Workspace]) -> None:
+    """The second is its clone; the first is another, or, where the shape had no template
+    yet, the VM that made it and went on."""
     a, b = twins
-    assert boot_of(a).startswith("restored from template")
-    assert boot_of(a) == boot_of(b)
+    key = template_of(a).key
+    assert boot_of(b) == f"restored from template {key}"
+    assert boot_of(a) in (boot_of(b), f"made template {key} and went on from it")
     assert [o for o in checks.verify(a) if not o.ok] == []
     assert [o for o in checks.verify(b) if not o.ok] == []
 
@@ -222,7 +226,7 @@ def test_a_restore_while_its_image_is_rebuilt_gives_a_correct_workspace(
     with Workspace(config.workspaces["afterwards"], config, lab) as after:
         template = template_of(after)
         assert template.meta()["image_ready"] == (image.dir / "ready").read_text()
-        assert boot_of(after).startswith("restored from template")
+        assert boot_of(after) == f"made template {template.key} and went on from it"
         assert after.succeed("hostname").strip() == "afterwards"
 
 
@@ -233,11 +237,13 @@ def _link_but_copy_disk(source: str, target: str) -> None:
         Path(target).hardlink_to(source)
 
 
-def test_a_damaged_template_is_detected_and_made_anew(config: Config, lab: Lab) -> None:
+def test_a_damaged_template_is_made_anew_by_the_vm_that_found_it(config: Config, lab: Lab) -> None:
     """A page of its guest's memory changed, the file's size the same: only the digest
-    checked while the clone is loaded can tell, and the clone never runs. (A truncated
-    state or memory file is found before QEMU reads it, as a template that is not there,
-    and a changed state by its digest: unit-tested.)"""
+    checked while the clone is loaded can tell, and the clone never runs. The VM that found
+    it boots as the template, is saved, and goes on as the workspace it was to be, whole;
+    the next VM of the shape is a clone of the new template. (A truncated state or memory
+    file is found before QEMU reads it, as a template that is not there, and a changed
+    state by its digest: unit-tested.)"""
     spec = config.workspaces["corrupt"]
     with Workspace(spec, config, lab) as ws:  # the template exists, whole
         template = template_of(ws)
@@ -247,14 +253,25 @@ def test_a_damaged_template_is_detected_and_made_anew(config: Config, lab: Lab) 
         ram.seek(start + length // 2 // 4096 * 4096)
         ram.write(b"\xa5" * 4096)
     with Workspace(spec, config, lab) as ws:
-        assert boot_of(ws).startswith("restored from template")
+        assert boot_of(ws) == f"made template {template.key} and went on from it"
+        assert [o for o in checks.verify(ws) if not o.ok] == []
         assert ws.succeed("hostname").strip() == "corrupt"
+        assert ws.succeed("cat /etc/machine-id").strip() == derive.machine_id("corrupt")
+        assert ws.succeed("cat /sys/class/net/eth0/address").strip() == derive.mac("corrupt")
         assert ws.succeed("systemctl --failed --no-legend --plain").strip() == ""
-    assert template.meta()["made"] > made
-    assert template.verify_state() is None
-    # Its end waited for the template's own processes only: it once waited 5 s on each of
-    # the VM's share daemons, which run on (20 s a template).
-    assert template.meta()["save_seconds"] < 10, template.meta()
+        ws.succeed("echo mine > ~/mine && sync")
+        assert template.meta()["made"] > made
+        assert template.verify_state() is None
+        # Its end waited for the template's own steps only: it once waited 5 s on each of
+        # the VM's share daemons, which run on.
+        assert template.meta()["save_seconds"] < 10, template.meta()
+        with Workspace(config.workspaces["corrupt-next"], config, lab) as clone:
+            assert boot_of(clone) == f"restored from template {template.key}"
+            assert [o for o in checks.verify(clone) if not o.ok] == []
+            # What the maker wrote after the save is its own, not the template's.
+            assert ws.succeed("cat ~/mine").strip() == "mine"
+            assert clone.run("cat ~/mine")[0] != 0
+            assert clone.succeed("cat /etc/machine-id").strip() == derive.machine_id("corrupt-next")
 
 
 # Written through a shared mapping by a process that goes on holding it: its pages stay

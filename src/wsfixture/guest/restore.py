@@ -92,12 +92,14 @@ AGENT_SCRIPT = f"""\
 # wsfixture: wait (in a template) for this VM's identity, then take it (in a clone).
 set -u
 port=/dev/virtio-ports/{PORT_NAME}
-exec 3<>"$port"
-fail() {{ echo "error $*" >&3; echo "wsfixture-restore: $*" >&2; exit 1; }}
 state=$(timeout {SETTLE_SECONDS} systemctl is-system-running --wait 2>/dev/null)
 # udev may still be loading modules for the machine's devices ("running" does not wait for
-# it); a template saved then leaves each clone to finish that on its CPU.
+# it); a template saved then leaves each clone to finish that on its CPU. The port's name
+# is udev's link as well: opened before this, it was not there in 2 template boots of 14
+# on a busy host, and the host waited for a guest that had given up.
 udevadm settle --timeout={SETTLE_SECONDS} || true
+exec 3<>"$port"
+fail() {{ echo "error $*" >&3; echo "wsfixture-restore: $*" >&2; exit 1; }}
 # The shares' driver, loaded now: the template has no share, and a clone whose hot-plugged
 # shares made udev load it spent its CPU on that before their mounts could go on.
 modprobe virtiofs || fail "no virtiofs driver"

@@ -44,7 +44,9 @@ from wsfixture.model.shares import STANDARD_SHARE_TABLE
 # 3: the guest booted with its key's machine-id (2 used its staging directory's, which left
 # every clone's journal link dangling)
 # 4: a clone's clock set by the shell and `date` (no Python started in the template)
-TEMPLATE_VERSION = "4"
+# 5: the first VM of a shape boots as its template and goes on; the agent opens its port
+# once udev has settled
+TEMPLATE_VERSION = "5"
 META = "template.json"
 QEMU_STATE_MAGIC = b"QEVM"
 RAM_BLOCK = 2**16  # what ``ram_digest`` reads at a time, and skips when all zeros

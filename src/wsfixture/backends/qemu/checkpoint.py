@@ -157,23 +157,9 @@ def _plug_missing(vm: CheckpointTarget, qmp: QmpClient, tags: list[str]) -> None
 
 def _switch_disk(vm: CheckpointTarget, qmp: QmpClient, into: Path, final: Path, fdset: int) -> None:
     """The paused VM's running disk becomes the checkpoint's; a new overlay over it (by
-    its final name) takes the writes. QEMU keeps its descriptor across the rename, and
-    gets the new overlay's as an fd set: it may not open files."""
-    node = next(d["inserted"]["node-name"] for d in qmp.command("query-block")
-                if d["device"] == "root")  # fmt: skip
+    its final name) takes the writes."""
     _move(vm.overlay, into / DISK)
-    disk.create_overlay(final / DISK, vm.overlay, "qcow2", vm.disk_mib, unopened=True)
-    fd = os.open(vm.overlay, os.O_RDWR)
-    try:
-        qmp.add_fd(fdset, fd)
-    finally:
-        os.close(fd)
-    overlay = f"checkpoint-{fdset}"
-    qmp.command(
-        "blockdev-add", driver="qcow2", backing=None, **{"node-name": overlay},
-        file={"driver": "file", "filename": f"/dev/fdset/{fdset}", "locking": "off"},
-    )  # fmt: skip
-    qmp.command("blockdev-snapshot", node=node, overlay=overlay)
+    disk.stack_overlay(qmp, vm.overlay, final / DISK, vm.disk_mib, fdset)
 
 
 def _move(source: Path, target: Path) -> None:

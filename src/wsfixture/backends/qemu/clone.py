@@ -1,13 +1,15 @@
-"""VM start by restore: a clone of its shape's template per workspace.
+"""VM start by restore: a clone of its shape's template per workspace, or, for the first
+VM of a shape, the template itself going on.
 
-An overlay over the template's frozen disk; the guest's memory, a copy of the template's
-(only what its guest wrote; the copy is a memfd, which virtiofsd can map); QEMU with the
-template's devices over them and ``-incoming defer``, the state of its devices handed over
-by descriptor. Meanwhile the template's digests are checked; the clone is let run
-(``cont``) only if they match, so a corrupt template never runs. The shares are
-hot-plugged (connected by us, handed over by descriptor), then the identity goes down the
-virtio-serial port and the guest answers.
-This module needs of the VM only ``RestoreTarget``.
+A clone: an overlay over the template's frozen disk; the guest's memory, a copy of the
+template's (only what its guest wrote; the copy is a memfd, which virtiofsd can map); QEMU
+with the template's devices over them and ``-incoming defer``, the state of its devices
+handed over by descriptor. Meanwhile the template's digests are checked; the clone is let
+run (``cont``) only if they match, so a corrupt template never runs. The first VM of a
+shape with no template boots as it (``template.boot_and_save``) and is left paused where a
+clone's load leaves one. Either way the shares are then hot-plugged (connected by us,
+handed over by descriptor), the identity goes down the virtio-serial port and the guest
+answers. This module needs of the VM only ``RestoreTarget``.
 """
 
 from __future__ import annotations
@@ -20,17 +22,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from wsfixture.backends.qemu import channel, disk
 from wsfixture.backends.qemu.argv import IDENTITY_SOCKET, TEMPLATE_MAC, Boot
 from wsfixture.backends.qemu.qmp import QmpClient, leave_out_memory, wait_migration
-from wsfixture.backends.qemu.template import TemplateHost, build_template
+from wsfixture.backends.qemu.template import TemplateHost, boot_and_save
 from wsfixture.errors import CorruptTemplateError, TemplateError
 from wsfixture.guest import restore
 from wsfixture.host import settings, system
-from wsfixture.image import obtain, templates
+from wsfixture.image import obtain, store, templates
 from wsfixture.image.templates import Template
 from wsfixture.retry import retry_until
 
@@ -45,19 +48,9 @@ class RestoreTarget(TemplateHost, Protocol):
     """What a restore needs of the VM it restores."""
 
     name: str
-    overlay: Path
-    tap: str
-    console_log: Path
     progress: Callable[[str], None]
     agent_port: socket.socket | None  # the guest port, kept once the clone took its identity
     restored_from: Template | None
-    process: subprocess.Popen[bytes] | None
-
-    def launch(self, boot: Boot, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
-        """QEMU for ``boot``, in the lab, as the workspace's machine process."""
-        ...
-
-    def qmp(self) -> QmpClient: ...
 
     def share_sockets(self) -> dict[str, Path]:
         """Each share's tag and its virtiofsd's listening socket."""
@@ -73,22 +66,58 @@ class RestoreTarget(TemplateHost, Protocol):
 
 
 def start_by_restore(vm: RestoreTarget) -> str:
-    """Restore ``vm`` from its shape's template, made first if need be; a bad template is
-    remade once. Returns how (for ``describe``); TemplateError if it cannot."""
+    """Restore ``vm`` from its shape's template; with none, make it by booting ``vm`` as
+    it, which then goes on. A bad template is remade once. Returns how (for
+    ``describe``); TemplateError if it cannot."""
+    final = Template(store.templates_dir() / vm.shape.key)
     for attempt in (1, 2):
-        template = obtain.ensure_template(
-            vm.shape, vm.image, lambda t, r: build_template(vm, t, r), vm.progress
-        )
+        if went_on := make_and_go_on(vm, final):
+            return went_on
         try:
-            restore_clone(vm, template)
-            return f"restored from template {template.key}"
+            restore_clone(vm, final)
+            return f"restored from template {final.key}"
         except CorruptTemplateError as exc:
-            templates.invalidate(template)
+            templates.invalidate(final)
             if attempt == 2:
                 raise
-            vm.progress(f"template {template.key} is bad ({exc}): making it anew")
+            vm.progress(f"template {final.key} is bad ({exc}): making it anew")
             vm.reset()
     raise AssertionError("unreachable")
+
+
+def make_and_go_on(vm: RestoreTarget, final: Template) -> str | None:
+    """If ``final`` is not there (nor made meanwhile by another process), boot ``vm`` as
+    it, save it, and let it go on as ``vm``: how it started, or None (``final`` is there
+    to restore). The guest takes its identity while the host hashes the saved template
+    and renames it into place."""
+    steps = Steps()
+    with ThreadPoolExecutor(1, thread_name_prefix=f"identity-{vm.name}") as waiting:
+        answer: list[Future[None]] = []
+
+        def build(building: Template, _: object) -> dict[str, Any]:
+            saved = boot_and_save(vm, building, final)
+            steps.done("booted as the template and saved")
+            assert vm.process is not None
+            process = vm.process
+            try:
+                give_identity(vm, saved.port, vm.qmp(), final)
+            except BaseException:
+                saved.port.close()
+                raise
+            answer.append(waiting.submit(identity_taken, vm, saved.port, process, final, steps))
+            os.sync()  # its state, memory and frozen disk on disk before anyone restores them
+            return saved.facts
+
+        try:
+            obtain.ensure_template(vm.shape, vm.image, build, vm.progress)
+        finally:
+            for pending in answer:  # its guest is answering: wait, even if the build failed
+                pending.exception()
+        if not answer:
+            return None
+        answer[0].result()
+    log_steps.debug("%s made template %s and went on: %s", vm.name, final.key, steps)
+    return f"made template {final.key} and went on from it"
 
 
 def clone_boot(vm: RestoreTarget, template: Template) -> Boot:
@@ -112,17 +141,39 @@ def restore_clone(vm: RestoreTarget, template: Template) -> None:
                 vm, clone_boot(vm, template), template.state, listener, steps,
                 template.verify_state, template.ram,
             )  # fmt: skip
-        hot_plug_shares(vm.share_sockets(), qmp)
+        give_identity(vm, port, qmp, template)
         steps.done("shares plugged")
-        # Sent while the VM is paused: QEMU hands it to the guest's buffers meanwhile.
-        port.sendall(vm.identity(template.key))
-        qmp.command("cont")
+        identity_taken(vm, port, process, template, steps)
+    log_steps.debug("%s restored: %s", vm.name, steps)
+
+
+def give_identity(
+    vm: RestoreTarget, port: socket.socket, qmp: QmpClient, template: Template
+) -> None:
+    """The paused VM, as ``template`` left it, is made ``vm``: its shares plugged, its
+    identity sent (QEMU hands it to the guest's buffers meanwhile), and let run."""
+    hot_plug_shares(vm.share_sockets(), qmp)
+    port.sendall(vm.identity(template.key))
+    qmp.command("cont")
+
+
+def identity_taken(
+    vm: RestoreTarget,
+    port: socket.socket,
+    process: subprocess.Popen[bytes],
+    template: Template,
+    steps: Steps,
+) -> None:
+    """The guest's answer to its identity; the port stays open, for the guest's agent
+    serves checkpoints on it (``checkpoint``). TemplateError if it did not take it."""
+    try:
         reply = agent_answer(port, IDENTITY_TIMEOUT, process, vm.console_log)
-        steps.done("identity taken")
-    # The port stays open: the guest's agent serves checkpoints on it (``checkpoint``).
+    except BaseException:
+        port.close()
+        raise
+    steps.done("identity taken")
     vm.agent_port = port
     vm.restored_from = template
-    log_steps.debug("%s restored: %s", vm.name, steps)
     done, said = restore.parse_reply(reply.encode())
     if not done:
         raise TemplateError(f"the restored guest did not take its identity: {said}")

@@ -1,5 +1,6 @@
-"""A VM's qcow2 disks: overlays over a base or a frozen template disk, and the disk handed
-to QEMU as descriptors. ``qemu-img`` is called here and nowhere else."""
+"""A VM's qcow2 disks: overlays over a base or a frozen template disk, the disk handed
+to QEMU as descriptors, and a running VM's disk frozen under a new overlay. ``qemu-img``
+is called here and nowhere else."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from wsfixture.backends.qemu.qmp import QmpClient
 from wsfixture.host import system
 
 
@@ -44,3 +46,24 @@ def descriptors(disk: Path) -> Iterator[tuple[int, ...]]:
     finally:
         for fd in opened:
             os.close(fd)
+
+
+def stack_overlay(qmp: QmpClient, overlay: Path, backing: Path, size_mib: int, fdset: int) -> None:
+    """The paused VM's root disk stops changing: a new qcow2 ``overlay`` over it, which
+    names it ``backing`` (its name from now on, perhaps not in place yet), takes the
+    writes. QEMU keeps its descriptor of the old disk across a rename, and gets the new
+    overlay's as fd set ``fdset``: it may not open files."""
+    node = next(d["inserted"]["node-name"] for d in qmp.command("query-block")
+                if d["device"] == "root")  # fmt: skip
+    create_overlay(backing, overlay, "qcow2", size_mib, unopened=True)
+    fd = os.open(overlay, os.O_RDWR)
+    try:
+        qmp.add_fd(fdset, fd)
+    finally:
+        os.close(fd)
+    name = f"overlay-{fdset}"
+    qmp.command(
+        "blockdev-add", driver="qcow2", backing=None, **{"node-name": name},
+        file={"driver": "file", "filename": f"/dev/fdset/{fdset}", "locking": "off"},
+    )  # fmt: skip
+    qmp.command("blockdev-snapshot", node=node, overlay=name)

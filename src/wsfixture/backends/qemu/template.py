@@ -1,20 +1,26 @@
-"""Making a template: a VM of one shape booted once and saved, for its clones to restore.
+"""Making a template: the first VM of a shape boots as it, is saved where it waits for
+its identity, and goes on as that workspace.
 
-QEMU boots the image with the template seed (``wsfixture.guest.restore``) in a network
-namespace of its own, with a TAP of its own (the NIC's backend is not part of the state);
-once the guest says it waits for its identity, QMP ``stop`` and ``migrate`` to a file
-descriptor (a sandboxed QEMU may not open files or start programs) save it, and QEMU
-quits. The save leaves the guest's memory out: it ran on a memfd, whose pages the guest
-wrote are copied into ``Template.ram``, and a clone copies them into its own, where loading
-them from the stream cost each clone ~0.5 s. (A guest run on the file itself booted ~20 s
-slower under TCG: the host wrote its pages back to disk as it touched them.) This module
-needs of the VM only ``TemplateHost``.
+The workspace's own QEMU (in its lab, on its TAP) boots the image with the template seed
+(``wsfixture.guest.restore``): a throwaway identity, no network, no shares, the agent. Once
+the guest says it waits for its identity, QMP ``stop``; the disk it booted (``frozen``)
+stops changing under a new overlay, the workspace's (``disk.stack_overlay``); ``migrate``
+to a file descriptor (a sandboxed QEMU may not open files or start programs) saves the
+devices, and the pages its guest wrote are copied from the memfd it runs on into
+``Template.ram``, where a clone copies them from (loading them from the stream cost each
+clone ~0.5 s; a guest run on the file itself booted ~20 s slower under TCG: the host
+wrote its pages back to disk as it touched them). The VM is then paused exactly where each
+clone's restore leaves one, and goes on as a clone does (``clone.give_identity``): the
+first VM of a shape costs a boot and a pause, not a boot, a save, a new QEMU and a load.
+This module needs of the VM only ``TemplateHost``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +30,6 @@ from wsfixture.backends.qemu import channel, disk
 from wsfixture.backends.qemu.argv import (
     IDENTITY_SOCKET,
     KERNEL_ARGS,
-    QMP_SOCKET,
     SHARE_TRANSPORT,
     TEMPLATE_MAC,
     Boot,
@@ -32,131 +37,108 @@ from wsfixture.backends.qemu.argv import (
 from wsfixture.backends.qemu.qmp import QmpClient, save_state
 from wsfixture.errors import TemplateError
 from wsfixture.guest import restore
-from wsfixture.host import cgroups, ledger, settings, system, virt
+from wsfixture.host import settings, system, virt
 from wsfixture.image import templates
 from wsfixture.image.recipe import Image
 from wsfixture.image.templates import Template, TemplateShape
 from wsfixture.model.config import Config, WorkspaceSpec
 
 TEMPLATE_BOOT_TIMEOUT = 300.0  # a template's first boot, under TCG with other VMs about
-TEMPLATE_TAP = "tap0"
+OVERLAY_FDSET = 2  # the workspace's overlay, stacked on the template's disk (argv's is 1)
 
 
 class TemplateHost(Protocol):
-    """What making a template needs of the VM that asks for one."""
+    """What making a template needs of the VM that boots as it."""
 
     image: Image
     runtime_dir: Path
+    overlay: Path
+    tap: str
+    console_log: Path
+    process: subprocess.Popen[bytes] | None
 
     @property
     def shape(self) -> TemplateShape: ...
 
     def kernel_cmdline(self, machine_id_of: str) -> str: ...
 
-    def argv(self, boot: Boot) -> list[str]: ...
+    def launch(self, boot: Boot, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+        """QEMU for ``boot``, in the lab, as the workspace's machine process."""
+        ...
 
-    def spawn(
-        self,
-        argv: list[str],
-        cgroup: Path,
-        log: Path,
-        env: dict[str, str] | None = None,
-        record: ledger.Record | None = None,
-        pass_fds: tuple[int, ...] = (),
-    ) -> subprocess.Popen[bytes]: ...
-
-    def watch_owner(self, cgroup: Path, record: ledger.Record) -> None: ...
-
-    def reap_spawned(self, cgroup: Path) -> None: ...
+    def qmp(self) -> QmpClient: ...
 
 
-def build_template(vm: TemplateHost, template: Template, record: ledger.Record) -> dict[str, Any]:
-    """Boot the template VM, wait until it waits for its identity, save it."""
-    started = time.monotonic()
-    sockets = system.private_dir(vm.runtime_dir / "template")
-    disk.create_overlay(template.disk, template.frozen, "raw", vm.shape.disk)
-    restore.template_seed(sockets / "seed-root", template.seed)
+@dataclasses.dataclass
+class Saved:
+    """A VM saved as a template, paused where its clones start: its guest port (the agent
+    waits on it for the identity), and what ``template.json`` records of its making."""
+
+    port: socket.socket
+    facts: dict[str, Any]
+
+
+def boot_and_save(vm: TemplateHost, template: Template, final: Template) -> Saved:
+    """Boot ``vm`` as ``template`` (in its staging directory, to be renamed to ``final``),
+    wait until it waits for its identity, save it, and leave it paused over the
+    workspace's own overlay. TemplateError if it cannot; the caller ends the VM then."""
+    started, shape = time.monotonic(), vm.shape
+    disk.create_overlay(template.disk, template.frozen, "raw", shape.disk)
+    # Not a private directory: the tar's root is the guest's /, which everyone walks.
+    restore.template_seed(vm.runtime_dir / "template-seed", template.seed)
     memory = os.memfd_create("wsfixture-template-ram", os.MFD_CLOEXEC)
     try:
-        return _boot_and_save(vm, template, record, sockets, memory, started)
+        os.ftruncate(memory, shape.memory * 2**20)
+        boot = Boot(
+            template.kernel, template.initrd, vm.kernel_cmdline(template.key), template.frozen,
+            template.seed, TEMPLATE_MAC, vm.tap, vm.runtime_dir, restorable=True,
+            ram=Path(f"/proc/self/fd/{memory}"),
+        )  # fmt: skip
+        with channel.listening(vm.runtime_dir / IDENTITY_SOCKET) as listener:
+            with disk.descriptors(template.frozen) as fds:
+                process = vm.launch(dataclasses.replace(boot, disk_fds=fds), (*fds, memory))
+            port = channel.accept(listener, process, vm.runtime_dir / settings.QEMU_LOG)
+        try:
+            booted = _wait_for_the_boot(port, process, vm.console_log) - started
+            _save(vm, template, final, shape.disk)
+            _keep_ram(memory, template.ram)
+        except BaseException:
+            port.close()
+            raise
     finally:
         os.close(memory)
-
-
-def _boot_and_save(
-    vm: TemplateHost,
-    template: Template,
-    record: ledger.Record,
-    sockets: Path,
-    memory: int,
-    started: float,
-) -> dict[str, Any]:
-    os.ftruncate(memory, vm.shape.memory * 2**20)
-    boot = Boot(
-        template.kernel, template.initrd, vm.kernel_cmdline(template.key), template.frozen,
-        template.seed, TEMPLATE_MAC, TEMPLATE_TAP, sockets, restorable=True,
-        console_log=template.dir / settings.CONSOLE_LOG, ram=Path(f"/proc/self/fd/{memory}"),
-    )  # fmt: skip
-    cgroup = settings.current().cgroup_root / f"template-{os.getpid()}-{time.monotonic_ns()}"
-    record.add_cgroup(cgroup)
-    vm.watch_owner(cgroup, record)
-    with channel.listening(sockets / IDENTITY_SOCKET) as listener:
-        with disk.descriptors(template.frozen) as fds:
-            argv = [
-                "unshare", "--net", "--", "/bin/sh", "-c",
-                f'ip tuntap add dev {TEMPLATE_TAP} mode tap && ip link set {TEMPLATE_TAP} up '
-                '&& exec "$@"', "sh", *vm.argv(dataclasses.replace(boot, disk_fds=fds)),
-            ]  # fmt: skip
-            process = vm.spawn(
-                argv,
-                cgroup,
-                template.dir / settings.QEMU_LOG,
-                record=record,
-                pass_fds=(*fds, memory),
-            )
-        try:
-            port = channel.accept(listener, process, template.dir / settings.QEMU_LOG)
-            line = channel.read_line(
-                port, TEMPLATE_BOOT_TIMEOUT, process, template.dir / settings.CONSOLE_LOG
-            )
-            booted = time.monotonic() - started
-            state = line.removeprefix("waiting ").strip()
-            if not line.startswith("waiting ") or state != "running":
-                raise TemplateError(
-                    f"the template's boot ended {state!r}, not 'running':\n"
-                    + system.tail(template.dir / settings.CONSOLE_LOG, 15)
-                )
-            try:
-                _save(sockets / QMP_SOCKET, template.state)
-            except TemplateError as exc:
-                raise TemplateError(f"{exc}\n{system.tail(template.dir / 'qemu.log', 5)}") from None
-            process.wait(30)
-            port.close()
-            _keep_ram(memory, template.ram)
-            os.sync()  # the state, memory and frozen disk on disk before anyone restores them
-        finally:
-            system.end_process(process, 0.0)
-            cgroups.kill(str(cgroup))
-            vm.reap_spawned(cgroup)  # its owner watch
+    # Its own record of the boot: the workspace's console goes on with the workspace.
+    shutil.copyfile(vm.console_log, template.dir / settings.CONSOLE_LOG)
     # Over its disk by a relative path from now on: the directory is renamed into place.
     disk.rebase_relative(template.frozen, template.disk, "raw")
-    system.remove_tree(sockets)
-    return {
-        "boot_seconds": round(booted, 2),
-        "save_seconds": round(time.monotonic() - started - booted, 2),
-    }
+    facts = {"boot_seconds": round(booted, 2),
+             "save_seconds": round(time.monotonic() - started - booted, 2)}  # fmt: skip
+    return Saved(port, facts)
 
 
-def _save(qmp_socket: Path, state: Path) -> None:
-    qmp = QmpClient.connect(qmp_socket)
-    try:
-        qmp.command("stop")
-        status = save_state(qmp, state, memory=False)
-        if status != "completed":
-            raise TemplateError(f"saving the template: migration {status}")
-        qmp.command("quit")
-    finally:
-        qmp.close()
+def _wait_for_the_boot(
+    port: socket.socket, process: subprocess.Popen[bytes], console: Path
+) -> float:
+    """When the guest said it waits for its identity, its boot settled."""
+    line = channel.read_line(port, TEMPLATE_BOOT_TIMEOUT, process, console)
+    state = line.removeprefix("waiting ").strip()
+    if not line.startswith("waiting ") or state != "running":
+        raise TemplateError(
+            f"the template's boot ended {state!r}, not 'running':\n{system.tail(console, 15)}"
+        )
+    return time.monotonic()
+
+
+def _save(vm: TemplateHost, template: Template, final: Template, disk_mib: int) -> None:
+    """Pause the VM, stack the workspace's overlay on the template's disk, save the
+    devices (its memory is kept apart, ``_keep_ram``)."""
+    qmp = vm.qmp()
+    qmp.command("stop")
+    disk.stack_overlay(qmp, vm.overlay, final.frozen, disk_mib, OVERLAY_FDSET)
+    status = save_state(qmp, template.state, memory=False)
+    if status != "completed":
+        log = system.tail(vm.runtime_dir / settings.QEMU_LOG, 5)
+        raise TemplateError(f"saving the template: migration {status}\n{log}")
 
 
 def _keep_ram(memory: int, ram: Path) -> None:
