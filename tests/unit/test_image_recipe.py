@@ -191,7 +191,7 @@ GOLDEN_IMAGES = {
     "14": {"container": "5d36dd5a3a736f3c", "vm": "5a0b6bad94d866f6"},
     "15": {"container": "5d36dd5a3a736f3c", "vm": "92fcc17519a346d8"},
 }
-GOLDEN_TEMPLATES = {"3": "946cfb8f1fa7863f", "4": "63b41640fd032909", "5": "92b5574d4cdc08ec"}
+GOLDEN_TEMPLATES = {"3": "946cfb8f1fa7863f", "4": "63b41640fd032909", "5": "47ea26fea94a3e7d"}
 
 
 def test_what_the_guest_is_given_is_pinned_by_version() -> None:
