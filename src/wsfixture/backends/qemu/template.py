@@ -102,15 +102,16 @@ def boot_and_save(vm: TemplateHost, template: Template, final: Template) -> Save
             booted = _wait_for_the_boot(port, process, vm.console_log) - started
             _save(vm, template, final, shape.disk)
             _keep_ram(memory, template.ram)
+            # Its own record of the boot: the workspace's console goes on with the workspace.
+            shutil.copyfile(vm.console_log, template.dir / settings.CONSOLE_LOG)
+            # Over its disk by a relative path from now on: the directory is renamed into
+            # place. (QEMU, which holds it as the overlay's backing file, does not write it.)
+            disk.rebase_relative(template.frozen, template.disk, "raw")
         except BaseException:
             port.close()
             raise
     finally:
         os.close(memory)
-    # Its own record of the boot: the workspace's console goes on with the workspace.
-    shutil.copyfile(vm.console_log, template.dir / settings.CONSOLE_LOG)
-    # Over its disk by a relative path from now on: the directory is renamed into place.
-    disk.rebase_relative(template.frozen, template.disk, "raw")
     facts = {"boot_seconds": round(booted, 2),
              "save_seconds": round(time.monotonic() - started - booted, 2)}  # fmt: skip
     return Saved(port, facts)
