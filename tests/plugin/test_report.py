@@ -140,23 +140,27 @@ def test_keep_failed_keeps_only_the_failed_one(real: pytest.Pytester) -> None:
     )
     states_before = set(Path("/tmp").glob("wsstate-*"))
     result = real.runpytest_subprocess("--ws-keep", "failed")
-    result.assert_outcomes(passed=2, failed=2)
-    # Kept, keys in use: the new state dir that holds this session's workspaces (a session
-    # of another test may have made one meanwhile).
-    new = set(Path("/tmp").glob("wsstate-*")) - states_before
-    (state,) = [d for d in new if (d / "modbad").is_dir()]
     out = result.stdout.str()
-    result.stdout.fnmatch_lines(
-        ["*kept workspaces*", "*ssh -F */ssh_config ws*", "*remove them all: wsfixture gc --lab*"]
-    )
-    kept = re.findall(r"^(\S+) \(container", out, re.M)
-    assert len(kept) == 2
-    assert kept[0].startswith("ws")
-    assert kept[1] == "modbad"
     lab = re.search(r"gc --lab (\S+)", out)
-    assert lab is not None
+    assert lab is not None, out
     lab_name = lab.group(1)
-    try:
+    try:  # whatever fails below, the kept lab is removed
+        result.assert_outcomes(passed=2, failed=2)
+        # Kept, keys in use: the new state dir that holds this session's workspaces (a
+        # session of another test may have made one meanwhile).
+        new = set(Path("/tmp").glob("wsstate-*")) - states_before
+        (state,) = [d for d in new if (d / "modbad").is_dir()]
+        result.stdout.fnmatch_lines(
+            [
+                "*kept workspaces*",
+                "*ssh -F */ssh_config ws*",
+                "*remove them all: wsfixture gc --lab*",
+            ]
+        )
+        kept = re.findall(r"^(\S+) \(container", out, re.M)
+        assert len(kept) == 2
+        assert kept[0].startswith("ws")
+        assert kept[1] == "modbad"
         assert leftovers(lab_name).get("netns") == lab_name, "the kept workspace still runs"
     finally:
         from wsfixture.cli.main import main
