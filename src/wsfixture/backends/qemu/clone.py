@@ -108,11 +108,8 @@ def make_and_go_on(vm: RestoreTarget, final: Template) -> str | None:
             os.sync()  # its state, memory and frozen disk on disk before anyone restores them
             return saved.facts
 
-        try:
-            obtain.ensure_template(vm.shape, vm.image, build, vm.progress)
-        finally:
-            for pending in answer:  # its guest is answering: wait, even if the build failed
-                pending.exception()
+        # Leaving the pool, by an error too, waits for the answer the guest is giving.
+        obtain.ensure_template(vm.shape, vm.image, build, vm.progress)
         if not answer:
             return None
         answer[0].result()
