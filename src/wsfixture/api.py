@@ -47,7 +47,11 @@ class Lab(labs.Lab):
     ``config``: the workspaces' defaults and the network (a ``Config``, or a
     ``NetworkSpec`` alone); its named workspaces can be started by name. The state (keys,
     checkpoints) lives under ``state_root`` if given, else under the config's own if it
-    names one, else in a directory made for the lab and removed with it."""
+    names one, else in a directory made for the lab and removed with it: then nothing
+    inside its workspaces is wanted once they stop but what they wrote to their shares,
+    and they are stopped as the pytest plugin stops a test's (``Workspace.stop``'s
+    ``discard``: a VM's guest writes out what it holds for its shares and is ended
+    without its shutdown)."""
 
     def __init__(
         self,
@@ -125,7 +129,7 @@ class Lab(labs.Lab):
                 declared = {str(s.ip) for s in config.workspaces.values()}
                 fields["ip"] = self.free_ip(declared | {w.ip for w in self.workspaces})
             spec = workspace_spec(config, name=name or self._fresh_name(), **fields)
-        ws = Workspace(spec, config, self)
+        ws = Workspace(spec, config, self, discard_at_stop=self._throwaway)
         self.workspaces.append(ws)
         try:
             return ws.start()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import wsfixture
+from tests.support.held_writes import POWER_DOWN, WRITTEN, stopped
 from tests.support.leaks import footprint, leftovers
 from tests.support.prereqs import require_root_and_tools
 from wsfixture.api import LAB_PREFIX
@@ -99,6 +100,33 @@ def test_bad_input_is_refused_before_anything_is_made(up: Path) -> None:
     wsf(up, "down", "dev")
     with pytest.raises(wsfixture.WorkspaceGone, match="start it with `wsfixture up dev`"):
         wsfixture.connect("dev", up)
+
+
+@pytest.mark.vm
+def test_a_vm_whose_state_goes_with_its_lab_is_ended_without_its_shutdown(
+    tmp_path: Path,
+) -> None:
+    """A lab given no state root removes the state it made with it: its VMs are stopped
+    as the pytest plugin stops a test's, the guest's writes to its shares (here a host
+    directory of the user's, which outlives the lab) written out, no shutdown inside.
+    The control: the same VM with a state root of the user's is shut down."""
+    host = tmp_path / "shared"
+    host.mkdir()
+    host.chmod(0o777)  # the workspace user writes there
+    share = {"source": str(host), "target": "/srv/rw"}
+    before = api_footprint()
+    ws = wsfixture.workspace(type="vm", vcpu=1, memory=768, shares=[share])
+    data, said = stopped(ws, ("/srv/rw", host), ws.stop)
+    assert data == WRITTEN, "the VM's write to its share was lost"
+    assert POWER_DOWN not in said, said[-2000:]
+    assert api_footprint() == before, "the lab and its state went with it"
+
+    kept = tmp_path / "state"
+    ws = wsfixture.workspace(type="vm", vcpu=1, memory=768, shares=[share], state_root=kept)
+    data, said = stopped(ws, ("/srv/rw", host), ws.stop)
+    assert data == WRITTEN
+    assert POWER_DOWN in said, said[-2000:]
+    assert api_footprint() == before
 
 
 def python_blocks(page: str) -> list[str]:

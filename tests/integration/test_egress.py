@@ -181,7 +181,7 @@ def test_a_vm_is_held_the_same_way(setup: tuple[Config, Lab, World]) -> None:
         config, name="vmheld", type="vm", vcpu=1, memory=768, internet=[WORLD_NAME],
         ip=lab.free_ip({str(s.ip) for s in config.workspaces.values()}),
     )  # fmt: skip
-    with Workspace(spec, config, lab) as vm:
+    with Workspace(spec, config, lab, discard_at_stop=True) as vm:
         assert get(vm, f"http://{WORLD_NAME}/") == PAGE
         assert get(vm, f"http://{OTHER_HTTP}/").startswith("FAILED ConnectionRefusedError")
         assert vm.run(f"getent hosts {OTHER_NAME}")[0] == 2

@@ -214,7 +214,7 @@ def test_a_taken_local_port_is_a_clear_error(online: Workspace) -> None:
 @pytest.mark.vm
 def test_a_forwarded_port_of_a_vm(config: Config, lab: Lab) -> None:
     spec = workspace_spec(config, name="vmweb", type="vm", ip="192.168.83.84", vcpu=1, memory=768)
-    with Workspace(spec, config, lab) as vm:
+    with Workspace(spec, config, lab, discard_at_stop=True) as vm:
         serve_http(vm, 8080)
         host, port = vm.forward(8080)
         body = urllib.request.urlopen(f"http://{host}:{port}/", timeout=10).read().decode()

@@ -34,7 +34,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 @pytest.fixture(scope="module", params=["box", pytest.param("vmbox", marks=pytest.mark.vm)])
 def machine(request: pytest.FixtureRequest, config: Config, lab: Lab) -> Iterator[NixosMachine]:
-    with Workspace(config.workspaces[request.param], config, lab) as ws:
+    with Workspace(config.workspaces[request.param], config, lab, discard_at_stop=True) as ws:
         yield ws.nixos
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from tests.support.clock import assert_clock_is_the_hosts
 from tests.support.configs import make_config
+from tests.support.held_writes import POWER_DOWN, WRITTEN, stopped
 from tests.support.leaks import leftovers
 from wsfixture import checks
 from wsfixture.backends import qemu
@@ -61,8 +62,8 @@ def config(state_root: Path) -> Config:
 
 @pytest.fixture(scope="module")
 def twins(config: Config, lab: Lab) -> Iterator[tuple[Workspace, Workspace]]:
-    a = Workspace(config.workspaces["twin-a"], config, lab)
-    b = Workspace(config.workspaces["twin-b"], config, lab)
+    a = Workspace(config.workspaces["twin-a"], config, lab, discard_at_stop=True)
+    b = Workspace(config.workspaces["twin-b"], config, lab, discard_at_stop=True)
     try:
         a._launch()  # the first makes the template if this shape has none yet
         b._launch()
@@ -127,7 +128,7 @@ def test_a_clone_answers_its_first_command_with_the_lab_dns_and_its_unit_s_nic(
     router advertisements (as its networkd unit says, though networkd is not reloaded), and
     readiness reached its sshd once, with the login (its port probe's connection became
     the login's, instead of an sshd-session forked for nothing)."""
-    with Workspace(config.workspaces["prompt"], config, lab) as ws:
+    with Workspace(config.workspaces["prompt"], config, lab, discard_at_stop=True) as ws:
         assert boot_of(ws).startswith("restored from template")
         rc, out, err = ws.run(f"getent hosts {twins[0].name}")
         assert rc == 0, err
@@ -198,7 +199,8 @@ def test_a_restore_while_its_image_is_rebuilt_gives_a_correct_workspace(
     """The template stands on hard links of its image's files: an image rebuilt (renamed
     into place anew) under a restore changes nothing the restore reads; the next use sees
     the new build and makes the template anew."""
-    first = Workspace(config.workspaces["rebuilt"], config, lab).start()  # image + template
+    rebuilt = config.workspaces["rebuilt"]
+    first = Workspace(rebuilt, config, lab, discard_at_stop=True).start()  # image + template
     assert isinstance(first._backend, qemu.QemuBackend)
     image = first._backend.image
     first.stop()
@@ -212,7 +214,7 @@ def test_a_restore_while_its_image_is_rebuilt_gives_a_correct_workspace(
             staging.rename(image.dir)
 
     rebuilder = threading.Thread(target=rebuild)
-    during = Workspace(config.workspaces["rebuilt"], config, lab)
+    during = Workspace(rebuilt, config, lab, discard_at_stop=True)
     rebuilder.start()
     try:
         during.start()
@@ -223,7 +225,7 @@ def test_a_restore_while_its_image_is_rebuilt_gives_a_correct_workspace(
     finally:
         rebuilder.join()
         during.stop()
-    with Workspace(config.workspaces["afterwards"], config, lab) as after:
+    with Workspace(config.workspaces["afterwards"], config, lab, discard_at_stop=True) as after:
         template = template_of(after)
         assert template.meta()["image_ready"] == (image.dir / "ready").read_text()
         assert boot_of(after) == f"made template {template.key} and went on from it"
@@ -245,14 +247,14 @@ def test_a_damaged_template_is_made_anew_by_the_vm_that_found_it(config: Config,
     file is found before QEMU reads it, as a template that is not there, and a changed
     state by its digest: unit-tested.)"""
     spec = config.workspaces["corrupt"]
-    with Workspace(spec, config, lab) as ws:  # the template exists, whole
+    with Workspace(spec, config, lab, discard_at_stop=True) as ws:  # the template exists, whole
         template = template_of(ws)
     made = template.meta()["made"]
     with open(template.ram, "r+b") as ram:
         start, length = next(templates.data_extents(ram.fileno()))
         ram.seek(start + length // 2 // 4096 * 4096)
         ram.write(b"\xa5" * 4096)
-    with Workspace(spec, config, lab) as ws:
+    with Workspace(spec, config, lab, discard_at_stop=True) as ws:
         assert boot_of(ws) == f"made template {template.key} and went on from it"
         assert [o for o in checks.verify(ws) if not o.ok] == []
         assert ws.succeed("hostname").strip() == "corrupt"
@@ -265,40 +267,15 @@ def test_a_damaged_template_is_made_anew_by_the_vm_that_found_it(config: Config,
         # Its end waited for the template's own steps only: it once waited 5 s on each of
         # the VM's share daemons, which run on.
         assert template.meta()["save_seconds"] < 10, template.meta()
-        with Workspace(config.workspaces["corrupt-next"], config, lab) as clone:
+        with Workspace(
+            config.workspaces["corrupt-next"], config, lab, discard_at_stop=True
+        ) as clone:
             assert boot_of(clone) == f"restored from template {template.key}"
             assert [o for o in checks.verify(clone) if not o.ok] == []
             # What the maker wrote after the save is its own, not the template's.
             assert ws.succeed("cat ~/mine").strip() == "mine"
             assert clone.run("cat ~/mine")[0] != 0
             assert clone.succeed("cat /etc/machine-id").strip() == derive.machine_id("corrupt-next")
-
-
-# Written through a shared mapping by a process that goes on holding it: its pages stay
-# dirty in the guest until written back (closing the file, or the mapping, would have
-# written them; FUSE does on both).
-WRITE_THROUGH_MAP = (
-    'nohup python3 -c "import mmap, os, time; '
-    "fd = os.open(os.path.expanduser('~/workspace/mapped'), os.O_RDWR); "
-    "m = mmap.mmap(fd, 4096); m[:10] = b'through-it'; open('/tmp/mapped', 'w').close(); "
-    'time.sleep(600)" >/dev/null 2>&1 &'
-)
-POWER_DOWN = "reboot: Power down"  # the guest kernel's last line in a shutdown
-
-
-def stopped(ws: Workspace, how: Callable[[], None]) -> tuple[bytes, str]:
-    """What the guest wrote through the mapping reached the host (its share's file), and
-    the console's lines from the moment ``how`` stopped it (the log is read by a
-    descriptor opened before: the runtime dir goes with the workspace)."""
-    ws.succeed("truncate -s 4096 ~/workspace/mapped")
-    ws.succeed(WRITE_THROUGH_MAP)
-    written = retry_until(lambda _: ws.run("test -e /tmp/mapped")[0] == 0 or None, 30.0, 0.2)
-    assert written, "the guest's writer did not start"
-    with open(ws.console_log, errors="replace") as console:
-        console.seek(0, 2)
-        how()
-        said = console.read()
-    return (ws.state_dir / "workspace" / "mapped").read_bytes()[:10], said
 
 
 def test_a_discarded_clone_writes_out_its_shares_and_is_ended_without_a_shutdown(
@@ -308,20 +285,24 @@ def test_a_discarded_clone_writes_out_its_shares_and_is_ended_without_a_shutdown
     ended, where the guest's shutdown took ~6 s of CPU beside the next test's restore.
     Controls: the same write is lost if QEMU is ended without the sync, and an orderly stop
     shows the shutdown that a discarded one skips."""
+
+    def share(ws: Workspace) -> tuple[str, Path]:
+        return "~/workspace", ws.state_dir / "workspace"
+
     with Workspace(config.workspaces["discarded"], config, lab) as ws:
-        data, said = stopped(ws, lambda: ws.stop(discard=True))
-    assert data == b"through-it", "a discarded VM lost what it wrote to its share"
+        data, said = stopped(ws, share(ws), lambda: ws.stop(discard=True))
+    assert data == WRITTEN, "a discarded VM lost what it wrote to its share"
     assert POWER_DOWN not in said, said[-2000:]
 
     with Workspace(config.workspaces["unsynced"], config, lab) as ws:
         assert isinstance(ws._backend, qemu.QemuBackend)
         backend = ws._backend
-        data, _ = stopped(ws, lambda: backend.qmp().command("quit"))
+        data, _ = stopped(ws, share(ws), lambda: backend.qmp().command("quit"))
     assert data == bytes(10), "unsynced, the write should still have been in the guest"
 
     with Workspace(config.workspaces["orderly"], config, lab) as ws:
-        data, said = stopped(ws, ws.stop)
-    assert data == b"through-it"
+        data, said = stopped(ws, share(ws), ws.stop)
+    assert data == WRITTEN
     assert POWER_DOWN in said, said[-2000:]
 
 

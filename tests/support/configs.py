@@ -3,7 +3,10 @@
 ``make_config(state, **workspaces)`` gives each workspace without an ``ip`` the next free
 address of the lab's subnet, so a test names only the addresses it asserts on.
 ``booted(config, *names)`` boots workspaces in a lab of their own and stops everything it
-made when the block ends, also when a boot fails half way.
+made when the block ends, also when a boot fails half way. Both stop a workspace as the
+pytest plugin stops a test's (``discard_at_stop``: a VM's guest writes out what it holds
+for its shares and is ended without its shutdown); a test of the shutdown itself starts
+its own.
 """
 
 from __future__ import annotations
@@ -57,5 +60,5 @@ def booted(config: Config, *wanted: str | WorkspaceSpec) -> Iterator[list[Worksp
         made = []
         for item in wanted:
             spec = config.workspaces[item] if isinstance(item, str) else item
-            made.append(stack.enter_context(Workspace(spec, config, lab)))
+            made.append(stack.enter_context(Workspace(spec, config, lab, discard_at_stop=True)))
         yield made

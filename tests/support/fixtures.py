@@ -22,9 +22,10 @@ def lab(config: Config) -> Iterator[Lab]:
 @pytest.fixture(scope="module")
 def running(config: Config, lab: Lab) -> Iterator[dict[str, Workspace]]:
     """Every workspace of the module's config, booted in its lab, by name; all stopped
-    after the module, also when one of them failed to boot."""
+    after the module (as the pytest plugin stops a test's: ``discard_at_stop``), also
+    when one of them failed to boot."""
     with contextlib.ExitStack() as stack:
         yield {
-            name: stack.enter_context(Workspace(spec, config, lab))
+            name: stack.enter_context(Workspace(spec, config, lab, discard_at_stop=True))
             for name, spec in config.workspaces.items()
         }

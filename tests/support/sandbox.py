@@ -61,7 +61,8 @@ def other(sandbox_config: Config, sandbox_lab: Lab) -> Iterator[Workspace]:
 
 @pytest.fixture(scope="package")
 def vmbox(sandbox_config: Config, sandbox_lab: Lab) -> Iterator[Workspace]:
-    with Workspace(sandbox_config.workspaces["vmbox"], sandbox_config, sandbox_lab) as ws:
+    vmbox = sandbox_config.workspaces["vmbox"]
+    with Workspace(vmbox, sandbox_config, sandbox_lab, discard_at_stop=True) as ws:
         yield ws
 
 

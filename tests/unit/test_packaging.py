@@ -62,8 +62,8 @@ def test_the_handle_s_public_names_are_the_documented_verbs_and_facts() -> None:
     listed = re.search(options + r"      members: \[([^\]]*)\]", page)
     assert listed is not None
     verbs = {name.strip() for name in listed[1].split(",")}
-    facts = {"spec", "config", "lab", "state_dir", "timeout", "command_timeout", "state",
-             "ready_seconds", "stop_seconds"}  # fmt: skip
+    facts = {"spec", "config", "lab", "state_dir", "timeout", "command_timeout",
+             "discard_at_stop", "state", "ready_seconds", "stop_seconds"}  # fmt: skip
     public = {name for name in dir(Workspace) if not name.startswith("_")}
     made = "".join(  # what its methods set
         (ROOT / f"src/wsfixture/workspaces/{name}.py").read_text() for name in ("machine", "handle")

@@ -61,6 +61,7 @@ class Machine:
         supervisor: ledger.SupervisorInfo | None = None,
         command_timeout: float | None = None,
         overcommit: bool | None = None,
+        discard_at_stop: bool = False,
     ) -> None:
         self.spec = spec
         self.config = config
@@ -72,6 +73,9 @@ class Machine:
         self.command_timeout = command_timeout  # run()'s default; None: commands may run on
         # May it take more memory than the host has available? (None: the config says.)
         self._overcommit = config.defaults.overcommit if overcommit is None else overcommit
+        # What ``stop()`` does unless told: discard (see ``stop``) a workspace whose state
+        # goes with it (a throwaway ``api.Lab``'s), as the pytest plugin does its tests'.
+        self.discard_at_stop = discard_at_stop
         self.state_dir = config.state_dir(spec.name)
         self._runtime_dir = lab.dir / spec.name
         self._backend: Backend | None = None
@@ -233,12 +237,13 @@ class Machine:
         self.ready_seconds = time.monotonic() - self._started_at
         logger.debug("%s ready: %s", self.name, ", ".join(reached))
 
-    def stop(self, discard: bool = False) -> None:
+    def stop(self, discard: bool | None = None) -> None:
         """Shut down and release everything; the state directory stays. ``discard``:
         nothing inside is wanted any more but what it wrote to its shares, and the machine
-        may be ended without its shutdown once that is out (the pytest plugin's are)."""
+        may be ended without its shutdown once that is out (the pytest plugin's are; a VM's
+        shutdown is ~5 s of its CPU under TCG). None: ``discard_at_stop`` says."""
         try:
-            self._release(discard=discard)
+            self._release(discard=self.discard_at_stop if discard is None else discard)
         finally:
             hooks, self._stop_hooks = self._stop_hooks, []
             for hook in hooks:

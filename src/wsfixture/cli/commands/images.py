@@ -196,7 +196,7 @@ def build_set(config_path: str) -> None:
     ):
         for name in config.workspaces:
             say(f"building: {name}")
-            lab.workspace(name).stop()
+            lab.workspace(name).stop(discard=True)  # its state is a temporary directory
 
 
 def cmd_export(args: argparse.Namespace) -> int:
