@@ -1,5 +1,5 @@
 """VM starts: restored and cold against raw QEMU's cold boot, the first of a new shape, a
-restore beside running VMs, three at once."""
+restore beside running VMs, three at once; a VM's stop, in order and discarded."""
 
 from __future__ import annotations
 
@@ -69,7 +69,26 @@ def run(ctx: Context) -> list[Row]:
             median(raw_stop_),
             "raw qemu powerdown -> exit",
         ),
+        Row(
+            "vm stop -> gone, discarded (the plugin's, a throwaway lab's)",
+            median(discarded_stops(config, runs)),
+            median(restored_stop),
+            "the same VM shut down in order",
+        ),
     ]
+
+
+def discarded_stops(config: Config, runs: int) -> list[float]:
+    """A restored VM's stop when nothing inside is wanted but its shares: its guest
+    syncs, QEMU is ended."""
+    stops = []
+    with Lab(config.network) as lab:
+        for _ in range(runs):
+            ws = Workspace(config.workspaces["bv"], config, lab, discard_at_stop=True).start()
+            ws.stop()
+            assert ws.stop_seconds is not None
+            stops.append(ws.stop_seconds)
+    return stops
 
 
 def first_of_a_shape(state: Path, runs: int) -> Row:
