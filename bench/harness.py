@@ -96,11 +96,15 @@ def banner(lab: Lab, ip: str, timeout: float) -> float | None:
     return None
 
 
-def ours_start_stop(config: Config, name: str, runs: int) -> tuple[list[float], list[float]]:
+def ours_start_stop(
+    config: Config, name: str, runs: int, discard: bool = False
+) -> tuple[list[float], list[float]]:
+    """Start to ready and stop to gone of ``name``, ``runs`` times in one lab; ``discard``:
+    stopped as the pytest plugin stops a test's workspace."""
     ready, stop = [], []
     with Lab(config.network) as lab:
         for _ in range(runs):
-            ws = Workspace(config.workspaces[name], config, lab).start()
+            ws = Workspace(config.workspaces[name], config, lab, discard_at_stop=discard).start()
             assert ws.ready_seconds is not None
             ready.append(ws.ready_seconds)
             ws.stop()

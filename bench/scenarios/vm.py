@@ -71,24 +71,11 @@ def run(ctx: Context) -> list[Row]:
         ),
         Row(
             "vm stop -> gone, discarded (the plugin's, a throwaway lab's)",
-            median(discarded_stops(config, runs)),
+            median(ours_start_stop(config, "bv", runs, discard=True)[1]),
             median(restored_stop),
             "the same VM shut down in order",
         ),
     ]
-
-
-def discarded_stops(config: Config, runs: int) -> list[float]:
-    """A restored VM's stop when nothing inside is wanted but its shares: its guest
-    syncs, QEMU is ended."""
-    stops = []
-    with Lab(config.network) as lab:
-        for _ in range(runs):
-            ws = Workspace(config.workspaces["bv"], config, lab, discard_at_stop=True).start()
-            ws.stop()
-            assert ws.stop_seconds is not None
-            stops.append(ws.stop_seconds)
-    return stops
 
 
 def first_of_a_shape(state: Path, runs: int) -> Row:
